@@ -1,0 +1,88 @@
+"""``rrr-tap SUBJECT``: print every message on a subject pattern, decoded, one line each."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import msgspec
+from nats.aio.msg import Msg
+
+from rrr.shared.bus import Bus
+from rrr.shared.messages import any_decoder
+
+_json = msgspec.json.Encoder()
+
+
+def describe(msg: Msg) -> dict[str, Any]:
+    """The decoded fields of a message, or what is wrong with its payload."""
+    try:
+        message = any_decoder.decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return {"type": "undecodable", "subject": msg.subject, "bytes": len(msg.data), "error": str(exc)}
+    fields = msgspec.to_builtins(message)
+    return {"type": fields.pop("type"), "subject": msg.subject, **fields}
+
+
+def render(record: dict[str, Any]) -> str:
+    """One human-readable line: ``type subject field=value ...``."""
+    rest = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("type", "subject"))
+    return f"{record['type']} {record['subject']} {rest}"
+
+
+async def tap(
+    url: str, subject: str, *, as_json: bool, count: int | None, out: TextIO, ready: asyncio.Event | None = None
+) -> int:
+    """Print messages on ``subject`` until ``count`` were printed or the process is interrupted."""
+    bus = await Bus.connect(url, service="tap", name=f"tap:{subject}")
+    done = asyncio.Event()
+    seen = 0
+
+    async def _print(msg: Msg, _: object) -> None:
+        nonlocal seen
+        record = describe(msg)
+        out.write((_json.encode(record).decode() if as_json else render(record)) + "\n")
+        out.flush()
+        seen += 1
+        if count is not None and seen >= count:
+            done.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, done.set)
+    try:
+        await bus.subscribe(subject, None, _print)
+        await bus.nc.flush()
+        if ready is not None:
+            ready.set()
+        await done.wait()
+    finally:
+        await bus.close()
+    return seen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rrr-tap``."""
+    parser = argparse.ArgumentParser(prog="rrr-tap", description="Print live messages of a subject, decoded.")
+    parser.add_argument("subject", help="subject or pattern: md.>, evt.order.>, cmd.order.0.EURUSD ...")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--count", type=int, default=None, help="exit after this many messages")
+    parser.add_argument("--nats-url", default=None, help="NATS URL [env RRR_NATS_URL; default nats://127.0.0.1:4222]")
+    args = parser.parse_args(argv)
+    if args.count is not None and args.count < 1:
+        parser.error(f"--count: expected a whole number >= 1, got {args.count}")
+    url = args.nats_url or os.environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
+    print(f"# tapping {args.subject} on {url}", file=sys.stderr, flush=True)
+    asyncio.run(tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Lifecycle of the execution service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+
+from rrr.shared import subjects
+from rrr.shared.bus import COMMAND_STREAM, EVENT_STREAM, Bus
+from rrr.shared.messages import OrderAccepted, OrderFilled, OrderRejected, PositionUpdated, order_command_decoder, order_event_decoder
+from rrr.shared.runner import heartbeat_loop, instance_name
+from rrr.shared.telemetry import setup_tracing
+
+from rrr.execution import handlers
+from rrr.execution.config import ExecutionConfig
+from rrr.execution.orders import Orders
+from rrr.execution.paper_venue import PaperVenue
+from rrr.execution.risk import RiskLimits
+
+SERVICE = "execution"
+_log = logging.getLogger(__name__)
+
+
+async def _restore(book: handlers.Book, bus: Bus, shard: int) -> None:
+    """Rebuild positions and order statuses of this shard from the event stream before trading."""
+    for msg in await bus.read_stream(
+        EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True
+    ):
+        event = order_event_decoder.decode(msg.data)
+        if isinstance(event, PositionUpdated):
+            book.restore_position(event)
+    for msg in await bus.read_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.ORDER_EVENT, shard)):
+        event = order_event_decoder.decode(msg.data)
+        if isinstance(event, OrderAccepted):
+            book.orders.restore(event.client_order_id, "accepted")
+        elif isinstance(event, OrderRejected):
+            book.orders.restore(event.client_order_id, "rejected")
+        elif isinstance(event, OrderFilled):
+            book.orders.restore(event.client_order_id, "filled")
+    _log.info("restored %d positions and %d orders", len(book.positions), len(book.orders))
+
+
+async def run(config: ExecutionConfig, stop: asyncio.Event) -> None:
+    """Consume this shard's order commands until ``stop`` is set."""
+    provider = setup_tracing(SERVICE, config.otel_exporter)
+    book = handlers.Book(
+        limits=RiskLimits(max_order_qty=config.max_order_qty, max_notional_quote=config.max_notional_quote),
+        venue=PaperVenue(slippage_bps=config.slippage_bps, fee_bps=config.fee_bps),
+        shards=config.shards,
+        orders=Orders(config.max_orders),
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(provider.shutdown)
+        bus = await Bus.connect(
+            config.nats_url, service=SERVICE, name=instance_name(SERVICE, config), tracer=provider.get_tracer("rrr")
+        )
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        await _restore(book, bus, config.shard)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                bus.consume(
+                    stream=COMMAND_STREAM.name,
+                    durable=f"{SERVICE}-{config.shard}",
+                    filter_subject=subjects.shard_filter(subjects.ORDER_COMMAND, config.shard),
+                    decoder=order_command_decoder,
+                    handle_batch=functools.partial(handlers.on_order_commands, book, bus),
+                    stop=stop,
+                    batch_size=config.batch_size,
+                )
+            )
+            tasks.create_task(
+                heartbeat_loop(
+                    bus, SERVICE, config, stop, lambda: {"positions": len(book.positions), "orders": len(book.orders)}
+                )
+            )

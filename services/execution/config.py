@@ -1,0 +1,39 @@
+"""Configuration of the execution service."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from rrr.shared.config import ServiceConfig
+from rrr.shared.errors import ConfigError
+
+
+class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
+    """Risk limits and the paper venue's settings; env ``RRR_EXECUTION_<FIELD>``.
+
+    The default limits are wide enough for the demo and the bundled data (single-digit quantities of FX
+    and crypto) and stop an order that is off by orders of magnitude.
+    """
+
+    max_order_qty: Annotated[Decimal, msgspec.Meta(description="largest quantity of one order")] = Decimal(1000)
+    max_notional_quote: Annotated[
+        Decimal, msgspec.Meta(description="largest qty * price of one order, in the quote currency")
+    ] = Decimal(10_000_000)
+    slippage_bps: Annotated[Decimal, msgspec.Meta(description="paper venue: price moved against the order")] = Decimal(0)
+    fee_bps: Annotated[Decimal, msgspec.Meta(description="paper venue: fee on notional")] = Decimal(0)
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="order commands fetched per batch")] = 256
+    max_orders: Annotated[int, msgspec.Meta(ge=1000, description="order statuses kept in memory")] = 1_000_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_order_qty", "max_notional_quote"):
+            value: Decimal = getattr(self, name)
+            if not (value.is_finite() and value > 0):
+                raise ConfigError(f"--{name.replace('_', '-')}", "a number > 0", str(value))
+        for name in ("slippage_bps", "fee_bps"):
+            value = getattr(self, name)
+            if not (value.is_finite() and 0 <= value < 10_000):
+                raise ConfigError(f"--{name.replace('_', '-')}", "a number from 0 to below 10000", str(value))

@@ -1,0 +1,30 @@
+"""Pre-trade risk: checks an order must pass before it reaches a venue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rrr.shared.messages import SubmitOrder
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """Per-order limits. Notional is in the symbol's quote currency (USD for EURUSD, USDT for BTCUSDT)."""
+
+    max_order_qty: Decimal
+    max_notional_quote: Decimal
+
+
+def check_order(order: SubmitOrder, limits: RiskLimits) -> str | None:
+    """Return why ``order`` breaks a limit, or None if it passes.
+
+    Notional is valued at the touch the order would fill at: the ask for a buy, the bid for a sell.
+    """
+    if order.qty > limits.max_order_qty:
+        return f"qty {order.qty} exceeds max_order_qty {limits.max_order_qty}"
+    price = order.quote_ask if order.side == "buy" else order.quote_bid
+    notional = order.qty * price
+    if notional > limits.max_notional_quote:
+        return f"notional {notional} exceeds max_notional_quote {limits.max_notional_quote}"
+    return None

@@ -1,0 +1,92 @@
+"""``rrr-market-data``: run the market-data service, or replay a quote file into a running system."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rrr.shared import runner
+from rrr.shared.bus import Bus
+from rrr.shared.config import parse_config
+from rrr.shared.errors import RRRError
+
+from rrr.market_data.app import SERVICE, run
+from rrr.market_data.config import MarketDataConfig
+from rrr.market_data.feeds import ReplayReport, replay_file
+from rrr.market_data.replay import count_rows, read_quotes
+
+_DESCRIPTION = """\
+Market data: bring quotes in, normalise them, publish them per symbol shard on md.quote.<shard>.<symbol>.
+
+  rrr-market-data [flags]              run the service (feed: --feed sim|none)
+  rrr-market-data replay FILE [flags]  publish a CSV or Parquet quote file, with progress, then exit
+"""
+
+
+def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress: bool) -> int:
+    # Read the whole file once before publishing anything: a bad row stops the replay with nothing sent,
+    # so fixing the file and replaying it again cannot leave half of an old version behind.
+    if not skip_bad_rows:
+        for _ in read_quotes(path):
+            pass
+    total = count_rows(path)
+
+    async def _main() -> ReplayReport:
+        bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}")
+        try:
+            await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+            with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
+                return await replay_file(
+                    bus,
+                    path,
+                    shards=config.shards,
+                    window=config.replay_window,
+                    skip_bad_rows=skip_bad_rows,
+                    on_progress=bar.update,
+                )
+        finally:
+            await bus.close()
+
+    report = asyncio.run(_main())
+    for line in report.bad_rows:
+        print(f"skipped bad row: {line}", file=sys.stderr)
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    print(
+        f"replayed {report.path}: rows={report.rows} published={report.published} "
+        f"duplicates={report.duplicates} bad_rows={len(report.bad_rows)} "
+        f"seconds={report.seconds:.2f} rate={rate:,.0f}/s source={report.source}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rrr-market-data``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="rrr-market-data", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    replaying = bool(argv) and argv[0] == "replay"
+    if replaying:
+        argv = argv[1:]
+        parser.prog = "rrr-market-data replay"
+        parser.add_argument("file", type=Path, help="quote file: .csv or .parquet, layout ts,symbol,bid,ask[,bid_size,ask_size]")
+        parser.add_argument("--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of stopping")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser)
+    if not replaying:
+        return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
+    runner.setup_logging(config.log_level)
+    try:
+        return _replay(config, args.file, args.skip_bad_rows, not args.no_progress)
+    except RRRError as exc:
+        print(f"rrr-market-data replay: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Feeds: where quotes come from and how they are put on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rrr.shared import subjects
+from rrr.shared.bus import Bus, Outgoing
+from rrr.shared.errors import BadRowError
+from rrr.shared.messages import Quote, Trade
+from rrr.shared.runner import now_ns
+
+from rrr.market_data.config import MarketDataConfig
+from rrr.market_data.handlers import LatestQuotes
+from rrr.market_data.replay import read_quotes, source_id
+from rrr.market_data.simulator import RandomWalk
+
+_log = logging.getLogger(__name__)
+
+
+async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes, stop: asyncio.Event) -> None:
+    """Publish random-walk quotes for this shard's symbols at ``rate_hz`` until ``stop`` is set.
+
+    Open loop: the n-th quote is due at start + n / rate, so a slow iteration is caught up rather than
+    stretching the schedule. Quotes go out on core NATS; the market-data stream captures them.
+    """
+    symbols = [s for s in config.symbols if subjects.shard_of(subjects.check_symbol(s), config.shards) == config.shard]
+    if not symbols:
+        _log.warning("simulator: none of %s belongs to shard %d of %d", config.symbols, config.shard, config.shards)
+        return
+    walk = RandomWalk(symbols, seed=config.seed, trade_every=config.trade_every)
+    run_id = f"sim{config.seed}-{now_ns()}"
+    cycle = itertools.cycle(symbols)
+    start = time.monotonic()
+    sent = 0
+    while not stop.is_set():
+        due = int((time.monotonic() - start) * config.rate_hz) + 1
+        for _ in range(min(due - sent, 10_000)):
+            sim = walk.next(next(cycle))
+            sent += 1
+            now = now_ns()
+            quote = Quote(
+                id=f"{run_id}:{sent}",
+                ts_event=now,
+                ts_init=now,
+                symbol=sim.symbol,
+                bid=sim.bid,
+                ask=sim.ask,
+                bid_size=sim.bid_size,
+                ask_size=sim.ask_size,
+            )
+            await bus.publish(subjects.quote(sim.symbol, config.shards), quote)
+            latest.update(quote)
+            if sim.trade_side is not None:
+                trade = Trade(
+                    id=f"{run_id}:{sent}:t",
+                    ts_event=now,
+                    ts_init=now,
+                    symbol=sim.symbol,
+                    price=sim.ask if sim.trade_side == "buy" else sim.bid,
+                    size=sim.ask_size if sim.trade_side == "buy" else sim.bid_size,
+                    aggressor="buy" if sim.trade_side == "buy" else "sell",
+                )
+                await bus.publish(subjects.trade(sim.symbol, config.shards), trade)
+        bus.counters["published"] = sent
+        # Pacing, not synchronisation: wake at the next quote's due time, or at once when asked to stop.
+        next_due = start + sent / config.rate_hz
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=max(next_due - time.monotonic(), 0))
+        except TimeoutError:
+            pass
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """What a replay did."""
+
+    path: str
+    source: str
+    rows: int = 0
+    published: int = 0
+    duplicates: int = 0
+    bad_rows: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def replay_file(
+    bus: Bus,
+    path: Path,
+    *,
+    shards: int,
+    window: int,
+    skip_bad_rows: bool,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Publish every quote of ``path`` to JetStream, as fast as the streams acknowledge them.
+
+    At most ``window`` publishes await their acknowledgement at once, which is the back-pressure: the
+    replay goes as fast as the system absorbs it and no faster. Each quote's id is ``<source>:<line>``
+    and is its JetStream de-duplication key, so replaying a file twice stores its quotes once.
+
+    Raises:
+        BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing after it is published.
+    """
+    report = ReplayReport(path=str(path), source=source_id(path))
+    started = time.monotonic()
+
+    def _bad(error: BadRowError) -> None:
+        report.bad_rows.append(str(error))
+
+    pending: list[Outgoing] = []
+
+    async def _flush() -> None:
+        stored = await bus.publish_persistent_many(pending)
+        report.published += stored
+        report.duplicates += len(pending) - stored
+        if on_progress is not None:
+            on_progress(len(pending))
+        pending.clear()
+
+    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad):
+        report.rows += 1
+        quote = Quote(
+            id=f"{report.source}:{row.line}",
+            ts_event=row.ts_ns,
+            ts_init=now_ns(),
+            symbol=row.symbol,
+            bid=row.bid,
+            ask=row.ask,
+            bid_size=row.bid_size,
+            ask_size=row.ask_size,
+        )
+        pending.append(bus.prepare(subjects.quote(row.symbol, shards), quote))
+        if len(pending) >= window:
+            await _flush()
+    if pending:
+        await _flush()
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,46 @@
+"""Handlers of the subjects market-data subscribes to: one function per subject."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+from nats.aio.msg import Msg
+
+from rrr.shared import subjects
+from rrr.shared.bus import Bus
+from rrr.shared.messages import Quote, Trade, encode
+
+NO_QUOTE_HEADER = "Rrr-Error"
+
+
+@dataclass(slots=True)
+class LatestQuotes:
+    """The latest quote of each symbol this instance saw, bounded in size (least recently used goes)."""
+
+    cache: LRUCache[str, Quote] = field(default_factory=lambda: LRUCache(maxsize=100_000))
+
+    def update(self, quote: Quote) -> None:
+        """Keep ``quote`` unless a later one of the same symbol is already held."""
+        held = self.cache.get(quote.symbol)
+        if held is None or quote.ts_event >= held.ts_event:
+            self.cache[quote.symbol] = quote
+
+
+async def on_quote(latest: LatestQuotes, msg: Msg, message: Quote | Trade) -> None:
+    """``md.quote.<shard>.*``: every quote on the bus, from any feed, updates the latest-quote cache."""
+    if isinstance(message, Quote):
+        latest.update(message)
+
+
+async def on_latest_request(latest: LatestQuotes, bus: Bus, msg: Msg, _: object) -> None:
+    """``req.quote.<shard>.<symbol>``: reply with the symbol's latest quote, or an empty reply whose
+    ``Rrr-Error`` header says why."""
+    if not msg.reply:
+        return
+    symbol = subjects.parse(msg.subject).symbol
+    quote = latest.cache.get(symbol)
+    if quote is None:
+        await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: f"no quote for {symbol} yet"})
+    else:
+        await bus.nc.publish(msg.reply, encode(quote))

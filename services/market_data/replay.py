@@ -1,0 +1,205 @@
+"""Reading recorded quote files in the canonical layout: ``ts,symbol,bid,ask[,bid_size,ask_size]``.
+
+CSV and Parquet. Prices and sizes are read from their decimal text, never through a binary float; a row
+that cannot be read raises BadRowError naming the file and line, or is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from rrr.shared.errors import BadRowError, RRRError
+from rrr.shared.subjects import check_symbol
+
+REQUIRED = ("ts", "symbol", "bid", "ask")
+OPTIONAL = ("bid_size", "ask_size")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRow:
+    """One quote as read from a file; ``line`` is the 1-based line (CSV) or row + 1 (Parquet)."""
+
+    line: int
+    ts_ns: int
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+
+
+class UnsupportedFileError(RRRError):
+    """A replay file of a kind this reader does not know."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {reason}")
+
+
+def source_id(path: Path) -> str:
+    """A stable id for a file's content: replaying the same file again yields the same quote ids.
+
+    The quote ids (``<source_id>:<line>``) are the de-duplication keys downstream, so a file replayed twice
+    is stored once.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem)[:48]
+    return f"{stem}@{digest.hexdigest()[:12]}"
+
+
+def parse_ts(text: str) -> int:
+    """ISO-8601 time (``2020-01-01T17:00:00.065Z``) to integer nanoseconds since the epoch, exactly."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"ts {text!r} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z") from None
+    if ts.tzinfo is None:
+        raise ValueError(f"ts {text!r} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z")
+    return _datetime_ns(ts)
+
+
+def _decimal(name: str, text: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{name} {text!r} is not a decimal number") from None
+    if not value.is_finite():
+        raise ValueError(f"{name} {text!r} is not a finite number")
+    return value
+
+
+def _row(line: int, values: dict[str, Any]) -> QuoteRow:
+    def text(name: str) -> str:
+        value = values.get(name)
+        if value is None or value == "":
+            raise ValueError(f"{name} is empty")
+        # Parquet floats are taken at their shortest round-trip text, which is what their writer meant.
+        return value if isinstance(value, str) else str(value)
+
+    ts_value = values.get("ts")
+    ts_ns = _datetime_ns(ts_value) if isinstance(ts_value, datetime) else parse_ts(text("ts"))
+    symbol = check_symbol(text("symbol"))
+    bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
+    if bid <= 0 or ask <= 0:
+        raise ValueError(f"prices must be > 0, got bid {bid} ask {ask}")
+    if bid > ask:
+        raise ValueError(f"crossed quote: bid {bid} > ask {ask}")
+    sizes = []
+    for name in OPTIONAL:
+        raw = values.get(name)
+        size = None if raw is None or raw == "" else _decimal(name, raw if isinstance(raw, str) else str(raw))
+        if size is not None and size < 0:
+            raise ValueError(f"{name} must be >= 0, got {size}")
+        sizes.append(size)
+    return QuoteRow(line, ts_ns, symbol, bid, ask, sizes[0], sizes[1])
+
+
+def _datetime_ns(ts: datetime) -> int:
+    # Integer arithmetic on the timedelta: a float timestamp would lose the nanoseconds.
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    missing = [c for c in REQUIRED if c not in columns]
+    unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        raise BadRowError(
+            str(path),
+            1,
+            f"expected columns {','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(columns)}"
+            + (f" (missing {', '.join(missing)})" if missing else "")
+            + (f" (unknown {', '.join(unknown)})" if unknown else ""),
+        )
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise BadRowError(str(path), 1, "file is empty; expected a header line")
+        columns = [c.strip() for c in header]
+        _check_columns(path, columns)
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(columns):
+                yield reader.line_num, {"__error__": f"expected {len(columns)} fields, got {len(fields)}"}
+                continue
+            yield reader.line_num, dict(zip(columns, fields, strict=True))
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import pyarrow.parquet as pq  # noqa: PLC0415 - optional dependency, only needed for Parquet
+    except ImportError:
+        raise UnsupportedFileError(path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'") from None
+    parquet = pq.ParquetFile(path)
+    columns = list(parquet.schema_arrow.names)
+    _check_columns(path, columns)
+    row = 1
+    for batch in parquet.iter_batches(batch_size=65_536):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
+
+
+def count_rows(path: Path) -> int | None:
+    """How many data rows a file holds, cheaply where the format says so (for a progress bar)."""
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq  # noqa: PLC0415
+        except ImportError:
+            return None
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    with path.open("rb") as fh:
+        return max(sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1, 0)
+
+
+def read_quotes(
+    path: Path,
+    *,
+    skip_bad_rows: bool = False,
+    on_bad_row: Callable[[BadRowError], None] | None = None,
+) -> Iterator[QuoteRow]:
+    """Yield the quotes of a CSV or Parquet file in file order.
+
+    Raises:
+        BadRowError: a row cannot be read and ``skip_bad_rows`` is false (or the header is wrong).
+        UnsupportedFileError: the file is neither CSV nor Parquet.
+    """
+    if not path.is_file():
+        raise UnsupportedFileError(path, "no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = _csv_rows(path)
+    elif suffix == ".parquet":
+        rows = _parquet_rows(path)
+    else:
+        raise UnsupportedFileError(path, f"unknown file type {suffix!r}; expected .csv or .parquet")
+    for line, values in rows:
+        try:
+            if "__error__" in values:
+                raise ValueError(values["__error__"])
+            yield _row(line, values)
+        except ValueError as exc:
+            error = BadRowError(str(path), line, str(exc))
+            if not skip_bad_rows:
+                raise error from None
+            if on_bad_row is not None:
+                on_bad_row(error)

@@ -1,0 +1,140 @@
+"""Batched, idempotent writes of wire messages to PostgreSQL.
+
+Each table is written with one statement per batch: ``INSERT ... SELECT FROM unnest($1, $2, ...)`` with
+one array parameter per column. Unique keys make every write idempotent: a redelivered message finds its
+row already there and changes nothing, so nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from rrr.shared.messages import (
+    Message,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+    Quote,
+    Signal,
+    Trade,
+)
+
+_INSERT_QUOTES = """
+INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                     $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
+ON CONFLICT (id) DO NOTHING"""
+
+_INSERT_TRADES = """
+INSERT INTO trades (id, symbol, ts_event, ts_init, price, size, aggressor)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::numeric[], $6::numeric[], $7::text[])
+ON CONFLICT (id) DO NOTHING"""
+
+_INSERT_SIGNALS = """
+INSERT INTO signals (id, strategy, symbol, quote_id, ts_event, ts_init, direction, fast, slow, target)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                     $7::text[], $8::numeric[], $9::numeric[], $10::numeric[])
+ON CONFLICT (id) DO NOTHING"""
+
+# An order's status only moves forward (accepted -> filled); a late or repeated event never moves it back.
+_UPSERT_ORDERS = """
+INSERT INTO orders (client_order_id, strategy, symbol, side, qty, order_type, status, reason, ts_event, ts_updated)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
+                     $7::text[], $8::text[], $9::bigint[], $10::bigint[])
+ON CONFLICT (client_order_id) DO UPDATE
+   SET status = excluded.status, ts_updated = excluded.ts_updated
+ WHERE orders.status = 'accepted' AND excluded.status = 'filled'"""
+
+_MARK_FILLED = """
+UPDATE orders SET status = 'filled', ts_updated = f.ts
+  FROM unnest($1::text[], $2::bigint[]) AS f(id, ts)
+ WHERE orders.client_order_id = f.id AND orders.status = 'accepted'"""
+
+_INSERT_FILLS = """
+INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, fee, venue, ts_event, ts_init)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
+                     $7::numeric[], $8::text[], $9::bigint[], $10::bigint[])
+ON CONFLICT (fill_id) DO NOTHING"""
+
+# Positions are snapshots numbered by ``version``: only a newer one replaces the stored row.
+_UPSERT_POSITIONS = """
+INSERT INTO positions (symbol, qty, avg_price, realized_pnl, version, ts_event)
+SELECT * FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[])
+ON CONFLICT (symbol) DO UPDATE
+   SET qty = excluded.qty, avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,
+       version = excluded.version, ts_event = excluded.ts_event, stored_at = now()
+ WHERE positions.version < excluded.version"""
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _count(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "INSERT 0 17" or "UPDATE 3".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def write_batch(conn: asyncpg.Connection, messages: Iterable[Message]) -> Counter[str]:
+    """Write a batch of messages in the caller's transaction; return rows written per table.
+
+    Messages of a batch keep their order where it matters: an order's fill is applied after its
+    acceptance, and of several positions of a symbol the highest version wins.
+    """
+    quotes: list[tuple[Any, ...]] = []
+    trades: list[tuple[Any, ...]] = []
+    signals: list[tuple[Any, ...]] = []
+    orders: dict[str, list[Any]] = {}
+    filled: dict[str, int] = {}
+    fills: list[tuple[Any, ...]] = []
+    positions: dict[str, tuple[Any, ...]] = {}
+    for m in messages:
+        if isinstance(m, Quote):
+            quotes.append((m.id, m.symbol, m.ts_event, m.ts_init, m.bid, m.ask, m.bid_size, m.ask_size))
+        elif isinstance(m, Trade):
+            trades.append((m.id, m.symbol, m.ts_event, m.ts_init, m.price, m.size, m.aggressor))
+        elif isinstance(m, Signal):
+            signals.append(
+                (m.id, m.strategy, m.symbol, m.quote_id, m.ts_event, m.ts_init, m.direction, m.fast, m.slow, m.target)
+            )
+        elif isinstance(m, OrderAccepted | OrderRejected):
+            if m.client_order_id not in orders:
+                status = "accepted" if isinstance(m, OrderAccepted) else "rejected"
+                reason = m.reason if isinstance(m, OrderRejected) else None
+                orders[m.client_order_id] = [
+                    m.client_order_id, m.strategy, m.symbol, m.side, m.qty, m.order_type, status, reason,
+                    m.ts_event, m.ts_event,
+                ]  # fmt: skip
+        elif isinstance(m, OrderFilled):
+            row = orders.get(m.client_order_id)
+            if row is not None and row[6] == "accepted":
+                row[6], row[9] = "filled", m.ts_event  # accepted and filled in one batch: one upsert
+            else:
+                filled[m.client_order_id] = m.ts_event
+            fills.append(
+                (m.id, m.client_order_id, m.symbol, m.side, m.qty, m.price, m.fee, m.venue, m.ts_event, m.ts_init)
+            )
+        elif isinstance(m, PositionUpdated):
+            held = positions.get(m.symbol)
+            if held is None or held[4] < m.version:
+                positions[m.symbol] = (m.symbol, m.qty, m.avg_price, m.realized_pnl, m.version, m.ts_event)
+
+    written: Counter[str] = Counter()
+    for table, sql, rows in (
+        ("quotes", _INSERT_QUOTES, quotes),
+        ("trades", _INSERT_TRADES, trades),
+        ("signals", _INSERT_SIGNALS, signals),
+        ("orders", _UPSERT_ORDERS, [tuple(r) for r in orders.values()]),
+        ("fills", _INSERT_FILLS, fills),
+        ("positions", _UPSERT_POSITIONS, list(positions.values())),
+    ):
+        if rows:
+            written[table] += _count(await conn.execute(sql, *_columns(rows)))
+    if filled:
+        written["orders_filled"] += _count(await conn.execute(_MARK_FILLED, list(filled), list(filled.values())))
+    return written

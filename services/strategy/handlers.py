@@ -1,0 +1,95 @@
+"""Handlers of the subjects the strategy service consumes: one function per subject."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+
+from rrr.shared import subjects
+from rrr.shared.bus import Bus, Delivery, Outgoing
+from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
+from rrr.shared.runner import now_ns
+
+from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
+
+
+@dataclass(slots=True)
+class Strategies:
+    """One strategy state per symbol, created on the symbol's first quote."""
+
+    name: str
+    params: SmaCrossParams
+    shards: int
+    books: dict[str, SmaCross] = field(default_factory=dict)
+
+    def for_symbol(self, symbol: str) -> SmaCross:
+        """The symbol's state, created empty on first use."""
+        book = self.books.get(symbol)
+        if book is None:
+            book = self.books[symbol] = SmaCross(self.params)
+        return book
+
+
+def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
+    """Feed one quote to its symbol's strategy; return the signal and order it produces, if any."""
+    cross = strategies.for_symbol(quote.symbol).on_quote(quote.bid, quote.ask)
+    if cross is None:
+        return []
+    now = now_ns()
+    name = strategies.name
+    # Ids derive from the triggering quote: a redelivered quote yields the same ids, which the streams and
+    # the database de-duplicate.
+    out = [
+        bus.prepare(
+            subjects.signal(quote.symbol, strategies.shards),
+            Signal(
+                id=f"{name}:{quote.id}",
+                ts_event=quote.ts_event,
+                ts_init=now,
+                strategy=name,
+                symbol=quote.symbol,
+                quote_id=quote.id,
+                direction=cross.direction,
+                fast=cross.fast,
+                slow=cross.slow,
+                target=cross.target,
+            ),
+        )
+    ]
+    if cross.order_qty:
+        out.append(
+            bus.prepare(
+                subjects.order_command(quote.symbol, strategies.shards),
+                SubmitOrder(
+                    id=f"{name}-{quote.id}",
+                    ts_event=quote.ts_event,
+                    ts_init=now,
+                    strategy=name,
+                    symbol=quote.symbol,
+                    side="buy" if cross.order_qty > 0 else "sell",
+                    qty=abs(cross.order_qty),
+                    quote_ts=quote.ts_event,
+                    quote_bid=quote.bid,
+                    quote_ask=quote.ask,
+                ),
+            )
+        )
+    return out
+
+
+async def on_quotes(strategies: Strategies, bus: Bus, batch: Sequence[Delivery[Quote | Trade]]) -> None:
+    """``md.quote.<shard>.*`` (durable consumer): run the batch in stream order, then publish its output.
+
+    The batch is acknowledged by the bus only after every signal and order of it was stored by JetStream.
+    """
+    out: list[Outgoing] = []
+    for delivery in batch:
+        if not isinstance(delivery.message, Quote):
+            continue
+        with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
+            out.extend(on_quote(strategies, bus, delivery.message))
+    if out:
+        await bus.publish_persistent_many(out)
+        bus.counters["published"] += len(out)

@@ -1,0 +1,342 @@
+"""The message bus: NATS connection, typed publish, JetStream streams and consumers, dead letters, traces.
+
+Every byte that leaves or enters a service goes through here, so this is where malformed input is caught,
+counted and dead-lettered, where trace context is injected and extracted, and where acknowledgement
+happens only after a handler finished its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, StorageType, StreamConfig
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
+
+from rrr.shared import subjects
+from rrr.shared.messages import Message, encode
+from rrr.shared.telemetry import extract, inject
+
+_log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+# Header names. Nats-Msg-Id is JetStream's own de-duplication key.
+MSG_ID = "Nats-Msg-Id"
+DLQ_REASON = "Rrr-Dlq-Reason"
+DLQ_SUBJECT = "Rrr-Dlq-Subject"
+DLQ_SERVICE = "Rrr-Dlq-Service"
+DLQ_DELIVERIES = "Rrr-Dlq-Deliveries"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One JetStream stream the system relies on."""
+
+    name: str
+    subjects: tuple[str, ...]
+
+
+MARKET_DATA_STREAM = StreamSpec("RRR_MD", (subjects.MARKET_DATA_ALL,))
+SIGNAL_STREAM = StreamSpec("RRR_SIG", (subjects.SIGNAL_ALL,))
+COMMAND_STREAM = StreamSpec("RRR_CMD", (subjects.COMMAND_ALL,))
+EVENT_STREAM = StreamSpec("RRR_EVT", (subjects.EVENT_ALL,))
+DEAD_LETTER_STREAM = StreamSpec("RRR_DLQ", (subjects.DEAD_LETTER_ALL,))
+STREAMS = (MARKET_DATA_STREAM, SIGNAL_STREAM, COMMAND_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An encoded message waiting to be published."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[M]):
+    """A decoded JetStream message together with the raw message to acknowledge."""
+
+    msg: Msg
+    message: M
+
+
+class Bus:
+    """A service's connection to NATS: typed publishing, consuming and dead-lettering."""
+
+    def __init__(self, nc: NATS, *, service: str, tracer: Tracer) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=4096)
+        self.service = service
+        self.tracer = tracer
+        self.counters: Counter[str] = Counter()
+        self.closing = False
+
+    @classmethod
+    async def connect(cls, url: str, *, service: str, name: str, tracer: Tracer | None = None) -> Bus:
+        """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart)."""
+
+        async def _on_error(exc: Exception) -> None:
+            _log.warning("nats: %s", exc)
+
+        bus: Bus | None = None
+
+        async def _on_disconnected() -> None:
+            if bus is None or not bus.closing:
+                _log.warning("nats: disconnected")
+
+        async def _on_reconnected() -> None:
+            _log.info("nats: reconnected")
+
+        nc = await nats.connect(
+            servers=[u.strip() for u in url.split(",")],
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            error_cb=_on_error,
+            disconnected_cb=_on_disconnected,
+            reconnected_cb=_on_reconnected,
+        )
+        bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"))
+        return bus
+
+    async def close(self) -> None:
+        """Drain: finish in-flight publishes and subscriptions, then close."""
+        self.closing = True
+        if self.js.publish_async_pending():
+            await self.js.publish_async_completed()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    # -- streams ---------------------------------------------------------------------------------------
+
+    async def ensure_streams(self, *, max_age_s: float, duplicate_window_s: float = 120.0) -> None:
+        """Create the system's streams, or bring an existing one's settings up to date.
+
+        File storage, so that acknowledged messages survive a broker restart; ``duplicate_window_s`` is
+        how long JetStream remembers a ``Nats-Msg-Id`` to drop a re-published duplicate.
+        """
+        for spec in STREAMS:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                storage=StorageType.FILE,
+                max_age=max_age_s,
+                duplicate_window=duplicate_window_s,
+            )
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+
+    # -- publishing ------------------------------------------------------------------------------------
+
+    def _headers(self, msg_id: str | None) -> dict[str, str]:
+        headers = inject({})
+        if msg_id is not None:
+            headers[MSG_ID] = msg_id
+        return headers
+
+    async def publish(self, subject: str, message: Message) -> None:
+        """Publish on core NATS (at most once; a stream on the subject still captures it)."""
+        await self.nc.publish(subject, encode(message), headers=self._headers(message.id))
+
+    async def publish_persistent(self, subject: str, message: Message) -> PubAck:
+        """Publish to JetStream and wait until the stream stored it; the message id de-duplicates."""
+        return await self.js.publish(subject, encode(message), headers=self._headers(message.id))
+
+    def prepare(self, subject: str, message: Message) -> Outgoing:
+        """Encode ``message`` now, with the current span's trace context, to publish later in a batch."""
+        return Outgoing(subject, encode(message), self._headers(message.id))
+
+    async def publish_persistent_many(self, items: Iterable[Outgoing]) -> int:
+        """Publish to JetStream with all acknowledgements in flight together, then wait for every one.
+
+        Returns how many the streams stored as new (a duplicate inside the de-duplication window is
+        acknowledged but not stored again, and not counted).
+
+        Raises:
+            nats.js.errors.APIError: a stream refused a message.
+        """
+        futures = [await self.js.publish_async(o.subject, o.data, headers=o.headers) for o in items]
+        acks: list[PubAck] = await asyncio.gather(*futures)
+        return sum(1 for ack in acks if not ack.duplicate)
+
+    # -- dead letters ----------------------------------------------------------------------------------
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Store ``msg`` on the dead-letter stream with the reason, and count it."""
+        self.counters["dead_lettered"] += 1
+        headers = dict(msg.headers or {})
+        headers.pop(MSG_ID, None)
+        headers[DLQ_REASON] = reason[:1000]
+        headers[DLQ_SUBJECT] = msg.subject
+        headers[DLQ_SERVICE] = self.service
+        if msg._metadata is not None or msg.reply:  # noqa: SLF001 - a JetStream message; nats.py exposes no public check
+            try:
+                headers[DLQ_DELIVERIES] = str(msg.metadata.num_delivered)
+            except Exception:  # noqa: BLE001 - a core message with a reply has no metadata, and that is fine
+                headers.pop(DLQ_DELIVERIES, None)
+        _log.warning("dead-lettered a message on %s: %s", msg.subject, reason)
+        await self.js.publish(subjects.dead_letter(msg.subject), msg.data, headers=headers)
+
+    # -- core subscriptions ----------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        subject: str,
+        decoder: msgspec.msgpack.Decoder[Any] | None,
+        handler: Callable[[Msg, Any], Awaitable[None]],
+        *,
+        queue: str = "",
+    ) -> Subscription:
+        """Subscribe on core NATS; ``handler(msg, decoded)`` runs in a span continuing the sender's trace.
+
+        A payload that does not decode is counted and dead-lettered; a handler that raises is counted and
+        logged. Neither stops the subscription.
+        """
+
+        async def _callback(msg: Msg) -> None:
+            message: Any = None
+            if decoder is not None:
+                try:
+                    message = decoder.decode(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.counters["malformed"] += 1
+                    await self.dead_letter(msg, f"decode: {exc}")
+                    return
+            with trace.use_span(self.span(f"handle {subject}", msg), end_on_exit=True):
+                try:
+                    await handler(msg, message)
+                except Exception:
+                    self.counters["handler_errors"] += 1
+                    _log.exception("handler failed on %s", msg.subject)
+
+        return await self.nc.subscribe(subject, cb=_callback, queue=queue)
+
+    # -- consuming -------------------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        decoder: msgspec.msgpack.Decoder[Any],
+        handle_batch: Callable[[Sequence[Delivery[Any]]], Awaitable[None]],
+        stop: asyncio.Event,
+        batch_size: int = 256,
+        max_wait_s: float = 0.5,
+        max_deliver: int = 5,
+        ack_wait_s: float = 30.0,
+    ) -> None:
+        """Consume a durable pull consumer until ``stop`` is set.
+
+        Messages are handed over in stream order, in batches of at most ``batch_size``; a batch is
+        acknowledged only after ``handle_batch`` returned. A payload that does not decode is dead-lettered
+        at once. A batch whose handler raises is redelivered; a message delivered ``max_deliver`` times
+        is dead-lettered instead, so one poison message never blocks the stream.
+        """
+        psub = await self.js.pull_subscribe(
+            filter_subject,
+            durable=durable,
+            stream=stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_s,
+                max_ack_pending=max(batch_size * 4, 1024),
+            ),
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await psub.fetch(batch_size, timeout=max_wait_s)
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    continue
+                except nats.errors.ConnectionClosedError:
+                    return
+                await self._process(msgs, decoder, handle_batch, max_deliver)
+        finally:
+            if not self.nc.is_closed:
+                await psub.unsubscribe()
+
+    async def _process(
+        self,
+        msgs: list[Msg],
+        decoder: msgspec.msgpack.Decoder[Any],
+        handle_batch: Callable[[Sequence[Delivery[Any]]], Awaitable[None]],
+        max_deliver: int,
+    ) -> None:
+        batch: list[Delivery[Any]] = []
+        for msg in msgs:
+            try:
+                batch.append(Delivery(msg, decoder.decode(msg.data)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.counters["malformed"] += 1
+                await self.dead_letter(msg, f"decode: {exc}")
+                await msg.term()
+        if not batch:
+            return
+        try:
+            await handle_batch(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.counters["handler_errors"] += 1
+            _log.exception("handler failed on a batch of %d from %s", len(batch), batch[0].msg.subject)
+            for delivery in batch:
+                if delivery.msg.metadata.num_delivered >= max_deliver:
+                    await self.dead_letter(delivery.msg, f"handler: {type(exc).__name__}: {exc}")
+                    await delivery.msg.term()
+                else:
+                    await delivery.msg.nak(delay=0.5)
+            return
+        for delivery in batch:
+            await delivery.msg.ack()
+        self.counters["handled"] += len(batch)
+
+    async def read_stream(
+        self, stream: str, filter_subject: str, *, last_per_subject: bool = False, fetch: int = 1024
+    ) -> list[Msg]:
+        """Read what a stream holds now on ``filter_subject`` (everything, or the last per subject).
+
+        For rebuilding state at start-up: an ephemeral consumer is created, asked how many messages it has
+        to deliver, and read until it delivered exactly that many.
+        """
+        policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
+        psub = await self.js.pull_subscribe(
+            filter_subject,
+            stream=stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=policy, inactive_threshold=30.0),
+        )
+        try:
+            info = await psub.consumer_info()
+            remaining = info.num_pending or 0
+            out: list[Msg] = []
+            while remaining > 0:
+                msgs = await psub.fetch(min(fetch, remaining), timeout=5.0)
+                out.extend(msgs)
+                remaining -= len(msgs)
+            return out
+        finally:
+            await psub.unsubscribe()
+
+    def span(self, name: str, msg: Msg) -> trace.Span:
+        """Start a consumer span whose parent is the span that sent ``msg`` (use with ``with``)."""
+        return self.tracer.start_span(name, context=extract(msg.headers), kind=SpanKind.CONSUMER)

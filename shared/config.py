@@ -1,0 +1,165 @@
+"""Service configuration: one frozen Struct per service, filled from defaults, environment and flags.
+
+Precedence, lowest first: the Struct's defaults, ``RRR_<FIELD>`` for fields every service shares (such as
+``RRR_NATS_URL``), ``RRR_<SERVICE>_<FIELD>``, then ``--field-name`` flags. Every value is validated by
+msgspec at start-up; an unknown ``RRR_<SERVICE>_*`` variable or a malformed value stops the service with
+an error naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from rrr.shared.errors import ConfigError
+
+ExporterName = Literal["none", "console", "otlp"]
+
+
+class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields every service has."""
+
+    nats_url: Annotated[str, msgspec.Meta(description="NATS server URL(s), comma-separated")] = (
+        "nats://127.0.0.1:4222"
+    )
+    shard: Annotated[int, msgspec.Meta(ge=0, description="which shard of the symbols this instance owns")] = 0
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024, description="how many shards the symbols are split into")] = 1
+    instance: Annotated[str, msgspec.Meta(description="instance name (default: <service>-<shard>)")] = ""
+    heartbeat_ms: Annotated[int, msgspec.Meta(ge=50, description="heartbeat period")] = 1000
+    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0, description="bound on a graceful stop")] = 10.0
+    stream_max_age_s: Annotated[
+        float, msgspec.Meta(gt=0, description="how long JetStream streams keep messages")
+    ] = 7 * 24 * 3600.0
+    otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], msgspec.Meta(description="log level")] = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.shard >= self.shards:
+            raise ConfigError("--shard / RRR_SHARD", f"a shard below --shards={self.shards}", self.shard)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={redact(getattr(self, name))!r}" for name in self.__struct_fields__)
+        return f"{type(self).__name__}({fields})"
+
+
+# Fields read from RRR_<FIELD> as well as RRR_<SERVICE>_<FIELD>: they describe the deployment, not the service.
+SHARED_ENV_FIELDS = frozenset(
+    {"nats_url", "database_url", "shards", "stream_max_age_s", "otel_exporter", "log_level"}
+)
+
+_PASSWORD_IN_URL = re.compile(r"(//[^:/@]+:)[^@]*@")
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+def redact(value: object) -> object:
+    """Hide the password of a URL-like string; other values pass unchanged."""
+    if isinstance(value, str):
+        return _PASSWORD_IN_URL.sub(r"\1***@", value)
+    return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _description(hint: object) -> str:
+    for meta in getattr(hint, "__metadata__", ()):
+        if isinstance(meta, msgspec.Meta) and meta.description:
+            return meta.description
+    return ""
+
+
+def _is_list(hint: object) -> bool:
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    return typing.get_origin(base) in (list, tuple)
+
+
+def build_parser(config_type: type[ServiceConfig], service: str, parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per config field to ``parser``, with the field's description and env var."""
+    hints = typing.get_type_hints(config_type, include_extras=True)
+    defaults = {f.name: f.default for f in msgspec.structs.fields(config_type)}
+    for name in config_type.__struct_fields__:
+        env = " or ".join(env_names(service, name))
+        parser.add_argument(
+            _flag(name),
+            dest=f"cfg_{name}",
+            default=None,
+            metavar=name.upper(),
+            help=f"{_description(hints[name])} [env {env}; default {redact(defaults[name])!r}]",
+        )
+
+
+def env_names(service: str, field: str) -> list[str]:
+    """Every environment variable that sets ``field`` for ``service``, lowest precedence first."""
+    shared = [f"RRR_{field.upper()}"] if field in SHARED_ENV_FIELDS or field == "shard" else []
+    return [*shared, env_name(service, field)]
+
+
+def env_name(service: str, field: str) -> str:
+    """The environment variable that sets ``field`` for ``service``."""
+    return f"RRR_{service.upper().replace('-', '_')}_{field.upper()}"
+
+
+def load_config(
+    config_type: type[C],
+    service: str,
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+) -> C:
+    """Build ``config_type`` from defaults, environment and parsed flags, failing loudly on bad input.
+
+    Raises:
+        ConfigError: an unknown ``RRR_<SERVICE>_*`` variable, or a value of the wrong type or range.
+    """
+    environ = os.environ if environ is None else environ
+    fields = config_type.__struct_fields__
+    hints = typing.get_type_hints(config_type, include_extras=True)
+    prefix = env_name(service, "")
+    unknown = sorted(k for k in environ if k.startswith(prefix) and k[len(prefix) :].lower() not in fields)
+    if unknown:
+        known = ", ".join(env_name(service, f) for f in fields)
+        raise ConfigError(unknown[0], f"one of {known}", environ[unknown[0]])
+
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in fields:
+        candidates = [(env, environ.get(env)) for env in env_names(service, name)]
+        candidates.append((_flag(name), getattr(args, f"cfg_{name}", None)))
+        for source, value in candidates:
+            if value is not None:
+                raw[name] = [v.strip() for v in value.split(",") if v.strip()] if _is_list(hints[name]) else value
+                sources[name] = source
+    try:
+        return msgspec.convert(raw, config_type, strict=False)
+    except msgspec.ValidationError as exc:
+        match = re.search(r"at `\$\.(\w+)", str(exc))
+        name = match.group(1) if match else ""
+        where = sources.get(name, _flag(name) if name else config_type.__name__)
+        expected = str(exc).split(" - at ")[0].split(", got ")[0]
+        expected = expected.removeprefix("Expected ") if expected.startswith("Expected ") else f"a valid value ({expected})"
+        raise ConfigError(where, expected, raw.get(name)) from None
+
+
+def parse_config(
+    config_type: type[C],
+    service: str,
+    argv: Sequence[str] | None = None,
+    *,
+    description: str = "",
+    parser: argparse.ArgumentParser | None = None,
+) -> tuple[C, argparse.Namespace]:
+    """Parse ``argv`` into ``config_type``; print a clear error and exit 2 on bad config."""
+    parser = parser or argparse.ArgumentParser(prog=f"rrr-{service.replace('_', '-')}", description=description)
+    build_parser(config_type, service, parser)
+    args = parser.parse_args(argv)
+    try:
+        return load_config(config_type, service, args), args
+    except ConfigError as exc:
+        parser.error(str(exc))

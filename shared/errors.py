@@ -1,0 +1,55 @@
+"""The project's errors: one base class, subclasses with typed fields and a message built in ``__init__``."""
+
+from __future__ import annotations
+
+
+class RRRError(Exception):
+    """Base error of the project."""
+
+
+class ConfigError(RRRError):
+    """A configuration value is missing or malformed."""
+
+    def __init__(self, source: str, expected: str, got: object) -> None:
+        self.source = source
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{source}: expected {expected}, got {got!r}")
+
+
+class InvalidSymbolError(RRRError, ValueError):
+    """A symbol cannot be used as a subject token."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        super().__init__(
+            f"invalid symbol {symbol!r}: expected 1-32 characters of A-Z, 0-9, '_' or '-', starting with a letter or digit"
+        )
+
+
+class InvalidSubjectError(RRRError):
+    """A subject does not have the layout its family requires."""
+
+    def __init__(self, subject: str, expected: str) -> None:
+        self.subject = subject
+        self.expected = expected
+        super().__init__(f"invalid subject {subject!r}: expected {expected}")
+
+
+class BadRowError(RRRError):
+    """A row of a market-data file cannot be read."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+class MalformedMessageError(RRRError):
+    """A payload could not be decoded as a message of the subject's family."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"malformed message on {subject!r}: {reason}")

@@ -1,0 +1,194 @@
+"""Wire schemas: every message that crosses NATS, as tagged msgspec Structs.
+
+Each message carries an ``id`` and integer-nanosecond times: ``ts_event`` (when the thing happened, in
+the source's clock) and ``ts_init`` (when this process created the message). Prices, sizes and money are
+``Decimal`` and travel as decimal text, so no binary float ever rounds a price or a cent.
+
+Tags carry a version (``quote.v1``). Schema evolution follows msgspec's rules: new fields go last with a
+default, a field never changes its type, and a changed meaning gets a new tag.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from rrr.shared.subjects import check_symbol
+
+Side = Literal["buy", "sell"]
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+    """Base of every wire message."""
+
+    id: str
+    ts_event: int
+    ts_init: int
+
+
+def _positive(name: str, value: Decimal) -> None:
+    # Raised as ValueError so that msgspec reports it as a ValidationError naming the message.
+    if not (value.is_finite() and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+# -- market data ---------------------------------------------------------------------------------------
+
+
+class Quote(Message, kw_only=True, tag="quote.v1"):
+    """Best bid and ask of one symbol at one time."""
+
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal | None = None
+    ask_size: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("bid", self.bid)
+        _positive("ask", self.ask)
+        if self.bid > self.ask:
+            raise ValueError(f"crossed quote: bid {self.bid} > ask {self.ask}")
+        for name, size in (("bid_size", self.bid_size), ("ask_size", self.ask_size)):
+            if size is not None and not (size.is_finite() and size >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {size}")
+
+
+class Trade(Message, kw_only=True, tag="trade.v1"):
+    """One trade printed by a venue."""
+
+    symbol: str
+    price: Decimal
+    size: Decimal
+    aggressor: Literal["buy", "sell", "unknown"] = "unknown"
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("price", self.price)
+        _positive("size", self.size)
+
+
+# -- strategy ------------------------------------------------------------------------------------------
+
+
+class Signal(Message, kw_only=True, tag="signal.v1"):
+    """A strategy's decision at one quote; ``fast`` and ``slow`` are rounded for display only."""
+
+    strategy: str
+    symbol: str
+    quote_id: str
+    direction: Literal["up", "down"]
+    fast: Decimal
+    slow: Decimal
+    target: Decimal
+
+
+# -- order commands ------------------------------------------------------------------------------------
+
+
+class SubmitOrder(Message, kw_only=True, tag="submit_order.v1"):
+    """Ask execution to place an order. ``id`` is the client order id.
+
+    The triggering quote travels with the order so that a paper venue fills it at that quote's touch,
+    however late the order is processed.
+    """
+
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: Literal["market"] = "market"
+    quote_ts: int
+    quote_bid: Decimal
+    quote_ask: Decimal
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+        _positive("quote_bid", self.quote_bid)
+        _positive("quote_ask", self.quote_ask)
+
+
+# -- order events --------------------------------------------------------------------------------------
+
+
+class OrderAccepted(Message, kw_only=True, tag="order_accepted.v1"):
+    """An order passed pre-trade risk and was sent to the venue."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: Literal["market"] = "market"
+
+
+class OrderRejected(Message, kw_only=True, tag="order_rejected.v1"):
+    """An order failed pre-trade risk or was refused by the venue."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: Literal["market"] = "market"
+    reason: str
+
+
+class OrderFilled(Message, kw_only=True, tag="order_filled.v1"):
+    """A fill of an order; ``id`` is the fill id."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    venue: str
+
+
+class PositionUpdated(Message, kw_only=True, tag="position_updated.v1"):
+    """A symbol's position after a fill; ``version`` counts the fills applied so far."""
+
+    symbol: str
+    qty: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal
+    version: int
+
+
+# -- control -------------------------------------------------------------------------------------------
+
+
+class Heartbeat(Message, kw_only=True, tag="heartbeat.v1"):
+    """Liveness and counters of one service instance."""
+
+    service: str
+    instance: str
+    shard: int
+    shards: int
+    status: Literal["starting", "ok", "stopping"]
+    counters: dict[str, int] = {}
+
+
+MarketData = Quote | Trade
+OrderCommand = SubmitOrder
+OrderEvent = OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
+AnyMessage = Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated | Heartbeat
+
+# Encoders and decoders are built once and reused: building them is the expensive part.
+encoder = msgspec.msgpack.Encoder()
+market_data_decoder = msgspec.msgpack.Decoder(MarketData)
+signal_decoder = msgspec.msgpack.Decoder(Signal)
+order_command_decoder = msgspec.msgpack.Decoder(OrderCommand)
+order_event_decoder = msgspec.msgpack.Decoder(OrderEvent)
+heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
+any_decoder = msgspec.msgpack.Decoder(AnyMessage)
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message for the wire."""
+    return encoder.encode(message)

@@ -1,0 +1,100 @@
+"""Process lifecycle shared by the services: signals, heartbeats, background tasks, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
+
+from rrr.shared import subjects
+from rrr.shared.bus import Bus
+from rrr.shared.config import ServiceConfig
+from rrr.shared.errors import RRRError
+from rrr.shared.messages import Heartbeat
+
+_log = logging.getLogger(__name__)
+
+
+def now_ns() -> int:
+    """Wall-clock time in integer nanoseconds."""
+    return time.time_ns()
+
+
+def instance_name(service: str, config: ServiceConfig) -> str:
+    """The instance's name: configured, or ``<service>-<shard>@<host>``."""
+    return config.instance or f"{service}-{config.shard}@{socket.gethostname()}"
+
+
+def setup_logging(level: str) -> None:
+    """Log lines as ``time level logger: message`` to stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def heartbeat_loop(
+    bus: Bus,
+    service: str,
+    config: ServiceConfig,
+    stop: asyncio.Event,
+    counters: Callable[[], Mapping[str, int]] | None = None,
+) -> None:
+    """Publish a heartbeat with the service's counters every ``heartbeat_ms`` until ``stop`` is set."""
+    instance = instance_name(service, config)
+    subject = subjects.heartbeat(service, config.shard)
+    seq = 0
+
+    async def _beat(status: Literal["starting", "ok", "stopping"]) -> None:
+        nonlocal seq
+        seq += 1
+        values = dict(bus.counters)
+        if counters is not None:
+            values.update(counters())
+        now = now_ns()
+        message = Heartbeat(
+            id=f"{instance}:{os.getpid()}:{seq}",
+            ts_event=now,
+            ts_init=now,
+            service=service,
+            instance=instance,
+            shard=config.shard,
+            shards=config.shards,
+            status=status,
+            counters=values,
+        )
+        await bus.publish(subject, message)
+
+    while not stop.is_set():
+        await _beat("ok")
+        # A periodic timer, not synchronisation: wake early when asked to stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=config.heartbeat_ms / 1000)
+    with contextlib.suppress(Exception):
+        await _beat("stopping")
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "INFO") -> int:
+    """Run a service's ``main(stop)`` until it returns; SIGTERM and SIGINT set ``stop``.
+
+    Returns the process exit code: 0 after a clean stop, 1 after a project error (logged without a
+    traceback, since it already says what went wrong).
+    """
+    setup_logging(log_level)
+
+    async def _entry() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(_entry())
+    except RRRError as exc:
+        _log.error("%s", exc)  # noqa: TRY400 - the message is the whole story; no traceback wanted
+        return 1
+    return 0

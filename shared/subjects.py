@@ -1,0 +1,134 @@
+"""The only place where a subject string is built or parsed.
+
+Layout: ``<plane>.<kind>.<shard>.<symbol>`` for everything that belongs to a symbol, so that an instance
+owning shard K subscribes to exactly its symbols with a ``*`` wildcard, and ``ctl.<kind>.<service>.<shard>``
+for control traffic. The shard of a symbol is ``crc32(symbol) % shards``: stable across processes,
+machines and Python versions (unlike ``hash()``), so every instance agrees on who owns what.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Final, NamedTuple
+
+from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError
+
+_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9_\-]{0,31}")
+
+QUOTE: Final = "md.quote"
+TRADE: Final = "md.trade"
+SIGNAL: Final = "sig.signal"
+ORDER_COMMAND: Final = "cmd.order"
+ORDER_EVENT: Final = "evt.order"
+POSITION: Final = "evt.position"
+HEARTBEAT: Final = "ctl.heartbeat"
+LATEST_QUOTE: Final = "req.quote"
+DEAD_LETTER_PREFIX: Final = "dlq"
+
+# What each JetStream stream captures, by plane.
+MARKET_DATA_ALL: Final = "md.>"
+SIGNAL_ALL: Final = "sig.>"
+COMMAND_ALL: Final = "cmd.>"
+EVENT_ALL: Final = "evt.>"
+DEAD_LETTER_ALL: Final = "dlq.>"
+HEARTBEAT_ALL: Final = "ctl.heartbeat.>"
+
+
+class SymbolSubject(NamedTuple):
+    """A parsed per-symbol subject."""
+
+    family: str
+    shard: int
+    symbol: str
+
+
+def check_symbol(symbol: str) -> str:
+    """Return ``symbol`` if it is safe as a subject token, else raise InvalidSymbolError.
+
+    Only upper-case letters, digits, ``_`` and ``-`` are allowed, so a symbol can never inject a
+    ``.``, ``*``, ``>`` or whitespace into a subject.
+    """
+    if not _SYMBOL.fullmatch(symbol):
+        raise InvalidSymbolError(symbol)
+    return symbol
+
+
+def shard_of(symbol: str, shards: int) -> int:
+    """Return the shard (0 .. shards-1) that owns ``symbol``."""
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    return zlib.crc32(symbol.encode()) % shards
+
+
+def for_symbol(family: str, symbol: str, shards: int) -> str:
+    """Build ``<family>.<shard>.<symbol>`` for one of the per-symbol families (QUOTE, SIGNAL, ...)."""
+    check_symbol(symbol)
+    return f"{family}.{shard_of(symbol, shards)}.{symbol}"
+
+
+def quote(symbol: str, shards: int) -> str:
+    """Subject of a symbol's quotes."""
+    return for_symbol(QUOTE, symbol, shards)
+
+
+def trade(symbol: str, shards: int) -> str:
+    """Subject of a symbol's trades."""
+    return for_symbol(TRADE, symbol, shards)
+
+
+def signal(symbol: str, shards: int) -> str:
+    """Subject of a symbol's strategy signals."""
+    return for_symbol(SIGNAL, symbol, shards)
+
+
+def order_command(symbol: str, shards: int) -> str:
+    """Subject of order commands for a symbol."""
+    return for_symbol(ORDER_COMMAND, symbol, shards)
+
+
+def order_event(symbol: str, shards: int) -> str:
+    """Subject of order events (accepted, rejected, filled) for a symbol."""
+    return for_symbol(ORDER_EVENT, symbol, shards)
+
+
+def position(symbol: str, shards: int) -> str:
+    """Subject of a symbol's position updates."""
+    return for_symbol(POSITION, symbol, shards)
+
+
+def latest_quote(symbol: str, shards: int) -> str:
+    """Subject to request a symbol's latest quote on (request-reply, not captured by any stream)."""
+    return for_symbol(LATEST_QUOTE, symbol, shards)
+
+
+def shard_filter(family: str, shard: int) -> str:
+    """Subscription filter for all symbols of one shard of a family, e.g. ``md.quote.3.*``."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{family}.{shard}.*"
+
+
+def plane_shard_filter(plane_all: str, shard: int) -> str:
+    """Filter for every kind of one plane in one shard: ``md.>`` and shard 2 give ``md.*.2.*``."""
+    plane = plane_all.removesuffix(".>")
+    return f"{plane}.*.{shard}.*"
+
+
+def heartbeat(service: str, shard: int) -> str:
+    """Subject a service instance sends its heartbeats on."""
+    return f"{HEARTBEAT}.{service}.{shard}"
+
+
+def dead_letter(subject: str) -> str:
+    """Subject a message that failed on ``subject`` is dead-lettered to."""
+    return f"{DEAD_LETTER_PREFIX}.{subject}"
+
+
+def parse(subject: str) -> SymbolSubject:
+    """Split a per-symbol subject into family, shard and symbol."""
+    parts = subject.split(".")
+    if len(parts) != 4 or not parts[2].isdigit():
+        raise InvalidSubjectError(subject, "<plane>.<kind>.<shard>.<symbol>")
+    check_symbol(parts[3])
+    return SymbolSubject(f"{parts[0]}.{parts[1]}", int(parts[2]), parts[3])
