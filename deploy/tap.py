@@ -37,7 +37,13 @@ def render(record: dict[str, Any]) -> str:
 
 
 async def tap(
-    url: str, subject: str, *, as_json: bool, count: int | None, out: TextIO, ready: asyncio.Event | None = None
+    url: str,
+    subject: str,
+    *,
+    as_json: bool,
+    count: int | None,
+    out: TextIO,
+    ready: asyncio.Event | None = None,
 ) -> int:
     """Print messages on ``subject`` until ``count`` were printed or the process is interrupted."""
     bus = await Bus.connect(url, service="tap", name=f"tap:{subject}")

@@ -18,7 +18,7 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
@@ -78,7 +78,7 @@ class Delivery(Generic[M]):
 class Bus:
     """A service's connection to NATS: typed publishing, consuming and dead-lettering."""
 
-    def __init__(self, nc: NATS, *, service: str, tracer: Tracer) -> None:
+    def __init__(self, nc: Client, *, service: str, tracer: Tracer) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=4096)
         self.service = service
@@ -187,10 +187,10 @@ class Bus:
         headers[DLQ_REASON] = reason[:1000]
         headers[DLQ_SUBJECT] = msg.subject
         headers[DLQ_SERVICE] = self.service
-        if msg._metadata is not None or msg.reply:  # noqa: SLF001 - a JetStream message; nats.py exposes no public check
+        if msg._metadata is not None or msg.reply:
             try:
                 headers[DLQ_DELIVERIES] = str(msg.metadata.num_delivered)
-            except Exception:  # noqa: BLE001 - a core message with a reply has no metadata, and that is fine
+            except Exception:
                 headers.pop(DLQ_DELIVERIES, None)
         _log.warning("dead-lettered a message on %s: %s", msg.subject, reason)
         await self.js.publish(subjects.dead_letter(msg.subject), msg.data, headers=headers)
@@ -267,7 +267,7 @@ class Bus:
             while not stop.is_set():
                 try:
                     msgs = await psub.fetch(batch_size, timeout=max_wait_s)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 except nats.errors.ConnectionClosedError:
                     return

@@ -25,17 +25,15 @@ ExporterName = Literal["none", "console", "otlp"]
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Fields every service has."""
 
-    nats_url: Annotated[str, msgspec.Meta(description="NATS server URL(s), comma-separated")] = (
-        "nats://127.0.0.1:4222"
-    )
+    nats_url: Annotated[str, msgspec.Meta(description="NATS server URL(s), comma-separated")] = "nats://127.0.0.1:4222"
     shard: Annotated[int, msgspec.Meta(ge=0, description="which shard of the symbols this instance owns")] = 0
     shards: Annotated[int, msgspec.Meta(ge=1, le=1024, description="how many shards the symbols are split into")] = 1
     instance: Annotated[str, msgspec.Meta(description="instance name (default: <service>-<shard>)")] = ""
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=50, description="heartbeat period")] = 1000
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0, description="bound on a graceful stop")] = 10.0
-    stream_max_age_s: Annotated[
-        float, msgspec.Meta(gt=0, description="how long JetStream streams keep messages")
-    ] = 7 * 24 * 3600.0
+    stream_max_age_s: Annotated[float, msgspec.Meta(gt=0, description="how long JetStream streams keep messages")] = (
+        7 * 24 * 3600.0
+    )
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], msgspec.Meta(description="log level")] = "INFO"
 
@@ -49,9 +47,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Fields read from RRR_<FIELD> as well as RRR_<SERVICE>_<FIELD>: they describe the deployment, not the service.
-SHARED_ENV_FIELDS = frozenset(
-    {"nats_url", "database_url", "shards", "stream_max_age_s", "otel_exporter", "log_level"}
-)
+SHARED_ENV_FIELDS = frozenset({"nats_url", "database_url", "shards", "stream_max_age_s", "otel_exporter", "log_level"})
 
 _PASSWORD_IN_URL = re.compile(r"(//[^:/@]+:)[^@]*@")
 
@@ -143,7 +139,9 @@ def load_config(
         name = match.group(1) if match else ""
         where = sources.get(name, _flag(name) if name else config_type.__name__)
         expected = str(exc).split(" - at ")[0].split(", got ")[0]
-        expected = expected.removeprefix("Expected ") if expected.startswith("Expected ") else f"a valid value ({expected})"
+        expected = (
+            expected.removeprefix("Expected ") if expected.startswith("Expected ") else f"a valid value ({expected})"
+        )
         raise ConfigError(where, expected, raw.get(name)) from None
 
 

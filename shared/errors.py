@@ -23,7 +23,8 @@ class InvalidSymbolError(RRRError, ValueError):
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         super().__init__(
-            f"invalid symbol {symbol!r}: expected 1-32 characters of A-Z, 0-9, '_' or '-', starting with a letter or digit"
+            f"invalid symbol {symbol!r}: expected 1-32 characters of A-Z, 0-9, '_' or '-', "
+            "starting with a letter or digit"
         )
 
 

@@ -37,7 +37,7 @@ def _positive(name: str, value: Decimal) -> None:
 # -- market data ---------------------------------------------------------------------------------------
 
 
-class Quote(Message, kw_only=True, tag="quote.v1"):
+class Quote(Message, frozen=True, kw_only=True, tag="quote.v1"):
     """Best bid and ask of one symbol at one time."""
 
     symbol: str
@@ -57,7 +57,7 @@ class Quote(Message, kw_only=True, tag="quote.v1"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {size}")
 
 
-class Trade(Message, kw_only=True, tag="trade.v1"):
+class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
     """One trade printed by a venue."""
 
     symbol: str
@@ -74,7 +74,7 @@ class Trade(Message, kw_only=True, tag="trade.v1"):
 # -- strategy ------------------------------------------------------------------------------------------
 
 
-class Signal(Message, kw_only=True, tag="signal.v1"):
+class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
     """A strategy's decision at one quote; ``fast`` and ``slow`` are rounded for display only."""
 
     strategy: str
@@ -89,7 +89,7 @@ class Signal(Message, kw_only=True, tag="signal.v1"):
 # -- order commands ------------------------------------------------------------------------------------
 
 
-class SubmitOrder(Message, kw_only=True, tag="submit_order.v1"):
+class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     """Ask execution to place an order. ``id`` is the client order id.
 
     The triggering quote travels with the order so that a paper venue fills it at that quote's touch,
@@ -115,7 +115,7 @@ class SubmitOrder(Message, kw_only=True, tag="submit_order.v1"):
 # -- order events --------------------------------------------------------------------------------------
 
 
-class OrderAccepted(Message, kw_only=True, tag="order_accepted.v1"):
+class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1"):
     """An order passed pre-trade risk and was sent to the venue."""
 
     client_order_id: str
@@ -126,7 +126,7 @@ class OrderAccepted(Message, kw_only=True, tag="order_accepted.v1"):
     order_type: Literal["market"] = "market"
 
 
-class OrderRejected(Message, kw_only=True, tag="order_rejected.v1"):
+class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1"):
     """An order failed pre-trade risk or was refused by the venue."""
 
     client_order_id: str
@@ -138,7 +138,7 @@ class OrderRejected(Message, kw_only=True, tag="order_rejected.v1"):
     reason: str
 
 
-class OrderFilled(Message, kw_only=True, tag="order_filled.v1"):
+class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
     """A fill of an order; ``id`` is the fill id."""
 
     client_order_id: str
@@ -150,7 +150,7 @@ class OrderFilled(Message, kw_only=True, tag="order_filled.v1"):
     venue: str
 
 
-class PositionUpdated(Message, kw_only=True, tag="position_updated.v1"):
+class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.v1"):
     """A symbol's position after a fill; ``version`` counts the fills applied so far."""
 
     symbol: str
@@ -163,7 +163,7 @@ class PositionUpdated(Message, kw_only=True, tag="position_updated.v1"):
 # -- control -------------------------------------------------------------------------------------------
 
 
-class Heartbeat(Message, kw_only=True, tag="heartbeat.v1"):
+class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
     """Liveness and counters of one service instance."""
 
     service: str
@@ -177,7 +177,9 @@ class Heartbeat(Message, kw_only=True, tag="heartbeat.v1"):
 MarketData = Quote | Trade
 OrderCommand = SubmitOrder
 OrderEvent = OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
-AnyMessage = Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated | Heartbeat
+AnyMessage = (
+    Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated | Heartbeat
+)
 
 # Encoders and decoders are built once and reused: building them is the expensive part.
 encoder = msgspec.msgpack.Encoder()

@@ -95,6 +95,6 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "I
     try:
         asyncio.run(_entry())
     except RRRError as exc:
-        _log.error("%s", exc)  # noqa: TRY400 - the message is the whole story; no traceback wanted
+        _log.error("%s", exc)
         return 1
     return 0

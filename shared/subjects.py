@@ -128,7 +128,7 @@ def dead_letter(subject: str) -> str:
 def parse(subject: str) -> SymbolSubject:
     """Split a per-symbol subject into family, shard and symbol."""
     parts = subject.split(".")
-    if len(parts) != 4 or not parts[2].isdigit():
+    if len(parts) != 4 or not (parts[2].isascii() and parts[2].isdigit()):
         raise InvalidSubjectError(subject, "<plane>.<kind>.<shard>.<symbol>")
     check_symbol(parts[3])
     return SymbolSubject(f"{parts[0]}.{parts[1]}", int(parts[2]), parts[3])

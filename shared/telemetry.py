@@ -32,7 +32,7 @@ def setup_tracing(service: str, exporter: ExporterName, extra: SpanProcessor | N
         span_exporter = ConsoleSpanExporter()
     elif exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError:
             raise ConfigError(
                 "--otel-exporter", "the 'otlp' extra installed (pip install 'rrralgorithms[otlp]')", exporter

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rrr.shared import runner
-from rrr.shared.config import parse_config
-
 from rrr.execution.app import SERVICE, run
 from rrr.execution.config import ExecutionConfig
+from rrr.shared import runner
+from rrr.shared.config import parse_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,7 +17,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ExecutionConfig,
         SERVICE,
         argv,
-        description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) and positions (evt.position.>).",
+        description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) "
+        "and positions (evt.position.>).",
     )
     return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
 

@@ -7,17 +7,25 @@ import contextlib
 import functools
 import logging
 
-from rrr.shared import subjects
-from rrr.shared.bus import COMMAND_STREAM, EVENT_STREAM, Bus
-from rrr.shared.messages import OrderAccepted, OrderFilled, OrderRejected, PositionUpdated, order_command_decoder, order_event_decoder
-from rrr.shared.runner import heartbeat_loop, instance_name
-from rrr.shared.telemetry import setup_tracing
+from opentelemetry.sdk.trace import TracerProvider
 
 from rrr.execution import handlers
 from rrr.execution.config import ExecutionConfig
 from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.risk import RiskLimits
+from rrr.shared import subjects
+from rrr.shared.bus import COMMAND_STREAM, EVENT_STREAM, Bus
+from rrr.shared.messages import (
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+    order_command_decoder,
+    order_event_decoder,
+)
+from rrr.shared.runner import heartbeat_loop, instance_name
+from rrr.shared.telemetry import setup_tracing
 
 SERVICE = "execution"
 _log = logging.getLogger(__name__)
@@ -42,9 +50,9 @@ async def _restore(book: handlers.Book, bus: Bus, shard: int) -> None:
     _log.info("restored %d positions and %d orders", len(book.positions), len(book.orders))
 
 
-async def run(config: ExecutionConfig, stop: asyncio.Event) -> None:
+async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
     """Consume this shard's order commands until ``stop`` is set."""
-    provider = setup_tracing(SERVICE, config.otel_exporter)
+    provider = tracer_provider or setup_tracing(SERVICE, config.otel_exporter)
     book = handlers.Book(
         limits=RiskLimits(max_order_qty=config.max_order_qty, max_notional_quote=config.max_notional_quote),
         venue=PaperVenue(slippage_bps=config.slippage_bps, fee_bps=config.fee_bps),
@@ -52,9 +60,13 @@ async def run(config: ExecutionConfig, stop: asyncio.Event) -> None:
         orders=Orders(config.max_orders),
     )
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(provider.shutdown)
+        if tracer_provider is None:
+            stack.callback(provider.shutdown)
         bus = await Bus.connect(
-            config.nats_url, service=SERVICE, name=instance_name(SERVICE, config), tracer=provider.get_tracer("rrr")
+            config.nats_url,
+            service=SERVICE,
+            name=instance_name(SERVICE, config),
+            tracer=provider.get_tracer("rrr"),
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
@@ -73,6 +85,10 @@ async def run(config: ExecutionConfig, stop: asyncio.Event) -> None:
             )
             tasks.create_task(
                 heartbeat_loop(
-                    bus, SERVICE, config, stop, lambda: {"positions": len(book.positions), "orders": len(book.orders)}
+                    bus,
+                    SERVICE,
+                    config,
+                    stop,
+                    lambda: {"positions": len(book.positions), "orders": len(book.orders)},
                 )
             )

@@ -22,7 +22,9 @@ class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
     max_notional_quote: Annotated[
         Decimal, msgspec.Meta(description="largest qty * price of one order, in the quote currency")
     ] = Decimal(10_000_000)
-    slippage_bps: Annotated[Decimal, msgspec.Meta(description="paper venue: price moved against the order")] = Decimal(0)
+    slippage_bps: Annotated[Decimal, msgspec.Meta(description="paper venue: price moved against the order")] = Decimal(
+        0
+    )
     fee_bps: Annotated[Decimal, msgspec.Meta(description="paper venue: fee on notional")] = Decimal(0)
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="order commands fetched per batch")] = 256
     max_orders: Annotated[int, msgspec.Meta(ge=1000, description="order statuses kept in memory")] = 1_000_000

@@ -8,6 +8,10 @@ from fractions import Fraction
 
 from opentelemetry import trace
 
+from rrr.execution.orders import Orders
+from rrr.execution.paper_venue import PaperVenue
+from rrr.execution.positions import Position, to_decimal
+from rrr.execution.risk import RiskLimits, check_order
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing
 from rrr.shared.messages import (
@@ -18,11 +22,6 @@ from rrr.shared.messages import (
     SubmitOrder,
 )
 from rrr.shared.runner import now_ns
-
-from rrr.execution.orders import Orders
-from rrr.execution.paper_venue import PaperVenue
-from rrr.execution.positions import Position, to_decimal
-from rrr.execution.risk import RiskLimits, check_order
 
 
 @dataclass(slots=True)
@@ -61,19 +60,22 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
         return []
     now = now_ns()
     event_subject = subjects.order_event(order.symbol, book.shards)
-    common = {
-        "client_order_id": order.id,
-        "strategy": order.strategy,
-        "symbol": order.symbol,
-        "side": order.side,
-        "qty": order.qty,
-        "order_type": order.order_type,
-    }
     reason = check_order(order, book.limits)
     if reason is not None:
         book.orders.transition(order.id, "rejected")
         bus.counters["orders_rejected"] += 1
-        rejected = OrderRejected(id=f"{order.id}:rejected", ts_event=now, ts_init=now, reason=reason, **common)
+        rejected = OrderRejected(
+            id=f"{order.id}:rejected",
+            ts_event=now,
+            ts_init=now,
+            client_order_id=order.id,
+            strategy=order.strategy,
+            symbol=order.symbol,
+            side=order.side,
+            qty=order.qty,
+            order_type=order.order_type,
+            reason=reason,
+        )
         return [bus.prepare(event_subject, rejected)]
 
     book.orders.transition(order.id, "accepted")
@@ -83,7 +85,20 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
     position.apply_fill(order.side, fill.qty, fill.price, fill.fee)
     bus.counters["orders_filled"] += 1
     return [
-        bus.prepare(event_subject, OrderAccepted(id=f"{order.id}:accepted", ts_event=now, ts_init=now, **common)),
+        bus.prepare(
+            event_subject,
+            OrderAccepted(
+                id=f"{order.id}:accepted",
+                ts_event=now,
+                ts_init=now,
+                client_order_id=order.id,
+                strategy=order.strategy,
+                symbol=order.symbol,
+                side=order.side,
+                qty=order.qty,
+                order_type=order.order_type,
+            ),
+        ),
         bus.prepare(
             event_subject,
             OrderFilled(

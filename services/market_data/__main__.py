@@ -10,15 +10,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rrr.shared import runner
-from rrr.shared.bus import Bus
-from rrr.shared.config import parse_config
-from rrr.shared.errors import RRRError
-
 from rrr.market_data.app import SERVICE, run
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import ReplayReport, replay_file
 from rrr.market_data.replay import count_rows, read_quotes
+from rrr.shared import runner
+from rrr.shared.bus import Bus
+from rrr.shared.config import parse_config
+from rrr.shared.errors import RRRError
 
 _DESCRIPTION = """\
 Market data: bring quotes in, normalise them, publish them per symbol shard on md.quote.<shard>.<symbol>.
@@ -74,8 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if replaying:
         argv = argv[1:]
         parser.prog = "rrr-market-data replay"
-        parser.add_argument("file", type=Path, help="quote file: .csv or .parquet, layout ts,symbol,bid,ask[,bid_size,ask_size]")
-        parser.add_argument("--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of stopping")
+        parser.add_argument(
+            "file",
+            type=Path,
+            help="quote file: .csv or .parquet, layout ts,symbol,bid,ask[,bid_size,ask_size]",
+        )
+        parser.add_argument(
+            "--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of stopping"
+        )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser)
     if not replaying:

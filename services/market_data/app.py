@@ -7,27 +7,31 @@ import contextlib
 import functools
 
 from cachetools import LRUCache
+from opentelemetry.sdk.trace import TracerProvider
 
+from rrr.market_data import handlers
+from rrr.market_data.config import MarketDataConfig
+from rrr.market_data.feeds import run_simulator
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import market_data_decoder
 from rrr.shared.runner import heartbeat_loop, instance_name
 from rrr.shared.telemetry import setup_tracing
 
-from rrr.market_data import handlers
-from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.feeds import run_simulator
-
 SERVICE = "market_data"
 
 
-async def run(config: MarketDataConfig, stop: asyncio.Event) -> None:
+async def run(config: MarketDataConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
     """Serve until ``stop`` is set: the feed, the latest-quote cache and its request endpoint."""
-    provider = setup_tracing(SERVICE, config.otel_exporter)
+    provider = tracer_provider or setup_tracing(SERVICE, config.otel_exporter)
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(provider.shutdown)
+        if tracer_provider is None:
+            stack.callback(provider.shutdown)
         bus = await Bus.connect(
-            config.nats_url, service=SERVICE, name=instance_name(SERVICE, config), tracer=provider.get_tracer("rrr")
+            config.nats_url,
+            service=SERVICE,
+            name=instance_name(SERVICE, config),
+            tracer=provider.get_tracer("rrr"),
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
@@ -44,8 +48,6 @@ async def run(config: MarketDataConfig, stop: asyncio.Event) -> None:
             functools.partial(handlers.on_latest_request, latest, bus),
         )
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                heartbeat_loop(bus, SERVICE, config, stop, lambda: {"symbols_cached": len(latest.cache)})
-            )
+            tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop, lambda: {"symbols_cached": len(latest.cache)}))
             if config.feed == "sim":
                 tasks.create_task(run_simulator(bus, config, latest, stop))

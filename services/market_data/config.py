@@ -16,7 +16,9 @@ class MarketDataConfig(ServiceConfig, frozen=True, kw_only=True):
     symbols: Annotated[
         tuple[str, ...], msgspec.Meta(min_length=1, description="simulated symbols, comma-separated")
     ] = ("SIMA", "SIMB", "SIMC", "SIMD")
-    rate_hz: Annotated[float, msgspec.Meta(gt=0, le=1_000_000, description="simulated quotes per second, all symbols")] = 20.0
+    rate_hz: Annotated[
+        float, msgspec.Meta(gt=0, le=1_000_000, description="simulated quotes per second, all symbols")
+    ] = 20.0
     seed: Annotated[int, msgspec.Meta(description="simulator seed")] = 7
     trade_every: Annotated[int, msgspec.Meta(ge=0, description="simulate one trade every N quotes (0: none)")] = 10
     replay_window: Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -10,16 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rrr.market_data.config import MarketDataConfig
+from rrr.market_data.handlers import LatestQuotes
+from rrr.market_data.replay import read_quotes, source_id
+from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing
 from rrr.shared.errors import BadRowError
 from rrr.shared.messages import Quote, Trade
 from rrr.shared.runner import now_ns
-
-from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.handlers import LatestQuotes
-from rrr.market_data.replay import read_quotes, source_id
-from rrr.market_data.simulator import RandomWalk
 
 _log = logging.getLogger(__name__)
 
@@ -71,10 +71,8 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
         bus.counters["published"] = sent
         # Pacing, not synchronisation: wake at the next quote's due time, or at once when asked to stop.
         next_due = start + sent / config.rate_hz
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(next_due - time.monotonic(), 0))
-        except TimeoutError:
-            pass
 
 
 @dataclass(slots=True)

@@ -146,9 +146,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        import pyarrow.parquet as pq  # noqa: PLC0415 - optional dependency, only needed for Parquet
+        import pyarrow.parquet as pq
     except ImportError:
-        raise UnsupportedFileError(path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'") from None
+        raise UnsupportedFileError(
+            path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'"
+        ) from None
     parquet = pq.ParquetFile(path)
     columns = list(parquet.schema_arrow.names)
     _check_columns(path, columns)
@@ -163,7 +165,7 @@ def count_rows(path: Path) -> int | None:
     """How many data rows a file holds, cheaply where the format says so (for a progress bar)."""
     if path.suffix.lower() == ".parquet":
         try:
-            import pyarrow.parquet as pq  # noqa: PLC0415
+            import pyarrow.parquet as pq
         except ImportError:
             return None
         return int(pq.ParquetFile(path).metadata.num_rows)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rrr.shared import runner
-from rrr.shared.config import parse_config
-
 from rrr.persistence.app import SERVICE, run
 from rrr.persistence.config import PersistenceConfig
+from rrr.shared import runner
+from rrr.shared.config import parse_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,7 +17,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         PersistenceConfig,
         SERVICE,
         argv,
-        description="Persistence: consume md.>, sig.> and evt.> of this shard and write them to PostgreSQL, batched and idempotent.",
+        description="Persistence: consume md.>, sig.> and evt.> of this shard and write them to PostgreSQL, "
+        "batched and idempotent.",
     )
     return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
 

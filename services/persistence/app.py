@@ -8,7 +8,11 @@ import functools
 import logging
 
 import asyncpg
+from opentelemetry.sdk.trace import TracerProvider
 
+from rrr.persistence import handlers
+from rrr.persistence.config import PersistenceConfig
+from rrr.persistence.schema import migrate
 from rrr.shared import subjects
 from rrr.shared.bus import EVENT_STREAM, MARKET_DATA_STREAM, SIGNAL_STREAM, Bus
 from rrr.shared.config import redact
@@ -16,10 +20,6 @@ from rrr.shared.errors import RRRError
 from rrr.shared.messages import market_data_decoder, order_event_decoder, signal_decoder
 from rrr.shared.runner import heartbeat_loop, instance_name
 from rrr.shared.telemetry import setup_tracing
-
-from rrr.persistence import handlers
-from rrr.persistence.config import PersistenceConfig
-from rrr.persistence.migrations import migrate
 
 SERVICE = "persistence"
 _log = logging.getLogger(__name__)
@@ -41,18 +41,22 @@ async def _open_pool(config: PersistenceConfig) -> asyncpg.Pool:
     return pool
 
 
-async def run(config: PersistenceConfig, stop: asyncio.Event) -> None:
+async def run(config: PersistenceConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
     """Write this shard's market data, signals and order events to PostgreSQL until ``stop`` is set."""
-    provider = setup_tracing(SERVICE, config.otel_exporter)
+    provider = tracer_provider or setup_tracing(SERVICE, config.otel_exporter)
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(provider.shutdown)
+        if tracer_provider is None:
+            stack.callback(provider.shutdown)
         pool = await _open_pool(config)
         # Closed last, after the consumers stopped and the bus drained: in-flight batches commit first.
         stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), timeout=config.drain_timeout_s))
         async with pool.acquire() as conn:
             await migrate(conn)
         bus = await Bus.connect(
-            config.nats_url, service=SERVICE, name=instance_name(SERVICE, config), tracer=provider.get_tracer("rrr")
+            config.nats_url,
+            service=SERVICE,
+            name=instance_name(SERVICE, config),
+            tracer=provider.get_tracer("rrr"),
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)

@@ -17,6 +17,7 @@ class PersistenceConfig(ServiceConfig, frozen=True, kw_only=True):
     )
     batch_max_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000, description="rows per write, at most")] = 2000
     batch_max_ms: Annotated[
-        int, msgspec.Meta(ge=1, le=60_000, description="longest wait for a batch to fill before it is written")
+        int,
+        msgspec.Meta(ge=1, le=60_000, description="longest wait for a batch to fill before it is written"),
     ] = 100
     pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=100, description="PostgreSQL connections, at most")] = 4

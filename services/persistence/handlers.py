@@ -8,9 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from rrr.shared.bus import Bus, Delivery
-
 from rrr.persistence.store import write_batch
+from rrr.shared.bus import Bus, Delivery
 
 _log = logging.getLogger(__name__)
 

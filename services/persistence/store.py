@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 
 from rrr.shared.messages import (
     Message,
@@ -23,6 +24,9 @@ from rrr.shared.messages import (
     Signal,
     Trade,
 )
+
+# A plain connection or one borrowed from a pool.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _INSERT_QUOTES = """
 INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
@@ -80,7 +84,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def write_batch(conn: asyncpg.Connection, messages: Iterable[Message]) -> Counter[str]:
+async def write_batch(conn: Connection, messages: Iterable[Message]) -> Counter[str]:
     """Write a batch of messages in the caller's transaction; return rows written per table.
 
     Messages of a batch keep their order where it matters: an order's fill is applied after its
@@ -100,7 +104,18 @@ async def write_batch(conn: asyncpg.Connection, messages: Iterable[Message]) -> 
             trades.append((m.id, m.symbol, m.ts_event, m.ts_init, m.price, m.size, m.aggressor))
         elif isinstance(m, Signal):
             signals.append(
-                (m.id, m.strategy, m.symbol, m.quote_id, m.ts_event, m.ts_init, m.direction, m.fast, m.slow, m.target)
+                (
+                    m.id,
+                    m.strategy,
+                    m.symbol,
+                    m.quote_id,
+                    m.ts_event,
+                    m.ts_init,
+                    m.direction,
+                    m.fast,
+                    m.slow,
+                    m.target,
+                )
             )
         elif isinstance(m, OrderAccepted | OrderRejected):
             if m.client_order_id not in orders:
@@ -117,7 +132,18 @@ async def write_batch(conn: asyncpg.Connection, messages: Iterable[Message]) -> 
             else:
                 filled[m.client_order_id] = m.ts_event
             fills.append(
-                (m.id, m.client_order_id, m.symbol, m.side, m.qty, m.price, m.fee, m.venue, m.ts_event, m.ts_init)
+                (
+                    m.id,
+                    m.client_order_id,
+                    m.symbol,
+                    m.side,
+                    m.qty,
+                    m.price,
+                    m.fee,
+                    m.venue,
+                    m.ts_event,
+                    m.ts_init,
+                )
             )
         elif isinstance(m, PositionUpdated):
             held = positions.get(m.symbol)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from rrr.shared import runner
 from rrr.shared.config import parse_config
-
 from rrr.strategy.app import SERVICE, run
 from rrr.strategy.config import StrategyConfig
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import functools
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from rrr.shared import subjects
 from rrr.shared.bus import MARKET_DATA_STREAM, Bus
 from rrr.shared.messages import market_data_decoder
 from rrr.shared.runner import heartbeat_loop, instance_name
 from rrr.shared.telemetry import setup_tracing
-
 from rrr.strategy import handlers
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.sma_cross import SmaCrossParams
@@ -19,18 +20,22 @@ from rrr.strategy.sma_cross import SmaCrossParams
 SERVICE = "strategy"
 
 
-async def run(config: StrategyConfig, stop: asyncio.Event) -> None:
+async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
     """Consume this shard's quotes and run the strategy on them until ``stop`` is set."""
-    provider = setup_tracing(SERVICE, config.otel_exporter)
+    provider = tracer_provider or setup_tracing(SERVICE, config.otel_exporter)
     strategies = handlers.Strategies(
         name=config.strategy,
         params=SmaCrossParams(fast=config.fast, slow=config.slow, qty=config.qty),
         shards=config.shards,
     )
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(provider.shutdown)
+        if tracer_provider is None:
+            stack.callback(provider.shutdown)
         bus = await Bus.connect(
-            config.nats_url, service=SERVICE, name=instance_name(SERVICE, config), tracer=provider.get_tracer("rrr")
+            config.nats_url,
+            service=SERVICE,
+            name=instance_name(SERVICE, config),
+            tracer=provider.get_tracer("rrr"),
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)

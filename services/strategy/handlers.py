@@ -11,7 +11,6 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
 from rrr.shared.runner import now_ns
-
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 
 

@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
-
+from rrr.persistence.store import Connection
 from rrr.shared.errors import RRRError
 
 _log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def available() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: Connection) -> list[int]:
     """Apply the migrations the database lacks; return the versions applied now."""
     applied_now = []
     async with conn.transaction():
@@ -66,7 +65,9 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 continue
             await conn.execute(migration.sql)
             await conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", migration.version, migration.name
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
             )
             applied_now.append(migration.version)
             _log.info("applied migration %04d_%s", migration.version, migration.name)

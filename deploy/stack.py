@@ -1,0 +1,378 @@
+"""``rrr-stack``: the whole system on one machine, from the embedded servers up.
+
+``up`` starts nats-server (JetStream, file storage) and PostgreSQL from the binaries in the virtual
+environment, then every service as a detached process, and returns once each one sent a heartbeat.
+Everything it runs keeps its data, logs and pid files under ``.run/``; ``.run/env`` holds the URLs other
+tools need (``RRR_NATS_URL``, ``RRR_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from nats.aio.msg import Msg
+
+from rrr.deploy.servers import NatsServer, PostgresServer, free_port, pid_alive, stop_pid_file
+from rrr.shared import subjects
+from rrr.shared.bus import Bus
+from rrr.shared.errors import RRRError
+from rrr.shared.messages import Heartbeat, heartbeat_decoder
+
+SERVICES = ("persistence", "execution", "strategy", "market_data")
+FEEDS = ("sim", "none")
+
+
+class StackError(RRRError):
+    """The local system could not be brought up, or is not up."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunDir:
+    """Where ``.run/`` keeps everything."""
+
+    root: Path
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.root / "nats"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.root / "postgres"
+
+    def service_log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def service_pid(self, name: str) -> Path:
+        return self.pids / f"{name}.pid"
+
+
+def _instance(service: str, shard: int) -> str:
+    return f"{service}-{shard}"
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def _port(env: str, previous: int | None) -> int | None:
+    """A configured port, else the one used last time (stable URLs across down/up), else a free one."""
+    configured = os.environ.get(env)
+    if configured:
+        try:
+            return int(configured)
+        except ValueError:
+            raise StackError(f"{env}: expected a port number, got {configured!r}") from None
+    return previous
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _service_command(service: str) -> list[str]:
+    exe = Path(sys.executable).parent / f"rrr-{service.replace('_', '-')}"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", f"rrr.{service}"]
+
+
+async def wait_for_heartbeats(
+    url: str, expected: set[str], timeout_s: float, procs: dict[str, int]
+) -> dict[str, Heartbeat]:
+    """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat.
+
+    Raises:
+        StackError: a service process exited, or the deadline passed.
+    """
+    bus = await Bus.connect(url, service="stack", name="rrr-stack")
+    seen: dict[str, Heartbeat] = {}
+    done = asyncio.Event()
+
+    async def _on_beat(msg: Msg, beat: Heartbeat) -> None:
+        if beat.status == "ok":
+            seen[_instance(beat.service, beat.shard)] = beat
+            if expected <= seen.keys():
+                done.set()
+
+    try:
+        await bus.subscribe(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat)
+        deadline = time.monotonic() + timeout_s
+        while not done.is_set():
+            for name, pid in procs.items():
+                if name not in seen and not pid_alive(pid):
+                    raise StackError(f"{name} exited during start-up; its log ends with:\n{_log_tail_for(name)}")
+            if time.monotonic() > deadline:
+                missing = ", ".join(sorted(expected - seen.keys()))
+                raise StackError(f"no heartbeat within {timeout_s:g} s from: {missing}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=0.2)
+    finally:
+        await bus.close()
+    return seen
+
+
+_RUN = RunDir(Path(".run").resolve())
+
+
+def _log_tail_for(name: str) -> str:
+    return _log_tail(_RUN.service_log(name))
+
+
+def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
+    """Start servers and services; return once all are healthy."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.logs.mkdir(exist_ok=True)
+    run.pids.mkdir(exist_ok=True)
+    state = msgspec.json.decode(run.state_file.read_bytes()) if run.state_file.exists() else {}
+
+    nats = NatsServer(
+        data_dir=run.nats_dir,
+        port=_port("RRR_NATS_PORT", state.get("nats_port")),
+        monitor_port=_port("RRR_NATS_MONITOR_PORT", state.get("nats_monitor_port")),
+    )
+    pg = PostgresServer(data_dir=run.pg_dir, port=_port("RRR_PG_PORT", state.get("pg_port")))
+    for server, pid_name in ((nats, "nats.pid"), (pg, "postgres.pid")):
+        if _read_pid(server.data_dir / pid_name) is None:
+            # A port remembered from last time may have been taken since: fall back to a free one.
+            if isinstance(server, NatsServer) and not os.environ.get("RRR_NATS_PORT") and not _port_free(server.port):
+                server.port = free_port()
+            if isinstance(server, PostgresServer) and not os.environ.get("RRR_PG_PORT") and not _port_free(server.port):
+                server.port = free_port()
+            print(f"starting {server._name} on port {server.port} ...", flush=True)
+            server.start()
+    state = {
+        "nats_port": nats.port,
+        "nats_monitor_port": nats.monitor_port,
+        "pg_port": pg.port,
+        "shards": shards,
+    }
+    run.state_file.write_bytes(msgspec.json.encode(state))
+    run.env_file.write_text(f"RRR_NATS_URL={nats.url}\nRRR_DATABASE_URL={pg.dsn}\nRRR_SHARDS={shards}\n")
+
+    env = {
+        **os.environ,
+        "RRR_NATS_URL": nats.url,
+        "RRR_DATABASE_URL": pg.dsn,
+        "RRR_SHARDS": str(shards),
+        "RRR_MARKET_DATA_FEED": feed,
+    }
+    procs: dict[str, int] = {}
+    for service in SERVICES:
+        for shard in range(shards):
+            name = _instance(service, shard)
+            pid = _read_pid(run.service_pid(name))
+            if pid is None:
+                with run.service_log(name).open("ab") as log:
+                    proc = subprocess.Popen(
+                        [*_service_command(service), "--shard", str(shard)],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # outlives this command and a Ctrl-C in its terminal
+                    )
+                pid = proc.pid
+                run.service_pid(name).write_text(f"{pid}\n")
+                proc.returncode = 0  # detached on purpose: nobody here waits for it
+            procs[name] = pid
+    print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
+    asyncio.run(wait_for_heartbeats(nats.url, set(procs), timeout_s, procs))
+    print("system is up")
+    print(f"RRR_NATS_URL={nats.url}")
+    print(f"RRR_DATABASE_URL={pg.dsn}")
+    print(f"(written to {run.env_file})")
+    return 0
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def down(run: RunDir) -> int:
+    """Stop services first (they drain and flush), then NATS, then PostgreSQL. Keeps all data."""
+    pid_files = sorted(run.pids.glob("*.pid")) if run.pids.exists() else []
+    # All services at once; the timeout is generous because each drains in-flight batches before exiting.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(pid_files), 1)) as pool:
+        results = list(pool.map(lambda p: stop_pid_file(p, signal.SIGTERM, timeout_s=30.0), pid_files))
+    stopped = [p.stem for p, was_running in zip(pid_files, results, strict=True) if was_running]
+    if NatsServer.stop_detached(run.nats_dir):
+        stopped.append("nats-server")
+    if PostgresServer.stop_detached(run.pg_dir):
+        stopped.append("postgres")
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def reset(run: RunDir) -> int:
+    """Stop everything and delete ``.run/`` with all data."""
+    down(run)
+    if run.root.exists():
+        shutil.rmtree(run.root)
+        print(f"deleted {run.root}")
+    return 0
+
+
+def status(run: RunDir, *, listen_s: float) -> int:
+    """Print each process's state and each service's latest heartbeat; exit 1 if anything is down."""
+    if not run.state_file.exists():
+        print("not started: run `just up`")
+        return 1
+    rows = []
+    healthy = True
+    for name, pid_file in (
+        ("nats-server", run.nats_dir / "nats.pid"),
+        ("postgres", run.pg_dir / "postgres.pid"),
+    ):
+        pid = _read_pid(pid_file)
+        healthy &= pid is not None
+        rows.append((name, "running" if pid else "stopped", str(pid or "-"), ""))
+    env = _read_env(run)
+    beats: dict[str, Heartbeat] = {}
+    services = sorted(p.stem for p in run.pids.glob("*.pid")) if run.pids.exists() else []
+    alive = {name: pid for name in services if (pid := _read_pid(run.service_pid(name))) is not None}
+    if alive and rows[0][1] == "running":
+        with contextlib.suppress(StackError):
+            beats = asyncio.run(wait_for_heartbeats(env["RRR_NATS_URL"], set(alive), listen_s, alive))
+    for name in services:
+        pid = alive.get(name)
+        beat = beats.get(name)
+        healthy &= beat is not None
+        counters = " ".join(f"{k}={v}" for k, v in sorted(beat.counters.items())) if beat else ""
+        state = "healthy" if beat else ("running, no heartbeat" if pid else "stopped")
+        rows.append((name, state, str(pid or "-"), counters))
+    width = max(len(r[0]) for r in rows)
+    for name, state, pid_text, counters in rows:
+        print(f"{name:<{width}}  {state:<22} pid {pid_text:<8} {counters}")
+    for key, value in env.items():
+        print(f"{key}={value}")
+    return 0 if healthy else 1
+
+
+def logs(run: RunDir, service: str | None, lines: int) -> int:
+    """Print the last ``lines`` lines of one service's log, or of every log."""
+    files = sorted(run.logs.glob("*.log")) if run.logs.exists() else []
+    files += [p for p in (run.nats_dir / "nats.log", run.pg_dir / "postgres.log") if p.exists()]
+    if service:
+        wanted = service.replace("-", "_")
+        files = [f for f in files if f.stem == wanted or f.stem.startswith(f"{wanted}-") or f.stem == service]
+        if not files:
+            known = ", ".join(sorted({f.stem.rsplit("-", 1)[0] for f in run.logs.glob("*.log")} | {"nats", "postgres"}))
+            print(f"no log for {service!r}; known: {known}", file=sys.stderr)
+            return 2
+    for path in files:
+        print(f"==> {path} <==")
+        print(_log_tail(path, lines))
+    return 0
+
+
+def _read_env(run: RunDir) -> dict[str, str]:
+    pairs = (line.partition("=") for line in run.env_file.read_text().splitlines())
+    return {key: value for key, sep, value in pairs if sep}
+
+
+def exec_with_env(run: RunDir, argv: Sequence[str]) -> int:
+    """Run a command with ``.run/env`` in its environment (for replay and tap against the running system)."""
+    if not run.env_file.exists():
+        print("the system is not up: start it with `just up`", file=sys.stderr)
+        return 1
+    if not argv:
+        print("exec: name a command to run", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env.update(_read_env(run))
+    os.execvpe(argv[0], list(argv), env)  # noqa: S606 - replaces this process by the user's command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rrr-stack``."""
+    parser = argparse.ArgumentParser(
+        prog="rrr-stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, default=Path(".run"), help="where data, logs and pids live [default .run]"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_up = commands.add_parser("up", help="start servers and services, wait until healthy")
+    p_up.add_argument("feed", nargs="?", default="sim", help="market-data feed: sim (default) or none")
+    p_up.add_argument("--shards", type=int, default=1, help="instances of each service, one per shard [default 1]")
+    p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
+    commands.add_parser("down", help="stop everything, keep data")
+    commands.add_parser("reset", help="stop everything and delete .run/")
+    p_status = commands.add_parser("status", help="processes and heartbeats")
+    p_status.add_argument("--listen-s", type=float, default=3.0, help="how long to wait for heartbeats [default 3]")
+    p_logs = commands.add_parser("logs", help="tail logs")
+    p_logs.add_argument(
+        "service", nargs="?", default=None, help="one service (market_data, strategy, ...), nats or postgres"
+    )
+    p_logs.add_argument("-n", "--lines", type=int, default=50)
+    p_exec = commands.add_parser("exec", help="run a command with .run/env in its environment")
+    p_exec.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir.resolve())
+    global _RUN
+    _RUN = run
+    try:
+        if args.command == "up":
+            if args.feed not in FEEDS:
+                parser.error(f"up: feed must be one of {', '.join(FEEDS)}, got {args.feed!r}")
+            if not 1 <= args.shards <= 64:
+                parser.error(f"--shards: expected 1 to 64, got {args.shards}")
+            return up(run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s)
+        if args.command == "down":
+            return down(run)
+        if args.command == "reset":
+            return reset(run)
+        if args.command == "status":
+            return status(run, listen_s=args.listen_s)
+        if args.command == "logs":
+            return logs(run, args.service, args.lines)
+        return exec_with_env(run, [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv)
+    except RRRError as exc:
+        print(f"rrr-stack {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
