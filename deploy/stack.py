@@ -119,7 +119,7 @@ async def wait_for_heartbeats(
     Raises:
         StackError: a service process exited, or the deadline passed.
     """
-    bus = await Bus.connect(url, service="stack", name="rrr-stack")
+    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10)
     seen: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 
 from rrr.shared.bus import Bus
+from rrr.shared.errors import RRRError
 from rrr.shared.messages import any_decoder
 
 _json = msgspec.json.Encoder()
@@ -43,10 +45,12 @@ async def tap(
     as_json: bool,
     count: int | None,
     out: TextIO,
-    ready: asyncio.Event | None = None,
 ) -> int:
-    """Print messages on ``subject`` until ``count`` were printed or the process is interrupted."""
-    bus = await Bus.connect(url, service="tap", name=f"tap:{subject}")
+    """Print messages on ``subject`` until ``count`` were printed or the process is interrupted.
+
+    A line ``# tapping <subject> on <url>`` goes to stderr once the subscription is in place.
+    """
+    bus = await Bus.connect(url, service="tap", name=f"tap:{subject}", timeout_s=10)
     done = asyncio.Event()
     seen = 0
 
@@ -66,8 +70,8 @@ async def tap(
     try:
         await bus.subscribe(subject, None, _print)
         await bus.nc.flush()
-        if ready is not None:
-            ready.set()
+        # Said only now, once the subscription is in place: a script may start publishing when it reads this.
+        print(f"# tapping {subject} on {url}", file=sys.stderr, flush=True)
         await done.wait()
     finally:
         await bus.close()
@@ -85,8 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.count is not None and args.count < 1:
         parser.error(f"--count: expected a whole number >= 1, got {args.count}")
     url = args.nats_url or os.environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
-    print(f"# tapping {args.subject} on {url}", file=sys.stderr, flush=True)
-    asyncio.run(tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout))
+    try:
+        asyncio.run(tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout))
+    except nats.errors.BadSubjectError:
+        parser.error(f"subject: {args.subject!r} is not a valid subject or pattern (e.g. md.>, evt.order.*.EURUSD)")
+    except RRRError as exc:
+        print(f"rrr-tap: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

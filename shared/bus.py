@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from rrr.shared import subjects
+from rrr.shared.errors import RRRError
 from rrr.shared.messages import Message, encode
 from rrr.shared.telemetry import extract, inject
 
@@ -40,6 +41,14 @@ DLQ_REASON = "Rrr-Dlq-Reason"
 DLQ_SUBJECT = "Rrr-Dlq-Subject"
 DLQ_SERVICE = "Rrr-Dlq-Service"
 DLQ_DELIVERIES = "Rrr-Dlq-Deliveries"
+
+
+class NatsUnavailableError(RRRError):
+    """NATS could not be reached in time."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        super().__init__(f"cannot reach NATS at {url} within {timeout_s:g} s; is the system up (`just up`)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +96,14 @@ class Bus:
         self.closing = False
 
     @classmethod
-    async def connect(cls, url: str, *, service: str, name: str, tracer: Tracer | None = None) -> Bus:
-        """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart)."""
+    async def connect(
+        cls, url: str, *, service: str, name: str, tracer: Tracer | None = None, timeout_s: float | None = None
+    ) -> Bus:
+        """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart).
+
+        A service waits for NATS as long as it takes (logging each failed attempt); a command-line tool
+        passes ``timeout_s`` to fail with NatsUnavailableError instead.
+        """
 
         async def _on_error(exc: Exception) -> None:
             _log.warning("nats: %s", exc)
@@ -102,7 +117,7 @@ class Bus:
         async def _on_reconnected() -> None:
             _log.info("nats: reconnected")
 
-        nc = await nats.connect(
+        connecting = nats.connect(
             servers=[u.strip() for u in url.split(",")],
             name=name,
             max_reconnect_attempts=-1,
@@ -112,6 +127,10 @@ class Bus:
             disconnected_cb=_on_disconnected,
             reconnected_cb=_on_reconnected,
         )
+        try:
+            nc = await asyncio.wait_for(connecting, timeout=timeout_s)
+        except TimeoutError:
+            raise NatsUnavailableError(url, timeout_s or 0) from None
         bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"))
         return bus
 

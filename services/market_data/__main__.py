@@ -36,7 +36,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     total = count_rows(path)
 
     async def _main() -> ReplayReport:
-        bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}")
+        bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
         try:
             await bus.ensure_streams(max_age_s=config.stream_max_age_s)
             with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:

@@ -1,0 +1,167 @@
+"""The whole system as a user runs it: `rrr-stack up`, a replay, PostgreSQL checked against the file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+
+from rrr.deploy.servers import pid_alive
+from rrr.market_data.replay import source_id
+from rrr.shared.testing.reference import sma_cross_expectations
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+DATA = Path(__file__).parents[1] / "data"
+EURUSD = DATA / "eurusd_quotes_2020-01-01.csv"
+BIN = Path(sys.executable).parent
+
+
+def _cli(*argv: str | Path, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout_s, check=False, env=os.environ.copy()
+    )
+
+
+def _env(run_dir: Path) -> dict[str, str]:
+    pairs = (line.partition("=") for line in (run_dir / "env").read_text().splitlines())
+    return {k: v for k, sep, v in pairs if sep}
+
+
+async def _wait_for_rows(dsn: str, expected: dict[str, int], timeout_s: float) -> dict[str, int]:
+    """Poll the row counts until they equal ``expected`` or the deadline passes; return the last counts."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in expected}  # noqa: S608
+            if counts == expected or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    up = _cli(BIN / "rrr-stack", "--run-dir", run_dir, "up", "none", "--timeout-s", "120")
+    try:
+        assert up.returncode == 0, f"rrr-stack up failed:\n{up.stdout}\n{up.stderr}"
+        yield run_dir
+    finally:
+        down = _cli(BIN / "rrr-stack", "--run-dir", run_dir, "down")
+        assert down.returncode == 0, down.stderr
+        pids = [int(p.read_text()) for p in run_dir.rglob("*.pid")]
+        assert not [p for p in pids if pid_alive(p)], "processes left running after down"
+
+
+async def test_replaying_eurusd_through_the_four_service_processes_stores_exactly_what_the_file_implies(
+    stack: Path,
+) -> None:
+    env = _env(stack)
+    assert env["RRR_NATS_URL"].startswith("nats://127.0.0.1:")
+    assert env["RRR_DATABASE_URL"].startswith("postgresql://")
+    expected = sma_cross_expectations(EURUSD)
+
+    # A malformed payload on a subject three services consume: each counts it and dead-letters it, and
+    # none of them stops.
+    nc = await nats.connect(env["RRR_NATS_URL"])
+    try:
+        await nc.jetstream().publish("md.quote.0.EURUSD", b"\x93not a quote")
+    finally:
+        await nc.close()
+
+    replay = _cli(
+        BIN / "rrr-stack", "--run-dir", stack, "exec", BIN / "rrr-market-data", "replay", EURUSD, "--no-progress"
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert f"rows={expected.quotes} published={expected.quotes} duplicates=0" in replay.stdout
+
+    want = {
+        "quotes": expected.quotes,
+        "signals": expected.crosses,
+        "orders": len(expected.orders),
+        "fills": len(expected.orders),
+        "positions": 1,
+    }
+    counts = await _wait_for_rows(env["RRR_DATABASE_URL"], want, timeout_s=120)
+    print(f"stored {counts}, expected {want}")
+    assert counts == want
+
+    conn = await asyncpg.connect(env["RRR_DATABASE_URL"])
+    try:
+        source = source_id(EURUSD)
+        ids = {r["id"] for r in await conn.fetch("SELECT id FROM quotes")}
+        assert ids == {f"{source}:{line}" for line in range(2, expected.quotes + 2)}
+
+        rows = await conn.fetch(
+            """SELECT o.client_order_id, o.side, o.qty, o.status, f.price, f.qty AS fill_qty, f.fee
+                 FROM orders o JOIN fills f USING (client_order_id)"""
+        )
+        got = sorted(
+            (r["client_order_id"], r["side"], r["qty"], r["status"], r["price"], r["fill_qty"], r["fee"]) for r in rows
+        )
+        want_orders = sorted(
+            (
+                f"sma_cross-{source}:{o.line}",
+                o.side,
+                Decimal(o.qty.numerator),
+                "filled",
+                o.price,
+                Decimal(o.qty.numerator),
+                0,
+            )
+            for o in expected.orders
+        )
+        assert [g[:4] for g in got] == [w[:4] for w in want_orders]
+        assert all(Fraction(g[4]) == w[4] and g[5] == w[5] and g[6] == 0 for g, w in zip(got, want_orders, strict=True))
+
+        position = await conn.fetchrow(
+            "SELECT qty, avg_price, realized_pnl, version FROM positions WHERE symbol = 'EURUSD'"
+        )
+        assert position is not None
+        ref = expected.position
+        assert (Fraction(position["qty"]), Fraction(position["avg_price"]), Fraction(position["realized_pnl"])) == (
+            ref.qty,
+            ref.avg_price,
+            ref.realized_pnl,
+        )
+        assert position["version"] == ref.fills
+        print(f"position qty={position['qty']} avg={position['avg_price']} realized={position['realized_pnl']}")
+    finally:
+        await conn.close()
+
+    # The same file again: every quote is a duplicate of one already in the stream, so nothing new is stored.
+    again = _cli(
+        BIN / "rrr-stack", "--run-dir", stack, "exec", BIN / "rrr-market-data", "replay", EURUSD, "--no-progress"
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"published=0 duplicates={expected.quotes}" in again.stdout
+    nc = await nats.connect(env["RRR_NATS_URL"])
+    try:
+        info = await nc.jetstream().stream_info("RRR_MD")
+        assert info.state.messages == expected.quotes + 1  # the file, and the malformed payload
+
+        dead = await nc.jetstream().stream_info("RRR_DLQ")
+        # market-data (its core subscription), strategy and persistence (their durable consumers).
+        assert dead.state.messages == 3
+    finally:
+        await nc.close()
+
+    status = _cli(BIN / "rrr-stack", "--run-dir", stack, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    for service in ("market_data-0", "strategy-0", "execution-0", "persistence-0"):
+        assert "healthy" in lines[service], status.stdout
+    for service in ("market_data-0", "strategy-0", "persistence-0"):
+        assert "malformed=1 " in lines[service] + " ", status.stdout

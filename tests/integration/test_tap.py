@@ -1,0 +1,78 @@
+"""The subject tap decodes live messages, as a separate process against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import nats
+
+from rrr.shared import subjects
+from rrr.shared.messages import Quote, encode
+
+TAP = Path(sys.executable).parent / "rrr-tap"
+
+
+async def _start_tap(*args: str) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        str(TAP), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    # The tap says so on stderr once it is subscribed; only then is a publish sure to reach it.
+    ready = await asyncio.wait_for(proc.stderr.readline(), timeout=20)
+    assert ready.startswith(b"# tapping"), ready
+    return proc
+
+
+async def test_tap_prints_each_live_message_decoded_and_flags_undecodable_ones(nats_url: str) -> None:
+    proc = await _start_tap("md.>", "--json", "--count", "2", "--nats-url", nats_url)
+    quote = Quote(id="q-1", ts_event=1, ts_init=2, symbol="EURUSD", bid=Decimal("1.121200"), ask=Decimal("1.121720"))
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.publish(subjects.quote("EURUSD", 1), encode(quote))
+        await nc.publish("md.quote.0.EURUSD", b"\x00garbage")
+        await nc.flush()
+    finally:
+        await nc.close()
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 0, err
+    first, second = (json.loads(line) for line in out.decode().splitlines())
+    assert first == {
+        "type": "quote.v1",
+        "subject": "md.quote.0.EURUSD",
+        "id": "q-1",
+        "ts_event": 1,
+        "ts_init": 2,
+        "symbol": "EURUSD",
+        "bid": "1.121200",
+        "ask": "1.121720",
+    }
+    assert second["type"] == "undecodable"
+    assert second["bytes"] == len(b"\x00garbage")
+
+
+async def test_tap_prints_one_readable_line_per_message(nats_url: str) -> None:
+    proc = await _start_tap("md.quote.*.*", "--count", "1", "--nats-url", nats_url)
+    quote = Quote(id="q-2", ts_event=5, ts_init=6, symbol="BTCUSDT", bid=Decimal("39432.99"), ask=Decimal("39433.62"))
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.publish(subjects.quote("BTCUSDT", 1), encode(quote))
+        await nc.flush()
+    finally:
+        await nc.close()
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert out.decode().strip() == (
+        "quote.v1 md.quote.0.BTCUSDT id=q-2 ts_event=5 ts_init=6 symbol=BTCUSDT bid=39432.99 ask=39433.62"
+    )
+
+
+async def test_tap_with_an_invalid_subject_names_it_and_exits_2(nats_url: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(TAP), "md..>", "--nats-url", nats_url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 2
+    assert b"'md..>' is not a valid subject" in err
