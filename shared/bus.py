@@ -8,6 +8,7 @@ happens only after a handler finished its work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from rrr.shared import subjects
-from rrr.shared.errors import RRRError
+from rrr.shared.errors import FatalError, RRRError, TransientError
 from rrr.shared.messages import Message, encode
 from rrr.shared.telemetry import extract, inject
 
@@ -41,6 +42,24 @@ DLQ_REASON = "Rrr-Dlq-Reason"
 DLQ_SUBJECT = "Rrr-Dlq-Subject"
 DLQ_SERVICE = "Rrr-Dlq-Service"
 DLQ_DELIVERIES = "Rrr-Dlq-Deliveries"
+
+
+class _Backoff:
+    """Exponential back-off between retries of something unavailable, capped, reset on success."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self._first = first_s
+        self._cap = cap_s
+        self.next_delay = first_s
+
+    def reset(self) -> None:
+        self.next_delay = self._first
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        # A retry timer, not synchronisation: ends early when the service is asked to stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.next_delay)
+        self.next_delay = min(self.next_delay * 2, self._cap)
 
 
 class NatsUnavailableError(RRRError):
@@ -282,6 +301,7 @@ class Bus:
                 max_ack_pending=max(batch_size * 4, 1024),
             ),
         )
+        backoff = _Backoff()
         try:
             while not stop.is_set():
                 try:
@@ -290,7 +310,23 @@ class Bus:
                     continue
                 except nats.errors.ConnectionClosedError:
                     return
-                await self._process(msgs, decoder, handle_batch, max_deliver)
+                except nats.errors.Error as exc:
+                    # Reconnecting, or JetStream briefly unavailable: the consumer is durable, so wait and
+                    # fetch again from where it was.
+                    _log.warning("fetch from %s failed: %s", durable, exc)
+                    await backoff.wait(stop)
+                    continue
+                try:
+                    await self._process(msgs, decoder, handle_batch, max_deliver)
+                except TransientError as exc:
+                    self.counters["transient_errors"] += 1
+                    _log.warning("will retry a batch from %s: %s", durable, exc)
+                    for msg in msgs:
+                        with contextlib.suppress(nats.errors.Error):
+                            await msg.nak(delay=backoff.next_delay)
+                    await backoff.wait(stop)
+                    continue
+                backoff.reset()
         finally:
             if not self.nc.is_closed:
                 await psub.unsubscribe()
@@ -314,21 +350,44 @@ class Bus:
             return
         try:
             await handle_batch(batch)
-        except asyncio.CancelledError:
+        except (TransientError, FatalError, asyncio.CancelledError):
             raise
-        except Exception as exc:
+        except Exception:
             self.counters["handler_errors"] += 1
             _log.exception("handler failed on a batch of %d from %s", len(batch), batch[0].msg.subject)
-            for delivery in batch:
-                if delivery.msg.metadata.num_delivered >= max_deliver:
-                    await self.dead_letter(delivery.msg, f"handler: {type(exc).__name__}: {exc}")
-                    await delivery.msg.term()
-                else:
-                    await delivery.msg.nak(delay=0.5)
+            if len(batch) > 1:
+                # Find the culprit: one message at a time, so the good ones of the batch still go through.
+                for delivery in batch:
+                    await self._process_one(delivery, handle_batch, max_deliver)
+            else:
+                await self._retry_or_dead_letter(batch[0], max_deliver, "handler failed")
             return
         for delivery in batch:
             await delivery.msg.ack()
         self.counters["handled"] += len(batch)
+
+    async def _process_one(
+        self,
+        delivery: Delivery[Any],
+        handle_batch: Callable[[Sequence[Delivery[Any]]], Awaitable[None]],
+        max_deliver: int,
+    ) -> None:
+        try:
+            await handle_batch([delivery])
+        except (TransientError, FatalError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await self._retry_or_dead_letter(delivery, max_deliver, f"handler: {type(exc).__name__}: {exc}")
+            return
+        await delivery.msg.ack()
+        self.counters["handled"] += 1
+
+    async def _retry_or_dead_letter(self, delivery: Delivery[Any], max_deliver: int, reason: str) -> None:
+        if delivery.msg.metadata.num_delivered >= max_deliver:
+            await self.dead_letter(delivery.msg, reason)
+            await delivery.msg.term()
+        else:
+            await delivery.msg.nak(delay=0.5)
 
     async def read_stream(
         self, stream: str, filter_subject: str, *, last_per_subject: bool = False, fetch: int = 1024

@@ -54,3 +54,14 @@ class MalformedMessageError(RRRError):
         self.subject = subject
         self.reason = reason
         super().__init__(f"malformed message on {subject!r}: {reason}")
+
+
+class TransientError(RRRError):
+    """A dependency is unavailable for now (database down, broker reconnecting): retry later, losing nothing.
+
+    A batch failing with it is redelivered without counting towards dead-lettering.
+    """
+
+
+class FatalError(RRRError):
+    """State can no longer be trusted to match the streams: the service must stop and rebuild on restart."""

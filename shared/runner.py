@@ -94,7 +94,18 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "I
 
     try:
         asyncio.run(_entry())
-    except RRRError as exc:
-        _log.error("%s", exc)
+    except (RRRError, BaseExceptionGroup) as exc:
+        # A task group wraps what its tasks raised; a project error says all there is, so no traceback.
+        errors = _leaves(exc)
+        if not all(isinstance(e, RRRError) for e in errors):
+            raise
+        for error in errors:
+            _log.error("%s", error)
         return 1
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import nats.errors
 from opentelemetry import trace
 
 from rrr.execution.orders import Orders
@@ -14,6 +15,7 @@ from rrr.execution.positions import Position, to_decimal
 from rrr.execution.risk import RiskLimits, check_order
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing
+from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     OrderAccepted,
     OrderFilled,
@@ -140,4 +142,9 @@ async def on_order_commands(book: Book, bus: Bus, batch: Sequence[Delivery[Submi
         with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
             out.extend(on_submit_order(book, bus, delivery.message))
     if out:
-        await bus.publish_persistent_many(out)
+        try:
+            await bus.publish_persistent_many(out)
+        except (nats.errors.Error, TimeoutError) as exc:
+            # The state above already moved on; redelivering the batch would apply it twice. Stop, and
+            # rebuild from the streams on restart.
+            raise FatalError(f"could not publish order events: {type(exc).__name__}: {exc}") from exc

@@ -10,6 +10,7 @@ import asyncpg
 
 from rrr.persistence.store import write_batch
 from rrr.shared.bus import Bus, Delivery
+from rrr.shared.errors import TransientError
 
 _log = logging.getLogger(__name__)
 
@@ -18,8 +19,12 @@ async def _store(pool: asyncpg.Pool, bus: Bus, batch: Sequence[Delivery[Any]], f
     # One transaction per batch; the bus acknowledges the batch only after this returns, i.e. after the
     # commit. If PostgreSQL is down the transaction fails, nothing is acknowledged, and JetStream
     # redelivers the batch later.
-    async with pool.acquire() as conn, conn.transaction():
-        written = await write_batch(conn, (d.message for d in batch))
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            written = await write_batch(conn, (d.message for d in batch))
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError) as exc:  # fmt: skip
+        raise TransientError(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
     bus.counters[f"{family}_messages"] += len(batch)
     for table, rows in written.items():
         bus.counters[f"rows_{table}"] += rows

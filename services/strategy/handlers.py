@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import nats.errors
 from opentelemetry import trace
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing
+from rrr.shared.errors import FatalError
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
 from rrr.shared.runner import now_ns
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
@@ -90,5 +92,10 @@ async def on_quotes(strategies: Strategies, bus: Bus, batch: Sequence[Delivery[Q
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
             out.extend(on_quote(strategies, bus, delivery.message))
     if out:
-        await bus.publish_persistent_many(out)
+        try:
+            await bus.publish_persistent_many(out)
+        except (nats.errors.Error, TimeoutError) as exc:
+            # The state above already moved on; redelivering the batch would apply it twice. Stop, and
+            # rebuild from the streams on restart.
+            raise FatalError(f"could not publish signals and orders: {type(exc).__name__}: {exc}") from exc
         bus.counters["published"] += len(out)

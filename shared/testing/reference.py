@@ -57,7 +57,7 @@ def sma_cross_expectations(path: Path, fast: int = 5, slow: int = 20, qty: Fract
             mids.append((bid + ask) / 2)
             if len(mids) < slow:
                 continue
-            now = (sum(mids[-fast:]) / fast, sum(mids[-slow:]) / slow)
+            now = (sum(mids[-fast:], Fraction(0)) / fast, sum(mids[-slow:], Fraction(0)) / slow)
             if prev is not None:
                 new_target = None
                 if prev[0] <= prev[1] and now[0] > now[1]:
