@@ -39,7 +39,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.shard >= self.shards:
-            raise ConfigError("--shard / RRR_SHARD", f"a shard below --shards={self.shards}", self.shard)
+            raise ConfigError("shard", f"a shard below --shards={self.shards}", self.shard)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={redact(getattr(self, name))!r}" for name in self.__struct_fields__)
@@ -118,10 +118,11 @@ def load_config(
     fields = config_type.__struct_fields__
     hints = typing.get_type_hints(config_type, include_extras=True)
     prefix = env_name(service, "")
-    unknown = sorted(k for k in environ if k.startswith(prefix) and k[len(prefix) :].lower() not in fields)
+    names = {env_name(service, f) for f in fields}
+    unknown = sorted(k for k in environ if k.startswith(prefix) and k not in names)
     if unknown:
         known = ", ".join(env_name(service, f) for f in fields)
-        raise ConfigError(unknown[0], f"one of {known}", environ[unknown[0]])
+        raise ConfigError(unknown[0], f"one of {known}", redact(environ[unknown[0]]))
 
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -134,6 +135,13 @@ def load_config(
                 sources[name] = source
     try:
         return msgspec.convert(raw, config_type, strict=False)
+    except ConfigError as exc:
+        # Raised by a __post_init__ check with the field's name as source: name what actually set it.
+        if exc.source in fields:
+            raise ConfigError(
+                sources.get(exc.source, f"{_flag(exc.source)} (default)"), exc.expected, exc.got
+            ) from None
+        raise
     except msgspec.ValidationError as exc:
         match = re.search(r"at `\$\.(\w+)", str(exc))
         name = match.group(1) if match else ""

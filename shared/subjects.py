@@ -15,6 +15,8 @@ from typing import Final, NamedTuple
 from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError
 
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9_\-]{0,31}")
+_TOKEN = re.compile(r"[a-z]+")
+_SHARD = re.compile(r"0|[1-9][0-9]{0,3}")
 
 QUOTE: Final = "md.quote"
 TRADE: Final = "md.trade"
@@ -128,7 +130,9 @@ def dead_letter(subject: str) -> str:
 def parse(subject: str) -> SymbolSubject:
     """Split a per-symbol subject into family, shard and symbol."""
     parts = subject.split(".")
-    if len(parts) != 4 or not (parts[2].isascii() and parts[2].isdigit()):
-        raise InvalidSubjectError(subject, "<plane>.<kind>.<shard>.<symbol>")
+    if len(parts) != 4 or not (
+        _TOKEN.fullmatch(parts[0]) and _TOKEN.fullmatch(parts[1]) and _SHARD.fullmatch(parts[2])
+    ):
+        raise InvalidSubjectError(subject, "<plane>.<kind>.<shard>.<symbol>, e.g. md.quote.3.EURUSD")
     check_symbol(parts[3])
     return SymbolSubject(f"{parts[0]}.{parts[1]}", int(parts[2]), parts[3])

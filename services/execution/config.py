@@ -34,8 +34,8 @@ class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
         for name in ("max_order_qty", "max_notional_quote"):
             value: Decimal = getattr(self, name)
             if not (value.is_finite() and value > 0):
-                raise ConfigError(f"--{name.replace('_', '-')}", "a number > 0", str(value))
+                raise ConfigError(name, "a number > 0", str(value))
         for name in ("slippage_bps", "fee_bps"):
             value = getattr(self, name)
             if not (value.is_finite() and 0 <= value < 10_000):
-                raise ConfigError(f"--{name.replace('_', '-')}", "a number from 0 to below 10000", str(value))
+                raise ConfigError(name, "a number from 0 to below 10000", str(value))

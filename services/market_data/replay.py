@@ -22,6 +22,7 @@ from rrr.shared.subjects import check_symbol
 REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,28 +47,41 @@ class UnsupportedFileError(RRRError):
 
 
 def source_id(path: Path) -> str:
-    """A stable id for a file's content: replaying the same file again yields the same quote ids.
+    """A stable id of a file's content (not its name): replaying it again yields the same quote ids.
 
-    The quote ids (``<source_id>:<line>``) are the de-duplication keys downstream, so a file replayed twice
-    is stored once.
+    The quote ids (``<source_id>:<line>``) are the de-duplication keys downstream, so a file replayed
+    twice, or a renamed copy of it, is stored once.
     """
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem)[:48]
-    return f"{stem}@{digest.hexdigest()[:12]}"
+    return f"f{digest.hexdigest()[:16]}"
 
 
 def parse_ts(text: str) -> int:
-    """ISO-8601 time (``2020-01-01T17:00:00.065Z``) to integer nanoseconds since the epoch, exactly."""
+    """ISO-8601 time (``2020-01-01T17:00:00.065Z``) to integer nanoseconds since the epoch, exactly.
+
+    Up to nine fractional digits are kept: the fraction is read as an integer of nanoseconds, since
+    ``datetime`` itself stops at microseconds.
+    """
+    not_a_time = f"ts {text!r} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z"
+    no_zone = f"ts {text!r} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z"
+    match = _ISO_TIME.fullmatch(text.strip())
+    if match is None:
+        try:
+            naive = datetime.fromisoformat(text).tzinfo is None
+        except ValueError:
+            naive = False
+        raise ValueError(no_zone if naive else not_a_time)
+    base, fraction, zone = match.groups()
+    if zone is None:
+        raise ValueError(no_zone)
     try:
-        ts = datetime.fromisoformat(text)
+        ts = datetime.fromisoformat(base + ("+00:00" if zone in ("Z", "z") else zone))
     except ValueError:
-        raise ValueError(f"ts {text!r} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z") from None
-    if ts.tzinfo is None:
-        raise ValueError(f"ts {text!r} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z")
-    return _datetime_ns(ts)
+        raise ValueError(not_a_time) from None
+    return _datetime_ns(ts) + int((fraction or "").ljust(9, "0"))
 
 
 def _decimal(name: str, text: str) -> Decimal:
@@ -89,7 +103,8 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
         return value if isinstance(value, str) else str(value)
 
     ts_value = values.get("ts")
-    ts_ns = _datetime_ns(ts_value) if isinstance(ts_value, datetime) else parse_ts(text("ts"))
+    # Parquet timestamps arrive as integer nanoseconds (see _parquet_rows); text is parsed.
+    ts_ns = ts_value if isinstance(ts_value, int) else parse_ts(text("ts"))
     symbol = check_symbol(text("symbol"))
     bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
     if bid <= 0 or ask <= 0:
@@ -107,9 +122,7 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
 
 
 def _datetime_ns(ts: datetime) -> int:
-    # Integer arithmetic on the timedelta: a float timestamp would lose the nanoseconds.
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
+    # Integer arithmetic on the timedelta: a float timestamp would lose precision.
     delta = ts - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
@@ -151,11 +164,20 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise UnsupportedFileError(
             path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'"
         ) from None
+    import pyarrow as pa
+
     parquet = pq.ParquetFile(path)
     columns = list(parquet.schema_arrow.names)
     _check_columns(path, columns)
     row = 1
     for batch in parquet.iter_batches(batch_size=65_536):
+        ts = batch.column("ts")
+        if pa.types.is_timestamp(ts.type):
+            # As integer nanoseconds since the epoch: Python datetimes would drop the nanoseconds. A
+            # timestamp without a zone is taken as UTC, as Parquet writers mean it.
+            batch = batch.set_column(
+                batch.schema.get_field_index("ts"), "ts", ts.cast(pa.timestamp("ns", ts.type.tz)).cast(pa.int64())
+            )
         for record in batch.to_pylist():
             row += 1
             yield row, record
@@ -169,8 +191,13 @@ def count_rows(path: Path) -> int | None:
         except ImportError:
             return None
         return int(pq.ParquetFile(path).metadata.num_rows)
+    newlines, last = 0, b"\n"
     with path.open("rb") as fh:
-        return max(sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1, 0)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines = newlines + (last != b"\n")  # a last line without its newline still counts
+    return max(lines - 1, 0)
 
 
 def read_quotes(

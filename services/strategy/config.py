@@ -23,6 +23,6 @@ class StrategyConfig(ServiceConfig, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not (self.qty.is_finite() and self.qty > 0):
-            raise ConfigError("--qty / RRR_STRATEGY_QTY", "a number > 0", str(self.qty))
+            raise ConfigError("qty", "a number > 0", str(self.qty))
         if self.fast >= self.slow:
-            raise ConfigError("--fast / RRR_STRATEGY_FAST", f"fewer quotes than --slow={self.slow}", self.fast)
+            raise ConfigError("fast", f"fewer quotes than --slow={self.slow}", self.fast)

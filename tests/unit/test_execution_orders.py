@@ -1,0 +1,101 @@
+"""The order state machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from rrr.execution.orders import IllegalTransitionError, Orders
+from rrr.shared.errors import RRRError
+
+
+def test_unseen_order_has_no_status():
+    orders = Orders()
+    assert orders.status("c1") is None
+    assert "c1" not in orders
+    assert len(orders) == 0
+
+
+def test_new_order_can_be_accepted_then_filled():
+    orders = Orders()
+    orders.transition("c1", "accepted")
+    assert orders.status("c1") == "accepted"
+    orders.transition("c1", "filled")
+    assert orders.status("c1") == "filled"
+    assert "c1" in orders
+
+
+def test_new_order_can_be_rejected():
+    orders = Orders()
+    orders.transition("c1", "rejected")
+    assert orders.status("c1") == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("path", "wanted"),
+    [
+        ((), "filled"),
+        (("accepted",), "accepted"),
+        (("accepted",), "rejected"),
+        (("rejected",), "accepted"),
+        (("rejected",), "filled"),
+        (("rejected",), "rejected"),
+        (("accepted", "filled"), "filled"),
+        (("accepted", "filled"), "accepted"),
+        (("accepted", "filled"), "rejected"),
+    ],
+)
+def test_illegal_transition_raises_and_leaves_the_status_unchanged(path, wanted):
+    orders = Orders()
+    for status in path:
+        orders.transition("c1", status)
+    before = orders.status("c1")
+    with pytest.raises(IllegalTransitionError) as info:
+        orders.transition("c1", wanted)
+    assert orders.status("c1") == before
+    assert info.value.client_order_id == "c1"
+    assert str(info.value) == f"order c1: cannot go from {before or 'new'} to {wanted}"
+
+
+def test_illegal_transition_error_is_a_project_error():
+    assert issubclass(IllegalTransitionError, RRRError)
+
+
+def test_orders_are_tracked_independently():
+    orders = Orders()
+    orders.transition("c1", "accepted")
+    orders.transition("c2", "rejected")
+    orders.transition("c1", "filled")
+    assert (orders.status("c1"), orders.status("c2")) == ("filled", "rejected")
+    assert sorted(orders) == ["c1", "c2"]
+
+
+def test_oldest_order_is_forgotten_once_the_bound_is_reached():
+    orders = Orders(max_orders=2)
+    orders.transition("c1", "accepted")
+    orders.transition("c2", "accepted")
+    orders.transition("c3", "accepted")
+    assert len(orders) == 2
+    assert "c1" not in orders
+    assert orders.status("c3") == "accepted"
+
+
+def test_restore_keeps_the_furthest_status_whatever_the_order_read():
+    orders = Orders()
+    orders.restore("c1", "filled")
+    orders.restore("c1", "accepted")  # an older event read after a newer one
+    assert orders.status("c1") == "filled"
+
+
+def test_restore_moves_forward_along_legal_transitions():
+    orders = Orders()
+    orders.restore("c1", "accepted")
+    orders.restore("c1", "filled")
+    orders.restore("c2", "rejected")
+    assert (orders.status("c1"), orders.status("c2")) == ("filled", "rejected")
+
+
+def test_restored_filled_order_cannot_be_filled_again():
+    orders = Orders()
+    orders.restore("c1", "filled")
+    with pytest.raises(IllegalTransitionError):
+        orders.transition("c1", "filled")

@@ -1,0 +1,451 @@
+"""Reading recorded quote files: exact times and decimals, bad rows named by file and line.
+
+The files are the bundled test data or small files written to ``tmp_path``; nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rrr.market_data.replay import (
+    QuoteRow,
+    UnsupportedFileError,
+    count_rows,
+    parse_ts,
+    read_quotes,
+    source_id,
+)
+from rrr.shared.errors import BadRowError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"
+HEADER = "ts,symbol,bid,ask,bid_size,ask_size"
+GOOD = "2021-01-08T00:00:01.076Z,BTCUSDT,39432.99,39433.62,0.0031,0.066851"
+
+
+def _csv(tmp_path: Path, *lines: str, name: str = "quotes.csv", end: str = "\n") -> Path:
+    path = tmp_path / name
+    path.write_bytes((end.join(lines) + end).encode())
+    return path
+
+
+# -- parse_ts ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2020-01-01T17:00:00.065Z", 1_577_898_000_065_000_000),
+        ("2021-01-08T00:00:01.076Z", 1_610_064_001_076_000_000),
+        ("2020-01-01T17:00:00Z", 1_577_898_000_000_000_000),
+        ("2020-01-01T18:00:00.065+01:00", 1_577_898_000_065_000_000),
+        ("2020-01-01T17:00:00.065+00:00", 1_577_898_000_065_000_000),
+        ("1970-01-01T00:00:00Z", 0),
+        ("1969-12-31T23:59:59.999999Z", -1_000),
+        # Far from the epoch a float of seconds has no room for the microseconds: 4102444800.000001
+        # times 1e9 is not 4102444800000001000 in binary floating point.
+        ("2100-01-01T00:00:00.000001Z", 4_102_444_800_000_001_000),
+        ("2262-04-11T23:47:16.854775Z", 9_223_372_036_854_775_000),
+    ],
+)
+def test_parse_ts_gives_exact_integer_nanoseconds(text, expected):
+    assert parse_ts(text) == expected
+
+
+def test_parse_ts_of_every_millisecond_of_a_second_is_exact():
+    base = parse_ts("2020-01-01T17:00:00Z")
+    for ms in range(1000):
+        assert parse_ts(f"2020-01-01T17:00:00.{ms:03d}Z") == base + ms * 1_000_000
+
+
+def test_parse_ts_keeps_nanoseconds():
+    assert parse_ts("2020-01-01T17:00:00.065123456Z") == 1_577_898_000_065_123_456
+
+
+@pytest.mark.parametrize("text", ["2020-01-01T17:00:00.065", "2020-01-01"])
+def test_parse_ts_without_a_zone_raises_saying_utc_is_expected(text):
+    with pytest.raises(ValueError, match="has no zone"):
+        parse_ts(text)
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "1577898000065", "2020-13-01T00:00:00Z", "2020-01-01T25:00Z"])
+def test_parse_ts_of_something_else_raises_showing_an_example(text):
+    with pytest.raises(ValueError, match=r"not an ISO-8601 time such as 2020-01-01T17:00:00\.065Z"):
+        parse_ts(text)
+
+
+# -- the bundled data ----------------------------------------------------------------------------------
+
+
+def test_reading_the_btcusdt_file_gives_its_451_quotes_in_file_order():
+    rows = list(read_quotes(BTCUSDT))
+    assert len(rows) == 451
+    assert rows[0] == QuoteRow(
+        line=2,
+        ts_ns=1_610_064_001_076_000_000,
+        symbol="BTCUSDT",
+        bid=Decimal("39432.99"),
+        ask=Decimal("39433.62"),
+        bid_size=Decimal("0.0031"),
+        ask_size=Decimal("0.066851"),
+    )
+    assert [r.line for r in rows] == list(range(2, 453))
+    assert all(a.ts_ns <= b.ts_ns for a, b in itertools.pairwise(rows))
+
+
+def test_reading_the_btcusdt_file_keeps_float_artefacts_in_sizes_exactly():
+    row = list(read_quotes(BTCUSDT))[3]
+    assert row.line == 5
+    assert str(row.bid_size) == "0.031035000000000004"
+    assert str(row.ask_size) == "0.093829"
+    assert str(row.ask) == "39444.95"
+
+
+def test_reading_a_file_keeps_trailing_zeros_of_prices():
+    rows = list(read_quotes(DATA / "eurusd_quotes_2020-01-01.csv"))
+    assert str(rows[0].bid) == "1.121200"
+    assert rows[0].bid_size is None
+    assert rows[0].ts_ns == 1_577_898_000_065_000_000
+
+
+def test_count_rows_of_the_btcusdt_file_is_451():
+    assert count_rows(BTCUSDT) == 451
+
+
+# -- bad rows ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,abc,39433.6,2.0,0.018027", "bid 'abc' is not a decimal number"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39433.6,1e,2.0,0.018027", "ask '1e' is not a decimal number"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,NaN,39433.6,2.0,0.018027", "bid 'NaN' is not a finite number"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39434,39433.6,2.0,0.018027", "crossed quote: bid 39434 > ask 39433.6"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,0,39433.6,2.0,0.018027", "prices must be > 0"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,0.33", "expected 6 fields, got 5"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,0.33,1,2", "expected 6 fields, got 7"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,,39433.6,2.0,0.018027", "bid is empty"),
+        ("yesterday,BTCUSDT,39430.29,39433.6,2.0,0.018027", "ts 'yesterday' is not an ISO-8601 time"),
+        ("2021-01-08T00:00:01.157,BTCUSDT,39430.29,39433.6,2.0,0.018027", "has no zone"),
+        ("2021-01-08T00:00:01.157Z,btcusdt,39430.29,39433.6,2.0,0.018027", "invalid symbol 'btcusdt'"),
+        ("2021-01-08T00:00:01.157Z,BTC.USDT,39430.29,39433.6,2.0,0.018027", "invalid symbol 'BTC.USDT'"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,-2.0,0.018027", "bid_size must be >= 0"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,2.0,x", "ask_size 'x' is not a decimal number"),
+    ],
+)
+def test_bad_row_raises_naming_the_file_and_its_line(tmp_path, row, reason):
+    path = _csv(tmp_path, HEADER, GOOD, row, GOOD)
+    rows = read_quotes(path)
+    assert next(rows).line == 2
+    with pytest.raises(BadRowError) as info:
+        next(rows)
+    assert (info.value.path, info.value.line) == (str(path), 3)
+    assert str(info.value).startswith(f"{path}:3: ")
+    assert reason in str(info.value)
+
+
+def test_bad_row_line_is_the_physical_line_counting_blank_lines(tmp_path):
+    path = _csv(tmp_path, HEADER, GOOD, "", "", GOOD, "", "bad-time,BTCUSDT,1,2,3,4", end="\r\n")
+    with pytest.raises(BadRowError) as info:
+        list(read_quotes(path))
+    assert info.value.line == 7
+
+
+def test_bad_row_line_after_a_quoted_multiline_field_is_the_physical_line(tmp_path):
+    multiline = '2021-01-08T00:00:01.076Z,BTCUSDT,39432.99,39433.62,"0.0031\n",0.066851'
+    path = _csv(tmp_path, HEADER, multiline, "bad-time,BTCUSDT,1,2,3,4")
+    rows = read_quotes(path)
+    next(rows)
+    with pytest.raises(BadRowError) as info:
+        next(rows)
+    assert info.value.line == 4
+
+
+def test_skip_bad_rows_yields_the_good_ones_and_reports_each_bad_one(tmp_path):
+    path = _csv(
+        tmp_path,
+        HEADER,
+        GOOD,
+        "2021-01-08T00:00:02Z,BTCUSDT,abc,1,1,1",
+        GOOD.replace("01.076", "03.000"),
+        "2021-01-08T00:00:04Z,BTCUSDT,2,1,1,1",
+        "2021-01-08T00:00:05Z,BTCUSDT,1,2",
+        GOOD.replace("01.076", "06.000"),
+    )
+    reported: list[BadRowError] = []
+    rows = list(read_quotes(path, skip_bad_rows=True, on_bad_row=reported.append))
+    assert [r.line for r in rows] == [2, 4, 7]
+    assert [e.line for e in reported] == [3, 5, 6]
+    assert all(e.path == str(path) for e in reported)
+    assert "crossed quote" in reported[1].reason
+
+
+def test_skip_bad_rows_without_a_callback_just_skips(tmp_path):
+    path = _csv(tmp_path, HEADER, "x,BTCUSDT,1,2,3,4", GOOD)
+    assert [r.line for r in read_quotes(path, skip_bad_rows=True)] == [3]
+
+
+def test_skip_bad_rows_does_not_skip_a_wrong_header(tmp_path):
+    path = _csv(tmp_path, "ts,symbol,bid", GOOD)
+    with pytest.raises(BadRowError):
+        list(read_quotes(path, skip_bad_rows=True))
+
+
+# -- header --------------------------------------------------------------------------------------------
+
+
+def test_header_without_a_required_column_names_the_missing_one(tmp_path):
+    path = _csv(tmp_path, "ts,symbol,bid,bid_size", "2021-01-08T00:00:01Z,BTCUSDT,1,1")
+    with pytest.raises(BadRowError) as info:
+        next(read_quotes(path))
+    assert info.value.line == 1
+    assert "(missing ask)" in str(info.value)
+    assert "unknown" not in str(info.value)
+
+
+def test_header_with_an_unknown_column_names_it(tmp_path):
+    path = _csv(tmp_path, "ts,symbol,bid,ask,venue,price", "2021-01-08T00:00:01Z,BTCUSDT,1,2,X,1")
+    with pytest.raises(BadRowError) as info:
+        next(read_quotes(path))
+    assert "(unknown venue, price)" in str(info.value)
+    assert "missing" not in str(info.value)
+
+
+def test_header_with_renamed_columns_names_missing_and_unknown(tmp_path):
+    path = _csv(tmp_path, "time,symbol,bid_price,ask", "2021-01-08T00:00:01Z,BTCUSDT,1,2")
+    with pytest.raises(BadRowError) as info:
+        next(read_quotes(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:1: expected columns ts,symbol,bid,ask[,bid_size,ask_size]")
+    assert "(missing ts, bid)" in message
+    assert "(unknown time, bid_price)" in message
+
+
+def test_header_columns_may_be_in_any_order_and_padded(tmp_path):
+    path = _csv(tmp_path, " ask , bid,symbol,ts", "2,1,BTCUSDT,2021-01-08T00:00:01Z")
+    (row,) = read_quotes(path)
+    assert (row.bid, row.ask, row.symbol, row.bid_size) == (Decimal(1), Decimal(2), "BTCUSDT", None)
+
+
+def test_empty_file_is_an_error_asking_for_a_header(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(BadRowError, match="file is empty; expected a header line") as info:
+        next(read_quotes(path))
+    assert info.value.line == 1
+
+
+def test_header_only_file_has_no_quotes(tmp_path):
+    path = _csv(tmp_path, HEADER)
+    assert list(read_quotes(path)) == []
+    assert count_rows(path) == 0
+
+
+# -- files ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["quotes.json", "quotes.csv.gz", "quotes", "quotes.txt"])
+def test_file_of_an_unknown_kind_is_unsupported(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(f"{HEADER}\n{GOOD}\n")
+    with pytest.raises(UnsupportedFileError, match=r"expected \.csv or \.parquet") as info:
+        next(read_quotes(path))
+    assert info.value.path == path
+
+
+def test_upper_case_csv_suffix_is_read(tmp_path):
+    path = _csv(tmp_path, HEADER, GOOD, name="QUOTES.CSV")
+    assert len(list(read_quotes(path))) == 1
+
+
+def test_missing_file_is_unsupported_saying_so(tmp_path):
+    with pytest.raises(UnsupportedFileError, match="no such file"):
+        next(read_quotes(tmp_path / "nope.csv"))
+
+
+def test_a_directory_is_not_a_quote_file(tmp_path):
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(UnsupportedFileError, match="no such file"):
+        next(read_quotes(tmp_path / "dir.csv"))
+
+
+# -- source_id -----------------------------------------------------------------------------------------
+
+
+def test_source_id_is_a_sha256_prefix_of_the_content_whatever_the_file_is_called(tmp_path):
+    path = _csv(tmp_path, "ts,symbol,bid,ask", name="eur usd.2020.csv")
+    renamed = _csv(tmp_path, "ts,symbol,bid,ask", name="other.csv")
+    assert source_id(path) == "f" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert source_id(renamed) == source_id(path)
+
+
+def test_source_id_is_the_same_for_the_same_content_wherever_the_file_is(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _csv(tmp_path / "a", HEADER, GOOD)
+    second = _csv(tmp_path / "b", HEADER, GOOD)
+    assert source_id(first) == source_id(second)
+    assert source_id(first) == source_id(first)
+
+
+def test_source_id_differs_when_one_byte_of_the_content_differs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _csv(tmp_path / "a", HEADER, GOOD)
+    second = _csv(tmp_path / "b", HEADER, GOOD.replace("0.0031", "0.0032"))
+    assert source_id(first) != source_id(second)
+
+
+# -- count_rows ----------------------------------------------------------------------------------------
+
+
+def test_count_rows_counts_the_data_lines_of_a_csv(tmp_path):
+    assert count_rows(_csv(tmp_path, HEADER, GOOD, GOOD, GOOD, end="\r\n")) == 3
+
+
+def test_count_rows_of_an_empty_file_is_zero(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    assert count_rows(path) == 0
+
+
+def test_count_rows_of_a_csv_without_a_final_newline_counts_every_row(tmp_path):
+    path = tmp_path / "quotes.csv"
+    path.write_text(f"{HEADER}\n{GOOD}\n{GOOD}")
+    assert len(list(read_quotes(path))) == 2
+    assert count_rows(path) == 2
+
+
+# -- Parquet -------------------------------------------------------------------------------------------
+
+
+def _columns(rows: list[QuoteRow]) -> dict[str, list[object]]:
+    return {
+        "symbol": [r.symbol for r in rows],
+        "bid": [r.bid for r in rows],
+        "ask": [r.ask for r in rows],
+        "bid_size": [r.bid_size for r in rows],
+        "ask_size": [r.ask_size for r in rows],
+    }
+
+
+def test_parquet_with_text_columns_reads_back_the_same_quotes_as_the_csv(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    csv_rows = list(read_quotes(BTCUSDT))
+    lines = BTCUSDT.read_text().splitlines()[1:]
+    columns = {
+        name: pa.array([line.split(",")[i] for line in lines], pa.string()) for i, name in enumerate(HEADER.split(","))
+    }
+    path = tmp_path / "btcusdt.parquet"
+    pq.write_table(pa.table(columns), path, row_group_size=100)
+    parquet_rows = list(read_quotes(path))
+    assert parquet_rows == csv_rows
+    assert [str(r.bid_size) for r in parquet_rows] == [str(r.bid_size) for r in csv_rows]
+    assert count_rows(path) == 451
+
+
+@pytest.mark.parametrize("zone", ["UTC", None])
+def test_parquet_with_decimal_and_timestamp_columns_reads_back_the_same_quotes_as_the_csv(tmp_path, zone):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    csv_rows = list(read_quotes(BTCUSDT))
+    columns = _columns(csv_rows)
+    table = pa.table(
+        {
+            "ts": pa.array([r.ts_ns // 1_000_000 for r in csv_rows], pa.timestamp("ms", tz=zone)),
+            "symbol": pa.array(columns["symbol"], pa.string()),
+            "bid": pa.array(columns["bid"], pa.decimal128(12, 2)),
+            "ask": pa.array(columns["ask"], pa.decimal128(12, 2)),
+            "bid_size": pa.array(columns["bid_size"], pa.decimal128(38, 21)),
+            "ask_size": pa.array(columns["ask_size"], pa.decimal128(38, 21)),
+        }
+    )
+    path = tmp_path / "btcusdt.parquet"
+    pq.write_table(table, path)
+    parquet_rows = list(read_quotes(path))
+    assert parquet_rows == csv_rows  # Decimal equality is by value: 2.0 == 2.000...0
+    assert parquet_rows[3].bid_size == Decimal("0.031035000000000004")
+
+
+def test_parquet_with_a_nanosecond_timestamp_column_of_whole_microseconds_is_read(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    ts = [1_577_898_000_065_001_000, 1_577_898_000_066_000_000]
+    table = pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("ns", tz="UTC")),
+            "symbol": ["EURUSD", "EURUSD"],
+            "bid": ["1.1212", "1.1213"],
+            "ask": ["1.1217", "1.1218"],
+        }
+    )
+    pq.write_table(table, path)
+    assert [r.ts_ns for r in read_quotes(path)] == ts
+
+
+def test_parquet_with_nanosecond_timestamps_keeps_the_nanoseconds(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    ts = [1_577_898_000_065_123_456]
+    table = pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("ns", tz="UTC")),
+            "symbol": ["EURUSD"],
+            "bid": ["1.1212"],
+            "ask": ["1.1217"],
+        }
+    )
+    pq.write_table(table, path)
+    assert [r.ts_ns for r in read_quotes(path)] == ts
+
+
+def test_parquet_bad_row_names_the_file_and_row_plus_one(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    table = pa.table(
+        {
+            "ts": ["2020-01-01T17:00:00Z", "2020-01-01T17:00:01Z", "2020-01-01T17:00:02Z"],
+            "symbol": ["EURUSD", "EURUSD", "EURUSD"],
+            "bid": ["1.1212", "1.1300", None],
+            "ask": ["1.1217", "1.1218", "1.1218"],
+        }
+    )
+    pq.write_table(table, path)
+    reported: list[BadRowError] = []
+    rows = list(read_quotes(path, skip_bad_rows=True, on_bad_row=reported.append))
+    assert [r.line for r in rows] == [2]
+    assert [(e.path, e.line) for e in reported] == [(str(path), 3), (str(path), 4)]
+    assert "crossed quote" in reported[0].reason
+    assert "bid is empty" in reported[1].reason
+
+
+def test_parquet_with_a_wrong_schema_names_the_missing_and_unknown_columns(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"time": ["2020-01-01T17:00:00Z"], "symbol": ["X"], "bid": ["1"], "ask": ["2"]}), path)
+    with pytest.raises(BadRowError, match=r"\(missing ts\) \(unknown time\)"):
+        next(read_quotes(path))
+
+
+def test_parquet_naive_timestamp_is_taken_as_utc(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    moment = datetime(2020, 1, 1, 17, 0, 0, 65_000)
+    table = pa.table({"ts": pa.array([moment], pa.timestamp("us")), "symbol": ["X"], "bid": ["1"], "ask": ["2"]})
+    pq.write_table(table, path)
+    (row,) = read_quotes(path)
+    assert row.ts_ns == parse_ts("2020-01-01T17:00:00.065Z")
+    assert row.ts_ns == int(moment.replace(tzinfo=UTC).timestamp()) * 10**9 + 65_000_000

@@ -1,0 +1,515 @@
+"""Wire schemas: round trips, family decoders, validation and the v1 contract."""
+
+from __future__ import annotations
+
+import re
+import typing
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rrr.shared import messages
+from rrr.shared.messages import (
+    Heartbeat,
+    Message,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+    Quote,
+    Signal,
+    SubmitOrder,
+    Trade,
+)
+
+TS = 1_609_459_201_076_000_000
+
+
+def _quote(**overrides: Any) -> Quote:
+    fields: dict[str, Any] = {
+        "id": "btcusdt@abc:2",
+        "ts_event": TS,
+        "ts_init": TS + 5,
+        "symbol": "BTCUSDT",
+        "bid": Decimal("39432.99"),
+        "ask": Decimal("39433.62"),
+        "bid_size": Decimal("0.031035000000000004"),
+        "ask_size": Decimal("0.066851"),
+    }
+    return Quote(**(fields | overrides))
+
+
+EXAMPLES: list[Message] = [
+    _quote(),
+    Quote(id="q2", ts_event=1, ts_init=2, symbol="EURUSD", bid=Decimal("1.121200"), ask=Decimal("1.121200")),
+    Trade(id="t1", ts_event=TS, ts_init=TS, symbol="BTCUSDT", price=Decimal("39433.6"), size=Decimal("0.5")),
+    Trade(id="t2", ts_event=TS, ts_init=TS, symbol="BTCUSDT", price=Decimal("1"), size=Decimal("2"), aggressor="sell"),
+    Signal(
+        id="s1",
+        ts_event=TS,
+        ts_init=TS,
+        strategy="sma_cross",
+        symbol="EURUSD",
+        quote_id="q2",
+        direction="up",
+        fast=Decimal("1.1213"),
+        slow=Decimal("1.1210"),
+        target=Decimal("1"),
+    ),
+    SubmitOrder(
+        id="sma_cross:EURUSD:1",
+        ts_event=TS,
+        ts_init=TS,
+        strategy="sma_cross",
+        symbol="EURUSD",
+        side="buy",
+        qty=Decimal("2"),
+        quote_ts=TS - 1,
+        quote_bid=Decimal("1.121200"),
+        quote_ask=Decimal("1.121720"),
+    ),
+    OrderAccepted(
+        id="a1",
+        ts_event=TS,
+        ts_init=TS,
+        client_order_id="sma_cross:EURUSD:1",
+        strategy="sma_cross",
+        symbol="EURUSD",
+        side="buy",
+        qty=Decimal("2"),
+    ),
+    OrderRejected(
+        id="r1",
+        ts_event=TS,
+        ts_init=TS,
+        client_order_id="sma_cross:EURUSD:2",
+        strategy="sma_cross",
+        symbol="EURUSD",
+        side="sell",
+        qty=Decimal("2000"),
+        reason="qty 2000 exceeds max_order_qty 1000",
+    ),
+    OrderFilled(
+        id="sma_cross:EURUSD:1:1",
+        ts_event=TS,
+        ts_init=TS,
+        client_order_id="sma_cross:EURUSD:1",
+        symbol="EURUSD",
+        side="buy",
+        qty=Decimal("2"),
+        price=Decimal("1.121720"),
+        fee=Decimal("0.000224344"),
+        venue="paper",
+    ),
+    PositionUpdated(
+        id="p1",
+        ts_event=TS,
+        ts_init=TS,
+        symbol="EURUSD",
+        qty=Decimal("-2"),
+        avg_price=Decimal("1.121720"),
+        realized_pnl=Decimal("-0.000000000001"),
+        version=3,
+    ),
+    Heartbeat(
+        id="h1",
+        ts_event=TS,
+        ts_init=TS,
+        service="execution",
+        instance="execution-0",
+        shard=0,
+        shards=2,
+        status="ok",
+        counters={"orders": 3, "fills": 2},
+    ),
+    Heartbeat(
+        id="h2", ts_event=TS, ts_init=TS, service="strategy", instance="s-1", shard=1, shards=2, status="starting"
+    ),
+]
+
+FAMILY_DECODERS: list[tuple[msgspec.msgpack.Decoder[Any], tuple[type[Message], ...]]] = [
+    (messages.market_data_decoder, (Quote, Trade)),
+    (messages.signal_decoder, (Signal,)),
+    (messages.order_command_decoder, (SubmitOrder,)),
+    (messages.order_event_decoder, (OrderAccepted, OrderRejected, OrderFilled, PositionUpdated)),
+    (messages.heartbeat_decoder, (Heartbeat,)),
+]
+
+
+def _family_decoder(message: Message) -> msgspec.msgpack.Decoder[Any]:
+    return next(decoder for decoder, types in FAMILY_DECODERS if isinstance(message, types))
+
+
+def _ids(message: Message) -> str:
+    return f"{type(message).__name__}-{message.id}"
+
+
+# -- round trips ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=_ids)
+def test_message_round_trips_through_any_decoder_unchanged(message):
+    decoded = messages.any_decoder.decode(messages.encode(message))
+    assert type(decoded) is type(message)
+    assert decoded == message
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=_ids)
+def test_message_round_trips_through_its_family_decoder_unchanged(message):
+    decoded = _family_decoder(message).decode(messages.encode(message))
+    assert type(decoded) is type(message)
+    assert decoded == message
+
+
+def test_every_message_type_has_an_example_here():
+    assert {type(m) for m in EXAMPLES} == set(typing.get_args(messages.AnyMessage))
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=_ids)
+def test_other_family_decoders_reject_the_message_naming_its_type_tag(message):
+    payload = messages.encode(message)
+    others = [decoder for decoder, types in FAMILY_DECODERS if not isinstance(message, types)]
+    assert len(others) == len(FAMILY_DECODERS) - 1
+    for decoder in others:
+        with pytest.raises(msgspec.ValidationError, match=r"\$\.type"):
+            decoder.decode(payload)
+
+
+def test_message_type_tags_carry_a_version():
+    tags = {type(m).__struct_config__.tag for m in EXAMPLES}
+    assert tags == {
+        "quote.v1",
+        "trade.v1",
+        "signal.v1",
+        "submit_order.v1",
+        "order_accepted.v1",
+        "order_rejected.v1",
+        "order_filled.v1",
+        "position_updated.v1",
+        "heartbeat.v1",
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0.031035000000000004", "39433.62000000", "1E-30", "123456789012345678901234567890.123456789", "0.10"],
+)
+def test_decimal_travels_as_its_exact_text(text):
+    quote = _quote(bid_size=Decimal(text))
+    decoded = messages.market_data_decoder.decode(messages.encode(quote))
+    assert str(decoded.bid_size) == text
+    assert decoded.bid_size.as_tuple() == Decimal(text).as_tuple()
+
+
+def test_decimal_is_encoded_as_text_not_as_a_binary_float():
+    raw = msgspec.msgpack.decode(messages.encode(_quote()))
+    assert raw["bid_size"] == "0.031035000000000004"
+    assert raw["type"] == "quote.v1"
+
+
+def test_fields_at_their_default_are_left_off_the_wire():
+    raw = msgspec.msgpack.decode(messages.encode(EXAMPLES[1]))
+    assert "bid_size" not in raw
+    assert "ask_size" not in raw
+
+
+def test_messages_are_frozen():
+    with pytest.raises(AttributeError):
+        _quote().bid = Decimal(1)  # type: ignore[misc]
+
+
+@given(
+    bid=st.decimals(min_value=Decimal("1e-8"), max_value=Decimal("1e12"), places=8),
+    spread=st.decimals(min_value=Decimal(0), max_value=Decimal("1e6"), places=8),
+    ts=st.integers(min_value=0, max_value=2**63 - 1),
+)
+def test_any_valid_quote_round_trips_exactly(bid, spread, ts):
+    quote = Quote(id="q", ts_event=ts, ts_init=ts, symbol="BTCUSDT", bid=bid, ask=bid + spread)
+    decoded = messages.any_decoder.decode(messages.encode(quote))
+    assert decoded == quote
+    assert str(decoded.ask) == str(bid + spread)
+
+
+# -- validation ----------------------------------------------------------------------------------------
+
+
+def _raw_quote(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "type": "quote.v1",
+        "id": "q1",
+        "ts_event": TS,
+        "ts_init": TS,
+        "symbol": "BTCUSDT",
+        "bid": "39432.99",
+        "ask": "39433.62",
+    }
+    return raw | overrides
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"bid": "2", "ask": "1"}, "crossed quote"),
+        ({"bid": "0"}, "bid must be"),
+        ({"ask": "-1"}, "ask must be"),
+        ({"bid": "NaN"}, "bid must be"),
+        ({"ask": "Infinity"}, "ask must be"),
+        ({"bid_size": "-0.1"}, "bid_size must be"),
+        ({"ask_size": "NaN"}, "ask_size must be"),
+        ({"symbol": "btcusdt"}, "invalid symbol"),
+        ({"symbol": "BTC.USDT"}, "invalid symbol"),
+        ({"symbol": "md.>"}, "invalid symbol"),
+        ({"symbol": ""}, "invalid symbol"),
+        ({"bid": "abc"}, "decimal"),
+    ],
+)
+def test_decoding_an_invalid_quote_raises_validation_error_with_the_reason(overrides, reason):
+    payload = msgspec.msgpack.encode(_raw_quote(**overrides))
+    for decoder in (messages.any_decoder, messages.market_data_decoder):
+        with pytest.raises(msgspec.ValidationError, match=reason):
+            decoder.decode(payload)
+
+
+def test_decoding_a_quote_without_a_required_field_names_the_field():
+    raw = _raw_quote()
+    del raw["ask"]
+    with pytest.raises(msgspec.ValidationError, match="missing required field `ask`"):
+        messages.any_decoder.decode(msgspec.msgpack.encode(raw))
+
+
+def test_quote_with_bid_equal_to_ask_is_valid():
+    quote = messages.any_decoder.decode(msgspec.msgpack.encode(_raw_quote(bid="1.5", ask="1.50")))
+    assert quote.bid == quote.ask
+
+
+def test_constructing_a_crossed_quote_raises_value_error():
+    with pytest.raises(ValueError, match="crossed quote: bid 2 > ask 1"):
+        _quote(bid=Decimal(2), ask=Decimal(1))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"price": "0"}, "price must be"),
+        ({"size": "-1"}, "size must be"),
+        ({"price": "sNaN"}, "price must be"),
+        ({"symbol": "BTC USDT"}, "invalid symbol"),
+        ({"aggressor": "maker"}, "Invalid enum value 'maker'"),
+    ],
+)
+def test_decoding_an_invalid_trade_raises_validation_error(overrides, reason):
+    raw = {"type": "trade.v1", "id": "t", "ts_event": 1, "ts_init": 1, "symbol": "BTCUSDT", "price": "1", "size": "1"}
+    with pytest.raises(msgspec.ValidationError, match=reason):
+        messages.market_data_decoder.decode(msgspec.msgpack.encode(raw | overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"qty": "0"}, "qty must be"),
+        ({"qty": "-1"}, "qty must be"),
+        ({"quote_bid": "NaN"}, "quote_bid must be"),
+        ({"quote_ask": "0"}, "quote_ask must be"),
+        ({"symbol": "EUR*"}, "invalid symbol"),
+        ({"side": "short"}, "Invalid enum value 'short'"),
+        ({"order_type": "limit"}, "Invalid enum value 'limit'"),
+    ],
+)
+def test_decoding_an_invalid_order_command_raises_validation_error(overrides, reason):
+    raw = msgspec.msgpack.decode(messages.encode(EXAMPLES[5]))
+    with pytest.raises(msgspec.ValidationError, match=reason):
+        messages.order_command_decoder.decode(msgspec.msgpack.encode(raw | overrides))
+
+
+def test_decoding_garbage_bytes_raises_a_decode_error():
+    with pytest.raises(msgspec.DecodeError):
+        messages.any_decoder.decode(b"\xc1not msgpack")
+
+
+def test_decoding_an_unknown_type_tag_names_the_tag():
+    with pytest.raises(msgspec.ValidationError, match=re.escape("Invalid value 'quote.v9'")):
+        messages.any_decoder.decode(msgspec.msgpack.encode(_raw_quote(type="quote.v9")))
+
+
+# -- contract: v1 payloads as the previous writers produced them ---------------------------------------
+
+V1_PAYLOADS: list[tuple[dict[str, Any], Message]] = [
+    (
+        {
+            "type": "quote.v1",
+            "id": "btcusdt@abc:2",
+            "ts_event": TS,
+            "ts_init": TS + 5,
+            "symbol": "BTCUSDT",
+            "bid": "39432.99",
+            "ask": "39433.62",
+            "bid_size": "0.031035000000000004",
+            "ask_size": "0.066851",
+        },
+        EXAMPLES[0],
+    ),
+    (
+        {
+            "type": "quote.v1",
+            "id": "q2",
+            "ts_event": 1,
+            "ts_init": 2,
+            "symbol": "EURUSD",
+            "bid": "1.121200",
+            "ask": "1.121200",
+        },
+        EXAMPLES[1],
+    ),
+    (
+        {
+            "type": "trade.v1",
+            "id": "t1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "symbol": "BTCUSDT",
+            "price": "39433.6",
+            "size": "0.5",
+        },
+        EXAMPLES[2],
+    ),
+    (
+        {
+            "type": "signal.v1",
+            "id": "s1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "strategy": "sma_cross",
+            "symbol": "EURUSD",
+            "quote_id": "q2",
+            "direction": "up",
+            "fast": "1.1213",
+            "slow": "1.1210",
+            "target": "1",
+        },
+        EXAMPLES[4],
+    ),
+    (
+        {
+            "type": "submit_order.v1",
+            "id": "sma_cross:EURUSD:1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "strategy": "sma_cross",
+            "symbol": "EURUSD",
+            "side": "buy",
+            "qty": "2",
+            "quote_ts": TS - 1,
+            "quote_bid": "1.121200",
+            "quote_ask": "1.121720",
+        },
+        EXAMPLES[5],
+    ),
+    (
+        {
+            "type": "order_accepted.v1",
+            "id": "a1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "client_order_id": "sma_cross:EURUSD:1",
+            "strategy": "sma_cross",
+            "symbol": "EURUSD",
+            "side": "buy",
+            "qty": "2",
+            "order_type": "market",
+        },
+        EXAMPLES[6],
+    ),
+    (
+        {
+            "type": "order_rejected.v1",
+            "id": "r1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "client_order_id": "sma_cross:EURUSD:2",
+            "strategy": "sma_cross",
+            "symbol": "EURUSD",
+            "side": "sell",
+            "qty": "2000",
+            "reason": "qty 2000 exceeds max_order_qty 1000",
+        },
+        EXAMPLES[7],
+    ),
+    (
+        {
+            "type": "order_filled.v1",
+            "id": "sma_cross:EURUSD:1:1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "client_order_id": "sma_cross:EURUSD:1",
+            "symbol": "EURUSD",
+            "side": "buy",
+            "qty": "2",
+            "price": "1.121720",
+            "fee": "0.000224344",
+            "venue": "paper",
+        },
+        EXAMPLES[8],
+    ),
+    (
+        {
+            "type": "position_updated.v1",
+            "id": "p1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "symbol": "EURUSD",
+            "qty": "-2",
+            "avg_price": "1.121720",
+            "realized_pnl": "-0.000000000001",
+            "version": 3,
+        },
+        EXAMPLES[9],
+    ),
+    (
+        {
+            "type": "heartbeat.v1",
+            "id": "h1",
+            "ts_event": TS,
+            "ts_init": TS,
+            "service": "execution",
+            "instance": "execution-0",
+            "shard": 0,
+            "shards": 2,
+            "status": "ok",
+            "counters": {"orders": 3, "fills": 2},
+        },
+        EXAMPLES[10],
+    ),
+]
+
+
+def _contract_id(case: tuple[dict[str, Any], Message]) -> str:
+    return str(case[0]["type"])
+
+
+@pytest.mark.parametrize("case", V1_PAYLOADS, ids=_contract_id)
+def test_v1_payload_decodes_into_its_class_with_its_values(case):
+    raw, expected = case
+    payload = msgspec.msgpack.encode(raw)
+    for decoder in (messages.any_decoder, _family_decoder(expected)):
+        decoded = decoder.decode(payload)
+        assert type(decoded) is type(expected)
+        assert decoded == expected
+
+
+@pytest.mark.parametrize("case", V1_PAYLOADS, ids=_contract_id)
+def test_v1_payload_with_an_unknown_extra_field_still_decodes(case):
+    raw, expected = case
+    payload = msgspec.msgpack.encode(raw | {"added_in_v2": {"nested": [1, 2.5, "x"]}, "venue_seq": 7})
+    assert messages.any_decoder.decode(payload) == expected
+    assert _family_decoder(expected).decode(payload) == expected
+
+
+@pytest.mark.parametrize("case", V1_PAYLOADS, ids=_contract_id)
+def test_v1_payload_with_fields_in_another_order_decodes_the_same(case):
+    raw, expected = case
+    shuffled = dict(reversed(list(raw.items())))
+    assert messages.any_decoder.decode(msgspec.msgpack.encode(shuffled)) == expected

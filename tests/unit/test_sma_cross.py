@@ -1,0 +1,120 @@
+"""The sma_cross semantics, checked against an independent exact reference on real quotes."""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+def _quotes(name: str) -> list[tuple[str, str]]:
+    with (DATA / name).open(newline="") as fh:
+        return [(row["bid"], row["ask"]) for row in csv.DictReader(fh)]
+
+
+def _reference(mids: list[Fraction] | list[float], fast: int, slow: int) -> list[tuple[int, str]]:
+    """Crosses by the letter of the definition, with whatever number type the mids are."""
+    out: list[tuple[int, str]] = []
+    prev = None
+    for i in range(slow - 1, len(mids)):
+        f = sum(mids[i - fast + 1 : i + 1]) / fast
+        s = sum(mids[i - slow + 1 : i + 1]) / slow
+        if prev is not None:
+            pf, ps = prev
+            if pf <= ps and f > s:
+                out.append((i, "up"))
+            elif pf >= ps and f < s:
+                out.append((i, "down"))
+        prev = (f, s)
+    return out
+
+
+def _run(prices: list[tuple[str, str]], params: SmaCrossParams) -> list[tuple[int, str]]:
+    strategy = SmaCross(params)
+    out = []
+    for i, (bid, ask) in enumerate(prices):
+        cross = strategy.on_quote(Decimal(bid), Decimal(ask))
+        if cross is not None:
+            out.append((i, cross.direction))
+    return out
+
+
+def _flat(mids: list[str]) -> list[tuple[str, str]]:
+    return [(m, m) for m in mids]
+
+
+@pytest.mark.parametrize(
+    "name", ["eurusd_quotes_2020-01-01.csv", "usdjpy_quotes_2013-01-01.csv", "btcusdt_quotes_2021-01-08.csv"]
+)
+def test_sma_cross_on_real_quotes_matches_the_exact_reference(name: str) -> None:
+    prices = _quotes(name)
+    mids = [(Fraction(b) + Fraction(a)) / 2 for b, a in prices]
+    assert _run(prices, SmaCrossParams()) == _reference(mids, 5, 20)
+
+
+def test_float_means_would_decide_crosses_differently_at_equal_averages_on_eurusd() -> None:
+    # The reason the strategy is exact: on this file, float arithmetic gets "fast == slow" wrong at dozens
+    # of quotes, and a cross depends on exactly that comparison.
+    prices = _quotes("eurusd_quotes_2020-01-01.csv")
+    exact = [(Fraction(b) + Fraction(a)) / 2 for b, a in prices]
+    floats = [(float(b) + float(a)) / 2 for b, a in prices]
+    disagree = sum(
+        1
+        for i in range(19, len(prices))
+        if (sum(exact[i - 4 : i + 1]) / 5 == sum(exact[i - 19 : i + 1]) / 20)
+        != (sum(floats[i - 4 : i + 1]) / 5 == sum(floats[i - 19 : i + 1]) / 20)
+    )
+    assert disagree >= 24
+    assert _run(prices, SmaCrossParams()) == _reference(exact, 5, 20)
+
+
+def test_no_cross_before_the_slow_mean_is_defined_at_the_previous_quote() -> None:
+    params = SmaCrossParams(fast=2, slow=3)
+    # Quote 3 (index 2) is the first with both means defined: it cannot be a cross, even though fast > slow.
+    strategy = SmaCross(params)
+    assert [strategy.on_quote(Decimal(m), Decimal(m)) for m in ("1", "1", "5")] == [None, None, None]
+    # Index 3: fast (5+1)/2 = 3 and slow 7/3, above as before: still no cross.
+    assert strategy.on_quote(Decimal(1), Decimal(1)) is None
+
+
+def test_cross_up_from_equal_averages_counts_and_equal_now_does_not() -> None:
+    params = SmaCrossParams(fast=1, slow=2)
+    # mids 1,1 -> means equal (1 == 1); then 2: fast 2 > slow 1.5: a cross up from equality.
+    assert _run(_flat(["1", "1", "2"]), params) == [(2, "up")]
+    # Rising to equality is not a cross: 2,1 (fast 1 < slow 1.5), then 1 (fast 1 == slow 1).
+    assert _run(_flat(["2", "1", "1"]), params) == []
+    # Touching equality and going back down is no cross; going through it is.
+    assert _run(_flat(["2", "1", "1", "0.5"]), params) == [(3, "down")]
+
+
+def test_targets_and_order_quantities_follow_the_crosses() -> None:
+    strategy = SmaCross(SmaCrossParams(fast=1, slow=2, qty=Decimal(3)))
+    results = [strategy.on_quote(Decimal(m), Decimal(m)) for m in ("1", "1", "2", "1", "3")]
+    crosses = [(r.direction, r.target, r.order_qty) for r in results if r is not None]
+    # up from flat: buy 3; down: sell 6 (from +3 to -3); up again: buy 6.
+    assert crosses == [
+        ("up", Decimal(3), Decimal(3)),
+        ("down", Decimal(-3), Decimal(-6)),
+        ("up", Decimal(3), Decimal(6)),
+    ]
+
+
+def test_repeated_cross_in_the_same_direction_orders_nothing() -> None:
+    strategy = SmaCross(SmaCrossParams(fast=1, slow=2))
+    # up at 2; back to equality (2,2)... fast 2 == slow 2; up again at 3: a cross up with the target already +1.
+    results = [strategy.on_quote(Decimal(m), Decimal(m)) for m in ("1", "1", "2", "2", "3")]
+    crosses = [(r.direction, r.order_qty) for r in results if r is not None]
+    assert crosses == [("up", Decimal(1)), ("up", Decimal(0))]
+
+
+@pytest.mark.parametrize(("fast", "slow"), [(0, 5), (5, 5), (6, 5)])
+def test_parameters_need_one_to_fast_below_slow(fast: int, slow: int) -> None:
+    with pytest.raises(ValueError, match="fast < slow"):
+        SmaCrossParams(fast=fast, slow=slow)
