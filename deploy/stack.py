@@ -322,7 +322,7 @@ def exec_with_env(run: RunDir, argv: Sequence[str]) -> int:
         return 2
     env = dict(os.environ)
     env.update(_read_env(run))
-    os.execvpe(argv[0], list(argv), env)  # noqa: S606 - replaces this process by the user's command
+    os.execvpe(argv[0], list(argv), env)  # noqa: S606 - replaces this process by the user's own command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

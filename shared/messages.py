@@ -151,13 +151,20 @@ class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
 
 
 class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.v1"):
-    """A symbol's position after a fill; ``version`` counts the fills applied so far."""
+    """A symbol's position after a fill; ``version`` counts the fills applied so far.
+
+    ``avg_price`` and ``realized_pnl`` have at most 12 decimal places (rounded half-even when the true
+    value has more); ``exact_avg_price`` and ``exact_realized_pnl`` carry the exact values as fractions
+    (``"n/d"``), so that a restarted execution service continues from exactly where it was.
+    """
 
     symbol: str
     qty: Decimal
     avg_price: Decimal
     realized_pnl: Decimal
     version: int
+    exact_avg_price: str = ""
+    exact_realized_pnl: str = ""
 
 
 # -- control -------------------------------------------------------------------------------------------

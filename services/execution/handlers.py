@@ -48,8 +48,8 @@ class Book:
         self.positions[update.symbol] = Position(
             update.symbol,
             qty=Fraction(update.qty),
-            avg_price=Fraction(update.avg_price),
-            realized_pnl=Fraction(update.realized_pnl),
+            avg_price=Fraction(update.exact_avg_price or update.avg_price),
+            realized_pnl=Fraction(update.exact_realized_pnl or update.realized_pnl),
             fills=update.version,
         )
 
@@ -127,6 +127,8 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
                 avg_price=to_decimal(position.avg_price),
                 realized_pnl=to_decimal(position.realized_pnl),
                 version=position.fills,
+                exact_avg_price=str(position.avg_price),
+                exact_realized_pnl=str(position.realized_pnl),
             ),
         ),
     ]

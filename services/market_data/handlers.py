@@ -9,6 +9,7 @@ from nats.aio.msg import Msg
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
+from rrr.shared.errors import RRRError
 from rrr.shared.messages import Quote, Trade, encode
 
 NO_QUOTE_HEADER = "Rrr-Error"
@@ -38,7 +39,11 @@ async def on_latest_request(latest: LatestQuotes, bus: Bus, msg: Msg, _: object)
     ``Rrr-Error`` header says why."""
     if not msg.reply:
         return
-    symbol = subjects.parse(msg.subject).symbol
+    try:
+        symbol = subjects.parse(msg.subject).symbol
+    except RRRError as exc:
+        await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: str(exc)})
+        return
     quote = latest.cache.get(symbol)
     if quote is None:
         await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: f"no quote for {symbol} yet"})

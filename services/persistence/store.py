@@ -46,10 +46,16 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[
 ON CONFLICT (id) DO NOTHING"""
 
 # An order's status only moves forward (accepted -> filled); a late or repeated event never moves it back.
+# An acceptance that arrives after its fill (a batch redelivered late) is stored as filled.
 _UPSERT_ORDERS = """
 INSERT INTO orders (client_order_id, strategy, symbol, side, qty, order_type, status, reason, ts_event, ts_updated)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
-                     $7::text[], $8::text[], $9::bigint[], $10::bigint[])
+SELECT u.id, u.strategy, u.symbol, u.side, u.qty, u.order_type,
+       CASE WHEN u.status = 'accepted' AND EXISTS (SELECT 1 FROM fills f WHERE f.client_order_id = u.id)
+            THEN 'filled' ELSE u.status END,
+       u.reason, u.ts_event, u.ts_updated
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
+              $7::text[], $8::text[], $9::bigint[], $10::bigint[])
+       AS u(id, strategy, symbol, side, qty, order_type, status, reason, ts_event, ts_updated)
 ON CONFLICT (client_order_id) DO UPDATE
    SET status = excluded.status, ts_updated = excluded.ts_updated
  WHERE orders.status = 'accepted' AND excluded.status = 'filled'"""

@@ -1,0 +1,78 @@
+"""Reading what the JetStream streams hold, independently of the bus code under test.
+
+Messages are fetched one by one with ``STREAM.MSG.GET`` (next message at or after a sequence, matching a
+subject filter), so no consumer is created on the streams the services consume from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from rrr.shared.testing.waiting import wait_until
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMsg:
+    """One message as a stream stored it."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+async def stream_messages(js: JetStreamContext, stream: str, filter_subject: str = ">") -> list[StoredMsg]:
+    """Every message ``stream`` holds now on ``filter_subject`` (wildcards allowed), in stream order."""
+    out: list[StoredMsg] = []
+    seq = 1
+    while True:
+        try:
+            raw = await js.get_msg(stream, seq=seq, subject=filter_subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return out
+        assert raw.seq is not None
+        assert raw.subject is not None
+        out.append(StoredMsg(raw.seq, raw.subject, raw.data or b"", dict(raw.headers or {})))
+        seq = raw.seq + 1
+
+
+def decode_all(msgs: list[StoredMsg], decoder: msgspec.msgpack.Decoder[Any]) -> list[Any]:
+    """The decoded payloads of ``msgs``."""
+    return [decoder.decode(m.data) for m in msgs]
+
+
+async def subject_counts(js: JetStreamContext, stream: str, filter_subject: str = ">") -> dict[str, int]:
+    """How many messages ``stream`` holds per subject matching ``filter_subject``."""
+    info = await js.stream_info(stream, subjects_filter=filter_subject)
+    return dict(info.state.subjects or {})
+
+
+async def count(js: JetStreamContext, stream: str, filter_subject: str = ">") -> int:
+    """How many messages ``stream`` holds on ``filter_subject``."""
+    return sum((await subject_counts(js, stream, filter_subject)).values())
+
+
+async def wait_for_count(
+    js: JetStreamContext, stream: str, filter_subject: str, at_least: int, *, timeout_s: float = 10.0
+) -> int:
+    """Wait until ``stream`` holds at least ``at_least`` messages on ``filter_subject``; return the count."""
+    seen = 0
+
+    async def _enough() -> bool:
+        nonlocal seen
+        seen = await count(js, stream, filter_subject)
+        return seen >= at_least
+
+    await wait_until(
+        _enough,
+        timeout_s,
+        f"{at_least} messages on {filter_subject} in {stream}",
+        describe=lambda: f"{seen} messages",
+    )
+    return seen

@@ -1,0 +1,236 @@
+"""The execution service against a real nats-server: risk, fills at the touch, positions, duplicates, restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from rrr.execution import app
+from rrr.execution.config import ExecutionConfig
+from rrr.shared import subjects
+from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.messages import (
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+    SubmitOrder,
+    encode,
+    order_event_decoder,
+)
+from rrr.shared.testing.factories import make_order, unique_symbol
+from rrr.shared.testing.services import Heartbeats, client_bus, running_service
+from rrr.shared.testing.streams import count, decode_all, stream_messages
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with client_bus(nats_url) as bus:
+        yield bus
+
+
+@pytest.fixture
+async def heartbeats(bus: Bus) -> Heartbeats:
+    return await Heartbeats.watch(bus.nc)
+
+
+@pytest.fixture
+def config(nats_url: str) -> ExecutionConfig:
+    return ExecutionConfig(
+        nats_url=nats_url, heartbeat_ms=100, max_order_qty=Decimal(10), max_notional_quote=Decimal(1000)
+    )
+
+
+async def _submit(bus: Bus, *orders: SubmitOrder) -> None:
+    for order in orders:
+        ack = await bus.publish_persistent(subjects.order_command(order.symbol, 1), order)
+        assert not ack.duplicate
+
+
+async def _submit_again(bus: Bus, order: SubmitOrder) -> None:
+    """Publish the same command bytes under another Nats-Msg-Id, so that JetStream stores it a second time."""
+    ack = await bus.js.publish(
+        subjects.order_command(order.symbol, 1), encode(order), headers={MSG_ID: f"{order.id}:again"}
+    )
+    assert not ack.duplicate
+
+
+async def _order_events(bus: Bus, symbol: str) -> list[OrderAccepted | OrderRejected | OrderFilled]:
+    return decode_all(await stream_messages(bus.js, "RRR_EVT", subjects.order_event(symbol, 1)), order_event_decoder)
+
+
+async def _positions(bus: Bus, symbol: str) -> list[PositionUpdated]:
+    return decode_all(await stream_messages(bus.js, "RRR_EVT", subjects.position(symbol, 1)), order_event_decoder)
+
+
+def _summary(event: object) -> tuple[object, ...]:
+    if isinstance(event, OrderAccepted):
+        return ("accepted", event.id, event.client_order_id, event.side, event.qty)
+    if isinstance(event, OrderRejected):
+        return ("rejected", event.id, event.client_order_id, event.side, event.qty, event.reason)
+    if isinstance(event, OrderFilled):
+        return ("filled", event.id, event.client_order_id, event.side, event.qty, event.price, event.fee, event.venue)
+    if isinstance(event, PositionUpdated):
+        return ("position", event.id, event.qty, event.avg_price, event.realized_pnl, event.version)
+    raise AssertionError(f"unexpected event {event!r}")
+
+
+async def test_execution_fills_orders_at_the_touch_and_keeps_an_average_cost_position(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("EXE")
+    buy = make_order(symbol, side="buy", qty=2, quote_bid="100.0", quote_ask="100.5")
+    add = make_order(symbol, side="buy", qty=1, quote_bid="103.0", quote_ask="103.5")
+    flip = make_order(symbol, side="sell", qty=4, quote_bid="110", quote_ask="110.5")
+    await _submit(bus, buy, add, flip)
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counter("handled", 3)
+
+    assert counters["orders_filled"] == 3
+    assert counters.get("orders_rejected", 0) == 0
+    assert counters["positions"] == 1
+    assert [_summary(e) for e in await _order_events(bus, symbol)] == [
+        ("accepted", f"{buy.id}:accepted", buy.id, "buy", Decimal(2)),
+        ("filled", f"{buy.id}:1", buy.id, "buy", Decimal(2), Decimal("100.5"), Decimal(0), "paper"),
+        ("accepted", f"{add.id}:accepted", add.id, "buy", Decimal(1)),
+        ("filled", f"{add.id}:1", add.id, "buy", Decimal(1), Decimal("103.5"), Decimal(0), "paper"),
+        ("accepted", f"{flip.id}:accepted", flip.id, "sell", Decimal(4)),
+        ("filled", f"{flip.id}:1", flip.id, "sell", Decimal(4), Decimal("110"), Decimal(0), "paper"),
+    ]
+    # avg (2 * 100.5 + 103.5) / 3 = 101.5; selling 4 at 110 closes 3 for (110 - 101.5) * 3 = 25.5 and opens
+    # a short of 1 at 110.
+    assert [_summary(p) for p in await _positions(bus, symbol)] == [
+        ("position", f"{symbol}:1", Decimal(2), Decimal("100.5"), Decimal(0), 1),
+        ("position", f"{symbol}:2", Decimal(3), Decimal("101.5"), Decimal(0), 2),
+        ("position", f"{symbol}:3", Decimal(-1), Decimal(110), Decimal("25.5"), 3),
+    ]
+
+
+async def test_execution_rejects_orders_over_a_risk_limit_with_the_reason_and_fills_none_of_them(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("RISK")
+    too_big = make_order(symbol, side="buy", qty=11, quote_bid="1", quote_ask="1.01")
+    too_costly = make_order(symbol, side="buy", qty=5, quote_bid="199", quote_ask="200.01")
+    # A sell is valued at the bid: 5 * 199.9 = 999.5 passes, although 5 * 250 at the ask would not.
+    sell_at_bid = make_order(symbol, side="sell", qty=5, quote_bid="199.9", quote_ask="250")
+    at_the_limit = make_order(symbol, side="buy", qty=10, quote_bid="99", quote_ask="100")
+    await _submit(bus, too_big, too_costly, sell_at_bid, at_the_limit)
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counter("handled", 4)
+
+    assert counters["orders_rejected"] == 2
+    assert counters["orders_filled"] == 2
+    assert [_summary(e) for e in await _order_events(bus, symbol)] == [
+        (
+            "rejected",
+            f"{too_big.id}:rejected",
+            too_big.id,
+            "buy",
+            Decimal(11),
+            "qty 11 exceeds max_order_qty 10",
+        ),
+        (
+            "rejected",
+            f"{too_costly.id}:rejected",
+            too_costly.id,
+            "buy",
+            Decimal(5),
+            "notional 1000.05 exceeds max_notional_quote 1000",
+        ),
+        ("accepted", f"{sell_at_bid.id}:accepted", sell_at_bid.id, "sell", Decimal(5)),
+        ("filled", f"{sell_at_bid.id}:1", sell_at_bid.id, "sell", Decimal(5), Decimal("199.9"), Decimal(0), "paper"),
+        ("accepted", f"{at_the_limit.id}:accepted", at_the_limit.id, "buy", Decimal(10)),
+        ("filled", f"{at_the_limit.id}:1", at_the_limit.id, "buy", Decimal(10), Decimal(100), Decimal(0), "paper"),
+    ]
+    # Short 5 at 199.9, then buy 10 at 100: closes 5 for (100 - 199.9) * 5 * -1 = 499.5 and opens 5 long.
+    assert [_summary(p) for p in await _positions(bus, symbol)] == [
+        ("position", f"{symbol}:1", Decimal(-5), Decimal("199.9"), Decimal(0), 1),
+        ("position", f"{symbol}:2", Decimal(5), Decimal(100), Decimal("499.5"), 2),
+    ]
+
+
+async def test_execution_with_the_same_client_order_id_twice_in_the_stream_fills_it_once(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("DUP")
+    order = make_order(symbol, side="buy", qty=3, quote_bid="10", quote_ask="10.5")
+    await _submit(bus, order)
+    await _submit_again(bus, order)
+    assert await count(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)) == 2
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counter("handled", 2)
+
+    assert counters["duplicate_orders"] == 1
+    assert counters["orders_filled"] == 1
+    assert [_summary(e) for e in await _order_events(bus, symbol)] == [
+        ("accepted", f"{order.id}:accepted", order.id, "buy", Decimal(3)),
+        ("filled", f"{order.id}:1", order.id, "buy", Decimal(3), Decimal("10.5"), Decimal(0), "paper"),
+    ]
+    assert [_summary(p) for p in await _positions(bus, symbol)] == [
+        ("position", f"{symbol}:1", Decimal(3), Decimal("10.5"), Decimal(0), 1),
+    ]
+
+
+async def test_execution_after_a_restart_continues_from_the_restored_position_and_never_fills_an_old_order_again(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("RST")
+    first = make_order(symbol, side="buy", qty=2, quote_bid="100", quote_ask="100.5")
+    rejected = make_order(symbol, side="buy", qty=50, quote_bid="1", quote_ask="1")
+    await _submit(bus, first, rejected)
+    async with running_service(app.run, config, heartbeats) as before:
+        await before.wait_for_counter("handled", 2)
+    durable = await bus.js.consumer_info("RRR_CMD", "execution-0")
+    assert (durable.num_pending, durable.num_ack_pending) == (0, 0)
+
+    second = make_order(symbol, side="sell", qty=1, quote_bid="104", quote_ask="104.5")
+    await _submit_again(bus, first)
+    await _submit_again(bus, rejected)
+    await _submit(bus, second)
+    async with running_service(app.run, config, heartbeats) as after:
+        counters = await after.wait_for_counter("handled", 3)
+
+    assert (counters["positions"], counters["orders"]) == (1, 3)
+    assert counters["duplicate_orders"] == 2
+    assert counters["orders_filled"] == 1
+    events = [_summary(e) for e in await _order_events(bus, symbol)]
+    assert [e[:3] for e in events] == [
+        ("accepted", f"{first.id}:accepted", first.id),
+        ("filled", f"{first.id}:1", first.id),
+        ("rejected", f"{rejected.id}:rejected", rejected.id),
+        ("accepted", f"{second.id}:accepted", second.id),
+        ("filled", f"{second.id}:1", second.id),
+    ]
+    # Restored long 2 at 100.5; selling 1 at 104 realizes 3.5 and is the position's second fill.
+    assert [_summary(p) for p in await _positions(bus, symbol)] == [
+        ("position", f"{symbol}:1", Decimal(2), Decimal("100.5"), Decimal(0), 1),
+        ("position", f"{symbol}:2", Decimal(1), Decimal("100.5"), Decimal("3.5"), 2),
+    ]
+
+
+async def test_execution_after_a_restart_realizes_the_same_pnl_as_an_uninterrupted_run(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("EXACT")
+    # Average cost (100 + 2 * 100.01) / 3 = 100.00666..., not a terminating decimal.
+    await _submit(
+        bus,
+        make_order(symbol, side="buy", qty=1, quote_bid="99.99", quote_ask="100"),
+        make_order(symbol, side="buy", qty=2, quote_bid="100", quote_ask="100.01"),
+    )
+    async with running_service(app.run, config, heartbeats) as before:
+        await before.wait_for_counter("handled", 2)
+
+    await _submit(bus, make_order(symbol, side="sell", qty=3, quote_bid="101", quote_ask="101.01"))
+    async with running_service(app.run, config, heartbeats) as after:
+        await after.wait_for_counter("handled", 1)
+
+    positions = await _positions(bus, symbol)
+    # Uninterrupted: 3 * 101 - (100 + 200.02) = 2.98 exactly.
+    assert (positions[-1].qty, positions[-1].realized_pnl, positions[-1].version) == (Decimal(0), Decimal("2.98"), 3)

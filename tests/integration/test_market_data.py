@@ -1,0 +1,254 @@
+"""Market data against a real nats-server: the simulated feed, the latest-quote cache, bad input, replay."""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import nats.errors
+import pytest
+from nats.aio.msg import Msg
+
+from rrr.deploy.servers import NatsEndpoint
+from rrr.market_data import app
+from rrr.market_data.config import MarketDataConfig
+from rrr.market_data.feeds import replay_file
+from rrr.market_data.replay import source_id
+from rrr.shared import subjects
+from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
+from rrr.shared.messages import Heartbeat, Quote, Trade, encode, market_data_decoder
+from rrr.shared.testing.factories import make_quote, make_signal, unique_symbol
+from rrr.shared.testing.services import Heartbeats, client_bus, running_service
+from rrr.shared.testing.streams import count, decode_all, stream_messages, subject_counts
+from rrr.shared.testing.waiting import wait_until
+
+DATA = Path(__file__).parents[1] / "data"
+BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"
+USDJPY = DATA / "usdjpy_quotes_2013-01-01.csv"
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with client_bus(nats_url) as bus:
+        yield bus
+
+
+@pytest.fixture
+async def heartbeats(bus: Bus) -> Heartbeats:
+    return await Heartbeats.watch(bus.nc)
+
+
+async def _latest(bus: Bus, symbol: str, shards: int = 1) -> Quote | None:
+    """Ask market data for the symbol's latest quote; None when it answers that it has none."""
+    reply = await bus.nc.request(subjects.latest_quote(symbol, shards), b"", timeout=2)
+    if not reply.data:
+        return None
+    quote = market_data_decoder.decode(reply.data)
+    assert isinstance(quote, Quote)
+    return quote
+
+
+def _iso_ns(text: str) -> int:
+    # Independent of the reader under test, and exact: integer arithmetic on the timedelta.
+    delta = datetime.fromisoformat(text) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _fresh_server_only(nats_server: NatsEndpoint) -> None:
+    if nats_server.server is None:
+        pytest.skip("replaying a fixed file needs a nats-server of this test: a shared one may hold it already")
+
+
+async def test_market_data_sim_feed_publishes_only_its_shards_symbols_and_the_stream_captures_each_quote(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    mine = [unique_symbol("SIM", shard=0, shards=2) for _ in range(2)]
+    others = [unique_symbol("SIM", shard=1, shards=2) for _ in range(2)]
+    mine_set = set(mine)
+    received: list[tuple[str, bytes]] = []
+
+    async def _on_md(msg: Msg) -> None:
+        # Only this test's symbols: a shared server may carry other tests' market data.
+        if msg.subject.rsplit(".", 1)[-1] in mine_set | set(others):
+            received.append((msg.subject, msg.data))
+
+    await bus.nc.subscribe(subjects.MARKET_DATA_ALL, cb=_on_md)
+    await bus.nc.flush()
+    config = MarketDataConfig(
+        nats_url=nats_url,
+        feed="sim",
+        symbols=(mine[0], others[0], mine[1], others[1]),
+        rate_hz=200,
+        trade_every=5,
+        shards=2,
+        shard=0,
+        heartbeat_ms=100,
+    )
+
+    async with running_service(app.run, config, heartbeats) as md:
+        await wait_until(lambda: len(received) >= 40, 10, "40 simulated messages", describe=lambda: len(received))
+        served = await _latest(bus, mine[0], shards=2)
+
+    await wait_until(
+        lambda: heartbeats.latest[md.instance].status == "stopping", 5, "the final heartbeat of market data"
+    )
+    final: Heartbeat = heartbeats.latest[md.instance]
+    published = final.counters["published"]
+    # The stream captures core-NATS publishes on its own time: wait until it holds what the feed sent,
+    # one trade every 5 quotes included.
+    await wait_until(
+        lambda: _stored_market_data(bus, mine, expected=published + published // 5),
+        5,
+        f"{published} quotes and {published // 5} trades of {mine} in RRR_MD",
+    )
+    stored = [
+        m
+        for m in await stream_messages(bus.js, "RRR_MD", subjects.MARKET_DATA_ALL)
+        if m.subject.rsplit(".", 1)[-1] in mine_set | set(others)
+    ]
+    await wait_until(lambda: len(received) == len(stored), 5, "every stored message at the subscriber")
+
+    assert [(m.subject, m.data) for m in stored] == received
+    decoded = decode_all(stored, market_data_decoder)
+    quotes = [q for q in decoded if isinstance(q, Quote)]
+    trades = [t for t in decoded if isinstance(t, Trade)]
+    assert len(quotes) == published
+    assert len(trades) == published // 5
+    assert len({q.id for q in quotes}) == len(quotes)
+    assert {q.symbol for q in quotes} == mine_set
+    for msg, message in zip(stored, decoded, strict=True):
+        family = subjects.QUOTE if isinstance(message, Quote) else subjects.TRADE
+        assert msg.subject == f"{family}.0.{message.symbol}"
+    assert served is not None
+    assert served.symbol == mine[0]
+    assert served in quotes
+
+
+async def _stored_market_data(bus: Bus, symbols: list[str], *, expected: int) -> bool:
+    stored = [await count(bus.js, "RRR_MD", f"md.*.*.{s}") for s in symbols]
+    return sum(stored) >= expected
+
+
+async def test_market_data_latest_quote_request_returns_the_newest_quote_and_an_error_header_when_it_has_none(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol, marker, unknown = unique_symbol("LQ"), unique_symbol("MARK"), unique_symbol("NONE")
+    newer = make_quote(symbol, bid="1.2000", ask="1.2002", ts_event=2_000, bid_size="5", ask_size="7")
+    older = make_quote(symbol, bid="1.1000", ask="1.1002", ts_event=1_000)
+    marker_quote = make_quote(marker, bid="3", ask="4")
+    config = MarketDataConfig(nats_url=nats_url, feed="none", heartbeat_ms=100)
+
+    async with running_service(app.run, config, heartbeats):
+        assert await _latest(bus, symbol) is None
+        await bus.publish(subjects.quote(symbol, 1), newer)
+        await wait_until(lambda: _is_latest(bus, newer), 5, f"{newer.id} as the latest quote of {symbol}")
+        # An older quote arriving later must not replace the newer one. The marker on the same
+        # subscription, after it, proves the older quote was handled.
+        await bus.publish(subjects.quote(symbol, 1), older)
+        await bus.publish(subjects.quote(marker, 1), marker_quote)
+        await wait_until(lambda: _is_latest(bus, marker_quote), 5, "the marker quote as latest")
+        assert await _latest(bus, symbol) == newer
+
+        reply = await bus.nc.request(subjects.latest_quote(unknown, 1), b"", timeout=2)
+
+    assert reply.data == b""
+    assert reply.headers == {"Rrr-Error": f"no quote for {unknown} yet"}
+
+
+async def _is_latest(bus: Bus, quote: Quote) -> bool:
+    return await _latest(bus, quote.symbol) == quote
+
+
+async def test_market_data_latest_quote_request_for_an_invalid_symbol_gets_an_error_reply(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    config = MarketDataConfig(nats_url=nats_url, feed="none", heartbeat_ms=100)
+
+    async with running_service(app.run, config, heartbeats):
+        try:
+            reply = await bus.nc.request(f"{subjects.LATEST_QUOTE}.0.not-a-symbol", b"", timeout=1)
+        except nats.errors.TimeoutError:
+            pytest.fail("no reply to a latest-quote request for an invalid symbol")
+
+    assert reply.data == b""
+    assert "not-a-symbol" in reply.headers["Rrr-Error"]
+
+
+async def test_market_data_dead_letters_malformed_quotes_with_a_reason_and_keeps_serving(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("SIMA")
+    subject = subjects.quote(symbol, 1)
+    garbage = b"\xc1 this is not msgpack"
+    not_a_quote = encode(make_signal(symbol))
+    valid = make_quote(symbol)
+    config = MarketDataConfig(nats_url=nats_url, feed="none", heartbeat_ms=100)
+
+    async with running_service(app.run, config, heartbeats) as md:
+        await bus.nc.publish(subject, garbage)
+        await bus.nc.publish(subject, not_a_quote)
+        await bus.publish(subject, valid)
+        await wait_until(lambda: _is_latest(bus, valid), 5, "the valid quote after the malformed ones as latest")
+        counters = await md.wait_for_counters(lambda c: c.get("dead_lettered", 0) >= 2, "2 dead letters")
+
+    assert counters["malformed"] == 2
+    assert counters["dead_lettered"] == 2
+    assert counters.get("handler_errors", 0) == 0
+    dead = await stream_messages(bus.js, "RRR_DLQ", subjects.dead_letter(subject))
+    assert [(m.subject, m.data) for m in dead] == [(f"dlq.{subject}", garbage), (f"dlq.{subject}", not_a_quote)]
+    for m in dead:
+        assert m.headers[DLQ_SUBJECT] == subject
+        assert m.headers[DLQ_SERVICE] == "market_data"
+        assert m.headers[DLQ_REASON].startswith("decode: ")
+    assert "malformed" in dead[0].headers[DLQ_REASON]
+    assert "signal.v1" in dead[1].headers[DLQ_REASON]
+
+
+async def test_replay_file_stores_each_row_once_exactly_as_written_even_when_replayed_twice(
+    nats_server: NatsEndpoint, bus: Bus
+) -> None:
+    _fresh_server_only(nats_server)
+    with BTCUSDT.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+
+    first = await replay_file(bus, BTCUSDT, shards=1, window=100, skip_bad_rows=False)
+    again = await replay_file(bus, BTCUSDT, shards=1, window=100, skip_bad_rows=False)
+
+    assert (first.rows, first.published, first.duplicates, first.bad_rows) == (451, 451, 0, [])
+    assert (again.rows, again.published, again.duplicates, again.bad_rows) == (451, 0, 451, [])
+    assert await subject_counts(bus.js, "RRR_MD") == {"md.quote.0.BTCUSDT": 451}
+    quotes = decode_all(await stream_messages(bus.js, "RRR_MD"), market_data_decoder)
+    source = source_id(BTCUSDT)
+    assert [q.id for q in quotes] == [f"{source}:{line}" for line in range(2, 453)]
+    assert [(q.ts_event, q.symbol, q.bid, q.ask, q.bid_size, q.ask_size) for q in quotes] == [
+        (
+            _iso_ns(r["ts"]),
+            r["symbol"],
+            Decimal(r["bid"]),
+            Decimal(r["ask"]),
+            Decimal(r["bid_size"]),
+            Decimal(r["ask_size"]),
+        )
+        for r in rows
+    ]
+    # Decimal text survives unchanged, binary-float artefacts of the source included.
+    assert any(str(q.bid_size) == r["bid_size"] and len(r["bid_size"]) > 15 for q, r in zip(quotes, rows, strict=True))
+
+
+async def test_replay_file_with_four_shards_puts_each_symbol_on_its_crc32_shard_subject(
+    nats_server: NatsEndpoint, bus: Bus
+) -> None:
+    _fresh_server_only(nats_server)
+
+    btc = await replay_file(bus, BTCUSDT, shards=4, window=256, skip_bad_rows=False)
+    jpy = await replay_file(bus, USDJPY, shards=4, window=256, skip_bad_rows=False)
+
+    assert (btc.published, jpy.published) == (451, 1000)
+    assert await subject_counts(bus.js, "RRR_MD") == {
+        f"md.quote.{zlib.crc32(b'BTCUSDT') % 4}.BTCUSDT": 451,
+        f"md.quote.{zlib.crc32(b'USDJPY') % 4}.USDJPY": 1000,
+    }

@@ -1,0 +1,233 @@
+"""The persistence service against real nats-server and PostgreSQL: every message stored exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from rrr.persistence import app
+from rrr.persistence.config import PersistenceConfig
+from rrr.persistence.schema import migrate
+from rrr.shared import subjects
+from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
+from rrr.shared.messages import (
+    Message,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+    Quote,
+    Signal,
+    Trade,
+    encode,
+)
+from rrr.shared.testing.factories import (
+    make_order,
+    make_order_accepted,
+    make_order_filled,
+    make_order_rejected,
+    make_position,
+    make_quote,
+    make_signal,
+    make_trade,
+    unique_symbol,
+)
+from rrr.shared.testing.services import Heartbeats, client_bus, running_service
+from rrr.shared.testing.streams import stream_messages
+
+TABLES = ("quotes", "trades", "signals", "orders", "fills", "positions")
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with client_bus(nats_url) as bus:
+        yield bus
+
+
+@pytest.fixture
+async def heartbeats(bus: Bus) -> Heartbeats:
+    return await Heartbeats.watch(bus.nc)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def config(nats_url: str, database_url: str) -> PersistenceConfig:
+    return PersistenceConfig(nats_url=nats_url, database_url=database_url, heartbeat_ms=100, batch_max_ms=20)
+
+
+def _subject(message: Message) -> str:
+    symbol: str = message.symbol  # type: ignore[attr-defined]
+    if isinstance(message, Quote):
+        return subjects.quote(symbol, 1)
+    if isinstance(message, Trade):
+        return subjects.trade(symbol, 1)
+    if isinstance(message, Signal):
+        return subjects.signal(symbol, 1)
+    if isinstance(message, PositionUpdated):
+        return subjects.position(symbol, 1)
+    if isinstance(message, OrderAccepted | OrderRejected | OrderFilled):
+        return subjects.order_event(symbol, 1)
+    raise AssertionError(f"no subject for {message!r}")
+
+
+async def _publish(bus: Bus, messages: list[Message], *, copy: str) -> None:
+    """Store each message in its stream under a Nats-Msg-Id of this copy, so that no copy is de-duplicated."""
+    for message in messages:
+        ack = await bus.js.publish(_subject(message), encode(message), headers={MSG_ID: f"{message.id}#{copy}"})
+        assert not ack.duplicate
+
+
+async def _rows(db: asyncpg.Connection, table: str, key: str) -> list[tuple[Any, ...]]:
+    records = await db.fetch(f"SELECT * FROM {table} ORDER BY {key}")  # noqa: S608 - fixed table names
+    return [tuple(v for k, v in r.items() if k != "stored_at") for r in records]
+
+
+async def _table_counts(db: asyncpg.Connection) -> dict[str, int]:
+    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}  # noqa: S608 - fixed names
+
+
+async def test_persistence_stores_every_kind_of_message_once_even_when_each_reaches_the_stream_twice(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("PER")
+    quote = make_quote(symbol, bid="1.10", ask="1.1002", ts_event=1_000)
+    sized = make_quote(symbol, bid="1.11", ask="1.1102", ts_event=2_000, bid_size="0.031035000000000004", ask_size="2")
+    trade = make_trade(symbol, price="1.1101", size="1000", ts_event=3_000)
+    signal = make_signal(symbol, direction="down", quote_id=sized.id, fast="1.1000000001", slow="1.1000000002")
+    filled = make_order(symbol, side="buy", qty=2, quote_bid="1.11", quote_ask="1.1102")
+    refused = make_order(symbol, side="sell", qty=99, quote_bid="1.11", quote_ask="1.1102")
+    accepted_event, fill = make_order_accepted(filled), make_order_filled(filled)
+    rejected_event = make_order_rejected(refused, reason="qty 99 exceeds max_order_qty 10")
+    position_1 = make_position(symbol, qty=1, avg_price="1.1102", version=1)
+    position_2 = make_position(symbol, qty=2, avg_price="1.1102", version=2)
+    messages: list[Message] = [
+        quote, sized, trade, signal, accepted_event, rejected_event, fill, position_1, position_2,
+    ]  # fmt: skip
+    # The second copies arrive later and in another order: the acceptance after the fill, the older
+    # position after the newer one.
+    again: list[Message] = [position_2, position_1, fill, accepted_event, rejected_event, signal, trade, sized, quote]
+    garbage = b"\xc1 not an order event"
+    garbage_subject = subjects.order_event(unique_symbol("X"), 1)
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish(bus, messages, copy="first")
+        await bus.js.publish(garbage_subject, garbage)
+        await persistence.wait_for_counter("handled", len(messages))
+        after_first = await _table_counts(db)
+        await _publish(bus, again, copy="second")
+        counters = await persistence.wait_for_counter("handled", len(messages) + len(again))
+
+    assert counters["handled"] == 2 * len(messages)
+    assert (counters["malformed"], counters["dead_lettered"]) == (1, 1)
+    assert counters.get("handler_errors", 0) == 0
+    expected_counts = {"quotes": 2, "trades": 1, "signals": 1, "orders": 2, "fills": 1, "positions": 1}
+    assert after_first == expected_counts
+    assert await _table_counts(db) == expected_counts
+    assert await _rows(db, "quotes", "id") == sorted(
+        (q.id, symbol, q.ts_event, q.ts_init, q.bid, q.ask, q.bid_size, q.ask_size) for q in (quote, sized)
+    )
+    assert await _rows(db, "trades", "id") == [
+        (trade.id, symbol, 3_000, trade.ts_init, Decimal("1.1101"), Decimal(1000), "buy")
+    ]
+    assert await _rows(db, "signals", "id") == [
+        (
+            signal.id, "sma_cross", symbol, sized.id, signal.ts_event, signal.ts_init, "down",
+            Decimal("1.1000000001"), Decimal("1.1000000002"), Decimal(-1),
+        )
+    ]  # fmt: skip
+    assert await _rows(db, "orders", "client_order_id") == sorted(
+        [
+            (
+                filled.id, "test", symbol, "buy", Decimal(2), "market", "filled", None,
+                accepted_event.ts_event, fill.ts_event,
+            ),
+            (
+                refused.id, "test", symbol, "sell", Decimal(99), "market", "rejected",
+                "qty 99 exceeds max_order_qty 10", rejected_event.ts_event, rejected_event.ts_event,
+            ),
+        ]
+    )  # fmt: skip
+    assert await _rows(db, "fills", "fill_id") == [
+        (
+            fill.id, filled.id, symbol, "buy", Decimal(2), Decimal("1.1102"), Decimal(0), "paper",
+            fill.ts_event, fill.ts_init,
+        )
+    ]  # fmt: skip
+    assert await _rows(db, "positions", "symbol") == [
+        (symbol, Decimal(2), Decimal("1.1102"), Decimal(0), 2, position_2.ts_event)
+    ]
+    dead = await stream_messages(bus.js, "RRR_DLQ", subjects.dead_letter(garbage_subject))
+    assert [m.data for m in dead] == [garbage]
+    assert dead[0].headers[DLQ_SUBJECT] == garbage_subject
+    assert dead[0].headers[DLQ_SERVICE] == "persistence"
+    assert dead[0].headers[DLQ_REASON].startswith("decode: MessagePack data is malformed")
+
+
+async def test_persistence_keeps_the_highest_position_version_when_an_older_one_arrives_in_a_later_batch(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("POS")
+    newest = make_position(symbol, qty=-3, avg_price="7.25", realized_pnl="1.5", version=5)
+    older = [make_position(symbol, qty=v, avg_price="7", version=v) for v in (4, 1, 3)]
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish(bus, [newest], copy="newest")
+        await persistence.wait_for_counter("handled", 1)
+        for handled, position in enumerate(older, start=2):
+            await _publish(bus, [position], copy="older")
+            await persistence.wait_for_counter("handled", handled)
+
+    assert await _rows(db, "positions", "symbol") == [
+        (symbol, Decimal(-3), Decimal("7.25"), Decimal("1.5"), 5, newest.ts_event)
+    ]
+
+
+async def test_persistence_with_a_fill_stored_before_its_acceptance_records_the_order_as_filled(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("LATE")
+    order = make_order(symbol, side="buy", qty=1, quote_bid="5", quote_ask="5.5")
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish(bus, [make_order_filled(order)], copy="first")
+        await persistence.wait_for_counter("handled", 1)
+        await _publish(bus, [make_order_accepted(order)], copy="first")
+        await persistence.wait_for_counter("handled", 2)
+
+    assert await db.fetchval("SELECT count(*) FROM fills WHERE client_order_id = $1", order.id) == 1
+    assert await db.fetchval("SELECT status FROM orders WHERE client_order_id = $1", order.id) == "filled"
+
+
+async def test_persistence_applies_migration_1_once_and_starts_again_on_a_migrated_database(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("MIG")
+    first, second = make_quote(symbol, bid="1", ask="2"), make_quote(symbol, bid="3", ask="4")
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish(bus, [first], copy="a")
+        await persistence.wait_for_counter("handled", 1)
+    applied = await db.fetch("SELECT version, name, applied_at FROM schema_migrations")
+
+    async with running_service(app.run, config, heartbeats) as again:
+        await _publish(bus, [second], copy="a")
+        counters = await again.wait_for_counter("handled", 1)
+
+    assert [(r["version"], r["name"]) for r in applied] == [(1, "initial")]
+    assert await db.fetch("SELECT version, name, applied_at FROM schema_migrations") == applied
+    assert await migrate(db) == []
+    # The second instance resumed after what the first one acknowledged: it handled the new quote only.
+    assert counters["handled"] == 1
+    assert await db.fetchval("SELECT count(*) FROM quotes WHERE symbol = $1", symbol) == 2

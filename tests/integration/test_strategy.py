@@ -1,0 +1,246 @@
+"""The strategy service against a real nats-server, checked against an exact reference computed here."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from rrr.shared import subjects
+from rrr.shared.bus import Bus
+from rrr.shared.messages import Quote, Signal, SubmitOrder, order_command_decoder, signal_decoder
+from rrr.shared.testing.factories import unique_id, unique_symbol
+from rrr.shared.testing.services import Heartbeats, client_bus, running_service
+from rrr.shared.testing.streams import count, decode_all, stream_messages
+from rrr.strategy import app
+from rrr.strategy.config import StrategyConfig
+
+EURUSD = Path(__file__).parents[1] / "data" / "eurusd_quotes_2020-01-01.csv"
+FAST, SLOW = 5, 20
+
+
+@dataclass(frozen=True)
+class Row:
+    ts_ns: int
+    bid: str
+    ask: str
+
+
+@dataclass(frozen=True)
+class ExpectedSignal:
+    quote_index: int
+    direction: str
+    fast: Fraction
+    slow: Fraction
+    target: int
+
+
+@dataclass(frozen=True)
+class ExpectedOrder:
+    quote_index: int
+    side: str
+    qty: int
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with client_bus(nats_url) as bus:
+        yield bus
+
+
+@pytest.fixture
+async def heartbeats(bus: Bus) -> Heartbeats:
+    return await Heartbeats.watch(bus.nc)
+
+
+def _rows(limit: int) -> list[Row]:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    out = []
+    with EURUSD.open(newline="") as fh:
+        for record in csv.DictReader(fh):
+            delta = datetime.fromisoformat(record["ts"]) - epoch
+            ts_ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+            out.append(Row(ts_ns, record["bid"], record["ask"]))
+            if len(out) == limit:
+                break
+    return out
+
+
+def _reference(rows: list[Row]) -> tuple[list[ExpectedSignal], list[ExpectedOrder]]:
+    """sma_cross by the letter of its definition, in exact fractions, one quote at a time."""
+    mids: list[Fraction] = []
+    prev: tuple[Fraction, Fraction] | None = None
+    target = 0
+    signals: list[ExpectedSignal] = []
+    orders: list[ExpectedOrder] = []
+    for i, row in enumerate(rows):
+        mids.append((Fraction(row.bid) + Fraction(row.ask)) / 2)
+        if len(mids) < SLOW:
+            continue
+        fast = sum(mids[-FAST:], Fraction(0)) / FAST
+        slow = sum(mids[-SLOW:], Fraction(0)) / SLOW
+        if prev is not None:
+            prev_fast, prev_slow = prev
+            direction = None
+            if prev_fast <= prev_slow and fast > slow:
+                direction, new_target = "up", 1
+            elif prev_fast >= prev_slow and fast < slow:
+                direction, new_target = "down", -1
+            if direction is not None:
+                signals.append(ExpectedSignal(i, direction, fast, slow, new_target))
+                change = new_target - target
+                target = new_target
+                if change:
+                    orders.append(ExpectedOrder(i, "buy" if change > 0 else "sell", abs(change)))
+        prev = (fast, slow)
+    return signals, orders
+
+
+def _display(value: Fraction) -> Decimal:
+    # Rounded half-even to 10 places, as the signal carries it (round() on a Fraction is half-even).
+    return Decimal(round(value * 10**10)).scaleb(-10)
+
+
+def _quotes(symbol: str, rows: list[Row]) -> list[Quote]:
+    run = unique_id("eurusd")
+    return [
+        Quote(
+            id=f"{run}:{i + 2}",
+            ts_event=row.ts_ns,
+            ts_init=row.ts_ns,
+            symbol=symbol,
+            bid=Decimal(row.bid),
+            ask=Decimal(row.ask),
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+async def _publish(bus: Bus, quotes: list[Quote], shards: int) -> None:
+    stored = await bus.publish_persistent_many(bus.prepare(subjects.quote(q.symbol, shards), q) for q in quotes)
+    assert stored == len(quotes)
+
+
+def _check_orders(orders: list[SubmitOrder], expected: list[ExpectedOrder], quotes: list[Quote]) -> None:
+    assert [
+        (o.id, o.strategy, o.symbol, o.side, o.qty, o.order_type, o.quote_ts, o.quote_bid, o.quote_ask, o.ts_event)
+        for o in orders
+    ] == [
+        (
+            f"sma_cross-{quotes[e.quote_index].id}",
+            "sma_cross",
+            quotes[e.quote_index].symbol,
+            e.side,
+            Decimal(e.qty),
+            "market",
+            quotes[e.quote_index].ts_event,
+            quotes[e.quote_index].bid,
+            quotes[e.quote_index].ask,
+            quotes[e.quote_index].ts_event,
+        )
+        for e in expected
+    ]
+
+
+def _check_signals(signals: list[Signal], expected: list[ExpectedSignal], quotes: list[Quote]) -> None:
+    assert [(s.id, s.quote_id, s.symbol, s.direction, s.target, s.fast, s.slow) for s in signals] == [
+        (
+            f"sma_cross:{quotes[e.quote_index].id}",
+            quotes[e.quote_index].id,
+            quotes[e.quote_index].symbol,
+            e.direction,
+            Decimal(e.target),
+            _display(e.fast),
+            _display(e.slow),
+        )
+        for e in expected
+    ]
+
+
+async def test_strategy_on_2000_real_quotes_sends_exactly_the_orders_of_the_exact_reference(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(2000)
+    expected_signals, expected_orders = _reference(rows)
+    # The data must exercise the interesting cases: a first order of 1, then reversals of 2.
+    assert len(expected_orders) > 20
+    assert {o.qty for o in expected_orders} == {1, 2}
+    symbol = unique_symbol("EURUSD")
+    quotes = _quotes(symbol, rows)
+    await _publish(bus, quotes, shards=1)
+
+    async with running_service(app.run, StrategyConfig(nats_url=nats_url, heartbeat_ms=100), heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("handled", len(quotes))
+
+    assert counters["handled"] == len(quotes)
+    assert counters["published"] == len(expected_signals) + len(expected_orders)
+    assert counters["symbols"] == 1
+    orders = decode_all(
+        await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+    )
+    signals = decode_all(await stream_messages(bus.js, "RRR_SIG", subjects.signal(symbol, 1)), signal_decoder)
+    _check_orders(orders, expected_orders, quotes)
+    _check_signals(signals, expected_signals, quotes)
+
+
+async def test_strategy_with_two_shards_handles_only_the_symbols_of_its_own_shard(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(800)
+    expected_signals, expected_orders = _reference(rows)
+    assert expected_orders
+    owned = {shard: unique_symbol("EURUSD", shard=shard, shards=2) for shard in (0, 1)}
+    quotes = {shard: _quotes(symbol, rows) for shard, symbol in owned.items()}
+    # Shard 1's quotes are stored first: shard 0's instance must pass them over by subject.
+    await _publish(bus, quotes[1], shards=2)
+    await _publish(bus, quotes[0], shards=2)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100, shards=2, shard=0)
+
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("handled", len(rows))
+
+    assert counters["handled"] == len(rows)
+    assert counters["symbols"] == 1
+    orders = decode_all(await stream_messages(bus.js, "RRR_CMD", f"cmd.order.*.{owned[0]}"), order_command_decoder)
+    signals = decode_all(await stream_messages(bus.js, "RRR_SIG", f"sig.signal.*.{owned[0]}"), signal_decoder)
+    assert subjects.order_command(owned[0], 2) == f"cmd.order.0.{owned[0]}"
+    assert await count(bus.js, "RRR_CMD", subjects.order_command(owned[0], 2)) == len(expected_orders)
+    _check_orders(orders, expected_orders, quotes[0])
+    _check_signals(signals, expected_signals, quotes[0])
+    assert await count(bus.js, "RRR_CMD", f"cmd.order.*.{owned[1]}") == 0
+    assert await count(bus.js, "RRR_SIG", f"sig.signal.*.{owned[1]}") == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "strategy keeps its per-symbol windows and target only in memory (handlers.Strategies.books) and "
+        "rebuilds nothing at start: after a restart the durable consumer resumes after the last acked quote "
+        "with empty windows and target 0, so crosses in the first `slow` quotes are missed and the next "
+        "order has the wrong size"
+    ),
+)
+async def test_strategy_restarted_mid_stream_sends_the_same_orders_as_an_uninterrupted_run(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(1000)
+    _, expected_orders = _reference(rows)
+    symbol = unique_symbol("EURUSD")
+    quotes = _quotes(symbol, rows)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100)
+
+    for part in (quotes[:500], quotes[500:]):
+        await _publish(bus, part, shards=1)
+        async with running_service(app.run, config, heartbeats) as strategy:
+            await strategy.wait_for_counter("handled", len(part))
+
+    orders = decode_all(
+        await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+    )
+    _check_orders(orders, expected_orders, quotes)
