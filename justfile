@@ -13,53 +13,53 @@ default:
 # Start nats-server, PostgreSQL and the four services in the background; FEED is sim (default) or none.
 [group('run')]
 up FEED="sim" *FLAGS: _venv
-    "{{ bin }}/rrr-stack" up "$@"
+    @"{{ bin }}/rrr-stack" up "$@"
 
 # Publish a quote file (.csv or .parquet) into the running system, with a progress bar.
 [group('run')]
 replay FILE *FLAGS: _venv
-    "{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-market-data" replay "$@"
+    @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-market-data" replay "$@"
 
 # Print live messages of a subject pattern, decoded (quote the pattern: just tap 'md.>'); --json for JSON lines.
 [group('run')]
 tap SUBJECT *FLAGS: _venv
-    "{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-tap" "$@"
+    @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-tap" "$@"
 
 # Show servers, services, their heartbeats and counters.
 [group('run')]
 status: _venv
-    "{{ bin }}/rrr-stack" status
+    @"{{ bin }}/rrr-stack" status
 
 # Tail the logs of one service (market_data, strategy, execution, persistence, nats, postgres) or all.
 [group('run')]
 logs *SERVICE: _venv
-    "{{ bin }}/rrr-stack" logs "$@"
+    @"{{ bin }}/rrr-stack" logs "$@"
 
 # Stop everything; data stays in .run/.
 [group('run')]
 down: _venv
-    "{{ bin }}/rrr-stack" down
+    @"{{ bin }}/rrr-stack" down
 
 # Stop everything and delete .run/ with all its data.
 [group('run')]
 reset: _venv
-    "{{ bin }}/rrr-stack" reset
+    @"{{ bin }}/rrr-stack" reset
 
 # Run the test suite (arguments go to pytest).
 [group('dev')]
 test *ARGS: _venv
-    "{{ bin }}/pytest" "$@"
+    @"{{ bin }}/pytest" "$@"
 
 # Lint and type-check: ruff and mypy (strict).
 [group('dev')]
 lint: _venv
-    "{{ bin }}/ruff" check .
-    "{{ bin }}/ruff" format --check .
+    @"{{ bin }}/ruff" check .
+    @"{{ bin }}/ruff" format --check .
     mkdir -p build/mypy/rrr
     ln -sfn ../../../shared build/mypy/rrr/shared
     ln -sfn ../../../deploy build/mypy/rrr/deploy
     for p in market_data strategy execution persistence; do ln -sfn "../../../services/$p" "build/mypy/rrr/$p"; done
-    "{{ bin }}/mypy"
+    @"{{ bin }}/mypy"
 
 # Create .venv and install the project with its dev tools, when missing or older than pyproject.toml.
 [group('dev')]

@@ -88,9 +88,15 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "I
     async def _entry() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def _stop(sig: signal.Signals) -> None:
+            _log.info("%s: stopping, draining in-flight work", sig.name)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stop, sig)
         await main(stop)
+        _log.info("stopped")
 
     try:
         asyncio.run(_entry())

@@ -71,6 +71,7 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
         await _restore(book, bus, config.shard)
+        _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
                 bus.consume(

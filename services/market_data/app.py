@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 
 from cachetools import LRUCache
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,6 +19,7 @@ from rrr.shared.messages import market_data_decoder
 from rrr.shared.runner import heartbeat_loop, instance_name
 from rrr.shared.telemetry import setup_tracing
 
+_log = logging.getLogger(__name__)
 SERVICE = "market_data"
 
 
@@ -47,6 +49,7 @@ async def run(config: MarketDataConfig, stop: asyncio.Event, *, tracer_provider:
             None,
             functools.partial(handlers.on_latest_request, latest, bus),
         )
+        _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop, lambda: {"symbols_cached": len(latest.cache)}))
             if config.feed == "sim":

@@ -65,6 +65,7 @@ async def run(config: PersistenceConfig, stop: asyncio.Event, *, tracer_provider
             (SIGNAL_STREAM, "sig", signal_decoder, handlers.on_signals),
             (EVENT_STREAM, "evt", order_event_decoder, handlers.on_events),
         )
+        _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
             for stream, family, decoder, handler in consumers:
                 tasks.create_task(

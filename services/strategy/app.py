@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -17,6 +18,7 @@ from rrr.strategy import handlers
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.sma_cross import SmaCrossParams
 
+_log = logging.getLogger(__name__)
 SERVICE = "strategy"
 
 
@@ -39,6 +41,7 @@ async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: T
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
                 bus.consume(

@@ -165,3 +165,12 @@ async def test_replaying_eurusd_through_the_four_service_processes_stores_exactl
         assert "healthy" in lines[service], status.stdout
     for service in ("market_data-0", "strategy-0", "persistence-0"):
         assert "malformed=1 " in lines[service] + " ", status.stdout
+
+
+def test_justfile_offers_every_recipe_the_readme_names() -> None:
+    listing = _cli(BIN / "just", "--justfile", Path(__file__).parents[2] / "justfile", "--list", timeout_s=30)
+    assert listing.returncode == 0, listing.stderr
+    recipes = {
+        line.split()[0] for line in listing.stdout.splitlines()[1:] if line.strip() and not line.strip().startswith("[")
+    }
+    assert {"up", "replay", "tap", "status", "logs", "down", "reset", "test", "lint"} <= recipes
