@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -101,6 +103,48 @@ class Delivery(Generic[M]):
 
     msg: Msg
     message: M
+
+    @property
+    def seq(self) -> int:
+        """The message's sequence number in its stream."""
+        return int(self.msg.metadata.sequence.stream)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message its handler could not process: retried (if ``retry``) up to the bound, then dead-lettered."""
+
+    delivery: Delivery[Any]
+    reason: str
+    retry: bool = True
+
+
+HandleBatch = Callable[[Sequence[Delivery[Any]]], Awaitable[Sequence[Rejected] | None]]
+
+
+def _fault_point(point: str, messages: int) -> None:
+    """Test hook for the fault suite: ``RRR_FAULT=<point>:<n>`` kills this process with SIGKILL at
+    ``point`` once ``n`` messages were handled, exactly as a crash there would."""
+    spec = _FAULT
+    if spec is None or spec[0] != point:
+        return
+    _FAULT_COUNT[0] += messages
+    if _FAULT_COUNT[0] >= spec[1]:
+        _log.warning("fault injection: SIGKILL at %s after %d messages", point, _FAULT_COUNT[0])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parse_fault(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    point, _, count = value.partition(":")
+    if point not in {"before_ack"} or not count.isdigit():
+        raise ValueError(f"RRR_FAULT: expected before_ack:<n>, got {value!r}")
+    return point, int(count)
+
+
+_FAULT = _parse_fault(os.environ.get("RRR_FAULT"))
+_FAULT_COUNT = [0]
 
 
 class Bus:
@@ -202,18 +246,35 @@ class Bus:
         """Encode ``message`` now, with the current span's trace context, to publish later in a batch."""
         return Outgoing(subject, encode(message), self._headers(message.id))
 
-    async def publish_persistent_many(self, items: Iterable[Outgoing]) -> int:
+    async def publish_persistent_many(
+        self, items: Sequence[Outgoing], *, retry_until: asyncio.Event | None = None, ack_timeout_s: float = 5.0
+    ) -> int:
         """Publish to JetStream with all acknowledgements in flight together, then wait for every one.
 
         Returns how many the streams stored as new (a duplicate inside the de-duplication window is
         acknowledged but not stored again, and not counted).
 
+        With ``retry_until``, a failed or unacknowledged publish (broker restarting, connection lost) is
+        retried with back-off, all of ``items`` again, until it succeeds or the event is set: the message
+        ids make the retries harmless.
+
         Raises:
+            nats.errors.Error, TimeoutError: the publish failed (and ``retry_until`` was not given or is set).
             nats.js.errors.APIError: a stream refused a message.
         """
-        futures = [await self.js.publish_async(o.subject, o.data, headers=o.headers) for o in items]
-        acks: list[PubAck] = await asyncio.gather(*futures)
-        return sum(1 for ack in acks if not ack.duplicate)
+        backoff = _Backoff()
+        while True:
+            try:
+                futures = [await self.js.publish_async(o.subject, o.data, headers=o.headers) for o in items]
+                acks: list[PubAck] = await asyncio.wait_for(asyncio.gather(*futures), timeout=ack_timeout_s)
+            except (nats.errors.Error, TimeoutError) as exc:
+                if retry_until is None or retry_until.is_set() or isinstance(exc, nats.js.errors.APIError):
+                    raise
+                self.counters["publish_retries"] += 1
+                _log.warning("publishing %d messages failed, retrying: %s", len(items), exc or type(exc).__name__)
+                await backoff.wait(retry_until)
+                continue
+            return sum(1 for ack in acks if not ack.duplicate)
 
     # -- dead letters ----------------------------------------------------------------------------------
 
@@ -276,31 +337,38 @@ class Bus:
         durable: str,
         filter_subject: str,
         decoder: msgspec.msgpack.Decoder[Any],
-        handle_batch: Callable[[Sequence[Delivery[Any]]], Awaitable[None]],
+        handle_batch: HandleBatch,
         stop: asyncio.Event,
         batch_size: int = 256,
         max_wait_s: float = 0.5,
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
+        start_seq: int | None = None,
     ) -> None:
         """Consume a durable pull consumer until ``stop`` is set.
 
-        Messages are handed over in stream order, in batches of at most ``batch_size``; a batch is
-        acknowledged only after ``handle_batch`` returned. A payload that does not decode is dead-lettered
-        at once. A batch whose handler raises is redelivered; a message delivered ``max_deliver`` times
-        is dead-lettered instead, so one poison message never blocks the stream.
+        Messages are handed over in stream order, in batches of at most ``batch_size``. The messages of a
+        batch are acknowledged only after ``handle_batch`` returned; those it returns as Rejected are
+        redelivered (``retry``) until delivered ``max_deliver`` times, then dead-lettered with the reason.
+        A payload that does not decode is dead-lettered at once. The handler raises TransientError when a
+        dependency is down (the batch is redelivered after a back-off, however often) and FatalError when
+        the service must stop.
+
+        With ``start_seq`` the consumer is created afresh to deliver from that stream sequence on, for a
+        service that restores its state from a snapshot covering everything before it.
         """
-        psub = await self.js.pull_subscribe(
-            filter_subject,
-            durable=durable,
-            stream=stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_s,
-                max_ack_pending=max(batch_size * 4, 1024),
-            ),
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_s,
+            max_ack_pending=max(batch_size * 4, 1024),
         )
+        if start_seq is not None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_consumer(stream, durable)
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = max(start_seq, 1)
+        psub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
         backoff = _Backoff()
         try:
             while not stop.is_set():
@@ -329,13 +397,14 @@ class Bus:
                 backoff.reset()
         finally:
             if not self.nc.is_closed:
-                await psub.unsubscribe()
+                with contextlib.suppress(nats.errors.Error):
+                    await psub.unsubscribe()
 
     async def _process(
         self,
         msgs: list[Msg],
         decoder: msgspec.msgpack.Decoder[Any],
-        handle_batch: Callable[[Sequence[Delivery[Any]]], Awaitable[None]],
+        handle_batch: HandleBatch,
         max_deliver: int,
     ) -> None:
         batch: list[Delivery[Any]] = []
@@ -349,45 +418,26 @@ class Bus:
         if not batch:
             return
         try:
-            await handle_batch(batch)
-        except (TransientError, FatalError, asyncio.CancelledError):
-            raise
-        except Exception:
-            self.counters["handler_errors"] += 1
-            _log.exception("handler failed on a batch of %d from %s", len(batch), batch[0].msg.subject)
-            if len(batch) > 1:
-                # Find the culprit: one message at a time, so the good ones of the batch still go through.
-                for delivery in batch:
-                    await self._process_one(delivery, handle_batch, max_deliver)
-            else:
-                await self._retry_or_dead_letter(batch[0], max_deliver, "handler failed")
-            return
-        for delivery in batch:
-            await delivery.msg.ack()
-        self.counters["handled"] += len(batch)
-
-    async def _process_one(
-        self,
-        delivery: Delivery[Any],
-        handle_batch: Callable[[Sequence[Delivery[Any]]], Awaitable[None]],
-        max_deliver: int,
-    ) -> None:
-        try:
-            await handle_batch([delivery])
+            rejected = await handle_batch(batch) or ()
         except (TransientError, FatalError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            await self._retry_or_dead_letter(delivery, max_deliver, f"handler: {type(exc).__name__}: {exc}")
-            return
-        await delivery.msg.ack()
-        self.counters["handled"] += 1
-
-    async def _retry_or_dead_letter(self, delivery: Delivery[Any], max_deliver: int, reason: str) -> None:
-        if delivery.msg.metadata.num_delivered >= max_deliver:
-            await self.dead_letter(delivery.msg, reason)
-            await delivery.msg.term()
-        else:
-            await delivery.msg.nak(delay=0.5)
+            # The handler's state may be half-updated: only a restart, rebuilding from durable state, is safe.
+            raise FatalError(f"handler failed on {batch[0].msg.subject}: {type(exc).__name__}: {exc}") from exc
+        _fault_point("before_ack", len(batch))
+        failed = {id(r.delivery): r for r in rejected}
+        for delivery in batch:
+            failure = failed.get(id(delivery))
+            if failure is None:
+                await delivery.msg.ack()
+                continue
+            self.counters["handler_rejected"] += 1
+            if failure.retry and delivery.msg.metadata.num_delivered < max_deliver:
+                await delivery.msg.nak(delay=0.5)
+            else:
+                await self.dead_letter(delivery.msg, failure.reason)
+                await delivery.msg.term()
+        self.counters["handled"] += len(batch) - len(failed)
 
     async def read_stream(
         self, stream: str, filter_subject: str, *, last_per_subject: bool = False, fetch: int = 1024

@@ -31,6 +31,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     instance: Annotated[str, msgspec.Meta(description="instance name (default: <service>-<shard>)")] = ""
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=50, description="heartbeat period")] = 1000
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0, description="bound on a graceful stop")] = 10.0
+    ack_wait_s: Annotated[
+        float, msgspec.Meta(gt=0, description="how long JetStream waits for an ack before redelivering")
+    ] = 30.0
     stream_max_age_s: Annotated[float, msgspec.Meta(gt=0, description="how long JetStream streams keep messages")] = (
         7 * 24 * 3600.0
     )
@@ -47,7 +50,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Fields read from RRR_<FIELD> as well as RRR_<SERVICE>_<FIELD>: they describe the deployment, not the service.
-SHARED_ENV_FIELDS = frozenset({"nats_url", "database_url", "shards", "stream_max_age_s", "otel_exporter", "log_level"})
+SHARED_ENV_FIELDS = frozenset(
+    {"nats_url", "database_url", "shards", "stream_max_age_s", "ack_wait_s", "otel_exporter", "log_level"}
+)
 
 _PASSWORD_IN_URL = re.compile(r"(//[^:/@]+:)[^@]*@")
 

@@ -24,21 +24,20 @@ from rrr.shared.messages import (
     order_command_decoder,
     order_event_decoder,
 )
-from rrr.shared.runner import heartbeat_loop, instance_name
+from rrr.shared.runner import heartbeat_loop, instance_name, now_ns
 from rrr.shared.telemetry import setup_tracing
 
 SERVICE = "execution"
 _log = logging.getLogger(__name__)
 
 
-async def _restore(book: handlers.Book, bus: Bus, shard: int) -> None:
-    """Rebuild positions and order statuses of this shard from the event stream before trading."""
-    for msg in await bus.read_stream(
-        EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True
-    ):
-        event = order_event_decoder.decode(msg.data)
-        if isinstance(event, PositionUpdated):
-            book.restore_position(event)
+async def _restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event) -> None:
+    """Rebuild order statuses and positions of this shard from the event stream, before trading.
+
+    The fills on the stream are the truth: positions are their fold, in stream order, with the same
+    exact arithmetic as live trading. A position whose last published update misses a fill (a crash
+    between publishing the fill and the update) is published again, so downstream catches up.
+    """
     for msg in await bus.read_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.ORDER_EVENT, shard)):
         event = order_event_decoder.decode(msg.data)
         if isinstance(event, OrderAccepted):
@@ -46,8 +45,31 @@ async def _restore(book: handlers.Book, bus: Bus, shard: int) -> None:
         elif isinstance(event, OrderRejected):
             book.orders.restore(event.client_order_id, "rejected")
         elif isinstance(event, OrderFilled):
-            book.orders.restore(event.client_order_id, "filled")
-    _log.info("restored %d positions and %d orders", len(book.positions), len(book.orders))
+            book.replay_fill(event)
+    published: dict[str, int] = {}
+    for msg in await bus.read_stream(
+        EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True
+    ):
+        event = order_event_decoder.decode(msg.data)
+        if isinstance(event, PositionUpdated):
+            published[event.symbol] = event.version
+    now = now_ns()
+    stale = [
+        bus.prepare(subjects.position(symbol, book.shards), handlers.position_updated(book, symbol, now))
+        for symbol, position in book.positions.items()
+        if published.get(symbol, 0) < position.fills
+    ]
+    if stale:
+        await bus.publish_persistent_many(stale, retry_until=stop)
+    open_orders = sum(1 for order_id in book.orders if book.orders.status(order_id) == "accepted")
+    _log.info(
+        "restored %d orders (%d accepted without a fill yet, completed when redelivered) and %d positions; "
+        "republished %d stale position updates",
+        len(book.orders),
+        open_orders,
+        len(book.positions),
+        len(stale),
+    )
 
 
 async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
@@ -70,7 +92,7 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
-        await _restore(book, bus, config.shard)
+        await _restore(book, bus, config.shard, stop)
         _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
@@ -79,9 +101,10 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
                     durable=f"{SERVICE}-{config.shard}",
                     filter_subject=subjects.shard_filter(subjects.ORDER_COMMAND, config.shard),
                     decoder=order_command_decoder,
-                    handle_batch=functools.partial(handlers.on_order_commands, book, bus),
+                    handle_batch=functools.partial(handlers.on_order_commands, book, bus, stop),
                     stop=stop,
                     batch_size=config.batch_size,
+                    ack_wait_s=config.ack_wait_s,
                 )
             )
             tasks.create_task(

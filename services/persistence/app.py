@@ -77,6 +77,7 @@ async def run(config: PersistenceConfig, stop: asyncio.Event, *, tracer_provider
                         handle_batch=functools.partial(handler, pool, bus),
                         stop=stop,
                         batch_size=config.batch_max_rows,
+                        ack_wait_s=config.ack_wait_s,
                         max_wait_s=config.batch_max_ms / 1000,
                     )
                 )

@@ -14,7 +14,7 @@ from rrr.shared.bus import MARKET_DATA_STREAM, Bus
 from rrr.shared.messages import market_data_decoder
 from rrr.shared.runner import heartbeat_loop, instance_name
 from rrr.shared.telemetry import setup_tracing
-from rrr.strategy import handlers
+from rrr.strategy import handlers, snapshots
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.sma_cross import SmaCrossParams
 
@@ -41,7 +41,21 @@ async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: T
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
-        _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
+        bucket = await snapshots.open_bucket(bus)
+        key = snapshots.key(config.strategy, config.shard, config.shards)
+        strategies.seq, strategies.books = await snapshots.load(bucket, key, strategies.name, strategies.params)
+        saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
+        # Saved last on the way out: after the consumer stopped, before the connection drains.
+        stack.push_async_callback(
+            lambda: saver.save(strategies.seq, strategies.name, strategies.params, strategies.books)
+        )
+        _log.info(
+            "serving shard %d of %d from stream sequence %d with %r",
+            config.shard,
+            config.shards,
+            strategies.seq + 1,
+            config,
+        )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
                 bus.consume(
@@ -49,9 +63,11 @@ async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: T
                     durable=f"{SERVICE}-{config.strategy}-{config.shard}",
                     filter_subject=subjects.shard_filter(subjects.QUOTE, config.shard),
                     decoder=market_data_decoder,
-                    handle_batch=functools.partial(handlers.on_quotes, strategies, bus),
+                    handle_batch=functools.partial(handlers.on_quotes, strategies, bus, saver, stop),
                     stop=stop,
                     batch_size=config.batch_size,
+                    ack_wait_s=config.ack_wait_s,
+                    start_seq=strategies.seq + 1,
                 )
             )
             tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop, lambda: {"symbols": len(strategies.books)}))

@@ -19,6 +19,9 @@ class StrategyConfig(ServiceConfig, frozen=True, kw_only=True):
     slow: Annotated[int, msgspec.Meta(ge=2, description="sma_cross: quotes in the slow mean")] = 20
     qty: Annotated[Decimal, msgspec.Meta(description="sma_cross: target position size, > 0")] = Decimal(1)
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="quotes fetched per batch")] = 512
+    snapshot_every_ms: Annotated[
+        int, msgspec.Meta(ge=10, description="how often the state is snapshotted (a restart resumes from it)")
+    ] = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -9,21 +10,27 @@ import nats.errors
 from opentelemetry import trace
 
 from rrr.shared import subjects
-from rrr.shared.bus import Bus, Delivery, Outgoing
+from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
 from rrr.shared.runner import now_ns
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
+from rrr.strategy.snapshots import Saver
 
 
 @dataclass(slots=True)
 class Strategies:
-    """One strategy state per symbol, created on the symbol's first quote."""
+    """One strategy state per symbol, created on the symbol's first quote.
+
+    ``seq`` is the stream sequence of the last quote applied: a quote at or below it (a redelivery) is
+    acknowledged without being applied again, since applying a quote twice would corrupt the means.
+    """
 
     name: str
     params: SmaCrossParams
     shards: int
     books: dict[str, SmaCross] = field(default_factory=dict)
+    seq: int = 0
 
     def for_symbol(self, symbol: str) -> SmaCross:
         """The symbol's state, created empty on first use."""
@@ -80,22 +87,44 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
     return out
 
 
-async def on_quotes(strategies: Strategies, bus: Bus, batch: Sequence[Delivery[Quote | Trade]]) -> None:
+async def on_quotes(
+    strategies: Strategies,
+    bus: Bus,
+    saver: Saver,
+    stop: asyncio.Event,
+    batch: Sequence[Delivery[Quote | Trade]],
+) -> list[Rejected]:
     """``md.quote.<shard>.*`` (durable consumer): run the batch in stream order, then publish its output.
 
-    The batch is acknowledged by the bus only after every signal and order of it was stored by JetStream.
+    The batch is acknowledged by the bus only after every signal and order of it was stored by JetStream;
+    a broker outage is waited out (the publish is retried with the same message ids). A quote the strategy
+    cannot compute exactly is rejected on its own, without touching the state.
     """
     out: list[Outgoing] = []
+    rejected: list[Rejected] = []
     for delivery in batch:
-        if not isinstance(delivery.message, Quote):
+        seq = delivery.seq
+        if seq <= strategies.seq:
+            bus.counters["redelivered_skipped"] += 1
+            continue
+        strategies.seq = seq
+        quote = delivery.message
+        if not isinstance(quote, Quote):
             continue
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
-            out.extend(on_quote(strategies, bus, delivery.message))
+            try:
+                out.extend(on_quote(strategies, bus, quote))
+            except ArithmeticError as exc:
+                rejected.append(Rejected(delivery, f"strategy: {type(exc).__name__} computing {quote.id}", retry=False))
     if out:
         try:
-            await bus.publish_persistent_many(out)
+            await bus.publish_persistent_many(out, retry_until=stop)
         except (nats.errors.Error, TimeoutError) as exc:
-            # The state above already moved on; redelivering the batch would apply it twice. Stop, and
-            # rebuild from the streams on restart.
+            # Asked to stop while the broker is away. The state above already moved on, so this batch must
+            # not be acknowledged: stop, and continue from the last snapshot on restart.
             raise FatalError(f"could not publish signals and orders: {type(exc).__name__}: {exc}") from exc
         bus.counters["published"] += len(out)
+    # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
+    if await saver.maybe_save(strategies.seq, strategies.name, strategies.params, strategies.books):
+        bus.counters["snapshots"] += 1
+    return rejected

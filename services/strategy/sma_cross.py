@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+import msgspec
+
 # Sums of a few thousand prices of up to ~20 digits, times window lengths: far inside 60 digits. If that
 # were ever exceeded, Inexact raises instead of rounding.
 _EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
@@ -50,6 +52,15 @@ class Cross:
     order_qty: Decimal  # signed: > 0 buy, < 0 sell, 0 nothing to do
 
 
+class SmaCrossState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Everything ``SmaCross`` needs to continue exactly where it was (for snapshots)."""
+
+    window: list[Decimal]
+    prev_relation: int | None
+    target: Decimal
+    quotes_seen: int
+
+
 @dataclass(slots=True)
 class SmaCross:
     """State of ``sma_cross`` for one symbol."""
@@ -67,24 +78,29 @@ class SmaCross:
         self._window = deque(maxlen=self.params.slow)
 
     def on_quote(self, bid: Decimal, ask: Decimal) -> Cross | None:
-        """Feed one quote; return the crossing it makes, if any."""
+        """Feed one quote; return the crossing it makes, if any.
+
+        All or nothing: if the arithmetic cannot be exact (decimal.Inexact and friends, all
+        ArithmeticError), it raises before any state changed, so the quote can be rejected on its own.
+        """
         p = self.params
         ctx = _EXACT
-        mid2 = ctx.add(bid, ask)
         window = self._window
-        if len(window) == p.slow:
-            self._sum_slow = ctx.subtract(self._sum_slow, window[0])
-        if len(window) >= p.fast:
-            self._sum_fast = ctx.subtract(self._sum_fast, window[-p.fast])
-        window.append(mid2)
-        self._sum_slow = ctx.add(self._sum_slow, mid2)
-        self._sum_fast = ctx.add(self._sum_fast, mid2)
-        self.quotes_seen += 1
-        if len(window) < p.slow:
-            return None
+        mid2 = ctx.add(bid, ask)
+        sum_slow = ctx.add(ctx.subtract(self._sum_slow, window[0]) if len(window) == p.slow else self._sum_slow, mid2)
+        sum_fast = ctx.add(
+            ctx.subtract(self._sum_fast, window[-p.fast]) if len(window) >= p.fast else self._sum_fast, mid2
+        )
+        diff = None
+        if len(window) + 1 >= p.slow:
+            # sign(fast_mean - slow_mean) == sign(sum_fast * slow - sum_slow * fast): both counts are > 0.
+            diff = ctx.subtract(ctx.multiply(sum_fast, p.slow), ctx.multiply(sum_slow, p.fast))
 
-        # sign(fast_mean - slow_mean) == sign(sum_fast * slow - sum_slow * fast): both counts are positive.
-        diff = ctx.subtract(ctx.multiply(self._sum_fast, p.slow), ctx.multiply(self._sum_slow, p.fast))
+        window.append(mid2)
+        self._sum_slow, self._sum_fast = sum_slow, sum_fast
+        self.quotes_seen += 1
+        if diff is None:
+            return None
         relation = (diff > 0) - (diff < 0)
         prev, self._prev_relation = self._prev_relation, relation
         if prev is None:
@@ -106,3 +122,29 @@ class SmaCross:
             target=new_target,
             order_qty=order_qty,
         )
+
+    def state(self) -> SmaCrossState:
+        """The state, to snapshot."""
+        return SmaCrossState(
+            window=list(self._window),
+            prev_relation=self._prev_relation,
+            target=self.target,
+            quotes_seen=self.quotes_seen,
+        )
+
+    @classmethod
+    def from_state(cls, params: SmaCrossParams, state: SmaCrossState) -> SmaCross:
+        """Rebuild from a snapshot taken with the same parameters."""
+        if len(state.window) > params.slow:
+            raise ValueError(f"snapshot window of {len(state.window)} quotes does not fit slow={params.slow}")
+        strategy = cls(params)
+        strategy._window.extend(state.window)
+        ctx = _EXACT
+        for value in state.window:
+            strategy._sum_slow = ctx.add(strategy._sum_slow, value)
+        for value in list(state.window)[-params.fast :]:
+            strategy._sum_fast = ctx.add(strategy._sum_fast, value)
+        strategy._prev_relation = state.prev_relation
+        strategy.target = state.target
+        strategy.quotes_seen = state.quotes_seen
+        return strategy

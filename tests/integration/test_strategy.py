@@ -217,15 +217,6 @@ async def test_strategy_with_two_shards_handles_only_the_symbols_of_its_own_shar
     assert await count(bus.js, "RRR_SIG", f"sig.signal.*.{owned[1]}") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "strategy keeps its per-symbol windows and target only in memory (handlers.Strategies.books) and "
-        "rebuilds nothing at start: after a restart the durable consumer resumes after the last acked quote "
-        "with empty windows and target 0, so crosses in the first `slow` quotes are missed and the next "
-        "order has the wrong size"
-    ),
-)
 async def test_strategy_restarted_mid_stream_sends_the_same_orders_as_an_uninterrupted_run(
     nats_url: str, bus: Bus, heartbeats: Heartbeats
 ) -> None:

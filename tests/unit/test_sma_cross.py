@@ -118,3 +118,24 @@ def test_repeated_cross_in_the_same_direction_orders_nothing() -> None:
 def test_parameters_need_one_to_fast_below_slow(fast: int, slow: int) -> None:
     with pytest.raises(ValueError, match="fast < slow"):
         SmaCrossParams(fast=fast, slow=slow)
+
+
+def test_a_strategy_rebuilt_from_its_snapshot_continues_exactly_like_the_original() -> None:
+    prices = _quotes("eurusd_quotes_2020-01-01.csv")
+    params = SmaCrossParams()
+    original = SmaCross(params)
+    for bid, ask in prices[:1234]:
+        original.on_quote(Decimal(bid), Decimal(ask))
+    restored = SmaCross.from_state(params, original.state())
+    for bid, ask in prices[1234:]:
+        assert restored.on_quote(Decimal(bid), Decimal(ask)) == original.on_quote(Decimal(bid), Decimal(ask))
+    assert restored.state() == original.state()
+
+
+def test_a_quote_that_cannot_be_computed_exactly_raises_and_leaves_the_state_untouched() -> None:
+    strategy = SmaCross(SmaCrossParams(fast=1, slow=2))
+    strategy.on_quote(Decimal("1.1"), Decimal("1.2"))
+    before = strategy.state()
+    with pytest.raises(ArithmeticError):
+        strategy.on_quote(Decimal("1E+100000"), Decimal("1E+100000"))  # 1.1 + 1E+100000 needs 100001 digits
+    assert strategy.state() == before
