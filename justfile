@@ -25,6 +25,11 @@ replay FILE *FLAGS: _venv
 tap SUBJECT *FLAGS: _venv
     @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-tap" "$@"
 
+# Dead letters: `just dlq list`, `just dlq republish SEQ...` or `just dlq republish --all` after a fix.
+[group('run')]
+dlq *ARGS: _venv
+    @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-dlq" "$@"
+
 # Show servers, services, their heartbeats and counters.
 [group('run')]
 status: _venv

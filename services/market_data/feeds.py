@@ -114,8 +114,10 @@ async def replay_file(
 
     pending: list[Outgoing] = []
 
+    never = asyncio.Event()  # a replay waits out a broker restart for as long as it takes
+
     async def _flush() -> None:
-        stored = await bus.publish_persistent_many(pending)
+        stored = await bus.publish_persistent_many(pending, retry_until=never)
         report.published += stored
         report.duplicates += len(pending) - stored
         if on_progress is not None:
