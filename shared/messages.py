@@ -11,7 +11,7 @@ default, a field never changes its type, and a changed meaning gets a new tag.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -20,18 +20,46 @@ from rrr.shared.subjects import check_symbol
 Side = Literal["buy", "sell"]
 
 
+# Ids are header values (Nats-Msg-Id) and database keys: printable ASCII, no spaces, bounded.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
+# Nanoseconds since the epoch, within PostgreSQL's bigint.
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+# Strategy and venue names.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+# Bounds on every price, size and amount: at most 18 digits before the point and 28 after. Far beyond any
+# real market, and inside what PostgreSQL's numeric, asyncpg's encoder (which turns some values of huge
+# exponent into 0 without a word) and the strategy's exact arithmetic all handle without rounding.
+_MAX_INT_DIGITS = 18
+_MAX_PLACES = 28
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
     """Base of every wire message."""
 
-    id: str
-    ts_event: int
-    ts_init: int
+    id: Id
+    ts_event: Nanos
+    ts_init: Nanos
+
+
+def _check_number(name: str, value: Decimal, *, positive: bool = False, signed: bool = False) -> None:
+    # Raised as ValueError so that msgspec reports it as a ValidationError naming the message.
+    if not value.is_finite():
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if not signed and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    exponent = value.as_tuple().exponent
+    if value and (value.adjusted() >= _MAX_INT_DIGITS or (isinstance(exponent, int) and exponent < -_MAX_PLACES)):
+        raise ValueError(
+            f"{name} {value} is out of range: at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
+        )
 
 
 def _positive(name: str, value: Decimal) -> None:
-    # Raised as ValueError so that msgspec reports it as a ValidationError naming the message.
-    if not (value.is_finite() and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    _check_number(name, value, positive=True)
 
 
 # -- market data ---------------------------------------------------------------------------------------
@@ -53,8 +81,8 @@ class Quote(Message, frozen=True, kw_only=True, tag="quote.v1"):
         if self.bid > self.ask:
             raise ValueError(f"crossed quote: bid {self.bid} > ask {self.ask}")
         for name, size in (("bid_size", self.bid_size), ("ask_size", self.ask_size)):
-            if size is not None and not (size.is_finite() and size >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {size}")
+            if size is not None:
+                _check_number(name, size)
 
 
 class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
@@ -77,13 +105,19 @@ class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
 class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
     """A strategy's decision at one quote; ``fast`` and ``slow`` are rounded for display only."""
 
-    strategy: str
+    strategy: Name
     symbol: str
-    quote_id: str
+    quote_id: Id
     direction: Literal["up", "down"]
     fast: Decimal
     slow: Decimal
     target: Decimal
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("fast", self.fast)
+        _positive("slow", self.slow)
+        _check_number("target", self.target, signed=True)
 
 
 # -- order commands ------------------------------------------------------------------------------------
@@ -96,12 +130,12 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     however late the order is processed.
     """
 
-    strategy: str
+    strategy: Name
     symbol: str
     side: Side
     qty: Decimal
     order_type: Literal["market"] = "market"
-    quote_ts: int
+    quote_ts: Nanos
     quote_bid: Decimal
     quote_ask: Decimal
 
@@ -110,6 +144,8 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
         _positive("qty", self.qty)
         _positive("quote_bid", self.quote_bid)
         _positive("quote_ask", self.quote_ask)
+        if self.quote_bid > self.quote_ask:
+            raise ValueError(f"crossed trigger quote: bid {self.quote_bid} > ask {self.quote_ask}")
 
 
 # -- order events --------------------------------------------------------------------------------------
@@ -118,36 +154,50 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
 class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1"):
     """An order passed pre-trade risk and was sent to the venue."""
 
-    client_order_id: str
-    strategy: str
+    client_order_id: Id
+    strategy: Name
     symbol: str
     side: Side
     qty: Decimal
     order_type: Literal["market"] = "market"
 
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+
 
 class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1"):
     """An order failed pre-trade risk or was refused by the venue."""
 
-    client_order_id: str
-    strategy: str
+    client_order_id: Id
+    strategy: Name
     symbol: str
     side: Side
     qty: Decimal
     order_type: Literal["market"] = "market"
     reason: str
 
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+
 
 class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
     """A fill of an order; ``id`` is the fill id."""
 
-    client_order_id: str
+    client_order_id: Id
     symbol: str
     side: Side
     qty: Decimal
     price: Decimal
     fee: Decimal
-    venue: str
+    venue: Name
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+        _positive("price", self.price)
+        _check_number("fee", self.fee)
 
 
 class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.v1"):
@@ -162,9 +212,15 @@ class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.
     qty: Decimal
     avg_price: Decimal
     realized_pnl: Decimal
-    version: int
+    version: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
     exact_avg_price: str = ""
     exact_realized_pnl: str = ""
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _check_number("qty", self.qty, signed=True)
+        _check_number("avg_price", self.avg_price)
+        _check_number("realized_pnl", self.realized_pnl, signed=True)
 
 
 # -- control -------------------------------------------------------------------------------------------

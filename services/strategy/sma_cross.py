@@ -20,9 +20,9 @@ from typing import Literal
 
 import msgspec
 
-# Sums of a few thousand prices of up to ~20 digits, times window lengths: far inside 60 digits. If that
-# were ever exceeded, Inexact raises instead of rounding.
-_EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+# Prices have at most 46 significant digits (see messages): sums of a window times its length stay far
+# inside 100 digits. If that were ever exceeded, Inexact raises instead of rounding.
+_EXACT = decimal.Context(prec=100, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 _DISPLAY = Decimal("1e-10")
 
 

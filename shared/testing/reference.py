@@ -38,6 +38,8 @@ class Expected:
 
     quotes: int = 0
     crosses: int = 0
+    quote_lines: list[int] = field(default_factory=list)
+    cross_lines: list[int] = field(default_factory=list)
     orders: list[ExpectedOrder] = field(default_factory=list)
     position: ExpectedPosition = field(default_factory=ExpectedPosition)
 
@@ -54,6 +56,7 @@ def sma_cross_expectations(path: Path, fast: int = 5, slow: int = 20, qty: Fract
             line = reader.line_num
             bid, ask = Fraction(row["bid"]), Fraction(row["ask"])
             expected.quotes += 1
+            expected.quote_lines.append(line)
             mids.append((bid + ask) / 2)
             if len(mids) < slow:
                 continue
@@ -66,6 +69,7 @@ def sma_cross_expectations(path: Path, fast: int = 5, slow: int = 20, qty: Fract
                     new_target = -qty
                 if new_target is not None:
                     expected.crosses += 1
+                    expected.cross_lines.append(line)
                     change = new_target - target
                     target = new_target
                     if change:

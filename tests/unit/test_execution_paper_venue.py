@@ -48,7 +48,9 @@ def test_buy_with_slippage_pays_more_than_the_ask():
 
 
 def test_sell_with_slippage_receives_less_than_the_bid():
-    fill = PaperVenue(slippage_bps=Decimal(10)).execute(_order(side="sell", quote_bid=Decimal(100)))
+    fill = PaperVenue(slippage_bps=Decimal(10)).execute(
+        _order(side="sell", quote_bid=Decimal(100), quote_ask=Decimal(101))
+    )
     assert fill.price == Decimal("99.9")  # 100 * (1 - 10 / 10_000)
 
 

@@ -71,7 +71,7 @@ def test_order_at_exactly_the_notional_limit_passes(side, bid, ask):
 def test_notional_is_computed_exactly_in_decimal():
     # 0.1 * 3 is 0.30000000000000004 in binary floats; a limit of exactly 0.3 must still pass.
     limits = RiskLimits(max_order_qty=Decimal(1), max_notional_quote=Decimal("0.3"))
-    assert check_order(_order(qty=Decimal("0.1"), quote_ask=Decimal(3)), limits) is None
+    assert check_order(_order(qty=Decimal("0.1"), quote_bid=Decimal(2), quote_ask=Decimal(3)), limits) is None
 
 
 def test_qty_limit_is_checked_before_notional():

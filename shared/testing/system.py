@@ -1,0 +1,186 @@
+"""The four services as separate processes against given servers, for end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import nats
+from nats.aio.client import Client
+
+from rrr.shared.testing.services import Heartbeats
+from rrr.shared.testing.waiting import wait_until
+
+SERVICES = ("persistence", "execution", "strategy", "market_data")
+BIN = Path(sys.executable).parent
+
+
+def _command(service: str) -> list[str]:
+    exe = BIN / f"rrr-{service.replace('_', '-')}"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", f"rrr.{service}"]
+
+
+class ServiceProcess:
+    """One service instance as a child process, logging to a file."""
+
+    def __init__(self, service: str, shard: int, env: Mapping[str, str], log_dir: Path) -> None:
+        self.service = service
+        self.shard = shard
+        self.name = f"{service}-{shard}"
+        self.env = dict(env)
+        self.log = log_dir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's pid, or None."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def start(self, extra_env: Mapping[str, str] | None = None) -> None:
+        """Start the process (it must not be running)."""
+        assert self.pid is None, f"{self.name} is already running"
+        env = {**self.env, **(extra_env or {})}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*_command(self.service), "--shard", str(self.shard), "--instance", self.name],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash; waits for the process to be gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def terminate(self, timeout_s: float) -> int:
+        """SIGTERM, then wait up to ``timeout_s`` for the exit; return the exit code.
+
+        Raises:
+            subprocess.TimeoutExpired: the process did not exit in time (it is killed then).
+        """
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class System:
+    """NATS and PostgreSQL given; the four services started, watched, killed and restarted here."""
+
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        database_url: str,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        shards: int = 1,
+    ) -> None:
+        self.nats_url = nats_url
+        self.database_url = database_url
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RRR_")}
+        base.update(
+            {
+                "RRR_NATS_URL": nats_url,
+                "RRR_DATABASE_URL": database_url,
+                "RRR_SHARDS": str(shards),
+                "RRR_MARKET_DATA_FEED": "none",
+                "RRR_LOG_LEVEL": "INFO",
+                # Redeliveries after a crash come after the ack wait: keep it short so the suite is quick.
+                "RRR_ACK_WAIT_S": "2",
+                **(env or {}),
+            }
+        )
+        self.env = base
+        self.procs = {p.name: p for p in (ServiceProcess(s, k, base, workdir) for s in SERVICES for k in range(shards))}
+        self.heartbeats = Heartbeats()
+        self._nc: Client | None = None
+
+    async def __aenter__(self) -> Self:
+        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        self.heartbeats = await Heartbeats.watch(self._nc)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def start(self, *names: str, extra_env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> None:
+        """Start the named instances (all by default) and wait for a heartbeat from each new process."""
+        chosen = [self.procs[n] for n in names] if names else list(self.procs.values())
+        for proc in chosen:
+            proc.start(extra_env)
+        for proc in chosen:
+            await self.wait_healthy(proc, timeout_s)
+
+    async def wait_healthy(self, proc: ServiceProcess, timeout_s: float = 60.0) -> None:
+        """Wait for an ``ok`` heartbeat sent by the current process of ``proc``."""
+
+        def _beating() -> bool:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                raise AssertionError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_tail()}")
+            beat = self.heartbeats.latest.get(proc.name)
+            return beat is not None and beat.status == "ok" and beat.id.split(":")[-2] == str(proc.pid)
+
+        await wait_until(_beating, timeout_s, f"a heartbeat from {proc.name}", describe=proc.log_tail)
+
+    def counters(self, name: str) -> dict[str, int]:
+        """The counters of the latest heartbeat of instance ``name``."""
+        return self.heartbeats.counters(name)
+
+    def replay(self, path: Path, *args: str) -> subprocess.Popen[str]:
+        """Start ``rrr-market-data replay`` of ``path``; the caller waits for it."""
+        return subprocess.Popen(
+            [*_command("market_data"), "replay", str(path), "--no-progress", *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    async def wait_exit(self, proc: ServiceProcess, timeout_s: float) -> int:
+        """Wait for ``proc`` to end by itself (a fault injection, say); return its exit code."""
+        assert proc.proc is not None
+        popen = proc.proc
+        await wait_until(lambda: popen.poll() is not None, timeout_s, f"{proc.name} to exit", describe=proc.log_tail)
+        return int(popen.returncode)
+
+
+async def finish(replay: subprocess.Popen[str], timeout_s: float = 120.0) -> str:
+    """Wait for a replay process to end; return its output, failing if it failed."""
+    out, err = await asyncio.to_thread(replay.communicate, timeout=timeout_s)
+    assert replay.returncode == 0, f"replay failed ({replay.returncode}):\n{err}"
+    return out
+
+
+def names(shards: int = 1, services: Sequence[str] = SERVICES) -> list[str]:
+    """Instance names of ``services`` for ``shards`` shards."""
+    return [f"{s}-{k}" for s in services for k in range(shards)]
