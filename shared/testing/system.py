@@ -20,6 +20,8 @@ from rrr.shared.testing.waiting import wait_until
 
 SERVICES = ("persistence", "execution", "strategy", "market_data")
 BIN = Path(sys.executable).parent
+# Heartbeats every 100 ms: tests read the services' counters from them.
+FAST_HEARTBEATS = {f"RRR_{s.upper()}_HEARTBEAT_MS": "100" for s in SERVICES}
 
 
 def _command(service: str) -> list[str]:
