@@ -55,6 +55,11 @@ reset: _venv
 test *ARGS: _venv
     @"{{ bin }}/pytest" "$@"
 
+# The fault suite alone: processes killed, restarted and starved mid-replay, with exact counts printed.
+[group('dev')]
+chaos *ARGS: _venv
+    @"{{ bin }}/pytest" tests/chaos -s "$@"
+
 # Lint and type-check: ruff and mypy (strict).
 [group('dev')]
 lint: _venv

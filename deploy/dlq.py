@@ -12,7 +12,18 @@ from dataclasses import dataclass
 import msgspec
 import nats.js.errors
 
-from rrr.shared.bus import DEAD_LETTER_STREAM, DLQ_DELIVERIES, DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
+from rrr.shared import subjects
+from rrr.shared.bus import (
+    DEAD_LETTER_STREAM,
+    DLQ_DELIVERIES,
+    DLQ_MSG_ID,
+    DLQ_REASON,
+    DLQ_SERVICE,
+    DLQ_SUBJECT,
+    MSG_ID,
+    Bus,
+)
+from rrr.shared.config import ServiceConfig
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import any_decoder
 
@@ -63,21 +74,48 @@ async def read_dead_letters(bus: Bus) -> list[DeadLetter]:
         seq = raw.seq + 1
 
 
+# Only these services take dead letters back: for them a late message is as good as a timely one (rows are
+# idempotent; an order is checked against what execution already did). The strategy is left out on
+# purpose: a quote applied out of time order would change every decision after it.
+REPUBLISHABLE = frozenset({"persistence", "execution"})
+
+
+class NotRepublishableError(RRRError):
+    """A dead letter of a service that does not take messages back."""
+
+    def __init__(self, letter: DeadLetter) -> None:
+        super().__init__(
+            f"dead letter {letter.seq} failed in {letter.service}, which does not take messages back "
+            f"(only {', '.join(sorted(REPUBLISHABLE))} do); it stays listed for inspection"
+        )
+
+
 async def republish(bus: Bus, letters: Sequence[DeadLetter]) -> int:
-    """Publish each letter again on its original subject, then remove it from the dead-letter stream."""
-    done = 0
+    """Hand each letter back to the service that failed on it, then remove it from the dead-letter stream.
+
+    It goes on ``retry.<service>.<original subject>``, which only that service consumes: the other
+    consumers of the original subject, which processed it fine, do not see it twice.
+
+    Raises:
+        NotRepublishableError: a letter is of a service that does not take messages back.
+    """
+    for letter in letters:
+        if letter.service not in REPUBLISHABLE:
+            raise NotRepublishableError(letter)
     for letter in letters:
         headers = {k: v for k, v in letter.headers.items() if not k.startswith("Rrr-Dlq-")}
-        await bus.js.publish(letter.subject, letter.data, headers=headers or None)
+        original_id = letter.headers.get(DLQ_MSG_ID)
+        if original_id is not None:
+            headers[MSG_ID] = original_id
+        await bus.js.publish(subjects.retry(letter.service, letter.subject), letter.data, headers=headers or None)
         await bus.js.delete_msg(DEAD_LETTER_STREAM.name, letter.seq)
-        done += 1
-    return done
+    return len(letters)
 
 
 async def _main(args: argparse.Namespace) -> int:
     bus = await Bus.connect(args.nats_url, service="dlq", name="rrr-dlq", timeout_s=10)
     try:
-        await bus.ensure_streams(max_age_s=float(os.environ.get("RRR_STREAM_MAX_AGE_S", 7 * 24 * 3600)))
+        await bus.ensure_streams(max_age_s=ServiceConfig().stream_max_age_s, update=False)
         letters = await read_dead_letters(bus)
         if args.command == "list":
             for letter in letters:

@@ -80,12 +80,20 @@ def _instance(service: str, shard: int) -> str:
     return f"{service}-{shard}"
 
 
-def _read_pid(pid_file: Path) -> int | None:
+def _read_pid(pid_file: Path, expect: str) -> int | None:
+    """The pid in ``pid_file`` if that process runs and is what we started (its command line names
+    ``expect``): after a reboot, a recorded pid may belong to something else entirely."""
     try:
         pid = int(pid_file.read_text().split()[0])
     except (FileNotFoundError, IndexError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return pid  # no procfs: trust the pid
+    return pid if expect in cmdline else None
 
 
 def _port(env: str, previous: int | None) -> int | None:
@@ -159,6 +167,11 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
     run.logs.mkdir(exist_ok=True)
     run.pids.mkdir(exist_ok=True)
     state = msgspec.json.decode(run.state_file.read_bytes()) if run.state_file.exists() else {}
+    if state.get("shards", shards) != shards:
+        raise StackError(
+            f"this system was set up with --shards {state['shards']}; its streams and state are split that way. "
+            f"Start it with --shards {state['shards']}, or `just reset` to start over with {shards}"
+        )
 
     nats = NatsServer(
         data_dir=run.nats_dir,
@@ -166,8 +179,8 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
         monitor_port=_port("RRR_NATS_MONITOR_PORT", state.get("nats_monitor_port")),
     )
     pg = PostgresServer(data_dir=run.pg_dir, port=_port("RRR_PG_PORT", state.get("pg_port")))
-    for server, pid_name in ((nats, "nats.pid"), (pg, "postgres.pid")):
-        if _read_pid(server.data_dir / pid_name) is None:
+    for server, pid_name, expect in ((nats, "nats.pid", "nats-server"), (pg, "postgres.pid", "postgres")):
+        if _read_pid(server.data_dir / pid_name, expect) is None:
             # A port remembered from last time may have been taken since: fall back to a free one.
             if isinstance(server, NatsServer) and not os.environ.get("RRR_NATS_PORT") and not _port_free(server.port):
                 server.port = free_port()
@@ -195,7 +208,7 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
     for service in SERVICES:
         for shard in range(shards):
             name = _instance(service, shard)
-            pid = _read_pid(run.service_pid(name))
+            pid = _read_pid(run.service_pid(name), f"rrr-{service.replace('_', '-')}")
             if pid is None:
                 with run.service_log(name).open("ab") as log:
                     proc = subprocess.Popen(
@@ -232,15 +245,24 @@ def _port_free(port: int) -> bool:
 
 def down(run: RunDir) -> int:
     """Stop services first (they drain and flush), then NATS, then PostgreSQL. Keeps all data."""
-    pid_files = sorted(run.pids.glob("*.pid")) if run.pids.exists() else []
+    pid_files = []
+    for pid_file in sorted(run.pids.glob("*.pid")) if run.pids.exists() else []:
+        if _read_pid(pid_file, "rrr-" + pid_file.stem.rsplit("-", 1)[0].replace("_", "-")) is None:
+            pid_file.unlink()  # stale: that process is gone, and the pid may be someone else's now
+        else:
+            pid_files.append(pid_file)
     # All services at once; the timeout is generous because each drains in-flight batches before exiting.
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(pid_files), 1)) as pool:
         results = list(pool.map(lambda p: stop_pid_file(p, signal.SIGTERM, timeout_s=30.0), pid_files))
     stopped = [p.stem for p, was_running in zip(pid_files, results, strict=True) if was_running]
-    if NatsServer.stop_detached(run.nats_dir):
-        stopped.append("nats-server")
-    if PostgresServer.stop_detached(run.pg_dir):
-        stopped.append("postgres")
+    for server, data_dir, pid_name, name in (
+        (NatsServer, run.nats_dir, "nats.pid", "nats-server"),
+        (PostgresServer, run.pg_dir, "postgres.pid", "postgres"),
+    ):
+        if _read_pid(data_dir / pid_name, name) is None:
+            (data_dir / pid_name).unlink(missing_ok=True)
+        elif server.stop_detached(data_dir):
+            stopped.append(name)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
@@ -265,13 +287,17 @@ def status(run: RunDir, *, listen_s: float) -> int:
         ("nats-server", run.nats_dir / "nats.pid"),
         ("postgres", run.pg_dir / "postgres.pid"),
     ):
-        pid = _read_pid(pid_file)
+        pid = _read_pid(pid_file, name)
         healthy &= pid is not None
         rows.append((name, "running" if pid else "stopped", str(pid or "-"), ""))
     env = _read_env(run)
     beats: dict[str, Heartbeat] = {}
     services = sorted(p.stem for p in run.pids.glob("*.pid")) if run.pids.exists() else []
-    alive = {name: pid for name in services if (pid := _read_pid(run.service_pid(name))) is not None}
+    alive = {
+        name: pid
+        for name in services
+        if (pid := _read_pid(run.service_pid(name), f"rrr-{name.rsplit('-', 1)[0].replace('_', '-')}")) is not None
+    }
     if alive and rows[0][1] == "running":
         with contextlib.suppress(StackError):
             beats = asyncio.run(wait_for_heartbeats(env["RRR_NATS_URL"], set(alive), listen_s, alive))

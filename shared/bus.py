@@ -25,7 +25,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    PubAck,
+    StorageType,
+    StreamConfig,
+)
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
@@ -44,6 +52,7 @@ DLQ_REASON = "Rrr-Dlq-Reason"
 DLQ_SUBJECT = "Rrr-Dlq-Subject"
 DLQ_SERVICE = "Rrr-Dlq-Service"
 DLQ_DELIVERIES = "Rrr-Dlq-Deliveries"
+DLQ_MSG_ID = "Rrr-Dlq-Msg-Id"
 
 
 class _Backoff:
@@ -62,6 +71,17 @@ class _Backoff:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=self.next_delay)
         self.next_delay = min(self.next_delay * 2, self._cap)
+
+
+class ShardCountError(RRRError):
+    """The configured shard count is not the one the system's streams and state were built with."""
+
+    def __init__(self, recorded: int, configured: int) -> None:
+        super().__init__(
+            f"this system was started with --shards {recorded}, not {configured}: every subject and every "
+            f"service's state is split that way. Start with --shards {recorded}, or start over from empty "
+            f"streams (`just reset`)"
+        )
 
 
 class NatsUnavailableError(RRRError):
@@ -85,7 +105,10 @@ SIGNAL_STREAM = StreamSpec("RRR_SIG", (subjects.SIGNAL_ALL,))
 COMMAND_STREAM = StreamSpec("RRR_CMD", (subjects.COMMAND_ALL,))
 EVENT_STREAM = StreamSpec("RRR_EVT", (subjects.EVENT_ALL,))
 DEAD_LETTER_STREAM = StreamSpec("RRR_DLQ", (subjects.DEAD_LETTER_ALL,))
-STREAMS = (MARKET_DATA_STREAM, SIGNAL_STREAM, COMMAND_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM)
+RETRY_STREAM = StreamSpec("RRR_RETRY", (subjects.RETRY_ALL,))
+STREAMS = (MARKET_DATA_STREAM, SIGNAL_STREAM, COMMAND_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM, RETRY_STREAM)
+DUPLICATE_WINDOW_S = 120.0
+META_BUCKET = "RRR_META"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +180,7 @@ class Bus:
         self.tracer = tracer
         self.counters: Counter[str] = Counter()
         self.closing = False
+        self._rejections: dict[tuple[str | None, int], int] = {}
 
     @classmethod
     async def connect(
@@ -207,11 +231,12 @@ class Bus:
 
     # -- streams ---------------------------------------------------------------------------------------
 
-    async def ensure_streams(self, *, max_age_s: float, duplicate_window_s: float = 120.0) -> None:
-        """Create the system's streams, or bring an existing one's settings up to date.
+    async def ensure_streams(self, *, max_age_s: float, update: bool = True) -> None:
+        """Create the system's streams; with ``update``, bring an existing one's retention up to date.
 
-        File storage, so that acknowledged messages survive a broker restart; ``duplicate_window_s`` is
-        how long JetStream remembers a ``Nats-Msg-Id`` to drop a re-published duplicate.
+        File storage, so that acknowledged messages survive a broker restart. JetStream remembers each
+        ``Nats-Msg-Id`` for DUPLICATE_WINDOW_S to drop a re-published duplicate. Tools (replay, dlq) pass
+        ``update=False``: the services own the streams' settings.
         """
         for spec in STREAMS:
             config = StreamConfig(
@@ -219,12 +244,34 @@ class Bus:
                 subjects=list(spec.subjects),
                 storage=StorageType.FILE,
                 max_age=max_age_s,
-                duplicate_window=duplicate_window_s,
+                duplicate_window=DUPLICATE_WINDOW_S,
             )
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
+                if update:
+                    await self.js.update_stream(config)
+
+    async def check_shards(self, shards: int) -> None:
+        """Refuse to run with another shard count than the system was first started with.
+
+        Subjects carry the shard, and every service's durable state (consumers, snapshots, the event
+        history execution rebuilds from) is per shard: a new count would have new shards re-read old
+        subjects they never owned. The first service to start records the count.
+
+        Raises:
+            ShardCountError: the system runs with another count.
+        """
+        try:
+            kv = await self.js.key_value(META_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await self.js.create_key_value(KeyValueConfig(bucket=META_BUCKET, history=1, storage=StorageType.FILE))
+        try:
+            await kv.create("shards", str(shards).encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            recorded = int((await kv.get("shards")).value or b"0")
+            if recorded != shards:
+                raise ShardCountError(recorded, shards) from None
 
     # -- publishing ------------------------------------------------------------------------------------
 
@@ -279,10 +326,16 @@ class Bus:
     # -- dead letters ----------------------------------------------------------------------------------
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
-        """Store ``msg`` on the dead-letter stream with the reason, and count it."""
-        self.counters["dead_lettered"] += 1
+        """Store ``msg`` on the dead-letter stream with the reason, and count it.
+
+        Raises:
+            TransientError: the dead-letter stream could not store it (the message stays unacknowledged).
+        """
         headers = dict(msg.headers or {})
-        headers.pop(MSG_ID, None)
+        # Kept aside, not as Nats-Msg-Id: two services dead-lettering the same message must both be kept.
+        original_id = headers.pop(MSG_ID, None)
+        if original_id is not None:
+            headers[DLQ_MSG_ID] = original_id
         headers[DLQ_REASON] = reason[:1000]
         headers[DLQ_SUBJECT] = msg.subject
         headers[DLQ_SERVICE] = self.service
@@ -291,8 +344,12 @@ class Bus:
                 headers[DLQ_DELIVERIES] = str(msg.metadata.num_delivered)
             except Exception:
                 headers.pop(DLQ_DELIVERIES, None)
+        try:
+            await self.js.publish(subjects.dead_letter(msg.subject), msg.data, headers=headers)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransientError(f"could not dead-letter a message on {msg.subject}: {exc}") from exc
+        self.counters["dead_lettered"] += 1
         _log.warning("dead-lettered a message on %s: %s", msg.subject, reason)
-        await self.js.publish(subjects.dead_letter(msg.subject), msg.data, headers=headers)
 
     # -- core subscriptions ----------------------------------------------------------------------------
 
@@ -317,7 +374,12 @@ class Bus:
                     message = decoder.decode(msg.data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.counters["malformed"] += 1
-                    await self.dead_letter(msg, f"decode: {exc}")
+                    try:
+                        await self.dead_letter(msg, f"decode: {exc}")
+                    except TransientError as lost:
+                        # Core NATS has no redelivery: the message is counted, logged and gone.
+                        self.counters["dead_letter_failures"] += 1
+                        _log.error("%s", lost)
                     return
             with trace.use_span(self.span(f"handle {subject}", msg), end_on_exit=True):
                 try:
@@ -432,10 +494,15 @@ class Bus:
                 await delivery.msg.ack()
                 continue
             self.counters["handler_rejected"] += 1
-            if failure.retry and delivery.msg.metadata.num_delivered < max_deliver:
+            # Counted here rather than by JetStream's delivery count, which also counts the redeliveries
+            # of outages (TransientError) that say nothing about the message itself.
+            key = (delivery.msg.metadata.stream, delivery.seq)
+            attempts = self._rejections.pop(key, 0) + 1
+            if failure.retry and attempts < max_deliver:
+                self._rejections[key] = attempts
                 await delivery.msg.nak(delay=0.5)
             else:
-                await self.dead_letter(delivery.msg, failure.reason)
+                await self.dead_letter(delivery.msg, f"{failure.reason} (after {attempts} attempts)")
                 await delivery.msg.term()
         self.counters["handled"] += len(batch) - len(failed)
 

@@ -30,13 +30,16 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     shards: Annotated[int, msgspec.Meta(ge=1, le=1024, description="how many shards the symbols are split into")] = 1
     instance: Annotated[str, msgspec.Meta(description="instance name (default: <service>-<shard>)")] = ""
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=50, description="heartbeat period")] = 1000
-    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0, description="bound on a graceful stop")] = 10.0
+    drain_timeout_s: Annotated[
+        float, msgspec.Meta(gt=0, le=3600, description="bound on a graceful stop, after which the service is cancelled")
+    ] = 30.0
     ack_wait_s: Annotated[
         float, msgspec.Meta(gt=0, description="how long JetStream waits for an ack before redelivering")
     ] = 30.0
-    stream_max_age_s: Annotated[float, msgspec.Meta(gt=0, description="how long JetStream streams keep messages")] = (
-        7 * 24 * 3600.0
-    )
+    # At least JetStream's de-duplication window (120 s), which the streams cannot outlive.
+    stream_max_age_s: Annotated[
+        float, msgspec.Meta(ge=120, le=10 * 365 * 24 * 3600, description="how long JetStream streams keep messages")
+    ] = 7 * 24 * 3600.0
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], msgspec.Meta(description="log level")] = "INFO"
 

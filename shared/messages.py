@@ -43,8 +43,9 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag
     ts_init: Nanos
 
 
-def _check_number(name: str, value: Decimal, *, positive: bool = False, signed: bool = False) -> None:
-    # Raised as ValueError so that msgspec reports it as a ValidationError naming the message.
+def check_number(name: str, value: Decimal, *, positive: bool = False, signed: bool = False) -> None:
+    """Raise ValueError unless ``value`` is finite, of the right sign and within the wire's bounds."""
+    # ValueError, so that msgspec reports it as a ValidationError naming the message.
     if not value.is_finite():
         raise ValueError(f"{name} must be a finite number, got {value}")
     if positive and value <= 0:
@@ -59,7 +60,7 @@ def _check_number(name: str, value: Decimal, *, positive: bool = False, signed: 
 
 
 def _positive(name: str, value: Decimal) -> None:
-    _check_number(name, value, positive=True)
+    check_number(name, value, positive=True)
 
 
 # -- market data ---------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ class Quote(Message, frozen=True, kw_only=True, tag="quote.v1"):
             raise ValueError(f"crossed quote: bid {self.bid} > ask {self.ask}")
         for name, size in (("bid_size", self.bid_size), ("ask_size", self.ask_size)):
             if size is not None:
-                _check_number(name, size)
+                check_number(name, size)
 
 
 class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
@@ -117,7 +118,7 @@ class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
         check_symbol(self.symbol)
         _positive("fast", self.fast)
         _positive("slow", self.slow)
-        _check_number("target", self.target, signed=True)
+        check_number("target", self.target, signed=True)
 
 
 # -- order commands ------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
         check_symbol(self.symbol)
         _positive("qty", self.qty)
         _positive("price", self.price)
-        _check_number("fee", self.fee)
+        check_number("fee", self.fee)
 
 
 class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.v1"):
@@ -218,9 +219,9 @@ class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
-        _check_number("qty", self.qty, signed=True)
-        _check_number("avg_price", self.avg_price)
-        _check_number("realized_pnl", self.realized_pnl, signed=True)
+        check_number("qty", self.qty, signed=True)
+        check_number("avg_price", self.avg_price)
+        check_number("realized_pnl", self.realized_pnl, signed=True)
 
 
 # -- control -------------------------------------------------------------------------------------------

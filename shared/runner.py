@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
+import nats.errors
+
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.config import ServiceConfig
@@ -66,7 +68,10 @@ async def heartbeat_loop(
             status=status,
             counters=values,
         )
-        await bus.publish(subject, message)
+        try:
+            await bus.publish(subject, message)
+        except nats.errors.Error:
+            bus.counters["heartbeats_missed"] += 1  # the broker is away; the next beat tells the rest
 
     while not stop.is_set():
         await _beat("ok")
@@ -77,25 +82,38 @@ async def heartbeat_loop(
         await _beat("stopping")
 
 
-def run(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "INFO") -> int:
+def run(main: Callable[[asyncio.Event], Awaitable[None]], config: ServiceConfig) -> int:
     """Run a service's ``main(stop)`` until it returns; SIGTERM and SIGINT set ``stop``.
 
+    The drain that follows is bounded: after ``config.drain_timeout_s``, or at a second signal, the
+    service is cancelled (nothing unacknowledged is lost: it is redelivered to the next run).
+
     Returns the process exit code: 0 after a clean stop, 1 after a project error (logged without a
-    traceback, since it already says what went wrong).
+    traceback, since it already says what went wrong) or a drain cut short.
     """
-    setup_logging(log_level)
+    setup_logging(config.log_level)
+    drain_timeout_s = config.drain_timeout_s
 
     async def _entry() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main(stop))
 
-        def _stop(sig: signal.Signals) -> None:
-            _log.info("%s: stopping, draining in-flight work", sig.name)
+        def _on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                _log.warning("%s again: cancelling without waiting for the drain", sig.name)
+                task.cancel()
+                return
+            _log.info("%s: stopping, draining in-flight work (at most %g s)", sig.name, drain_timeout_s)
             stop.set()
+            loop.call_later(drain_timeout_s, task.cancel)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _stop, sig)
-        await main(stop)
+            loop.add_signal_handler(sig, _on_signal, sig)
+        try:
+            await task
+        except asyncio.CancelledError:
+            raise DrainTimeoutError(drain_timeout_s) from None
         _log.info("stopped")
 
     try:
@@ -109,6 +127,16 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "I
             _log.error("%s", error)
         return 1
     return 0
+
+
+class DrainTimeoutError(RRRError):
+    """The graceful stop did not finish in time, or a second signal cut it short."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"stopped without finishing the drain (bound {timeout_s:g} s, or a second signal); "
+            "unacknowledged messages are redelivered to the next run"
+        )
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -34,6 +34,7 @@ SIGNAL_ALL: Final = "sig.>"
 COMMAND_ALL: Final = "cmd.>"
 EVENT_ALL: Final = "evt.>"
 DEAD_LETTER_ALL: Final = "dlq.>"
+RETRY_ALL: Final = "retry.>"
 HEARTBEAT_ALL: Final = "ctl.heartbeat.>"
 
 
@@ -125,6 +126,11 @@ def heartbeat(service: str, shard: int) -> str:
 def dead_letter(subject: str) -> str:
     """Subject a message that failed on ``subject`` is dead-lettered to."""
     return f"{DEAD_LETTER_PREFIX}.{subject}"
+
+
+def retry(service: str, subject: str) -> str:
+    """Subject that hands a dead letter back to the one service that failed on it: ``retry.<service>.<subject>``."""
+    return f"retry.{service}.{subject}"
 
 
 def parse(subject: str) -> SymbolSubject:

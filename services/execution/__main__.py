@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) "
         "and positions (evt.position.>).",
     )
-    return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
+    return runner.run(lambda stop: run(config, stop), config)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 
+import msgspec
 from opentelemetry.sdk.trace import TracerProvider
 
 from rrr.execution import handlers
@@ -15,7 +16,7 @@ from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
-from rrr.shared.bus import COMMAND_STREAM, EVENT_STREAM, Bus
+from rrr.shared.bus import COMMAND_STREAM, EVENT_STREAM, RETRY_STREAM, Bus
 from rrr.shared.messages import (
     OrderAccepted,
     OrderFilled,
@@ -38,8 +39,15 @@ async def _restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Even
     exact arithmetic as live trading. A position whose last published update misses a fill (a crash
     between publishing the fill and the update) is published again, so downstream catches up.
     """
+    skipped = 0
     for msg in await bus.read_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.ORDER_EVENT, shard)):
-        event = order_event_decoder.decode(msg.data)
+        try:
+            event = order_event_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Not ours to judge here (persistence dead-letters it); it carries no state execution wrote.
+            skipped += 1
+            _log.warning("restore: skipped an undecodable event on %s: %s", msg.subject, exc)
+            continue
         if isinstance(event, OrderAccepted):
             book.orders.restore(event.client_order_id, "accepted")
         elif isinstance(event, OrderRejected):
@@ -50,7 +58,11 @@ async def _restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Even
     for msg in await bus.read_stream(
         EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True
     ):
-        event = order_event_decoder.decode(msg.data)
+        try:
+            event = order_event_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            skipped += 1
+            continue
         if isinstance(event, PositionUpdated):
             published[event.symbol] = event.version
     now = now_ns()
@@ -64,11 +76,12 @@ async def _restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Even
     open_orders = sum(1 for order_id in book.orders if book.orders.status(order_id) == "accepted")
     _log.info(
         "restored %d orders (%d accepted without a fill yet, completed when redelivered) and %d positions; "
-        "republished %d stale position updates",
+        "republished %d stale position updates; skipped %d undecodable events",
         len(book.orders),
         open_orders,
         len(book.positions),
         len(stale),
+        skipped,
     )
 
 
@@ -92,21 +105,28 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        await bus.check_shards(config.shards)
         await _restore(book, bus, config.shard, stop)
         _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                bus.consume(
-                    stream=COMMAND_STREAM.name,
-                    durable=f"{SERVICE}-{config.shard}",
-                    filter_subject=subjects.shard_filter(subjects.ORDER_COMMAND, config.shard),
-                    decoder=order_command_decoder,
-                    handle_batch=functools.partial(handlers.on_order_commands, book, bus, stop),
-                    stop=stop,
-                    batch_size=config.batch_size,
-                    ack_wait_s=config.ack_wait_s,
+            command_filter = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
+            for stream, durable, filter_subject in (
+                (COMMAND_STREAM, f"{SERVICE}-{config.shard}", command_filter),
+                # Dead-lettered commands handed back after a fix (rrr-dlq republish).
+                (RETRY_STREAM, f"{SERVICE}-retry-{config.shard}", subjects.retry(SERVICE, command_filter)),
+            ):
+                tasks.create_task(
+                    bus.consume(
+                        stream=stream.name,
+                        durable=durable,
+                        filter_subject=filter_subject,
+                        decoder=order_command_decoder,
+                        handle_batch=functools.partial(handlers.on_order_commands, book, bus, stop),
+                        stop=stop,
+                        batch_size=config.batch_size,
+                        ack_wait_s=config.ack_wait_s,
+                    )
                 )
-            )
             tasks.create_task(
                 heartbeat_loop(
                     bus,

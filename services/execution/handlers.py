@@ -35,6 +35,9 @@ class Book:
     shards: int
     orders: Orders = field(default_factory=Orders)
     positions: dict[str, Position] = field(default_factory=dict)
+    # Held from the first state change of a batch until its events are stored: the command and retry
+    # consumers take turns, so fills reach the event stream in the order they were applied.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def position(self, symbol: str) -> Position:
         """The symbol's position, flat if it never traded."""
@@ -44,7 +47,13 @@ class Book:
         return position
 
     def replay_fill(self, fill: OrderFilled) -> None:
-        """Apply a fill read back from the event stream (rebuilding state at start-up)."""
+        """Apply a fill read back from the event stream (rebuilding state at start-up).
+
+        An order fills once: a second copy of its fill on the stream (stored again after the
+        de-duplication window) is not applied again.
+        """
+        if self.orders.status(fill.client_order_id) == "filled":
+            return
         self.position(fill.symbol).apply_fill(fill.side, fill.qty, fill.price, fill.fee)
         self.orders.restore(fill.client_order_id, "filled")
 
@@ -145,18 +154,19 @@ async def on_order_commands(
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
-    for delivery in batch:
-        with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
+    async with book.lock:
+        for delivery in batch:
+            with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
+                try:
+                    out.extend(on_submit_order(book, bus, delivery.message))
+                except IllegalTransitionError as exc:
+                    rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
+        if out:
             try:
-                out.extend(on_submit_order(book, bus, delivery.message))
-            except IllegalTransitionError as exc:
-                rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
-    if out:
-        try:
-            await bus.publish_persistent_many(out, retry_until=stop)
-        except (nats.errors.Error, TimeoutError) as exc:
-            # Asked to stop while the broker is away: the fills above are in memory only. Stop without
-            # acknowledging; on restart the event stream says what really happened, and the redelivered
-            # commands complete the rest.
-            raise FatalError(f"could not publish order events: {type(exc).__name__}: {exc}") from exc
+                await bus.publish_persistent_many(out, retry_until=stop)
+            except (nats.errors.Error, TimeoutError) as exc:
+                # Asked to stop while the broker is away: the fills above are in memory only. Stop without
+                # acknowledging; on restart the event stream says what really happened, and the redelivered
+                # commands complete the rest.
+                raise FatalError(f"could not publish order events: {type(exc).__name__}: {exc}") from exc
     return rejected

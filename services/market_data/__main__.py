@@ -38,7 +38,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     async def _main() -> ReplayReport:
         bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
         try:
-            await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+            await bus.ensure_streams(max_age_s=config.stream_max_age_s, update=False)
             with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
                 return await replay_file(
                     bus,
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser)
     if not replaying:
-        return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
+        return runner.run(lambda stop: run(config, stop), config)
     runner.setup_logging(config.log_level)
     try:
         return _replay(config, args.file, args.skip_bad_rows, not args.no_progress)

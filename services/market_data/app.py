@@ -37,6 +37,7 @@ async def run(config: MarketDataConfig, stop: asyncio.Event, *, tracer_provider:
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        await bus.check_shards(config.shards)
 
         latest = handlers.LatestQuotes(LRUCache(maxsize=config.cache_max_symbols))
         await bus.subscribe(

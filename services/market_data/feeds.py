@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.errors
+
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import LatestQuotes
 from rrr.market_data.replay import read_quotes, source_id
@@ -55,7 +57,8 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
                 bid_size=sim.bid_size,
                 ask_size=sim.ask_size,
             )
-            await bus.publish(subjects.quote(sim.symbol, config.shards), quote)
+            if not await _publish_live(bus, subjects.quote(sim.symbol, config.shards), quote):
+                continue
             latest.update(quote)
             if sim.trade_side is not None:
                 trade = Trade(
@@ -67,12 +70,25 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
                     size=sim.ask_size if sim.trade_side == "buy" else sim.bid_size,
                     aggressor="buy" if sim.trade_side == "buy" else "sell",
                 )
-                await bus.publish(subjects.trade(sim.symbol, config.shards), trade)
+                await _publish_live(bus, subjects.trade(sim.symbol, config.shards), trade)
         bus.counters["published"] = sent
         # Pacing, not synchronisation: wake at the next quote's due time, or at once when asked to stop.
         next_due = start + sent / config.rate_hz
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(next_due - time.monotonic(), 0))
+
+
+async def _publish_live(bus: Bus, subject: str, message: Quote | Trade) -> bool:
+    """Publish a live tick; while the broker is away and the client's buffer is full, drop and count it.
+
+    A live feed cannot wait: a quote that could not be sent now is stale by the time it could.
+    """
+    try:
+        await bus.publish(subject, message)
+    except nats.errors.Error:
+        bus.counters["dropped_disconnected"] += 1
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -106,7 +122,7 @@ async def replay_file(
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing after it is published.
     """
-    report = ReplayReport(path=str(path), source=source_id(path))
+    report = ReplayReport(path=str(path), source=await asyncio.to_thread(source_id, path))
     started = time.monotonic()
 
     def _bad(error: BadRowError) -> None:

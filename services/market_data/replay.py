@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rrr.shared.errors import BadRowError, RRRError
+from rrr.shared.messages import check_number
 from rrr.shared.subjects import check_symbol
 
 REQUIRED = ("ts", "symbol", "bid", "ask")
@@ -103,20 +104,21 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
         return value if isinstance(value, str) else str(value)
 
     ts_value = values.get("ts")
-    # Parquet timestamps arrive as integer nanoseconds (see _parquet_rows); text is parsed.
+    # Parquet timestamps arrive as integer nanoseconds (see _parquet_rows, which refuses plain integers).
     ts_ns = ts_value if isinstance(ts_value, int) else parse_ts(text("ts"))
     symbol = check_symbol(text("symbol"))
     bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
-    if bid <= 0 or ask <= 0:
-        raise ValueError(f"prices must be > 0, got bid {bid} ask {ask}")
+    # The same checks the wire applies, so that a file that reads cleanly also publishes cleanly.
+    check_number("bid", bid, positive=True)
+    check_number("ask", ask, positive=True)
     if bid > ask:
         raise ValueError(f"crossed quote: bid {bid} > ask {ask}")
     sizes = []
     for name in OPTIONAL:
         raw = values.get(name)
         size = None if raw is None or raw == "" else _decimal(name, raw if isinstance(raw, str) else str(raw))
-        if size is not None and size < 0:
-            raise ValueError(f"{name} must be >= 0, got {size}")
+        if size is not None:
+            check_number(name, size)
         sizes.append(size)
     return QuoteRow(line, ts_ns, symbol, bid, ask, sizes[0], sizes[1])
 
@@ -141,7 +143,8 @@ def _check_columns(path: Path, columns: list[str]) -> None:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    # utf-8-sig: a byte-order mark some spreadsheet programs write is not part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -170,6 +173,16 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     columns = list(parquet.schema_arrow.names)
     _check_columns(path, columns)
     row = 1
+    schema = parquet.schema_arrow
+    ts_type = schema.field("ts").type
+    if not (pa.types.is_timestamp(ts_type) or pa.types.is_string(ts_type) or pa.types.is_large_string(ts_type)):
+        # An integer could be seconds, milliseconds or nanoseconds: guessing would misdate every quote.
+        raise UnsupportedFileError(path, f"column ts is {ts_type}; expected a timestamp or ISO-8601 text")
+    for name in ("bid", "ask", "bid_size", "ask_size"):
+        if name in schema.names and pa.types.is_float32(schema.field(name).type):
+            raise UnsupportedFileError(
+                path, f"column {name} is float32, too coarse for prices; expected decimal, text or float64"
+            )
     for batch in parquet.iter_batches(batch_size=65_536):
         ts = batch.column("ts")
         if pa.types.is_timestamp(ts.type):
@@ -221,14 +234,19 @@ def read_quotes(
         rows = _parquet_rows(path)
     else:
         raise UnsupportedFileError(path, f"unknown file type {suffix!r}; expected .csv or .parquet")
-    for line, values in rows:
-        try:
-            if "__error__" in values:
-                raise ValueError(values["__error__"])
-            yield _row(line, values)
-        except ValueError as exc:
-            error = BadRowError(str(path), line, str(exc))
-            if not skip_bad_rows:
-                raise error from None
-            if on_bad_row is not None:
-                on_bad_row(error)
+    try:
+        for line, values in rows:
+            try:
+                if "__error__" in values:
+                    raise ValueError(values["__error__"])
+                yield _row(line, values)
+            except ValueError as exc:
+                error = BadRowError(str(path), line, str(exc))
+                if not skip_bad_rows:
+                    raise error from None
+                if on_bad_row is not None:
+                    on_bad_row(error)
+    except UnicodeDecodeError as exc:
+        raise UnsupportedFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UnsupportedFileError(path, f"not readable as CSV: {exc}") from None

@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Persistence: consume md.>, sig.> and evt.> of this shard and write them to PostgreSQL, "
         "batched and idempotent.",
     )
-    return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
+    return runner.run(lambda stop: run(config, stop), config)
 
 
 if __name__ == "__main__":

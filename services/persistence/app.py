@@ -14,10 +14,10 @@ from rrr.persistence import handlers
 from rrr.persistence.config import PersistenceConfig
 from rrr.persistence.schema import migrate
 from rrr.shared import subjects
-from rrr.shared.bus import EVENT_STREAM, MARKET_DATA_STREAM, SIGNAL_STREAM, Bus
+from rrr.shared.bus import EVENT_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, SIGNAL_STREAM, Bus
 from rrr.shared.config import redact
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import market_data_decoder, order_event_decoder, signal_decoder
+from rrr.shared.messages import any_decoder, market_data_decoder, order_event_decoder, signal_decoder
 from rrr.shared.runner import heartbeat_loop, instance_name
 from rrr.shared.telemetry import setup_tracing
 
@@ -34,7 +34,10 @@ class DatabaseUnavailableError(RRRError):
 
 async def _open_pool(config: PersistenceConfig) -> asyncpg.Pool:
     try:
-        pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=config.pool_max_size, timeout=10)
+        # A statement stuck on a vanished server fails after command_timeout instead of blocking shutdown.
+        pool = await asyncpg.create_pool(
+            config.database_url, min_size=1, max_size=config.pool_max_size, timeout=10, command_timeout=60
+        )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailableError(str(redact(config.database_url)), str(exc)) from None
     assert pool is not None
@@ -60,19 +63,26 @@ async def run(config: PersistenceConfig, stop: asyncio.Event, *, tracer_provider
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        await bus.check_shards(config.shards)
+        shard = config.shard
         consumers = (
-            (MARKET_DATA_STREAM, "md", market_data_decoder, handlers.on_market_data),
-            (SIGNAL_STREAM, "sig", signal_decoder, handlers.on_signals),
-            (EVENT_STREAM, "evt", order_event_decoder, handlers.on_events),
-        )
+            (MARKET_DATA_STREAM, "md", subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard),
+             market_data_decoder, handlers.on_market_data),
+            (SIGNAL_STREAM, "sig", subjects.plane_shard_filter(subjects.SIGNAL_ALL, shard),
+             signal_decoder, handlers.on_signals),
+            (EVENT_STREAM, "evt", subjects.plane_shard_filter(subjects.EVENT_ALL, shard),
+             order_event_decoder, handlers.on_events),
+            # Dead letters handed back after a fix (rrr-dlq republish), of any plane.
+            (RETRY_STREAM, "retry", f"retry.{SERVICE}.*.*.{shard}.*", any_decoder, handlers.on_retries),
+        )  # fmt: skip
         _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
-            for stream, family, decoder, handler in consumers:
+            for stream, family, filter_subject, decoder, handler in consumers:
                 tasks.create_task(
                     bus.consume(
                         stream=stream.name,
                         durable=f"{SERVICE}-{family}-{config.shard}",
-                        filter_subject=subjects.plane_shard_filter(stream.subjects[0], config.shard),
+                        filter_subject=filter_subject,
                         decoder=decoder,
                         handle_batch=functools.partial(handler, pool, bus),
                         stop=stop,

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         description="Strategy: consume md.quote.<shard>.*, publish signals (sig.>) and order commands (cmd.order.>).",
     )
-    return runner.run(lambda stop: run(config, stop), log_level=config.log_level)
+    return runner.run(lambda stop: run(config, stop), config)
 
 
 if __name__ == "__main__":

@@ -41,14 +41,19 @@ async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: T
         )
         stack.push_async_callback(bus.close)
         await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        await bus.check_shards(config.shards)
         bucket = await snapshots.open_bucket(bus)
         key = snapshots.key(config.strategy, config.shard, config.shards)
         strategies.seq, strategies.books = await snapshots.load(bucket, key, strategies.name, strategies.params)
         saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
-        # Saved last on the way out: after the consumer stopped, before the connection drains.
-        stack.push_async_callback(
-            lambda: saver.save(strategies.seq, strategies.name, strategies.params, strategies.books)
-        )
+
+        # Saved last on the way out (after the consumer stopped, before the connection drains), unless a
+        # batch was cut short before its output was stored: then the previous snapshot stays.
+        async def _final_snapshot() -> None:
+            if strategies.published:
+                await saver.save(strategies.seq, strategies.name, strategies.params, strategies.books)
+
+        stack.push_async_callback(_final_snapshot)
         _log.info(
             "serving shard %d of %d from stream sequence %d with %r",
             config.shard,

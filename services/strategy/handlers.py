@@ -31,6 +31,9 @@ class Strategies:
     shards: int
     books: dict[str, SmaCross] = field(default_factory=dict)
     seq: int = 0
+    # False from a batch's first state change until its signals and orders are stored: a snapshot taken
+    # in between would claim output that was never sent.
+    published: bool = True
 
     def for_symbol(self, symbol: str) -> SmaCross:
         """The symbol's state, created empty on first use."""
@@ -108,6 +111,7 @@ async def on_quotes(
             bus.counters["redelivered_skipped"] += 1
             continue
         strategies.seq = seq
+        strategies.published = False
         quote = delivery.message
         if not isinstance(quote, Quote):
             continue
@@ -124,6 +128,7 @@ async def on_quotes(
             # not be acknowledged: stop, and continue from the last snapshot on restart.
             raise FatalError(f"could not publish signals and orders: {type(exc).__name__}: {exc}") from exc
         bus.counters["published"] += len(out)
+    strategies.published = True
     # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
     if await saver.maybe_save(strategies.seq, strategies.name, strategies.params, strategies.books):
         bus.counters["snapshots"] += 1

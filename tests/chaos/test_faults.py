@@ -10,8 +10,9 @@ from pathlib import Path
 
 import asyncpg
 import nats
+import pytest
 
-from rrr.deploy.dlq import read_dead_letters
+from rrr.deploy.dlq import NotRepublishableError, read_dead_letters, republish
 from rrr.deploy.servers import NatsEndpoint, PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
@@ -207,8 +208,34 @@ async def test_6_poison_messages_on_every_consumed_subject_are_dead_lettered_and
         for x in letters
         if x.service == "persistence" and x.subject == "md.quote.0.EURUSD" and x.describe() == "Quote id=poison-1"
     ]
-    assert poison == ["5"]
+    assert [x.deliveries for x in poison] == ["5"]
     assert all(proc.pid is not None for proc in system.procs.values()), "a service stopped"
+
+    # After the fix, `rrr-dlq republish` hands the poison back to persistence alone; the strategy, which
+    # processed it fine, does not see it again. A strategy's dead letter is not taken back.
+    conn = await asyncpg.connect(system.database_url)
+    try:
+        await conn.execute("DROP TRIGGER refuse_poison ON quotes")
+    finally:
+        await conn.close()
+    quotes_seen = system.counters("strategy-0").get("handled", 0)
+    bus = await Bus.connect(system.nats_url, service="test", name="test")
+    try:
+        assert await republish(bus, poison) == 1
+        with pytest.raises(NotRepublishableError):
+            await republish(bus, [x for x in letters if x.service == "strategy"][:1])
+    finally:
+        await bus.close()
+
+    async def _poison_stored() -> bool:
+        conn = await asyncpg.connect(system.database_url)
+        try:
+            return bool(await conn.fetchval("SELECT count(*) FROM quotes WHERE id = 'poison-1'") == 1)
+        finally:
+            await conn.close()
+
+    await wait_until(_poison_stored, 30, "the republished quote to be stored")
+    assert system.counters("strategy-0").get("handled", 0) == quotes_seen
 
 
 async def test_8_sigterm_under_load_drains_and_exits_0_and_nothing_is_lost(system: System) -> None:

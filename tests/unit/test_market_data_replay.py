@@ -128,7 +128,7 @@ def test_count_rows_of_the_btcusdt_file_is_451():
         ("2021-01-08T00:00:01.157Z,BTCUSDT,39433.6,1e,2.0,0.018027", "ask '1e' is not a decimal number"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,NaN,39433.6,2.0,0.018027", "bid 'NaN' is not a finite number"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,39434,39433.6,2.0,0.018027", "crossed quote: bid 39434 > ask 39433.6"),
-        ("2021-01-08T00:00:01.157Z,BTCUSDT,0,39433.6,2.0,0.018027", "prices must be > 0"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,0,39433.6,2.0,0.018027", "bid must be > 0"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,0.33", "expected 6 fields, got 5"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,0.33,1,2", "expected 6 fields, got 7"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,,39433.6,2.0,0.018027", "bid is empty"),
@@ -449,3 +449,51 @@ def test_parquet_naive_timestamp_is_taken_as_utc(tmp_path):
     (row,) = read_quotes(path)
     assert row.ts_ns == parse_ts("2020-01-01T17:00:00.065Z")
     assert row.ts_ns == int(moment.replace(tzinfo=UTC).timestamp()) * 10**9 + 65_000_000
+
+
+# -- files that are not what they claim ---------------------------------------------------------------
+
+
+def test_a_csv_starting_with_a_byte_order_mark_reads_like_one_without(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{HEADER}\n{GOOD}\n".encode())
+    assert [r.symbol for r in read_quotes(path)] == ["BTCUSDT"]
+
+
+def test_a_file_that_is_not_utf8_is_refused_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(f"{HEADER}\n".encode() + b"2021-01-08T00:00:01.076Z,BTC\xe9,1,2,,\n")
+    with pytest.raises(UnsupportedFileError, match="not UTF-8"):
+        list(read_quotes(path))
+
+
+def test_a_price_beyond_the_wire_bounds_is_a_bad_row_before_anything_is_published(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, GOOD, "2021-01-08T00:00:01.157Z,BTCUSDT,1E+19,2E+19,,")
+    with pytest.raises(BadRowError, match=r"quotes.csv:3: bid 1E\+19 is out of range"):
+        list(read_quotes(path))
+
+
+def test_parquet_with_integer_times_is_refused_rather_than_guessing_their_unit(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "int_ts.parquet"
+    pq.write_table(pa.table({"ts": [1610064001076], "symbol": ["BTCUSDT"], "bid": ["1"], "ask": ["2"]}), path)
+    with pytest.raises(UnsupportedFileError, match="column ts is int64"):
+        list(read_quotes(path))
+
+
+def test_parquet_with_float32_prices_is_refused(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "f32.parquet"
+    table = pa.table(
+        {
+            "ts": ["2021-01-08T00:00:01.076Z"],
+            "symbol": ["BTCUSDT"],
+            "bid": pa.array([1.1], type=pa.float32()),
+            "ask": pa.array([1.2], type=pa.float32()),
+        }
+    )
+    pq.write_table(table, path)
+    with pytest.raises(UnsupportedFileError, match="bid is float32"):
+        list(read_quotes(path))
