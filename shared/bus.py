@@ -532,6 +532,15 @@ class Bus:
         finally:
             await psub.unsubscribe()
 
+    def links(self, batch: Sequence[Delivery[Any]]) -> list[trace.Link]:
+        """Links to the spans that sent the messages of a batch (for a span covering the whole batch)."""
+        out = []
+        for delivery in batch:
+            context = trace.get_current_span(extract(delivery.msg.headers)).get_span_context()
+            if context.is_valid:
+                out.append(trace.Link(context))
+        return out
+
     def span(self, name: str, msg: Msg) -> trace.Span:
         """Start a consumer span whose parent is the span that sent ``msg`` (use with ``with``)."""
         return self.tracer.start_span(name, context=extract(msg.headers), kind=SpanKind.CONSUMER)

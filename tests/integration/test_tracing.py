@@ -12,6 +12,8 @@ from opentelemetry.trace import SpanKind
 
 from rrr.execution import app as execution_app
 from rrr.execution.config import ExecutionConfig
+from rrr.persistence import app as persistence_app
+from rrr.persistence.config import PersistenceConfig
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import order_command_decoder
@@ -100,3 +102,30 @@ async def test_tracing_continues_the_quote_senders_trace_through_strategy_and_ex
     assert execution_span.parent is not None
     assert execution_span.parent.span_id == strategy_span.context.span_id
     assert execution_span.kind is SpanKind.CONSUMER
+
+
+async def test_persistence_writes_a_batch_in_one_span_linked_to_each_senders_span(
+    nats_url: str,
+    database_url: str,
+    bus: Bus,
+    heartbeats: Heartbeats,
+    exporter: InMemorySpanExporter,
+    provider: TracerProvider,
+) -> None:
+    symbol = unique_symbol("TRACE")
+    senders = []
+    outgoing = []
+    for i in range(3):
+        with provider.get_tracer("test").start_as_current_span(f"test.send_{i}") as sender_span:
+            outgoing.append(bus.prepare(subjects.quote(symbol, 1), make_quote(symbol, ts_event=i + 1)))
+        senders.append(sender_span.get_span_context())
+    await bus.publish_persistent_many(outgoing)
+
+    config = PersistenceConfig(nats_url=nats_url, database_url=database_url, heartbeat_ms=100)
+    async with running_service(persistence_app.run, config, heartbeats, tracer_provider=provider) as persistence:
+        await persistence.wait_for_counter("rows_quotes", 3)
+
+    writes = _named(exporter.get_finished_spans(), "persistence.write_md")
+    linked = {link.context.span_id for span in writes for link in span.links}
+    assert {s.span_id for s in senders} <= linked
+    assert all(span.kind is SpanKind.CONSUMER for span in writes)
