@@ -60,6 +60,21 @@ test *ARGS: _venv
 chaos *ARGS: _venv
     @"{{ bin }}/pytest" tests/chaos -s "$@"
 
+# Load test the running system (start it with `just up none`): --symbols N --rate R --duration S, or --find-max.
+[group('bench')]
+load *ARGS: _bench
+    @"{{ bin }}/rrr-stack" exec "{{ bin }}/python" bench/load.py "$@"
+
+# Micro-benchmarks of the cache, batching and concurrency, against real servers.
+[group('bench')]
+bench *ARGS: _bench
+    @"{{ bin }}/python" bench/micro.py "$@"
+
+# The same generated quotes through NautilusTrader's BacktestEngine and through this system's replay.
+[group('bench')]
+bench-compare *ARGS: _bench
+    @"{{ bin }}/python" bench/compare_nautilus.py "$@"
+
 # Lint and type-check: ruff and mypy (strict).
 [group('dev')]
 lint: _venv
@@ -83,3 +98,8 @@ _venv:
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e '.[dev]'
     touch "$stamp"
+
+# Install the optional bench dependencies when missing.
+[group('dev')]
+_bench: _venv
+    @.venv/bin/python -c "import hdrh, matplotlib, psutil, nautilus_trader" 2>/dev/null || .venv/bin/python -m pip install --quiet -e '.[dev,bench]'

@@ -1,0 +1,421 @@
+"""Load harness: drive the running system with an open-loop quote generator and measure it.
+
+Method
+------
+- Quotes for ``--symbols`` symbols are published on core NATS (``md.quote.<shard>.<symbol>``, exactly as
+  the market-data feed publishes them) at a fixed ``--rate`` for ``--duration`` seconds. Open loop: the
+  n-th quote is due at ``start + n / rate`` whatever the system does, and every latency is counted from
+  that intended time, so a stalled system cannot hide its stall (coordinated omission corrected).
+- Quote -> order accepted: the harness listens to ``evt.order.>``; an ``OrderAccepted`` names the quote
+  that triggered it (client order id ``sma_cross-<quote id>``), so its latency is its arrival time minus
+  the quote's intended time.
+- Quote -> row in PostgreSQL: after the run, each stored quote's ``stored_at`` (the start of the
+  transaction that wrote it; the commit follows within that batch's write) minus its intended time.
+- Loss: quotes published against quotes stored, exactly, after a drain of at most ``--drain-s``.
+  Signals, orders and fills of the run are counted in PostgreSQL too.
+- Resources: CPU (share of one core) and peak RSS of every service, nats-server and PostgreSQL (all of
+  its processes), sampled every 0.5 s with psutil.
+- Histograms: HDR (1 us .. 1 h, 3 significant digits); p50, p90, p99, p99.9, max.
+
+Each run writes ``<out-dir>/load-<time>.json`` and ``.png`` (latency percentiles and throughput over
+time) and prints a table. ``--find-max`` steps the rate up and reports the highest that held for the whole
+duration: every quote stored, persistence lag (max quote -> row latency) under 1 s, and the generator
+keeping up with the rate.
+
+Run it with the system up without the simulator: ``just up none`` then ``just load --rate 5000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import nats
+import psutil
+from hdrh.histogram import HdrHistogram
+from nats.aio.msg import Msg
+from tqdm import tqdm
+
+from rrr.shared import subjects
+from rrr.shared.messages import OrderAccepted, Quote, encode, order_event_decoder
+
+_MAX_US = 3_600_000_000  # 1 h
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Everything one load run measured."""
+
+    rate: float
+    symbols: int
+    duration_s: float
+    published: int = 0
+    publish_seconds: float = 0.0
+    achieved_rate: float = 0.0
+    stored: int = 0
+    lost: int = 0
+    signals: int = 0
+    orders_accepted_seen: int = 0
+    orders_stored: int = 0
+    fills_stored: int = 0
+    drain_seconds: float = 0.0
+    order_latency_us: dict[str, float] = field(default_factory=dict)
+    store_latency_us: dict[str, float] = field(default_factory=dict)
+    published_per_s: list[int] = field(default_factory=list)
+    stored_per_s: list[int] = field(default_factory=list)
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        """Every quote stored, persistence lag under 1 s, and the generator kept up."""
+        return (
+            self.lost == 0
+            and self.store_latency_us.get("max", float("inf")) < 1_000_000
+            and self.achieved_rate >= 0.99 * self.rate
+        )
+
+
+def _percentiles(hist: HdrHistogram) -> dict[str, float]:
+    if hist.get_total_count() == 0:
+        return {}
+    return {
+        "count": float(hist.get_total_count()),
+        "p50": float(hist.get_value_at_percentile(50)),
+        "p90": float(hist.get_value_at_percentile(90)),
+        "p99": float(hist.get_value_at_percentile(99)),
+        "p99.9": float(hist.get_value_at_percentile(99.9)),
+        "max": float(hist.get_max_value()),
+    }
+
+
+class _Resources:
+    """Samples CPU and RSS of the system's processes every 0.5 s."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.procs: dict[str, psutil.Process] = {}
+        pid_files = {p.stem: p for p in (run_dir / "pids").glob("*.pid")}
+        pid_files["nats-server"] = run_dir / "nats" / "nats.pid"
+        pid_files["postgres"] = run_dir / "postgres" / "postgres.pid"
+        for name, pid_file in pid_files.items():
+            try:
+                self.procs[name] = psutil.Process(int(pid_file.read_text().split()[0]))
+            except (OSError, ValueError, psutil.Error):
+                continue
+        self.peak_rss: Counter[str] = Counter()
+        self.cpu_start: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    def _family(self, name: str) -> list[psutil.Process]:
+        proc = self.procs[name]
+        # PostgreSQL works in child processes (one per connection, plus its writers).
+        return [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
+
+    def _cpu(self, name: str) -> float:
+        total = 0.0
+        for p in self._family(name):
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.cpu_start = {name: self._cpu(name) for name in self.procs}
+
+    def sample(self) -> None:
+        for name in self.procs:
+            rss = 0
+            for p in self._family(name):
+                try:
+                    rss += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak_rss[name] = max(self.peak_rss[name], rss)
+
+    def result(self) -> dict[str, dict[str, float]]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {
+            name: {
+                "cpu_percent": round(100 * (self._cpu(name) - self.cpu_start.get(name, 0.0)) / elapsed, 1),
+                "peak_rss_mb": round(self.peak_rss[name] / 1e6, 1),
+            }
+            for name in sorted(self.procs)
+        }
+
+
+async def run_load(
+    nats_url: str,
+    database_url: str,
+    run_dir: Path,
+    *,
+    rate: float,
+    symbols: int,
+    duration_s: float,
+    shards: int,
+    drain_s: float,
+    progress: bool,
+) -> RunResult:
+    """One open-loop run at ``rate`` quotes/s over ``symbols`` symbols for ``duration_s`` seconds."""
+    result = RunResult(rate=rate, symbols=symbols, duration_s=duration_s)
+    run_id = f"load{time.time_ns() // 1_000_000}"
+    names = [f"LD{i:05d}" for i in range(symbols)]
+    subject_of = {s: subjects.quote(s, shards) for s in names}
+    rng = random.Random(7)
+    mids = dict.fromkeys(names, 10_000)  # in ticks of 0.0001
+    total = int(rate * duration_s)
+    interval_ns = 1e9 / rate
+
+    order_hist = HdrHistogram(1, _MAX_US, 3)
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1)
+    prefix = f"sma_cross-{run_id}:"
+    start_ns = 0
+
+    async def _on_event(msg: Msg) -> None:
+        try:
+            event = order_event_decoder.decode(msg.data)
+        except Exception:
+            return
+        if isinstance(event, OrderAccepted) and event.client_order_id.startswith(prefix):
+            n = int(event.client_order_id[len(prefix) :])
+            intended = start_ns + n * interval_ns
+            order_hist.record_value(max(int((time.time_ns() - intended) / 1000), 1))
+            result.orders_accepted_seen += 1
+
+    await nc.subscribe("evt.order.>", cb=_on_event)
+    await nc.flush()
+    resources = _Resources(run_dir)
+    resources.start()
+    published_per_s: Counter[int] = Counter()
+
+    bar = tqdm(total=total, unit="quote", desc=f"{rate:,.0f}/s", disable=not progress, file=sys.stderr)
+    start_ns = time.time_ns()
+    start = time.monotonic()
+    sent = 0
+    next_sample = start
+    while sent < total:
+        now = time.monotonic()
+        due = min(int((now - start) * rate) + 1, total)
+        burst = due - sent
+        for n in range(sent, due):
+            symbol = names[n % symbols]
+            mid = mids[symbol] = max(mids[symbol] + rng.choice((-1, 0, 1)), 100)
+            intended = start_ns + int(n * interval_ns)
+            quote = Quote(
+                id=f"{run_id}:{n}",
+                ts_event=intended,
+                ts_init=intended,
+                symbol=symbol,
+                bid=Decimal(mid - 1).scaleb(-4),
+                ask=Decimal(mid + 1).scaleb(-4),
+            )
+            await nc.publish(subject_of[symbol], encode(quote))
+        sent = due
+        published_per_s[int(now - start)] += burst
+        bar.update(burst)
+        if now >= next_sample:
+            resources.sample()
+            next_sample = now + 0.5
+        # Pacing of an open loop: sleep until the next quote is due (a late wake-up is caught up above).
+        await asyncio.sleep(max(start + sent / rate - time.monotonic(), 0))
+    await nc.flush()
+    bar.close()
+    result.published = sent
+    result.publish_seconds = time.monotonic() - start
+    result.achieved_rate = sent / result.publish_seconds
+
+    # Drain: wait until every quote is stored, or the drain deadline passes.
+    conn = await asyncpg.connect(database_url)
+    try:
+        drain_start = time.monotonic()
+        pattern = f"{run_id}:%"
+        while True:
+            resources.sample()
+            stored = await conn.fetchval("SELECT count(*) FROM quotes WHERE id LIKE $1", pattern)
+            if stored >= sent or time.monotonic() - drain_start > drain_s:
+                break
+            await asyncio.sleep(0.25)  # polling the database, bounded by the drain deadline
+        result.drain_seconds = time.monotonic() - drain_start
+        result.resources = resources.result()
+        store_hist = HdrHistogram(1, _MAX_US, 3)
+        stored_per_s: Counter[int] = Counter()
+        rows = await conn.fetch(
+            "SELECT split_part(id, ':', 2)::bigint AS n, "
+            "(extract(epoch from stored_at) * 1000000)::bigint AS us FROM quotes WHERE id LIKE $1",
+            pattern,
+        )
+        for row in rows:
+            intended_us = (start_ns + row["n"] * interval_ns) / 1000
+            store_hist.record_value(max(int(row["us"] - intended_us), 1))
+            stored_per_s[int((row["us"] * 1000 - start_ns) / 1e9)] += 1
+        result.stored = len(rows)
+        result.lost = sent - len(rows)
+        quote_ids = pattern
+        result.signals = await conn.fetchval("SELECT count(*) FROM signals WHERE quote_id LIKE $1", quote_ids)
+        result.orders_stored = await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE client_order_id LIKE $1", f"{prefix}%"
+        )
+        result.fills_stored = await conn.fetchval(
+            "SELECT count(*) FROM fills WHERE client_order_id LIKE $1", f"{prefix}%"
+        )
+    finally:
+        await conn.close()
+        await nc.close()
+    result.order_latency_us = _percentiles(order_hist)
+    result.store_latency_us = _percentiles(store_hist)
+    seconds = max(int(duration_s) + 1, 1)
+    result.published_per_s = [published_per_s[i] for i in range(seconds)]
+    horizon = max([*stored_per_s.keys(), seconds - 1]) + 1
+    result.stored_per_s = [stored_per_s[i] for i in range(horizon)]
+    return result
+
+
+def _fmt_us(values: dict[str, float]) -> str:
+    if not values:
+        return "n/a"
+    return " ".join(f"{k}={_human(v)}" for k, v in values.items() if k != "count")
+
+
+def _human(us: float) -> str:
+    return f"{us:.0f}us" if us < 1000 else f"{us / 1000:.1f}ms" if us < 1_000_000 else f"{us / 1e6:.2f}s"
+
+
+def print_table(result: RunResult) -> None:
+    """The run's figures, one per line."""
+    print(f"rate target {result.rate:,.0f}/s over {result.symbols} symbols for {result.duration_s:g} s")
+    print(f"  published {result.published:,} at {result.achieved_rate:,.0f}/s; stored {result.stored:,}; "
+          f"lost {result.lost:,}; drained in {result.drain_seconds:.1f} s")  # fmt: skip
+    print(f"  signals {result.signals:,}; orders accepted seen {result.orders_accepted_seen:,}; "
+          f"orders stored {result.orders_stored:,}; fills stored {result.fills_stored:,}")  # fmt: skip
+    print(f"  quote -> order accepted: {_fmt_us(result.order_latency_us)}")
+    print(f"  quote -> row stored:     {_fmt_us(result.store_latency_us)}")
+    for name, figures in result.resources.items():
+        print(f"  {name:<16} cpu {figures['cpu_percent']:6.1f}%  peak rss {figures['peak_rss_mb']:7.1f} MB")
+    print(f"  held: {result.held}")
+
+
+def write_report(results: list[RunResult], out_dir: Path, label: str) -> Path:
+    """JSON of every run, and a PNG of the last run's latencies and throughput; returns the JSON path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir / f"{label}-{stamp}.json"
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    path.write_text(json.dumps({"machine": machine, "runs": [asdict(r) | {"held": r.held} for r in results]}, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return path
+    last = results[-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    keys = ["p50", "p90", "p99", "p99.9", "max"]
+    for name, values in (
+        ("quote -> order accepted", last.order_latency_us),
+        ("quote -> row stored", last.store_latency_us),
+    ):
+        if values:
+            left.plot(keys, [values[k] / 1000 for k in keys], marker="o", label=name)
+    left.set_yscale("log")
+    left.set_ylabel("latency (ms, log)")
+    left.set_title(f"latency at {last.rate:,.0f} quotes/s")
+    left.legend()
+    right.plot(last.published_per_s, label="published/s")
+    right.plot(last.stored_per_s, label="stored/s")
+    right.set_xlabel("second of the run")
+    right.set_ylabel("quotes per second")
+    right.set_title("throughput over time")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``just load``."""
+    parser = argparse.ArgumentParser(
+        prog="just load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--symbols", type=int, default=100, help="symbols the quotes are spread over [100]")
+    parser.add_argument("--rate", type=float, default=5000, help="quotes per second, all symbols [5000]")
+    parser.add_argument("--duration", type=float, default=30, help="seconds of load per run [30]")
+    parser.add_argument("--find-max", action="store_true", help="step the rate up; report the highest that held")
+    parser.add_argument("--drain-s", type=float, default=60, help="longest wait for the backlog after a run [60]")
+    parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="where `just up` keeps pids [.run]")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    for flag, value, low in (
+        ("--symbols", args.symbols, 1),
+        ("--rate", args.rate, 1),
+        ("--duration", args.duration, 1),
+    ):
+        if value < low:
+            parser.error(f"{flag}: expected at least {low}, got {value}")
+    nats_url = os.environ.get("RRR_NATS_URL")
+    database_url = os.environ.get("RRR_DATABASE_URL")
+    if not nats_url or not database_url:
+        parser.error("RRR_NATS_URL and RRR_DATABASE_URL are not set: start the system with `just up none`")
+    shards = int(os.environ.get("RRR_SHARDS", "1"))
+
+    def _one(rate: float) -> RunResult:
+        result = asyncio.run(
+            run_load(
+                nats_url,
+                database_url,
+                args.run_dir,
+                rate=rate,
+                symbols=args.symbols,
+                duration_s=args.duration,
+                shards=shards,
+                drain_s=args.drain_s,
+                progress=not args.no_progress,
+            )
+        )
+        print_table(result)
+        return result
+
+    if not args.find_max:
+        result = _one(args.rate)
+        print(f"report: {write_report([result], args.out_dir, 'load')}")
+        return 0
+    results: list[RunResult] = []
+    rate = args.rate
+    best: float | None = None
+    failed: float | None = None
+    # Double until a rate fails, then bisect twice between the last that held and the first that failed.
+    while failed is None and rate <= 1_000_000:
+        results.append(_one(rate))
+        if results[-1].held:
+            best, rate = rate, rate * 2
+        else:
+            failed = rate
+    for _ in range(2):
+        if best is None or failed is None:
+            break
+        rate = (best + failed) / 2
+        results.append(_one(rate))
+        if results[-1].held:
+            best = rate
+        else:
+            failed = rate
+    print(f"highest rate that held for {args.duration:g} s: {best:,.0f} quotes/s" if best else "no rate held")
+    print(f"report: {write_report(results, args.out_dir, 'find-max')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
