@@ -41,6 +41,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
         float, msgspec.Meta(ge=120, le=10 * 365 * 24 * 3600, description="how long JetStream streams keep messages")
     ] = 7 * 24 * 3600.0
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
+    event_loop: Annotated[
+        Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
+    ] = "uvloop"
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], msgspec.Meta(description="log level")] = "INFO"
 
     def __post_init__(self) -> None:

@@ -117,7 +117,8 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]], config: ServiceConfig)
         _log.info("stopped")
 
     try:
-        asyncio.run(_entry())
+        with asyncio.Runner(loop_factory=_loop_factory(config.event_loop)) as runner:
+            runner.run(_entry())
     except (RRRError, BaseExceptionGroup) as exc:
         # A task group wraps what its tasks raised; a project error says all there is, so no traceback.
         errors = _leaves(exc)
@@ -137,6 +138,17 @@ class DrainTimeoutError(RRRError):
             f"stopped without finishing the drain (bound {timeout_s:g} s, or a second signal); "
             "unacknowledged messages are redelivered to the next run"
         )
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            _log.warning("uvloop is not installed; running on asyncio's own event loop")
+            return None
+        return uvloop.new_event_loop
+    return None
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

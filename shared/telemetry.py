@@ -10,6 +10,7 @@ from opentelemetry import propagate
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 from rrr.shared.config import ExporterName
 from rrr.shared.errors import ConfigError
@@ -23,10 +24,12 @@ def setup_tracing(service: str, exporter: ExporterName, extra: SpanProcessor | N
     The provider is handed to the bus rather than installed globally, so that several services can run in
     one process (as the integration tests do) each with its own.
 
-    With ``none`` spans are still created, so trace ids propagate through this service to the next one;
-    they are just not exported anywhere.
+    With ``none``, a message that arrives inside a sampled trace still gets its span, so the trace goes
+    on through this service to the next one; a message that starts no trace gets a non-recording span,
+    the cheap kind (it is exported nowhere anyway). With an exporter, every span is recorded.
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": f"rrr-{service}"}))
+    sampler = ParentBased(root=ALWAYS_OFF if exporter == "none" else ALWAYS_ON)
+    provider = TracerProvider(resource=Resource.create({"service.name": f"rrr-{service}"}), sampler=sampler)
     span_exporter: SpanExporter | None = None
     if exporter == "console":
         span_exporter = ConsoleSpanExporter()
