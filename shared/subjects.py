@@ -133,6 +133,14 @@ def retry(service: str, subject: str) -> str:
     return f"retry.{service}.{subject}"
 
 
+def retried_subject(subject: str) -> str:
+    """The original subject of a message handed to the retries (``retry.<service>.<subject>``), or
+    ``subject`` itself."""
+    if subject.startswith("retry."):
+        return subject.split(".", 2)[2]
+    return subject
+
+
 def parse(subject: str) -> SymbolSubject:
     """Split a per-symbol subject into family, shard and symbol."""
     parts = subject.split(".")

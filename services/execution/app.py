@@ -125,6 +125,7 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
                         stop=stop,
                         batch_size=config.batch_size,
                         ack_wait_s=config.ack_wait_s,
+                        retries=True,
                     )
                 )
             tasks.create_task(

@@ -89,6 +89,7 @@ async def run(config: PersistenceConfig, stop: asyncio.Event, *, tracer_provider
                         batch_size=config.batch_max_rows,
                         ack_wait_s=config.ack_wait_s,
                         max_wait_s=config.batch_max_ms / 1000,
+                        retries=True,
                     )
                 )
             tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop))
