@@ -435,6 +435,7 @@ class Bus:
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
         start_seq: int | None = None,
+        ordered: bool = False,
         retries: bool = False,
     ) -> None:
         """Consume a durable pull consumer until ``stop`` is set.
@@ -451,27 +452,55 @@ class Bus:
           is redelivered to the next run);
         - any other exception stops the service (FatalError): its state may be half-updated.
 
-        With ``start_seq`` the consumer is created afresh to deliver from that stream sequence on, for a
-        service that restores its state from a snapshot covering everything before it.
+        ``ordered`` is for services whose state depends on the order of messages (strategy, execution):
+        their consumer is re-created at start and after every reconnect to deliver from the first message
+        not yet processed, from ``start_seq`` (the sequence after a snapshot) at start if given, else from
+        the first unacknowledged one.
         """
         # Explicit acknowledgements, one per message. Policy "all" (one per batch) consumes about a third
         # faster, but acknowledges every earlier message too: after a crash or a reconnect, messages left
         # pending on the server come back after newer ones, and acknowledging those would drop them.
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait_s,
-            max_ack_pending=max(batch_size * 4, 1024),
-        )
-        if start_seq is not None:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self.js.delete_consumer(stream, durable)
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = max(start_seq, 1)
-        psub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
+
+        async def _open(resume_at: int | None) -> JetStreamContext.PullSubscription:
+            config = ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_s,
+                max_ack_pending=max(batch_size * 4, 1024),
+            )
+            if ordered:
+                # Messages left pending by a dead process or a dropped connection would come back only
+                # after the ack wait, behind newer ones. An ordered consumer is re-created instead, to
+                # deliver from the first message not yet processed, in stream order.
+                if resume_at is None:
+                    try:
+                        resume_at = (await self.js.consumer_info(stream, durable)).ack_floor.stream_seq + 1
+                    except nats.js.errors.NotFoundError:
+                        resume_at = None
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await self.js.delete_consumer(stream, durable)
+                if resume_at is not None:
+                    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                    config.opt_start_seq = max(resume_at, 1)
+            return await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
+
+        psub = await _open(start_seq)
+        last_seq: int | None = None if start_seq is None else start_seq - 1
+        reconnects = self.nc.stats["reconnects"]
         backoff = _Backoff()
         try:
             while not stop.is_set():
+                if ordered and self.nc.stats["reconnects"] != reconnects:
+                    try:
+                        with contextlib.suppress(nats.errors.Error):
+                            await psub.unsubscribe()
+                        psub = await _open(None if last_seq is None else last_seq + 1)
+                    except nats.errors.Error as exc:
+                        _log.warning("re-creating %s after a reconnect failed, will try again: %s", durable, exc)
+                        await backoff.wait(stop)
+                        continue
+                    reconnects = self.nc.stats["reconnects"]
+                    _log.info("re-created %s after a reconnect, from stream sequence %s", durable, last_seq)
                 try:
                     msgs = await psub.fetch(batch_size, timeout=max_wait_s)
                 except (TimeoutError, nats.errors.TimeoutError):
@@ -485,9 +514,12 @@ class Bus:
                     await backoff.wait(stop)
                     continue
                 backoff.reset()
+                if not msgs:  # a fetch can end with status messages only
+                    continue
                 while True:
                     try:
                         await self._process(msgs, decoder, handle_batch, max_deliver, retries)
+                        last_seq = int(msgs[-1].metadata.sequence.stream)
                         break
                     except TransientError as exc:
                         self.counters["transient_errors"] += 1

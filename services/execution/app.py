@@ -110,10 +110,11 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
         _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
         async with asyncio.TaskGroup() as tasks:
             command_filter = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
-            for stream, durable, filter_subject in (
-                (COMMAND_STREAM, f"{SERVICE}-{config.shard}", command_filter),
-                # Dead-lettered commands handed back after a fix (rrr-dlq republish).
-                (RETRY_STREAM, f"{SERVICE}-retry-{config.shard}", subjects.retry(SERVICE, command_filter)),
+            for stream, durable, filter_subject, ordered in (
+                # Commands in stream order: the order of fills decides average prices and PnL.
+                (COMMAND_STREAM, f"{SERVICE}-{config.shard}", command_filter, True),
+                # Retries and dead letters handed back after a fix (rrr-dlq republish): late by nature.
+                (RETRY_STREAM, f"{SERVICE}-retry-{config.shard}", subjects.retry(SERVICE, command_filter), False),
             ):
                 tasks.create_task(
                     bus.consume(
@@ -126,6 +127,7 @@ async def run(config: ExecutionConfig, stop: asyncio.Event, *, tracer_provider: 
                         batch_size=config.batch_size,
                         ack_wait_s=config.ack_wait_s,
                         retries=True,
+                        ordered=ordered,
                     )
                 )
             tasks.create_task(

@@ -73,6 +73,7 @@ async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: T
                     batch_size=config.batch_size,
                     ack_wait_s=config.ack_wait_s,
                     start_seq=strategies.seq + 1,
+                    ordered=True,
                 )
             )
             tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop, lambda: {"symbols": len(strategies.books)}))
