@@ -38,6 +38,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -73,7 +74,7 @@ class RunResult:
     store_latency_us: dict[str, float] = field(default_factory=dict)
     published_per_s: list[int] = field(default_factory=list)
     stored_per_s: list[int] = field(default_factory=list)
-    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def held(self) -> bool:
@@ -112,6 +113,8 @@ class _Resources:
             except (OSError, ValueError, psutil.Error):
                 continue
         self.peak_rss: Counter[str] = Counter()
+        self.rss_timeline: dict[str, list[float]] = {name: [] for name in self.procs}
+        self._last_timeline = 0.0
         self.cpu_start: dict[str, float] = {}
         self.started = time.monotonic()
 
@@ -135,6 +138,9 @@ class _Resources:
         self.cpu_start = {name: self._cpu(name) for name in self.procs}
 
     def sample(self) -> None:
+        # RSS of each process every 0.5 s for the peak, and every 10 s for the timeline (is it flat?).
+        now = time.monotonic()
+        timeline = now - self._last_timeline >= 10
         for name in self.procs:
             rss = 0
             for p in self._family(name):
@@ -143,13 +149,18 @@ class _Resources:
                 except psutil.Error:
                     continue
             self.peak_rss[name] = max(self.peak_rss[name], rss)
+            if timeline:
+                self.rss_timeline[name].append(round(rss / 1e6, 1))
+        if timeline:
+            self._last_timeline = now
 
-    def result(self) -> dict[str, dict[str, float]]:
+    def result(self) -> dict[str, dict[str, Any]]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return {
             name: {
                 "cpu_percent": round(100 * (self._cpu(name) - self.cpu_start.get(name, 0.0)) / elapsed, 1),
                 "peak_rss_mb": round(self.peak_rss[name] / 1e6, 1),
+                "rss_mb_every_10s": self.rss_timeline[name],
             }
             for name in sorted(self.procs)
         }
