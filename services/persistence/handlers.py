@@ -19,7 +19,9 @@ _log = logging.getLogger(__name__)
 ACQUIRE_TIMEOUT_S = 10.0
 
 # PostgreSQL is down, restarting, unreachable or out of resources: nothing is wrong with the data.
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError)
+# InternalClientError: a connection the server dropped in the middle of an operation ("cannot switch to
+# state ..."), seen when PostgreSQL shuts down under load.
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 # SQLSTATE classes of the same kind: connection (08), serialization and deadlock (40), insufficient
 # resources such as a full disk (53), operator intervention such as a shutdown (57), system errors (58).
 _UNAVAILABLE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
