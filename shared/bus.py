@@ -335,6 +335,22 @@ class Bus:
                 continue
             return sum(1 for ack in acks if not ack.duplicate)
 
+    async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> None:
+        """Publish what a stateful handler produced, waiting out a broker outage; stop the service if
+        asked to stop before it is stored.
+
+        The handler's state has already moved on, so its batch must not be acknowledged without its
+        output: the service stops instead, and rebuilds from durable state (snapshot, event stream) on
+        restart, where the unacknowledged batch comes again.
+
+        Raises:
+            FatalError: ``stop`` was set while the broker was still away.
+        """
+        try:
+            await self.publish_persistent_many(items, retry_until=stop)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise FatalError(f"could not publish {what}: {type(exc).__name__}: {exc}") from exc
+
     # -- dead letters ----------------------------------------------------------------------------------
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:

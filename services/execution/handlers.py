@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import nats.errors
 from opentelemetry import trace
 
 from rrr.execution.orders import IllegalTransitionError, Orders
@@ -15,7 +14,6 @@ from rrr.execution.positions import Position, to_decimal
 from rrr.execution.risk import RiskLimits, check_order
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
-from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     OrderAccepted,
     OrderFilled,
@@ -162,11 +160,7 @@ async def on_order_commands(
                 except IllegalTransitionError as exc:
                     rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
         if out:
-            try:
-                await bus.publish_persistent_many(out, retry_until=stop)
-            except (nats.errors.Error, TimeoutError) as exc:
-                # Asked to stop while the broker is away: the fills above are in memory only. Stop without
-                # acknowledging; on restart the event stream says what really happened, and the redelivered
-                # commands complete the rest.
-                raise FatalError(f"could not publish order events: {type(exc).__name__}: {exc}") from exc
+            # On a stop during an outage: the event stream says on restart what really happened, and the
+            # redelivered commands complete the rest.
+            await bus.publish_state_output(out, stop, "order events")
     return rejected

@@ -6,12 +6,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import nats.errors
 from opentelemetry import trace
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
-from rrr.shared.errors import FatalError
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
 from rrr.shared.runner import now_ns
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
@@ -121,12 +119,8 @@ async def on_quotes(
             except ArithmeticError as exc:
                 rejected.append(Rejected(delivery, f"strategy: {type(exc).__name__} computing {quote.id}", retry=False))
     if out:
-        try:
-            await bus.publish_persistent_many(out, retry_until=stop)
-        except (nats.errors.Error, TimeoutError) as exc:
-            # Asked to stop while the broker is away. The state above already moved on, so this batch must
-            # not be acknowledged: stop, and continue from the last snapshot on restart.
-            raise FatalError(f"could not publish signals and orders: {type(exc).__name__}: {exc}") from exc
+        # On a stop during an outage: the strategy continues from its last snapshot on restart.
+        await bus.publish_state_output(out, stop, "signals and orders")
         bus.counters["published"] += len(out)
     strategies.published = True
     # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
