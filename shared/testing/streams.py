@@ -14,8 +14,6 @@ import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from rrr.shared.testing.waiting import wait_until
-
 
 @dataclass(frozen=True, slots=True)
 class StoredMsg:
@@ -56,23 +54,3 @@ async def subject_counts(js: JetStreamContext, stream: str, filter_subject: str 
 async def count(js: JetStreamContext, stream: str, filter_subject: str = ">") -> int:
     """How many messages ``stream`` holds on ``filter_subject``."""
     return sum((await subject_counts(js, stream, filter_subject)).values())
-
-
-async def wait_for_count(
-    js: JetStreamContext, stream: str, filter_subject: str, at_least: int, *, timeout_s: float = 10.0
-) -> int:
-    """Wait until ``stream`` holds at least ``at_least`` messages on ``filter_subject``; return the count."""
-    seen = 0
-
-    async def _enough() -> bool:
-        nonlocal seen
-        seen = await count(js, stream, filter_subject)
-        return seen >= at_least
-
-    await wait_until(
-        _enough,
-        timeout_s,
-        f"{at_least} messages on {filter_subject} in {stream}",
-        describe=lambda: f"{seen} messages",
-    )
-    return seen
