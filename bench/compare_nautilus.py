@@ -15,13 +15,13 @@ What it does:
    no latency, default fill model (market orders fill at the touch), top-of-book sizes far above the
    order size. Only ``engine.run()`` is timed.
 3. RRR: per repeat, a fresh nats-server and PostgreSQL from the embedded binaries and the four services as
-   separate processes (rrr.shared.testing.system.System, feed none), then ``rrr-market-data replay FILE
+   separate processes (tests.support.system.System, feed none), then ``rrr-market-data replay FILE
    --no-progress``. Timed from the start of the replay command until the strategy has handled every quote,
    execution has filled (or rejected) every order the strategy emitted (the count of RRR_CMD) and
    persistence has stored every quote, as the services' heartbeat counters report (every 100 ms).
    Also reported: the replay's own publish rate, and the time until signals, orders and fills are in
    PostgreSQL too.
-4. Checks both sides' orders against the exact reference rrr.shared.testing.reference.sma_cross_expectations
+4. Checks both sides' orders against the exact reference tests.support.reference.sma_cross_expectations
    (line, side, quantity and fill price of every order), prints a table and writes JSON.
 """
 
@@ -203,7 +203,7 @@ class RefOrder:
 
 def reference_orders(csv_path: Path) -> tuple[list[RefOrder], int, float]:
     """The exact reference's orders for a file, its cross count, and how long it took."""
-    from rrr.shared.testing.reference import sma_cross_expectations
+    from tests.support.reference import sma_cross_expectations
 
     started = time.perf_counter()
     expected = sma_cross_expectations(csv_path)
@@ -426,7 +426,7 @@ async def _rrr_system(
     import asyncpg
     import nats
 
-    from rrr.shared.testing.system import FAST_HEARTBEATS, System
+    from tests.support.system import FAST_HEARTBEATS, System
 
     env = {**FAST_HEARTBEATS, "RRR_ACK_WAIT_S": str(ack_wait_s), "RRR_LOG_LEVEL": "WARNING"}
     async with System(nats_url=nats_url, database_url=dsn, workdir=workdir, env=env) as system:
@@ -859,4 +859,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE.parent))  # the test support (tests.support): the reference and the system
     raise SystemExit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rrr.deploy.servers import NatsEndpoint
-from rrr.shared.testing.system import FAST_HEARTBEATS, System
+from tests.support.system import FAST_HEARTBEATS, System
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

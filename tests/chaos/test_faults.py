@@ -16,9 +16,9 @@ from rrr.deploy.dlq import NotRepublishableError, read_dead_letters, republish
 from rrr.deploy.servers import NatsEndpoint, PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
-from rrr.shared.testing.checks import Comparison, wait_for_exact
-from rrr.shared.testing.system import FAST_HEARTBEATS, System, finish
-from rrr.shared.testing.waiting import wait_until
+from tests.support.checks import Comparison, wait_for_exact
+from tests.support.system import FAST_HEARTBEATS, System, finish
+from tests.support.waiting import wait_until
 
 DATA = Path(__file__).parents[1] / "data"
 EURUSD = DATA / "eurusd_quotes_2020-01-01.csv"

@@ -33,9 +33,9 @@ from rrr.shared.messages import (
     order_event_decoder,
     signal_decoder,
 )
-from rrr.shared.testing.checks import wait_for_exact
-from rrr.shared.testing.system import System, finish
-from rrr.shared.testing.waiting import wait_until
+from tests.support.checks import wait_for_exact
+from tests.support.system import System, finish
+from tests.support.waiting import wait_until
 
 USDJPY = Path(__file__).parents[1] / "data" / "usdjpy_quotes_2013-01-01.csv"
 DECODERS = [

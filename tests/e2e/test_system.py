@@ -17,7 +17,7 @@ import pytest
 
 from rrr.deploy.servers import pid_alive
 from rrr.market_data.replay import source_id
-from rrr.shared.testing.reference import sma_cross_expectations
+from tests.support.reference import sma_cross_expectations
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -20,9 +20,9 @@ from rrr.shared.messages import (
     encode,
     order_event_decoder,
 )
-from rrr.shared.testing.factories import make_order, unique_symbol
-from rrr.shared.testing.services import Heartbeats, client_bus, running_service
-from rrr.shared.testing.streams import count, decode_all, stream_messages
+from tests.support.factories import make_order, unique_symbol
+from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.streams import count, decode_all, stream_messages
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from rrr.market_data.replay import source_id
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
 from rrr.shared.messages import Heartbeat, Quote, Trade, encode, market_data_decoder
-from rrr.shared.testing.factories import make_quote, make_signal, unique_symbol
-from rrr.shared.testing.services import Heartbeats, client_bus, running_service
-from rrr.shared.testing.streams import count, decode_all, stream_messages, subject_counts
-from rrr.shared.testing.waiting import wait_until
+from tests.support.factories import make_quote, make_signal, unique_symbol
+from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.streams import count, decode_all, stream_messages, subject_counts
+from tests.support.waiting import wait_until
 
 DATA = Path(__file__).parents[1] / "data"
 BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"

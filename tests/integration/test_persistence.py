@@ -25,7 +25,7 @@ from rrr.shared.messages import (
     Trade,
     encode,
 )
-from rrr.shared.testing.factories import (
+from tests.support.factories import (
     make_order,
     make_order_accepted,
     make_order_filled,
@@ -36,8 +36,8 @@ from rrr.shared.testing.factories import (
     make_trade,
     unique_symbol,
 )
-from rrr.shared.testing.services import Heartbeats, client_bus, running_service
-from rrr.shared.testing.streams import stream_messages
+from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.streams import stream_messages
 
 TABLES = ("quotes", "trades", "signals", "orders", "fills", "positions")
 

@@ -15,9 +15,9 @@ import pytest
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, SubmitOrder, order_command_decoder, signal_decoder
-from rrr.shared.testing.factories import unique_id, unique_symbol
-from rrr.shared.testing.services import Heartbeats, client_bus, running_service
-from rrr.shared.testing.streams import count, decode_all, stream_messages
+from tests.support.factories import unique_id, unique_symbol
+from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.streams import count, decode_all, stream_messages
 from rrr.strategy import app
 from rrr.strategy.config import StrategyConfig
 

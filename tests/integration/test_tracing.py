@@ -17,9 +17,9 @@ from rrr.persistence.config import PersistenceConfig
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import order_command_decoder
-from rrr.shared.testing.factories import make_quote, unique_symbol
-from rrr.shared.testing.services import Heartbeats, client_bus, running_service
-from rrr.shared.testing.streams import decode_all, stream_messages
+from tests.support.factories import make_quote, unique_symbol
+from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.streams import decode_all, stream_messages
 from rrr.strategy import app as strategy_app
 from rrr.strategy.config import StrategyConfig
 

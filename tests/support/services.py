@@ -17,8 +17,8 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.config import ServiceConfig
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
-from rrr.shared.testing.factories import unique_id
-from rrr.shared.testing.waiting import wait_until
+from tests.support.factories import unique_id
+from tests.support.waiting import wait_until
 
 C = TypeVar("C", bound=ServiceConfig)
 C_contra = TypeVar("C_contra", bound=ServiceConfig, contravariant=True)

@@ -15,8 +15,8 @@ from typing import Self
 import nats
 from nats.aio.client import Client
 
-from rrr.shared.testing.services import Heartbeats
-from rrr.shared.testing.waiting import wait_until
+from tests.support.services import Heartbeats
+from tests.support.waiting import wait_until
 
 SERVICES = ("persistence", "execution", "strategy", "market_data")
 BIN = Path(sys.executable).parent

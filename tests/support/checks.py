@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from rrr.market_data.replay import source_id
-from rrr.shared.testing.reference import Expected, sma_cross_expectations
+from tests.support.reference import Expected, sma_cross_expectations
 
 
 @dataclass(frozen=True, slots=True)
