@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 
 from rrr.deploy.servers import NatsServer, PostgresServer, free_port, pid_alive, stop_pid_file
 from rrr.shared import subjects
-from rrr.shared.bus import Bus
+from rrr.shared.bus import Bus, Subscription
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
 
@@ -138,7 +138,7 @@ async def wait_for_heartbeats(
                 done.set()
 
     try:
-        await bus.subscribe(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat)
+        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat))
         deadline = time.monotonic() + timeout_s
         while not done.is_set():
             for name, pid in procs.items():

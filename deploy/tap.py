@@ -15,7 +15,7 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 
-from rrr.shared.bus import Bus
+from rrr.shared.bus import Bus, Subscription
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import any_decoder
 
@@ -68,7 +68,7 @@ async def tap(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, done.set)
     try:
-        await bus.subscribe(subject, None, _print)
+        await bus.subscribe(Subscription(subject, None, _print))
         await bus.nc.flush()
         # Said only now, once the subscription is in place: a script may start publishing when it reads this.
         print(f"# tapping {subject} on {url}", file=sys.stderr, flush=True)

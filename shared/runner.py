@@ -1,36 +1,20 @@
-"""Process lifecycle shared by the services: signals, heartbeats, background tasks, exit codes."""
+"""Process lifecycle shared by the services and tools: logging, signals, a bounded drain, exit codes."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
-import socket
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
-import nats.errors
-
-from rrr.shared import subjects
-from rrr.shared.bus import Bus
-from rrr.shared.config import ServiceConfig
+from rrr.shared.config import ServiceConfig, parse_config
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import Heartbeat
+from rrr.shared.service import Hooks, Service
 
 _log = logging.getLogger(__name__)
 
-
-def now_ns() -> int:
-    """Wall-clock time in integer nanoseconds."""
-    return time.time_ns()
-
-
-def instance_name(service: str, config: ServiceConfig) -> str:
-    """The instance's name: configured, or ``<service>-<shard>@<host>``."""
-    return config.instance or f"{service}-{config.shard}@{socket.gethostname()}"
+C = TypeVar("C", bound=ServiceConfig)
 
 
 def setup_logging(level: str) -> None:
@@ -38,48 +22,13 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def heartbeat_loop(
-    bus: Bus,
-    service: str,
-    config: ServiceConfig,
-    stop: asyncio.Event,
-    counters: Callable[[], Mapping[str, int]] | None = None,
-) -> None:
-    """Publish a heartbeat with the service's counters every ``heartbeat_ms`` until ``stop`` is set."""
-    instance = instance_name(service, config)
-    subject = subjects.heartbeat(service, config.shard)
-    seq = 0
+def main(service: Service[C], argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> int:
+    """A service's command line: parse its config from ``argv`` and the environment, serve until a signal.
 
-    async def _beat(status: Literal["starting", "ok", "stopping"]) -> None:
-        nonlocal seq
-        seq += 1
-        values = dict(bus.counters)
-        if counters is not None:
-            values.update(counters())
-        now = now_ns()
-        message = Heartbeat(
-            id=f"{instance}:{os.getpid()}:{seq}",
-            ts_event=now,
-            ts_init=now,
-            service=service,
-            instance=instance,
-            shard=config.shard,
-            shards=config.shards,
-            status=status,
-            counters=values,
-        )
-        try:
-            await bus.publish(subject, message)
-        except nats.errors.Error:
-            bus.counters["heartbeats_missed"] += 1  # the broker is away; the next beat tells the rest
-
-    while not stop.is_set():
-        await _beat("ok")
-        # A periodic timer, not synchronisation: wake early when asked to stop.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=config.heartbeat_ms / 1000)
-    with contextlib.suppress(Exception):
-        await _beat("stopping")
+    Returns the process exit code (see ``run``).
+    """
+    config, _ = parse_config(service.config_type, service.name, argv, description=service.description)
+    return run(lambda stop: service.run(config, stop, hooks=hooks), config)
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]], config: ServiceConfig) -> int:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from rrr.execution.app import SERVICE, run
-from rrr.execution.config import ExecutionConfig
+from rrr.execution.app import service
 from rrr.shared import runner
-from rrr.shared.config import parse_config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main() -> int:
     """Entry point of ``rrr-execution``."""
-    config, _ = parse_config(
-        ExecutionConfig,
-        SERVICE,
-        argv,
-        description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) "
-        "and positions (evt.position.>).",
-    )
-    return runner.run(lambda stop: run(config, stop), config)
+    return runner.main(service)
 
 
 if __name__ == "__main__":

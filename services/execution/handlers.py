@@ -14,6 +14,8 @@ from rrr.execution.positions import Position, to_decimal
 from rrr.execution.risk import RiskLimits, check_order
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
+from rrr.shared.clock import Clock, wall_clock
+from rrr.shared.counters import Counters
 from rrr.shared.messages import (
     OrderAccepted,
     OrderFilled,
@@ -21,7 +23,17 @@ from rrr.shared.messages import (
     PositionUpdated,
     SubmitOrder,
 )
-from rrr.shared.runner import now_ns
+
+
+class ExecutionCounters(Counters, kw_only=True):
+    """What execution counts, reported in its heartbeats."""
+
+    orders_filled: int = 0
+    orders_rejected: int = 0
+    # Commands for orders already filled or rejected (redeliveries after a crash): never sent again.
+    duplicate_orders: int = 0
+    # Orders accepted before a crash whose fill is completed now.
+    orders_resumed: int = 0
 
 
 @dataclass(slots=True)
@@ -33,6 +45,9 @@ class Book:
     shards: int
     orders: Orders = field(default_factory=Orders)
     positions: dict[str, Position] = field(default_factory=dict)
+    counters: ExecutionCounters = field(default_factory=ExecutionCounters)
+    # What this service stamps its own events with.
+    clock: Clock = wall_clock
     # Held from the first state change of a batch until its events are stored: the command and retry
     # consumers take turns, so fills reach the event stream in the order they were applied.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -82,16 +97,16 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
     """
     status = book.orders.status(order.id)
     if status in ("filled", "rejected"):
-        bus.counters["duplicate_orders"] += 1
+        book.counters.duplicate_orders += 1
         return []
-    now = now_ns()
+    now = book.clock()
     event_subject = subjects.order_event(order.symbol, book.shards)
     out: list[Outgoing] = []
     if status is None:
         reason = check_order(order, book.limits)
         if reason is not None:
             book.orders.transition(order.id, "rejected")
-            bus.counters["orders_rejected"] += 1
+            book.counters.orders_rejected += 1
             rejected = OrderRejected(
                 id=f"{order.id}:rejected",
                 ts_event=now,
@@ -119,12 +134,12 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
         )
         out.append(bus.prepare(event_subject, accepted))
     else:
-        bus.counters["orders_resumed"] += 1
+        book.counters.orders_resumed += 1
 
     fill = book.venue.execute(order)
     book.orders.transition(order.id, "filled")
     book.position(order.symbol).apply_fill(order.side, fill.qty, fill.price, fill.fee)
-    bus.counters["orders_filled"] += 1
+    book.counters.orders_filled += 1
     filled = OrderFilled(
         id=fill.fill_id,
         ts_event=now,

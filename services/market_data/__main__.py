@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rrr.market_data.app import SERVICE, run
+from rrr.market_data.app import SERVICE, service
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import ReplayReport, replay_file
 from rrr.market_data.replay import count_rows, read_quotes
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser)
     if not replaying:
-        return runner.run(lambda stop: run(config, stop), config)
+        return runner.run(lambda stop: service.run(config, stop), config)
     runner.setup_logging(config.log_level)
     try:
         return _replay(config, args.file, args.skip_bad_rows, not args.no_progress)

@@ -14,19 +14,26 @@ from pathlib import Path
 import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.handlers import LatestQuotes
+from rrr.market_data.handlers import LatestQuotes, MarketDataCounters
 from rrr.market_data.replay import read_quotes, source_id
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing
+from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.errors import BadRowError
 from rrr.shared.messages import Quote, Trade
-from rrr.shared.runner import now_ns
 
 _log = logging.getLogger(__name__)
 
 
-async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes, stop: asyncio.Event) -> None:
+async def run_simulator(
+    bus: Bus,
+    config: MarketDataConfig,
+    latest: LatestQuotes,
+    counters: MarketDataCounters,
+    stop: asyncio.Event,
+    clock: Clock = wall_clock,
+) -> None:
     """Publish random-walk quotes for this shard's symbols at ``rate_hz`` until ``stop`` is set.
 
     Open loop: the n-th quote is due at start + n / rate, so a slow iteration is caught up rather than
@@ -37,7 +44,7 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
         _log.warning("simulator: none of %s belongs to shard %d of %d", config.symbols, config.shard, config.shards)
         return
     walk = RandomWalk(symbols, seed=config.seed, trade_every=config.trade_every)
-    run_id = f"sim{config.seed}-{now_ns()}"
+    run_id = f"sim{config.seed}-{clock()}"
     cycle = itertools.cycle(symbols)
     start = time.monotonic()
     sent = 0
@@ -46,7 +53,8 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
         for _ in range(min(due - sent, 10_000)):
             sim = walk.next(next(cycle))
             sent += 1
-            now = now_ns()
+            # A simulated quote happens when it is made: its event time is the clock's.
+            now = clock()
             quote = Quote(
                 id=f"{run_id}:{sent}",
                 ts_event=now,
@@ -57,7 +65,7 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
                 bid_size=sim.bid_size,
                 ask_size=sim.ask_size,
             )
-            if not await _publish_live(bus, subjects.quote(sim.symbol, config.shards), quote):
+            if not await _publish_live(bus, counters, subjects.quote(sim.symbol, config.shards), quote):
                 continue
             latest.update(quote)
             if sim.trade_side is not None:
@@ -70,15 +78,15 @@ async def run_simulator(bus: Bus, config: MarketDataConfig, latest: LatestQuotes
                     size=sim.ask_size if sim.trade_side == "buy" else sim.bid_size,
                     aggressor="buy" if sim.trade_side == "buy" else "sell",
                 )
-                await _publish_live(bus, subjects.trade(sim.symbol, config.shards), trade)
-        bus.counters["published"] = sent
+                await _publish_live(bus, counters, subjects.trade(sim.symbol, config.shards), trade)
+        counters.published = sent
         # Pacing, not synchronisation: wake at the next quote's due time, or at once when asked to stop.
         next_due = start + sent / config.rate_hz
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(next_due - time.monotonic(), 0))
 
 
-async def _publish_live(bus: Bus, subject: str, message: Quote | Trade) -> bool:
+async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, message: Quote | Trade) -> bool:
     """Publish a live tick; while the broker is away and the client's buffer is full, drop and count it.
 
     A live feed cannot wait: a quote that could not be sent now is stale by the time it could.
@@ -86,7 +94,7 @@ async def _publish_live(bus: Bus, subject: str, message: Quote | Trade) -> bool:
     try:
         await bus.publish(subject, message)
     except nats.errors.Error:
-        bus.counters["dropped_disconnected"] += 1
+        counters.dropped_disconnected += 1
         return False
     return True
 
@@ -112,6 +120,7 @@ async def replay_file(
     window: int,
     skip_bad_rows: bool,
     on_progress: Callable[[int], None] | None = None,
+    clock: Clock = wall_clock,
 ) -> ReplayReport:
     """Publish every quote of ``path`` to JetStream, as fast as the streams acknowledge them.
 
@@ -145,7 +154,7 @@ async def replay_file(
         quote = Quote(
             id=f"{report.source}:{row.line}",
             ts_event=row.ts_ns,
-            ts_init=now_ns(),
+            ts_init=clock(),
             symbol=row.symbol,
             bid=row.bid,
             ask=row.ask,

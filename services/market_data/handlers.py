@@ -9,10 +9,20 @@ from nats.aio.msg import Msg
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
+from rrr.shared.counters import Counters
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Quote, Trade, encode
 
 NO_QUOTE_HEADER = "Rrr-Error"
+
+
+class MarketDataCounters(Counters, kw_only=True):
+    """What market-data counts, reported in its heartbeats."""
+
+    # Quotes the simulator published.
+    published: int = 0
+    # Live ticks dropped while the broker was away (stale by the time they could be sent).
+    dropped_disconnected: int = 0
 
 
 @dataclass(slots=True)
@@ -34,7 +44,7 @@ async def on_quote(latest: LatestQuotes, msg: Msg, message: Quote | Trade) -> No
         latest.update(message)
 
 
-async def on_latest_request(latest: LatestQuotes, bus: Bus, msg: Msg, _: object) -> None:
+async def on_latest_request(latest: LatestQuotes, bus: Bus, msg: Msg, _: None) -> None:
     """``req.quote.<shard>.<symbol>``: reply with the symbol's latest quote, or an empty reply whose
     ``Rrr-Error`` header says why."""
     if not msg.reply:

@@ -1,28 +1,35 @@
-"""Lifecycle of the persistence service."""
+"""The persistence service, declared: migrations applied, then one consumer per plane of its shard."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import logging
+from functools import partial
+from typing import Any, TypeVar
 
 import asyncpg
-from opentelemetry.sdk.trace import TracerProvider
+import msgspec
 
 from rrr.persistence import handlers
 from rrr.persistence.config import PersistenceConfig
 from rrr.persistence.schema import migrate
 from rrr.shared import subjects
-from rrr.shared.bus import EVENT_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, SIGNAL_STREAM, Bus
+from rrr.shared.bus import (
+    EVENT_STREAM,
+    MARKET_DATA_STREAM,
+    RETRY_STREAM,
+    SIGNAL_STREAM,
+    Consumer,
+    HandleBatch,
+    StreamSpec,
+)
 from rrr.shared.config import redact
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import any_decoder, market_data_decoder, order_event_decoder, signal_decoder
-from rrr.shared.runner import heartbeat_loop, instance_name
-from rrr.shared.telemetry import setup_tracing
+from rrr.shared.messages import Message, any_decoder, market_data_decoder, order_event_decoder, signal_decoder
+from rrr.shared.service import Context, Plan, Service
+from rrr.shared.subjects import EVENT_ALL, MARKET_DATA_ALL, SIGNAL_ALL
 
 SERVICE = "persistence"
-_log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 
 
 class DatabaseUnavailableError(RRRError):
@@ -44,52 +51,42 @@ async def _open_pool(config: PersistenceConfig) -> asyncpg.Pool:
     return pool
 
 
-async def run(config: PersistenceConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
-    """Write this shard's market data, signals and order events to PostgreSQL until ``stop`` is set."""
-    provider = tracer_provider or setup_tracing(SERVICE, config.otel_exporter)
-    async with contextlib.AsyncExitStack() as stack:
-        if tracer_provider is None:
-            stack.callback(provider.shutdown)
-        pool = await _open_pool(config)
-        # Closed last, after the consumers stopped and the bus drained: in-flight batches commit first.
-        stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), timeout=config.drain_timeout_s))
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        bus = await Bus.connect(
-            config.nats_url,
-            service=SERVICE,
-            name=instance_name(SERVICE, config),
-            tracer=provider.get_tracer("rrr"),
-        )
-        stack.push_async_callback(bus.close)
-        await bus.ensure_streams(max_age_s=config.stream_max_age_s)
-        await bus.check_shards(config.shards)
-        shard = config.shard
-        consumers = (
-            (MARKET_DATA_STREAM, "md", subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard),
-             market_data_decoder, handlers.on_market_data),
-            (SIGNAL_STREAM, "sig", subjects.plane_shard_filter(subjects.SIGNAL_ALL, shard),
-             signal_decoder, handlers.on_signals),
-            (EVENT_STREAM, "evt", subjects.plane_shard_filter(subjects.EVENT_ALL, shard),
-             order_event_decoder, handlers.on_events),
-            # Dead letters handed back after a fix (rrr-dlq republish), of any plane.
-            (RETRY_STREAM, "retry", f"retry.{SERVICE}.*.*.{shard}.*", any_decoder, handlers.on_retries),
-        )  # fmt: skip
-        _log.info("serving shard %d of %d with %r", config.shard, config.shards, config)
-        async with asyncio.TaskGroup() as tasks:
-            for stream, family, filter_subject, decoder, handler in consumers:
-                tasks.create_task(
-                    bus.consume(
-                        stream=stream.name,
-                        durable=f"{SERVICE}-{family}-{config.shard}",
-                        filter_subject=filter_subject,
-                        decoder=decoder,
-                        handle_batch=functools.partial(handler, pool, bus),
-                        stop=stop,
-                        batch_size=config.batch_max_rows,
-                        ack_wait_s=config.ack_wait_s,
-                        max_wait_s=config.batch_max_ms / 1000,
-                        retries=True,
-                    )
-                )
-            tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop))
+def _consumer(
+    config: PersistenceConfig, family: str, stream: StreamSpec, filter_subject: str,
+    decoder: msgspec.msgpack.Decoder[M], handler: HandleBatch[M],
+) -> Consumer[M]:  # fmt: skip
+    # Batches as large as a write may be, waiting at most batch_max_ms for one to fill.
+    return Consumer(
+        stream, f"{SERVICE}-{family}-{config.shard}", filter_subject, decoder, handler,
+        retries=True, batch_size=config.batch_max_rows, max_wait_s=config.batch_max_ms / 1000,
+    )  # fmt: skip
+
+
+async def _start(ctx: Context[PersistenceConfig]) -> Plan:
+    config, shard = ctx.config, ctx.config.shard
+    pool = await _open_pool(config)
+    # Closed once the consumers have stopped, so every batch in hand has committed first.
+    ctx.stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), timeout=config.drain_timeout_s))
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    writer = handlers.Writer(pool, ctx.bus)
+    md, sig, evt = (subjects.plane_shard_filter(p, shard) for p in (MARKET_DATA_ALL, SIGNAL_ALL, EVENT_ALL))
+    consumers: list[Consumer[Any]] = [
+        _consumer(config, "md", MARKET_DATA_STREAM, md, market_data_decoder, partial(handlers.on_market_data, writer)),
+        _consumer(config, "sig", SIGNAL_STREAM, sig, signal_decoder, partial(handlers.on_signals, writer)),
+        _consumer(config, "evt", EVENT_STREAM, evt, order_event_decoder, partial(handlers.on_events, writer)),
+        # Dead letters handed back after a fix (rrr-dlq republish), of any plane.
+        _consumer(config, "retry", RETRY_STREAM, f"retry.{SERVICE}.*.*.{shard}.*", any_decoder,
+                  partial(handlers.on_retries, writer)),
+    ]  # fmt: skip
+    return Plan(consumers=consumers, counters=writer.counters)
+
+
+service = Service(
+    SERVICE,
+    PersistenceConfig,
+    _start,
+    description="Persistence: consume md.>, sig.> and evt.> of this shard and write them to PostgreSQL, "
+    "batched and idempotent.",
+)
+run = service.run

@@ -7,12 +7,12 @@ row already there and changes nothing, so nothing is stored twice.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 import asyncpg.pool
+import msgspec
 
 from rrr.shared.messages import (
     Message,
@@ -90,7 +90,20 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def write_batch(conn: Connection, messages: Iterable[Message]) -> Counter[str]:
+class RowsWritten(msgspec.Struct, kw_only=True):
+    """Rows one write inserted or changed, per table (a duplicate that changes nothing is not counted)."""
+
+    quotes: int = 0
+    trades: int = 0
+    signals: int = 0
+    orders: int = 0
+    fills: int = 0
+    positions: int = 0
+    # Orders marked filled by a fill that came in a later batch than the order's acceptance.
+    orders_filled: int = 0
+
+
+async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWritten:
     """Write a batch of messages in the caller's transaction; return rows written per table.
 
     Messages of a batch keep their order where it matters: an order's fill is applied after its
@@ -156,17 +169,19 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> Counter[
             if held is None or held[4] < m.version:
                 positions[m.symbol] = (m.symbol, m.qty, m.avg_price, m.realized_pnl, m.version, m.ts_event)
 
-    written: Counter[str] = Counter()
-    for table, sql, rows in (
-        ("quotes", _INSERT_QUOTES, quotes),
-        ("trades", _INSERT_TRADES, trades),
-        ("signals", _INSERT_SIGNALS, signals),
-        ("orders", _UPSERT_ORDERS, [tuple(r) for r in orders.values()]),
-        ("fills", _INSERT_FILLS, fills),
-        ("positions", _UPSERT_POSITIONS, list(positions.values())),
-    ):
-        if rows:
-            written[table] += _count(await conn.execute(sql, *_columns(rows)))
+    written = RowsWritten()
+    if quotes:
+        written.quotes = _count(await conn.execute(_INSERT_QUOTES, *_columns(quotes)))
+    if trades:
+        written.trades = _count(await conn.execute(_INSERT_TRADES, *_columns(trades)))
+    if signals:
+        written.signals = _count(await conn.execute(_INSERT_SIGNALS, *_columns(signals)))
+    if orders:
+        written.orders = _count(await conn.execute(_UPSERT_ORDERS, *_columns([tuple(r) for r in orders.values()])))
+    if fills:
+        written.fills = _count(await conn.execute(_INSERT_FILLS, *_columns(fills)))
+    if positions:
+        written.positions = _count(await conn.execute(_UPSERT_POSITIONS, *_columns(list(positions.values()))))
     if filled:
-        written["orders_filled"] += _count(await conn.execute(_MARK_FILLED, list(filled), list(filled.values())))
+        written.orders_filled = _count(await conn.execute(_MARK_FILLED, list(filled), list(filled.values())))
     return written

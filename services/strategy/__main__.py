@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from rrr.shared import runner
-from rrr.shared.config import parse_config
-from rrr.strategy.app import SERVICE, run
-from rrr.strategy.config import StrategyConfig
+from rrr.strategy.app import service
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main() -> int:
     """Entry point of ``rrr-strategy``."""
-    config, _ = parse_config(
-        StrategyConfig,
-        SERVICE,
-        argv,
-        description="Strategy: consume md.quote.<shard>.*, publish signals (sig.>) and order commands (cmd.order.>).",
-    )
-    return runner.run(lambda stop: run(config, stop), config)
+    return runner.main(service)
 
 
 if __name__ == "__main__":

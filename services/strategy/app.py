@@ -1,79 +1,62 @@
-"""Lifecycle of the strategy service."""
+"""The strategy service, declared: restored from its snapshot, then consuming its shard's quotes."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import logging
-
-from opentelemetry.sdk.trace import TracerProvider
 
 from rrr.shared import subjects
-from rrr.shared.bus import MARKET_DATA_STREAM, Bus
+from rrr.shared.bus import MARKET_DATA_STREAM, Consumer
 from rrr.shared.messages import market_data_decoder
-from rrr.shared.runner import heartbeat_loop, instance_name
-from rrr.shared.telemetry import setup_tracing
+from rrr.shared.service import Context, Plan, Service
 from rrr.strategy import handlers, snapshots
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.sma_cross import SmaCrossParams
 
-_log = logging.getLogger(__name__)
 SERVICE = "strategy"
 
 
-async def run(config: StrategyConfig, stop: asyncio.Event, *, tracer_provider: TracerProvider | None = None) -> None:
-    """Consume this shard's quotes and run the strategy on them until ``stop`` is set."""
-    provider = tracer_provider or setup_tracing(SERVICE, config.otel_exporter)
+async def _start(ctx: Context[StrategyConfig]) -> Plan:
+    config = ctx.config
     strategies = handlers.Strategies(
         name=config.strategy,
         params=SmaCrossParams(fast=config.fast, slow=config.slow, qty=config.qty),
         shards=config.shards,
+        clock=ctx.clock,
     )
-    async with contextlib.AsyncExitStack() as stack:
-        if tracer_provider is None:
-            stack.callback(provider.shutdown)
-        bus = await Bus.connect(
-            config.nats_url,
-            service=SERVICE,
-            name=instance_name(SERVICE, config),
-            tracer=provider.get_tracer("rrr"),
-        )
-        stack.push_async_callback(bus.close)
-        await bus.ensure_streams(max_age_s=config.stream_max_age_s)
-        await bus.check_shards(config.shards)
-        bucket = await snapshots.open_bucket(bus)
-        key = snapshots.key(config.strategy, config.shard, config.shards)
-        strategies.seq, strategies.books = await snapshots.load(bucket, key, strategies.name, strategies.params)
-        saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
+    bucket = await snapshots.open_bucket(ctx.bus)
+    key = snapshots.key(config.strategy, config.shard, config.shards)
+    strategies.seq, strategies.books = await snapshots.load(bucket, key, strategies.name, strategies.params)
+    saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
 
-        # Saved last on the way out (after the consumer stopped, before the connection drains), unless a
-        # batch was cut short before its output was stored: then the previous snapshot stays.
-        async def _final_snapshot() -> None:
-            if strategies.published:
-                await saver.save(strategies.seq, strategies.name, strategies.params, strategies.books)
+    # Saved last on the way out (after the consumer stopped, before the connection drains), unless a batch
+    # was cut short before its output was stored: then the previous snapshot stays.
+    async def _final_snapshot() -> None:
+        if strategies.published:
+            await saver.save(strategies.seq, strategies.name, strategies.params, strategies.books)
 
-        stack.push_async_callback(_final_snapshot)
-        _log.info(
-            "serving shard %d of %d from stream sequence %d with %r",
-            config.shard,
-            config.shards,
-            strategies.seq + 1,
-            config,
-        )
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                bus.consume(
-                    stream=MARKET_DATA_STREAM.name,
-                    durable=f"{SERVICE}-{config.strategy}-{config.shard}",
-                    filter_subject=subjects.shard_filter(subjects.QUOTE, config.shard),
-                    decoder=market_data_decoder,
-                    handle_batch=functools.partial(handlers.on_quotes, strategies, bus, saver, stop),
-                    stop=stop,
-                    batch_size=config.batch_size,
-                    ack_wait_s=config.ack_wait_s,
-                    start_seq=strategies.seq + 1,
-                    ordered=True,
-                )
-            )
-            tasks.create_task(heartbeat_loop(bus, SERVICE, config, stop, lambda: {"symbols": len(strategies.books)}))
+    ctx.stack.push_async_callback(_final_snapshot)
+    quotes = Consumer(
+        MARKET_DATA_STREAM,
+        f"{SERVICE}-{config.strategy}-{config.shard}",
+        subjects.shard_filter(subjects.QUOTE, config.shard),
+        market_data_decoder,
+        functools.partial(handlers.on_quotes, strategies, ctx.bus, saver, ctx.stop),
+        ordered=True,
+        batch_size=config.batch_size,
+        start_seq=strategies.seq + 1,
+    )
+    return Plan(
+        consumers=[quotes],
+        counters=strategies.counters,
+        gauges=lambda: {"symbols": len(strategies.books)},
+        note=f"from stream sequence {strategies.seq + 1}",
+    )
+
+
+service = Service(
+    SERVICE,
+    StrategyConfig,
+    _start,
+    description="Strategy: consume md.quote.<shard>.*, publish signals (sig.>) and order commands (cmd.order.>).",
+)
+run = service.run

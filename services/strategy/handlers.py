@@ -10,10 +10,21 @@ from opentelemetry import trace
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
+from rrr.shared.clock import Clock, wall_clock
+from rrr.shared.counters import Counters
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
-from rrr.shared.runner import now_ns
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 from rrr.strategy.snapshots import Saver
+
+
+class StrategyCounters(Counters, kw_only=True):
+    """What the strategy service counts, reported in its heartbeats."""
+
+    # Signals and orders published.
+    published: int = 0
+    # Quotes at or below the snapshot's sequence, delivered again: acknowledged, not applied twice.
+    redelivered_skipped: int = 0
+    snapshots: int = 0
 
 
 @dataclass(slots=True)
@@ -32,6 +43,9 @@ class Strategies:
     # False from a batch's first state change until its signals and orders are stored: a snapshot taken
     # in between would claim output that was never sent.
     published: bool = True
+    counters: StrategyCounters = field(default_factory=StrategyCounters)
+    # What this service stamps its own messages with (``ts_init``); event time comes from the quote.
+    clock: Clock = wall_clock
 
     def for_symbol(self, symbol: str) -> SmaCross:
         """The symbol's state, created empty on first use."""
@@ -46,7 +60,7 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
     cross = strategies.for_symbol(quote.symbol).on_quote(quote.bid, quote.ask)
     if cross is None:
         return []
-    now = now_ns()
+    now = strategies.clock()
     name = strategies.name
     # Ids derive from the triggering quote: a redelivered quote yields the same ids, which the streams and
     # the database de-duplicate.
@@ -106,7 +120,7 @@ async def on_quotes(
     for delivery in batch:
         seq = delivery.seq
         if seq <= strategies.seq:
-            bus.counters["redelivered_skipped"] += 1
+            strategies.counters.redelivered_skipped += 1
             continue
         strategies.seq = seq
         strategies.published = False
@@ -121,9 +135,9 @@ async def on_quotes(
     if out:
         # On a stop during an outage: the strategy continues from its last snapshot on restart.
         await bus.publish_state_output(out, stop, "signals and orders")
-        bus.counters["published"] += len(out)
+        strategies.counters.published += len(out)
     strategies.published = True
     # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
     if await saver.maybe_save(strategies.seq, strategies.name, strategies.params, strategies.books):
-        bus.counters["snapshots"] += 1
+        strategies.counters.snapshots += 1
     return rejected

@@ -44,7 +44,7 @@ async def test_1_persistence_killed_mid_replay_stores_every_quote_order_and_fill
     # SIGKILL after 3,000 messages were written and committed, before they were acknowledged: JetStream
     # redelivers them to the restarted service, and the rest of the replay is published while it is down.
     await system.start("market_data-0", "strategy-0", "execution-0")
-    await system.start("persistence-0", extra_env={"RRR_FAULT": "before_ack:3000"})
+    await system.start("persistence-0", crash_before_ack=3000)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["persistence-0"], 60) == -signal.SIGKILL
     await finish(replay)
@@ -54,7 +54,7 @@ async def test_1_persistence_killed_mid_replay_stores_every_quote_order_and_fill
 
 async def test_2_execution_killed_between_consuming_and_acknowledging_fills_no_order_twice(system: System) -> None:
     await system.start("persistence-0", "market_data-0", "strategy-0")
-    await system.start("execution-0", extra_env={"RRR_FAULT": "before_ack:100"})
+    await system.start("execution-0", crash_before_ack=100)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["execution-0"], 60) == -signal.SIGKILL
     await system.start("execution-0")
@@ -78,9 +78,7 @@ async def test_2_execution_killed_between_consuming_and_acknowledging_fills_no_o
 
 async def test_3_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted_run(system: System) -> None:
     await system.start("persistence-0", "market_data-0", "execution-0")
-    await system.start(
-        "strategy-0", extra_env={"RRR_FAULT": "before_ack:4000", "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "100"}
-    )
+    await system.start("strategy-0", extra_env={"RRR_STRATEGY_SNAPSHOT_EVERY_MS": "100"}, crash_before_ack=4000)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
     await system.start("strategy-0")

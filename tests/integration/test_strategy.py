@@ -15,11 +15,11 @@ import pytest
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, SubmitOrder, order_command_decoder, signal_decoder
+from rrr.strategy import app
+from rrr.strategy.config import StrategyConfig
 from tests.support.factories import unique_id, unique_symbol
 from tests.support.services import Heartbeats, client_bus, running_service
 from tests.support.streams import count, decode_all, stream_messages
-from rrr.strategy import app
-from rrr.strategy.config import StrategyConfig
 
 EURUSD = Path(__file__).parents[1] / "data" / "eurusd_quotes_2020-01-01.csv"
 FAST, SLOW = 5, 20

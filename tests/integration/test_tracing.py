@@ -17,11 +17,11 @@ from rrr.persistence.config import PersistenceConfig
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import order_command_decoder
+from rrr.strategy import app as strategy_app
+from rrr.strategy.config import StrategyConfig
 from tests.support.factories import make_quote, unique_symbol
 from tests.support.services import Heartbeats, client_bus, running_service
 from tests.support.streams import decode_all, stream_messages
-from rrr.strategy import app as strategy_app
-from rrr.strategy.config import StrategyConfig
 
 
 @pytest.fixture

@@ -29,6 +29,10 @@ def _command(service: str) -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", f"rrr.{service}"]
 
 
+def _crashing(service: str, before_ack: int) -> list[str]:
+    return [sys.executable, str(Path(__file__).with_name("crash.py")), service, "--before-ack", str(before_ack)]
+
+
 class ServiceProcess:
     """One service instance as a child process, logging to a file."""
 
@@ -45,13 +49,14 @@ class ServiceProcess:
         """The running process's pid, or None."""
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
-    def start(self, extra_env: Mapping[str, str] | None = None) -> None:
-        """Start the process (it must not be running)."""
+    def start(self, extra_env: Mapping[str, str] | None = None, crash_before_ack: int | None = None) -> None:
+        """Start the process (it must not be running); with ``crash_before_ack``, through the crash launcher."""
         assert self.pid is None, f"{self.name} is already running"
         env = {**self.env, **(extra_env or {})}
+        command = _command(self.service) if crash_before_ack is None else _crashing(self.service, crash_before_ack)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*_command(self.service), "--shard", str(self.shard), "--instance", self.name],
+                [*command, "--shard", str(self.shard), "--instance", self.name],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -134,11 +139,21 @@ class System:
         if self._nc is not None:
             await self._nc.close()
 
-    async def start(self, *names: str, extra_env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> None:
-        """Start the named instances (all by default) and wait for a heartbeat from each new process."""
+    async def start(
+        self,
+        *names: str,
+        extra_env: Mapping[str, str] | None = None,
+        crash_before_ack: int | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        """Start the named instances (all by default) and wait for a heartbeat from each new process.
+
+        With ``crash_before_ack``, each SIGKILLs itself once it handled that many messages, before
+        acknowledging them (see tests/support/crash.py).
+        """
         chosen = [self.procs[n] for n in names] if names else list(self.procs.values())
         for proc in chosen:
-            proc.start(extra_env)
+            proc.start(extra_env, crash_before_ack)
         for proc in chosen:
             await self.wait_healthy(proc, timeout_s)
 

@@ -1,0 +1,75 @@
+"""The message bus, one module per role.
+
+- ``connection``: the NATS client, the JetStream context, the bus's counters and trace spans;
+- ``streams``: the system's streams, the recorded shard count, reading a stream back at start-up;
+- ``publish``: core and JetStream publishing, batches with every acknowledgement in flight;
+- ``consume``: durable consumers and core subscriptions, as data, with typed handlers;
+- ``dead_letters``: the dead-letter and retry streams.
+
+``Bus`` is all of them on one connection: what a service or a tool holds.
+"""
+
+from __future__ import annotations
+
+from rrr.shared.bus.connection import Backoff, BeforeAck, BusCounters, NatsUnavailableError
+from rrr.shared.bus.consume import Consumer, Consuming, Delivery, HandleBatch, Rejected, Subscription
+from rrr.shared.bus.dead_letters import (
+    ATTEMPTS,
+    DLQ_DELIVERIES,
+    DLQ_MSG_ID,
+    DLQ_REASON,
+    DLQ_SERVICE,
+    DLQ_SUBJECT,
+)
+from rrr.shared.bus.publish import MSG_ID, Outgoing, Publisher
+from rrr.shared.bus.streams import (
+    COMMAND_STREAM,
+    DEAD_LETTER_STREAM,
+    DUPLICATE_WINDOW_S,
+    EVENT_STREAM,
+    MARKET_DATA_STREAM,
+    META_BUCKET,
+    RETRY_STREAM,
+    SIGNAL_STREAM,
+    STREAMS,
+    ShardCountError,
+    StreamAdmin,
+    StreamSpec,
+)
+
+
+class Bus(Consuming, Publisher, StreamAdmin):
+    """A service's or a tool's connection to NATS, with every role of the bus."""
+
+
+__all__ = [
+    "ATTEMPTS",
+    "COMMAND_STREAM",
+    "DEAD_LETTER_STREAM",
+    "DLQ_DELIVERIES",
+    "DLQ_MSG_ID",
+    "DLQ_REASON",
+    "DLQ_SERVICE",
+    "DLQ_SUBJECT",
+    "DUPLICATE_WINDOW_S",
+    "EVENT_STREAM",
+    "MARKET_DATA_STREAM",
+    "META_BUCKET",
+    "MSG_ID",
+    "RETRY_STREAM",
+    "SIGNAL_STREAM",
+    "STREAMS",
+    "Backoff",
+    "BeforeAck",
+    "Bus",
+    "BusCounters",
+    "Consumer",
+    "Delivery",
+    "HandleBatch",
+    "NatsUnavailableError",
+    "Outgoing",
+    "Rejected",
+    "ShardCountError",
+    "StreamSpec",
+    "Subscription",
+]

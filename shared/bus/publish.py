@@ -1,0 +1,99 @@
+"""Publishing: core NATS for live ticks, JetStream with acknowledgements and message ids for the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import PubAck
+
+from rrr.shared.bus.connection import Backoff, Connection
+from rrr.shared.errors import FatalError
+from rrr.shared.messages import Message, encode
+from rrr.shared.telemetry import inject
+
+_log = logging.getLogger(__name__)
+
+# JetStream's own de-duplication key.
+MSG_ID = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An encoded message waiting to be published."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+class Publisher(Connection):
+    """Typed publishing, one message or a batch with every acknowledgement in flight together."""
+
+    def _headers(self, msg_id: str | None) -> dict[str, str]:
+        headers = inject({})
+        if msg_id is not None:
+            headers[MSG_ID] = msg_id
+        return headers
+
+    async def publish(self, subject: str, message: Message) -> None:
+        """Publish on core NATS (at most once; a stream on the subject still captures it)."""
+        await self.nc.publish(subject, encode(message), headers=self._headers(message.id))
+
+    async def publish_persistent(self, subject: str, message: Message) -> PubAck:
+        """Publish to JetStream and wait until the stream stored it; the message id de-duplicates."""
+        return await self.js.publish(subject, encode(message), headers=self._headers(message.id))
+
+    def prepare(self, subject: str, message: Message) -> Outgoing:
+        """Encode ``message`` now, with the current span's trace context, to publish later in a batch."""
+        return Outgoing(subject, encode(message), self._headers(message.id))
+
+    async def publish_persistent_many(
+        self, items: Sequence[Outgoing], *, retry_until: asyncio.Event | None = None, ack_timeout_s: float = 5.0
+    ) -> int:
+        """Publish to JetStream with all acknowledgements in flight together, then wait for every one.
+
+        Returns how many the streams stored as new (a duplicate inside the de-duplication window is
+        acknowledged but not stored again, and not counted).
+
+        With ``retry_until``, a failed or unacknowledged publish (broker restarting, connection lost) is
+        retried with back-off, all of ``items`` again, until it succeeds or the event is set: the message
+        ids make the retries harmless.
+
+        Raises:
+            nats.errors.Error, TimeoutError: the publish failed (and ``retry_until`` was not given or is set).
+            nats.js.errors.APIError: a stream refused a message.
+        """
+        backoff = Backoff()
+        while True:
+            try:
+                futures = [await self.js.publish_async(o.subject, o.data, headers=o.headers) for o in items]
+                acks: list[PubAck] = await asyncio.wait_for(asyncio.gather(*futures), timeout=ack_timeout_s)
+            except (nats.errors.Error, TimeoutError) as exc:
+                if retry_until is None or retry_until.is_set() or isinstance(exc, nats.js.errors.APIError):
+                    raise
+                self.counters.publish_retries += 1
+                _log.warning("publishing %d messages failed, retrying: %s", len(items), exc or type(exc).__name__)
+                await backoff.wait(retry_until)
+                continue
+            return sum(1 for ack in acks if not ack.duplicate)
+
+    async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> None:
+        """Publish what a stateful handler produced, waiting out a broker outage; stop the service if
+        asked to stop before it is stored.
+
+        The handler's state has already moved on, so its batch must not be acknowledged without its
+        output: the service stops instead, and rebuilds from durable state (snapshot, event stream) on
+        restart, where the unacknowledged batch comes again.
+
+        Raises:
+            FatalError: ``stop`` was set while the broker was still away.
+        """
+        try:
+            await self.publish_persistent_many(items, retry_until=stop)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise FatalError(f"could not publish {what}: {type(exc).__name__}: {exc}") from exc

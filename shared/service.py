@@ -1,0 +1,180 @@
+"""The one service runner: a service declares what is particular to it, and ``serve`` does the rest.
+
+A service is a ``Service``: its name, its config type and a ``start`` function that, given a ``Context``
+(config, connected bus, stop event, exit stack, clock), restores its state and returns a ``Plan``: its
+consumers and subscriptions as data, its background tasks, its counters and gauges. ``serve`` connects,
+creates the streams, checks the shard count, calls ``start``, runs the plan with a heartbeat, and on
+``stop`` drains: consumers finish the batch in hand, then everything entered in the exit stack closes in
+reverse order (the bus drains last but for what was opened before it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import nats.errors
+from opentelemetry.sdk.trace import TracerProvider
+
+from rrr.shared import subjects
+from rrr.shared.bus import BeforeAck, Bus, Consumer, Subscription
+from rrr.shared.clock import Clock, wall_clock
+from rrr.shared.config import ServiceConfig
+from rrr.shared.counters import Counters
+from rrr.shared.messages import Heartbeat
+from rrr.shared.telemetry import setup_tracing
+
+_log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Context(Generic[C]):
+    """What a service's ``start`` is given."""
+
+    config: C
+    bus: Bus
+    stop: asyncio.Event
+    # Whatever ``start`` opens is entered here; it closes before the bus drains.
+    stack: contextlib.AsyncExitStack
+    clock: Clock
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a service runs once started."""
+
+    consumers: Sequence[Consumer[Any]] = ()
+    subscriptions: Sequence[Subscription[Any]] = ()
+    # Long-running work of the service's own (a feed), run beside the consumers until ``stop``.
+    tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    counters: Counters | None = None
+    # Numbers read at each heartbeat (how many symbols, positions ...), not counted.
+    gauges: Callable[[], Mapping[str, int]] | None = None
+    # Said in the "serving" log line, e.g. where a consumer resumes.
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Callbacks the fault suite passes in to crash a service at an exact point; none in production."""
+
+    before_ack: BeforeAck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service(Generic[C]):
+    """A service, declared."""
+
+    name: str
+    config_type: type[C]
+    start: Callable[[Context[C]], Awaitable[Plan]]
+    description: str = ""
+
+    async def run(
+        self,
+        config: C,
+        stop: asyncio.Event,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        clock: Clock = wall_clock,
+        hooks: Hooks | None = None,
+    ) -> None:
+        """Serve until ``stop`` is set (see ``serve``)."""
+        await serve(self, config, stop, tracer_provider=tracer_provider, clock=clock, hooks=hooks)
+
+
+def instance_name(service: str, config: ServiceConfig) -> str:
+    """The instance's name: configured, or ``<service>-<shard>@<host>``."""
+    return config.instance or f"{service}-{config.shard}@{socket.gethostname()}"
+
+
+async def serve(
+    service: Service[C],
+    config: C,
+    stop: asyncio.Event,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    clock: Clock = wall_clock,
+    hooks: Hooks | None = None,
+) -> None:
+    """Run ``service`` with ``config`` until ``stop`` is set, then drain and close.
+
+    ``tracer_provider`` replaces the one built from ``config.otel_exporter`` (tests collect spans that
+    way); ``clock`` is what handlers stamp their own times with; ``hooks`` are the fault suite's.
+    """
+    hooks = hooks or Hooks()
+    provider = tracer_provider or setup_tracing(service.name, config.otel_exporter)
+    async with contextlib.AsyncExitStack() as stack:
+        if tracer_provider is None:
+            stack.callback(provider.shutdown)
+        bus = await Bus.connect(
+            config.nats_url,
+            service=service.name,
+            name=instance_name(service.name, config),
+            tracer=provider.get_tracer("rrr"),
+            before_ack=hooks.before_ack,
+        )
+        stack.push_async_callback(bus.close)
+        await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+        await bus.check_shards(config.shards)
+        plan = await service.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))
+        for subscription in plan.subscriptions:
+            await bus.subscribe(subscription)
+        note = f" {plan.note}" if plan.note else ""
+        _log.info("serving shard %d of %d%s with %r", config.shard, config.shards, note, config)
+        async with asyncio.TaskGroup() as tasks:
+            for consumer in plan.consumers:
+                tasks.create_task(bus.consume(consumer, stop, ack_wait_s=config.ack_wait_s))
+            for task in plan.tasks:
+                tasks.create_task(task())
+            tasks.create_task(_heartbeats(bus, service.name, config, stop, clock, plan))
+
+
+async def _heartbeats(
+    bus: Bus, service: str, config: ServiceConfig, stop: asyncio.Event, clock: Clock, plan: Plan
+) -> None:
+    """Publish a heartbeat with the service's counters every ``heartbeat_ms`` until ``stop`` is set."""
+    instance = instance_name(service, config)
+    subject = subjects.heartbeat(service, config.shard)
+    seq = 0
+
+    async def _beat(status: Literal["starting", "ok", "stopping"]) -> None:
+        nonlocal seq
+        seq += 1
+        values = bus.counters.values()
+        if plan.counters is not None:
+            values.update(plan.counters.values())
+        if plan.gauges is not None:
+            values.update(plan.gauges())
+        now = clock()
+        message = Heartbeat(
+            id=f"{instance}:{os.getpid()}:{seq}",
+            ts_event=now,
+            ts_init=now,
+            service=service,
+            instance=instance,
+            shard=config.shard,
+            shards=config.shards,
+            status=status,
+            counters=values,
+        )
+        try:
+            await bus.publish(subject, message)
+        except nats.errors.Error:
+            bus.counters.heartbeats_missed += 1  # the broker is away; the next beat tells the rest
+
+    while not stop.is_set():
+        await _beat("ok")
+        # A periodic timer, not synchronisation: wake early when asked to stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=config.heartbeat_ms / 1000)
+    with contextlib.suppress(Exception):
+        await _beat("stopping")
