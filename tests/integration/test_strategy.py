@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-import pytest
-
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, SubmitOrder, order_command_decoder, signal_decoder
-from tests.support.factories import unique_id, unique_symbol
-from tests.support.services import Heartbeats, client_bus, running_service
-from tests.support.streams import count, decode_all, stream_messages
 from rrr.strategy import app
 from rrr.strategy.config import StrategyConfig
+from tests.support.factories import unique_id, unique_symbol
+from tests.support.services import Heartbeats, running_service
+from tests.support.streams import count, decode_all, stream_messages
 
 EURUSD = Path(__file__).parents[1] / "data" / "eurusd_quotes_2020-01-01.csv"
 FAST, SLOW = 5, 20
@@ -46,17 +43,6 @@ class ExpectedOrder:
     quote_index: int
     side: str
     qty: int
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    async with client_bus(nats_url) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def heartbeats(bus: Bus) -> Heartbeats:
-    return await Heartbeats.watch(bus.nc)
 
 
 def _rows(limit: int) -> list[Row]:
