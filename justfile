@@ -75,7 +75,7 @@ bench *ARGS: _bench
 bench-compare *ARGS: _bench
     @"{{ bin }}/python" bench/compare_nautilus.py "$@"
 
-# Lint and type-check: ruff and mypy (strict).
+# Lint, type-check and check the layering: ruff, mypy (strict) and import-linter (contracts in pyproject.toml).
 [group('dev')]
 lint: _venv
     @"{{ bin }}/ruff" check .
@@ -85,6 +85,7 @@ lint: _venv
     ln -sfn ../../../deploy build/mypy/rrr/deploy
     for p in market_data strategy execution persistence; do ln -sfn "../../../services/$p" "build/mypy/rrr/$p"; done
     @"{{ bin }}/mypy"
+    @PYTHONPATH=build/mypy "{{ bin }}/lint-imports" --no-cache
 
 # Create .venv and install the project with its dev tools, when missing or older than pyproject.toml.
 [group('dev')]

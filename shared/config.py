@@ -13,6 +13,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -83,9 +84,12 @@ def _description(hint: object) -> str:
     return ""
 
 
+def _unannotated(hint: object) -> object:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+
+
 def _is_list(hint: object) -> bool:
-    base = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
-    return typing.get_origin(base) in (list, tuple)
+    return typing.get_origin(_unannotated(hint)) in (list, tuple)
 
 
 def build_parser(config_type: type[ServiceConfig], service: str, parser: argparse.ArgumentParser) -> None:
@@ -144,8 +148,17 @@ def load_config(
             if value is not None:
                 raw[name] = [v.strip() for v in value.split(",") if v.strip()] if _is_list(hints[name]) else value
                 sources[name] = source
+    # Each value is converted on its own, against its field's type: the failing field is then known, not
+    # read back out of msgspec's message.
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            values[name] = msgspec.convert(value, type=hints[name], strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(sources[name], _expected(hints[name], exc), value) from None
     try:
-        return msgspec.convert(raw, config_type, strict=False)
+        # Every value fits its field's type now; what is left are __post_init__'s checks across fields.
+        return config_type(**values)
     except ConfigError as exc:
         # Raised by a __post_init__ check with the field's name as source: name what actually set it.
         if exc.source in fields:
@@ -153,15 +166,18 @@ def load_config(
                 sources.get(exc.source, f"{_flag(exc.source)} (default)"), exc.expected, exc.got
             ) from None
         raise
-    except msgspec.ValidationError as exc:
-        match = re.search(r"at `\$\.(\w+)", str(exc))
-        name = match.group(1) if match else ""
-        where = sources.get(name, _flag(name) if name else config_type.__name__)
-        expected = str(exc).split(" - at ")[0].split(", got ")[0]
-        expected = (
-            expected.removeprefix("Expected ") if expected.startswith("Expected ") else f"a valid value ({expected})"
-        )
-        raise ConfigError(where, expected, raw.get(name)) from None
+
+
+def _expected(hint: object, exc: msgspec.ValidationError) -> str:
+    """What a field of type ``hint`` expects, in words, from the error of converting a value to it."""
+    base = _unannotated(hint)
+    if typing.get_origin(base) is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(base))
+    if base is Decimal:
+        return "a decimal number"
+    # "Expected `int` >= 1" or "Expected `str`, got `int` - at `$[0]`": keep what was expected.
+    message = str(exc).split(" - at ")[0].split(", got ")[0]
+    return message.removeprefix("Expected ") if message.startswith("Expected ") else f"a valid value ({message})"
 
 
 def parse_config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
@@ -21,19 +20,8 @@ from rrr.shared.messages import (
     order_event_decoder,
 )
 from tests.support.factories import make_order, unique_symbol
-from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count, decode_all, stream_messages
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    async with client_bus(nats_url) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def heartbeats(bus: Bus) -> Heartbeats:
-    return await Heartbeats.watch(bus.nc)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import zlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,24 +21,13 @@ from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
 from rrr.shared.messages import Heartbeat, Quote, Trade, encode, market_data_decoder
 from tests.support.factories import make_quote, make_signal, unique_symbol
-from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count, decode_all, stream_messages, subject_counts
 from tests.support.waiting import wait_until
 
 DATA = Path(__file__).parents[1] / "data"
 BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"
 USDJPY = DATA / "usdjpy_quotes_2013-01-01.csv"
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    async with client_bus(nats_url) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def heartbeats(bus: Bus) -> Heartbeats:
-    return await Heartbeats.watch(bus.nc)
 
 
 async def _latest(bus: Bus, symbol: str, shards: int = 1) -> Quote | None:

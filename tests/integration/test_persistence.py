@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -36,30 +35,10 @@ from tests.support.factories import (
     make_trade,
     unique_symbol,
 )
-from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.services import Heartbeats, running_service
 from tests.support.streams import stream_messages
 
 TABLES = ("quotes", "trades", "signals", "orders", "fills", "positions")
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    async with client_bus(nats_url) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def heartbeats(bus: Bus) -> Heartbeats:
-    return await Heartbeats.watch(bus.nc)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
-"""The strategy service against a real nats-server, checked against an exact reference computed here."""
+"""The strategy service against a real nats-server, checked against the exact reference on real quotes."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-
-import pytest
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
@@ -18,7 +15,8 @@ from rrr.shared.messages import Quote, Signal, SubmitOrder, order_command_decode
 from rrr.strategy import app
 from rrr.strategy.config import StrategyConfig
 from tests.support.factories import unique_id, unique_symbol
-from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.reference import Cross, sma_cross
+from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count, decode_all, stream_messages
 
 EURUSD = Path(__file__).parents[1] / "data" / "eurusd_quotes_2020-01-01.csv"
@@ -30,33 +28,6 @@ class Row:
     ts_ns: int
     bid: str
     ask: str
-
-
-@dataclass(frozen=True)
-class ExpectedSignal:
-    quote_index: int
-    direction: str
-    fast: Fraction
-    slow: Fraction
-    target: int
-
-
-@dataclass(frozen=True)
-class ExpectedOrder:
-    quote_index: int
-    side: str
-    qty: int
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    async with client_bus(nats_url) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def heartbeats(bus: Bus) -> Heartbeats:
-    return await Heartbeats.watch(bus.nc)
 
 
 def _rows(limit: int) -> list[Row]:
@@ -72,34 +43,10 @@ def _rows(limit: int) -> list[Row]:
     return out
 
 
-def _reference(rows: list[Row]) -> tuple[list[ExpectedSignal], list[ExpectedOrder]]:
-    """sma_cross by the letter of its definition, in exact fractions, one quote at a time."""
-    mids: list[Fraction] = []
-    prev: tuple[Fraction, Fraction] | None = None
-    target = 0
-    signals: list[ExpectedSignal] = []
-    orders: list[ExpectedOrder] = []
-    for i, row in enumerate(rows):
-        mids.append((Fraction(row.bid) + Fraction(row.ask)) / 2)
-        if len(mids) < SLOW:
-            continue
-        fast = sum(mids[-FAST:], Fraction(0)) / FAST
-        slow = sum(mids[-SLOW:], Fraction(0)) / SLOW
-        if prev is not None:
-            prev_fast, prev_slow = prev
-            direction = None
-            if prev_fast <= prev_slow and fast > slow:
-                direction, new_target = "up", 1
-            elif prev_fast >= prev_slow and fast < slow:
-                direction, new_target = "down", -1
-            if direction is not None:
-                signals.append(ExpectedSignal(i, direction, fast, slow, new_target))
-                change = new_target - target
-                target = new_target
-                if change:
-                    orders.append(ExpectedOrder(i, "buy" if change > 0 else "sell", abs(change)))
-        prev = (fast, slow)
-    return signals, orders
+def _reference(rows: list[Row]) -> tuple[list[Cross[Fraction]], list[Cross[Fraction]]]:
+    """The exact reference's signals (every cross) and orders (the crosses that change the target)."""
+    crosses = list(sma_cross([(Fraction(row.bid), Fraction(row.ask)) for row in rows], fast=FAST, slow=SLOW))
+    return crosses, [cross for cross in crosses if cross.order_qty]
 
 
 def _display(value: Fraction) -> Decimal:
@@ -127,35 +74,46 @@ async def _publish(bus: Bus, quotes: list[Quote], shards: int) -> None:
     assert stored == len(quotes)
 
 
-def _check_orders(orders: list[SubmitOrder], expected: list[ExpectedOrder], quotes: list[Quote]) -> None:
+def _check_orders(orders: list[SubmitOrder], expected: list[Cross[Fraction]], quotes: list[Quote]) -> None:
     assert [
-        (o.id, o.strategy, o.symbol, o.side, o.qty, o.order_type, o.quote_ts, o.quote_bid, o.quote_ask, o.ts_event)
+        (
+            o.id,
+            o.strategy,
+            o.symbol,
+            o.side,
+            Fraction(o.qty),
+            o.order_type,
+            o.quote_ts,
+            o.quote_bid,
+            o.quote_ask,
+            o.ts_event,
+        )
         for o in orders
     ] == [
         (
-            f"sma_cross-{quotes[e.quote_index].id}",
+            f"sma_cross-{quotes[e.index].id}",
             "sma_cross",
-            quotes[e.quote_index].symbol,
+            quotes[e.index].symbol,
             e.side,
-            Decimal(e.qty),
+            abs(e.order_qty),
             "market",
-            quotes[e.quote_index].ts_event,
-            quotes[e.quote_index].bid,
-            quotes[e.quote_index].ask,
-            quotes[e.quote_index].ts_event,
+            quotes[e.index].ts_event,
+            quotes[e.index].bid,
+            quotes[e.index].ask,
+            quotes[e.index].ts_event,
         )
         for e in expected
     ]
 
 
-def _check_signals(signals: list[Signal], expected: list[ExpectedSignal], quotes: list[Quote]) -> None:
-    assert [(s.id, s.quote_id, s.symbol, s.direction, s.target, s.fast, s.slow) for s in signals] == [
+def _check_signals(signals: list[Signal], expected: list[Cross[Fraction]], quotes: list[Quote]) -> None:
+    assert [(s.id, s.quote_id, s.symbol, s.direction, Fraction(s.target), s.fast, s.slow) for s in signals] == [
         (
-            f"sma_cross:{quotes[e.quote_index].id}",
-            quotes[e.quote_index].id,
-            quotes[e.quote_index].symbol,
+            f"sma_cross:{quotes[e.index].id}",
+            quotes[e.index].id,
+            quotes[e.index].symbol,
             e.direction,
-            Decimal(e.target),
+            e.target,
             _display(e.fast),
             _display(e.slow),
         )
@@ -170,7 +128,7 @@ async def test_strategy_on_2000_real_quotes_sends_exactly_the_orders_of_the_exac
     expected_signals, expected_orders = _reference(rows)
     # The data must exercise the interesting cases: a first order of 1, then reversals of 2.
     assert len(expected_orders) > 20
-    assert {o.qty for o in expected_orders} == {1, 2}
+    assert {abs(o.order_qty) for o in expected_orders} == {1, 2}
     symbol = unique_symbol("EURUSD")
     quotes = _quotes(symbol, rows)
     await _publish(bus, quotes, shards=1)

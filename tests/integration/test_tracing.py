@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -20,19 +20,8 @@ from rrr.shared.messages import order_command_decoder
 from rrr.strategy import app as strategy_app
 from rrr.strategy.config import StrategyConfig
 from tests.support.factories import make_quote, unique_symbol
-from tests.support.services import Heartbeats, client_bus, running_service
+from tests.support.services import Heartbeats, running_service
 from tests.support.streams import decode_all, stream_messages
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    async with client_bus(nats_url) as bus:
-        yield bus
-
-
-@pytest.fixture
-async def heartbeats(bus: Bus) -> Heartbeats:
-    return await Heartbeats.watch(bus.nc)
 
 
 @pytest.fixture

@@ -1,15 +1,91 @@
-"""An independent, deliberately plain reference of what the system must compute from a quote file.
+"""An independent, deliberately plain reference of what the system must compute from quotes.
 
-Written from the definitions alone, with ``fractions.Fraction`` and no code shared with the services, so
-that a test comparing the two catches a mistake in either.
+Written from the definitions alone (README: strategy, execution), with no code shared with the services, so
+that a test comparing the two catches a mistake in either. ``sma_means`` and ``sma_cross`` take whatever
+number type they are given: ``fractions.Fraction`` for the exact answer, ``float`` to show what binary
+floating point would get wrong. ``sma_cross_expectations`` is the exact answer for a whole quote file.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Generic, TypeVar
+
+N = TypeVar("N", Fraction, float)
+
+
+def sma_means(mids: Iterable[N], fast: int = 5, slow: int = 20) -> Iterator[tuple[N, N] | None]:
+    """Yield the (fast, slow) means at each mid: plain means of the last ``fast`` and ``slow`` mids.
+
+    None until ``slow`` mids were seen, when the slow mean is not defined yet.
+    """
+    window: deque[N] = deque(maxlen=slow)
+    for mid in mids:
+        window.append(mid)
+        yield _means(window, fast, slow)
+
+
+@dataclass(frozen=True, slots=True)
+class Cross(Generic[N]):
+    """A cross of the fast mean through the slow one, and the order it implies."""
+
+    index: int  # 0-based position of the triggering quote
+    direction: str  # "up" or "down"
+    fast: N  # the means at the triggering quote
+    slow: N
+    target: Fraction  # the position wanted from this quote on
+    order_qty: Fraction  # the change of target, signed: what the order buys (> 0) or sells (< 0); 0 for none
+    bid: N  # the triggering quote
+    ask: N
+
+    @property
+    def side(self) -> str:
+        """The order's side (meaningless when ``order_qty`` is 0)."""
+        return "buy" if self.order_qty > 0 else "sell"
+
+
+def sma_cross(
+    quotes: Iterable[tuple[N, N]], fast: int = 5, slow: int = 20, qty: Fraction = Fraction(1)
+) -> Iterator[Cross[N]]:
+    """Yield every cross of ``sma_cross`` over ``(bid, ask)`` quotes, one quote at a time, by the letter.
+
+    mid = (bid + ask) / 2. A cross up happens at a quote where both means were defined at the previous
+    quote, fast <= slow there and fast > slow now; a cross down mirrors it. A cross up sets the target
+    position to +qty, a cross down to -qty; the order is the change of target.
+    """
+    window: deque[N] = deque(maxlen=slow)
+    prev: tuple[N, N] | None = None
+    target = Fraction(0)
+    for index, (bid, ask) in enumerate(quotes):
+        window.append((bid + ask) / 2)
+        now = _means(window, fast, slow)
+        if prev is not None and now is not None:
+            direction = None
+            if prev[0] <= prev[1] and now[0] > now[1]:
+                direction, new_target = "up", qty
+            elif prev[0] >= prev[1] and now[0] < now[1]:
+                direction, new_target = "down", -qty
+            if direction is not None:
+                yield Cross(index, direction, now[0], now[1], new_target, new_target - target, bid, ask)
+                target = new_target
+        prev = now
+
+
+def _means(window: Sequence[N], fast: int, slow: int) -> tuple[N, N] | None:
+    if len(window) < slow:
+        return None
+    mids = list(window)[-slow:]
+    return _mean(mids[-fast:]), _mean(mids)
+
+
+def _mean(values: Sequence[N]) -> N:
+    # Starting from the first value keeps the values' type (sum()'s 0 would not), in the same order of additions.
+    return sum(values[1:], values[0]) / len(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,40 +121,30 @@ class Expected:
 
 
 def sma_cross_expectations(path: Path, fast: int = 5, slow: int = 20, qty: Fraction = Fraction(1)) -> Expected:
-    """Crosses, orders, fills and the final position for ``sma_cross`` on a one-symbol quote file."""
+    """Crosses, orders, fills and the final position for ``sma_cross`` on a one-symbol quote file.
+
+    Each order fills whole at the triggering quote's touch: the ask for a buy, the bid for a sell.
+    """
     expected = Expected()
-    mids: list[Fraction] = []
-    prev: tuple[Fraction, Fraction] | None = None
-    target = Fraction(0)
+    for cross in sma_cross(_quotes(path, expected.quote_lines), fast, slow, qty):
+        line = expected.quote_lines[cross.index]
+        expected.crosses += 1
+        expected.cross_lines.append(line)
+        if cross.order_qty:
+            price = cross.ask if cross.side == "buy" else cross.bid
+            expected.orders.append(ExpectedOrder(line, cross.side, abs(cross.order_qty), price))
+            _apply(expected.position, cross.order_qty, price)
+    expected.quotes = len(expected.quote_lines)
+    return expected
+
+
+def _quotes(path: Path, lines: list[int]) -> Iterator[tuple[Fraction, Fraction]]:
+    """The file's (bid, ask) in exact fractions, appending each quote's physical line to ``lines``."""
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         for row in reader:
-            line = reader.line_num
-            bid, ask = Fraction(row["bid"]), Fraction(row["ask"])
-            expected.quotes += 1
-            expected.quote_lines.append(line)
-            mids.append((bid + ask) / 2)
-            if len(mids) < slow:
-                continue
-            now = (sum(mids[-fast:], Fraction(0)) / fast, sum(mids[-slow:], Fraction(0)) / slow)
-            if prev is not None:
-                new_target = None
-                if prev[0] <= prev[1] and now[0] > now[1]:
-                    new_target = qty
-                elif prev[0] >= prev[1] and now[0] < now[1]:
-                    new_target = -qty
-                if new_target is not None:
-                    expected.crosses += 1
-                    expected.cross_lines.append(line)
-                    change = new_target - target
-                    target = new_target
-                    if change:
-                        side = "buy" if change > 0 else "sell"
-                        price = ask if side == "buy" else bid
-                        expected.orders.append(ExpectedOrder(line, side, abs(change), price))
-                        _apply(expected.position, change, price)
-            prev = now
-    return expected
+            lines.append(reader.line_num)
+            yield Fraction(row["bid"]), Fraction(row["ask"])
 
 
 def _apply(position: ExpectedPosition, signed_qty: Fraction, price: Fraction) -> None:

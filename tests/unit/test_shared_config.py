@@ -189,9 +189,9 @@ def test_unknown_service_env_var_holding_a_password_does_not_print_it():
         ((), {"RRR_SHARDS": "many"}, "RRR_SHARDS", "`int`"),
         ((), {"RRR_SHARDS": "2", "RRR_STRATEGY_SHARDS": "0"}, "RRR_STRATEGY_SHARDS", "`int` >= 1"),
         (("--shards", "2000"), {}, "--shards", "`int` <= 1024"),
-        (("--qty", "abc"), {}, "--qty", "decimal"),
+        (("--qty", "abc"), {}, "--qty", "a decimal number"),
         (("--heartbeat-ms", "10"), {}, "--heartbeat-ms", "`int` >= 50"),
-        ((), {"RRR_LOG_LEVEL": "TRACE"}, "RRR_LOG_LEVEL", "TRACE"),
+        ((), {"RRR_LOG_LEVEL": "TRACE"}, "RRR_LOG_LEVEL", "one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'"),
         (("--drain-timeout-s", "0"), {}, "--drain-timeout-s", "`float` > 0"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The sma_cross semantics, checked against an independent exact reference on real quotes."""
+"""The sma_cross semantics, checked against the independent exact reference (tests.support.reference)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
+from tests.support.reference import sma_cross, sma_means
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -19,21 +20,17 @@ def _quotes(name: str) -> list[tuple[str, str]]:
         return [(row["bid"], row["ask"]) for row in csv.DictReader(fh)]
 
 
-def _reference(mids: list[Fraction] | list[float], fast: int, slow: int) -> list[tuple[int, str]]:
-    """Crosses by the letter of the definition, with whatever number type the mids are."""
-    out: list[tuple[int, str]] = []
-    prev = None
-    for i in range(slow - 1, len(mids)):
-        f = sum(mids[i - fast + 1 : i + 1]) / fast
-        s = sum(mids[i - slow + 1 : i + 1]) / slow
-        if prev is not None:
-            pf, ps = prev
-            if pf <= ps and f > s:
-                out.append((i, "up"))
-            elif pf >= ps and f < s:
-                out.append((i, "down"))
-        prev = (f, s)
-    return out
+def _exact(prices: list[tuple[str, str]]) -> list[tuple[Fraction, Fraction]]:
+    return [(Fraction(bid), Fraction(ask)) for bid, ask in prices]
+
+
+def _reference(quotes: list[tuple[Fraction, Fraction]]) -> list[tuple[int, str]]:
+    return [(cross.index, cross.direction) for cross in sma_cross(quotes, fast=5, slow=20)]
+
+
+def _equal_means(mids: list[Fraction] | list[float]) -> list[bool]:
+    """At each quote where both means are defined, whether fast == slow."""
+    return [means[0] == means[1] for means in sma_means(mids, fast=5, slow=20) if means is not None]
 
 
 def _run(prices: list[tuple[str, str]], params: SmaCrossParams) -> list[tuple[int, str]]:
@@ -55,8 +52,7 @@ def _flat(mids: list[str]) -> list[tuple[str, str]]:
 )
 def test_sma_cross_on_real_quotes_matches_the_exact_reference(name: str) -> None:
     prices = _quotes(name)
-    mids = [(Fraction(b) + Fraction(a)) / 2 for b, a in prices]
-    assert _run(prices, SmaCrossParams()) == _reference(mids, 5, 20)
+    assert _run(prices, SmaCrossParams()) == _reference(_exact(prices))
 
 
 def test_float_means_would_decide_crosses_differently_at_equal_averages_on_eurusd() -> None:
@@ -65,14 +61,9 @@ def test_float_means_would_decide_crosses_differently_at_equal_averages_on_eurus
     prices = _quotes("eurusd_quotes_2020-01-01.csv")
     exact = [(Fraction(b) + Fraction(a)) / 2 for b, a in prices]
     floats = [(float(b) + float(a)) / 2 for b, a in prices]
-    disagree = sum(
-        1
-        for i in range(19, len(prices))
-        if (sum(exact[i - 4 : i + 1]) / 5 == sum(exact[i - 19 : i + 1]) / 20)
-        != (sum(floats[i - 4 : i + 1]) / 5 == sum(floats[i - 19 : i + 1]) / 20)
-    )
+    disagree = sum(e != f for e, f in zip(_equal_means(exact), _equal_means(floats), strict=True))
     assert disagree >= 24
-    assert _run(prices, SmaCrossParams()) == _reference(exact, 5, 20)
+    assert _run(prices, SmaCrossParams()) == _reference(_exact(prices))
 
 
 def test_no_cross_before_the_slow_mean_is_defined_at_the_previous_quote() -> None:
