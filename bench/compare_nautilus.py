@@ -406,7 +406,8 @@ _RATE = re.compile(r"seconds=([\d.]+) rate=([\d,]+)/s")
 
 
 def _server_versions() -> dict[str, str]:
-    from rrr.deploy.servers import nats_server_binary, postgres_bin_dir
+    from rrr.deploy.nats_server import nats_server_binary
+    from rrr.deploy.postgres_server import postgres_bin_dir
 
     out = {}
     with contextlib.suppress(Exception):
@@ -522,7 +523,8 @@ async def _rrr_system(
 
 def rrr_once(csv_path: Path, n: int, workdir: Path, label: str, timeout_s: float, ack_wait_s: int) -> dict[str, Any]:
     """One run on fresh servers in ``workdir`` (deleted afterwards)."""
-    from rrr.deploy.servers import NatsServer, PostgresServer
+    from rrr.deploy.nats_server import NatsServer
+    from rrr.deploy.postgres_server import PostgresServer
 
     nats_server = NatsServer(data_dir=workdir / "nats")
     postgres = PostgresServer(data_dir=workdir / "postgres")

@@ -25,7 +25,10 @@ from pathlib import Path
 import msgspec
 from nats.aio.msg import Msg
 
-from rrr.deploy.servers import NatsServer, PostgresServer, free_port, pid_alive, stop_pid_file
+from rrr.deploy.nats_server import NatsServer
+from rrr.deploy.pid_files import pid_alive, stop_pid_file
+from rrr.deploy.postgres_server import PostgresServer
+from rrr.deploy.processes import free_port
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.errors import RRRError
@@ -186,7 +189,7 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
                 server.port = free_port()
             if isinstance(server, PostgresServer) and not os.environ.get("RRR_PG_PORT") and not _port_free(server.port):
                 server.port = free_port()
-            print(f"starting {server._name} on port {server.port} ...", flush=True)
+            print(f"starting {server.name} on port {server.port} ...", flush=True)
             server.start()
     state = {
         "nats_port": nats.port,
