@@ -447,8 +447,8 @@ async def _rrr_system(
             with tqdm(total=n, unit="quote", desc=f"{label} stored", file=sys.stderr, mininterval=1.0) as bar:
                 while True:
                     for proc in system.procs.values():
-                        if proc.proc is not None and proc.proc.poll() is not None:
-                            raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_tail()}")
+                        if proc.returncode is not None:
+                            raise RuntimeError(f"{proc.name} exited with {proc.returncode}:\n{proc.log_tail()}")
                     if replay.poll() not in (None, 0):
                         raise RuntimeError(f"replay failed ({replay.returncode}):\n{replay.stderr.read()}")  # type: ignore[union-attr]
                     strategy = system.counters("strategy-0")
