@@ -406,7 +406,8 @@ _RATE = re.compile(r"seconds=([\d.]+) rate=([\d,]+)/s")
 
 
 def _server_versions() -> dict[str, str]:
-    from rrr.deploy.servers import nats_server_binary, postgres_bin_dir
+    from rrr.deploy.nats_server import nats_server_binary
+    from rrr.deploy.postgres_server import postgres_bin_dir
 
     out = {}
     with contextlib.suppress(Exception):
@@ -446,8 +447,8 @@ async def _rrr_system(
             with tqdm(total=n, unit="quote", desc=f"{label} stored", file=sys.stderr, mininterval=1.0) as bar:
                 while True:
                     for proc in system.procs.values():
-                        if proc.proc is not None and proc.proc.poll() is not None:
-                            raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_tail()}")
+                        if proc.returncode is not None:
+                            raise RuntimeError(f"{proc.name} exited with {proc.returncode}:\n{proc.log_tail()}")
                     if replay.poll() not in (None, 0):
                         raise RuntimeError(f"replay failed ({replay.returncode}):\n{replay.stderr.read()}")  # type: ignore[union-attr]
                     strategy = system.counters("strategy-0")
@@ -522,7 +523,8 @@ async def _rrr_system(
 
 def rrr_once(csv_path: Path, n: int, workdir: Path, label: str, timeout_s: float, ack_wait_s: int) -> dict[str, Any]:
     """One run on fresh servers in ``workdir`` (deleted afterwards)."""
-    from rrr.deploy.servers import NatsServer, PostgresServer
+    from rrr.deploy.nats_server import NatsServer
+    from rrr.deploy.postgres_server import PostgresServer
 
     nats_server = NatsServer(data_dir=workdir / "nats")
     postgres = PostgresServer(data_dir=workdir / "postgres")

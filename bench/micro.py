@@ -20,15 +20,15 @@ timed. The definitions below are ours; each names the code path of this project 
    own transaction; concurrently over an asyncpg pool of 4 connections (``asyncio.gather``), versus one
    after another on one connection. Ratio = median sequential / median concurrent.
 
-Method: real servers, started from the embedded binaries (``rrr.deploy.servers.NatsServer`` and
-``PostgresServer``, fsync on, synchronous commit) in a temporary directory on this machine, over TCP on
-127.0.0.1, stopped at the end. The database is migrated with ``rrr.persistence.schema.migrate``; the NATS
-streams are created with ``Bus.ensure_streams``. Every measurement runs once as a warm-up (not recorded),
-then ``--repeats`` times; within a repeat the two sides of a comparison alternate which goes first. Every
-run uses fresh message ids (no row or stream message is ever a duplicate), and its effect is checked:
-rows inserted, messages stored as new. Messages are built before the clock starts. Timing is
-``time.perf_counter``; reported are the median with min and max. The quotes table grows during the run
-(about 80,000 rows with 7 repeats), as it would in service.
+Method: real servers, started from the embedded binaries (``rrr.deploy.nats_server.NatsServer`` and
+``rrr.deploy.postgres_server.PostgresServer``, fsync on, synchronous commit) in a temporary directory on
+this machine, over TCP on 127.0.0.1, stopped at the end. The database is migrated with
+``rrr.persistence.schema.migrate``; the NATS streams are created with ``Bus.ensure_streams``. Every
+measurement runs once as a warm-up (not recorded), then ``--repeats`` times; within a repeat the two
+sides of a comparison alternate which goes first. Every run uses fresh message ids (no row or stream
+message is ever a duplicate), and its effect is checked: rows inserted, messages stored as new. Messages
+are built before the clock starts. Timing is ``time.perf_counter``; reported are the median with min and
+max. The quotes table grows during the run (about 80,000 rows with 7 repeats), as it would in service.
 
 Usage: ``python bench/micro.py [--repeats 7] [--out bench/results/micro.json]``
 """
@@ -56,7 +56,8 @@ from typing import Any
 
 import asyncpg
 
-from rrr.deploy.servers import NatsServer, PostgresServer, nats_server_binary
+from rrr.deploy.nats_server import NatsServer, nats_server_binary
+from rrr.deploy.postgres_server import PostgresServer
 from rrr.market_data.handlers import LatestQuotes
 from rrr.persistence.schema import migrate
 from rrr.persistence.store import write_batch

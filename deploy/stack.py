@@ -10,28 +10,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 from nats.aio.msg import Msg
 
-from rrr.deploy.servers import NatsServer, PostgresServer, free_port, pid_alive, stop_pid_file
+from rrr.deploy.nats_server import NatsServer
+from rrr.deploy.pid_files import pid_alive, read_pid_file, stop_pid_files
+from rrr.deploy.postgres_server import PostgresServer
+from rrr.deploy.processes import (
+    SERVICES,
+    ManagedProcess,
+    free_port,
+    log_tail,
+    port_free,
+    service_command,
+    service_program,
+)
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
 
-SERVICES = ("persistence", "execution", "strategy", "market_data")
 FEEDS = ("sim", "none")
 
 
@@ -80,20 +88,8 @@ def _instance(service: str, shard: int) -> str:
     return f"{service}-{shard}"
 
 
-def _read_pid(pid_file: Path, expect: str) -> int | None:
-    """The pid in ``pid_file`` if that process runs and is what we started (its command line names
-    ``expect``): after a reboot, a recorded pid may belong to something else entirely."""
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
-    if not pid_alive(pid):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return pid  # no procfs: trust the pid
-    return pid if expect in cmdline else None
+def _service_of(instance: str) -> str:
+    return instance.rsplit("-", 1)[0]
 
 
 def _port(env: str, previous: int | None) -> int | None:
@@ -107,22 +103,17 @@ def _port(env: str, previous: int | None) -> int | None:
     return previous
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def _service_command(service: str) -> list[str]:
-    exe = Path(sys.executable).parent / f"rrr-{service.replace('_', '-')}"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", f"rrr.{service}"]
-
-
 async def wait_for_heartbeats(
-    url: str, expected: set[str], timeout_s: float, procs: dict[str, int]
+    url: str, expected: set[str], timeout_s: float, procs: Mapping[str, int], log_of: Callable[[str], Path]
 ) -> dict[str, Heartbeat]:
     """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat.
+
+    Args:
+        url: NATS URL.
+        expected: Instance names.
+        timeout_s: Deadline.
+        procs: Pid of each instance, watched for an early exit.
+        log_of: Log file of an instance, whose tail explains an early exit.
 
     Raises:
         StackError: a service process exited, or the deadline passed.
@@ -143,7 +134,7 @@ async def wait_for_heartbeats(
         while not done.is_set():
             for name, pid in procs.items():
                 if name not in seen and not pid_alive(pid):
-                    raise StackError(f"{name} exited during start-up; its log ends with:\n{_log_tail_for(name)}")
+                    raise StackError(f"{name} exited during start-up; its log ends with:\n{log_tail(log_of(name), 30)}")
             if time.monotonic() > deadline:
                 missing = ", ".join(sorted(expected - seen.keys()))
                 raise StackError(f"no heartbeat within {timeout_s:g} s from: {missing}")
@@ -152,13 +143,6 @@ async def wait_for_heartbeats(
     finally:
         await bus.close()
     return seen
-
-
-_RUN = RunDir(Path(".run").resolve())
-
-
-def _log_tail_for(name: str) -> str:
-    return _log_tail(_RUN.service_log(name))
 
 
 def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
@@ -179,14 +163,12 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
         monitor_port=_port("RRR_NATS_MONITOR_PORT", state.get("nats_monitor_port")),
     )
     pg = PostgresServer(data_dir=run.pg_dir, port=_port("RRR_PG_PORT", state.get("pg_port")))
-    for server, pid_name, expect in ((nats, "nats.pid", "nats-server"), (pg, "postgres.pid", "postgres")):
-        if _read_pid(server.data_dir / pid_name, expect) is None:
+    for server, port_env in ((nats, "RRR_NATS_PORT"), (pg, "RRR_PG_PORT")):
+        if read_pid_file(server.pid_file, server.name) is None:
             # A port remembered from last time may have been taken since: fall back to a free one.
-            if isinstance(server, NatsServer) and not os.environ.get("RRR_NATS_PORT") and not _port_free(server.port):
+            if not os.environ.get(port_env) and not port_free(server.port):
                 server.port = free_port()
-            if isinstance(server, PostgresServer) and not os.environ.get("RRR_PG_PORT") and not _port_free(server.port):
-                server.port = free_port()
-            print(f"starting {server._name} on port {server.port} ...", flush=True)
+            print(f"starting {server.name} on port {server.port} ...", flush=True)
             server.start()
     state = {
         "nats_port": nats.port,
@@ -208,23 +190,21 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
     for service in SERVICES:
         for shard in range(shards):
             name = _instance(service, shard)
-            pid = _read_pid(run.service_pid(name), f"rrr-{service.replace('_', '-')}")
+            pid = read_pid_file(run.service_pid(name), service_program(service))
             if pid is None:
-                with run.service_log(name).open("ab") as log:
-                    proc = subprocess.Popen(
-                        [*_service_command(service), "--shard", str(shard)],
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # outlives this command and a Ctrl-C in its terminal
-                    )
-                pid = proc.pid
-                run.service_pid(name).write_text(f"{pid}\n")
-                proc.returncode = 0  # detached on purpose: nobody here waits for it
+                # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
+                process = ManagedProcess(
+                    name,
+                    [*service_command(service), "--shard", str(shard)],
+                    log_file=run.service_log(name),
+                    pid_file=run.service_pid(name),
+                    env=env,
+                )
+                pid = process.start()
+                process.release()
             procs[name] = pid
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
-    asyncio.run(wait_for_heartbeats(nats.url, set(procs), timeout_s, procs))
+    asyncio.run(wait_for_heartbeats(nats.url, set(procs), timeout_s, procs, run.service_log))
     print("system is up")
     print(f"RRR_NATS_URL={nats.url}")
     print(f"RRR_DATABASE_URL={pg.dsn}")
@@ -232,37 +212,22 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
     return 0
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def down(run: RunDir) -> int:
     """Stop services first (they drain and flush), then NATS, then PostgreSQL. Keeps all data."""
     pid_files = []
     for pid_file in sorted(run.pids.glob("*.pid")) if run.pids.exists() else []:
-        if _read_pid(pid_file, "rrr-" + pid_file.stem.rsplit("-", 1)[0].replace("_", "-")) is None:
+        if read_pid_file(pid_file, service_program(_service_of(pid_file.stem))) is None:
             pid_file.unlink()  # stale: that process is gone, and the pid may be someone else's now
         else:
             pid_files.append(pid_file)
     # All services at once; the timeout is generous because each drains in-flight batches before exiting.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(pid_files), 1)) as pool:
-        results = list(pool.map(lambda p: stop_pid_file(p, signal.SIGTERM, timeout_s=30.0), pid_files))
+    results = stop_pid_files(pid_files, signal.SIGTERM, timeout_s=30.0)
     stopped = [p.stem for p, was_running in zip(pid_files, results, strict=True) if was_running]
-    for server, data_dir, pid_name, name in (
-        (NatsServer, run.nats_dir, "nats.pid", "nats-server"),
-        (PostgresServer, run.pg_dir, "postgres.pid", "postgres"),
-    ):
-        if _read_pid(data_dir / pid_name, name) is None:
-            (data_dir / pid_name).unlink(missing_ok=True)
+    for server, data_dir in ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir)):
+        if read_pid_file(data_dir / server.pid_name, server.name) is None:
+            (data_dir / server.pid_name).unlink(missing_ok=True)
         elif server.stop_detached(data_dir):
-            stopped.append(name)
+            stopped.append(server.name)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
@@ -283,24 +248,21 @@ def status(run: RunDir, *, listen_s: float) -> int:
         return 1
     rows = []
     healthy = True
-    for name, pid_file in (
-        ("nats-server", run.nats_dir / "nats.pid"),
-        ("postgres", run.pg_dir / "postgres.pid"),
-    ):
-        pid = _read_pid(pid_file, name)
+    for server, data_dir in ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir)):
+        pid = read_pid_file(data_dir / server.pid_name, server.name)
         healthy &= pid is not None
-        rows.append((name, "running" if pid else "stopped", str(pid or "-"), ""))
+        rows.append((server.name, "running" if pid else "stopped", str(pid or "-"), ""))
     env = _read_env(run)
     beats: dict[str, Heartbeat] = {}
     services = sorted(p.stem for p in run.pids.glob("*.pid")) if run.pids.exists() else []
     alive = {
         name: pid
         for name in services
-        if (pid := _read_pid(run.service_pid(name), f"rrr-{name.rsplit('-', 1)[0].replace('_', '-')}")) is not None
+        if (pid := read_pid_file(run.service_pid(name), service_program(_service_of(name)))) is not None
     }
     if alive and rows[0][1] == "running":
         with contextlib.suppress(StackError):
-            beats = asyncio.run(wait_for_heartbeats(env["RRR_NATS_URL"], set(alive), listen_s, alive))
+            beats = asyncio.run(wait_for_heartbeats(env["RRR_NATS_URL"], set(alive), listen_s, alive, run.service_log))
     for name in services:
         pid = alive.get(name)
         beat = beats.get(name)
@@ -329,7 +291,7 @@ def logs(run: RunDir, service: str | None, lines: int) -> int:
             return 2
     for path in files:
         print(f"==> {path} <==")
-        print(_log_tail(path, lines))
+        print(log_tail(path, lines))
     return 0
 
 
@@ -377,8 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_exec.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     run = RunDir(args.run_dir.resolve())
-    global _RUN
-    _RUN = run
     try:
         if args.command == "up":
             if args.feed not in FEEDS:

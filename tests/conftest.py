@@ -1,7 +1,8 @@
 """Fixtures for every test tier: real PostgreSQL and NATS servers.
 
-By default the servers run from the binaries in the virtual environment (`rrr.deploy.servers`) on free
-ports: one PostgreSQL per session with a fresh database per test, one nats-server per test.
+By default the servers run from the binaries in the virtual environment (`rrr.deploy.nats_server`,
+`rrr.deploy.postgres_server`) on free ports: one PostgreSQL per session with a fresh database per test, one
+nats-server per test.
 `RRR_DATABASE_URL` and `RRR_NATS_URL` point the tests at servers run by someone else instead, and
 `RRR_TEST_SERVERS=containers` starts them with testcontainers (needs Docker and `.[containers]`).
 """
@@ -18,7 +19,9 @@ from types import ModuleType
 
 import pytest
 
-from rrr.deploy.servers import NatsEndpoint, NatsServer, PostgresEndpoint, PostgresServer, temporary_database
+from rrr.deploy.databases import temporary_database
+from rrr.deploy.nats_server import NatsEndpoint, NatsServer
+from rrr.deploy.postgres_server import PostgresEndpoint, PostgresServer
 
 _SERVERS_ENV = "RRR_TEST_SERVERS"
 _POSTGRES_IMAGE = "postgres:17"

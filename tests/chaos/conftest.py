@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rrr.deploy.servers import NatsEndpoint
+from rrr.deploy.nats_server import NatsEndpoint
 from tests.support.system import FAST_HEARTBEATS, System
 
 

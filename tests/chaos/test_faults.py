@@ -13,7 +13,8 @@ import nats
 import pytest
 
 from rrr.deploy.dlq import NotRepublishableError, read_dead_letters, republish
-from rrr.deploy.servers import NatsEndpoint, PostgresServer
+from rrr.deploy.nats_server import NatsEndpoint
+from rrr.deploy.postgres_server import PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
 from tests.support.checks import Comparison, wait_for_exact

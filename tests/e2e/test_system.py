@@ -15,7 +15,7 @@ import asyncpg
 import nats
 import pytest
 
-from rrr.deploy.servers import pid_alive
+from rrr.deploy.pid_files import pid_alive
 from rrr.market_data.replay import source_id
 from tests.support.reference import sma_cross_expectations
 

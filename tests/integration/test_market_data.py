@@ -12,7 +12,7 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from rrr.deploy.servers import NatsEndpoint
+from rrr.deploy.nats_server import NatsEndpoint
 from rrr.market_data import app
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import replay_file

