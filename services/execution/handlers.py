@@ -23,6 +23,7 @@ from rrr.shared.messages import (
     PositionUpdated,
     SubmitOrder,
 )
+from rrr.shared.watermark import Watermark
 
 
 class ExecutionCounters(Counters, kw_only=True):
@@ -34,6 +35,9 @@ class ExecutionCounters(Counters, kw_only=True):
     duplicate_orders: int = 0
     # Orders accepted before a crash whose fill is completed now.
     orders_resumed: int = 0
+    # Unknown orders at or before the newest one handled for their strategy and symbol: a command sent
+    # again at any later time, or out of order. Never filled.
+    stale_orders: int = 0
 
 
 @dataclass(slots=True)
@@ -46,6 +50,8 @@ class Book:
     orders: Orders = field(default_factory=Orders)
     positions: dict[str, Position] = field(default_factory=dict)
     counters: ExecutionCounters = field(default_factory=ExecutionCounters)
+    # Per (strategy, symbol): the newest order handled, by event time (see rrr.shared.watermark).
+    watermarks: dict[tuple[str, str], Watermark] = field(default_factory=dict)
     # What this service stamps its own events with.
     clock: Clock = wall_clock
     # Held from the first state change of a batch until its events are stored: the command and retry
@@ -59,6 +65,13 @@ class Book:
             position = self.positions[symbol] = Position(symbol)
         return position
 
+    def watermark(self, strategy: str, symbol: str) -> Watermark:
+        """The watermark of a strategy's orders on a symbol, created empty on first use."""
+        mark = self.watermarks.get((strategy, symbol))
+        if mark is None:
+            mark = self.watermarks[(strategy, symbol)] = Watermark()
+        return mark
+
     def replay_fill(self, fill: OrderFilled) -> None:
         """Apply a fill read back from the event stream (rebuilding state at start-up).
 
@@ -71,12 +84,13 @@ class Book:
         self.orders.restore(fill.client_order_id, "filled")
 
 
-def position_updated(book: Book, symbol: str, now: int) -> PositionUpdated:
-    """The event that reports a symbol's current position; its id is unique per fill count."""
+def position_updated(book: Book, symbol: str, ts_event: int, now: int) -> PositionUpdated:
+    """The event that reports a symbol's current position, as of the fill at ``ts_event``; its id is unique
+    per fill count."""
     position = book.position(symbol)
     return PositionUpdated(
         id=f"{symbol}:{position.fills}",
-        ts_event=now,
+        ts_event=ts_event,
         ts_init=now,
         symbol=symbol,
         qty=to_decimal(position.qty),
@@ -99,17 +113,23 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
     if status in ("filled", "rejected"):
         book.counters.duplicate_orders += 1
         return []
-    now = book.clock()
+    # Event time is the order's (the quote that caused it); ts_init is when this service handled it.
+    ts, now = order.ts_event, book.clock()
     event_subject = subjects.order_event(order.symbol, book.shards)
     out: list[Outgoing] = []
     if status is None:
+        mark = book.watermark(order.strategy, order.symbol)
+        if mark.seen(order.ts_event, order.id):
+            book.counters.stale_orders += 1
+            return []
+        mark.advance(order.ts_event, order.id)
         reason = check_order(order, book.limits)
         if reason is not None:
             book.orders.transition(order.id, "rejected")
             book.counters.orders_rejected += 1
             rejected = OrderRejected(
                 id=f"{order.id}:rejected",
-                ts_event=now,
+                ts_event=ts,
                 ts_init=now,
                 client_order_id=order.id,
                 strategy=order.strategy,
@@ -123,7 +143,7 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
         book.orders.transition(order.id, "accepted")
         accepted = OrderAccepted(
             id=f"{order.id}:accepted",
-            ts_event=now,
+            ts_event=ts,
             ts_init=now,
             client_order_id=order.id,
             strategy=order.strategy,
@@ -142,7 +162,7 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
     book.counters.orders_filled += 1
     filled = OrderFilled(
         id=fill.fill_id,
-        ts_event=now,
+        ts_event=ts,
         ts_init=now,
         client_order_id=order.id,
         symbol=order.symbol,
@@ -153,7 +173,7 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
         venue=book.venue.name,
     )
     out.append(bus.prepare(event_subject, filled))
-    out.append(bus.prepare(subjects.position(order.symbol, book.shards), position_updated(book, order.symbol, now)))
+    out.append(bus.prepare(subjects.position(order.symbol, book.shards), position_updated(book, order.symbol, ts, now)))
     return out
 
 

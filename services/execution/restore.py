@@ -19,10 +19,13 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     """Rebuild order statuses and positions of this shard from the event stream, before trading.
 
     The fills on the stream are the truth: positions are their fold, in stream order, with the same
-    exact arithmetic as live trading. A position whose last published update misses a fill (a crash
-    between publishing the fill and the update) is published again, so downstream catches up.
+    exact arithmetic as live trading. The watermarks of each strategy's orders come back from the
+    accepted and rejected events, whose event time is the order's. A position whose last published
+    update misses a fill (a crash between publishing the fill and the update) is published again, so
+    downstream catches up.
     """
     skipped = 0
+    last_fill_ts: dict[str, int] = {}
     for msg in await bus.read_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.ORDER_EVENT, shard)):
         try:
             event = order_event_decoder.decode(msg.data)
@@ -31,12 +34,12 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
             skipped += 1
             _log.warning("restore: skipped an undecodable event on %s: %s", msg.subject, exc)
             continue
-        if isinstance(event, OrderAccepted):
-            book.orders.restore(event.client_order_id, "accepted")
-        elif isinstance(event, OrderRejected):
-            book.orders.restore(event.client_order_id, "rejected")
+        if isinstance(event, OrderAccepted | OrderRejected):
+            book.orders.restore(event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected")
+            book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
         elif isinstance(event, OrderFilled):
             book.replay_fill(event)
+            last_fill_ts[event.symbol] = event.ts_event
     published: dict[str, int] = {}
     for msg in await bus.read_stream(
         EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True
@@ -50,7 +53,10 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
             published[event.symbol] = event.version
     now = book.clock()
     stale = [
-        bus.prepare(subjects.position(symbol, book.shards), handlers.position_updated(book, symbol, now))
+        bus.prepare(
+            subjects.position(symbol, book.shards),
+            handlers.position_updated(book, symbol, last_fill_ts.get(symbol, now), now),
+        )
         for symbol, position in book.positions.items()
         if published.get(symbol, 0) < position.fills
     ]

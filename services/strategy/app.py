@@ -25,14 +25,18 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     )
     bucket = await snapshots.open_bucket(ctx.bus)
     key = snapshots.key(config.strategy, config.shard, config.shards)
-    strategies.seq, strategies.books = await snapshots.load(bucket, key, strategies.name, strategies.params)
+    strategies.seq, strategies.books, strategies.watermarks = await snapshots.load(
+        bucket, key, strategies.name, strategies.params
+    )
     saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
 
     # Saved last on the way out (after the consumer stopped, before the connection drains), unless a batch
     # was cut short before its output was stored: then the previous snapshot stays.
     async def _final_snapshot() -> None:
         if strategies.published:
-            await saver.save(strategies.seq, strategies.name, strategies.params, strategies.books)
+            await saver.save(
+                strategies.seq, strategies.name, strategies.params, strategies.books, strategies.watermarks
+            )
 
     ctx.stack.push_async_callback(_final_snapshot)
     quotes = Consumer(

@@ -13,6 +13,7 @@ from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
+from rrr.shared.watermark import Watermark
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 from rrr.strategy.snapshots import Saver
 
@@ -24,6 +25,9 @@ class StrategyCounters(Counters, kw_only=True):
     published: int = 0
     # Quotes at or below the snapshot's sequence, delivered again: acknowledged, not applied twice.
     redelivered_skipped: int = 0
+    # Quotes at or before their symbol's newest applied event time: a repeat (the same file replayed
+    # again, at any later time) or out of order. Not applied.
+    stale_skipped: int = 0
     snapshots: int = 0
 
 
@@ -39,6 +43,8 @@ class Strategies:
     params: SmaCrossParams
     shards: int
     books: dict[str, SmaCross] = field(default_factory=dict)
+    # Per symbol: the newest quote applied (see rrr.shared.watermark), snapshotted with the books.
+    watermarks: dict[str, Watermark] = field(default_factory=dict)
     seq: int = 0
     # False from a batch's first state change until its signals and orders are stored: a snapshot taken
     # in between would claim output that was never sent.
@@ -56,8 +62,19 @@ class Strategies:
 
 
 def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
-    """Feed one quote to its symbol's strategy; return the signal and order it produces, if any."""
+    """Feed one quote to its symbol's strategy; return the signal and order it produces, if any.
+
+    A quote at or before the newest one applied for its symbol is skipped: the same quote coming back at
+    any later time (a replay resumed or repeated hours later) yields no second signal or order.
+    """
+    mark = strategies.watermarks.get(quote.symbol)
+    if mark is None:
+        mark = strategies.watermarks[quote.symbol] = Watermark()
+    if mark.seen(quote.ts_event, quote.id):
+        strategies.counters.stale_skipped += 1
+        return []
     cross = strategies.for_symbol(quote.symbol).on_quote(quote.bid, quote.ask)
+    mark.advance(quote.ts_event, quote.id)
     if cross is None:
         return []
     now = strategies.clock()
@@ -138,6 +155,8 @@ async def on_quotes(
         strategies.counters.published += len(out)
     strategies.published = True
     # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
-    if await saver.maybe_save(strategies.seq, strategies.name, strategies.params, strategies.books):
+    if await saver.maybe_save(
+        strategies.seq, strategies.name, strategies.params, strategies.books, strategies.watermarks
+    ):
         strategies.counters.snapshots += 1
     return rejected

@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 
 from rrr.shared.bus import Bus
 from rrr.shared.errors import RRRError
+from rrr.shared.watermark import Watermark
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams, SmaCrossState
 
 BUCKET = "RRR_STRATEGY_STATE"
@@ -35,6 +36,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot
     slow: int
     qty: Decimal
     books: dict[str, SmaCrossState]
+    # Added in a later version, so last and with a default: an older snapshot decodes with none.
+    watermarks: dict[str, Watermark] = {}
 
 
 class SnapshotMismatchError(RRRError):
@@ -64,8 +67,12 @@ async def open_bucket(bus: Bus) -> KeyValue:
         return await bus.js.create_key_value(KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE))
 
 
-async def load(bucket: KeyValue, key_: str, name: str, params: SmaCrossParams) -> tuple[int, dict[str, SmaCross]]:
-    """The last stream sequence the snapshot covers and the books it holds; (0, {}) when there is none.
+Books = dict[str, SmaCross]
+Watermarks = dict[str, Watermark]
+
+
+async def load(bucket: KeyValue, key_: str, name: str, params: SmaCrossParams) -> tuple[int, Books, Watermarks]:
+    """The last stream sequence the snapshot covers, its books and watermarks; (0, {}, {}) when there is none.
 
     Raises:
         SnapshotMismatchError: the snapshot was taken with other parameters.
@@ -73,9 +80,9 @@ async def load(bucket: KeyValue, key_: str, name: str, params: SmaCrossParams) -
     try:
         entry = await bucket.get(key_)
     except nats.js.errors.KeyNotFoundError:
-        return 0, {}
+        return 0, {}, {}
     if not entry.value:
-        return 0, {}
+        return 0, {}, {}
     snapshot = _decoder.decode(entry.value)
     stored = f"{snapshot.strategy} fast={snapshot.fast} slow={snapshot.slow} qty={snapshot.qty}"
     configured = f"{name} fast={params.fast} slow={params.slow} qty={params.qty}"
@@ -83,11 +90,11 @@ async def load(bucket: KeyValue, key_: str, name: str, params: SmaCrossParams) -
         raise SnapshotMismatchError(key_, stored, configured)
     books = {symbol: SmaCross.from_state(params, state) for symbol, state in snapshot.books.items()}
     _log.info("restored %d symbols from snapshot %s at stream sequence %d", len(books), key_, snapshot.seq)
-    return snapshot.seq, books
+    return snapshot.seq, books, dict(snapshot.watermarks)
 
 
 async def save(
-    bucket: KeyValue, key_: str, seq: int, name: str, params: SmaCrossParams, books: dict[str, SmaCross]
+    bucket: KeyValue, key_: str, seq: int, name: str, params: SmaCrossParams, books: Books, watermarks: Watermarks
 ) -> None:
     """Store the books as covering every quote up to stream sequence ``seq``."""
     snapshot = Snapshot(
@@ -97,6 +104,7 @@ async def save(
         slow=params.slow,
         qty=params.qty,
         books={symbol: book.state() for symbol, book in books.items()},
+        watermarks=watermarks,
     )
     await bucket.put(key_, _encoder.encode(snapshot))
 
@@ -111,18 +119,20 @@ class Saver:
         self._saved_seq = -1
         self._saved_at = time.monotonic()
 
-    async def maybe_save(self, seq: int, name: str, params: SmaCrossParams, books: dict[str, SmaCross]) -> bool:
+    async def maybe_save(
+        self, seq: int, name: str, params: SmaCrossParams, books: Books, watermarks: Watermarks
+    ) -> bool:
         """Save if the last save is older than the period and something changed; True if it saved."""
         if seq == self._saved_seq or time.monotonic() - self._saved_at < self._every_s:
             return False
-        return await self.save(seq, name, params, books)
+        return await self.save(seq, name, params, books, watermarks)
 
-    async def save(self, seq: int, name: str, params: SmaCrossParams, books: dict[str, SmaCross]) -> bool:
+    async def save(self, seq: int, name: str, params: SmaCrossParams, books: Books, watermarks: Watermarks) -> bool:
         """Save now. A failure is logged, not raised: the previous snapshot stays valid, only older."""
         if seq == self._saved_seq:
             return False
         try:
-            await save(self._bucket, self._key, seq, name, params, books)
+            await save(self._bucket, self._key, seq, name, params, books, watermarks)
         except (nats.errors.Error, TimeoutError) as exc:
             _log.warning("could not save snapshot %s at sequence %d: %s", self._key, seq, exc)
             return False
