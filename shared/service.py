@@ -1,8 +1,8 @@
-"""The one service runner: a service declares what is particular to it, and ``serve`` does the rest.
+"""The one service runner: a service declares what is particular to it, and ``Service.run`` does the rest.
 
 A service is a ``Service``: its name, its config type and a ``start`` function that, given a ``Context``
 (config, connected bus, stop event, exit stack, clock), restores its state and returns a ``Plan``: its
-consumers and subscriptions as data, its background tasks, its counters and gauges. ``serve`` connects,
+consumers and subscriptions as data, its background tasks, its counters and gauges. ``Service.run`` connects,
 creates the streams, checks the shard count, calls ``start``, runs the plan with a heartbeat, and on
 ``stop`` drains: consumers finish the batch in hand, then everything entered in the exit stack closes in
 reverse order (the bus drains last but for what was opened before it).
@@ -87,55 +87,42 @@ class Service(Generic[C]):
         clock: Clock = wall_clock,
         hooks: Hooks | None = None,
     ) -> None:
-        """Serve until ``stop`` is set (see ``serve``)."""
-        await serve(self, config, stop, tracer_provider=tracer_provider, clock=clock, hooks=hooks)
+        """Run the service with ``config`` until ``stop`` is set, then drain and close.
+
+        ``tracer_provider`` replaces the one built from ``config.otel_exporter`` (tests collect spans that
+        way); ``clock`` is what handlers stamp their own times with; ``hooks`` are the fault suite's.
+        """
+        hooks = hooks or Hooks()
+        provider = tracer_provider or setup_tracing(self.name, config.otel_exporter)
+        async with contextlib.AsyncExitStack() as stack:
+            if tracer_provider is None:
+                stack.callback(provider.shutdown)
+            bus = await Bus.connect(
+                config.nats_url,
+                service=self.name,
+                name=instance_name(self.name, config),
+                tracer=provider.get_tracer("rrr"),
+                before_ack=hooks.before_ack,
+            )
+            stack.push_async_callback(bus.close)
+            await bus.ensure_streams(max_age_s=config.stream_max_age_s)
+            await bus.check_shards(config.shards)
+            plan = await self.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))
+            for subscription in plan.subscriptions:
+                await bus.subscribe(subscription)
+            note = f" {plan.note}" if plan.note else ""
+            _log.info("serving shard %d of %d%s with %r", config.shard, config.shards, note, config)
+            async with asyncio.TaskGroup() as tasks:
+                for consumer in plan.consumers:
+                    tasks.create_task(bus.consume(consumer, stop, ack_wait_s=config.ack_wait_s))
+                for task in plan.tasks:
+                    tasks.create_task(task())
+                tasks.create_task(_heartbeats(bus, self.name, config, stop, clock, plan))
 
 
 def instance_name(service: str, config: ServiceConfig) -> str:
     """The instance's name: configured, or ``<service>-<shard>@<host>``."""
     return config.instance or f"{service}-{config.shard}@{socket.gethostname()}"
-
-
-async def serve(
-    service: Service[C],
-    config: C,
-    stop: asyncio.Event,
-    *,
-    tracer_provider: TracerProvider | None = None,
-    clock: Clock = wall_clock,
-    hooks: Hooks | None = None,
-) -> None:
-    """Run ``service`` with ``config`` until ``stop`` is set, then drain and close.
-
-    ``tracer_provider`` replaces the one built from ``config.otel_exporter`` (tests collect spans that
-    way); ``clock`` is what handlers stamp their own times with; ``hooks`` are the fault suite's.
-    """
-    hooks = hooks or Hooks()
-    provider = tracer_provider or setup_tracing(service.name, config.otel_exporter)
-    async with contextlib.AsyncExitStack() as stack:
-        if tracer_provider is None:
-            stack.callback(provider.shutdown)
-        bus = await Bus.connect(
-            config.nats_url,
-            service=service.name,
-            name=instance_name(service.name, config),
-            tracer=provider.get_tracer("rrr"),
-            before_ack=hooks.before_ack,
-        )
-        stack.push_async_callback(bus.close)
-        await bus.ensure_streams(max_age_s=config.stream_max_age_s)
-        await bus.check_shards(config.shards)
-        plan = await service.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))
-        for subscription in plan.subscriptions:
-            await bus.subscribe(subscription)
-        note = f" {plan.note}" if plan.note else ""
-        _log.info("serving shard %d of %d%s with %r", config.shard, config.shards, note, config)
-        async with asyncio.TaskGroup() as tasks:
-            for consumer in plan.consumers:
-                tasks.create_task(bus.consume(consumer, stop, ack_wait_s=config.ack_wait_s))
-            for task in plan.tasks:
-                tasks.create_task(task())
-            tasks.create_task(_heartbeats(bus, service.name, config, stop, clock, plan))
 
 
 async def _heartbeats(
