@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -56,18 +57,22 @@ class NatsServer(EmbeddedServer):
         monitor_port: int | None = None,
         log_file: Path | None = None,
         host: str = "127.0.0.1",
+        max_store_bytes: int | None = None,
     ) -> None:
         """Describe the server; nothing runs until `start`.
 
         Args:
-            data_dir: Holds the JetStream store (`<data_dir>/jetstream`), `nats.pid` and, by default,
-                `nats.log`.
+            data_dir: Holds the JetStream store (`<data_dir>/jetstream`), `nats.conf`, `nats.pid` and, by
+                default, `nats.log`.
             port: Client port; a free one when None.
             monitor_port: HTTP monitoring port; a free one when None.
             log_file: Where the server's output goes.
             host: Address to listen on.
+            max_store_bytes: JetStream's file store limit (`max_file_store`); the server's default (most
+                of the disk) when None.
         """
         super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="nats.log")
+        self.max_store_bytes = max_store_bytes
         self._auto_port = port is None
         self._auto_monitor_port = monitor_port is None
         self.port = port if port is not None else free_port(host)
@@ -82,6 +87,11 @@ class NatsServer(EmbeddedServer):
     def monitor_url(self) -> str:
         """Base URL of the HTTP monitoring endpoints."""
         return f"http://{self.host}:{self.monitor_port}"
+
+    @property
+    def config_file(self) -> Path:
+        """The configuration the server runs with, written at each start."""
+        return self.data_dir / "nats.conf"
 
     @property
     def store_dir(self) -> Path:
@@ -103,18 +113,23 @@ class NatsServer(EmbeddedServer):
         deadline = time.monotonic() + timeout_s
 
         def argv() -> list[str]:
-            # nats-server appends "jetstream" to -sd itself, so the store lands in <data_dir>/jetstream.
-            return [
-                str(binary),
-                "--jetstream",
-                "--store_dir", str(self.data_dir),
-                "--addr", self.host,
-                "--port", str(self.port),
-                "--http_port", str(self.monitor_port),
-                "--server_name", "rrr-nats",
-            ]  # fmt: skip
+            self._write_config()
+            return [str(binary), "--config", str(self.config_file)]
 
         self._launch(argv, self._healthy, lambda: f"{self.monitor_url}/healthz to answer 200", deadline)
+
+    def _write_config(self) -> None:
+        # nats-server appends "jetstream" to store_dir itself, so the store lands in <data_dir>/jetstream.
+        jetstream = [f"store_dir: {json.dumps(str(self.data_dir))}"]
+        if self.max_store_bytes is not None:
+            jetstream.append(f"max_file_store: {self.max_store_bytes}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            "server_name: rrr-nats\n"
+            f"listen: {json.dumps(f'{self.host}:{self.port}')}\n"
+            f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}\n"
+            f"jetstream {{ {', '.join(jetstream)} }}\n"
+        )
 
     def _pick_free_ports(self) -> bool:
         if self._auto_port:

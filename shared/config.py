@@ -37,10 +37,14 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     ack_wait_s: Annotated[
         float, msgspec.Meta(gt=0, description="how long JetStream waits for an ack before redelivering")
     ] = 30.0
-    # At least JetStream's de-duplication window (120 s), which the streams cannot outlive.
+    # At least the de-duplication window, which the streams cannot outlive.
     stream_max_age_s: Annotated[
         float, msgspec.Meta(ge=120, le=10 * 365 * 24 * 3600, description="how long JetStream streams keep messages")
     ] = 7 * 24 * 3600.0
+    duplicate_window_s: Annotated[
+        float,
+        msgspec.Meta(gt=0, le=24 * 3600, description="how long JetStream remembers a message id to drop a copy"),
+    ] = 120.0
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
     event_loop: Annotated[
         Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
@@ -50,6 +54,11 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.shard >= self.shards:
             raise ConfigError("shard", f"a shard below --shards={self.shards}", self.shard)
+        if self.duplicate_window_s > self.stream_max_age_s:
+            # JetStream refuses a stream that forgets messages before their ids.
+            raise ConfigError(
+                "duplicate_window_s", f"at most --stream-max-age-s={self.stream_max_age_s:g}", self.duplicate_window_s
+            )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={redact(getattr(self, name))!r}" for name in self.__struct_fields__)
@@ -58,7 +67,16 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 # Fields read from RRR_<FIELD> as well as RRR_<SERVICE>_<FIELD>: they describe the deployment, not the service.
 SHARED_ENV_FIELDS = frozenset(
-    {"nats_url", "database_url", "shards", "stream_max_age_s", "ack_wait_s", "otel_exporter", "log_level"}
+    {
+        "nats_url",
+        "database_url",
+        "shards",
+        "stream_max_age_s",
+        "duplicate_window_s",
+        "ack_wait_s",
+        "otel_exporter",
+        "log_level",
+    }
 )
 
 _PASSWORD_IN_URL = re.compile(r"(//[^:/@]+:)[^@]*@")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,9 @@ Market data: bring quotes in, normalise them, publish them per symbol shard on m
 """
 
 
+INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command a Ctrl-C ended, by shell convention
+
+
 def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress: bool) -> int:
     # Read the whole file once before publishing anything: a bad row stops the replay with nothing sent,
     # so fixing the file and replaying it again cannot leave half of an old version behind.
@@ -36,9 +41,23 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     total = count_rows(path)
 
     async def _main() -> ReplayReport:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def _on_interrupt() -> None:
+            if stop.is_set():
+                print("\ninterrupted again: exiting without waiting", file=sys.stderr, flush=True)
+                os._exit(INTERRUPTED)
+            stop.set()
+
+        # The first Ctrl-C stops the replay after the window in flight, with a summary; a second one exits.
+        loop.add_signal_handler(signal.SIGINT, _on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, _on_interrupt)
         bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
         try:
-            await bus.ensure_streams(max_age_s=config.stream_max_age_s, update=False)
+            await bus.ensure_streams(
+                max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s, update=False
+            )
             with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
                 return await replay_file(
                     bus,
@@ -47,6 +66,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
                     window=config.replay_window,
                     skip_bad_rows=skip_bad_rows,
                     on_progress=bar.update,
+                    stop=stop,
                 )
         finally:
             await bus.close()
@@ -54,7 +74,15 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     report = asyncio.run(_main())
     for line in report.bad_rows:
         print(f"skipped bad row: {line}", file=sys.stderr)
-    rate = report.rows / report.seconds if report.seconds else 0.0
+    sent = report.published + report.duplicates
+    rate = sent / report.seconds if report.seconds else 0.0
+    if report.interrupted:
+        print(
+            f"interrupted {report.path}: {sent} of {total} rows stored (published={report.published} "
+            f"duplicates={report.duplicates}); run the same command again to resume: rows already stored "
+            "are skipped"
+        )
+        return INTERRUPTED
     print(
         f"replayed {report.path}: rows={report.rows} published={report.published} "
         f"duplicates={report.duplicates} bad_rows={len(report.bad_rows)} "
@@ -91,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RRRError as exc:
         print(f"rrr-market-data replay: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Still reading the file, before anything was published.
+        print(f"\ninterrupted {args.file}: nothing was published", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

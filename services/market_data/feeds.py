@@ -110,6 +110,8 @@ class ReplayReport:
     duplicates: int = 0
     bad_rows: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Stopped by ``stop`` before the end of the file: ``published + duplicates`` rows were stored.
+    interrupted: bool = False
 
 
 async def replay_file(
@@ -121,12 +123,17 @@ async def replay_file(
     skip_bad_rows: bool,
     on_progress: Callable[[int], None] | None = None,
     clock: Clock = wall_clock,
+    stop: asyncio.Event | None = None,
 ) -> ReplayReport:
     """Publish every quote of ``path`` to JetStream, as fast as the streams acknowledge them.
 
     At most ``window`` publishes await their acknowledgement at once, which is the back-pressure: the
     replay goes as fast as the system absorbs it and no faster. Each quote's id is ``<source>:<line>``
     and is its JetStream de-duplication key, so replaying a file twice stores its quotes once.
+
+    ``stop`` ends the replay early: the window in flight is finished (or given up, if the broker is away)
+    and the report says how far it got; running the same replay again resumes, since what was stored
+    is stored once.
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing after it is published.
@@ -139,10 +146,17 @@ async def replay_file(
 
     pending: list[Outgoing] = []
 
-    never = asyncio.Event()  # a replay waits out a broker restart for as long as it takes
+    # A replay waits out a broker restart or a full store for as long as it takes, unless stopped.
+    stop = stop or asyncio.Event()
 
     async def _flush() -> None:
-        stored = await bus.publish_persistent_many(pending, retry_until=never)
+        try:
+            stored = await bus.publish_persistent_many(pending, retry_until=stop)
+        except (nats.errors.Error, TimeoutError):
+            if not stop.is_set():
+                raise
+            pending.clear()  # given up when asked to stop: a rerun sends these again
+            return
         report.published += stored
         report.duplicates += len(pending) - stored
         if on_progress is not None:
@@ -150,6 +164,9 @@ async def replay_file(
         pending.clear()
 
     for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad):
+        if stop.is_set():
+            report.interrupted = True
+            break
         report.rows += 1
         quote = Quote(
             id=f"{report.source}:{row.line}",
@@ -164,7 +181,8 @@ async def replay_file(
         pending.append(bus.prepare(subjects.quote(row.symbol, shards), quote))
         if len(pending) >= window:
             await _flush()
-    if pending:
+    if pending and not stop.is_set():
         await _flush()
+    report.interrupted = report.interrupted or stop.is_set()
     report.seconds = time.monotonic() - started
     return report

@@ -37,6 +37,8 @@ class BusCounters(Counters, kw_only=True):
     retried: int = 0
     transient_errors: int = 0
     publish_retries: int = 0
+    # Publishes refused because the JetStream store was full, and retried.
+    store_full: int = 0
     heartbeats_missed: int = 0
 
 
@@ -73,7 +75,7 @@ class Connection:
 
     def __init__(self, nc: Client, *, service: str, tracer: Tracer, before_ack: BeforeAck | None = None) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=4096)
+        self.js: JetStreamContext = nc.jetstream()
         self.service = service
         self.tracer = tracer
         self.counters = BusCounters()
@@ -129,8 +131,6 @@ class Connection:
     async def close(self) -> None:
         """Drain: finish in-flight publishes and subscriptions, then close."""
         self.closing = True
-        if self.js.publish_async_pending():
-            await self.js.publish_async_completed()
         if not self.nc.is_closed:
             await self.nc.drain()
 

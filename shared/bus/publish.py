@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.errors
-import nats.js.errors
 from nats.js.api import PubAck
+from nats.js.errors import APIError
 
 from rrr.shared.bus.connection import Backoff, Connection
 from rrr.shared.errors import FatalError
@@ -20,6 +20,19 @@ _log = logging.getLogger(__name__)
 
 # JetStream's own de-duplication key.
 MSG_ID = "Nats-Msg-Id"
+# JetStream answers 503 when its store is full ("insufficient resources", "insufficient storage"): wait for
+# space rather than fail, since nothing is wrong with the message.
+_UNAVAILABLE = 503
+
+
+def _store_full(exc: BaseException) -> bool:
+    return isinstance(exc, APIError) and exc.code == _UNAVAILABLE
+
+
+def _describe(exc: BaseException) -> str:
+    if _store_full(exc):
+        return "the JetStream store is full (waiting for space)"
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +73,36 @@ class Publisher(Connection):
         Returns how many the streams stored as new (a duplicate inside the de-duplication window is
         acknowledged but not stored again, and not counted).
 
-        With ``retry_until``, a failed or unacknowledged publish (broker restarting, connection lost) is
-        retried with back-off, all of ``items`` again, until it succeeds or the event is set: the message
-        ids make the retries harmless.
+        With ``retry_until``, a failed or unacknowledged publish (broker restarting, connection lost, or
+        a JetStream store that is full: back-pressure) is retried with back-off, all of ``items`` again,
+        until it succeeds or the event is set: the message ids make the retries harmless.
+
+        Every publish of a round ends, by its acknowledgement, its error or its timeout, before the next
+        round or the return: nothing is left pending for a later wait to hang on.
 
         Raises:
             nats.errors.Error, TimeoutError: the publish failed (and ``retry_until`` was not given or is set).
-            nats.js.errors.APIError: a stream refused a message.
+            nats.js.errors.APIError: a stream refused a message for good (not a full store).
         """
         backoff = Backoff()
         while True:
-            try:
-                futures = [await self.js.publish_async(o.subject, o.data, headers=o.headers) for o in items]
-                acks: list[PubAck] = await asyncio.wait_for(asyncio.gather(*futures), timeout=ack_timeout_s)
-            except (nats.errors.Error, TimeoutError) as exc:
-                if retry_until is None or retry_until.is_set() or isinstance(exc, nats.js.errors.APIError):
-                    raise
-                self.counters.publish_retries += 1
-                _log.warning("publishing %d messages failed, retrying: %s", len(items), exc or type(exc).__name__)
-                await backoff.wait(retry_until)
-                continue
-            return sum(1 for ack in acks if not ack.duplicate)
+            results = await asyncio.gather(
+                *(self.js.publish(o.subject, o.data, timeout=ack_timeout_s, headers=o.headers) for o in items),
+                return_exceptions=True,
+            )
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is None:
+                return sum(1 for ack in results if isinstance(ack, PubAck) and not ack.duplicate)
+            if isinstance(failure, asyncio.CancelledError) or not isinstance(failure, nats.errors.Error | TimeoutError):
+                raise failure
+            full = _store_full(failure)
+            if retry_until is None or retry_until.is_set() or (isinstance(failure, APIError) and not full):
+                raise failure
+            if full:
+                self.counters.store_full += 1
+            self.counters.publish_retries += 1
+            _log.warning("publishing %d messages failed, retrying: %s", len(items), _describe(failure))
+            await backoff.wait(retry_until)
 
     async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> None:
         """Publish what a stateful handler produced, waiting out a broker outage; stop the service if

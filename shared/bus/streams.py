@@ -46,11 +46,14 @@ class ShardCountError(RRRError):
 class StreamAdmin(Connection):
     """Creating the streams, recording the shard count, reading a stream back at start-up."""
 
-    async def ensure_streams(self, *, max_age_s: float, update: bool = True) -> None:
+    async def ensure_streams(
+        self, *, max_age_s: float, duplicate_window_s: float = DUPLICATE_WINDOW_S, update: bool = True
+    ) -> None:
         """Create the system's streams; with ``update``, bring an existing one's retention up to date.
 
         File storage, so that acknowledged messages survive a broker restart. JetStream remembers each
-        ``Nats-Msg-Id`` for DUPLICATE_WINDOW_S to drop a re-published duplicate. Tools (replay, dlq) pass
+        ``Nats-Msg-Id`` for ``duplicate_window_s`` to drop a re-published duplicate (what comes back later is
+        stopped by the watermarks downstream). Tools (replay, dlq) pass
         ``update=False``: the services own the streams' settings.
         """
         for spec in STREAMS:
@@ -59,7 +62,7 @@ class StreamAdmin(Connection):
                 subjects=list(spec.subjects),
                 storage=StorageType.FILE,
                 max_age=max_age_s,
-                duplicate_window=DUPLICATE_WINDOW_S,
+                duplicate_window=duplicate_window_s,
             )
             try:
                 await self.js.add_stream(config)

@@ -222,3 +222,35 @@ async def test_execution_after_a_restart_realizes_the_same_pnl_as_an_uninterrupt
     positions = await _positions(bus, symbol)
     # Uninterrupted: 3 * 101 - (100 + 200.02) = 2.98 exactly.
     assert (positions[-1].qty, positions[-1].realized_pnl, positions[-1].version) == (Decimal(0), Decimal("2.98"), 3)
+
+
+async def test_execution_never_fills_an_unknown_order_older_than_the_newest_of_its_strategy_and_symbol(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("LATE")
+    late = make_order(symbol, side="buy", qty=1)  # made first: the older event time
+    newest = make_order(symbol, side="buy", qty=2)
+    other_strategy = make_order(symbol, side="sell", qty=1, strategy="other")
+    await _submit(bus, newest)
+    async with running_service(app.run, config, heartbeats) as before:
+        await before.wait_for_counter("handled", 1)
+
+    # After a restart, which rebuilds the watermarks from the event stream: a command of the same strategy
+    # and symbol from before the newest one handled (a late copy, at any distance in time) is never filled;
+    # another strategy's orders on the symbol have watermarks of their own.
+    await _submit(bus, late, other_strategy)
+    async with running_service(app.run, config, heartbeats) as after:
+        counters = await after.wait_for_counter("handled", 2)
+
+    assert counters["stale_orders"] == 1
+    assert counters["orders_filled"] == 1
+    events = [_summary(e)[:3] for e in await _order_events(bus, symbol)]
+    assert events == [
+        ("accepted", f"{newest.id}:accepted", newest.id),
+        ("filled", f"{newest.id}:1", newest.id),
+        ("accepted", f"{other_strategy.id}:accepted", other_strategy.id),
+        ("filled", f"{other_strategy.id}:1", other_strategy.id),
+    ]
+    # Order events carry the order's event time; ts_init is when execution handled it.
+    accepted = next(e for e in await _order_events(bus, symbol) if isinstance(e, OrderAccepted))
+    assert accepted.ts_event == newest.ts_event < accepted.ts_init

@@ -10,8 +10,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from rrr.shared import subjects
-from rrr.shared.bus import Bus
-from rrr.shared.messages import Quote, Signal, SubmitOrder, order_command_decoder, signal_decoder
+from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.messages import Quote, Signal, SubmitOrder, encode, order_command_decoder, signal_decoder
 from rrr.strategy import app
 from rrr.strategy.config import StrategyConfig
 from tests.support.factories import unique_id, unique_symbol
@@ -192,4 +192,33 @@ async def test_strategy_restarted_mid_stream_sends_the_same_orders_as_an_uninter
     orders = decode_all(
         await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
     )
+    _check_orders(orders, expected_orders, quotes)
+
+
+async def test_strategy_given_the_same_quotes_again_after_a_restart_sends_no_second_signal_or_order(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(600)
+    expected_signals, expected_orders = _reference(rows)
+    symbol = unique_symbol("EURUSD")
+    quotes = _quotes(symbol, rows)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100)
+    await _publish(bus, quotes, shards=1)
+    async with running_service(app.run, config, heartbeats) as strategy:
+        await strategy.wait_for_counter("handled", len(quotes))
+    # The same quotes stored in the stream a second time, as after JetStream's de-duplication window: under
+    # other Nats-Msg-Ids, so that the stream takes them. The first half first, then all of them.
+    for copy, again in enumerate((quotes[:300], quotes)):
+        for quote in again:
+            await bus.js.publish(subjects.quote(symbol, 1), encode(quote), headers={MSG_ID: f"{quote.id}:{copy}"})
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("handled", 300 + len(quotes))
+
+    assert counters["stale_skipped"] == 300 + len(quotes)
+    assert counters.get("published", 0) == 0
+    signals = decode_all(await stream_messages(bus.js, "RRR_SIG", subjects.signal(symbol, 1)), signal_decoder)
+    orders = decode_all(
+        await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+    )
+    _check_signals(signals, expected_signals, quotes)
     _check_orders(orders, expected_orders, quotes)

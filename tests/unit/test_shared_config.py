@@ -231,6 +231,17 @@ def test_shard_is_read_from_the_deployment_wide_variable_too():
     assert _load(ExecutionConfig, "execution", environ={"RRR_SHARD": "1", "RRR_SHARDS": "2"}).shard == 1
 
 
+def test_duplicate_window_longer_than_the_streams_keep_messages_is_an_error_naming_its_source():
+    with pytest.raises(ConfigError) as info:
+        _load(StrategyConfig, "strategy", ["--stream-max-age-s", "300"], {"RRR_DUPLICATE_WINDOW_S": "600"})
+    assert info.value.source == "RRR_DUPLICATE_WINDOW_S"
+    assert info.value.expected == "at most --stream-max-age-s=300"
+
+
+def test_duplicate_window_is_read_from_the_deployment_wide_variable():
+    assert _load(PersistenceConfig, "persistence", environ={"RRR_DUPLICATE_WINDOW_S": "1"}).duplicate_window_s == 1
+
+
 def test_negative_shard_is_an_error():
     with pytest.raises(ConfigError, match=">= 0"):
         _load(StrategyConfig, "strategy", ["--shard", "-1"])
