@@ -36,6 +36,10 @@ async def create_database(admin_dsn: str, name: str, *, exist_ok: bool = False) 
     """
     conn = await asyncpg.connect(admin_dsn)
     try:
+        # Asked first rather than caught: a refused CREATE writes an ERROR line to the server's log at
+        # every start of an existing system.
+        if exist_ok and await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return
         await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
     except asyncpg.DuplicateDatabaseError:
         if not exist_ok:
