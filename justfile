@@ -12,71 +12,86 @@ default:
 
 # Start nats-server, PostgreSQL and the four services in the background; FEED is sim (default) or none.
 [group('run')]
+[no-exit-message]
 up FEED="sim" *FLAGS: _venv
     @"{{ bin }}/rrr-stack" up "$@"
 
-# Publish a quote file (.csv or .parquet) into the running system, with a progress bar.
+# Publish a quote file (.csv or .parquet) into the running system, with a progress bar; FILE is relative to where you are.
 [group('run')]
+[no-exit-message]
+[no-cd]
 replay FILE *FLAGS: _venv
-    @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-market-data" replay "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ justfile_directory() }}/.run" exec "{{ bin }}/rrr-market-data" replay "$@"
 
 # Print live messages of a subject pattern, decoded (quote the pattern: just tap 'md.>'); --json for JSON lines.
 [group('run')]
+[no-exit-message]
 tap SUBJECT *FLAGS: _venv
     @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-tap" "$@"
 
 # Dead letters: `just dlq list`, `just dlq republish SEQ...` or `just dlq republish --all` after a fix.
 [group('run')]
+[no-exit-message]
 dlq *ARGS: _venv
     @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-dlq" "$@"
 
 # Show servers, services, their heartbeats and counters.
 [group('run')]
+[no-exit-message]
 status: _venv
     @"{{ bin }}/rrr-stack" status
 
 # Tail the logs of one service (market_data, strategy, execution, persistence, nats, postgres) or all.
 [group('run')]
+[no-exit-message]
 logs *SERVICE: _venv
     @"{{ bin }}/rrr-stack" logs "$@"
 
 # Stop everything; data stays in .run/.
 [group('run')]
+[no-exit-message]
 down: _venv
     @"{{ bin }}/rrr-stack" down
 
 # Stop everything and delete .run/ with all its data.
 [group('run')]
+[no-exit-message]
 reset: _venv
     @"{{ bin }}/rrr-stack" reset
 
 # Run the test suite (arguments go to pytest).
 [group('dev')]
+[no-exit-message]
 test *ARGS: _venv
     @"{{ bin }}/pytest" "$@"
 
 # The fault suite alone: processes killed, restarted and starved mid-replay, with exact counts printed.
 [group('dev')]
+[no-exit-message]
 chaos *ARGS: _venv
     @"{{ bin }}/pytest" tests/chaos -s "$@"
 
 # Load test the running system (start it with `just up none`): --symbols N --rate R --duration S, or --find-max.
 [group('bench')]
+[no-exit-message]
 load *ARGS: _bench
     @"{{ bin }}/rrr-stack" exec "{{ bin }}/python" bench/load.py "$@"
 
 # Micro-benchmarks of the cache, batching and concurrency, against real servers.
 [group('bench')]
+[no-exit-message]
 bench *ARGS: _bench
     @"{{ bin }}/python" bench/micro.py "$@"
 
 # The same generated quotes through NautilusTrader's BacktestEngine and through this system's replay.
 [group('bench')]
+[no-exit-message]
 bench-compare *ARGS: _bench
     @"{{ bin }}/python" bench/compare_nautilus.py "$@"
 
 # Lint, type-check and check the layering: ruff, mypy (strict) and import-linter (contracts in pyproject.toml).
 [group('dev')]
+[no-exit-message]
 lint: _venv
     @"{{ bin }}/ruff" check .
     @"{{ bin }}/ruff" format --check .
@@ -96,11 +111,13 @@ _venv:
     if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then exit 0; fi
     echo "installing the project into .venv ..." >&2
     [ -x .venv/bin/python ] || "{{ python }}" -m venv .venv
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    # -qq and no warnings: the build backend's notes on editable installs are not the user's business.
+    export PYTHONWARNINGS=ignore
+    .venv/bin/python -m pip install -qq --upgrade pip
+    .venv/bin/python -m pip install -qq -e '.[dev]'
     touch "$stamp"
 
 # Install the optional bench dependencies when missing.
 [group('dev')]
 _bench: _venv
-    @.venv/bin/python -c "import hdrh, matplotlib, psutil, nautilus_trader" 2>/dev/null || .venv/bin/python -m pip install --quiet -e '.[dev,bench]'
+    @.venv/bin/python -c "import hdrh, matplotlib, psutil, nautilus_trader" 2>/dev/null || { echo "installing the bench extras into .venv (once, about a minute) ..." >&2; PYTHONWARNINGS=ignore .venv/bin/python -m pip install -qq -e '.[dev,bench]'; }
