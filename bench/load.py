@@ -79,12 +79,22 @@ class RunResult:
     @property
     def held(self) -> bool:
         """Every quote stored, no lag of 1 s or more (quote -> row, quote -> order), generator on rate."""
-        return (
-            self.lost == 0
-            and self.store_latency_us.get("max", float("inf")) < 1_000_000
-            and self.order_latency_us.get("max", 0) < 1_000_000
-            and self.achieved_rate >= 0.99 * self.rate
-        )
+        return not self.missed
+
+    @property
+    def missed(self) -> list[str]:
+        """Why the rate did not hold, one reason per criterion it failed (empty when it held)."""
+        reasons = []
+        if self.lost:
+            reasons.append(f"{self.lost:,} quotes not stored within the drain")
+        store_max = self.store_latency_us.get("max", float("inf"))
+        if store_max >= 1_000_000:
+            reasons.append(f"quote -> row reached {_human(store_max)} (limit 1 s)")
+        if self.order_latency_us.get("max", 0) >= 1_000_000:
+            reasons.append(f"quote -> order reached {_human(self.order_latency_us['max'])} (limit 1 s)")
+        if self.achieved_rate < 0.99 * self.rate:
+            reasons.append(f"the generator reached {self.achieved_rate:,.0f}/s of {self.rate:,.0f}/s")
+        return reasons
 
 
 def _percentiles(hist: HdrHistogram) -> dict[str, float]:
@@ -286,9 +296,10 @@ async def run_load(
         await nc.close()
     result.order_latency_us = _percentiles(order_hist)
     result.store_latency_us = _percentiles(store_hist)
-    seconds = max(int(duration_s) + 1, 1)
+    # Whole seconds only: a last, partial second would read as a drop in throughput.
+    seconds = max(int(result.publish_seconds), 1)
     result.published_per_s = [published_per_s[i] for i in range(seconds)]
-    horizon = max([*stored_per_s.keys(), seconds - 1]) + 1
+    horizon = max(max(stored_per_s.keys(), default=0), seconds)
     result.stored_per_s = [stored_per_s[i] for i in range(horizon)]
     return result
 
@@ -314,11 +325,11 @@ def print_table(result: RunResult) -> None:
     print(f"  quote -> row stored:     {_fmt_us(result.store_latency_us)}")
     for name, figures in result.resources.items():
         print(f"  {name:<16} cpu {figures['cpu_percent']:6.1f}%  peak rss {figures['peak_rss_mb']:7.1f} MB")
-    print(f"  held: {result.held}")
+    print("  held: yes" if result.held else f"  held: no: {'; '.join(result.missed)}")
 
 
-def write_report(results: list[RunResult], out_dir: Path, label: str) -> Path:
-    """JSON of every run, and a PNG of the last run's latencies and throughput; returns the JSON path."""
+def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Path]:
+    """JSON of every run, and a PNG of the last run's latencies and throughput; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = out_dir / f"{label}-{stamp}.json"
@@ -330,30 +341,35 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return path
+        return [path]
     last = results[-1]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     keys = ["p50", "p90", "p99", "p99.9", "max"]
-    for name, values in (
-        ("quote -> order accepted", last.order_latency_us),
-        ("quote -> row stored", last.store_latency_us),
+    width = 0.4
+    for offset, (name, values) in enumerate(
+        (("quote -> order accepted", last.order_latency_us), ("quote -> row stored", last.store_latency_us))
     ):
-        if values:
-            left.plot(keys, [values[k] / 1000 for k in keys], marker="o", label=name)
-    left.set_yscale("log")
-    left.set_ylabel("latency (ms, log)")
-    left.set_title(f"latency at {last.rate:,.0f} quotes/s")
-    left.legend()
-    right.plot(last.published_per_s, label="published/s")
-    right.plot(last.stored_per_s, label="stored/s")
+        if not values:
+            continue
+        xs = [i + (offset - 0.5) * width for i in range(len(keys))]
+        bars = left.bar(xs, [values[k] / 1000 for k in keys], width, label=name)
+        left.bar_label(bars, labels=[_human(values[k]) for k in keys], fontsize=7, padding=2)
+    left.set_xticks(range(len(keys)), keys)
+    left.set_ylabel("latency (ms)")
+    left.set_title(f"latency at {last.rate:,.0f} quotes/s over {last.symbols} symbols")
+    left.legend(loc="upper left")
+    right.plot(range(1, len(last.published_per_s) + 1), last.published_per_s, label="published/s")
+    right.plot(range(1, len(last.stored_per_s) + 1), last.stored_per_s, label="stored/s")
+    right.set_ylim(bottom=0)
     right.set_xlabel("second of the run")
     right.set_ylabel("quotes per second")
-    right.set_title("throughput over time")
-    right.legend()
+    right.set_title(f"throughput ({'held' if last.held else 'did not hold'})")
+    right.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=90)
+    png = path.with_suffix(".png")
+    fig.savefig(png, dpi=90)
     plt.close(fig)
-    return path
+    return [path, png]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.find_max:
         result = _one(args.rate)
-        print(f"report: {write_report([result], args.out_dir, 'load')}")
+        print("report: " + ", ".join(str(p) for p in write_report([result], args.out_dir, "load")))
         return 0
     results: list[RunResult] = []
     rate = args.rate
@@ -425,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             failed = rate
     print(f"highest rate that held for {args.duration:g} s: {best:,.0f} quotes/s" if best else "no rate held")
-    print(f"report: {write_report(results, args.out_dir, 'find-max')}")
+    print("report: " + ", ".join(str(p) for p in write_report(results, args.out_dir, "find-max")))
     return 0
 
 
