@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from rrr.shared import subjects
 from rrr.shared.bus import BeforeAck, Bus, Consumer, Subscription
 from rrr.shared.clock import Clock, wall_clock
-from rrr.shared.config import ServiceConfig
+from rrr.shared.config import ServiceConfig, redact
 from rrr.shared.counters import Counters
 from rrr.shared.messages import Heartbeat
 from rrr.shared.telemetry import setup_tracing
@@ -97,13 +97,26 @@ class Service(Generic[C]):
         async with contextlib.AsyncExitStack() as stack:
             if tracer_provider is None:
                 stack.callback(provider.shutdown)
-            bus = await Bus.connect(
-                config.nats_url,
-                service=self.name,
-                name=instance_name(self.name, config),
-                tracer=provider.get_tracer("rrr"),
-                before_ack=hooks.before_ack,
+            connecting = asyncio.ensure_future(
+                Bus.connect(
+                    config.nats_url,
+                    service=self.name,
+                    name=instance_name(self.name, config),
+                    tracer=provider.get_tracer("rrr"),
+                    before_ack=hooks.before_ack,
+                )
             )
+            # A service waits for NATS as long as it takes, but a stop while waiting ends it at once.
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+                _log.info("stopped before NATS at %s could be reached", redact(config.nats_url))
+                return
+            bus = connecting.result()
             stack.push_async_callback(bus.close)
             await bus.ensure_streams(max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s)
             await bus.check_shards(config.shards)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Self
 
@@ -70,6 +71,26 @@ class Backoff:
         self.next_delay = min(self.next_delay * 2, self._cap)
 
 
+_ERROR_LOG_EVERY_S = 10.0
+
+
+class _ErrorLog:
+    """Logs connection errors without flooding: a broker that is away fails every half second."""
+
+    def __init__(self) -> None:
+        self._last = -_ERROR_LOG_EVERY_S
+        self._suppressed = 0
+
+    def log(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last < _ERROR_LOG_EVERY_S:
+            self._suppressed += 1
+            return
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        _log.warning("nats: %s%s", str(exc) or type(exc).__name__, more)
+        self._last, self._suppressed = now, 0
+
+
 class Connection:
     """A service's connection to NATS; the bus's roles (streams, publish, consume, dead letters) build on it."""
 
@@ -96,13 +117,15 @@ class Connection:
     ) -> Self:
         """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart).
 
-        A service waits for NATS as long as it takes (logging each failed attempt); a command-line tool
-        passes ``timeout_s`` to fail with NatsUnavailableError instead.
+        A service waits for NATS as long as it takes (logging the failures, at most one line per
+        ``_ERROR_LOG_EVERY_S``); a command-line tool passes ``timeout_s`` to fail with NatsUnavailableError
+        instead.
         """
         bus: Self | None = None
+        errors = _ErrorLog()
 
         async def _on_error(exc: Exception) -> None:
-            _log.warning("nats: %s", exc)
+            errors.log(exc)
 
         async def _on_disconnected() -> None:
             if bus is None or not bus.closing:
