@@ -1,8 +1,9 @@
 """``.run/``: where the local system keeps its data, logs, pid files and the state its commands share.
 
 ``rrr-stack up`` writes ``state.json`` (the ports, the shard count, how each service instance was
-started), replaced atomically, so a reader never sees half a file. Whoever starts a process of the system
-holds ``lock`` meanwhile, so that two of them never start the same one twice.
+started); the supervisor reads it to restart what died the way it was started, and writes its own
+``supervisor.json``. Both are replaced atomically, so a reader never sees half a file. Whoever starts a
+process of the system holds ``lock`` meanwhile, so that two of them never start the same one twice.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     nats_monitor_port: int
     pg_port: int
     shards: int
+    supervise: bool = True
     services: dict[str, ServiceSpec] = msgspec.field(default_factory=dict)
 
 
@@ -77,6 +79,10 @@ class RunDir:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def supervisor_state_file(self) -> Path:
+        return self.root / "supervisor.json"
 
     @property
     def lock_file(self) -> Path:
@@ -97,6 +103,14 @@ class RunDir:
     @property
     def pg_dir(self) -> Path:
         return self.root / "postgres"
+
+    @property
+    def supervisor_pid(self) -> Path:
+        return self.pids / "supervisor.pid"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.logs / "supervisor.log"
 
     def service_log(self, name: str) -> Path:
         return self.logs / f"{name}.log"

@@ -1,10 +1,10 @@
 """``rrr-stack``: the whole system on one machine, from the embedded servers up.
 
 ``up`` starts nats-server (JetStream, file storage) and PostgreSQL from the binaries in the virtual
-environment, then every service as a detached process, and returns once each service sent a heartbeat.
-Run again, it starts only what is not running, servers on the ports of last time. Everything it runs keeps
-its data, logs and pid files under ``.run/``; ``.run/env`` holds the URLs other tools need
-(``RRR_NATS_URL``, ``RRR_DATABASE_URL``).
+environment, then every service as a detached process, then the supervisor, which restarts whatever dies
+(``rrr.deploy.supervisor``), and returns once each service sent a heartbeat. Run again, it starts only what
+is not running, servers on the ports of last time. Everything it runs keeps its data, logs and pid files
+under ``.run/``; ``.run/env`` holds the URLs other tools need (``RRR_NATS_URL``, ``RRR_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ from rrr.deploy.run_dir import (
     service_of,
     settings,
     write_state,
+)
+from rrr.deploy.supervisor import (
+    ProcessRecord,
+    read_supervisor_state,
+    start_supervisor,
+    stop_supervisor,
+    supervise,
+    supervisor_pid,
 )
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
@@ -113,9 +121,9 @@ async def wait_for_heartbeats(
     return seen
 
 
-def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
-    """Start whatever is not running (servers on their ports of last time); return once every service is
-    healthy."""
+def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: bool = True) -> int:
+    """Start whatever is not running (servers on their ports of last time), then the supervisor; return
+    once every service is healthy."""
     run.root.mkdir(parents=True, exist_ok=True)
     run.logs.mkdir(exist_ok=True)
     run.pids.mkdir(exist_ok=True)
@@ -126,7 +134,7 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
             f"Start it with --shards {previous.shards}, or `just reset` to start over with {shards}"
         )
     specs = dict(previous.services) if previous is not None else {}
-    # Held while starting anything, so that two commands never start the same process at the same time.
+    # Held while starting anything, so that the supervisor never starts the same process at the same time.
     with run.lock():
         nats = NatsServer(
             data_dir=run.nats_dir,
@@ -141,6 +149,7 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
                 nats_monitor_port=nats.monitor_port,
                 pg_port=pg.port,
                 shards=shards,
+                supervise=supervised,
                 services=specs,
             )
             write_state(run, state)
@@ -177,9 +186,15 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
                     )
                     pid = process.start()
                     process.release()
-                    specs[name] = spec
+                    specs[name] = spec  # how the supervisor starts it again
                 procs[name] = pid
         record()
+    if not supervised:
+        if stop_supervisor(run):
+            print("stopped the supervisor (--no-supervise)")
+    elif supervisor_pid(run) is None:
+        print(f"starting the supervisor (log {run.supervisor_log}) ...", flush=True)
+        start_supervisor(run)
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
     asyncio.run(wait_for_heartbeats(nats.url, set(procs), timeout_s, procs, run.service_log))
     print("system is up")
@@ -190,8 +205,10 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
 
 
 def down(run: RunDir) -> int:
-    """Stop services first (they drain and flush), then NATS, then PostgreSQL. Keeps all data."""
-    stopped = []
+    """Stop the supervisor first (so it restarts nothing), then the services (they drain and flush), then
+    NATS, then PostgreSQL. Keeps all data."""
+    stopped = ["supervisor"] if stop_supervisor(run) else []
+    run.supervisor_state_file.unlink(missing_ok=True)
     pid_files = []
     for name in run.service_instances():
         pid_file = run.service_pid(name)
@@ -221,17 +238,26 @@ def reset(run: RunDir) -> int:
 
 
 def status(run: RunDir, *, listen_s: float) -> int:
-    """Print each process's state and each service's latest heartbeat; exit 1 if anything is down."""
+    """Print each process's state, restarts and latest heartbeat, and the supervisor's; exit 1 if anything
+    is down."""
     state = read_state(run)
     if state is None:
         print("not started: run `just up`")
         return 1
+    supervision = read_supervisor_state(run.supervisor_state_file)
+    records = supervision.processes if supervision is not None else {}
     rows = []
     healthy = True
+    supervisor = supervisor_pid(run)
+    if state.supervise:
+        healthy &= supervisor is not None
+        rows.append(("supervisor", "running" if supervisor else "stopped", str(supervisor or "-"), "", ""))
+    else:
+        rows.append(("supervisor", "off (--no-supervise)", "-", "", ""))
     servers = {s.name: read_pid_file(d / s.pid_name, s.name) for s, d in _servers(run)}
     for name, pid in servers.items():
         healthy &= pid is not None
-        rows.append((name, "running" if pid else "stopped", str(pid or "-"), ""))
+        rows.append((name, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(name)), ""))
     env = _read_env(run)
     beats: dict[str, Heartbeat] = {}
     services = run.service_instances()
@@ -249,13 +275,20 @@ def status(run: RunDir, *, listen_s: float) -> int:
         healthy &= beat is not None
         counters = " ".join(f"{k}={v}" for k, v in sorted(beat.counters.items())) if beat else ""
         state_text = "healthy" if beat else ("running, no heartbeat" if pid else "stopped")
-        rows.append((name, state_text, str(pid or "-"), counters))
+        rows.append((name, state_text, str(pid or "-"), _restarts(records.get(name)), counters))
     width = max(len(r[0]) for r in rows)
-    for name, state_text, pid_text, counters in rows:
-        print(f"{name:<{width}}  {state_text:<22} pid {pid_text:<8} {counters}")
+    for name, state_text, pid_text, restarts, counters in rows:
+        print(f"{name:<{width}}  {state_text:<22} pid {pid_text:<8} {restarts:<11} {counters}".rstrip())
+    for name, record in sorted(records.items()):
+        if (history := record.history()) is not None:
+            print(f"{name}: {history}")
     for key, value in env.items():
         print(f"{key}={value}")
     return 0 if healthy else 1
+
+
+def _restarts(record: ProcessRecord | None) -> str:
+    return f"restarts={record.restarts if record is not None else 0}"
 
 
 def logs(run: RunDir, service: str | None, lines: int) -> int:
@@ -306,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("feed", nargs="?", default="sim", help="market-data feed: sim (default) or none")
     p_up.add_argument("--shards", type=int, default=1, help="instances of each service, one per shard [default 1]")
     p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
+    p_up.add_argument(
+        "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
+    )
     commands.add_parser("down", help="stop everything, keep data")
     commands.add_parser("reset", help="stop everything and delete .run/")
     p_status = commands.add_parser("status", help="processes and heartbeats")
@@ -317,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_logs.add_argument("-n", "--lines", type=int, default=50)
     p_exec = commands.add_parser("exec", help="run a command with .run/env in its environment")
     p_exec.add_argument("argv", nargs=argparse.REMAINDER)
+    commands.add_parser("supervise", help="restart whatever dies, until stopped (`up` starts it in the background)")
     args = parser.parse_args(argv)
     run = RunDir(args.run_dir.resolve())
     try:
@@ -325,7 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"up: feed must be one of {', '.join(FEEDS)}, got {args.feed!r}")
             if not 1 <= args.shards <= 64:
                 parser.error(f"--shards: expected 1 to 64, got {args.shards}")
-            return up(run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s)
+            return up(
+                run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s, supervised=not args.no_supervise
+            )
         if args.command == "down":
             return down(run)
         if args.command == "reset":
@@ -334,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(run, listen_s=args.listen_s)
         if args.command == "logs":
             return logs(run, args.service, args.lines)
+        if args.command == "supervise":
+            return supervise(run)
         return exec_with_env(run, [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv)
     except RRRError as exc:
         print(f"rrr-stack {args.command}: error: {exc}", file=sys.stderr)
