@@ -205,7 +205,7 @@ class Supervisor:
             record.last_exit = _describe_exit(watch.child)
             delay = self._policy.delay_s(watch.failures)
             gone = f"pid {record.pid} is gone" if record.pid is not None else "is not running"
-            _log.warning("%s %s (%s); restarting it in %g s", target.name, gone, record.last_exit, delay)
+            _log.warning("%s %s (last exit: %s); restarting it in %g s", target.name, gone, record.last_exit, delay)
             self._wait(watch, now, delay)
         if watch.due is not None and now >= watch.due:
             self._restart(target, watch)
@@ -246,7 +246,7 @@ class Supervisor:
 def _describe_exit(child: Child | None) -> str:
     code = None if child is None else child.returncode
     if code is None:
-        return "unknown (not started by this supervisor)"
+        return "unknown, not started by this supervisor"
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"

@@ -76,7 +76,7 @@ def test_supervisor_adopts_a_running_process_and_restarts_it_after_a_doubling_ba
     supervisor.sweep()
     record = supervisor.records["sleeper"]
     assert (record.pid, record.restarts) == (None, 0)
-    assert record.last_exit == "unknown (not started by this supervisor)"
+    assert record.last_exit == "unknown, not started by this supervisor"
     clock.now += 0.9
     supervisor.sweep()
     assert len(sleepers.started) == 1, "restarted before the back-off of 1 s passed"
