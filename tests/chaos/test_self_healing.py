@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -67,6 +68,16 @@ class Stack:
         assert pid is not None, f"{name} is not running"
         return pid
 
+    def status(self) -> str:
+        return self.cli("status").stdout
+
+    def status_rows(self) -> tuple[str, dict[str, list[str]]]:
+        """`rrr-stack status` (which must report everything up), and the words of each row by process name."""
+        done = self.cli("status")
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
+        return done.stdout, {row[0]: row[1:] for row in rows}
+
     def replay(self) -> subprocess.Popen[str]:
         replay = subprocess.Popen(
             [
@@ -104,75 +115,92 @@ def _report(scenario: str, result: Comparison) -> None:
     assert result.exact, f"{scenario}: PostgreSQL does not hold exactly what the file implies:\n{result}"
 
 
-async def _stored_quotes_reach(dsn: str, rows: int) -> None:
-    """Wait until PostgreSQL holds ``rows`` quotes: a point in the middle of the replay."""
-    conn = await asyncpg.connect(dsn)
-    try:
+@dataclass
+class MidReplay:
+    """A system up with a replay under way, and the moment of the fault injected into it."""
 
-        async def _reached() -> bool:
-            return bool(await conn.fetchval("SELECT count(*) FROM quotes") >= rows)
+    stack: Stack
+    ports: tuple[int, int]
+    urls: dict[str, str]
+    services: dict[str, int]  # the pid of each service instance before the fault
+    replay: subprocess.Popen[str]
+    replaying_at_fault: bool = False
+    fault_at: float = 0.0
 
-        await wait_until(_reached, 60, f"{rows} quotes in PostgreSQL", interval_s=0.05)
-    finally:
-        await conn.close()
+    @classmethod
+    async def start(cls, stack: Stack, *up_flags: str) -> MidReplay:
+        """`rrr-stack up`, a replay of the EUR/USD day, and a wait until 1,000 of its quotes are stored."""
+        stack.up(*up_flags)
+        urls = stack.urls()
+        services = {name: stack.pid(name) for name in stack.run.service_instances()}
+        running = cls(stack, stack.ports(), urls, services, stack.replay())
+        conn = await asyncpg.connect(urls["RRR_DATABASE_URL"])
+        try:
 
+            async def _midway() -> bool:
+                return bool(await conn.fetchval("SELECT count(*) FROM quotes") >= 1000)
 
-def _kill(pid: int) -> float:
-    """SIGKILL ``pid`` (not a child of this process); return the time of the kill once it is gone."""
-    os.kill(pid, signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert poll_until(lambda: not pid_alive(pid), KILL_WAIT_S), f"pid {pid} survived SIGKILL"
-    return killed_at
+            await wait_until(_midway, 60, "1000 quotes in PostgreSQL", interval_s=0.05)
+        finally:
+            await conn.close()
+        return running
+
+    def kill(self, *names: str) -> list[int]:
+        """SIGKILL the named processes (none of them a child of this one); return their pids once all are gone."""
+        pids = [self.stack.pid(name) for name in names]
+        self.replaying_at_fault = self.replay.poll() is None
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self.fault_at = time.monotonic()
+        assert poll_until(lambda: not any(pid_alive(pid) for pid in pids), KILL_WAIT_S), f"{pids}: one survived SIGKILL"
+        return pids
+
+    def since_fault(self) -> float:
+        return time.monotonic() - self.fault_at
+
+    async def finish(self) -> tuple[Comparison, str]:
+        """Wait for the replay to end by itself and for PostgreSQL to hold exactly what the file implies.
+
+        Returns:
+            The last comparison, and when each came after the fault.
+        """
+        await finish(self.replay)
+        replay_s = self.since_fault()
+        result = await wait_for_exact(self.urls["RRR_DATABASE_URL"], EURUSD, timeout_s=120)
+        timings = f"the replay finished after {replay_s:.1f} s, PostgreSQL exact after {self.since_fault():.1f} s"
+        return result, f"(replay still running at the fault: {self.replaying_at_fault}); {timings}"
 
 
 async def test_nats_server_sigkilled_mid_replay_is_brought_back_on_its_port_by_up_alone(stack: Stack) -> None:
     # No supervisor: `rrr-stack up` alone must bring the server back, where every client still dials.
-    stack.up("--no-supervise")
-    ports = stack.ports()
-    urls = stack.urls()
-    services = {name: stack.pid(name) for name in stack.run.service_instances()}
-    replay = stack.replay()
-    await _stored_quotes_reach(urls["RRR_DATABASE_URL"], 1000)
-    replaying = replay.poll() is None
-    killed_at = _kill(stack.pid("nats-server"))
+    run = await MidReplay.start(stack, "--no-supervise")
+    run.kill("nats-server")
 
     again = stack.up("--no-supervise")
-    up_s = time.monotonic() - killed_at
-    assert f"starting nats-server on port {ports[0]} ..." in again.stdout, again.stdout
+    up_s = run.since_fault()
+    assert f"starting nats-server on port {run.ports[0]} ..." in again.stdout, again.stdout
     assert "starting postgres" not in again.stdout, again.stdout
-    await finish(replay)
-    replay_s = time.monotonic() - killed_at
-    result = await wait_for_exact(urls["RRR_DATABASE_URL"], EURUSD, timeout_s=120)
-    exact_s = time.monotonic() - killed_at
+    result, timings = await run.finish()
     # Every service reconnected by itself; none was restarted.
-    assert {name: stack.pid(name) for name in services} == services
-    print(
-        f"\nnats-server SIGKILLed (replay still running: {replaying}), back on port {ports[0]}: `rrr-stack up` "
-        f"returned after {up_s:.1f} s, the replay finished after {replay_s:.1f} s, PostgreSQL exact after "
-        f"{exact_s:.1f} s"
-    )
+    assert {name: stack.pid(name) for name in run.services} == run.services
+    print(f"\nnats-server SIGKILLed, back on its port: `rrr-stack up` returned after {up_s:.1f} s {timings}")
     _report("nats-server kill -9, restarted by `rrr-stack up`", result)
 
     # A plain down and up keeps both ports too, although the connections of the last run linger in TIME_WAIT.
     assert stack.cli("down").returncode == 0
     stack.up("--no-supervise")
-    assert stack.ports() == ports
-    assert stack.urls() == urls
+    assert stack.ports() == run.ports
+    assert stack.urls() == run.urls
 
 
 async def test_strategy_sigkilled_mid_replay_is_restarted_by_the_supervisor_and_sends_no_order_twice(
     stack: Stack,
 ) -> None:
-    stack.up()
-    urls = stack.urls()
-    nc = await nats.connect(urls["RRR_NATS_URL"])
+    run = await MidReplay.start(stack)
+    nc = await nats.connect(run.urls["RRR_NATS_URL"])
     try:
         heartbeats = await Heartbeats.watch(nc)
-        replay = stack.replay()
-        await _stored_quotes_reach(urls["RRR_DATABASE_URL"], 1000)
-        replaying = replay.poll() is None
-        killed = stack.pid("strategy-0")
-        killed_at = _kill(killed)
+        [killed] = run.kill("strategy-0")
 
         def _restarted() -> bool:
             return any(
@@ -180,44 +208,29 @@ async def test_strategy_sigkilled_mid_replay_is_restarted_by_the_supervisor_and_
                 for beat in heartbeats.latest.values()
             )
 
-        await wait_until(
-            _restarted, 60, "a heartbeat from a restarted strategy", describe=lambda: stack.cli("status").stdout
-        )
-        beat_s = time.monotonic() - killed_at
-        await finish(replay)
-        replay_s = time.monotonic() - killed_at
-        result = await wait_for_exact(urls["RRR_DATABASE_URL"], EURUSD, timeout_s=120)
-        exact_s = time.monotonic() - killed_at
+        await wait_until(_restarted, 60, "a heartbeat from a restarted strategy", describe=stack.status)
+        beat_s = run.since_fault()
     finally:
         await nc.close()
+    result, timings = await run.finish()
 
-    status = stack.cli("status")
+    status, rows = stack.status_rows()
     print(
-        f"\nstrategy SIGKILLed (replay still running: {replaying}), restarted by the supervisor: first heartbeat "
-        f"after {beat_s:.1f} s, the replay finished after {replay_s:.1f} s, PostgreSQL exact after {exact_s:.1f} s"
-        f"\n{status.stdout}"
+        f"\nstrategy SIGKILLed, restarted by the supervisor: first heartbeat after {beat_s:.1f} s {timings}\n{status}"
     )
-    assert status.returncode == 0, status.stdout + status.stderr
-    rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
-    assert "restarts=1" in rows["strategy-0"].split(), status.stdout
-    assert str(stack.pid("strategy-0")) in rows["strategy-0"].split(), status.stdout
+    assert "restarts=1" in rows["strategy-0"], status
+    assert str(stack.pid("strategy-0")) in rows["strategy-0"], status
     for name in ("nats-server", "postgres", "market_data-0", "execution-0", "persistence-0"):
-        assert "restarts=0" in rows[name].split(), status.stdout
+        assert "restarts=0" in rows[name], status
     _report("strategy kill -9, restarted by the supervisor", result)
 
 
 async def test_nats_server_and_postgresql_sigkilled_mid_replay_are_brought_back_on_their_ports_by_the_supervisor(
     stack: Stack,
 ) -> None:
-    stack.up()
-    ports = stack.ports()
-    urls = stack.urls()
-    services = {name: stack.pid(name) for name in stack.run.service_instances()}
-    replay = stack.replay()
-    await _stored_quotes_reach(urls["RRR_DATABASE_URL"], 1000)
-    replaying = replay.poll() is None
-    killed = {name: stack.pid(name) for name in ("nats-server", "postgres")}
-    killed_at = min(_kill(pid) for pid in killed.values())
+    run = await MidReplay.start(stack)
+    killed = ("nats-server", "postgres")
+    run.kill(*killed)
 
     def _back() -> bool:
         # The supervisor records a restart once the server is ready (PostgreSQL: accepting connections).
@@ -226,22 +239,14 @@ async def test_nats_server_and_postgresql_sigkilled_mid_replay_are_brought_back_
             (record := supervision.processes.get(name)) is not None and record.restarts >= 1 for name in killed
         )
 
-    await wait_until(_back, 60, "the supervisor to restart both servers", describe=lambda: stack.cli("status").stdout)
-    back_s = time.monotonic() - killed_at
-    await finish(replay)
-    replay_s = time.monotonic() - killed_at
-    result = await wait_for_exact(urls["RRR_DATABASE_URL"], EURUSD, timeout_s=120)
-    exact_s = time.monotonic() - killed_at
-    status = stack.cli("status")
-    print(
-        f"\nnats-server and PostgreSQL SIGKILLed (replay still running: {replaying}), restarted by the supervisor "
-        f"on ports {ports}: both running again after {back_s:.1f} s, the replay finished after {replay_s:.1f} s, "
-        f"PostgreSQL exact after {exact_s:.1f} s\n{status.stdout}"
-    )
-    assert stack.ports() == ports
-    assert {name: stack.pid(name) for name in services} == services, "a service was restarted"
-    assert status.returncode == 0, status.stdout + status.stderr
-    rows = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    await wait_until(_back, 60, "the supervisor to restart both servers", describe=stack.status)
+    back_s = run.since_fault()
+    result, timings = await run.finish()
+
+    status, rows = stack.status_rows()
+    print(f"\nnats-server and PostgreSQL SIGKILLed, both back after {back_s:.1f} s {timings}\n{status}")
+    assert stack.ports() == run.ports
+    assert {name: stack.pid(name) for name in run.services} == run.services, "a service was restarted"
     for name in killed:
-        assert "restarts=1" in rows[name].split(), status.stdout
+        assert "restarts=1" in rows[name], status
     _report("nats-server and PostgreSQL kill -9, restarted by the supervisor", result)
