@@ -9,14 +9,14 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from rrr.deploy.nats_server import NatsEndpoint, NatsServer
+from rrr.deploy.nats_server import NatsServer
 from tests.support.checks import Comparison, wait_for_exact
 from tests.support.system import FAST_HEARTBEATS, System, finish
 from tests.support.waiting import wait_until
@@ -47,13 +47,8 @@ async def _window_passes() -> None:
 
 
 @pytest.fixture
-async def system(nats_server: NatsEndpoint, database_url: str, tmp_path: Path) -> AsyncIterator[System]:
-    if nats_server.server is None:
-        pytest.skip("needs a nats-server of its own (RRR_NATS_URL is set)")
-    async with System(
-        nats_url=nats_server.url, database_url=database_url, workdir=tmp_path / "services", env=SHORT_WINDOW
-    ) as running:
-        yield running
+def system_env() -> dict[str, str]:
+    return SHORT_WINDOW
 
 
 async def test_9_replay_interrupted_and_resumed_after_the_duplicate_window_trades_nothing_twice(
