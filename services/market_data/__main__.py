@@ -29,6 +29,13 @@ Market data: bring quotes in, normalise them, publish them per symbol shard on m
 """
 
 
+class NoConsumerError(RRRError):
+    """Nothing in the running system would consume what a replay publishes."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"nothing was published: {why}")
+
+
 INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command a Ctrl-C ended, by shell convention
 
 
@@ -58,6 +65,15 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
             await bus.ensure_streams(
                 max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s, update=False
             )
+            # Published to shards nobody consumes, quotes would be stored nowhere: refuse instead.
+            recorded = await bus.recorded_shards()
+            if recorded is None:
+                raise NoConsumerError("no service of this system has started yet, so nothing would consume them")
+            if recorded != config.shards:
+                raise NoConsumerError(
+                    f"this system runs with --shards {recorded}, not {config.shards}: the quotes would go to shards "
+                    f"nobody consumes. Replay with --shards {recorded}"
+                )
             with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
                 return await replay_file(
                     bus,

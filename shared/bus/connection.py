@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Self
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -16,6 +18,7 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
+from rrr.shared.config import redact
 from rrr.shared.counters import Counters
 from rrr.shared.errors import RRRError
 from rrr.shared.telemetry import extract
@@ -46,9 +49,29 @@ class BusCounters(Counters, kw_only=True):
 class NatsUnavailableError(RRRError):
     """NATS could not be reached in time."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, reason: str) -> None:
         self.url = url
-        super().__init__(f"cannot reach NATS at {url} within {timeout_s:g} s; is the system up (`just up`)?")
+        super().__init__(f"cannot reach NATS at {redact(url)} ({reason}); is the system up (`just up`)?")
+
+
+async def _reachable(url: str, timeout_s: float) -> str | None:
+    """None if a TCP connection to one of ``url``'s servers opens within ``timeout_s``, else why not."""
+    reasons = []
+    for server in (u.strip() for u in url.split(",")):
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), timeout=timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                reasons.append("no answer")
+            else:
+                reasons.append(os.strerror(exc.errno).lower() if exc.errno else str(exc))
+            continue
+        writer.close()
+        return None
+    return ", ".join(dict.fromkeys(reasons))
 
 
 class Backoff:
@@ -119,8 +142,13 @@ class Connection:
 
         A service waits for NATS as long as it takes (logging the failures, at most one line per
         ``_ERROR_LOG_EVERY_S``); a command-line tool passes ``timeout_s`` to fail with NatsUnavailableError
-        instead.
+        instead, at once when nothing listens at the URL.
         """
+        if timeout_s is not None:
+            # A tool run while the system is down says so in a moment, not after the whole timeout.
+            unreachable = await _reachable(url, min(timeout_s, 2.0))
+            if unreachable is not None:
+                raise NatsUnavailableError(url, unreachable)
         bus: Self | None = None
         errors = _ErrorLog()
 
@@ -147,7 +175,7 @@ class Connection:
         try:
             nc = await asyncio.wait_for(connecting, timeout=timeout_s)
         except TimeoutError:
-            raise NatsUnavailableError(url, timeout_s or 0) from None
+            raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s") from None
         bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack)
         return bus
 
