@@ -22,8 +22,10 @@ Side = Literal["buy", "sell"]
 
 # Ids are header values (Nats-Msg-Id) and database keys: printable ASCII, no spaces, bounded.
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
-# Nanoseconds since the epoch, within PostgreSQL's bigint.
-Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# Nanoseconds since the epoch, within PostgreSQL's bigint: 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z.
+NANOS_MIN = 0
+NANOS_MAX = 2**63 - 1
+Nanos = Annotated[int, msgspec.Meta(ge=NANOS_MIN, le=NANOS_MAX)]
 
 # Strategy and venue names.
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]

@@ -15,7 +15,7 @@ import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import LatestQuotes, MarketDataCounters
-from rrr.market_data.replay import read_quotes, source_id
+from rrr.market_data.replay import read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing
@@ -168,17 +168,7 @@ async def replay_file(
             report.interrupted = True
             break
         report.rows += 1
-        quote = Quote(
-            id=f"{report.source}:{row.line}",
-            ts_event=row.ts_ns,
-            ts_init=clock(),
-            symbol=row.symbol,
-            bid=row.bid,
-            ask=row.ask,
-            bid_size=row.bid_size,
-            ask_size=row.ask_size,
-        )
-        pending.append(bus.prepare(subjects.quote(row.symbol, shards), quote))
+        pending.append(bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())))
         if len(pending) >= window:
             await _flush()
     if pending and not stop.is_set():

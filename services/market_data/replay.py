@@ -11,18 +11,19 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from rrr.shared.errors import BadRowError, RRRError
-from rrr.shared.messages import check_number
+from rrr.shared.messages import NANOS_MAX, NANOS_MIN, Quote, check_number
 from rrr.shared.subjects import check_symbol
 
 REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?")
 
 
@@ -105,7 +106,14 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
 
     ts_value = values.get("ts")
     # Parquet timestamps arrive as integer nanoseconds (see _parquet_rows, which refuses plain integers).
-    ts_ns = ts_value if isinstance(ts_value, int) else parse_ts(text("ts"))
+    if isinstance(ts_value, int):
+        ts_ns, ts_text = ts_value, _ns_text(ts_value)
+    else:
+        ts_text = text("ts")
+        ts_ns = parse_ts(ts_text)
+    # The wire's bounds (Nanos): outside them a quote would fail to encode, or be dead-lettered downstream.
+    if not NANOS_MIN <= ts_ns <= NANOS_MAX:
+        raise ValueError(f"ts: expected a time from {_ns_text(NANOS_MIN)} to {_ns_text(NANOS_MAX)}, got {ts_text!r}")
     symbol = check_symbol(text("symbol"))
     bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
     # The same checks the wire applies, so that a file that reads cleanly also publishes cleanly.
@@ -121,6 +129,34 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
             check_number(name, size)
         sizes.append(size)
     return QuoteRow(line, ts_ns, symbol, bid, ask, sizes[0], sizes[1])
+
+
+def to_quote(row: QuoteRow, source: str, ts_init: int) -> Quote:
+    """The message of a row read from the file ``source`` (see source_id), made at ``ts_init``.
+
+    Its id is ``<source>:<line>``; every field was checked by the reader against the wire's bounds.
+    """
+    return Quote(
+        id=f"{source}:{row.line}",
+        ts_event=row.ts_ns,
+        ts_init=ts_init,
+        symbol=row.symbol,
+        bid=row.bid,
+        ask=row.ask,
+        bid_size=row.bid_size,
+        ask_size=row.ask_size,
+    )
+
+
+def _ns_text(ns: int) -> str:
+    """Integer nanoseconds since the epoch as ISO-8601 UTC, to the nanosecond; raw, if beyond year 9999."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    try:
+        moment = _EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return f"{ns:,} ns from the epoch"
+    digits = f".{fraction:09d}".rstrip("0") if fraction else ""
+    return f"{moment.replace(tzinfo=None).isoformat()}{digits}Z"
 
 
 def _datetime_ns(ts: datetime) -> int:
@@ -183,16 +219,17 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise UnsupportedFileError(
                 path, f"column {name} is float32, too coarse for prices; expected decimal, text or float64"
             )
+    # Timestamps are taken as integers in their own unit and scaled in Python: Python datetimes would drop
+    # the nanoseconds, and Arrow's cast to nanoseconds fails a whole batch at one time past 2262 instead of
+    # letting that row say so. A timestamp without a zone is taken as UTC, as Parquet writers mean it.
+    scale = _UNIT_NS[ts_type.unit] if pa.types.is_timestamp(ts_type) else None
     for batch in parquet.iter_batches(batch_size=65_536):
-        ts = batch.column("ts")
-        if pa.types.is_timestamp(ts.type):
-            # As integer nanoseconds since the epoch: Python datetimes would drop the nanoseconds. A
-            # timestamp without a zone is taken as UTC, as Parquet writers mean it.
-            batch = batch.set_column(
-                batch.schema.get_field_index("ts"), "ts", ts.cast(pa.timestamp("ns", ts.type.tz)).cast(pa.int64())
-            )
+        if scale is not None:
+            batch = batch.set_column(batch.schema.get_field_index("ts"), "ts", batch.column("ts").cast(pa.int64()))
         for record in batch.to_pylist():
             row += 1
+            if scale is not None and record["ts"] is not None:
+                record["ts"] *= scale
             yield row, record
 
 

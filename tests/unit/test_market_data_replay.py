@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rrr.market_data.replay import (
     QuoteRow,
@@ -20,8 +22,10 @@ from rrr.market_data.replay import (
     parse_ts,
     read_quotes,
     source_id,
+    to_quote,
 )
 from rrr.shared.errors import BadRowError
+from rrr.shared.messages import encode, market_data_decoder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"
@@ -497,3 +501,113 @@ def test_parquet_with_float32_prices_is_refused(tmp_path: Path) -> None:
     pq.write_table(table, path)
     with pytest.raises(UnsupportedFileError, match="bid is float32"):
         list(read_quotes(path))
+
+
+# -- times the messages cannot carry ------------------------------------------------------------------
+
+RANGE = "expected a time from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z"
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "9999-12-31T00:00:00Z",  # would not even encode: beyond msgpack's integers
+        "2262-04-11T23:47:16.854775808Z",  # one nanosecond past the bigint
+        "2500-01-01T00:00:00Z",  # encodes as an unsigned integer, which the decoders refuse
+        "1969-12-31T23:59:59.999999999Z",
+        "0001-01-01T00:00:00Z",
+        "1970-01-01T00:30:00+01:00",
+    ],
+)
+def test_a_time_outside_what_messages_carry_is_a_bad_row_naming_the_accepted_range(tmp_path: Path, ts: str) -> None:
+    path = _csv(tmp_path, HEADER, GOOD, f"{ts},BTCUSDT,1,2,,")
+    with pytest.raises(BadRowError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}:3: ts: {RANGE}, got {ts!r}"
+
+
+def test_the_first_and_the_last_nanosecond_messages_carry_are_read(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, "1970-01-01T00:00:00Z,BTCUSDT,1,2,,", "2262-04-11T23:47:16.854775807Z,BTCUSDT,1,2,,")
+    assert [r.ts_ns for r in read_quotes(path)] == [0, 2**63 - 1]
+
+
+@pytest.mark.parametrize(
+    ("unit", "value", "shown"),
+    [
+        ("us", datetime(3000, 1, 1), "3000-01-01T00:00:00Z"),
+        ("s", datetime(1969, 12, 31, 23, 59, 59), "1969-12-31T23:59:59Z"),
+        ("ms", datetime(2262, 4, 11, 23, 47, 17), "2262-04-11T23:47:17Z"),
+    ],
+)
+def test_parquet_time_outside_what_messages_carry_is_a_bad_row_of_its_own(
+    tmp_path: Path, unit: str, value: datetime, shown: str
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    table = pa.table(
+        {
+            "ts": pa.array([datetime(2020, 1, 1), value, datetime(2020, 1, 2)], pa.timestamp(unit, tz="UTC")),
+            "symbol": ["X", "X", "X"],
+            "bid": ["1", "1", "1"],
+            "ask": ["2", "2", "2"],
+        }
+    )
+    pq.write_table(table, path)
+    reported: list[BadRowError] = []
+    rows = list(read_quotes(path, skip_bad_rows=True, on_bad_row=reported.append))
+    assert [r.line for r in rows] == [2, 4]
+    assert [str(e) for e in reported] == [f"{path}:3: ts: {RANGE}, got {shown!r}"]
+
+
+# -- what reads cleanly publishes cleanly -------------------------------------------------------------
+
+_DIGITS = "0123456789"
+_times = st.one_of(
+    st.builds(
+        lambda moment, fraction, zone: moment.isoformat(timespec="seconds") + (fraction and "." + fraction) + zone,
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        st.text(_DIGITS, max_size=9),
+        st.sampled_from(["Z", "+00:00", "+14:00", "-12:00"]),
+    ),
+    st.sampled_from(
+        [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "2262-04-11T23:47:16.854775807Z",
+            "2262-04-11T23:47:16.854775808Z",
+            "2554-07-21T23:34:33.709551615Z",
+            "2554-07-21T23:34:33.709551616Z",
+        ]
+    ),
+)
+_numbers = st.one_of(
+    st.decimals().map(str),
+    st.from_regex(r"[+-]?[0-9]{0,22}(\.[0-9]{0,32})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.sampled_from(["1E+17", "9.99E+17", "1E+18", "1E-28", "1E-29", "0", "-0", "1_000", "NaN", "-Infinity"]),
+)
+_symbols = st.one_of(
+    st.sampled_from(["EURUSD", "BTC-USDT", "A"]), st.from_regex(r"[A-Za-z0-9_.*>\- ]{0,40}", fullmatch=True)
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    ts=_times,
+    symbol=_symbols,
+    bid=_numbers,
+    ask=_numbers,
+    bid_size=st.one_of(st.just(""), _numbers),
+    ask_size=st.one_of(st.just(""), _numbers),
+)
+def test_every_row_read_publishes_as_a_quote_the_consumers_decode_unchanged(
+    tmp_path_factory: pytest.TempPathFactory, ts: str, symbol: str, bid: str, ask: str, bid_size: str, ask_size: str
+) -> None:
+    path = tmp_path_factory.getbasetemp() / "property.csv"
+    path.write_text(f"{HEADER}\n{ts},{symbol},{bid},{ask},{bid_size},{ask_size}\n")
+    try:
+        (row,) = read_quotes(path)
+    except BadRowError:
+        return  # refused before anything is published: what the check pass is for
+    quote = to_quote(row, "f0123456789abcdef", 1_700_000_000_000_000_000)
+    assert market_data_decoder.decode(encode(quote)) == quote

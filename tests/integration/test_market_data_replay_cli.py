@@ -1,0 +1,76 @@
+"""`rrr-market-data replay` as a user runs it, on files that are broken, careless or hostile.
+
+Each case runs the command as a subprocess against the test's own nats-server and checks its exit status,
+its one line of error and that nothing reached the market-data stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+import nats.js.errors
+import pytest
+
+BIN = Path(sys.executable).parent
+HEADER = "ts,symbol,bid,ask"
+RANGE = "expected a time from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z"
+
+
+def _rows(count: int) -> list[str]:
+    """``count`` good EUR/USD rows, one millisecond apart."""
+    return [
+        f"2020-01-01T17:{i // 60_000:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z,EURUSD,1.1212,1.1217"
+        for i in range(count)
+    ]
+
+
+def _write(path: Path, *lines: str) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+async def _replay(nats_url: str, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(BIN / "rrr-market-data"), "replay", str(path), "--no-progress", "--nats-url", nats_url, *flags]
+    return await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60, check=False, env=os.environ.copy()
+    )
+
+
+async def _quotes_stored(nats_url: str) -> int | None:
+    """How many messages the market-data stream holds; None when the replay never created it."""
+    nc = await nats.connect(nats_url)
+    try:
+        try:
+            info = await nc.jetstream().stream_info("RRR_MD")
+        except nats.js.errors.NotFoundError:
+            return None
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+async def _assert_refused(nats_url: str, path: Path, expected: str, *flags: str) -> None:
+    done = await _replay(nats_url, path, *flags)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr == f"rrr-market-data replay: error: {expected}\n"
+    assert await _quotes_stored(nats_url) in (None, 0)
+
+
+async def test_replay_of_a_time_past_2262_on_line_5002_stops_before_publishing_anything(
+    nats_url: str, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "far.csv", HEADER, *_rows(5000), "9999-12-31T00:00:00Z,EURUSD,1.1212,1.1217")
+    await _assert_refused(nats_url, path, f"{path}:5002: ts: {RANGE}, got '9999-12-31T00:00:00Z'")
+
+
+@pytest.mark.parametrize("ts", ["1969-12-31T23:59:59.999999999Z", "2262-04-11T23:47:16.854775808Z"])
+async def test_replay_of_a_time_the_messages_cannot_carry_is_a_bad_row_and_publishes_nothing(
+    nats_url: str, tmp_path: Path, ts: str
+) -> None:
+    path = _write(tmp_path / "quotes.csv", HEADER, *_rows(2), f"{ts},EURUSD,1.1212,1.1217")
+    await _assert_refused(nats_url, path, f"{path}:4: ts: {RANGE}, got {ts!r}")
