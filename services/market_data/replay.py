@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,9 +56,12 @@ def source_id(path: Path) -> str:
     twice, or a renamed copy of it, is stored once.
     """
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
     return f"f{digest.hexdigest()[:16]}"
 
 
@@ -198,12 +202,22 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
     except ImportError:
         raise UnsupportedFileError(
             path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'"
         ) from None
+    try:
+        yield from _parquet_records(path)
+    except (pa.ArrowException, OSError) as exc:
+        # A CSV renamed .parquet, a truncated or corrupt file: Arrow's reason is the useful part.
+        reason = str(exc).strip().partition("\n")[0]
+        raise UnsupportedFileError(path, f"not readable as Parquet: {reason}") from None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
     columns = list(parquet.schema_arrow.names)
@@ -260,10 +274,10 @@ def read_quotes(
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false (or the header is wrong).
-        UnsupportedFileError: the file is neither CSV nor Parquet.
+        UnsupportedFileError: the file is missing, not a regular file, unreadable, or not the CSV or Parquet
+            it claims to be.
     """
-    if not path.is_file():
-        raise UnsupportedFileError(path, "no such file")
+    _check_regular_file(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
@@ -287,3 +301,19 @@ def read_quotes(
         raise UnsupportedFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise UnsupportedFileError(path, f"not readable as CSV: {exc}") from None
+    except OSError as exc:
+        raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _check_regular_file(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UnsupportedFileError(path, "no such file") from None
+    except OSError as exc:
+        raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise UnsupportedFileError(path, "is a directory; expected a .csv or .parquet file")
+    if not stat.S_ISREG(mode):
+        # A named pipe or a device: opening it could block for ever or read without end.
+        raise UnsupportedFileError(path, "is not a regular file; expected a .csv or .parquet file")

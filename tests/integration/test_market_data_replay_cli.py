@@ -74,3 +74,19 @@ async def test_replay_of_a_time_the_messages_cannot_carry_is_a_bad_row_and_publi
 ) -> None:
     path = _write(tmp_path / "quotes.csv", HEADER, *_rows(2), f"{ts},EURUSD,1.1212,1.1217")
     await _assert_refused(nats_url, path, f"{path}:4: ts: {RANGE}, got {ts!r}")
+
+
+async def test_replay_of_a_csv_renamed_parquet_is_refused_in_one_line(nats_url: str, tmp_path: Path) -> None:
+    path = _write(tmp_path / "quotes.parquet", HEADER, *_rows(3))
+    await _assert_refused(
+        nats_url,
+        path,
+        f"{path}: not readable as Parquet: Parquet magic bytes not found in footer. Either the file is corrupted or "
+        "this is not a parquet file.",
+    )
+
+
+async def test_replay_of_a_directory_is_refused_in_one_line(nats_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    path.mkdir()
+    await _assert_refused(nats_url, path, f"{path}: is a directory; expected a .csv or .parquet file")

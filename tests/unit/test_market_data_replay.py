@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -272,12 +274,6 @@ def test_upper_case_csv_suffix_is_read(tmp_path):
 def test_missing_file_is_unsupported_saying_so(tmp_path):
     with pytest.raises(UnsupportedFileError, match="no such file"):
         next(read_quotes(tmp_path / "nope.csv"))
-
-
-def test_a_directory_is_not_a_quote_file(tmp_path):
-    (tmp_path / "dir.csv").mkdir()
-    with pytest.raises(UnsupportedFileError, match="no such file"):
-        next(read_quotes(tmp_path / "dir.csv"))
 
 
 # -- source_id -----------------------------------------------------------------------------------------
@@ -611,3 +607,94 @@ def test_every_row_read_publishes_as_a_quote_the_consumers_decode_unchanged(
         return  # refused before anything is published: what the check pass is for
     quote = to_quote(row, "f0123456789abcdef", 1_700_000_000_000_000_000)
     assert market_data_decoder.decode(encode(quote)) == quote
+
+
+# -- files that cannot be read as what they claim to be -----------------------------------------------
+
+_NOT_PARQUET = "Parquet magic bytes not found in footer. Either the file is corrupted or this is not a parquet file."
+
+
+def _parquet_bytes(tmp_path: Path) -> bytes:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "good.parquet"
+    rows = 1000
+    table = pa.table(
+        {
+            "ts": ["2020-01-01T17:00:00Z"] * rows,
+            "symbol": ["EURUSD"] * rows,
+            "bid": [f"1.{i}" for i in range(rows)],
+            "ask": ["2"] * rows,
+        }
+    )
+    pq.write_table(table, path, compression="none")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda good: BTCUSDT.read_bytes(), _NOT_PARQUET),  # a CSV renamed .parquet
+        (lambda good: good[: len(good) // 2], _NOT_PARQUET),  # cut short
+        (lambda good: b"", "Parquet file size is 0 bytes"),
+        (lambda good: good[:4] + b"\xff" * 200 + good[204:], "Couldn't deserialize thrift"),  # a page overwritten
+    ],
+    ids=["csv-renamed", "truncated", "empty", "corrupt-page"],
+)
+def test_a_file_that_is_not_readable_as_parquet_is_refused_in_one_line_naming_it(
+    tmp_path: Path, damage: Callable[[bytes], bytes], reason: str
+) -> None:
+    path = tmp_path / "quotes.parquet"
+    path.write_bytes(damage(_parquet_bytes(tmp_path)))
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: not readable as Parquet: {reason}")
+    assert "\n" not in message
+
+
+def test_a_directory_is_not_a_quote_file(tmp_path: Path) -> None:
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(UnsupportedFileError) as info:
+        next(read_quotes(tmp_path / "dir.csv"))
+    assert str(info.value) == f"{tmp_path / 'dir.csv'}: is a directory; expected a .csv or .parquet file"
+
+
+def test_a_named_pipe_is_refused_without_opening_it(tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    os.mkfifo(path)  # opening it would wait for a writer for ever
+    with pytest.raises(UnsupportedFileError) as info:
+        next(read_quotes(path))
+    assert str(info.value) == f"{path}: is not a regular file; expected a .csv or .parquet file"
+
+
+def _unreadable(tmp_path: Path) -> Path:
+    # A regular file whose reading fails even for root: the kernel refuses to read a process's memory at 0.
+    memory = Path("/proc/self/mem")
+    if not memory.exists():
+        pytest.skip("needs Linux /proc")
+    path = tmp_path / "quotes.csv"
+    path.symlink_to(memory)
+    return path
+
+
+def test_a_file_that_fails_to_read_is_refused_saying_why(tmp_path: Path) -> None:
+    path = _unreadable(tmp_path)
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}: cannot be read: Input/output error"
+
+
+def test_source_id_of_a_file_that_fails_to_read_is_refused_saying_why(tmp_path: Path) -> None:
+    path = _unreadable(tmp_path)
+    with pytest.raises(UnsupportedFileError, match="cannot be read: Input/output error"):
+        source_id(path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_a_file_without_read_permission_is_refused_saying_so(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, GOOD)
+    path.chmod(0)
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}: cannot be read: Permission denied"
