@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from rrr.shared.errors import excerpt
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
@@ -49,15 +50,16 @@ def check_number(name: str, value: Decimal, *, positive: bool = False, signed: b
     """Raise ValueError unless ``value`` is finite, of the right sign and within the wire's bounds."""
     # ValueError, so that msgspec reports it as a ValidationError naming the message.
     if not value.is_finite():
-        raise ValueError(f"{name} must be a finite number, got {value}")
+        raise ValueError(f"{name} must be a finite number, got {excerpt(value)}")
     if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ValueError(f"{name} must be > 0, got {excerpt(value)}")
     if not signed and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be >= 0, got {excerpt(value)}")
     exponent = value.as_tuple().exponent
     if value and (value.adjusted() >= _MAX_INT_DIGITS or (isinstance(exponent, int) and exponent < -_MAX_PLACES)):
         raise ValueError(
-            f"{name} {value} is out of range: at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
+            f"{name} {excerpt(value)} is out of range: "
+            f"at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
         )
 
 

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from rrr.shared.errors import BadRowError, RRRError
+from rrr.shared.errors import BadRowError, RRRError, excerpt
 from rrr.shared.messages import NANOS_MAX, NANOS_MIN, Quote, check_number
 from rrr.shared.subjects import check_symbol
 
@@ -71,8 +71,8 @@ def parse_ts(text: str) -> int:
     Up to nine fractional digits are kept: the fraction is read as an integer of nanoseconds, since
     ``datetime`` itself stops at microseconds.
     """
-    not_a_time = f"ts {text!r} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z"
-    no_zone = f"ts {text!r} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z"
+    not_a_time = f"ts {excerpt(text)} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z"
+    no_zone = f"ts {excerpt(text)} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z"
     match = _ISO_TIME.fullmatch(text.strip())
     if match is None:
         try:
@@ -94,9 +94,9 @@ def _decimal(name: str, text: str) -> Decimal:
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise ValueError(f"{name} {text!r} is not a decimal number") from None
+        raise ValueError(f"{name} {excerpt(text)} is not a decimal number") from None
     if not value.is_finite():
-        raise ValueError(f"{name} {text!r} is not a finite number")
+        raise ValueError(f"{name} {excerpt(text)} is not a finite number")
     return value
 
 
@@ -117,7 +117,9 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
         ts_ns = parse_ts(ts_text)
     # The wire's bounds (Nanos): outside them a quote would fail to encode, or be dead-lettered downstream.
     if not NANOS_MIN <= ts_ns <= NANOS_MAX:
-        raise ValueError(f"ts: expected a time from {_ns_text(NANOS_MIN)} to {_ns_text(NANOS_MAX)}, got {ts_text!r}")
+        raise ValueError(
+            f"ts: expected a time from {_ns_text(NANOS_MIN)} to {_ns_text(NANOS_MAX)}, got {excerpt(ts_text)}"
+        )
     symbol = check_symbol(text("symbol"))
     bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
     # The same checks the wire applies, so that a file that reads cleanly also publishes cleanly.
@@ -176,9 +178,9 @@ def _check_columns(path: Path, columns: list[str]) -> None:
         raise BadRowError(
             str(path),
             1,
-            f"expected columns {','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(columns)}"
+            f"expected columns {','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {excerpt(','.join(columns))}"
             + (f" (missing {', '.join(missing)})" if missing else "")
-            + (f" (unknown {', '.join(unknown)})" if unknown else ""),
+            + (f" (unknown {excerpt(', '.join(unknown), quoted=False)})" if unknown else ""),
         )
 
 
@@ -212,7 +214,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except (pa.ArrowException, OSError) as exc:
         # A CSV renamed .parquet, a truncated or corrupt file: Arrow's reason is the useful part.
         reason = str(exc).strip().partition("\n")[0]
-        raise UnsupportedFileError(path, f"not readable as Parquet: {reason}") from None
+        raise UnsupportedFileError(path, f"not readable as Parquet: {excerpt(reason, 200, quoted=False)}") from None
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -90,3 +90,13 @@ async def test_replay_of_a_directory_is_refused_in_one_line(nats_url: str, tmp_p
     path = tmp_path / "quotes.csv"
     path.mkdir()
     await _assert_refused(nats_url, path, f"{path}: is a directory; expected a .csv or .parquet file")
+
+
+async def test_replay_of_a_price_of_100000_digits_names_it_in_one_short_line(nats_url: str, tmp_path: Path) -> None:
+    path = _write(tmp_path / "quotes.csv", HEADER, *_rows(2), f"2020-01-01T18:00:00Z,EURUSD,{'1' * 100_000},2")
+    await _assert_refused(
+        nats_url,
+        path,
+        f"{path}:4: bid {'1' * 80}... (100,000 characters) is out of range: at most 18 digits before the point "
+        "and 28 after",
+    )

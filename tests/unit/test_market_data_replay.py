@@ -698,3 +698,52 @@ def test_a_file_without_read_permission_is_refused_saying_so(tmp_path: Path) -> 
     with pytest.raises(UnsupportedFileError) as info:
         list(read_quotes(path))
     assert str(info.value) == f"{path}: cannot be read: Permission denied"
+
+
+# -- every error line is bounded ----------------------------------------------------------------------
+
+_HUGE = 100_000
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (
+            f"2021-01-08T00:00:01Z,BTCUSDT,{'1' * _HUGE},{'2' * _HUGE},,",
+            f"bid {'1' * 80}... (100,000 characters) is out of range: at most 18 digits before the point and 28 after",
+        ),
+        (
+            f"2021-01-08T00:00:01Z,BTCUSDT,{'x' * _HUGE},2,,",
+            f"bid {'x' * 80!r}... (100,000 characters) is not a decimal number",
+        ),
+        (
+            f"2021-01-08T00:00:01Z,BTCUSDT,1,2,{'-' + '9' * _HUGE},",
+            f"bid_size must be >= 0, got -{'9' * 79}... (100,001 characters)",
+        ),
+        (
+            f"{'2' * _HUGE},BTCUSDT,1,2,,",
+            f"ts {'2' * 80!r}... (100,000 characters) is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z",
+        ),
+        (
+            f"2021-01-08T00:00:01Z,{'A' * _HUGE},1,2,,",
+            f"invalid symbol {'A' * 80!r}... (100,000 characters): expected 1-32 characters of A-Z, 0-9, '_' or "
+            "'-', starting with a letter or digit",
+        ),
+    ],
+    ids=["price", "not-a-number", "size", "time", "symbol"],
+)
+def test_a_huge_bad_value_is_quoted_in_80_characters_with_its_length(tmp_path: Path, row: str, reason: str) -> None:
+    path = _csv(tmp_path, HEADER, GOOD, row)
+    with pytest.raises(BadRowError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}:3: {reason}"
+
+
+def test_a_header_of_a_hundred_thousand_columns_is_named_in_a_bounded_line(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER + "".join(f",c{i}" for i in range(_HUGE)), GOOD)
+    with pytest.raises(BadRowError) as info:
+        next(read_quotes(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:1: expected columns ts,symbol,bid,ask[,bid_size,ask_size], got 'ts,symbol")
+    assert len(message) < 400 + len(str(path))
+    assert "characters) (unknown c0, c1, c2," in message
