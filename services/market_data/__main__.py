@@ -83,11 +83,22 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
             "are skipped"
         )
         return INTERRUPTED
+    counts = report.counts
+    first_duplicate = f" first_duplicate_line={counts.first_duplicate_line}" if counts.duplicate_rows else ""
     print(
         f"replayed {report.path}: rows={report.rows} published={report.published} "
-        f"duplicates={report.duplicates} bad_rows={len(report.bad_rows)} "
+        f"duplicates={report.duplicates} duplicate_rows={counts.duplicate_rows}{first_duplicate} "
+        f"out_of_order={counts.out_of_order} bad_rows={counts.bad_rows} "
         f"seconds={report.seconds:.2f} rate={rate:,.0f}/s source={report.source}"
     )
+    if counts.out_of_order:
+        print(
+            f"rrr-market-data replay: warning: {report.path}: {counts.out_of_order:,} rows out of order (first at "
+            f"line {counts.first_out_of_order_line}), earlier than a row before them of the same symbol; they were "
+            "published in file order, and the strategy skips them: it applies a symbol's quotes only in "
+            "event-time order",
+            file=sys.stderr,
+        )
     return 0
 
 

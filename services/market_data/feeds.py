@@ -15,7 +15,7 @@ import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import LatestQuotes, MarketDataCounters
-from rrr.market_data.replay import read_quotes, source_id, to_quote
+from rrr.market_data.replay import ReadCounts, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing
@@ -101,17 +101,26 @@ async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, me
 
 @dataclass(slots=True)
 class ReplayReport:
-    """What a replay did."""
+    """What a replay did: of ``rows`` read, ``published`` were stored, ``duplicates`` had been stored before.
+
+    The rest were skipped: ``counts.duplicate_rows`` repeat an earlier row of the file and
+    ``counts.bad_rows`` cannot be read (``bad_rows`` holds their errors).
+    """
 
     path: str
     source: str
-    rows: int = 0
     published: int = 0
     duplicates: int = 0
     bad_rows: list[str] = field(default_factory=list)
+    counts: ReadCounts = field(default_factory=ReadCounts)
     seconds: float = 0.0
     # Stopped by ``stop`` before the end of the file: ``published + duplicates`` rows were stored.
     interrupted: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Data rows read, bad and duplicate ones included."""
+        return self.counts.rows
 
 
 async def replay_file(
@@ -125,7 +134,7 @@ async def replay_file(
     clock: Clock = wall_clock,
     stop: asyncio.Event | None = None,
 ) -> ReplayReport:
-    """Publish every quote of ``path`` to JetStream, as fast as the streams acknowledge them.
+    """Publish every quote of ``path`` to JetStream in file order, as fast as the streams acknowledge them.
 
     At most ``window`` publishes await their acknowledgement at once, which is the back-pressure: the
     replay goes as fast as the system absorbs it and no faster. Each quote's id is ``<source>:<line>``
@@ -163,11 +172,10 @@ async def replay_file(
             on_progress(len(pending))
         pending.clear()
 
-    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad):
+    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=report.counts):
         if stop.is_set():
             report.interrupted = True
             break
-        report.rows += 1
         pending.append(bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())))
         if len(pending) >= window:
             await _flush()

@@ -6,16 +6,19 @@ that cannot be read raises BadRowError naming the file and line, or is skipped a
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
+import os
 import re
 import stat
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rrr.shared.errors import BadRowError, RRRError, excerpt
 from rrr.shared.messages import NANOS_MAX, NANOS_MIN, Quote, check_number
@@ -25,6 +28,10 @@ REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+# Per process: a file cannot be made so that two different quotes share a digest (see _SymbolRows).
+_DIGEST_KEY = os.urandom(16)
+# Wider than the 46 digits of the largest price or size the wire accepts.
+_EXACT = Context(prec=64)
 _ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?")
 
 
@@ -39,6 +46,20 @@ class QuoteRow:
     ask: Decimal
     bid_size: Decimal | None
     ask_size: Decimal | None
+
+
+@dataclass(slots=True)
+class ReadCounts:
+    """What reading a file found besides its quotes, counted as its rows are read."""
+
+    rows: int = 0  # data rows, bad and duplicate ones included
+    bad_rows: int = 0
+    # Rows equal to an earlier row in time, symbol, prices and sizes: skipped, not yielded.
+    duplicate_rows: int = 0
+    first_duplicate_line: int = 0  # 0 while there is none
+    # Rows earlier than a row before them of the same symbol: yielded in file order all the same.
+    out_of_order: int = 0
+    first_out_of_order_line: int = 0
 
 
 class UnsupportedFileError(RRRError):
@@ -271,8 +292,14 @@ def read_quotes(
     *,
     skip_bad_rows: bool = False,
     on_bad_row: Callable[[BadRowError], None] | None = None,
+    counts: ReadCounts | None = None,
 ) -> Iterator[QuoteRow]:
-    """Yield the quotes of a CSV or Parquet file in file order.
+    """Yield the quotes of a CSV or Parquet file in file order, each row that repeats an earlier one skipped.
+
+    A repeat is a row equal to an earlier one in time, symbol, prices and sizes (by value: 1.10 and 1.1 are
+    one price); stored again it would be a second quote under another id. A row earlier than a row before it
+    of the same symbol is yielded all the same, in file order. ``counts`` (if given) counts both, and the bad
+    rows, as the file is read.
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false (or the header is wrong).
@@ -287,18 +314,35 @@ def read_quotes(
         rows = _parquet_rows(path)
     else:
         raise UnsupportedFileError(path, f"unknown file type {suffix!r}; expected .csv or .parquet")
+    counts = ReadCounts() if counts is None else counts
+    seen: dict[str, _SymbolRows] = {}
     try:
         for line, values in rows:
+            counts.rows += 1
             try:
                 if "__error__" in values:
                     raise ValueError(values["__error__"])
-                yield _row(line, values)
+                row = _row(line, values)
             except ValueError as exc:
+                counts.bad_rows += 1
                 error = BadRowError(str(path), line, str(exc))
                 if not skip_bad_rows:
                     raise error from None
                 if on_bad_row is not None:
                     on_bad_row(error)
+                continue
+            rows_of_symbol = seen.get(row.symbol)
+            if rows_of_symbol is None:
+                rows_of_symbol = seen[row.symbol] = _SymbolRows()
+            order = rows_of_symbol.add(row.ts_ns, _digest(row))
+            if order == "repeat":
+                counts.duplicate_rows += 1
+                counts.first_duplicate_line = counts.first_duplicate_line or line
+                continue
+            if order == "late":
+                counts.out_of_order += 1
+                counts.first_out_of_order_line = counts.first_out_of_order_line or line
+            yield row
     except UnicodeDecodeError as exc:
         raise UnsupportedFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
@@ -319,3 +363,90 @@ def _check_regular_file(path: Path) -> None:
     if not stat.S_ISREG(mode):
         # A named pipe or a device: opening it could block for ever or read without end.
         raise UnsupportedFileError(path, "is not a regular file; expected a .csv or .parquet file")
+
+
+def _digest(row: QuoteRow) -> int:
+    # By value, so 1.10 and 1.1 are one price: no consumer tells them apart. Normalised in a context wider
+    # than any number the reader accepts, so normalising never rounds.
+    parts = (
+        "" if v is None else str(v.normalize(_EXACT)) if v else "0"
+        for v in (row.bid, row.ask, row.bid_size, row.ask_size)
+    )
+    digest = hashlib.blake2b("|".join(parts).encode(), digest_size=8, key=_DIGEST_KEY).digest()
+    return int.from_bytes(digest)
+
+
+class _SymbolRows:
+    """The rows of one symbol read so far: enough to tell an exact repeat of one of them from a new row.
+
+    A row is held as its time and a 64-bit digest of its prices and sizes, keyed per process so that no
+    file can be made to collide; only rows at the same nanosecond are ever compared. Rows from the newest
+    time on go to one array and rows up to the oldest time to another, each sorted and searched by
+    bisection: a file in time order, in reverse time order or repeating a stretch already read costs 16
+    bytes a row. Rows in between the oldest and the newest time, as in a shuffled file, go to a set at about
+    80 bytes a row.
+    """
+
+    __slots__ = (
+        "_at_newest",
+        "_at_oldest",
+        "_between",
+        "_earlier_digests",
+        "_earlier_ts",
+        "_later_digests",
+        "_later_ts",
+    )
+
+    def __init__(self) -> None:
+        self._later_ts = array("q")  # non-decreasing
+        self._later_digests = array("Q")
+        self._earlier_ts = array("q")  # negated, so non-decreasing as well
+        self._earlier_digests = array("Q")
+        self._between: set[int] = set()  # time << 64 | digest
+        self._at_newest: set[int] = set()  # digests of the rows at the newest time, wherever they are
+        self._at_oldest: set[int] = set()  # and at the oldest time
+
+    def add(self, ts: int, digest: int) -> Literal["new", "late", "repeat"]:
+        """Record a row unless it repeats one: in time order (new), earlier than a row before it (late)."""
+        later_ts = self._later_ts
+        if not later_ts or ts > later_ts[-1]:
+            if not later_ts:
+                self._at_oldest = {digest}
+            self._at_newest = {digest}
+            later_ts.append(ts)
+            self._later_digests.append(digest)
+            return "new"
+        newest = later_ts[-1]
+        oldest = -self._earlier_ts[-1] if self._earlier_ts else later_ts[0]
+        if ts == newest:
+            if digest in self._at_newest:
+                return "repeat"
+            self._at_newest.add(digest)
+            if ts == oldest:
+                self._at_oldest.add(digest)
+            later_ts.append(ts)
+            self._later_digests.append(digest)
+            return "new"
+        if ts <= oldest:
+            if ts == oldest and digest in self._at_oldest:
+                return "repeat"
+            if ts < oldest:
+                self._at_oldest = set()
+            self._at_oldest.add(digest)
+            self._earlier_ts.append(-ts)
+            self._earlier_digests.append(digest)
+            return "late"
+        key = ts << 64 | digest
+        if (
+            key in self._between
+            or _holds(self._later_ts, self._later_digests, ts, digest)
+            or _holds(self._earlier_ts, self._earlier_digests, -ts, digest)
+        ):
+            return "repeat"
+        self._between.add(key)
+        return "late"
+
+
+def _holds(times: array[int], digests: array[int], ts: int, digest: int) -> bool:
+    start = bisect.bisect_left(times, ts)
+    return digest in digests[start : bisect.bisect_right(times, ts, start)]

@@ -100,3 +100,32 @@ async def test_replay_of_a_price_of_100000_digits_names_it_in_one_short_line(nat
         f"{path}:4: bid {'1' * 80}... (100,000 characters) is out of range: at most 18 digits before the point "
         "and 28 after",
     )
+
+
+async def test_replay_skips_repeated_rows_and_warns_once_about_rows_out_of_order(nats_url: str, tmp_path: Path) -> None:
+    t0, t1, t2 = _rows(3)
+    path = _write(
+        tmp_path / "quotes.csv",
+        HEADER,
+        t0,
+        t1,
+        t0,  # line 4: a repeat of line 2
+        t0.replace("1.1212", "1.1211"),  # line 5: a new quote, earlier than line 3
+        t2,
+        t1.replace("1.1212", "1.1211"),  # line 7: a new quote, earlier than line 6
+        t2,  # a repeat of line 6
+    )
+
+    done = await _replay(nats_url, path)
+
+    assert done.returncode == 0, done
+    assert (
+        f"replayed {path}: rows=7 published=5 duplicates=0 duplicate_rows=2 first_duplicate_line=4 out_of_order=2 "
+        "bad_rows=0 "
+    ) in done.stdout
+    assert done.stderr == (
+        f"rrr-market-data replay: warning: {path}: 2 rows out of order (first at line 5), earlier than a row before "
+        "them of the same symbol; they were published in file order, and the strategy skips them: it applies a "
+        "symbol's quotes only in event-time order\n"
+    )
+    assert await _quotes_stored(nats_url) == 5

@@ -5,6 +5,7 @@ The files are the bundled test data or small files written to ``tmp_path``; noth
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import itertools
 import os
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from rrr.market_data.replay import (
     QuoteRow,
+    ReadCounts,
     UnsupportedFileError,
     count_rows,
     parse_ts,
@@ -318,7 +320,7 @@ def test_count_rows_of_an_empty_file_is_zero(tmp_path):
 
 def test_count_rows_of_a_csv_without_a_final_newline_counts_every_row(tmp_path):
     path = tmp_path / "quotes.csv"
-    path.write_text(f"{HEADER}\n{GOOD}\n{GOOD}")
+    path.write_text(f"{HEADER}\n{GOOD}\n{GOOD.replace('01.076', '02.000')}")
     assert len(list(read_quotes(path))) == 2
     assert count_rows(path) == 2
 
@@ -747,3 +749,100 @@ def test_a_header_of_a_hundred_thousand_columns_is_named_in_a_bounded_line(tmp_p
     assert message.startswith(f"{path}:1: expected columns ts,symbol,bid,ask[,bid_size,ask_size], got 'ts,symbol")
     assert len(message) < 400 + len(str(path))
     assert "characters) (unknown c0, c1, c2," in message
+
+
+# -- repeated rows and rows out of time order ---------------------------------------------------------
+
+
+def _quote(second: int, symbol: str = "EURUSD", bid: str = "1.1", ask: str = "1.2", size: str = "") -> str:
+    return f"2020-01-01T17:00:{second:02d}Z,{symbol},{bid},{ask},{size},"
+
+
+def _read(path: Path) -> tuple[list[int], ReadCounts]:
+    counts = ReadCounts()
+    return [r.line for r in read_quotes(path, counts=counts)], counts
+
+
+def test_a_row_repeating_an_earlier_one_is_skipped_and_counted_with_its_first_line(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        HEADER,
+        _quote(1),
+        _quote(1),  # line 3: the same row again
+        _quote(1, bid="1.10", ask="1.200"),  # line 4: the same prices, written otherwise
+        _quote(1, size="5"),  # another size: another quote
+        _quote(1, symbol="GBPUSD"),  # another symbol: another quote
+        _quote(2),
+        _quote(1, size="5"),  # line 8: repeats line 5, though a later time came in between
+    )
+    lines, counts = _read(path)
+    assert lines == [2, 5, 6, 7]
+    assert (counts.rows, counts.duplicate_rows, counts.first_duplicate_line) == (7, 3, 3)
+    assert (counts.out_of_order, counts.first_out_of_order_line) == (0, 0)
+
+
+def test_a_file_repeated_after_itself_reads_as_the_file_once(tmp_path: Path) -> None:
+    body = BTCUSDT.read_text().splitlines()[1:]
+    path = _csv(tmp_path, HEADER, *body, *body)
+    lines, counts = _read(path)
+    assert lines == list(range(2, 453))
+    assert (counts.duplicate_rows, counts.first_duplicate_line, counts.out_of_order) == (451, 453, 0)
+
+
+def test_rows_out_of_time_order_are_read_in_file_order_and_counted_from_the_first(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        HEADER,
+        _quote(5),
+        _quote(3, symbol="GBPUSD"),  # a symbol of its own: in order
+        _quote(7),
+        _quote(6),  # line 5: earlier than line 4
+        _quote(6, bid="1.05"),  # line 6: later than line 5, still earlier than line 4
+        _quote(7, bid="1.05"),  # at the newest time: in order
+    )
+    lines, counts = _read(path)
+    assert lines == [2, 3, 4, 5, 6, 7]
+    assert (counts.out_of_order, counts.first_out_of_order_line, counts.duplicate_rows) == (2, 5, 0)
+
+
+def test_a_file_newest_first_is_out_of_order_from_its_second_row_and_its_repeats_are_found(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, _quote(9), _quote(8), _quote(8, bid="1.05"), _quote(7), _quote(8), _quote(9))
+    lines, counts = _read(path)
+    assert lines == [2, 3, 4, 5]
+    assert (counts.out_of_order, counts.first_out_of_order_line) == (3, 3)
+    assert (counts.duplicate_rows, counts.first_duplicate_line) == (2, 6)
+
+
+_row_text = st.builds(
+    lambda second, symbol, bid, size: _quote(second, symbol=symbol, bid=bid, size=size),
+    st.integers(0, 6),
+    st.sampled_from(["EURUSD", "GBPUSD"]),
+    st.sampled_from(["1.1", "1.10", "1.05", "1"]),
+    st.sampled_from(["", "0", "0.00", "2"]),
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(texts=st.lists(_row_text, max_size=40))
+def test_repeats_and_rows_out_of_order_in_any_file_are_what_a_plain_search_finds(
+    tmp_path_factory: pytest.TempPathFactory, texts: list[str]
+) -> None:
+    path = _csv(tmp_path_factory.getbasetemp(), HEADER, *texts, name="orders.csv")
+    seen: set[tuple[object, ...]] = set()
+    newest: dict[str, int] = {}
+    expected_lines, duplicates, late = [], [], []
+    for line, row in enumerate(csv.DictReader(texts, fieldnames=HEADER.split(",")), start=2):
+        ts, symbol = parse_ts(row["ts"]), row["symbol"]
+        key = (ts, symbol, *(Decimal(row[c]) if row[c] else None for c in HEADER.split(",")[2:]))
+        if key in seen:
+            duplicates.append(line)
+            continue
+        seen.add(key)
+        if ts < newest.get(symbol, ts):
+            late.append(line)
+        newest[symbol] = max(ts, newest.get(symbol, ts))
+        expected_lines.append(line)
+    lines, counts = _read(path)
+    assert lines == expected_lines
+    assert (counts.duplicate_rows, counts.first_duplicate_line) == (len(duplicates), duplicates[0] if duplicates else 0)
+    assert (counts.out_of_order, counts.first_out_of_order_line) == (len(late), late[0] if late else 0)
