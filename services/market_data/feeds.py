@@ -15,7 +15,7 @@ import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import LatestQuotes, MarketDataCounters
-from rrr.market_data.replay import ReadCounts, read_quotes, source_id, to_quote
+from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing
@@ -99,12 +99,15 @@ async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, me
     return True
 
 
+MAX_BAD_ROWS_LISTED = 100
+
+
 @dataclass(slots=True)
 class ReplayReport:
     """What a replay did: of ``rows`` read, ``published`` were stored, ``duplicates`` had been stored before.
 
     The rest were skipped: ``counts.duplicate_rows`` repeat an earlier row of the file and
-    ``counts.bad_rows`` cannot be read (``bad_rows`` holds their errors).
+    ``counts.bad_rows`` cannot be read (``bad_rows`` holds the errors of the first MAX_BAD_ROWS_LISTED).
     """
 
     path: str
@@ -130,6 +133,7 @@ async def replay_file(
     shards: int,
     window: int,
     skip_bad_rows: bool,
+    limits: ReadLimits | None = None,
     on_progress: Callable[[int], None] | None = None,
     clock: Clock = wall_clock,
     stop: asyncio.Event | None = None,
@@ -146,12 +150,15 @@ async def replay_file(
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing after it is published.
+        UnsupportedFileError: the file cannot be read, or is beyond ``limits``.
     """
     report = ReplayReport(path=str(path), source=await asyncio.to_thread(source_id, path))
     started = time.monotonic()
 
     def _bad(error: BadRowError) -> None:
-        report.bad_rows.append(str(error))
+        # The first ones say what is wrong; a million lines of it would say nothing more.
+        if len(report.bad_rows) < MAX_BAD_ROWS_LISTED:
+            report.bad_rows.append(str(error))
 
     pending: list[Outgoing] = []
 
@@ -172,7 +179,7 @@ async def replay_file(
             on_progress(len(pending))
         pending.clear()
 
-    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=report.counts):
+    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=report.counts, limits=limits):
         if stop.is_set():
             report.interrupted = True
             break

@@ -7,6 +7,7 @@ that cannot be read raises BadRowError naming the file and line, or is skipped a
 from __future__ import annotations
 
 import bisect
+import codecs
 import csv
 import hashlib
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from rrr.shared.errors import BadRowError, RRRError, excerpt
 from rrr.shared.messages import NANOS_MAX, NANOS_MIN, Quote, check_number
@@ -27,6 +28,9 @@ from rrr.shared.subjects import check_symbol
 REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MB = 1 << 20
+# A quote row is under 300 bytes; a line this long is a broken or hostile file, not a row.
+_MAX_LINE_BYTES = _MB
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 # Per process: a file cannot be made so that two different quotes share a digest (see _SymbolRows).
 _DIGEST_KEY = os.urandom(16)
@@ -62,12 +66,26 @@ class ReadCounts:
     first_out_of_order_line: int = 0
 
 
-class UnsupportedFileError(RRRError):
-    """A replay file of a kind this reader does not know."""
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """Bounds on a replay file, beyond which it is refused rather than read into memory (None: no bound).
 
-    def __init__(self, path: Path, reason: str) -> None:
+    Telling repeated rows and rows out of order costs memory for every row (16 bytes in a file in time
+    order, about 80 in a shuffled one) and every symbol (about 1.3 KB).
+    """
+
+    max_file_mb: int | None = None
+    max_rows: int | None = None
+    max_symbols: int | None = None
+
+
+class UnsupportedFileError(RRRError):
+    """A replay file this reader cannot or will not read: missing, unreadable, mislabelled or too large."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None) -> None:
         self.path = path
-        super().__init__(f"{path}: {reason}")
+        self.line = line
+        super().__init__(f"{path}{'' if line is None else f':{line}'}: {reason}")
 
 
 def source_id(path: Path) -> str:
@@ -206,24 +224,55 @@ def _check_columns(path: Path, columns: list[str]) -> None:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    # utf-8-sig: a byte-order mark some spreadsheet programs write is not part of the first column's name.
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise BadRowError(str(path), 1, "file is empty; expected a header line")
-        columns = [c.strip() for c in header]
-        _check_columns(path, columns)
-        for fields in reader:
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                yield reader.line_num, {"__error__": f"expected {len(columns)} fields, got {len(fields)}"}
-                continue
-            yield reader.line_num, dict(zip(columns, fields, strict=True))
+    with path.open("rb") as fh:
+        reader = csv.reader(_text_lines(path, fh))
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise BadRowError(str(path), 1, "file is empty; expected a header line")
+            columns = [c.strip() for c in header]
+            _check_columns(path, columns)
+            start = 2
+            for fields in reader:
+                start = reader.line_num + 1  # where the next row begins, if this one is fine
+                if not fields:
+                    continue
+                if len(fields) != len(columns):
+                    yield reader.line_num, {"__error__": f"expected {len(columns)} fields, got {len(fields)}"}
+                    continue
+                yield reader.line_num, dict(zip(columns, fields, strict=True))
+        except csv.Error as exc:
+            # An unclosed quote runs on to the field size limit, lines later: name the line the row began on.
+            raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=start) from None
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _text_lines(path: Path, fh: BinaryIO) -> Iterator[str]:
+    """The lines of a CSV file as text, each decoded on its own so that an error names its line.
+
+    A line may not be longer than _MAX_LINE_BYTES: a file of one endless line must not be read into memory
+    whole. A byte-order mark, which some spreadsheet programs write, is not part of the first column's name.
+    """
+    number = 0
+    while raw := fh.readline(_MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > _MAX_LINE_BYTES:
+            raise UnsupportedFileError(
+                path, f"expected lines of at most {_MAX_LINE_BYTES:,} bytes, got a longer one", line=number
+            )
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise UnsupportedFileError(
+                path,
+                f"expected UTF-8 text, got byte {raw[exc.start]:#04x} at byte {exc.start + 1} of the line",
+                line=number,
+            ) from None
+        yield text
+
+
+def _parquet_rows(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         import pyarrow as pa
     except ImportError:
@@ -231,18 +280,23 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'"
         ) from None
     try:
-        yield from _parquet_records(path)
+        yield from _parquet_records(path, max_rows)
     except (pa.ArrowException, OSError) as exc:
         # A CSV renamed .parquet, a truncated or corrupt file: Arrow's reason is the useful part.
         reason = str(exc).strip().partition("\n")[0]
         raise UnsupportedFileError(path, f"not readable as Parquet: {excerpt(reason, 200, quoted=False)}") from None
 
 
-def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
+    # The footer says how many rows there are: refuse at once instead of after reading them.
+    if max_rows is not None and parquet.metadata.num_rows > max_rows:
+        raise UnsupportedFileError(
+            path, _too_many("data rows", max_rows, "--replay-max-rows", f"{parquet.metadata.num_rows:,}")
+        )
     columns = list(parquet.schema_arrow.names)
     _check_columns(path, columns)
     row = 1
@@ -270,48 +324,33 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield row, record
 
 
-def count_rows(path: Path) -> int | None:
-    """How many data rows a file holds, cheaply where the format says so (for a progress bar)."""
-    if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            return None
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    newlines, last = 0, b"\n"
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    lines = newlines + (last != b"\n")  # a last line without its newline still counts
-    return max(lines - 1, 0)
-
-
 def read_quotes(
     path: Path,
     *,
     skip_bad_rows: bool = False,
     on_bad_row: Callable[[BadRowError], None] | None = None,
     counts: ReadCounts | None = None,
+    limits: ReadLimits | None = None,
 ) -> Iterator[QuoteRow]:
     """Yield the quotes of a CSV or Parquet file in file order, each row that repeats an earlier one skipped.
 
     A repeat is a row equal to an earlier one in time, symbol, prices and sizes (by value: 1.10 and 1.1 are
     one price); stored again it would be a second quote under another id. A row earlier than a row before it
     of the same symbol is yielded all the same, in file order. ``counts`` (if given) counts both, and the bad
-    rows, as the file is read.
+    rows, as the file is read. A file beyond ``limits`` is refused as soon as that is known.
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false (or the header is wrong).
         UnsupportedFileError: the file is missing, not a regular file, unreadable, or not the CSV or Parquet
             it claims to be.
     """
-    _check_regular_file(path)
+    limits = ReadLimits() if limits is None else limits
+    _check_regular_file(path, limits.max_file_mb)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
     elif suffix == ".parquet":
-        rows = _parquet_rows(path)
+        rows = _parquet_rows(path, limits.max_rows)
     else:
         raise UnsupportedFileError(path, f"unknown file type {suffix!r}; expected .csv or .parquet")
     counts = ReadCounts() if counts is None else counts
@@ -319,6 +358,10 @@ def read_quotes(
     try:
         for line, values in rows:
             counts.rows += 1
+            if limits.max_rows is not None and counts.rows > limits.max_rows:
+                raise UnsupportedFileError(
+                    path, _too_many("data rows", limits.max_rows, "--replay-max-rows", "more"), line=line
+                )
             try:
                 if "__error__" in values:
                     raise ValueError(values["__error__"])
@@ -333,6 +376,10 @@ def read_quotes(
                 continue
             rows_of_symbol = seen.get(row.symbol)
             if rows_of_symbol is None:
+                if limits.max_symbols is not None and len(seen) >= limits.max_symbols:
+                    raise UnsupportedFileError(
+                        path, _too_many("symbols", limits.max_symbols, "--replay-max-symbols", "more"), line=line
+                    )
                 rows_of_symbol = seen[row.symbol] = _SymbolRows()
             order = rows_of_symbol.add(row.ts_ns, _digest(row))
             if order == "repeat":
@@ -343,26 +390,32 @@ def read_quotes(
                 counts.out_of_order += 1
                 counts.first_out_of_order_line = counts.first_out_of_order_line or line
             yield row
-    except UnicodeDecodeError as exc:
-        raise UnsupportedFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise UnsupportedFileError(path, f"not readable as CSV: {exc}") from None
     except OSError as exc:
         raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
 
 
-def _check_regular_file(path: Path) -> None:
+def _too_many(what: str, limit: int, flag: str, got: str) -> str:
+    return f"expected at most {limit:,} {what} ({flag} raises the limit), got {got}"
+
+
+def _check_regular_file(path: Path, max_file_mb: int | None) -> None:
     try:
-        mode = path.stat().st_mode
+        status = path.stat()
     except FileNotFoundError:
         raise UnsupportedFileError(path, "no such file") from None
     except OSError as exc:
         raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(status.st_mode):
         raise UnsupportedFileError(path, "is a directory; expected a .csv or .parquet file")
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         # A named pipe or a device: opening it could block for ever or read without end.
         raise UnsupportedFileError(path, "is not a regular file; expected a .csv or .parquet file")
+    if max_file_mb is not None and status.st_size > max_file_mb * _MB:
+        raise UnsupportedFileError(
+            path,
+            f"expected a file of at most {max_file_mb:,} MB (--replay-max-file-mb raises the limit), "
+            f"got {status.st_size / _MB:,.1f} MB",
+        )
 
 
 def _digest(row: QuoteRow) -> int:

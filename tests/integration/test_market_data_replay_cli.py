@@ -129,3 +129,46 @@ async def test_replay_skips_repeated_rows_and_warns_once_about_rows_out_of_order
         "symbol's quotes only in event-time order\n"
     )
     assert await _quotes_stored(nats_url) == 5
+
+
+async def test_replay_of_a_file_larger_than_the_limit_is_refused_in_one_line(nats_url: str, tmp_path: Path) -> None:
+    path = _write(tmp_path / "quotes.csv", HEADER, *_rows(30_000))
+    size_mb = path.stat().st_size / 2**20
+    await _assert_refused(
+        nats_url,
+        path,
+        f"{path}: expected a file of at most 1 MB (--replay-max-file-mb raises the limit), got {size_mb:,.1f} MB",
+        "--replay-max-file-mb",
+        "1",
+    )
+
+
+async def test_replay_of_more_rows_than_the_limit_publishes_nothing_even_skipping_bad_rows(
+    nats_url: str, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "quotes.csv", HEADER, *_rows(5))
+    await _assert_refused(
+        nats_url,
+        path,
+        f"{path}:5: expected at most 3 data rows (--replay-max-rows raises the limit), got more",
+        "--replay-max-rows",
+        "3",
+        "--skip-bad-rows",
+    )
+
+
+async def test_replay_skipping_bad_rows_lists_the_first_hundred_and_counts_the_rest(
+    nats_url: str, tmp_path: Path
+) -> None:
+    good = _rows(2)
+    path = _write(tmp_path / "quotes.csv", HEADER, good[0], *["x,EURUSD,1,2"] * 150, good[1])
+
+    done = await _replay(nats_url, path, "--skip-bad-rows")
+
+    assert done.returncode == 0, done
+    assert "rows=152 published=2 duplicates=0 duplicate_rows=0 out_of_order=0 bad_rows=150 " in done.stdout
+    lines = done.stderr.splitlines()
+    assert lines[0] == (f"skipped bad row: {path}:3: ts 'x' is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z")
+    assert len(lines) == 101
+    assert lines[-1] == "skipped 50 more bad rows"
+    assert await _quotes_stored(nats_url) == 2

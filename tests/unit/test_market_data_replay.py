@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from rrr.market_data.replay import (
     QuoteRow,
     ReadCounts,
+    ReadLimits,
     UnsupportedFileError,
-    count_rows,
     parse_ts,
     read_quotes,
     source_id,
@@ -120,10 +120,6 @@ def test_reading_a_file_keeps_trailing_zeros_of_prices():
     assert str(rows[0].bid) == "1.121200"
     assert rows[0].bid_size is None
     assert rows[0].ts_ns == 1_577_898_000_065_000_000
-
-
-def test_count_rows_of_the_btcusdt_file_is_451():
-    assert count_rows(BTCUSDT) == 451
 
 
 # -- bad rows ------------------------------------------------------------------------------------------
@@ -253,7 +249,6 @@ def test_empty_file_is_an_error_asking_for_a_header(tmp_path):
 def test_header_only_file_has_no_quotes(tmp_path):
     path = _csv(tmp_path, HEADER)
     assert list(read_quotes(path)) == []
-    assert count_rows(path) == 0
 
 
 # -- files ---------------------------------------------------------------------------------------------
@@ -305,24 +300,19 @@ def test_source_id_differs_when_one_byte_of_the_content_differs(tmp_path):
     assert source_id(first) != source_id(second)
 
 
-# -- count_rows ----------------------------------------------------------------------------------------
+# -- line ends ---------------------------------------------------------------------------------------
 
 
-def test_count_rows_counts_the_data_lines_of_a_csv(tmp_path):
-    assert count_rows(_csv(tmp_path, HEADER, GOOD, GOOD, GOOD, end="\r\n")) == 3
+def test_a_csv_with_crlf_line_ends_reads_every_row(tmp_path):
+    path = _csv(tmp_path, HEADER, GOOD, GOOD.replace("01.076", "02.000"), GOOD.replace("01.076", "03.000"), end="\r\n")
+    assert [r.line for r in read_quotes(path)] == [2, 3, 4]
+    assert str(next(read_quotes(path)).ask_size) == "0.066851"  # no carriage return left on the last field
 
 
-def test_count_rows_of_an_empty_file_is_zero(tmp_path):
-    path = tmp_path / "empty.csv"
-    path.write_bytes(b"")
-    assert count_rows(path) == 0
-
-
-def test_count_rows_of_a_csv_without_a_final_newline_counts_every_row(tmp_path):
+def test_a_csv_without_a_final_newline_reads_every_row(tmp_path):
     path = tmp_path / "quotes.csv"
     path.write_text(f"{HEADER}\n{GOOD}\n{GOOD.replace('01.076', '02.000')}")
-    assert len(list(read_quotes(path))) == 2
-    assert count_rows(path) == 2
+    assert [r.line for r in read_quotes(path)] == [2, 3]
 
 
 # -- Parquet -------------------------------------------------------------------------------------------
@@ -351,7 +341,6 @@ def test_parquet_with_text_columns_reads_back_the_same_quotes_as_the_csv(tmp_pat
     parquet_rows = list(read_quotes(path))
     assert parquet_rows == csv_rows
     assert [str(r.bid_size) for r in parquet_rows] == [str(r.bid_size) for r in csv_rows]
-    assert count_rows(path) == 451
 
 
 @pytest.mark.parametrize("zone", ["UTC", None])
@@ -462,11 +451,12 @@ def test_a_csv_starting_with_a_byte_order_mark_reads_like_one_without(tmp_path: 
     assert [r.symbol for r in read_quotes(path)] == ["BTCUSDT"]
 
 
-def test_a_file_that_is_not_utf8_is_refused_saying_so(tmp_path: Path) -> None:
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
-    path.write_bytes(f"{HEADER}\n".encode() + b"2021-01-08T00:00:01.076Z,BTC\xe9,1,2,,\n")
-    with pytest.raises(UnsupportedFileError, match="not UTF-8"):
+    path.write_bytes(f"{HEADER}\n{GOOD}\n".encode() + b"2021-01-08T00:00:01.076Z,BTC\xe9,1,2,,\n")
+    with pytest.raises(UnsupportedFileError) as info:
         list(read_quotes(path))
+    assert str(info.value) == f"{path}:3: expected UTF-8 text, got byte 0xe9 at byte 29 of the line"
 
 
 def test_a_price_beyond_the_wire_bounds_is_a_bad_row_before_anything_is_published(tmp_path: Path) -> None:
@@ -846,3 +836,54 @@ def test_repeats_and_rows_out_of_order_in_any_file_are_what_a_plain_search_finds
     assert lines == expected_lines
     assert (counts.duplicate_rows, counts.first_duplicate_line) == (len(duplicates), duplicates[0] if duplicates else 0)
     assert (counts.out_of_order, counts.first_out_of_order_line) == (len(late), late[0] if late else 0)
+
+
+# -- bounds on the input ------------------------------------------------------------------------------
+
+
+def test_a_file_larger_than_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, GOOD)
+    with path.open("ab") as fh:
+        fh.truncate(3 * 1024 * 1024 // 2)  # 1.5 MB: the rest is zero bytes, never read
+    with pytest.raises(UnsupportedFileError) as info:
+        next(read_quotes(path, limits=ReadLimits(max_file_mb=1)))
+    assert str(info.value) == (
+        f"{path}: expected a file of at most 1 MB (--replay-max-file-mb raises the limit), got 1.5 MB"
+    )
+
+
+def test_a_csv_of_more_rows_than_the_limit_is_refused_at_the_first_row_past_it(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, *(_quote(s) for s in range(5)))
+    assert len(list(read_quotes(path, limits=ReadLimits(max_rows=5)))) == 5
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path, limits=ReadLimits(max_rows=4)))
+    assert str(info.value) == f"{path}:6: expected at most 4 data rows (--replay-max-rows raises the limit), got more"
+
+
+def test_a_parquet_file_of_more_rows_than_the_limit_is_refused_from_its_footer(tmp_path: Path) -> None:
+    path = tmp_path / "quotes.parquet"
+    path.write_bytes(_parquet_bytes(tmp_path))
+    with pytest.raises(UnsupportedFileError) as info:
+        next(read_quotes(path, limits=ReadLimits(max_rows=999)))
+    assert str(info.value) == f"{path}: expected at most 999 data rows (--replay-max-rows raises the limit), got 1,000"
+
+
+def test_a_file_of_more_symbols_than_the_limit_is_refused_at_the_first_row_past_it(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, _quote(1, "A"), _quote(1, "B"), _quote(2, "A"), _quote(1, "C"))
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path, limits=ReadLimits(max_symbols=2)))
+    assert str(info.value) == f"{path}:5: expected at most 2 symbols (--replay-max-symbols raises the limit), got more"
+
+
+def test_a_line_longer_than_a_megabyte_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, GOOD, "," * (1 << 21))
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}:3: expected lines of at most 1,048,576 bytes, got a longer one"
+
+
+def test_an_unclosed_quote_is_refused_where_the_reader_gave_up(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, GOOD, "", '2021-01-08T00:00:02Z,BTCUSDT,"1,2,,', *([GOOD] * 20_000))
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}:4: not readable as CSV from this line on: field larger than field limit (131072)"
