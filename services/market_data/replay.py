@@ -14,6 +14,7 @@ import os
 import re
 import stat
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _DIGEST_KEY = os.urandom(16)
 # Wider than the 46 digits of the largest price or size the wire accepts.
 _EXACT = Context(prec=64)
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?")
 
 
@@ -130,12 +132,17 @@ def parse_ts(text: str) -> int:
 
 
 def _decimal(name: str, text: str) -> Decimal:
+    stripped = text.strip()
     try:
-        value = Decimal(text.strip())
+        value = Decimal(stripped)
     except InvalidOperation:
         raise ValueError(f"{name} {excerpt(text)} is not a decimal number") from None
     if not value.is_finite():
         raise ValueError(f"{name} {excerpt(text)} is not a finite number")
+    # Decimal also reads 1_000 and digits of other scripts (Arabic-Indic, say): a file holding them is not
+    # what it seems.
+    if not _DECIMAL_TEXT.fullmatch(stripped):
+        raise ValueError(f"{name} {excerpt(text)} is not a decimal number")
     return value
 
 
@@ -212,14 +219,17 @@ def _datetime_ns(ts: datetime) -> int:
 
 def _check_columns(path: Path, columns: list[str]) -> None:
     missing = [c for c in REQUIRED if c not in columns]
-    unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
-    if missing or unknown:
+    unknown = [repr(c) for c in columns if c not in REQUIRED + OPTIONAL]
+    # A column given twice: which of the two is the price?
+    twice = [c for c, n in Counter(columns).items() if n > 1 and c in REQUIRED + OPTIONAL]
+    if missing or unknown or twice:
         raise BadRowError(
             str(path),
             1,
             f"expected columns {','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {excerpt(','.join(columns))}"
             + (f" (missing {', '.join(missing)})" if missing else "")
-            + (f" (unknown {excerpt(', '.join(unknown), quoted=False)})" if unknown else ""),
+            + (f" (unknown {excerpt(', '.join(unknown), quoted=False)})" if unknown else "")
+            + (f" (twice {', '.join(twice)})" if twice else ""),
         )
 
 

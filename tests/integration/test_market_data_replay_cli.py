@@ -172,3 +172,118 @@ async def test_replay_skipping_bad_rows_lists_the_first_hundred_and_counts_the_r
     assert len(lines) == 101
     assert lines[-1] == "skipped 50 more bad rows"
     assert await _quotes_stored(nats_url) == 2
+
+
+# A row at line 2 that reads cleanly, then the case's own lines from line 3 on.
+_GOOD = "2020-01-01T17:00:00.065Z,EURUSD,1.1212,1.1217"
+_SYMBOL_RULE = "expected 1-32 characters of A-Z, 0-9, '_' or '-', starting with a letter or digit"
+_COLUMNS = "expected columns ts,symbol,bid,ask[,bid_size,ask_size], got"
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b"", "1: file is empty; expected a header line"),
+        (b"ts,symbol,bid\n2020-01-01T17:00:00Z,EURUSD,1.1\n", f"1: {_COLUMNS} 'ts,symbol,bid' (missing ask)"),
+        (f"{HEADER},venue\n{_GOOD},X\n".encode(), f"1: {_COLUMNS} 'ts,symbol,bid,ask,venue' (unknown 'venue')"),
+        (f"{HEADER},\n{_GOOD},\n".encode(), f"1: {_COLUMNS} 'ts,symbol,bid,ask,' (unknown '')"),
+        (f"{HEADER},ask\n{_GOOD},1.2\n".encode(), f"1: {_COLUMNS} 'ts,symbol,bid,ask,ask' (twice ask)"),
+        (f"{HEADER}\n{_GOOD}\n{_GOOD},1\n".encode(), "3: expected 4 fields, got 5"),
+        (f"{HEADER}\n{_GOOD}\n   \n".encode(), "3: expected 4 fields, got 1"),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,NaN,1.1217\n".encode(),
+            "3: bid 'NaN' is not a finite number",
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,1.1212,Infinity\n".encode(),
+            "3: ask 'Infinity' is not a finite number",
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,-1.1212,1.1217\n".encode(),
+            "3: bid must be > 0, got -1.1212",
+        ),
+        (f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,0,1.1217\n".encode(), "3: bid must be > 0, got 0"),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,1.1218,1.1217\n".encode(),
+            "3: crossed quote: bid 1.1218 > ask 1.1217",
+        ),
+        (
+            f"{HEADER},bid_size,ask_size\n{_GOOD},1,1\n2020-01-01T17:00:01Z,EURUSD,1.1212,1.1217,-1,1\n".encode(),
+            "3: bid_size must be >= 0, got -1",
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,1_000,2000\n".encode(),
+            "3: bid '1_000' is not a decimal number",
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,\u0661,2\n".encode(),
+            "3: bid '\u0661' is not a decimal number",
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,EURUSD,1.1\x00,2\n".encode(),
+            "3: bid '1.1\\x00' is not a decimal number",
+        ),
+        (f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,md.>,1,2\n".encode(), f"3: invalid symbol 'md.>': {_SYMBOL_RULE}"),
+        (f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,*,1,2\n".encode(), f"3: invalid symbol '*': {_SYMBOL_RULE}"),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01Z,\x1b[2J,1,2\n".encode(),
+            f"3: invalid symbol '\\x1b[2J': {_SYMBOL_RULE}",  # a terminal escape is shown, not obeyed
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n2020-01-01T17:00:01,EURUSD,1,2\n".encode(),
+            "3: ts '2020-01-01T17:00:01' has no zone; expected UTC such as 2020-01-01T17:00:00.065Z",
+        ),
+        (
+            f"{HEADER}\n{_GOOD}\n".encode() + b"2020-01-01T17:00:01Z,EUR\xe9,1,2\n",
+            "3: expected UTF-8 text, got byte 0xe9 at byte 25 of the line",
+        ),
+    ],
+    ids=[
+        "empty",
+        "missing-column",
+        "extra-column",
+        "trailing-comma-in-header",
+        "column-twice",
+        "extra-field",
+        "blank-looking-line",
+        "nan",
+        "infinity",
+        "negative-price",
+        "zero-price",
+        "bid-above-ask",
+        "negative-size",
+        "underscore-digits",
+        "arabic-indic-digit",
+        "nul-byte",
+        "subject-wildcards",
+        "subject-star",
+        "terminal-escape",
+        "no-zone",
+        "not-utf8",
+    ],
+)
+async def test_replay_of_a_careless_or_hostile_file_fails_in_one_line_and_publishes_nothing(
+    nats_url: str, tmp_path: Path, content: bytes, error: str
+) -> None:
+    path = tmp_path / "quotes.csv"
+    path.write_bytes(content)
+    await _assert_refused(nats_url, path, f"{path}:{error}")
+
+
+async def test_replay_of_a_spreadsheet_export_with_a_byte_order_mark_and_crlf_publishes_every_row(
+    nats_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "quotes.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(f"{line}\r\n" for line in [HEADER, *_rows(2)]).encode())
+    done = await _replay(nats_url, path)
+    assert (done.returncode, done.stderr) == (0, ""), done
+    assert "rows=2 published=2 " in done.stdout
+    assert await _quotes_stored(nats_url) == 2
+
+
+async def test_replay_of_a_header_alone_publishes_nothing_and_says_so(nats_url: str, tmp_path: Path) -> None:
+    path = _write(tmp_path / "quotes.csv", HEADER)
+    done = await _replay(nats_url, path)
+    assert (done.returncode, done.stderr) == (0, ""), done
+    assert "rows=0 published=0 " in done.stdout
+    assert await _quotes_stored(nats_url) in (None, 0)

@@ -142,6 +142,9 @@ def test_reading_a_file_keeps_trailing_zeros_of_prices():
         ("2021-01-08T00:00:01.157Z,BTC.USDT,39430.29,39433.6,2.0,0.018027", "invalid symbol 'BTC.USDT'"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,-2.0,0.018027", "bid_size must be >= 0"),
         ("2021-01-08T00:00:01.157Z,BTCUSDT,39430.29,39433.6,2.0,x", "ask_size 'x' is not a decimal number"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,39_430.29,39433.6,2.0,1", "bid '39_430.29' is not a decimal number"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,1,\u0662,2.0,1", "ask '\u0662' is not a decimal number"),
+        ("2021-01-08T00:00:01.157Z,BTCUSDT,1,2,2.0,0x10", "ask_size '0x10' is not a decimal number"),
     ],
 )
 def test_bad_row_raises_naming_the_file_and_its_line(tmp_path, row, reason):
@@ -218,7 +221,7 @@ def test_header_with_an_unknown_column_names_it(tmp_path):
     path = _csv(tmp_path, "ts,symbol,bid,ask,venue,price", "2021-01-08T00:00:01Z,BTCUSDT,1,2,X,1")
     with pytest.raises(BadRowError) as info:
         next(read_quotes(path))
-    assert "(unknown venue, price)" in str(info.value)
+    assert "(unknown 'venue', 'price')" in str(info.value)
     assert "missing" not in str(info.value)
 
 
@@ -229,7 +232,34 @@ def test_header_with_renamed_columns_names_missing_and_unknown(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{path}:1: expected columns ts,symbol,bid,ask[,bid_size,ask_size]")
     assert "(missing ts, bid)" in message
-    assert "(unknown time, bid_price)" in message
+    assert "(unknown 'time', 'bid_price')" in message
+
+
+def test_header_with_a_column_twice_names_it(tmp_path):
+    path = _csv(tmp_path, "ts,symbol,bid,ask,bid,ask_size", "2021-01-08T00:00:01Z,BTCUSDT,1,2,3,4")
+    with pytest.raises(BadRowError) as info:
+        next(read_quotes(path))
+    assert str(info.value) == (
+        f"{path}:1: expected columns ts,symbol,bid,ask[,bid_size,ask_size], got 'ts,symbol,bid,ask,bid,ask_size' "
+        "(twice bid)"
+    )
+
+
+def test_parquet_with_a_column_twice_names_it(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "q.parquet"
+    columns = [pa.array([v]) for v in ("2020-01-01T17:00:00Z", "X", "1", "2", "3")]
+    pq.write_table(pa.table(columns, names=["ts", "symbol", "bid", "ask", "ask"]), path)
+    with pytest.raises(BadRowError, match=r":1: .* \(twice ask\)$"):
+        next(read_quotes(path))
+
+
+@pytest.mark.parametrize("text", ["1", "1.", ".5", "+1.5", "1.5e3", "1.5E-3", " 1.5 "])
+def test_decimal_text_in_every_plain_spelling_is_read(tmp_path: Path, text: str) -> None:
+    path = _csv(tmp_path, HEADER, f"2021-01-08T00:00:01Z,BTCUSDT,{text},2000,,")
+    (row,) = read_quotes(path)
+    assert row.bid == Decimal(text.strip())
 
 
 def test_header_columns_may_be_in_any_order_and_padded(tmp_path):
@@ -426,7 +456,7 @@ def test_parquet_with_a_wrong_schema_names_the_missing_and_unknown_columns(tmp_p
     pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "q.parquet"
     pq.write_table(pa.table({"time": ["2020-01-01T17:00:00Z"], "symbol": ["X"], "bid": ["1"], "ask": ["2"]}), path)
-    with pytest.raises(BadRowError, match=r"\(missing ts\) \(unknown time\)"):
+    with pytest.raises(BadRowError, match=r"\(missing ts\) \(unknown 'time'\)"):
         next(read_quotes(path))
 
 
@@ -738,7 +768,7 @@ def test_a_header_of_a_hundred_thousand_columns_is_named_in_a_bounded_line(tmp_p
     message = str(info.value)
     assert message.startswith(f"{path}:1: expected columns ts,symbol,bid,ask[,bid_size,ask_size], got 'ts,symbol")
     assert len(message) < 400 + len(str(path))
-    assert "characters) (unknown c0, c1, c2," in message
+    assert "characters) (unknown 'c0', 'c1', 'c2'," in message
 
 
 # -- repeated rows and rows out of time order ---------------------------------------------------------
