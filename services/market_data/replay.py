@@ -1,7 +1,10 @@
 """Reading recorded quote files in the canonical layout: ``ts,symbol,bid,ask[,bid_size,ask_size]``.
 
-CSV and Parquet. Prices and sizes are read from their decimal text, never through a binary float; a row
-that cannot be read raises BadRowError naming the file and line, or is skipped and counted.
+CSV and Parquet. Prices and sizes are read from their decimal text, never through a binary float. Every
+row is held to what the messages accept, so a file that reads cleanly also publishes cleanly; a row that
+cannot be read raises BadRowError naming the file and line, or is skipped and counted. A file that is not
+what it claims, or is beyond the limits given, raises UnsupportedFileError. Every error is one line, and
+quotes at most 80 characters of what it saw.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ _DIGEST_KEY = os.urandom(16)
 # Wider than the 46 digits of the largest price or size the wire accepts.
 _EXACT = Context(prec=64)
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?")
+# ASCII: a Unicode \d would read a fraction of Arabic-Indic digits as nanoseconds.
+_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +159,7 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
         return value if isinstance(value, str) else str(value)
 
     ts_value = values.get("ts")
-    # Parquet timestamps arrive as integer nanoseconds (see _parquet_rows, which refuses plain integers).
+    # Parquet timestamps arrive as integer nanoseconds (see _parquet_records, which refuses plain integers).
     if isinstance(ts_value, int):
         ts_ns, ts_text = ts_value, _ns_text(ts_value)
     else:

@@ -82,7 +82,18 @@ def test_parse_ts_without_a_zone_raises_saying_utc_is_expected(text):
         parse_ts(text)
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "1577898000065", "2020-13-01T00:00:00Z", "2020-01-01T25:00Z"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "1577898000065",
+        "2020-13-01T00:00:00Z",
+        "2020-01-01T25:00Z",
+        "2020-01-01T17:00:00.\u0661Z",  # an Arabic-Indic digit one
+        "\u0662\u0660\u0662\u0660-01-01T17:00:00Z",
+    ],
+)
 def test_parse_ts_of_something_else_raises_showing_an_example(text):
     with pytest.raises(ValueError, match=r"not an ISO-8601 time such as 2020-01-01T17:00:00\.065Z"):
         parse_ts(text)
