@@ -10,7 +10,6 @@ quotes at most 80 characters of what it saw.
 from __future__ import annotations
 
 import bisect
-import codecs
 import csv
 import hashlib
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal, TextIO
 
 from rrr.shared.errors import BadRowError, RRRError, excerpt
 from rrr.shared.messages import NANOS_MAX, NANOS_MIN, Quote, check_number
@@ -33,8 +32,10 @@ REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MB = 1 << 20
-# A quote row is under 300 bytes; a line this long is a broken or hostile file, not a row.
-_MAX_LINE_BYTES = _MB
+# A quote row is under 300 characters; a line this long is a broken or hostile file, not a row.
+_MAX_LINE_CHARS = 1 << 20
+# What the surrogateescape error handler turns a byte that is not UTF-8 into.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 # Per process: a file cannot be made so that two different quotes share a digest (see _SymbolRows).
 _DIGEST_KEY = os.urandom(16)
@@ -238,8 +239,12 @@ def _check_columns(path: Path, columns: list[str]) -> None:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as fh:
+    # utf-8-sig: a byte-order mark some spreadsheet programs write is not part of the first column's name.
+    # surrogateescape: a byte that is not UTF-8 is kept, for _text_lines to name it with its line; a strict
+    # decoder fails on a whole buffer, lines ahead of the row being read.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.reader(_text_lines(path, fh))
+        start = 1
         try:
             header = next(reader, None)
             if header is None:
@@ -260,30 +265,26 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=start) from None
 
 
-def _text_lines(path: Path, fh: BinaryIO) -> Iterator[str]:
-    """The lines of a CSV file as text, each decoded on its own so that an error names its line.
+def _text_lines(path: Path, fh: TextIO) -> Iterator[str]:
+    """The lines of a CSV file (ended by CR, LF or CRLF), each checked to be UTF-8 and of a bounded length.
 
-    A line may not be longer than _MAX_LINE_BYTES: a file of one endless line must not be read into memory
-    whole. A byte-order mark, which some spreadsheet programs write, is not part of the first column's name.
+    A file of one endless line must not be read into memory whole.
     """
     number = 0
-    while raw := fh.readline(_MAX_LINE_BYTES + 1):
+    while line := fh.readline(_MAX_LINE_CHARS + 1):
         number += 1
-        if len(raw) > _MAX_LINE_BYTES:
+        if len(line) > _MAX_LINE_CHARS:
             raise UnsupportedFileError(
-                path, f"expected lines of at most {_MAX_LINE_BYTES:,} bytes, got a longer one", line=number
+                path, f"expected lines of at most {_MAX_LINE_CHARS:,} characters, got a longer one", line=number
             )
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError as exc:
+        if (escaped := _NOT_UTF8.search(line)) is not None:
             raise UnsupportedFileError(
                 path,
-                f"expected UTF-8 text, got byte {raw[exc.start]:#04x} at byte {exc.start + 1} of the line",
+                f"expected UTF-8 text, got byte {ord(escaped.group()) - 0xDC00:#04x} at character "
+                f"{escaped.start() + 1} of the line",
                 line=number,
-            ) from None
-        yield text
+            )
+        yield line
 
 
 def _parquet_rows(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:

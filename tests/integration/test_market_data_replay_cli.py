@@ -235,7 +235,7 @@ _COLUMNS = "expected columns ts,symbol,bid,ask[,bid_size,ask_size], got"
         ),
         (
             f"{HEADER}\n{_GOOD}\n".encode() + b"2020-01-01T17:00:01Z,EUR\xe9,1,2\n",
-            "3: expected UTF-8 text, got byte 0xe9 at byte 25 of the line",
+            "3: expected UTF-8 text, got byte 0xe9 at character 25 of the line",
         ),
     ],
     ids=[

@@ -497,7 +497,7 @@ def test_a_file_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(tmp_pat
     path.write_bytes(f"{HEADER}\n{GOOD}\n".encode() + b"2021-01-08T00:00:01.076Z,BTC\xe9,1,2,,\n")
     with pytest.raises(UnsupportedFileError) as info:
         list(read_quotes(path))
-    assert str(info.value) == f"{path}:3: expected UTF-8 text, got byte 0xe9 at byte 29 of the line"
+    assert str(info.value) == f"{path}:3: expected UTF-8 text, got byte 0xe9 at character 29 of the line"
 
 
 def test_a_price_beyond_the_wire_bounds_is_a_bad_row_before_anything_is_published(tmp_path: Path) -> None:
@@ -916,11 +916,11 @@ def test_a_file_of_more_symbols_than_the_limit_is_refused_at_the_first_row_past_
     assert str(info.value) == f"{path}:5: expected at most 2 symbols (--replay-max-symbols raises the limit), got more"
 
 
-def test_a_line_longer_than_a_megabyte_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+def test_a_line_of_more_than_a_million_characters_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
     path = _csv(tmp_path, HEADER, GOOD, "," * (1 << 21))
     with pytest.raises(UnsupportedFileError) as info:
         list(read_quotes(path))
-    assert str(info.value) == f"{path}:3: expected lines of at most 1,048,576 bytes, got a longer one"
+    assert str(info.value) == f"{path}:3: expected lines of at most 1,048,576 characters, got a longer one"
 
 
 def test_an_unclosed_quote_is_refused_where_the_reader_gave_up(tmp_path: Path) -> None:
@@ -928,3 +928,26 @@ def test_an_unclosed_quote_is_refused_where_the_reader_gave_up(tmp_path: Path) -
     with pytest.raises(UnsupportedFileError) as info:
         list(read_quotes(path))
     assert str(info.value) == f"{path}:4: not readable as CSV from this line on: field larger than field limit (131072)"
+
+
+def test_a_csv_with_carriage_returns_alone_as_line_ends_reads_every_row(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER, _quote(1), _quote(2), "bad-time,EURUSD,1,2,,", end="\r")
+    reported: list[BadRowError] = []
+    assert [r.line for r in read_quotes(path, skip_bad_rows=True, on_bad_row=reported.append)] == [2, 3]
+    assert [e.line for e in reported] == [4]
+
+
+def test_a_byte_that_is_not_utf8_far_into_a_file_is_named_by_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "quotes.csv"
+    body = "".join(f"{_quote(s % 60, bid=f'1.0{s:04d}')}\n" for s in range(3000))
+    path.write_bytes(f"{HEADER}\n{body}".encode() + b"2020-01-01T17:00:00Z,EUR\xff,1,2,,\n")
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}:3002: expected UTF-8 text, got byte 0xff at character 25 of the line"
+
+
+def test_an_unclosed_quote_in_the_header_is_refused_naming_line_1(tmp_path: Path) -> None:
+    path = _csv(tmp_path, '"ts,symbol,bid,ask', *([GOOD] * 20_000))
+    with pytest.raises(UnsupportedFileError) as info:
+        list(read_quotes(path))
+    assert str(info.value) == f"{path}:1: not readable as CSV from this line on: field larger than field limit (131072)"
