@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from rrr.shared.errors import excerpt
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
@@ -22,8 +23,10 @@ Side = Literal["buy", "sell"]
 
 # Ids are header values (Nats-Msg-Id) and database keys: printable ASCII, no spaces, bounded.
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
-# Nanoseconds since the epoch, within PostgreSQL's bigint.
-Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# Nanoseconds since the epoch, within PostgreSQL's bigint: 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z.
+NANOS_MIN = 0
+NANOS_MAX = 2**63 - 1
+Nanos = Annotated[int, msgspec.Meta(ge=NANOS_MIN, le=NANOS_MAX)]
 
 # Strategy and venue names.
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
@@ -47,15 +50,16 @@ def check_number(name: str, value: Decimal, *, positive: bool = False, signed: b
     """Raise ValueError unless ``value`` is finite, of the right sign and within the wire's bounds."""
     # ValueError, so that msgspec reports it as a ValidationError naming the message.
     if not value.is_finite():
-        raise ValueError(f"{name} must be a finite number, got {value}")
+        raise ValueError(f"{name} must be a finite number, got {excerpt(value)}")
     if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ValueError(f"{name} must be > 0, got {excerpt(value)}")
     if not signed and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be >= 0, got {excerpt(value)}")
     exponent = value.as_tuple().exponent
     if value and (value.adjusted() >= _MAX_INT_DIGITS or (isinstance(exponent, int) and exponent < -_MAX_PLACES)):
         raise ValueError(
-            f"{name} {value} is out of range: at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
+            f"{name} {excerpt(value)} is out of range: "
+            f"at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
         )
 
 

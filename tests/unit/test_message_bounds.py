@@ -53,3 +53,12 @@ def test_an_id_that_cannot_be_a_header_or_key_is_refused(bad_id: str) -> None:
 def test_a_time_outside_bigint_nanoseconds_is_refused(ts: int) -> None:
     with pytest.raises(msgspec.ValidationError, match=r"\$\.ts_event"):
         _decode(ts_event=ts)
+
+
+@pytest.mark.parametrize(("field", "symbol"), [("bid", "EURUSD"), ("symbol", "A" * 100_000)])
+def test_a_refused_value_of_100000_characters_is_quoted_in_80_with_its_length(field: str, symbol: str) -> None:
+    # The reason travels in a dead letter's header and in logs: it must stay short whatever was sent.
+    with pytest.raises(msgspec.ValidationError) as info:
+        _decode(symbol=symbol, bid="1" * 100_000 if field == "bid" else "1.1")
+    assert "... (100,000 characters)" in str(info.value)
+    assert len(str(info.value)) < 300
