@@ -16,6 +16,8 @@ import nats
 import nats.js.errors
 import pytest
 
+from tests.support.services import client_bus
+
 BIN = Path(sys.executable).parent
 HEADER = "ts,symbol,bid,ask"
 RANGE = "expected a time from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z"
@@ -35,6 +37,9 @@ def _write(path: Path, *lines: str) -> Path:
 
 
 async def _replay(nats_url: str, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    # A one-shard system whose services have started: a replay publishes only where someone consumes.
+    async with client_bus(nats_url) as bus:
+        await bus.check_shards(1)
     argv = [str(BIN / "rrr-market-data"), "replay", str(path), "--no-progress", "--nats-url", nats_url, *flags]
     return await asyncio.to_thread(
         subprocess.run, argv, capture_output=True, text=True, timeout=60, check=False, env=os.environ.copy()
