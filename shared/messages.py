@@ -20,13 +20,29 @@ from rrr.shared.subjects import check_symbol
 Side = Literal["buy", "sell"]
 
 
+# msgspec's ``pattern`` is a search, and ``$`` also matches before a final newline: every pattern is
+# anchored with \A and \Z so that it holds for the whole string.
+ID_MAX = 256
+NAME_MAX = 64
+# Room left after a client order id for the ids execution derives from it (``<order id>:accepted``,
+# ``<order id>:rejected``, fill ids ``<order id>:<n>``).
+_ORDER_ID_SUFFIX_ROOM = 32
+ORDER_ID_MAX = ID_MAX - _ORDER_ID_SUFFIX_ROOM
+# The strategy derives its order ids (``<strategy>-<quote id>``) and signal ids (``<strategy>:<quote id>``)
+# from a quote's id: a quote id leaves room for the longest strategy name and the separator.
+QUOTE_ID_MAX = ORDER_ID_MAX - NAME_MAX - 1
+
 # Ids are header values (Nats-Msg-Id) and database keys: printable ASCII, no spaces, bounded.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
+_PRINTABLE = r"\A[!-~]+\Z"
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX, pattern=_PRINTABLE)]
+# Ids that others send in and from which this system derives its own ids: shorter, so the derived ones fit.
+OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=ORDER_ID_MAX, pattern=_PRINTABLE)]
+QuoteId = Annotated[str, msgspec.Meta(min_length=1, max_length=QUOTE_ID_MAX, pattern=_PRINTABLE)]
 # Nanoseconds since the epoch, within PostgreSQL's bigint.
 Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 # Strategy and venue names.
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX, pattern=r"\A[a-z0-9_]+\Z")]
 
 # Bounds on every price, size and amount: at most 18 digits before the point and 28 after. Far beyond any
 # real market, and inside what PostgreSQL's numeric, asyncpg's encoder (which turns some values of huge
@@ -69,6 +85,7 @@ def _positive(name: str, value: Decimal) -> None:
 class Quote(Message, frozen=True, kw_only=True, tag="quote.v1"):
     """Best bid and ask of one symbol at one time."""
 
+    id: QuoteId
     symbol: str
     bid: Decimal
     ask: Decimal
@@ -108,7 +125,7 @@ class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
 
     strategy: Name
     symbol: str
-    quote_id: Id
+    quote_id: QuoteId
     direction: Literal["up", "down"]
     fast: Decimal
     slow: Decimal
@@ -131,6 +148,7 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     however late the order is processed.
     """
 
+    id: OrderId
     strategy: Name
     symbol: str
     side: Side
@@ -155,7 +173,7 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
 class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1"):
     """An order passed pre-trade risk and was sent to the venue."""
 
-    client_order_id: Id
+    client_order_id: OrderId
     strategy: Name
     symbol: str
     side: Side
@@ -170,7 +188,7 @@ class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1")
 class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1"):
     """An order failed pre-trade risk or was refused by the venue."""
 
-    client_order_id: Id
+    client_order_id: OrderId
     strategy: Name
     symbol: str
     side: Side
@@ -186,7 +204,7 @@ class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1")
 class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
     """A fill of an order; ``id`` is the fill id."""
 
-    client_order_id: Id
+    client_order_id: OrderId
     symbol: str
     side: Side
     qty: Decimal

@@ -8,7 +8,23 @@ from typing import Any
 import msgspec
 import pytest
 
-from rrr.shared.messages import any_decoder
+from rrr.shared.messages import (
+    ID_MAX,
+    NAME_MAX,
+    ORDER_ID_MAX,
+    QUOTE_ID_MAX,
+    Quote,
+    any_decoder,
+    encode,
+    order_command_decoder,
+)
+from tests.support.factories import (
+    make_order,
+    make_order_accepted,
+    make_order_filled,
+    make_order_rejected,
+    make_signal,
+)
 
 QUOTE: dict[str, Any] = {
     "type": "quote.v1",
@@ -53,3 +69,44 @@ def test_an_id_that_cannot_be_a_header_or_key_is_refused(bad_id: str) -> None:
 def test_a_time_outside_bigint_nanoseconds_is_refused(ts: int) -> None:
     with pytest.raises(msgspec.ValidationError, match=r"\$\.ts_event"):
         _decode(ts_event=ts)
+
+
+@pytest.mark.parametrize("bad_id", ["nl-order\n", "q\r", "q\n\n"])
+def test_an_id_with_a_trailing_line_break_is_refused(bad_id: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.id"):
+        _decode(id=bad_id)
+
+
+def test_a_name_with_a_trailing_line_break_is_refused() -> None:
+    signal = msgspec.to_builtins(make_signal()) | {"strategy": "sma_cross\n"}
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.strategy"):
+        any_decoder.decode(msgspec.msgpack.encode(signal))
+
+
+def test_a_quote_id_longer_than_its_bound_is_refused_though_it_would_be_a_valid_id() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.id"):
+        _decode(id="q" * (QUOTE_ID_MAX + 1))
+
+
+def test_the_ids_derived_from_the_longest_inbound_ids_are_valid_ids() -> None:
+    """The strategy's signal and order ids from a quote id, and execution's event ids from an order id."""
+    strategy = "s" * NAME_MAX
+    quote = _decode(id="q" * QUOTE_ID_MAX)
+    assert isinstance(quote, Quote)
+    order = make_order(id=f"{strategy}-{quote.id}", strategy=strategy)
+    signal = make_signal(quote_id=quote.id, strategy=strategy)
+    events = [
+        make_order_accepted(order),
+        make_order_rejected(order),
+        make_order_filled(order),
+        msgspec.structs.replace(make_order_filled(order), id=f"{order.id}:{2**63 - 1}"),
+    ]
+    for message in [order, signal, *events]:
+        assert any_decoder.decode(encode(message)) == message
+
+
+@pytest.mark.parametrize("length", [ORDER_ID_MAX + 1, ID_MAX])
+def test_a_client_order_id_without_room_for_the_ids_execution_derives_from_it_is_refused(length: int) -> None:
+    order = make_order(id="o" * length)
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.id"):
+        order_command_decoder.decode(encode(order))
