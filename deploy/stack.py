@@ -129,7 +129,7 @@ async def wait_for_heartbeats(
                 done.set()
 
     try:
-        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat))
+        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat, shards=None))
         deadline = time.monotonic() + timeout_s
         while not done.is_set():
             for name, pid in procs.items():

@@ -68,7 +68,7 @@ async def tap(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, done.set)
     try:
-        await bus.subscribe(Subscription(subject, None, _print))
+        await bus.subscribe(Subscription(subject, None, _print, shards=None))
         await bus.nc.flush()
         # Said only now, once the subscription is in place: a script may start publishing when it reads this.
         print(f"# tapping {subject} on {url}", file=sys.stderr, flush=True)

@@ -10,11 +10,14 @@ default, a field never changes its type, and a changed meaning gets a new tag.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
+from rrr.shared import subjects
+from rrr.shared.errors import MisroutedMessageError
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
@@ -262,6 +265,44 @@ OrderEvent = OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
 AnyMessage = (
     Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated | Heartbeat
 )
+
+# The messages each family of per-symbol subjects carries, and nothing else.
+FAMILY_TYPES: Final[Mapping[str, tuple[type[Message], ...]]] = {
+    subjects.QUOTE: (Quote,),
+    subjects.TRADE: (Trade,),
+    subjects.SIGNAL: (Signal,),
+    subjects.ORDER_COMMAND: (SubmitOrder,),
+    subjects.ORDER_EVENT: (OrderAccepted, OrderRejected, OrderFilled),
+    subjects.POSITION: (PositionUpdated,),
+}
+_FAMILY_OF: Final = {kind: family for family, kinds in FAMILY_TYPES.items() for kind in kinds}
+SymbolMessage = Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
+
+
+def subject_of(message: SymbolMessage | Heartbeat, shards: int) -> str:
+    """The one subject ``message`` belongs on in a system of ``shards`` shards.
+
+    A per-symbol message: ``<family>.<shard>.<symbol>`` of its type's family, its symbol and that symbol's
+    shard. A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and shard.
+    """
+    if isinstance(message, Heartbeat):
+        return subjects.heartbeat(message.service, message.shard)
+    return subjects.for_symbol(_FAMILY_OF[type(message)], message.symbol, shards)
+
+
+def check_subject(subject: str, message: Message, shards: int) -> None:
+    """Raise MisroutedMessageError unless ``subject`` is the one ``message`` belongs on (``subject_of``).
+
+    A retry (``retry.<service>.<subject>``) is held to the subject it was first sent on.
+    """
+    original = subjects.retried_subject(subject)
+    tag = message.__struct_config__.tag
+    if not isinstance(message, SymbolMessage | Heartbeat):
+        raise MisroutedMessageError(subject, "a message that travels on a subject", f"{tag} {message.id}")
+    expected = subject_of(message, shards)
+    if original != expected:
+        raise MisroutedMessageError(subject, f"{tag} {message.id} on {expected} (shards: {shards})", original)
+
 
 # Encoders and decoders are built once and reused: building them is the expensive part.
 encoder = msgspec.msgpack.Encoder()

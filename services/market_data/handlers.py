@@ -44,13 +44,13 @@ async def on_quote(latest: LatestQuotes, msg: Msg, message: Quote | Trade) -> No
         latest.update(message)
 
 
-async def on_latest_request(latest: LatestQuotes, bus: Bus, msg: Msg, _: None) -> None:
+async def on_latest_request(latest: LatestQuotes, bus: Bus, shards: int, msg: Msg, _: None) -> None:
     """``req.quote.<shard>.<symbol>``: reply with the symbol's latest quote, or an empty reply whose
-    ``Rrr-Error`` header says why."""
+    ``Rrr-Error`` header says why (an invalid symbol, or a shard that does not own it)."""
     if not msg.reply:
         return
     try:
-        symbol = subjects.parse(msg.subject).symbol
+        symbol = subjects.parse_owned(msg.subject, shards).symbol
     except RRRError as exc:
         await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: str(exc)})
         return

@@ -30,6 +30,8 @@ class BusCounters(Counters, kw_only=True):
 
     handled: int = 0
     malformed: int = 0
+    # Messages on a subject that is not their own (another family, symbol or shard): dead-lettered.
+    mismatched: int = 0
     handler_rejected: int = 0
     handler_errors: int = 0
     dead_lettered: int = 0
