@@ -17,6 +17,8 @@ from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9_\-]{0,31}")
 _TOKEN = re.compile(r"[a-z]+")
 _SHARD = re.compile(r"0|[1-9][0-9]{0,3}")
+# A reply inbox: nats.py's ``_INBOX.<id>...``, or a per-user prefix ``_INBOX_<name>.<id>...``.
+_INBOX = re.compile(r"_INBOX(_[A-Za-z0-9_-]+)?(\.[A-Za-z0-9_-]+)+")
 
 QUOTE: Final = "md.quote"
 TRADE: Final = "md.trade"
@@ -143,6 +145,12 @@ def retried_subject(subject: str) -> str:
     if parts[0] == "retry" and len(parts) == 3:
         return parts[2]
     return subject
+
+
+def is_inbox(subject: str) -> bool:
+    """Tell whether ``subject`` is a reply inbox (``_INBOX.<id>`` or ``_INBOX_<name>.<id>``), the only
+    subjects a service answers a request on: any other would publish its reply into the system's own."""
+    return _INBOX.fullmatch(subject) is not None
 
 
 def parse(subject: str) -> SymbolSubject:

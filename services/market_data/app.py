@@ -35,7 +35,7 @@ async def _start(ctx: Context[MarketDataConfig]) -> Plan:
             Subscription(
                 subjects.shard_filter(subjects.LATEST_QUOTE, config.shard),
                 None,
-                functools.partial(handlers.on_latest_request, latest, ctx.bus, config.shards),
+                functools.partial(handlers.on_latest_request, latest, ctx.bus, config.shards, counters),
                 shards=config.shards,
             ),
         ],

@@ -325,3 +325,17 @@ def test_parse_owned_refuses_an_unknown_family_or_a_shard_that_does_not_own_the_
 @pytest.mark.parametrize("subject", ["retry", "retry.x", "retryx.a.b"])
 def test_retried_subject_of_a_subject_that_is_no_retry_is_the_subject_itself(subject):
     assert subjects.retried_subject(subject) == subject
+
+
+@pytest.mark.parametrize("subject", ["_INBOX.abc", "_INBOX.nuid.token", "_INBOX_alice.abc", "_INBOX_svc-1.a.b"])
+def test_is_inbox_accepts_the_inbox_subjects_of_nats_clients_and_per_user_inbox_prefixes(subject):
+    assert subjects.is_inbox(subject)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["md.quote.0.RATE", "_INBOX", "_INBOX.", "_INBOX..a", "_INBOX.*", "_INBOX.>", "_INBOXX.a", "x._INBOX.a",
+     "_INBOX.a\n", "_INBOX_.a"],
+)  # fmt: skip
+def test_is_inbox_refuses_every_other_subject(subject):
+    assert not subjects.is_inbox(subject)
