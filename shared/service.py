@@ -103,6 +103,7 @@ class Service(Generic[C]):
                 name=instance_name(self.name, config),
                 tracer=provider.get_tracer("rrr"),
                 before_ack=hooks.before_ack,
+                dlq_key=config.dlq_key.encode() or None,
             )
             stack.push_async_callback(bus.close)
             await bus.ensure_streams(max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s)
