@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 
+from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import (
     DEAD_LETTER_STREAM,
@@ -236,10 +238,11 @@ async def _main(args: argparse.Namespace) -> int:
                     "reason": letter.reason,
                     "message": letter.describe(),
                 }
+                # Every field but seq is whatever was published to dlq.>: escaped and bounded.
                 if args.json:
-                    print(msgspec.json.encode(line).decode())
+                    print(json.dumps(line, ensure_ascii=True))
                 else:
-                    print(" ".join(f"{k}={v}" for k, v in line.items()))
+                    print(" ".join(f"{k}={printable(v)}" for k, v in line.items()))
             print(f"# {len(letters)} dead letters", file=sys.stderr)
             return 0
         chosen = letters if args.all else [x for x in letters if x.seq in set(args.seq)]

@@ -32,7 +32,14 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: Annotated[str, msgspec.Meta(description="NATS server URL(s), comma-separated")] = "nats://127.0.0.1:4222"
     shard: Annotated[int, msgspec.Meta(ge=0, description="which shard of the symbols this instance owns")] = 0
     shards: Annotated[int, msgspec.Meta(ge=1, le=1024, description="how many shards the symbols are split into")] = 1
-    instance: Annotated[str, msgspec.Meta(description="instance name (default: <service>-<shard>)")] = ""
+    instance: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=128,
+            pattern=r"\A[!-~]*\Z",
+            description="instance name, printable ASCII without spaces (default: <service>-<shard>@<host>)",
+        ),
+    ] = ""
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=50, description="heartbeat period")] = 1000
     drain_timeout_s: Annotated[
         float, msgspec.Meta(gt=0, le=3600, description="bound on a graceful stop, after which the service is cancelled")

@@ -248,15 +248,23 @@ class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.
 # -- control -------------------------------------------------------------------------------------------
 
 
+# A service instance's name (``<service>-<shard>@<host>`` unless configured): printable ASCII, bounded.
+INSTANCE_MAX = 128
+Instance = Annotated[str, msgspec.Meta(min_length=1, max_length=INSTANCE_MAX, pattern=_PRINTABLE)]
+# A heartbeat's counters: named like fields, as many as a service could have, never negative.
+COUNTERS_MAX = 128
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
     """Liveness and counters of one service instance."""
 
-    service: str
-    instance: str
-    shard: int
-    shards: int
+    service: Name
+    instance: Instance
+    shard: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)]
     status: Literal["starting", "ok", "stopping"]
-    counters: dict[str, int] = {}
+    counters: Annotated[dict[Name, Count], msgspec.Meta(max_length=COUNTERS_MAX)] = {}
 
 
 MarketData = Quote | Trade

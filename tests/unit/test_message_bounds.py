@@ -16,8 +16,10 @@ from rrr.shared.messages import (
     Quote,
     any_decoder,
     encode,
+    heartbeat_decoder,
     order_command_decoder,
 )
+from rrr.shared.service import heartbeat_pid
 from tests.support.factories import (
     make_order,
     make_order_accepted,
@@ -110,3 +112,47 @@ def test_a_client_order_id_without_room_for_the_ids_execution_derives_from_it_is
     order = make_order(id="o" * length)
     with pytest.raises(msgspec.ValidationError, match=r"\$\.id"):
         order_command_decoder.decode(encode(order))
+
+
+HEARTBEAT: dict[str, Any] = {
+    "type": "heartbeat.v1",
+    "id": "strategy-0@host:42:7",
+    "ts_event": 1,
+    "ts_init": 1,
+    "service": "strategy",
+    "instance": "strategy-0@host",
+    "shard": 0,
+    "shards": 1,
+    "status": "ok",
+    "counters": {"handled": 3},
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"service": "strategy\x1b[2J"}, "service"),
+        ({"instance": "i\x1b]0;x\x07"}, "instance"),
+        ({"instance": "i" * 129}, "instance"),
+        ({"counters": {"handled\n": 1}}, "counters"),
+        ({"counters": {"x" * 65: 1}}, "counters"),
+        ({"counters": {f"c{i}": i for i in range(129)}}, "counters"),
+        ({"counters": {"handled": -1}}, "counters"),
+        ({"shard": 1024}, "shard"),
+        ({"shards": 0}, "shards"),
+    ],
+)
+def test_a_heartbeat_out_of_its_bounds_is_refused_naming_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=rf"\$\.{field}"):
+        heartbeat_decoder.decode(msgspec.msgpack.encode(HEARTBEAT | changes))
+
+
+def test_a_heartbeat_within_its_bounds_decodes() -> None:
+    beat = heartbeat_decoder.decode(msgspec.msgpack.encode(HEARTBEAT))
+    assert (beat.instance, beat.counters, heartbeat_pid(beat)) == ("strategy-0@host", {"handled": 3}, 42)
+
+
+@pytest.mark.parametrize("beat_id", ["other-0@host:42:7", "strategy-0@host:42", "strategy-0@host:x:7", "42"])
+def test_a_heartbeat_id_that_is_not_its_instances_pid_and_sequence_names_no_pid(beat_id: str) -> None:
+    beat = heartbeat_decoder.decode(msgspec.msgpack.encode(HEARTBEAT | {"id": beat_id}))
+    assert heartbeat_pid(beat) is None
