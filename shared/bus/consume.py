@@ -248,18 +248,19 @@ class Consuming(DeadLetters):
 
     async def _process(self, msgs: list[Msg], consumer: Consumer[M]) -> None:
         batch: list[Delivery[M]] = []
-        malformed: list[tuple[Msg, str]] = []
+        # Never handed to the handler: undecodable, or on a subject not their own (mismatched).
+        refused: list[tuple[Msg, str]] = []
         mismatched = 0
         for msg in msgs:
             try:
                 message = consumer.decoder.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                malformed.append((msg, f"decode: {exc}"))
+                refused.append((msg, f"decode: {exc}"))
                 continue
             try:
                 check_subject(msg.subject, message, consumer.shards)
             except MisroutedMessageError as exc:
-                malformed.append((msg, f"subject: {exc}"))
+                refused.append((msg, f"subject: {exc}"))
                 mismatched += 1
                 continue
             batch.append(Delivery(msg, message))
@@ -274,9 +275,9 @@ class Consuming(DeadLetters):
                 # is safe.
                 raise FatalError(f"handler failed on {batch[0].msg.subject}: {type(exc).__name__}: {exc}") from exc
         # Dead letters and retries are stored before the acknowledgement that covers their originals.
-        for msg, reason in malformed:
+        for msg, reason in refused:
             await self.dead_letter(msg, reason)
-        self.counters.malformed += len(malformed) - mismatched
+        self.counters.malformed += len(refused) - mismatched
         self.counters.mismatched += mismatched
         for failure in rejected:
             msg = failure.delivery.msg
