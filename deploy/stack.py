@@ -52,10 +52,12 @@ from rrr.deploy.supervisor import (
     supervise,
     supervisor_pid,
 )
+from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
+from rrr.shared.service import heartbeat_pid
 
 FEEDS = ("sim", "none")
 
@@ -82,7 +84,10 @@ def _port(env: str, previous: int | None) -> int | None:
 async def wait_for_heartbeats(
     url: str, expected: set[str], timeout_s: float, procs: Mapping[str, int], log_of: Callable[[str], Path]
 ) -> dict[str, Heartbeat]:
-    """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat.
+    """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat from its own process.
+
+    A heartbeat counts only when the pid in its id is the one ``procs`` holds for its instance: anyone who
+    can publish can send a heartbeat, but not from the process this command started.
 
     Args:
         url: NATS URL.
@@ -99,13 +104,14 @@ async def wait_for_heartbeats(
     done = asyncio.Event()
 
     async def _on_beat(msg: Msg, beat: Heartbeat) -> None:
-        if beat.status == "ok":
-            seen[instance(beat.service, beat.shard)] = beat
+        name = instance(beat.service, beat.shard)
+        if beat.status == "ok" and name in procs and heartbeat_pid(beat) == procs[name]:
+            seen[name] = beat
             if expected <= seen.keys():
                 done.set()
 
     try:
-        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat))
+        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat, shards=None))
         deadline = time.monotonic() + timeout_s
         while not done.is_set():
             for name, pid in procs.items():
@@ -276,6 +282,11 @@ def status(run: RunDir, *, listen_s: float) -> int:
         counters = " ".join(f"{k}={v}" for k, v in sorted(beat.counters.items())) if beat else ""
         state_text = "healthy" if beat else ("running, no heartbeat" if pid else "stopped")
         rows.append((name, state_text, str(pid or "-"), _restarts(records.get(name)), counters))
+    # Names come from file names, counters from the bus: printed escaped and bounded (rrr.deploy.terminal).
+    rows = [
+        (printable(name, 64), state_text, printable(pid_text, 16), restarts, printable(counters, 2000))
+        for name, state_text, pid_text, restarts, counters in rows
+    ]
     width = max(len(r[0]) for r in rows)
     for name, state_text, pid_text, restarts, counters in rows:
         print(f"{name:<{width}}  {state_text:<22} pid {pid_text:<8} {restarts:<11} {counters}".rstrip())
@@ -283,7 +294,7 @@ def status(run: RunDir, *, listen_s: float) -> int:
         if (history := record.history()) is not None:
             print(f"{name}: {history}")
     for key, value in env.items():
-        print(f"{key}={value}")
+        print(f"{printable(key, 64)}={printable(value)}")
     return 0 if healthy else 1
 
 

@@ -55,6 +55,16 @@ class InvalidSubjectError(RRRError):
         super().__init__(f"invalid subject {excerpt(subject)}: expected {expected}")
 
 
+class MisroutedMessageError(RRRError):
+    """A message arrived on a subject that is not its own: of another family, symbol or shard."""
+
+    def __init__(self, subject: str, expected: str, got: str) -> None:
+        self.subject = subject
+        self.expected = expected
+        self.got = got
+        super().__init__(f"misrouted message on {subject!r}: expected {expected}, got {got}")
+
+
 class BadRowError(RRRError):
     """A row of a market-data file cannot be read."""
 

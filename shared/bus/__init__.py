@@ -19,7 +19,10 @@ from rrr.shared.bus.dead_letters import (
     DLQ_MSG_ID,
     DLQ_REASON,
     DLQ_SERVICE,
+    DLQ_SIGNATURE,
     DLQ_SUBJECT,
+    dead_letter_signature,
+    signature_valid,
 )
 from rrr.shared.bus.publish import MSG_ID, Outgoing, Publisher
 from rrr.shared.bus.streams import (
@@ -50,6 +53,7 @@ __all__ = [
     "DLQ_MSG_ID",
     "DLQ_REASON",
     "DLQ_SERVICE",
+    "DLQ_SIGNATURE",
     "DLQ_SUBJECT",
     "DUPLICATE_WINDOW_S",
     "EVENT_STREAM",
@@ -72,4 +76,6 @@ __all__ = [
     "ShardCountError",
     "StreamSpec",
     "Subscription",
+    "dead_letter_signature",
+    "signature_valid",
 ]

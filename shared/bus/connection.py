@@ -34,6 +34,8 @@ class BusCounters(Counters, kw_only=True):
 
     handled: int = 0
     malformed: int = 0
+    # Messages on a subject that is not their own (another family, symbol or shard): dead-lettered.
+    mismatched: int = 0
     handler_rejected: int = 0
     handler_errors: int = 0
     dead_lettered: int = 0
@@ -117,7 +119,15 @@ class _ErrorLog:
 class Connection:
     """A service's connection to NATS; the bus's roles (streams, publish, consume, dead letters) build on it."""
 
-    def __init__(self, nc: Client, *, service: str, tracer: Tracer, before_ack: BeforeAck | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        service: str,
+        tracer: Tracer,
+        before_ack: BeforeAck | None = None,
+        dlq_key: bytes | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.service = service
@@ -126,6 +136,8 @@ class Connection:
         self.closing = False
         # A hook for the fault suite: called where a crash would lose the most (work done, nothing acked).
         self.before_ack = before_ack
+        # The system's secret that signs dead letters (see dead_letters); None: they go unsigned.
+        self.dlq_key = dlq_key
 
     @classmethod
     async def connect(
@@ -137,6 +149,7 @@ class Connection:
         tracer: Tracer | None = None,
         timeout_s: float | None = None,
         before_ack: BeforeAck | None = None,
+        dlq_key: bytes | None = None,
     ) -> Self:
         """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart).
 
@@ -176,7 +189,7 @@ class Connection:
             nc = await asyncio.wait_for(connecting, timeout=timeout_s)
         except TimeoutError:
             raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s") from None
-        bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack)
+        bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack, dlq_key=dlq_key)
         return bus
 
     async def close(self) -> None:
