@@ -56,7 +56,10 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
         bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
         try:
             await bus.ensure_streams(
-                max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s, update=False
+                max_age_s=config.stream_max_age_s,
+                duplicate_window_s=config.duplicate_window_s,
+                limits=config.store_limits(),
+                update=False,
             )
             with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
                 return await replay_file(

@@ -33,6 +33,7 @@ from rrr.shared.bus.streams import (
     SIGNAL_STREAM,
     STREAMS,
     ShardCountError,
+    StoreTooSmallError,
     StreamAdmin,
     StreamSpec,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "Outgoing",
     "Rejected",
     "ShardCountError",
+    "StoreTooSmallError",
     "StreamSpec",
     "Subscription",
 ]

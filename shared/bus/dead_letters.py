@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 
 from rrr.shared import subjects
 from rrr.shared.bus.connection import Connection
-from rrr.shared.bus.publish import MSG_ID
+from rrr.shared.bus.publish import MSG_ID, describe, store_full
 from rrr.shared.errors import TransientError
 
 _log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ DLQ_SERVICE = "Rrr-Dlq-Service"
 DLQ_DELIVERIES = "Rrr-Dlq-Deliveries"
 DLQ_MSG_ID = "Rrr-Dlq-Msg-Id"
 ATTEMPTS = "Rrr-Attempts"
+# JetStream's error code for "message size exceeds maximum allowed" (a stream's max_msg_size).
+_TOO_LARGE = 10054
 
 
 def attempts(msg: Msg) -> int:
@@ -60,10 +63,25 @@ class DeadLetters(Connection):
         headers[DLQ_SERVICE] = self.service
         headers[DLQ_DELIVERIES] = str(attempts(msg) + 1)
         headers.pop(ATTEMPTS, None)
+        data = msg.data
         try:
-            await self.js.publish(subjects.dead_letter(subject), msg.data, headers=headers)
+            try:
+                await self.js.publish(subjects.dead_letter(subject), data, headers=headers)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != _TOO_LARGE:
+                    raise
+                # Larger than the dead-letter stream takes (a core NATS message up to the server's max_payload,
+                # which no stream stored): the record of it is kept, with the reason, without its payload and
+                # the headers it came with.
+                reason = f"{reason} (its {len(data):,} bytes and headers not kept: over RRR_DLQ's max_msg_size)"
+                headers = {k: v for k, v in headers.items() if k.startswith("Rrr-Dlq-")}
+                headers[DLQ_REASON] = reason[:1000]
+                data = b""
+                await self.js.publish(subjects.dead_letter(subject), data, headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise TransientError(f"could not dead-letter a message on {msg.subject}: {exc}") from exc
+            if store_full(exc):
+                self.counters.store_full += 1
+            raise TransientError(f"could not dead-letter a message on {msg.subject}: {describe(exc)}") from exc
         self.counters.dead_lettered += 1
         _log.warning("dead-lettered a message on %s: %s", subject, reason)
 
@@ -83,5 +101,9 @@ class DeadLetters(Connection):
         try:
             await self.js.publish(subject, msg.data, headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise TransientError(f"could not hand a message on {msg.subject} to the retries: {exc}") from exc
+            # The retry stream takes any message a stream stored (HEADROOM_BYTES larger), so this is an outage
+            # or a full stream: the batch is retried.
+            if store_full(exc):
+                self.counters.store_full += 1
+            raise TransientError(f"could not hand a message on {msg.subject} to the retries: {describe(exc)}") from exc
         self.counters.retried += 1
