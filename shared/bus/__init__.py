@@ -4,7 +4,8 @@
 - ``streams``: the system's streams, the recorded shard count, reading a stream back at start-up;
 - ``publish``: core and JetStream publishing, batches with every acknowledgement in flight;
 - ``consume``: durable consumers and core subscriptions, as data, with typed handlers;
-- ``dead_letters``: the dead-letter and retry streams.
+- ``dead_letters``: the dead-letter and retry streams;
+- ``snapshots``: a service's state as one blob of any size, in chunks.
 
 ``Bus`` is all of them on one connection: what a service or a tool holds.
 """
@@ -22,6 +23,7 @@ from rrr.shared.bus.dead_letters import (
     DLQ_SUBJECT,
 )
 from rrr.shared.bus.publish import MSG_ID, Outgoing, Publisher
+from rrr.shared.bus.snapshots import SnapshotCorruptError, Snapshots
 from rrr.shared.bus.streams import (
     COMMAND_STREAM,
     DEAD_LETTER_STREAM,
@@ -31,15 +33,15 @@ from rrr.shared.bus.streams import (
     META_BUCKET,
     RETRY_STREAM,
     SIGNAL_STREAM,
+    SNAPSHOT_STREAM,
     STREAMS,
     ShardCountError,
     StoreTooSmallError,
-    StreamAdmin,
     StreamSpec,
 )
 
 
-class Bus(Consuming, Publisher, StreamAdmin):
+class Bus(Consuming, Publisher, Snapshots):
     """A service's or a tool's connection to NATS, with every role of the bus."""
 
 
@@ -59,6 +61,7 @@ __all__ = [
     "MSG_ID",
     "RETRY_STREAM",
     "SIGNAL_STREAM",
+    "SNAPSHOT_STREAM",
     "STREAMS",
     "Backoff",
     "BeforeAck",
@@ -71,6 +74,7 @@ __all__ = [
     "Outgoing",
     "Rejected",
     "ShardCountError",
+    "SnapshotCorruptError",
     "StoreTooSmallError",
     "StreamSpec",
     "Subscription",

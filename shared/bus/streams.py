@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import (
@@ -36,6 +39,8 @@ class StreamSpec:
     share: int = 1
     # Carries other streams' messages with headers added (dead letters, retries): room for the headers.
     headroom: bool = False
+    # Messages older than --stream-max-age-s go; a stream of state that outlives its sources keeps them.
+    expires: bool = True
 
 
 MARKET_DATA_STREAM = StreamSpec("RRR_MD", (subjects.MARKET_DATA_ALL,), share=20)
@@ -44,7 +49,17 @@ COMMAND_STREAM = StreamSpec("RRR_CMD", (subjects.COMMAND_ALL,), share=2)
 EVENT_STREAM = StreamSpec("RRR_EVT", (subjects.EVENT_ALL,), share=4)
 DEAD_LETTER_STREAM = StreamSpec("RRR_DLQ", (subjects.DEAD_LETTER_ALL,), share=1, headroom=True)
 RETRY_STREAM = StreamSpec("RRR_RETRY", (subjects.RETRY_ALL,), share=1, headroom=True)
-STREAMS = (MARKET_DATA_STREAM, SIGNAL_STREAM, COMMAND_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM, RETRY_STREAM)
+# The services' snapshots (see rrr.shared.bus.snapshots): a snapshot stands for history that may have expired.
+SNAPSHOT_STREAM = StreamSpec("RRR_SNAPSHOTS", (subjects.SNAPSHOT_ALL,), share=2, expires=False)
+STREAMS = (
+    MARKET_DATA_STREAM,
+    SIGNAL_STREAM,
+    COMMAND_STREAM,
+    EVENT_STREAM,
+    DEAD_LETTER_STREAM,
+    RETRY_STREAM,
+    SNAPSHOT_STREAM,
+)
 DUPLICATE_WINDOW_S = 120.0
 META_BUCKET = "RRR_META"
 assert sum(spec.share for spec in STREAMS) <= SHARES, "the streams' shares exceed the budget"
@@ -116,7 +131,7 @@ class StreamAdmin(Connection):
                 name=spec.name,
                 subjects=list(spec.subjects),
                 storage=StorageType.FILE,
-                max_age=max_age_s,
+                max_age=max_age_s if spec.expires else 0.0,
                 duplicate_window=duplicate_window_s,
                 max_bytes=share.max_bytes,
                 max_msgs=share.max_msgs,
@@ -185,25 +200,42 @@ class StreamAdmin(Connection):
     async def read_stream(
         self, stream: str, filter_subject: str, *, last_per_subject: bool = False, fetch: int = 1024
     ) -> list[Msg]:
-        """Read what a stream holds now on ``filter_subject`` (everything, or the last per subject).
+        """Read what a stream holds now on ``filter_subject`` (everything, or the last per subject), as a list."""
+        async with contextlib.aclosing(
+            self.iter_stream(stream, filter_subject, last_per_subject=last_per_subject, fetch=fetch)
+        ) as msgs:
+            return [msg async for msg in msgs]
 
-        For rebuilding state at start-up: an ephemeral consumer is created, asked how many messages it has
-        to deliver, and read until it delivered exactly that many.
+    async def iter_stream(
+        self,
+        stream: str,
+        filter_subject: str,
+        *,
+        start_seq: int | None = None,
+        last_per_subject: bool = False,
+        fetch: int = 1024,
+    ) -> AsyncGenerator[Msg, None]:
+        """Yield what a stream holds now on ``filter_subject``, from ``start_seq`` if given, in stream order.
+
+        For rebuilding state at start-up, in memory independent of the stream's length: an ephemeral
+        consumer is created, asked how many messages it has to deliver, and read ``fetch`` at a time until it
+        delivered exactly that many. With ``last_per_subject``, only the last message of each subject.
         """
-        policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
-        psub = await self.js.pull_subscribe(
-            filter_subject,
-            stream=stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=policy, inactive_threshold=30.0),
-        )
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0)
+        if last_per_subject:
+            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
+        elif start_seq is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = max(start_seq, 1)
+        psub = await self.js.pull_subscribe(filter_subject, stream=stream, config=config)
         try:
             info = await psub.consumer_info()
             remaining = info.num_pending or 0
-            out: list[Msg] = []
             while remaining > 0:
                 msgs = await psub.fetch(min(fetch, remaining), timeout=5.0)
-                out.extend(msgs)
                 remaining -= len(msgs)
-            return out
+                for msg in msgs:
+                    yield msg
         finally:
-            await psub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await psub.unsubscribe()

@@ -303,3 +303,15 @@ def test_latest_quote_requests_are_captured_by_no_stream():
         subjects.HEARTBEAT_ALL,
     ]
     assert not any(_matches(stream, request) for stream in streams)
+
+
+def test_snapshot_subjects_keep_each_name_and_generation_in_one_token():
+    assert subjects.snapshot_head("strategy-sma_cross-s0-of-1") == "snap.strategy-sma_cross-s0-of-1.head"
+    assert subjects.snapshot_chunks("execution-s0-of-1", "ab12") == "snap.execution-s0-of-1.chunk.ab12"
+    assert subjects.snapshot_all_chunks("execution-s0-of-1") == "snap.execution-s0-of-1.chunk.*"
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a*", "a>", "A", "x" * 65])
+def test_snapshot_name_that_could_break_its_subject_is_an_error(name):
+    with pytest.raises(InvalidSubjectError, match="snapshot name"):
+        subjects.snapshot_head(name)
