@@ -23,12 +23,12 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
         shards=config.shards,
         clock=ctx.clock,
     )
-    bucket = await snapshots.open_bucket(ctx.bus)
-    key = snapshots.key(config.strategy, config.shard, config.shards)
+    name = snapshots.name(config.strategy, config.shard, config.shards)
+    legacy_key = snapshots.legacy_key(config.strategy, config.shard, config.shards)
     strategies.seq, strategies.books, strategies.watermarks = await snapshots.load(
-        bucket, key, strategies.name, strategies.params
+        ctx.bus, name, legacy_key, strategies.name, strategies.params
     )
-    saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
+    saver = snapshots.Saver(ctx.bus, name, legacy_key, every_s=config.snapshot_every_ms / 1000)
 
     # Saved last on the way out (after the consumer stopped, before the connection drains), unless a batch
     # was cut short before its output was stored: then the previous snapshot stays.
@@ -52,7 +52,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     return Plan(
         consumers=[quotes],
         counters=strategies.counters,
-        gauges=lambda: {"symbols": len(strategies.books)},
+        gauges=lambda: {"symbols": len(strategies.books), "snapshot_failures": saver.failures},
         note=f"from stream sequence {strategies.seq + 1}",
     )
 
