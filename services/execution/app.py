@@ -26,6 +26,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
         shards=config.shards,
         orders=Orders(config.max_orders),
         clock=ctx.clock,
+        universe=config.universe(),
     )
     await restore(book, ctx.bus, config.shard, ctx.stop)
     commands = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
@@ -41,7 +42,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     return Plan(
         consumers=consumers,
         counters=book.counters,
-        gauges=lambda: {"positions": len(book.positions), "orders": len(book.orders)},
+        gauges=lambda: {"positions": len(book.positions), "orders": len(book.orders), "symbols": len(book.symbols)},
     )
 
 

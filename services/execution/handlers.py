@@ -23,6 +23,7 @@ from rrr.shared.messages import (
     PositionUpdated,
     SubmitOrder,
 )
+from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
 
 
@@ -38,6 +39,8 @@ class ExecutionCounters(Counters, kw_only=True):
     # Unknown orders at or before the newest one handled for their strategy and symbol: a command sent
     # again at any later time, or out of order. Never filled.
     stale_orders: int = 0
+    # Orders of a symbol outside the universe (--symbols, --max-symbols): dead-lettered, never handled.
+    symbols_refused: int = 0
 
 
 @dataclass(slots=True)
@@ -54,6 +57,9 @@ class Book:
     watermarks: dict[tuple[str, str], Watermark] = field(default_factory=dict)
     # What this service stamps its own events with.
     clock: Clock = wall_clock
+    # The symbols it may keep state for, and those it does (with a position or a watermark).
+    universe: Universe = field(default_factory=Universe)
+    symbols: set[str] = field(default_factory=set)
     # Held from the first state change of a batch until its events are stored: the command and retry
     # consumers take turns, so fills reach the event stream in the order they were applied.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -63,6 +69,7 @@ class Book:
         position = self.positions.get(symbol)
         if position is None:
             position = self.positions[symbol] = Position(symbol)
+            self.symbols.add(symbol)
         return position
 
     def watermark(self, strategy: str, symbol: str) -> Watermark:
@@ -70,6 +77,7 @@ class Book:
         mark = self.watermarks.get((strategy, symbol))
         if mark is None:
             mark = self.watermarks[(strategy, symbol)] = Watermark()
+            self.symbols.add(symbol)
         return mark
 
     def replay_fill(self, fill: OrderFilled) -> None:
@@ -108,11 +116,16 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
     Resumable: an order whose acceptance is already on the event stream but whose fill is not (a crash
     between the two) continues with the fill. One that is filled or rejected is a duplicate: it never
     reaches the venue again.
+
+    Raises:
+        SymbolRefusedError: the order's symbol is new and outside the universe; nothing changed.
     """
     status = book.orders.status(order.id)
     if status in ("filled", "rejected"):
         book.counters.duplicate_orders += 1
         return []
+    if order.symbol not in book.symbols:
+        book.universe.admit(order.symbol, len(book.symbols))
     # Event time is the order's (the quote that caused it); ts_init is when this service handled it.
     ts, now = order.ts_event, book.clock()
     event_subject = subjects.order_event(order.symbol, book.shards)
@@ -193,6 +206,9 @@ async def on_order_commands(
                 try:
                     out.extend(on_submit_order(book, bus, delivery.message))
                 except IllegalTransitionError as exc:
+                    rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
+                except SymbolRefusedError as exc:
+                    book.counters.symbols_refused += 1
                     rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
         if out:
             # On a stop during an outage: the event stream says on restart what really happened, and the

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from rrr.execution import app
 from rrr.execution.config import ExecutionConfig
 from rrr.shared import subjects
-from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.bus import DLQ_REASON, MSG_ID, Bus
 from rrr.shared.messages import (
     OrderAccepted,
     OrderFilled,
@@ -254,3 +255,32 @@ async def test_execution_never_fills_an_unknown_order_older_than_the_newest_of_i
     # Order events carry the order's event time; ts_init is when execution handled it.
     accepted = next(e for e in await _order_events(bus, symbol) if isinstance(e, OrderAccepted))
     assert accepted.ts_event == newest.ts_event < accepted.ts_init
+
+
+async def test_execution_beyond_its_symbol_cap_dead_letters_each_new_symbols_orders_and_never_grows(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    config = msgspec.structs.replace(config, max_symbols=2)
+    first, second, third, fourth = (unique_symbol(f"CAP{i}") for i in range(4))
+    await _submit(bus, make_order(first), make_order(second, side="sell"), make_order(third), make_order(first))
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counters(
+            lambda c: c.get("handled", 0) == 3 and c.get("dead_lettered", 0) == 1, "3 handled, 1 refused"
+        )
+    assert (counters["symbols"], counters["positions"], counters["symbols_refused"]) == (2, 2, 1)
+    assert await _order_events(bus, third) == []
+    [letter] = await stream_messages(bus.js, "RRR_DLQ", f"dlq.{subjects.order_command(third, 1)}")
+    assert letter.headers[DLQ_REASON].startswith(
+        f"execution: symbol {third} refused: expected at most 2 symbols per instance "
+        "(--max-symbols, RRR_EXECUTION_MAX_SYMBOLS), and this instance holds 2 already"
+    )
+
+    # Restarted, it holds the same two symbols: a fourth is refused as well, the first two still trade.
+    await _submit(bus, make_order(fourth), make_order(second, side="sell"))
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counters(
+            lambda c: c.get("handled", 0) == 1 and c.get("dead_lettered", 0) == 1, "1 handled, 1 refused"
+        )
+    assert (counters["symbols"], counters["positions"]) == (2, 2)
+    assert await _order_events(bus, fourth) == []
+    assert [p.qty for p in await _positions(bus, second)] == [Decimal(-1), Decimal(-2)]

@@ -14,7 +14,7 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from rrr.shared import subjects
-from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.bus import DLQ_REASON, MSG_ID, Bus
 from rrr.shared.messages import Quote, Signal, SubmitOrder, encode, order_command_decoder, signal_decoder
 from rrr.shared.watermark import Watermark
 from rrr.strategy import app, snapshots
@@ -286,3 +286,64 @@ async def test_strategy_restored_from_a_snapshot_of_the_earlier_key_value_format
     assert await bus.load_snapshot(snapshots.name("sma_cross", 0, 1))
     with pytest.raises(nats.js.errors.KeyNotFoundError):
         await legacy.get(key)
+
+
+async def _dead_letter_reasons(bus: Bus, subject: str) -> list[str]:
+    return [m.headers[DLQ_REASON] for m in await stream_messages(bus.js, "RRR_DLQ", f"dlq.{subject}")]
+
+
+async def test_strategy_beyond_its_symbol_cap_refuses_each_new_symbols_quotes_on_their_own_and_never_grows(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(100)
+    _, expected_orders = _reference(rows)
+    symbols = [unique_symbol(f"CAP{i}") for i in range(5)]
+    quotes = {symbol: _quotes(symbol, rows) for symbol in symbols}
+    # Interleaved: the first three symbols to arrive fill the cap.
+    await _publish(bus, [quotes[symbol][i] for i in range(len(rows)) for symbol in symbols], shards=1)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100, max_symbols=3)
+
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counters(
+            lambda c: c.get("handled", 0) == 300 and c.get("dead_lettered", 0) == 200, "300 handled, 200 refused"
+        )
+
+    assert (counters["symbols"], counters["symbols_refused"]) == (3, 200)
+    for symbol in symbols[:3]:
+        orders = decode_all(
+            await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+        )
+        _check_orders(orders, expected_orders, quotes[symbol])
+    for symbol in symbols[3:]:
+        assert await count(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)) == 0
+        assert await count(bus.js, "RRR_SIG", subjects.signal(symbol, 1)) == 0
+        reasons = await _dead_letter_reasons(bus, subjects.quote(symbol, 1))
+        assert len(reasons) == len(rows)
+        assert reasons[0] == (
+            f"strategy: symbol {symbol} refused: expected at most 3 symbols per instance (--max-symbols, "
+            "RRR_STRATEGY_MAX_SYMBOLS), and this instance holds 3 already (after 1 attempts)"
+        )
+
+    # Restored from its snapshot, it holds three symbols still: a sixth is refused too.
+    late = unique_symbol("CAP5")
+    await _publish(bus, _quotes(late, rows[:10]), shards=1)
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("symbols_refused", 10)
+    assert counters["symbols"] == 3
+    assert len(await _dead_letter_reasons(bus, subjects.quote(late, 1))) == 10
+
+
+async def test_strategy_with_its_symbols_listed_refuses_the_quotes_of_any_other(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(30)
+    listed, other = unique_symbol("LISTED"), unique_symbol("OTHER")
+    await _publish(bus, _quotes(listed, rows) + _quotes(other, rows), shards=1)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100, symbols=(listed,))
+
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("dead_lettered", len(rows))
+
+    assert (counters["handled"], counters["symbols"], counters["symbols_refused"]) == (len(rows), 1, len(rows))
+    reasons = await _dead_letter_reasons(bus, subjects.quote(other, 1))
+    assert "expected one of the 1 symbols of --symbols (RRR_STRATEGY_SYMBOLS)" in reasons[0]
