@@ -40,6 +40,10 @@ class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
         tuple[str, ...],
         msgspec.Meta(description="the only symbols this instance admits, comma-separated (default: any)"),
     ] = ()
+    snapshot_every_ms: Annotated[
+        int,
+        msgspec.Meta(ge=10, description="how often the state is snapshotted (a restart reads the events after it)"),
+    ] = 10_000
     max_orders: Annotated[int, msgspec.Meta(ge=1000, description="order statuses kept in memory")] = 1_000_000
 
     def __post_init__(self) -> None:

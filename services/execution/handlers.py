@@ -12,6 +12,7 @@ from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.positions import Position, to_decimal
 from rrr.execution.risk import RiskLimits, check_order
+from rrr.execution.snapshots import Saver
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
@@ -41,6 +42,9 @@ class ExecutionCounters(Counters, kw_only=True):
     stale_orders: int = 0
     # Orders of a symbol outside the universe (--symbols, --max-symbols): dead-lettered, never handled.
     symbols_refused: int = 0
+    # Events of this shard read back from the event stream at start: those after the snapshot.
+    restored_events: int = 0
+    snapshots: int = 0
 
 
 @dataclass(slots=True)
@@ -63,6 +67,11 @@ class Book:
     # Held from the first state change of a batch until its events are stored: the command and retry
     # consumers take turns, so fills reach the event stream in the order they were applied.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The last RRR_EVT sequence whose events of this shard the state holds (what a snapshot covers).
+    seq: int = 0
+    # False from a batch's first state change until its events are stored: a snapshot taken in between
+    # would claim events that are not on the stream.
+    published: bool = True
 
     def position(self, symbol: str) -> Position:
         """The symbol's position, flat if it never traded."""
@@ -191,16 +200,18 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
 
 
 async def on_order_commands(
-    book: Book, bus: Bus, stop: asyncio.Event, batch: Sequence[Delivery[SubmitOrder]]
+    book: Book, bus: Bus, saver: Saver, stop: asyncio.Event, batch: Sequence[Delivery[SubmitOrder]]
 ) -> list[Rejected]:
     """``cmd.order.<shard>.*`` (durable consumer): handle orders in stream order, publish their events.
 
     The bus acknowledges the commands only after every event of the batch was stored by JetStream; a
-    broker outage is waited out, publishing the same events (same ids) again until they are stored.
+    broker outage is waited out, publishing the same events (same ids) again until they are stored. Then,
+    when due, the state is snapshotted as covering those events.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
     async with book.lock:
+        book.published = False
         for delivery in batch:
             with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
                 try:
@@ -213,5 +224,7 @@ async def on_order_commands(
         if out:
             # On a stop during an outage: the event stream says on restart what really happened, and the
             # redelivered commands complete the rest.
-            await bus.publish_state_output(out, stop, "order events")
+            book.seq = max(book.seq, await bus.publish_state_output(out, stop, "order events"))
+        book.published = True
+        await saver.maybe_save(book)
     return rejected

@@ -118,9 +118,9 @@ class Publisher(Connection):
             _log.warning("publishing %d messages failed, retrying: %s", len(items), describe(failure))
             await backoff.wait(retry_until)
 
-    async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> None:
+    async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> int:
         """Publish what a stateful handler produced, waiting out a broker outage; stop the service if
-        asked to stop before it is stored.
+        asked to stop before it is stored. Returns the highest stream sequence it was stored at.
 
         The handler's state has already moved on, so its batch must not be acknowledged without its
         output: the service stops instead, and rebuilds from durable state (snapshot, event stream) on
@@ -130,6 +130,7 @@ class Publisher(Connection):
             FatalError: ``stop`` was set while the broker was still away.
         """
         try:
-            await self.publish_persistent_many(items, retry_until=stop)
+            acks = await self.publish_persistent_acks(items, retry_until=stop)
         except (nats.errors.Error, TimeoutError) as exc:
             raise FatalError(f"could not publish {what}: {type(exc).__name__}: {exc}") from exc
+        return max((ack.seq for ack in acks), default=0)
