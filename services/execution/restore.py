@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 import msgspec
+from nats.aio.msg import Msg
 
 from rrr.execution import handlers, snapshots
 from rrr.shared import subjects
@@ -31,6 +32,7 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     skipped = 0
     read = 0
     last_fill_ts: dict[str, int] = {}
+    last: Msg | None = None
     async with contextlib.aclosing(
         bus.iter_stream(
             EVENT_STREAM.name, subjects.shard_filter(subjects.ORDER_EVENT, shard), start_seq=snapshot_seq + 1
@@ -38,7 +40,7 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     ) as events:
         async for msg in events:
             read += 1
-            book.seq = int(msg.metadata.sequence.stream)
+            last = msg
             try:
                 event = order_event_decoder.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -54,6 +56,9 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
             elif isinstance(event, OrderFilled):
                 book.replay_fill(event)
                 last_fill_ts[event.symbol] = event.ts_event
+    if last is not None:
+        # Read once, at the end: parsing every message's metadata costs a tenth of the whole read.
+        book.seq = int(last.metadata.sequence.stream)
     book.counters.restored_events = read
     # One message per symbol: bounded by the universe, whatever the history.
     published: dict[str, int] = {}
