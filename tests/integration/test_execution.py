@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from decimal import Decimal
 
 import msgspec
+import nats.js.errors
 import pytest
 
 from rrr.execution import app, handlers, snapshots
@@ -341,3 +343,36 @@ async def test_execution_restarted_reads_only_the_events_after_its_snapshot_and_
     assert from_history.counters.restored_events == 46
     assert _state(from_snapshot) == _state(from_history)
     assert from_snapshot.positions[symbol].avg_price.denominator % 7 == 0
+
+
+async def test_execution_with_its_event_stream_full_waits_then_fills_every_order_once_space_returns(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    # The smallest budget: RRR_EVT gets 4 MiB, filled here by someone else's events.
+    config = msgspec.structs.replace(config, store_max_bytes=32 * 1024 * 1024)
+    await bus.ensure_streams(max_age_s=config.stream_max_age_s, limits=config.store_limits())
+    ballast = f"evt.ballast.0.{unique_symbol('BALLAST')}"
+    with contextlib.suppress(nats.js.errors.ServiceUnavailableError):
+        while True:
+            await bus.js.publish(ballast, b"b" * 60_000)
+    with contextlib.suppress(nats.js.errors.ServiceUnavailableError):
+        while True:
+            await bus.js.publish(ballast, b"")
+    symbol = unique_symbol("FULL")
+    orders = [make_order(symbol, side="buy", qty=1), make_order(symbol, side="sell", qty=3)]
+    await _submit(bus, *orders)
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        await execution.wait_for_counter("store_full", 1)
+        assert await _order_events(bus, symbol) == []
+        await bus.js.purge_stream("RRR_EVT", subject=ballast)
+        counters = await execution.wait_for_counter("handled", 2)
+
+    assert counters["orders_filled"] == 2
+    assert [_summary(e)[:3] for e in await _order_events(bus, symbol)] == [
+        ("accepted", f"{orders[0].id}:accepted", orders[0].id),
+        ("filled", f"{orders[0].id}:1", orders[0].id),
+        ("accepted", f"{orders[1].id}:accepted", orders[1].id),
+        ("filled", f"{orders[1].id}:1", orders[1].id),
+    ]
+    assert [p.qty for p in await _positions(bus, symbol)] == [Decimal(1), Decimal(-2)]
