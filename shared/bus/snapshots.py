@@ -86,14 +86,19 @@ class Snapshots(StreamAdmin):
         acks: list[PubAck] = []
         try:
             for start in range(0, len(chunks), _WINDOW):
-                acks.extend(
-                    await asyncio.gather(
-                        *(
-                            self.js.publish(chunk_subject, chunk, headers={CHUNK: str(index)})
-                            for index, chunk in enumerate(chunks[start : start + _WINDOW], start)
-                        )
-                    )
+                # Every publish of the window ends before the next window or the purge of a failure: none
+                # may land after the purge.
+                results = await asyncio.gather(
+                    *(
+                        self.js.publish(chunk_subject, chunk, headers={CHUNK: str(index)})
+                        for index, chunk in enumerate(chunks[start : start + _WINDOW], start)
+                    ),
+                    return_exceptions=True,
                 )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+                    acks.append(result)
             head = SnapshotHead(
                 generation=generation,
                 chunks=len(chunks),
