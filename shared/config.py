@@ -19,6 +19,16 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from rrr.shared.errors import ConfigError
+from rrr.shared.limits import (
+    DEFAULT_MAX_MSG_BYTES,
+    DEFAULT_STORE_MAX_BYTES,
+    DEFAULT_STORE_MAX_MSGS,
+    MAX_MAX_MSG_BYTES,
+    MIN_MAX_MSG_BYTES,
+    MIN_STORE_MAX_BYTES,
+    MIN_STORE_MAX_MSGS,
+    StoreLimits,
+)
 
 ExporterName = Literal["none", "console", "otlp"]
 DLQ_KEY_MIN_LENGTH = 16
@@ -55,6 +65,26 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
         float,
         msgspec.Meta(gt=0, le=24 * 3600, description="how long JetStream remembers a message id to drop a copy"),
     ] = 120.0
+    # The JetStream bounds: see rrr.shared.bus.streams (how they are split) and the README (what happens at each).
+    store_max_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=MIN_STORE_MAX_BYTES,
+            description="bytes the system's streams and buckets may hold together on the JetStream store",
+        ),
+    ] = DEFAULT_STORE_MAX_BYTES
+    store_max_msgs: Annotated[
+        int,
+        msgspec.Meta(ge=MIN_STORE_MAX_MSGS, description="messages the system's streams and buckets may hold together"),
+    ] = DEFAULT_STORE_MAX_MSGS
+    max_msg_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=MIN_MAX_MSG_BYTES,
+            le=MAX_MAX_MSG_BYTES,
+            description="largest message a stream stores, headers included (a quote is about 300 bytes)",
+        ),
+    ] = DEFAULT_MAX_MSG_BYTES
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
     event_loop: Annotated[
         Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
@@ -81,6 +111,10 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
                 "duplicate_window_s", f"at most --stream-max-age-s={self.stream_max_age_s:g}", self.duplicate_window_s
             )
 
+    def store_limits(self) -> StoreLimits:
+        """The JetStream budget these settings describe."""
+        return StoreLimits(self.store_max_bytes, self.store_max_msgs, self.max_msg_bytes)
+
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{name}={'***' if name in SECRET_FIELDS and getattr(self, name) else redact(getattr(self, name))!r}"
@@ -97,6 +131,9 @@ SHARED_ENV_FIELDS = frozenset(
         "shards",
         "stream_max_age_s",
         "duplicate_window_s",
+        "store_max_bytes",
+        "store_max_msgs",
+        "max_msg_bytes",
         "ack_wait_s",
         "otel_exporter",
         "log_level",

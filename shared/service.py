@@ -119,7 +119,11 @@ class Service(Generic[C]):
                 return
             bus = connecting.result()
             stack.push_async_callback(bus.close)
-            await bus.ensure_streams(max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s)
+            await bus.ensure_streams(
+                max_age_s=config.stream_max_age_s,
+                duplicate_window_s=config.duplicate_window_s,
+                limits=config.store_limits(),
+            )
             await bus.check_shards(config.shards)
             plan = await self.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))
             for subscription in plan.subscriptions:

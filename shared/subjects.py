@@ -19,6 +19,7 @@ _TOKEN = re.compile(r"[a-z]+")
 _SHARD = re.compile(r"0|[1-9][0-9]{0,3}")
 # A reply inbox: nats.py's ``_INBOX.<id>...``, or a per-user prefix ``_INBOX_<name>.<id>...``.
 _INBOX = re.compile(r"_INBOX(_[A-Za-z0-9_-]+)?(\.[A-Za-z0-9_-]+)+")
+_SNAPSHOT_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 QUOTE: Final = "md.quote"
 TRADE: Final = "md.trade"
@@ -40,6 +41,7 @@ COMMAND_ALL: Final = "cmd.>"
 EVENT_ALL: Final = "evt.>"
 DEAD_LETTER_ALL: Final = "dlq.>"
 RETRY_ALL: Final = "retry.>"
+SNAPSHOT_ALL: Final = "snap.>"
 HEARTBEAT_ALL: Final = "ctl.heartbeat.>"
 
 
@@ -151,6 +153,29 @@ def is_inbox(subject: str) -> bool:
     """Tell whether ``subject`` is a reply inbox (``_INBOX.<id>`` or ``_INBOX_<name>.<id>``), the only
     subjects a service answers a request on: any other would publish its reply into the system's own."""
     return _INBOX.fullmatch(subject) is not None
+
+
+def _snapshot(name: str) -> str:
+    if not _SNAPSHOT_NAME.fullmatch(name):
+        raise InvalidSubjectError(f"snap.{name}", "a snapshot name of 1-64 characters of a-z, 0-9, '_' or '-'")
+    return f"snap.{name}"
+
+
+def snapshot_head(name: str) -> str:
+    """Subject of the record that says which generation of snapshot ``name`` is the current one."""
+    return f"{_snapshot(name)}.head"
+
+
+def snapshot_chunks(name: str, generation: str) -> str:
+    """Subject of the chunks of one generation of snapshot ``name``."""
+    if not _SNAPSHOT_NAME.fullmatch(generation):
+        raise InvalidSubjectError(generation, "a snapshot generation of 1-64 characters of a-z, 0-9, '_' or '-'")
+    return f"{_snapshot(name)}.chunk.{generation}"
+
+
+def snapshot_all_chunks(name: str) -> str:
+    """Filter for the chunks of every generation of snapshot ``name``."""
+    return f"{_snapshot(name)}.chunk.*"
 
 
 def parse(subject: str) -> SymbolSubject:

@@ -9,6 +9,7 @@ import msgspec
 
 from rrr.shared.config import ServiceConfig
 from rrr.shared.errors import ConfigError
+from rrr.shared.universe import DEFAULT_MAX_SYMBOLS, MAX_MAX_SYMBOLS, Universe, configured
 
 
 class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
@@ -27,10 +28,27 @@ class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
     )
     fee_bps: Annotated[Decimal, msgspec.Meta(description="paper venue: fee on notional")] = Decimal(0)
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="order commands fetched per batch")] = 256
+    max_symbols: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=MAX_MAX_SYMBOLS,
+            description="most symbols this instance keeps state for; a message for one more is dead-lettered",
+        ),
+    ] = DEFAULT_MAX_SYMBOLS
+    symbols: Annotated[
+        tuple[str, ...],
+        msgspec.Meta(description="the only symbols this instance admits, comma-separated (default: any)"),
+    ] = ()
+    snapshot_every_ms: Annotated[
+        int,
+        msgspec.Meta(ge=10, description="how often the state is snapshotted (a restart reads the events after it)"),
+    ] = 10_000
     max_orders: Annotated[int, msgspec.Meta(ge=1000, description="order statuses kept in memory")] = 1_000_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.universe()
         for name in ("max_order_qty", "max_notional_quote"):
             value: Decimal = getattr(self, name)
             if not (value.is_finite() and value > 0):
@@ -39,3 +57,11 @@ class ExecutionConfig(ServiceConfig, frozen=True, kw_only=True):
             value = getattr(self, name)
             if not (value.is_finite() and 0 <= value < 10_000):
                 raise ConfigError(name, "a number from 0 to below 10000", str(value))
+
+    def universe(self) -> Universe:
+        """The symbols this instance admits.
+
+        Raises:
+            ConfigError: ``symbols`` lists an invalid symbol, or more of this shard's than ``max_symbols``.
+        """
+        return configured("execution", self.max_symbols, self.symbols, self.shard, self.shards)

@@ -12,6 +12,7 @@ from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.positions import Position, to_decimal
 from rrr.execution.risk import RiskLimits, check_order
+from rrr.execution.snapshots import Saver
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
@@ -23,6 +24,7 @@ from rrr.shared.messages import (
     PositionUpdated,
     SubmitOrder,
 )
+from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
 
 
@@ -38,6 +40,11 @@ class ExecutionCounters(Counters, kw_only=True):
     # Unknown orders at or before the newest one handled for their strategy and symbol: a command sent
     # again at any later time, or out of order. Never filled.
     stale_orders: int = 0
+    # Orders of a symbol outside the universe (--symbols, --max-symbols): dead-lettered, never handled.
+    symbols_refused: int = 0
+    # Events of this shard read back from the event stream at start: those after the snapshot.
+    restored_events: int = 0
+    snapshots: int = 0
 
 
 @dataclass(slots=True)
@@ -54,15 +61,24 @@ class Book:
     watermarks: dict[tuple[str, str], Watermark] = field(default_factory=dict)
     # What this service stamps its own events with.
     clock: Clock = wall_clock
+    # The symbols it may keep state for, and those it does (with a position or a watermark).
+    universe: Universe = field(default_factory=Universe)
+    symbols: set[str] = field(default_factory=set)
     # Held from the first state change of a batch until its events are stored: the command and retry
     # consumers take turns, so fills reach the event stream in the order they were applied.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The last RRR_EVT sequence whose events of this shard the state holds (what a snapshot covers).
+    seq: int = 0
+    # False from a batch's first state change until its events are stored: a snapshot taken in between
+    # would claim events that are not on the stream.
+    published: bool = True
 
     def position(self, symbol: str) -> Position:
         """The symbol's position, flat if it never traded."""
         position = self.positions.get(symbol)
         if position is None:
             position = self.positions[symbol] = Position(symbol)
+            self.symbols.add(symbol)
         return position
 
     def watermark(self, strategy: str, symbol: str) -> Watermark:
@@ -70,6 +86,7 @@ class Book:
         mark = self.watermarks.get((strategy, symbol))
         if mark is None:
             mark = self.watermarks[(strategy, symbol)] = Watermark()
+            self.symbols.add(symbol)
         return mark
 
     def replay_fill(self, fill: OrderFilled) -> None:
@@ -108,11 +125,16 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
     Resumable: an order whose acceptance is already on the event stream but whose fill is not (a crash
     between the two) continues with the fill. One that is filled or rejected is a duplicate: it never
     reaches the venue again.
+
+    Raises:
+        SymbolRefusedError: the order's symbol is new and outside the universe; nothing changed.
     """
     status = book.orders.status(order.id)
     if status in ("filled", "rejected"):
         book.counters.duplicate_orders += 1
         return []
+    if order.symbol not in book.symbols:
+        book.universe.admit(order.symbol, len(book.symbols))
     # Event time is the order's (the quote that caused it); ts_init is when this service handled it.
     ts, now = order.ts_event, book.clock()
     event_subject = subjects.order_event(order.symbol, book.shards)
@@ -178,24 +200,31 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
 
 
 async def on_order_commands(
-    book: Book, bus: Bus, stop: asyncio.Event, batch: Sequence[Delivery[SubmitOrder]]
+    book: Book, bus: Bus, saver: Saver, stop: asyncio.Event, batch: Sequence[Delivery[SubmitOrder]]
 ) -> list[Rejected]:
     """``cmd.order.<shard>.*`` (durable consumer): handle orders in stream order, publish their events.
 
     The bus acknowledges the commands only after every event of the batch was stored by JetStream; a
-    broker outage is waited out, publishing the same events (same ids) again until they are stored.
+    broker outage is waited out, publishing the same events (same ids) again until they are stored. Then,
+    when due, the state is snapshotted as covering those events.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
     async with book.lock:
+        book.published = False
         for delivery in batch:
             with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
                 try:
                     out.extend(on_submit_order(book, bus, delivery.message))
                 except IllegalTransitionError as exc:
                     rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
+                except SymbolRefusedError as exc:
+                    book.counters.symbols_refused += 1
+                    rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
         if out:
             # On a stop during an outage: the event stream says on restart what really happened, and the
             # redelivered commands complete the rest.
-            await bus.publish_state_output(out, stop, "order events")
+            book.seq = max(book.seq, await bus.publish_state_output(out, stop, "order events"))
+        book.published = True
+        await saver.maybe_save(book)
     return rejected

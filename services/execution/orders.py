@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Literal
-
-from cachetools import LRUCache
 
 from rrr.shared.errors import RRRError
 
@@ -31,12 +30,14 @@ class IllegalTransitionError(RRRError):
 class Orders:
     """Status of the orders execution has seen, by client order id.
 
-    Bounded: the oldest entries go once ``max_orders`` are held; the streams' de-duplication and the
-    database's unique keys still stop a very old duplicate from being stored twice.
+    Bounded: once ``max_orders`` are held, the one updated longest ago goes; the streams' de-duplication,
+    the watermarks and the database's unique keys still stop a very old duplicate from being stored twice.
     """
 
     def __init__(self, max_orders: int = 1_000_000) -> None:
-        self._status: LRUCache[str, Status] = LRUCache(maxsize=max_orders)
+        self._max = max_orders
+        # Least recently updated first.
+        self._status: OrderedDict[str, Status] = OrderedDict()
 
     def __contains__(self, client_order_id: object) -> bool:
         return client_order_id in self._status
@@ -46,6 +47,10 @@ class Orders:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._status)
+
+    def items(self) -> Iterator[tuple[str, Status]]:
+        """Every order held with its status, least recently updated first (for a snapshot)."""
+        return iter(self._status.items())
 
     def status(self, client_order_id: str) -> Status | None:
         """The order's status, or None if it was never seen."""
@@ -60,10 +65,16 @@ class Orders:
         current = self._status.get(client_order_id)
         if status not in _NEXT[current]:
             raise IllegalTransitionError(client_order_id, current, status)
-        self._status[client_order_id] = status
+        self._set(client_order_id, status)
 
     def restore(self, client_order_id: str, status: Status) -> None:
-        """Record a status read back from the event stream, keeping the furthest one seen."""
+        """Record a status read back from the event stream or a snapshot, keeping the furthest one seen."""
         current = self._status.get(client_order_id)
         if current is None or status in _NEXT[current]:
-            self._status[client_order_id] = status
+            self._set(client_order_id, status)
+
+    def _set(self, client_order_id: str, status: Status) -> None:
+        self._status[client_order_id] = status
+        self._status.move_to_end(client_order_id)
+        if len(self._status) > self._max:
+            self._status.popitem(last=False)

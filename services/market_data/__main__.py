@@ -68,7 +68,10 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
         bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
         try:
             await bus.ensure_streams(
-                max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s, update=False
+                max_age_s=config.stream_max_age_s,
+                duplicate_window_s=config.duplicate_window_s,
+                limits=config.store_limits(),
+                update=False,
             )
             # Published to shards nobody consumes, quotes would be stored nowhere: refuse instead.
             recorded = await bus.recorded_shards()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 from rrr.shared import subjects
 from rrr.shared.bus import MARKET_DATA_STREAM, Consumer
@@ -13,6 +14,7 @@ from rrr.strategy.config import StrategyConfig
 from rrr.strategy.sma_cross import SmaCrossParams
 
 SERVICE = "strategy"
+_log = logging.getLogger(__name__)
 
 
 async def _start(ctx: Context[StrategyConfig]) -> Plan:
@@ -22,13 +24,21 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
         params=SmaCrossParams(fast=config.fast, slow=config.slow, qty=config.qty),
         shards=config.shards,
         clock=ctx.clock,
+        universe=config.universe(),
     )
-    bucket = await snapshots.open_bucket(ctx.bus)
-    key = snapshots.key(config.strategy, config.shard, config.shards)
+    name = snapshots.name(config.strategy, config.shard, config.shards)
+    legacy_key = snapshots.legacy_key(config.strategy, config.shard, config.shards)
     strategies.seq, strategies.books, strategies.watermarks = await snapshots.load(
-        bucket, key, strategies.name, strategies.params
+        ctx.bus, name, legacy_key, strategies.name, strategies.params
     )
-    saver = snapshots.Saver(bucket, key, every_s=config.snapshot_every_ms / 1000)
+    if len(strategies.watermarks) > config.max_symbols:
+        # Kept whole: it is what the strategy applied. Only new symbols are refused.
+        _log.warning(
+            "the snapshot holds %d symbols, more than --max-symbols %d: no new symbol is admitted",
+            len(strategies.watermarks),
+            config.max_symbols,
+        )
+    saver = snapshots.Saver(ctx.bus, name, legacy_key, every_s=config.snapshot_every_ms / 1000)
 
     # Saved last on the way out (after the consumer stopped, before the connection drains), unless a batch
     # was cut short before its output was stored: then the previous snapshot stays.
@@ -53,7 +63,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     return Plan(
         consumers=[quotes],
         counters=strategies.counters,
-        gauges=lambda: {"symbols": len(strategies.books)},
+        gauges=lambda: {"symbols": len(strategies.watermarks), "snapshot_failures": saver.failures},
         note=f"from stream sequence {strategies.seq + 1}",
     )
 

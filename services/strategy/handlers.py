@@ -13,6 +13,7 @@ from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
+from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 from rrr.strategy.snapshots import Saver
@@ -28,6 +29,8 @@ class StrategyCounters(Counters, kw_only=True):
     # Quotes at or before their symbol's newest applied event time: a repeat (the same file replayed
     # again, at any later time) or out of order. Not applied.
     stale_skipped: int = 0
+    # Quotes of a symbol outside the universe (--symbols, --max-symbols): dead-lettered, never applied.
+    symbols_refused: int = 0
     snapshots: int = 0
 
 
@@ -52,6 +55,8 @@ class Strategies:
     counters: StrategyCounters = field(default_factory=StrategyCounters)
     # What this service stamps its own messages with (``ts_init``); event time comes from the quote.
     clock: Clock = wall_clock
+    # The symbols it may keep state for; the watermarks hold one entry for every symbol it does.
+    universe: Universe = field(default_factory=Universe)
 
     def for_symbol(self, symbol: str) -> SmaCross:
         """The symbol's state, created empty on first use."""
@@ -66,9 +71,13 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
 
     A quote at or before the newest one applied for its symbol is skipped: the same quote coming back at
     any later time (a replay resumed or repeated hours later) yields no second signal or order.
+
+    Raises:
+        SymbolRefusedError: the quote's symbol is new and outside the universe; nothing changed.
     """
     mark = strategies.watermarks.get(quote.symbol)
     if mark is None:
+        strategies.universe.admit(quote.symbol, len(strategies.watermarks))
         mark = strategies.watermarks[quote.symbol] = Watermark()
     if mark.seen(quote.ts_event, quote.id):
         strategies.counters.stale_skipped += 1
@@ -130,7 +139,8 @@ async def on_quotes(
 
     The batch is acknowledged by the bus only after every signal and order of it was stored by JetStream;
     a broker outage is waited out (the publish is retried with the same message ids). A quote the strategy
-    cannot compute exactly is rejected on its own, without touching the state.
+    cannot compute exactly, or of a symbol outside the universe, is rejected on its own (dead-lettered with
+    the reason), without touching the state.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
@@ -149,6 +159,9 @@ async def on_quotes(
                 out.extend(on_quote(strategies, bus, quote))
             except ArithmeticError as exc:
                 rejected.append(Rejected(delivery, f"strategy: {type(exc).__name__} computing {quote.id}", retry=False))
+            except SymbolRefusedError as exc:
+                strategies.counters.symbols_refused += 1
+                rejected.append(Rejected(delivery, f"strategy: {exc}", retry=False))
     if out:
         # On a stop during an outage: the strategy continues from its last snapshot on restart.
         await bus.publish_state_output(out, stop, "signals and orders")

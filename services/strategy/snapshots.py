@@ -1,9 +1,13 @@
-"""Strategy state snapshots in a JetStream key-value bucket, tagged with the stream sequence they cover.
+"""Strategy state snapshots, tagged with the quote stream's sequence they cover (see rrr.shared.bus.snapshots).
 
 A restarted strategy loads its snapshot and consumes the quote stream from the sequence after it, so it
 continues exactly where the snapshot left off. Quotes processed after the snapshot but before a crash are
 processed again; the orders and signals they yield carry the same ids as the first time, so the streams
 and the database drop them as duplicates.
+
+Snapshots are saved in chunks on RRR_SNAPSHOTS, so they may be of any size. A snapshot of the key-value
+bucket RRR_STRATEGY_STATE (one entry, at most 1 MiB, what earlier versions saved) is still read when there
+is no newer one, and deleted once a newer one is saved: the move is one way.
 """
 
 from __future__ import annotations
@@ -15,15 +19,14 @@ from decimal import Decimal
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.kv import KeyValue
 
 from rrr.shared.bus import Bus
 from rrr.shared.errors import RRRError
 from rrr.shared.watermark import Watermark
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams, SmaCrossState
 
-BUCKET = "RRR_STRATEGY_STATE"
+# The key-value bucket of earlier versions: read, never written.
+LEGACY_BUCKET = "RRR_STRATEGY_STATE"
 _log = logging.getLogger(__name__)
 
 
@@ -43,9 +46,9 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot
 class SnapshotMismatchError(RRRError):
     """The stored snapshot was taken with other parameters than the service now has."""
 
-    def __init__(self, key: str, stored: str, configured: str) -> None:
+    def __init__(self, name: str, stored: str, configured: str) -> None:
         super().__init__(
-            f"snapshot {BUCKET}/{key} was taken with {stored}, but this strategy runs with {configured}; "
+            f"snapshot {name} was taken with {stored}, but this strategy runs with {configured}; "
             f"start it with the same parameters, or delete the snapshot to start over from the stream's start"
         )
 
@@ -54,87 +57,118 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def key(strategy: str, shard: int, shards: int) -> str:
-    """Bucket key of one strategy instance (a change of shard count is a different key)."""
+def name(strategy: str, shard: int, shards: int) -> str:
+    """Snapshot name of one strategy instance (a change of shard count is a different name)."""
+    return f"strategy-{strategy}-s{shard}-of-{shards}"
+
+
+def legacy_key(strategy: str, shard: int, shards: int) -> str:
+    """Key of the same instance in the key-value bucket of earlier versions."""
     return f"{strategy}.s{shard}-of-{shards}"
-
-
-async def open_bucket(bus: Bus) -> KeyValue:
-    """The snapshot bucket, created on first use (file storage, one revision per key)."""
-    try:
-        return await bus.js.key_value(BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        return await bus.js.create_key_value(KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE))
 
 
 Books = dict[str, SmaCross]
 Watermarks = dict[str, Watermark]
 
 
-async def load(bucket: KeyValue, key_: str, name: str, params: SmaCrossParams) -> tuple[int, Books, Watermarks]:
+async def load(
+    bus: Bus, name_: str, legacy_key_: str, strategy: str, params: SmaCrossParams
+) -> tuple[int, Books, Watermarks]:
     """The last stream sequence the snapshot covers, its books and watermarks; (0, {}, {}) when there is none.
 
     Raises:
         SnapshotMismatchError: the snapshot was taken with other parameters.
+        SnapshotCorruptError: the snapshot's chunks do not add up.
     """
-    try:
-        entry = await bucket.get(key_)
-    except nats.js.errors.KeyNotFoundError:
+    data = await bus.load_snapshot(name_)
+    where = name_
+    if data is None:
+        data = await _load_legacy(bus, legacy_key_)
+        where = f"{LEGACY_BUCKET}/{legacy_key_}"
+    if not data:
         return 0, {}, {}
-    if not entry.value:
-        return 0, {}, {}
-    snapshot = _decoder.decode(entry.value)
+    snapshot = _decoder.decode(data)
     stored = f"{snapshot.strategy} fast={snapshot.fast} slow={snapshot.slow} qty={snapshot.qty}"
-    configured = f"{name} fast={params.fast} slow={params.slow} qty={params.qty}"
+    configured = f"{strategy} fast={params.fast} slow={params.slow} qty={params.qty}"
     if stored != configured:
-        raise SnapshotMismatchError(key_, stored, configured)
+        raise SnapshotMismatchError(where, stored, configured)
     books = {symbol: SmaCross.from_state(params, state) for symbol, state in snapshot.books.items()}
-    _log.info("restored %d symbols from snapshot %s at stream sequence %d", len(books), key_, snapshot.seq)
-    return snapshot.seq, books, dict(snapshot.watermarks)
+    # A snapshot from before watermarks has none: every symbol gets an empty one, so that the watermarks
+    # hold every symbol the strategy knows (the symbol cap counts them).
+    watermarks = {symbol: Watermark() for symbol in books}
+    watermarks.update(snapshot.watermarks)
+    _log.info("restored %d symbols from snapshot %s at stream sequence %d", len(books), where, snapshot.seq)
+    return snapshot.seq, books, watermarks
 
 
-async def save(
-    bucket: KeyValue, key_: str, seq: int, name: str, params: SmaCrossParams, books: Books, watermarks: Watermarks
-) -> None:
-    """Store the books as covering every quote up to stream sequence ``seq``."""
+async def _load_legacy(bus: Bus, key_: str) -> bytes | None:
+    try:
+        bucket = await bus.js.key_value(LEGACY_BUCKET)
+        entry = await bucket.get(key_)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+        return None
+    return entry.value
+
+
+def encode(seq: int, strategy: str, params: SmaCrossParams, books: Books, watermarks: Watermarks) -> bytes:
+    """The snapshot of the books as covering every quote up to stream sequence ``seq``."""
     snapshot = Snapshot(
         seq=seq,
-        strategy=name,
+        strategy=strategy,
         fast=params.fast,
         slow=params.slow,
         qty=params.qty,
         books={symbol: book.state() for symbol, book in books.items()},
         watermarks=watermarks,
     )
-    await bucket.put(key_, _encoder.encode(snapshot))
+    return _encoder.encode(snapshot)
 
 
 class Saver:
     """Saves a strategy's snapshot at most every ``every_s`` seconds, and once more when it stops."""
 
-    def __init__(self, bucket: KeyValue, key_: str, every_s: float) -> None:
-        self._bucket = bucket
-        self._key = key_
+    def __init__(self, bus: Bus, name_: str, legacy_key_: str, every_s: float) -> None:
+        self._bus = bus
+        self._name = name_
+        self._legacy_key: str | None = legacy_key_
         self._every_s = every_s
         self._saved_seq = -1
         self._saved_at = time.monotonic()
+        # Saves that failed (a full stream, an outage): the previous snapshot stayed the current one.
+        self.failures = 0
 
     async def maybe_save(
-        self, seq: int, name: str, params: SmaCrossParams, books: Books, watermarks: Watermarks
+        self, seq: int, strategy: str, params: SmaCrossParams, books: Books, watermarks: Watermarks
     ) -> bool:
         """Save if the last save is older than the period and something changed; True if it saved."""
         if seq == self._saved_seq or time.monotonic() - self._saved_at < self._every_s:
             return False
-        return await self.save(seq, name, params, books, watermarks)
+        return await self.save(seq, strategy, params, books, watermarks)
 
-    async def save(self, seq: int, name: str, params: SmaCrossParams, books: Books, watermarks: Watermarks) -> bool:
+    async def save(self, seq: int, strategy: str, params: SmaCrossParams, books: Books, watermarks: Watermarks) -> bool:
         """Save now. A failure is logged, not raised: the previous snapshot stays valid, only older."""
         if seq == self._saved_seq:
             return False
         try:
-            await save(self._bucket, self._key, seq, name, params, books, watermarks)
+            await self._bus.save_snapshot(self._name, encode(seq, strategy, params, books, watermarks))
         except (nats.errors.Error, TimeoutError) as exc:
-            _log.warning("could not save snapshot %s at sequence %d: %s", self._key, seq, exc)
+            self.failures += 1
+            _log.warning("could not save snapshot %s at sequence %d: %s", self._name, seq, exc)
             return False
         self._saved_seq, self._saved_at = seq, time.monotonic()
+        if self._legacy_key is not None:
+            await self._drop_legacy(self._legacy_key)
         return True
+
+    async def _drop_legacy(self, key_: str) -> None:
+        try:
+            bucket = await self._bus.js.key_value(LEGACY_BUCKET)
+            await bucket.purge(key_)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        except (nats.errors.Error, TimeoutError) as exc:
+            _log.warning(
+                "could not delete the older snapshot %s/%s (tried again at the next save): %s", LEGACY_BUCKET, key_, exc
+            )
+            return
+        self._legacy_key = None

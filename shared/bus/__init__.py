@@ -4,7 +4,8 @@
 - ``streams``: the system's streams, the recorded shard count, reading a stream back at start-up;
 - ``publish``: core and JetStream publishing, batches with every acknowledgement in flight;
 - ``consume``: durable consumers and core subscriptions, as data, with typed handlers;
-- ``dead_letters``: the dead-letter and retry streams.
+- ``dead_letters``: the dead-letter and retry streams;
+- ``snapshots``: a service's state as one blob of any size, in chunks.
 
 ``Bus`` is all of them on one connection: what a service or a tool holds.
 """
@@ -25,6 +26,7 @@ from rrr.shared.bus.dead_letters import (
     signature_valid,
 )
 from rrr.shared.bus.publish import MSG_ID, Outgoing, Publisher
+from rrr.shared.bus.snapshots import SnapshotCorruptError, Snapshots
 from rrr.shared.bus.streams import (
     COMMAND_STREAM,
     DEAD_LETTER_STREAM,
@@ -34,14 +36,15 @@ from rrr.shared.bus.streams import (
     META_BUCKET,
     RETRY_STREAM,
     SIGNAL_STREAM,
+    SNAPSHOT_STREAM,
     STREAMS,
     ShardCountError,
-    StreamAdmin,
+    StoreTooSmallError,
     StreamSpec,
 )
 
 
-class Bus(Consuming, Publisher, StreamAdmin):
+class Bus(Consuming, Publisher, Snapshots):
     """A service's or a tool's connection to NATS, with every role of the bus."""
 
 
@@ -62,6 +65,7 @@ __all__ = [
     "MSG_ID",
     "RETRY_STREAM",
     "SIGNAL_STREAM",
+    "SNAPSHOT_STREAM",
     "STREAMS",
     "Backoff",
     "BeforeAck",
@@ -74,6 +78,8 @@ __all__ = [
     "Outgoing",
     "Rejected",
     "ShardCountError",
+    "SnapshotCorruptError",
+    "StoreTooSmallError",
     "StreamSpec",
     "Subscription",
     "dead_letter_signature",

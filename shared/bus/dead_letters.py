@@ -21,11 +21,12 @@ from collections.abc import Mapping
 
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 
 from rrr.shared import subjects
 from rrr.shared.bus.connection import Connection
-from rrr.shared.bus.publish import MSG_ID
+from rrr.shared.bus.publish import MSG_ID, describe, store_full
 from rrr.shared.errors import TransientError
 
 _log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ _DLQ_PREFIX = "rrr-dlq-"
 _NATS_PREFIX = "nats-"
 _REASON_MAX = 1000
 _SIGNATURE_VERSION = "rrr-dlq-v1"
+# JetStream's error code for "message size exceeds maximum allowed" (a stream's max_msg_size).
+_TOO_LARGE = 10054
 
 
 def attempts(msg: Msg) -> int:
@@ -107,10 +110,25 @@ class DeadLetters(Connection):
         headers.pop(ATTEMPTS, None)
         if self.dlq_key is not None:
             headers[DLQ_SIGNATURE] = dead_letter_signature(self.dlq_key, headers, msg.data)
+        data = msg.data
         try:
-            await self.js.publish(subjects.dead_letter(subject), msg.data, headers=headers)
+            try:
+                await self.js.publish(subjects.dead_letter(subject), data, headers=headers)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != _TOO_LARGE:
+                    raise
+                # Larger than the dead-letter stream takes (a core NATS message up to the server's max_payload,
+                # which no stream stored): the record of it is kept, with the reason, without its payload and
+                # the headers it came with.
+                reason = f"{reason} (its {len(data):,} bytes and headers not kept: over RRR_DLQ's max_msg_size)"
+                headers = {k: v for k, v in headers.items() if k.startswith("Rrr-Dlq-")}
+                headers[DLQ_REASON] = reason[:1000]
+                data = b""
+                await self.js.publish(subjects.dead_letter(subject), data, headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise TransientError(f"could not dead-letter a message on {msg.subject}: {exc}") from exc
+            if store_full(exc):
+                self.counters.store_full += 1
+            raise TransientError(f"could not dead-letter a message on {msg.subject}: {describe(exc)}") from exc
         self.counters.dead_lettered += 1
         _log.warning("dead-lettered a message on %s: %s", subject, reason)
 
@@ -130,5 +148,9 @@ class DeadLetters(Connection):
         try:
             await self.js.publish(subject, msg.data, headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise TransientError(f"could not hand a message on {msg.subject} to the retries: {exc}") from exc
+            # The retry stream takes any message a stream stored (HEADROOM_BYTES larger), so this is an outage
+            # or a full stream: the batch is retried.
+            if store_full(exc):
+                self.counters.store_full += 1
+            raise TransientError(f"could not hand a message on {msg.subject} to the retries: {describe(exc)}") from exc
         self.counters.retried += 1

@@ -20,17 +20,24 @@ _log = logging.getLogger(__name__)
 
 # JetStream's own de-duplication key.
 MSG_ID = "Nats-Msg-Id"
-# JetStream answers 503 when its store is full ("insufficient resources", "insufficient storage"): wait for
-# space rather than fail, since nothing is wrong with the message.
+# JetStream answers 503 when its store is full ("insufficient resources") and when a stream is at one of its
+# limits (discard policy "new": "maximum bytes exceeded", "maximum messages exceeded"): wait for space rather
+# than fail, since nothing is wrong with the message.
 _UNAVAILABLE = 503
+_STREAM_AT_LIMIT = 10077
 
 
-def _store_full(exc: BaseException) -> bool:
+def store_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is JetStream refusing a message for want of space: back-pressure, to be waited out."""
     return isinstance(exc, APIError) and exc.code == _UNAVAILABLE
 
 
-def _describe(exc: BaseException) -> str:
-    if _store_full(exc):
+def describe(exc: BaseException) -> str:
+    """What went wrong with a publish, in words; a full store or stream says it is waited out."""
+    if store_full(exc):
+        assert isinstance(exc, APIError)
+        if exc.err_code == _STREAM_AT_LIMIT:
+            return f"a stream is full: {exc.description} (waiting for space)"
         return "the JetStream store is full (waiting for space)"
     return str(exc) or type(exc).__name__
 
@@ -82,8 +89,15 @@ class Publisher(Connection):
 
         Raises:
             nats.errors.Error, TimeoutError: the publish failed (and ``retry_until`` was not given or is set).
-            nats.js.errors.APIError: a stream refused a message for good (not a full store).
+            nats.js.errors.APIError: a stream refused a message for good (too large, say; not a full store).
         """
+        acks = await self.publish_persistent_acks(items, retry_until=retry_until, ack_timeout_s=ack_timeout_s)
+        return sum(1 for ack in acks if not ack.duplicate)
+
+    async def publish_persistent_acks(
+        self, items: Sequence[Outgoing], *, retry_until: asyncio.Event | None = None, ack_timeout_s: float = 5.0
+    ) -> list[PubAck]:
+        """``publish_persistent_many``, returning every acknowledgement (with its stream sequence) in order."""
         backoff = Backoff()
         while True:
             results = await asyncio.gather(
@@ -92,21 +106,21 @@ class Publisher(Connection):
             )
             failure = next((r for r in results if isinstance(r, BaseException)), None)
             if failure is None:
-                return sum(1 for ack in results if isinstance(ack, PubAck) and not ack.duplicate)
+                return [ack for ack in results if isinstance(ack, PubAck)]
             if isinstance(failure, asyncio.CancelledError) or not isinstance(failure, nats.errors.Error | TimeoutError):
                 raise failure
-            full = _store_full(failure)
+            full = store_full(failure)
             if retry_until is None or retry_until.is_set() or (isinstance(failure, APIError) and not full):
                 raise failure
             if full:
                 self.counters.store_full += 1
             self.counters.publish_retries += 1
-            _log.warning("publishing %d messages failed, retrying: %s", len(items), _describe(failure))
+            _log.warning("publishing %d messages failed, retrying: %s", len(items), describe(failure))
             await backoff.wait(retry_until)
 
-    async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> None:
+    async def publish_state_output(self, items: Sequence[Outgoing], stop: asyncio.Event, what: str) -> int:
         """Publish what a stateful handler produced, waiting out a broker outage; stop the service if
-        asked to stop before it is stored.
+        asked to stop before it is stored. Returns the highest stream sequence it was stored at.
 
         The handler's state has already moved on, so its batch must not be acknowledged without its
         output: the service stops instead, and rebuilds from durable state (snapshot, event stream) on
@@ -116,6 +130,7 @@ class Publisher(Connection):
             FatalError: ``stop`` was set while the broker was still away.
         """
         try:
-            await self.publish_persistent_many(items, retry_until=stop)
+            acks = await self.publish_persistent_acks(items, retry_until=stop)
         except (nats.errors.Error, TimeoutError) as exc:
             raise FatalError(f"could not publish {what}: {type(exc).__name__}: {exc}") from exc
+        return max((ack.seq for ack in acks), default=0)

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
 
 from rrr.shared import subjects
 from rrr.shared.bus.connection import Connection
 from rrr.shared.errors import RRRError
+from rrr.shared.limits import META_LIMITS, SHARES, Limits, StoreLimits
+
+# JetStream's error code for "insufficient storage resources available": a reservation does not fit the store.
+_INSUFFICIENT_STORAGE = 10047
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,17 +35,34 @@ class StreamSpec:
 
     name: str
     subjects: tuple[str, ...]
+    # Its part of the JetStream budget, in 1/SHARES (see rrr.shared.limits).
+    share: int = 1
+    # Carries other streams' messages with headers added (dead letters, retries): room for the headers.
+    headroom: bool = False
+    # Messages older than --stream-max-age-s go; a stream of state that outlives its sources keeps them.
+    expires: bool = True
 
 
-MARKET_DATA_STREAM = StreamSpec("RRR_MD", (subjects.MARKET_DATA_ALL,))
-SIGNAL_STREAM = StreamSpec("RRR_SIG", (subjects.SIGNAL_ALL,))
-COMMAND_STREAM = StreamSpec("RRR_CMD", (subjects.COMMAND_ALL,))
-EVENT_STREAM = StreamSpec("RRR_EVT", (subjects.EVENT_ALL,))
-DEAD_LETTER_STREAM = StreamSpec("RRR_DLQ", (subjects.DEAD_LETTER_ALL,))
-RETRY_STREAM = StreamSpec("RRR_RETRY", (subjects.RETRY_ALL,))
-STREAMS = (MARKET_DATA_STREAM, SIGNAL_STREAM, COMMAND_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM, RETRY_STREAM)
+MARKET_DATA_STREAM = StreamSpec("RRR_MD", (subjects.MARKET_DATA_ALL,), share=20)
+SIGNAL_STREAM = StreamSpec("RRR_SIG", (subjects.SIGNAL_ALL,), share=2)
+COMMAND_STREAM = StreamSpec("RRR_CMD", (subjects.COMMAND_ALL,), share=2)
+EVENT_STREAM = StreamSpec("RRR_EVT", (subjects.EVENT_ALL,), share=4)
+DEAD_LETTER_STREAM = StreamSpec("RRR_DLQ", (subjects.DEAD_LETTER_ALL,), share=1, headroom=True)
+RETRY_STREAM = StreamSpec("RRR_RETRY", (subjects.RETRY_ALL,), share=1, headroom=True)
+# The services' snapshots (see rrr.shared.bus.snapshots): a snapshot stands for history that may have expired.
+SNAPSHOT_STREAM = StreamSpec("RRR_SNAPSHOTS", (subjects.SNAPSHOT_ALL,), share=2, expires=False)
+STREAMS = (
+    MARKET_DATA_STREAM,
+    SIGNAL_STREAM,
+    COMMAND_STREAM,
+    EVENT_STREAM,
+    DEAD_LETTER_STREAM,
+    RETRY_STREAM,
+    SNAPSHOT_STREAM,
+)
 DUPLICATE_WINDOW_S = 120.0
 META_BUCKET = "RRR_META"
+assert sum(spec.share for spec in STREAMS) <= SHARES, "the streams' shares exceed the budget"
 
 
 class ShardCountError(RRRError):
@@ -43,32 +76,105 @@ class ShardCountError(RRRError):
         )
 
 
+class StoreTooSmallError(RRRError):
+    """nats-server cannot reserve a stream's limit on its store."""
+
+    def __init__(self, stream: str, max_bytes: int, budget: int) -> None:
+        self.stream = stream
+        super().__init__(
+            f"nats-server cannot reserve {max_bytes:,} bytes for {stream} (its share of a budget of {budget:,} "
+            "bytes): expected a JetStream store with room for the whole budget, saw insufficient storage. Lower "
+            "--store-max-bytes (RRR_STORE_MAX_BYTES), or give nats-server more store (max_file_store, free disk)"
+        )
+
+
+def _kv_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def _limited(config: StreamConfig, limits: Limits) -> StreamConfig:
+    config.max_bytes = limits.max_bytes
+    config.max_msgs = limits.max_msgs
+    config.max_msg_size = limits.max_msg_size
+    config.discard = DiscardPolicy.NEW
+    return config
+
+
 class StreamAdmin(Connection):
     """Creating the streams, recording the shard count, reading a stream back at start-up."""
 
     async def ensure_streams(
-        self, *, max_age_s: float, duplicate_window_s: float = DUPLICATE_WINDOW_S, update: bool = True
+        self,
+        *,
+        max_age_s: float,
+        duplicate_window_s: float = DUPLICATE_WINDOW_S,
+        limits: StoreLimits | None = None,
+        update: bool = True,
     ) -> None:
-        """Create the system's streams; with ``update``, bring an existing one's retention up to date.
+        """Create the system's streams and the RRR_META bucket; with ``update``, bring existing ones' retention
+        and limits up to date.
 
         File storage, so that acknowledged messages survive a broker restart. JetStream remembers each
         ``Nats-Msg-Id`` for ``duplicate_window_s`` to drop a re-published duplicate (what comes back later is
-        stopped by the watermarks downstream). Tools (replay, dlq) pass
-        ``update=False``: the services own the streams' settings.
+        stopped by the watermarks downstream). Each stream gets its share of ``limits`` and refuses new
+        messages at a limit (discard "new"): lowering a limit below what a stream holds keeps every message
+        and refuses new ones until it shrinks. Tools (replay, dlq) pass ``update=False``: the services own
+        the streams' settings.
+
+        Raises:
+            StoreTooSmallError: nats-server cannot reserve the budget on its store.
         """
+        limits = limits or StoreLimits()
         for spec in STREAMS:
+            share = limits.share(spec.share, headroom=spec.headroom)
             config = StreamConfig(
                 name=spec.name,
                 subjects=list(spec.subjects),
                 storage=StorageType.FILE,
-                max_age=max_age_s,
+                max_age=max_age_s if spec.expires else 0.0,
                 duplicate_window=duplicate_window_s,
+                max_bytes=share.max_bytes,
+                max_msgs=share.max_msgs,
+                max_msg_size=share.max_msg_size,
+                discard=DiscardPolicy.NEW,
             )
+            await self._create_or_update(config, limits, update=update)
+        try:
+            meta = await self.js.stream_info(_kv_stream(META_BUCKET))
+        except nats.js.errors.NotFoundError:
+            await self._create_meta(limits)
+        else:
+            if update:
+                # A bucket created before it had limits: its stream is brought up to them.
+                await self._create_or_update(_limited(meta.config, META_LIMITS), limits, update=True)
+
+    async def _create_or_update(self, config: StreamConfig, limits: StoreLimits, *, update: bool) -> None:
+        try:
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 if update:
                     await self.js.update_stream(config)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _INSUFFICIENT_STORAGE:
+                raise StoreTooSmallError(config.name or "", config.max_bytes or 0, limits.max_bytes) from exc
+            raise
+
+    async def _create_meta(self, limits: StoreLimits) -> KeyValue:
+        try:
+            return await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=META_BUCKET,
+                    history=1,
+                    storage=StorageType.FILE,
+                    max_bytes=META_LIMITS.max_bytes,
+                    max_value_size=META_LIMITS.max_msg_size,
+                )
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _INSUFFICIENT_STORAGE:
+                raise StoreTooSmallError(META_BUCKET, META_LIMITS.max_bytes, limits.max_bytes) from exc
+            raise
 
     async def check_shards(self, shards: int) -> None:
         """Refuse to run with another shard count than the system was first started with.
@@ -83,7 +189,7 @@ class StreamAdmin(Connection):
         try:
             kv = await self.js.key_value(META_BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            kv = await self.js.create_key_value(KeyValueConfig(bucket=META_BUCKET, history=1, storage=StorageType.FILE))
+            kv = await self._create_meta(StoreLimits())
         try:
             await kv.create("shards", str(shards).encode())
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -103,25 +209,42 @@ class StreamAdmin(Connection):
     async def read_stream(
         self, stream: str, filter_subject: str, *, last_per_subject: bool = False, fetch: int = 1024
     ) -> list[Msg]:
-        """Read what a stream holds now on ``filter_subject`` (everything, or the last per subject).
+        """Read what a stream holds now on ``filter_subject`` (everything, or the last per subject), as a list."""
+        async with contextlib.aclosing(
+            self.iter_stream(stream, filter_subject, last_per_subject=last_per_subject, fetch=fetch)
+        ) as msgs:
+            return [msg async for msg in msgs]
 
-        For rebuilding state at start-up: an ephemeral consumer is created, asked how many messages it has
-        to deliver, and read until it delivered exactly that many.
+    async def iter_stream(
+        self,
+        stream: str,
+        filter_subject: str,
+        *,
+        start_seq: int | None = None,
+        last_per_subject: bool = False,
+        fetch: int = 1024,
+    ) -> AsyncGenerator[Msg, None]:
+        """Yield what a stream holds now on ``filter_subject``, from ``start_seq`` if given, in stream order.
+
+        For rebuilding state at start-up, in memory independent of the stream's length: an ephemeral
+        consumer is created, asked how many messages it has to deliver, and read ``fetch`` at a time until it
+        delivered exactly that many. With ``last_per_subject``, only the last message of each subject.
         """
-        policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
-        psub = await self.js.pull_subscribe(
-            filter_subject,
-            stream=stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=policy, inactive_threshold=30.0),
-        )
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0)
+        if last_per_subject:
+            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
+        elif start_seq is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = max(start_seq, 1)
+        psub = await self.js.pull_subscribe(filter_subject, stream=stream, config=config)
         try:
             info = await psub.consumer_info()
             remaining = info.num_pending or 0
-            out: list[Msg] = []
             while remaining > 0:
                 msgs = await psub.fetch(min(fetch, remaining), timeout=5.0)
-                out.extend(msgs)
                 remaining -= len(msgs)
-            return out
+                for msg in msgs:
+                    yield msg
         finally:
-            await psub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await psub.unsubscribe()

@@ -55,10 +55,13 @@ async def test_1_persistence_killed_mid_replay_stores_every_quote_order_and_fill
 
 async def test_2_execution_killed_between_consuming_and_acknowledging_fills_no_order_twice(system: System) -> None:
     await system.start("persistence-0", "market_data-0", "strategy-0")
-    await system.start("execution-0", crash_before_ack=100)
+    # Snapshots every 100 ms: the restart loads one and reads only the events after it.
+    snapshots = {"RRR_EXECUTION_SNAPSHOT_EVERY_MS": "100"}
+    await system.start("execution-0", extra_env=snapshots, crash_before_ack=100)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["execution-0"], 60) == -signal.SIGKILL
-    await system.start("execution-0")
+    await system.start("execution-0", extra_env=snapshots)
+    restored_events = system.counters("execution-0").get("restored_events", 0)
     await finish(replay)
     # The commands of the batch that was never acknowledged come again (after the ack wait): each must be
     # recognised as filled already, never sent to the venue twice.
@@ -71,7 +74,8 @@ async def test_2_execution_killed_between_consuming_and_acknowledging_fills_no_o
     result = await wait_for_exact(system.database_url, EURUSD, timeout_s=120)
     counters = system.counters("execution-0")
     print(
-        f"\nrestarted execution: duplicate_orders={counters.get('duplicate_orders', 0)} "
+        f"\nrestarted execution: restored_events={restored_events} (after its snapshot) "
+        f"duplicate_orders={counters.get('duplicate_orders', 0)} "
         f"orders_resumed={counters.get('orders_resumed', 0)} orders_filled={counters.get('orders_filled', 0)}"
     )
     _report("execution kill -9 before ack", result)

@@ -140,9 +140,10 @@ async def test_11_a_full_jetstream_store_for_30_s_mid_replay_is_back_pressure_an
     server = NatsServer(data_dir=tmp_path / "nats", max_store_bytes=64 * 1024 * 1024)
     await asyncio.to_thread(server.start)
     try:
-        async with System(
-            nats_url=server.url, database_url=database_url, workdir=tmp_path / "services", env=FAST_HEARTBEATS
-        ) as system:
+        # The streams' budget must fit the 64 MB store (nats-server reserves it); the ballast takes the rest.
+        env = {**FAST_HEARTBEATS, "RRR_STORE_MAX_BYTES": str(32 * 1024 * 1024)}
+        workdir = tmp_path / "services"
+        async with System(nats_url=server.url, database_url=database_url, workdir=workdir, env=env) as system:
             await system.start()
             pids = {name: proc.pid for name, proc in system.procs.items()}
             # About 1 MB left: the replay runs out of store part of the way through the file.

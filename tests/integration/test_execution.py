@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from decimal import Decimal
 
+import msgspec
+import nats.js.errors
 import pytest
 
-from rrr.execution import app
+from rrr.execution import app, handlers, snapshots
 from rrr.execution.config import ExecutionConfig
+from rrr.execution.paper_venue import PaperVenue
+from rrr.execution.restore import restore
+from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
-from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.bus import DLQ_REASON, MSG_ID, Bus
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     ID_MAX,
@@ -302,3 +308,118 @@ async def test_execution_refuses_to_start_when_one_of_its_own_events_does_not_de
     # Skipping it would forget the fill and its position, and issue their ids again.
     with pytest.raises(FatalError, match=rf"evt\.order\.0\.{symbol}.*sequence {broken.seq}"):
         await asyncio.wait_for(app.run(config, asyncio.Event()), timeout=30)
+
+
+async def test_execution_beyond_its_symbol_cap_dead_letters_each_new_symbols_orders_and_never_grows(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    config = msgspec.structs.replace(config, max_symbols=2)
+    first, second, third, fourth = (unique_symbol(f"CAP{i}") for i in range(4))
+    await _submit(bus, make_order(first), make_order(second, side="sell"), make_order(third), make_order(first))
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counters(
+            lambda c: c.get("handled", 0) == 3 and c.get("dead_lettered", 0) == 1, "3 handled, 1 refused"
+        )
+    assert (counters["symbols"], counters["positions"], counters["symbols_refused"]) == (2, 2, 1)
+    assert await _order_events(bus, third) == []
+    [letter] = await stream_messages(bus.js, "RRR_DLQ", f"dlq.{subjects.order_command(third, 1)}")
+    assert letter.headers[DLQ_REASON].startswith(
+        f"execution: symbol {third} refused: expected at most 2 symbols per instance "
+        "(--max-symbols, RRR_EXECUTION_MAX_SYMBOLS), and this instance holds 2 already"
+    )
+
+    # Restarted, it holds the same two symbols: a fourth is refused as well, the first two still trade.
+    await _submit(bus, make_order(fourth), make_order(second, side="sell"))
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counters(
+            lambda c: c.get("handled", 0) == 1 and c.get("dead_lettered", 0) == 1, "1 handled, 1 refused"
+        )
+    assert (counters["symbols"], counters["positions"]) == (2, 2)
+    assert await _order_events(bus, fourth) == []
+    assert [p.qty for p in await _positions(bus, second)] == [Decimal(-1), Decimal(-2)]
+
+
+def _book(config: ExecutionConfig) -> handlers.Book:
+    return handlers.Book(
+        limits=RiskLimits(max_order_qty=config.max_order_qty, max_notional_quote=config.max_notional_quote),
+        venue=PaperVenue(),
+        shards=1,
+    )
+
+
+def _state(book: handlers.Book) -> tuple[object, ...]:
+    positions = {s: (p.qty, p.avg_price, p.realized_pnl, p.fills) for s, p in book.positions.items()}
+    return positions, list(book.orders.items()), {k: (m.ts, m.ids) for k, m in book.watermarks.items()}, book.symbols
+
+
+async def test_execution_restarted_reads_only_the_events_after_its_snapshot_and_ends_where_a_full_read_does(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol, other = unique_symbol("SNAP"), unique_symbol("SNAP")
+    # 21 bought of ``symbol``: an average price in 1/7ths, no terminating decimal, which must stay exact.
+    first = [
+        make_order(symbol if i % 2 else other, side="buy", qty=3 if i == 1 else 2, quote_ask=f"100.{i:02d}")
+        for i in range(20)
+    ]
+    await _submit(bus, *first)
+    async with running_service(app.run, config, heartbeats) as before:
+        await before.wait_for_counter("handled", 20)
+    # Stopped: its last snapshot covers the 40 events of those orders. Then the last batch of an instance
+    # that crashed before saving again: events stored after the snapshot, commands not acknowledged.
+    late = [make_order(symbol, side="sell", qty=2, quote_bid="101.37", quote_ask="101.38") for _ in range(3)]
+    for order in late:
+        scratch = _book(config)
+        for outgoing in handlers.on_submit_order(scratch, bus, order)[:2]:  # accepted, filled
+            await bus.js.publish(outgoing.subject, outgoing.data, headers=outgoing.headers)
+    await _submit(bus, *late)
+
+    async with running_service(app.run, config, heartbeats) as after:
+        counters = await after.wait_for_counter("handled", 3)
+
+    assert counters["restored_events"] == 6
+    assert counters["duplicate_orders"] == 3
+    # The position update the crash left unpublished is published now, from the snapshot and those 6 events.
+    assert (await _positions(bus, symbol))[-1].version == 13
+    # Whatever the snapshot holds, a restore from the whole stream ends in the same state.
+    from_snapshot = _book(config)
+    assert await restore(from_snapshot, bus, 0, asyncio.Event()) > 0
+    assert from_snapshot.counters.restored_events == 0
+    await bus.js.purge_stream("RRR_SNAPSHOTS", subject=f"snap.{snapshots.name(0, 1)}.>")
+    from_history = _book(config)
+    assert await restore(from_history, bus, 0, asyncio.Event()) == 0
+    assert from_history.counters.restored_events == 46
+    assert _state(from_snapshot) == _state(from_history)
+    assert from_snapshot.positions[symbol].avg_price.denominator % 7 == 0
+
+
+async def test_execution_with_its_event_stream_full_waits_then_fills_every_order_once_space_returns(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    # The smallest budget: RRR_EVT gets 4 MiB, filled here by someone else's events.
+    config = msgspec.structs.replace(config, store_max_bytes=32 * 1024 * 1024)
+    await bus.ensure_streams(max_age_s=config.stream_max_age_s, limits=config.store_limits())
+    ballast = f"evt.ballast.0.{unique_symbol('BALLAST')}"
+    with contextlib.suppress(nats.js.errors.ServiceUnavailableError):
+        while True:
+            await bus.js.publish(ballast, b"b" * 60_000)
+    with contextlib.suppress(nats.js.errors.ServiceUnavailableError):
+        while True:
+            await bus.js.publish(ballast, b"")
+    symbol = unique_symbol("FULL")
+    orders = [make_order(symbol, side="buy", qty=1), make_order(symbol, side="sell", qty=3)]
+    await _submit(bus, *orders)
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        await execution.wait_for_counter("store_full", 1)
+        assert await _order_events(bus, symbol) == []
+        await bus.js.purge_stream("RRR_EVT", subject=ballast)
+        counters = await execution.wait_for_counter("handled", 2)
+
+    assert counters["orders_filled"] == 2
+    assert [_summary(e)[:3] for e in await _order_events(bus, symbol)] == [
+        ("accepted", f"{orders[0].id}:accepted", orders[0].id),
+        ("filled", f"{orders[0].id}:1", orders[0].id),
+        ("accepted", f"{orders[1].id}:accepted", orders[1].id),
+        ("filled", f"{orders[1].id}:1", orders[1].id),
+    ]
+    assert [p.qty for p in await _positions(bus, symbol)] == [Decimal(1), Decimal(-2)]

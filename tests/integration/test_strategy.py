@@ -9,11 +9,17 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
+import nats.js.errors
+import pytest
+from nats.js.api import KeyValueConfig
+
 from rrr.shared import subjects
-from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.bus import DLQ_REASON, MSG_ID, Bus
 from rrr.shared.messages import Quote, Signal, SubmitOrder, encode, order_command_decoder, signal_decoder
-from rrr.strategy import app
+from rrr.shared.watermark import Watermark
+from rrr.strategy import app, snapshots
 from rrr.strategy.config import StrategyConfig
+from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 from tests.support.factories import unique_id, unique_symbol
 from tests.support.reference import Cross, sma_cross
 from tests.support.services import Heartbeats, running_service
@@ -222,3 +228,122 @@ async def test_strategy_given_the_same_quotes_again_after_a_restart_sends_no_sec
     )
     _check_signals(signals, expected_signals, quotes)
     _check_orders(orders, expected_orders, quotes)
+
+
+async def test_strategy_state_larger_than_a_message_is_snapshotted_and_restored_exactly(bus: Bus) -> None:
+    # 10,000 symbols (the default cap) with a full window each: a snapshot of 2.3 MB, twice what nats-server
+    # takes in one message.
+    params = SmaCrossParams(fast=FAST, slow=SLOW)
+    rows = _rows(SLOW)
+    books: dict[str, SmaCross] = {}
+    watermarks: dict[str, Watermark] = {}
+    for i in range(10_000):
+        symbol = f"S{i}"
+        book = books[symbol] = SmaCross(params)
+        for row in rows:
+            book.on_quote(Decimal(row.bid), Decimal(row.ask))
+        watermarks[symbol] = Watermark(ts=rows[-1].ts_ns, ids=[f"{unique_id('quote')}:{i}"])
+    name = snapshots.name("sma_cross", 0, 1)
+    assert len(snapshots.encode(1234, "sma_cross", params, books, watermarks)) > 2 * 1024 * 1024
+    saver = snapshots.Saver(bus, name, snapshots.legacy_key("sma_cross", 0, 1), every_s=1)
+
+    assert await saver.save(1234, "sma_cross", params, books, watermarks)
+
+    seq, restored, marks = await snapshots.load(bus, name, "none", "sma_cross", params)
+    assert seq == 1234
+    assert {s: b.state() for s, b in restored.items()} == {s: b.state() for s, b in books.items()}
+    assert marks == watermarks
+    assert saver.failures == 0
+
+
+async def test_strategy_restored_from_a_snapshot_of_the_earlier_key_value_format_continues_exactly_and_moves_it(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(1000)
+    _, expected_orders = _reference(rows)
+    symbol = unique_symbol("EURUSD")
+    quotes = _quotes(symbol, rows)
+    await _publish(bus, quotes, shards=1)
+    # What an earlier version saved after the first 500 quotes: one entry in the key-value bucket.
+    params = SmaCrossParams(fast=FAST, slow=SLOW)
+    book = SmaCross(params)
+    for quote in quotes[:500]:
+        book.on_quote(quote.bid, quote.ask)
+    stored = await stream_messages(bus.js, "RRR_MD", subjects.quote(symbol, 1))
+    legacy = await bus.js.create_key_value(KeyValueConfig(bucket=snapshots.LEGACY_BUCKET, history=1))
+    key = snapshots.legacy_key("sma_cross", 0, 1)
+    mark = Watermark(ts=quotes[499].ts_event, ids=[quotes[499].id])
+    await legacy.put(key, snapshots.encode(stored[499].seq, "sma_cross", params, {symbol: book}, {symbol: mark}))
+
+    async with running_service(app.run, StrategyConfig(nats_url=nats_url, heartbeat_ms=100), heartbeats) as strategy:
+        await strategy.wait_for_counter("handled", 500)
+
+    orders = decode_all(
+        await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+    )
+    _check_orders(orders, [e for e in expected_orders if e.index >= 500], quotes)
+    # Saved in the new format, and the older entry gone: it is never read again.
+    assert await bus.load_snapshot(snapshots.name("sma_cross", 0, 1))
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await legacy.get(key)
+
+
+async def _dead_letter_reasons(bus: Bus, subject: str) -> list[str]:
+    return [m.headers[DLQ_REASON] for m in await stream_messages(bus.js, "RRR_DLQ", f"dlq.{subject}")]
+
+
+async def test_strategy_beyond_its_symbol_cap_refuses_each_new_symbols_quotes_on_their_own_and_never_grows(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(100)
+    _, expected_orders = _reference(rows)
+    symbols = [unique_symbol(f"CAP{i}") for i in range(5)]
+    quotes = {symbol: _quotes(symbol, rows) for symbol in symbols}
+    # Interleaved: the first three symbols to arrive fill the cap.
+    await _publish(bus, [quotes[symbol][i] for i in range(len(rows)) for symbol in symbols], shards=1)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100, max_symbols=3)
+
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counters(
+            lambda c: c.get("handled", 0) == 300 and c.get("dead_lettered", 0) == 200, "300 handled, 200 refused"
+        )
+
+    assert (counters["symbols"], counters["symbols_refused"]) == (3, 200)
+    for symbol in symbols[:3]:
+        orders = decode_all(
+            await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+        )
+        _check_orders(orders, expected_orders, quotes[symbol])
+    for symbol in symbols[3:]:
+        assert await count(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)) == 0
+        assert await count(bus.js, "RRR_SIG", subjects.signal(symbol, 1)) == 0
+        reasons = await _dead_letter_reasons(bus, subjects.quote(symbol, 1))
+        assert len(reasons) == len(rows)
+        assert reasons[0] == (
+            f"strategy: symbol {symbol} refused: expected at most 3 symbols per instance (--max-symbols, "
+            "RRR_STRATEGY_MAX_SYMBOLS), and this instance holds 3 already (after 1 attempts)"
+        )
+
+    # Restored from its snapshot, it holds three symbols still: a sixth is refused too.
+    late = unique_symbol("CAP5")
+    await _publish(bus, _quotes(late, rows[:10]), shards=1)
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("symbols_refused", 10)
+    assert counters["symbols"] == 3
+    assert len(await _dead_letter_reasons(bus, subjects.quote(late, 1))) == 10
+
+
+async def test_strategy_with_its_symbols_listed_refuses_the_quotes_of_any_other(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    rows = _rows(30)
+    listed, other = unique_symbol("LISTED"), unique_symbol("OTHER")
+    await _publish(bus, _quotes(listed, rows) + _quotes(other, rows), shards=1)
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100, symbols=(listed,))
+
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("dead_lettered", len(rows))
+
+    assert (counters["handled"], counters["symbols"], counters["symbols_refused"]) == (len(rows), 1, len(rows))
+    reasons = await _dead_letter_reasons(bus, subjects.quote(other, 1))
+    assert "expected one of the 1 symbols of --symbols (RRR_STRATEGY_SYMBOLS)" in reasons[0]

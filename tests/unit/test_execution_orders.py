@@ -79,6 +79,28 @@ def test_oldest_order_is_forgotten_once_the_bound_is_reached():
     assert orders.status("c3") == "accepted"
 
 
+def test_the_order_updated_longest_ago_is_the_one_forgotten():
+    orders = Orders(max_orders=2)
+    orders.transition("c1", "accepted")
+    orders.transition("c2", "accepted")
+    orders.transition("c1", "filled")
+    orders.transition("c3", "rejected")
+    assert list(orders.items()) == [("c1", "filled"), ("c3", "rejected")]
+
+
+def test_orders_restored_in_the_order_of_their_items_are_forgotten_in_the_same_order():
+    orders = Orders(max_orders=3)
+    for order_id in ("c1", "c2", "c3"):
+        orders.transition(order_id, "accepted")
+    orders.transition("c1", "filled")
+    copy = Orders(max_orders=3)
+    for order_id, status in orders.items():
+        copy.restore(order_id, status)
+    for twin in (orders, copy):
+        twin.transition("c4", "accepted")
+    assert list(copy.items()) == list(orders.items()) == [("c3", "accepted"), ("c1", "filled"), ("c4", "accepted")]
+
+
 def test_restore_keeps_the_furthest_status_whatever_the_order_read():
     orders = Orders()
     orders.restore("c1", "filled")

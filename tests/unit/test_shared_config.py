@@ -242,6 +242,27 @@ def test_duplicate_window_is_read_from_the_deployment_wide_variable():
     assert _load(PersistenceConfig, "persistence", environ={"RRR_DUPLICATE_WINDOW_S": "1"}).duplicate_window_s == 1
 
 
+@pytest.mark.parametrize(("config_type", "service"), SERVICES)
+def test_the_jetstream_budget_is_read_by_every_service_from_the_deployment_wide_variables(config_type, service):
+    environ = {"RRR_STORE_MAX_BYTES": "1073741824", "RRR_STORE_MAX_MSGS": "5000000", "RRR_MAX_MSG_BYTES": "8192"}
+    limits = _load(config_type, service, environ=environ).store_limits()
+    assert (limits.max_bytes, limits.max_msgs, limits.max_msg_bytes) == (2**30, 5_000_000, 8192)
+
+
+@pytest.mark.parametrize(
+    ("environ", "source"),
+    [
+        ({"RRR_STORE_MAX_BYTES": "1000000"}, "RRR_STORE_MAX_BYTES"),
+        ({"RRR_STORE_MAX_MSGS": "10"}, "RRR_STORE_MAX_MSGS"),
+        # Above half of nats-server's 1 MiB max_payload: a dead letter adds headers to a message of this size.
+        ({"RRR_MAX_MSG_BYTES": str(600 * 1024)}, "RRR_MAX_MSG_BYTES"),
+    ],
+)
+def test_a_jetstream_budget_out_of_range_is_an_error_naming_the_variable(environ, source):
+    with pytest.raises(ConfigError, match=source):
+        _load(StrategyConfig, "strategy", environ=environ)
+
+
 def test_negative_shard_is_an_error():
     with pytest.raises(ConfigError, match=">= 0"):
         _load(StrategyConfig, "strategy", ["--shard", "-1"])

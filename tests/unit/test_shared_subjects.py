@@ -339,3 +339,15 @@ def test_is_inbox_accepts_the_inbox_subjects_of_nats_clients_and_per_user_inbox_
 )  # fmt: skip
 def test_is_inbox_refuses_every_other_subject(subject):
     assert not subjects.is_inbox(subject)
+
+
+def test_snapshot_subjects_keep_each_name_and_generation_in_one_token():
+    assert subjects.snapshot_head("strategy-sma_cross-s0-of-1") == "snap.strategy-sma_cross-s0-of-1.head"
+    assert subjects.snapshot_chunks("execution-s0-of-1", "ab12") == "snap.execution-s0-of-1.chunk.ab12"
+    assert subjects.snapshot_all_chunks("execution-s0-of-1") == "snap.execution-s0-of-1.chunk.*"
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a*", "a>", "A", "x" * 65])
+def test_snapshot_name_that_could_break_its_subject_is_an_error(name):
+    with pytest.raises(InvalidSubjectError, match="snapshot name"):
+        subjects.snapshot_head(name)

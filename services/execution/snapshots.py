@@ -1,0 +1,145 @@
+"""Execution's state snapshots, tagged with the last event stream sequence they cover.
+
+Execution's state is the fold of its own events on RRR_EVT. A snapshot holds that fold up to stream
+sequence ``seq`` (positions as exact fractions, order statuses within the bounded LRU, the watermarks of
+every strategy and symbol); a restarted instance loads it and folds only the events after ``seq``, so its
+start takes time and memory independent of how long its history is. The events of a batch are stored
+before its commands are acknowledged and before a snapshot may claim them: a snapshot never covers an
+event that is not on the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import msgspec
+import nats.errors
+
+from rrr.execution.orders import Status
+from rrr.execution.positions import Position
+from rrr.shared.bus import Bus
+from rrr.shared.watermark import Watermark
+
+if TYPE_CHECKING:
+    from rrr.execution.handlers import Book
+
+_log = logging.getLogger(__name__)
+
+
+class PositionState(msgspec.Struct, frozen=True, array_like=True):
+    """A position, its fractions as exact text (``"30001/3"``)."""
+
+    symbol: str
+    qty: str
+    avg_price: str
+    realized_pnl: str
+    fills: int
+
+
+class WatermarkState(msgspec.Struct, frozen=True, array_like=True):
+    """The watermark of one strategy's orders on one symbol."""
+
+    strategy: str
+    symbol: str
+    mark: Watermark
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapshot.v1"):
+    """Execution's state after every event of its shard up to RRR_EVT sequence ``seq``."""
+
+    seq: int
+    positions: list[PositionState]
+    # Least recently updated first, so that a restored LRU forgets in the same order.
+    orders: list[tuple[str, Status]]
+    watermarks: list[WatermarkState]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def name(shard: int, shards: int) -> str:
+    """Snapshot name of one execution instance (a change of shard count is a different name)."""
+    return f"execution-s{shard}-of-{shards}"
+
+
+def encode(book: Book) -> bytes:
+    """The snapshot of ``book`` as covering every event up to ``book.seq``."""
+    return _encoder.encode(
+        Snapshot(
+            seq=book.seq,
+            positions=[
+                PositionState(p.symbol, str(p.qty), str(p.avg_price), str(p.realized_pnl), p.fills)
+                for p in book.positions.values()
+            ],
+            orders=list(book.orders.items()),
+            watermarks=[WatermarkState(strategy, symbol, mark) for (strategy, symbol), mark in book.watermarks.items()],
+        )
+    )
+
+
+def decode_into(data: bytes, book: Book) -> int:
+    """Load a snapshot into an empty ``book``; return the stream sequence it covers."""
+    snapshot = _decoder.decode(data)
+    for p in snapshot.positions:
+        book.positions[p.symbol] = Position(
+            p.symbol, Fraction(p.qty), Fraction(p.avg_price), Fraction(p.realized_pnl), p.fills
+        )
+        book.symbols.add(p.symbol)
+    for order_id, status in snapshot.orders:
+        book.orders.restore(order_id, status)
+    for w in snapshot.watermarks:
+        book.watermarks[(w.strategy, w.symbol)] = w.mark
+        book.symbols.add(w.symbol)
+    book.seq = snapshot.seq
+    return snapshot.seq
+
+
+async def load(bus: Bus, name_: str, book: Book) -> int:
+    """Load the snapshot ``name_`` into an empty ``book``; return the sequence it covers, 0 when there is none.
+
+    Raises:
+        SnapshotCorruptError: its chunks do not add up.
+    """
+    data = await bus.load_snapshot(name_)
+    if not data:
+        return 0
+    return decode_into(data, book)
+
+
+class Saver:
+    """Saves execution's snapshot at most every ``every_s`` seconds, once more when it stops, and only when
+    every event of the state it holds is stored."""
+
+    def __init__(self, bus: Bus, name_: str, every_s: float, saved_seq: int = -1) -> None:
+        self._bus = bus
+        self._name = name_
+        self._every_s = every_s
+        self._saved_seq = saved_seq
+        self._saved_at = time.monotonic()
+        # Saves that failed (a full stream, an outage): the previous snapshot stayed the current one.
+        self.failures = 0
+
+    async def maybe_save(self, book: Book) -> bool:
+        """Save if the last save is older than the period and something changed; True if it saved."""
+        if time.monotonic() - self._saved_at < self._every_s:
+            return False
+        return await self.save(book)
+
+    async def save(self, book: Book) -> bool:
+        """Save now, unless nothing changed or a batch's events are not all stored. A failure is logged, not
+        raised: the previous snapshot stays valid, and a restart reads more events after it."""
+        if not book.published or book.seq == self._saved_seq:
+            return False
+        try:
+            await self._bus.save_snapshot(self._name, encode(book))
+        except (nats.errors.Error, TimeoutError) as exc:
+            self.failures += 1
+            _log.warning("could not save snapshot %s at sequence %d: %s", self._name, book.seq, exc)
+            return False
+        self._saved_seq, self._saved_at = book.seq, time.monotonic()
+        book.counters.snapshots += 1
+        return True
