@@ -11,7 +11,15 @@
 
 from __future__ import annotations
 
-from rrr.shared.bus.connection import Backoff, BeforeAck, BusCounters, NatsUnavailableError
+from rrr.shared.bus.connection import (
+    Backoff,
+    BeforeAck,
+    BusCounters,
+    NatsAuthorizationError,
+    NatsUnavailableError,
+    inbox_prefix,
+    url_user,
+)
 from rrr.shared.bus.consume import Consumer, Consuming, Delivery, HandleBatch, Rejected, Subscription
 from rrr.shared.bus.dead_letters import (
     ATTEMPTS,
@@ -66,10 +74,13 @@ __all__ = [
     "Consumer",
     "Delivery",
     "HandleBatch",
+    "NatsAuthorizationError",
     "NatsUnavailableError",
     "Outgoing",
     "Rejected",
     "ShardCountError",
     "StreamSpec",
     "Subscription",
+    "inbox_prefix",
+    "url_user",
 ]
