@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rrr.deploy.nats_server import NatsEndpoint
-from tests.support.system import FAST_HEARTBEATS, System
+from tests.support.system import FAST_HEARTBEATS, System, assert_no_permission_violations
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,6 +23,11 @@ async def system(nats_server: NatsEndpoint, database_url: str, tmp_path: Path) -
     if nats_server.server is None:
         pytest.skip("the fault suite needs a nats-server of its own (RRR_NATS_URL is set)")
     async with System(
-        nats_url=nats_server.url, database_url=database_url, workdir=tmp_path / "services", env=FAST_HEARTBEATS
+        nats_url=nats_server.url,
+        database_url=database_url,
+        workdir=tmp_path / "services",
+        env=FAST_HEARTBEATS,
+        role_urls=nats_server.urls,
     ) as running:
         yield running
+    assert_no_permission_violations(nats_server)
