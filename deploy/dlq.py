@@ -1,17 +1,29 @@
-"""``rrr-dlq``: list dead letters, and publish them again once whatever refused them is fixed."""
+"""``rrr-dlq``: list dead letters, and publish them again once whatever refused them is fixed.
+
+Only letters the system wrote are republished: each carries an HMAC of the system's dead-letter key
+(``RRR_DLQ_KEY``, the services' ``--dlq-key``) over its subject, service, reason, deliveries, message id
+and payload, and this tool verifies it with the same key. A letter anyone else published to ``dlq.>``,
+or one whose headers were altered, is refused, as is every letter when no key is set. The target is
+validated too: a per-symbol subject of a family the letter's service consumes, on its symbol's shard.
+Any refusal or failure is one line on stderr and exit status 1; a letter is deleted only once its
+republished copy was stored.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
+import nats.errors
 import nats.js.errors
 
+from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import (
     DEAD_LETTER_STREAM,
@@ -19,13 +31,22 @@ from rrr.shared.bus import (
     DLQ_MSG_ID,
     DLQ_REASON,
     DLQ_SERVICE,
+    DLQ_SIGNATURE,
     DLQ_SUBJECT,
+    META_BUCKET,
     MSG_ID,
+    RETRY_STREAM,
     Bus,
+    signature_valid,
 )
 from rrr.shared.config import ServiceConfig
-from rrr.shared.errors import RRRError
+from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError, RRRError
 from rrr.shared.messages import any_decoder
+
+# The environment variable of the system's dead-letter key, as the services read it (``dlq_key``).
+KEY_ENV = "RRR_DLQ_KEY"
+# The only headers of a letter handed back besides its message id: the sender's trace context.
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +60,14 @@ class DeadLetter:
     deliveries: str
     data: bytes
     headers: dict[str, str]
+
+    def signature(self, key: bytes | None) -> str:
+        """``valid`` when signed with ``key``; else ``invalid``, ``missing``, or ``unchecked`` without a key."""
+        if DLQ_SIGNATURE not in self.headers:
+            return "missing"
+        if key is None:
+            return "unchecked"
+        return "valid" if signature_valid(key, self.headers, self.data) else "invalid"
 
     def describe(self) -> str:
         """What the payload is, decoded if it decodes."""
@@ -74,10 +103,15 @@ async def read_dead_letters(bus: Bus) -> list[DeadLetter]:
         seq = raw.seq + 1
 
 
-# Only these services take dead letters back: for them a late message is as good as a timely one (rows are
-# idempotent; an order is checked against what execution already did). The strategy is left out on
-# purpose: a quote applied out of time order would change every decision after it.
-REPUBLISHABLE = frozenset({"persistence", "execution"})
+# Only these services take dead letters back, each on the families it consumes: for them a late message is
+# as good as a timely one (rows are idempotent; an order is checked against what execution already did).
+# The strategy is left out on purpose: a quote applied out of time order would change every decision after it.
+REPUBLISHABLE: Mapping[str, frozenset[str]] = {
+    "persistence": frozenset(
+        {subjects.QUOTE, subjects.TRADE, subjects.SIGNAL, subjects.ORDER_EVENT, subjects.POSITION}
+    ),
+    "execution": frozenset({subjects.ORDER_COMMAND}),
+}
 
 
 class NotRepublishableError(RRRError):
@@ -85,34 +119,110 @@ class NotRepublishableError(RRRError):
 
     def __init__(self, letter: DeadLetter) -> None:
         super().__init__(
-            f"dead letter {letter.seq} failed in {letter.service}, which does not take messages back "
+            f"dead letter {letter.seq} failed in {letter.service!r}, which does not take messages back "
             f"(only {', '.join(sorted(REPUBLISHABLE))} do); it stays listed for inspection"
         )
 
 
-async def republish(bus: Bus, letters: Sequence[DeadLetter]) -> int:
+class RefusedLetterError(RRRError):
+    """A dead letter that is not republished: not signed by the system, or with a target that is not valid."""
+
+    def __init__(self, letter: DeadLetter, expected: str, got: str) -> None:
+        self.seq = letter.seq
+        super().__init__(f"dead letter {letter.seq} refused: expected {expected}, got {got}; nothing was republished")
+
+
+class NoKeyError(RRRError):
+    """No dead-letter key to verify letters with."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"{KEY_ENV} is not set: expected the system's dead-letter key (the services' --dlq-key), to "
+            "republish only letters the system signed; got none, so nothing was republished"
+        )
+
+
+class RepublishError(RRRError):
+    """A letter could not be handed back, or not removed after it was."""
+
+    def __init__(self, letter: DeadLetter, done: int, what: str) -> None:
+        super().__init__(f"dead letter {letter.seq}: {what} ({done} republished before it)")
+
+
+def _target(letter: DeadLetter, shards: int | None) -> str:
+    """The retry subject a verified letter goes to; RefusedLetterError unless its subject is valid."""
+    if letter.service not in REPUBLISHABLE:
+        raise NotRepublishableError(letter)
+    families = REPUBLISHABLE[letter.service]
+    expected = f"a subject {letter.service} consumes ({', '.join(sorted(families))}.<shard>.<symbol>)"
+    try:
+        parsed = subjects.parse(letter.subject) if shards is None else subjects.parse_owned(letter.subject, shards)
+    except (InvalidSubjectError, InvalidSymbolError) as exc:
+        raise RefusedLetterError(letter, expected, str(exc)) from None
+    if parsed.family not in families:
+        raise RefusedLetterError(letter, expected, repr(letter.subject))
+    return subjects.retry(letter.service, letter.subject)
+
+
+def _verify(letter: DeadLetter, key: bytes) -> None:
+    signature = letter.signature(key)
+    if signature != "valid":
+        got = "no signature" if signature == "missing" else "a signature that does not match its content"
+        raise RefusedLetterError(letter, "a dead letter signed by this system", got)
+
+
+async def recorded_shards(bus: Bus) -> int | None:
+    """The shard count the system recorded at its first start, or None if no service ever started."""
+    try:
+        entry = await (await bus.js.key_value(META_BUCKET)).get("shards")
+        return int(entry.value or b"0") or None
+    except (nats.js.errors.NotFoundError, ValueError):
+        return None
+
+
+async def republish(bus: Bus, letters: Sequence[DeadLetter], *, key: bytes | None) -> int:
     """Hand each letter back to the service that failed on it, then remove it from the dead-letter stream.
 
     It goes on ``retry.<service>.<original subject>``, which only that service consumes: the other
-    consumers of the original subject, which processed it fine, do not see it twice.
+    consumers of the original subject, which processed it fine, do not see it twice. Every letter is
+    checked before any is republished; each is deleted only once its copy was stored on the retry stream.
 
     Raises:
+        NoKeyError: no key to verify the letters with.
+        RefusedLetterError: a letter is not signed with ``key``, or its subject is not valid.
         NotRepublishableError: a letter is of a service that does not take messages back.
+        RepublishError: a letter could not be stored on the retry stream, or not deleted after.
     """
+    if key is None:
+        raise NoKeyError()
+    shards = await recorded_shards(bus)
+    targets = []
     for letter in letters:
-        if letter.service not in REPUBLISHABLE:
-            raise NotRepublishableError(letter)
-    for letter in letters:
-        headers = {k: v for k, v in letter.headers.items() if not k.startswith("Rrr-Dlq-")}
+        _verify(letter, key)
+        targets.append(_target(letter, shards))
+    done = 0
+    for letter, target in zip(letters, targets, strict=True):
+        # JetStream acts on Nats-* headers: only the signed message id goes back, and the trace context.
+        headers = {k: v for k, v in letter.headers.items() if k.lower() in _TRACE_HEADERS}
         original_id = letter.headers.get(DLQ_MSG_ID)
-        if original_id is not None:
+        if original_id:
             headers[MSG_ID] = original_id
-        await bus.js.publish(subjects.retry(letter.service, letter.subject), letter.data, headers=headers or None)
-        await bus.js.delete_msg(DEAD_LETTER_STREAM.name, letter.seq)
-    return len(letters)
+        try:
+            ack = await bus.js.publish(target, letter.data, headers=headers or None)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise RepublishError(letter, done, f"could not publish to {target}: {exc or type(exc).__name__}") from exc
+        if ack.stream != RETRY_STREAM.name:
+            raise RepublishError(letter, done, f"expected {target} stored on {RETRY_STREAM.name}, got {ack.stream}")
+        try:
+            await bus.js.delete_msg(DEAD_LETTER_STREAM.name, letter.seq)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise RepublishError(letter, done, f"republished, but could not be deleted: {exc}") from exc
+        done += 1
+    return done
 
 
 async def _main(args: argparse.Namespace) -> int:
+    key = os.environ.get(KEY_ENV, "").encode() or None
     bus = await Bus.connect(args.nats_url, service="dlq", name="rrr-dlq", timeout_s=10)
     try:
         await bus.ensure_streams(max_age_s=ServiceConfig().stream_max_age_s, update=False)
@@ -124,13 +234,15 @@ async def _main(args: argparse.Namespace) -> int:
                     "subject": letter.subject,
                     "service": letter.service,
                     "deliveries": letter.deliveries,
+                    "signature": letter.signature(key),
                     "reason": letter.reason,
                     "message": letter.describe(),
                 }
+                # Every field but seq is whatever was published to dlq.>: escaped and bounded.
                 if args.json:
-                    print(msgspec.json.encode(line).decode())
+                    print(json.dumps(line, ensure_ascii=True))
                 else:
-                    print(" ".join(f"{k}={v}" for k, v in line.items()))
+                    print(" ".join(f"{k}={printable(v)}" for k, v in line.items()))
             print(f"# {len(letters)} dead letters", file=sys.stderr)
             return 0
         chosen = letters if args.all else [x for x in letters if x.seq in set(args.seq)]
@@ -138,7 +250,7 @@ async def _main(args: argparse.Namespace) -> int:
         if missing:
             print(f"rrr-dlq republish: no dead letter with seq {', '.join(map(str, missing))}", file=sys.stderr)
             return 1
-        count = await republish(bus, chosen)
+        count = await republish(bus, chosen, key=key)
         print(f"republished {count} dead letters")
         return 0
     finally:
@@ -152,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p_list = commands.add_parser("list", help="one line per dead letter: seq, subject, service, reason")
     p_list.add_argument("--json", action="store_true", help="JSON lines")
-    p_re = commands.add_parser("republish", help="publish dead letters again on their subjects, then drop them")
+    p_re = commands.add_parser(
+        "republish", help=f"hand dead letters signed with {KEY_ENV} back to their service, then drop them"
+    )
     p_re.add_argument("seq", nargs="*", type=int, help="sequence numbers from `list`")
     p_re.add_argument("--all", action="store_true", help="every dead letter")
     args = parser.parse_args(argv)
@@ -162,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_main(args))
     except RRRError as exc:
         print(f"rrr-dlq: error: {exc}", file=sys.stderr)
+        return 1
+    except (nats.errors.Error, TimeoutError) as exc:
+        print(f"rrr-dlq: error: NATS: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
 
 

@@ -64,6 +64,12 @@ class EmbeddedServer(abc.ABC):
         """Whether the server process started by this object is still running."""
         return self.pid is not None
 
+    @property
+    def returncode(self) -> int | None:
+        """Exit code once the process started by this object has exited (minus the signal number if one
+        killed it), else None."""
+        return None if self._process is None else self._process.returncode
+
     @abc.abstractmethod
     def start(self, timeout_s: float = 20.0) -> None:
         """Start the server detached and wait until it is ready."""

@@ -99,16 +99,15 @@ def _consumes(stream: StreamSpec) -> list[str]:
     ]
 
 
-def _bucket(bucket: str) -> list[str]:
-    """A key-value bucket: looked up, created, read (direct or not) and written."""
+def _bucket_read(bucket: str) -> list[str]:
+    """A key-value bucket, looked up and read (direct or not)."""
     stream = f"KV_{bucket}"
-    return [
-        f"{_API}.STREAM.INFO.{stream}",
-        f"{_API}.STREAM.CREATE.{stream}",
-        f"{_API}.DIRECT.GET.{stream}.>",
-        f"{_API}.STREAM.MSG.GET.{stream}",
-        f"$KV.{bucket}.>",
-    ]
+    return [f"{_API}.STREAM.INFO.{stream}", f"{_API}.DIRECT.GET.{stream}.>", f"{_API}.STREAM.MSG.GET.{stream}"]
+
+
+def _bucket(bucket: str) -> list[str]:
+    """A key-value bucket: looked up, created, read and written."""
+    return [*_bucket_read(bucket), f"{_API}.STREAM.CREATE.KV_{bucket}", f"$KV.{bucket}.>"]
 
 
 def _service(
@@ -173,8 +172,12 @@ _SERVICES = (
 )
 
 _TOOLS = (
-    # `rrr-market-data replay` and the load generator: market data in, nothing else.
-    Role("replay", (subjects.MARKET_DATA_ALL, *_creates(STREAMS, update=False)), (_inbox("replay"),)),
+    # `rrr-market-data replay` and the load generator: market data in, and the system's shard count read.
+    Role(
+        "replay",
+        (subjects.MARKET_DATA_ALL, *_creates(STREAMS, update=False), *_bucket_read(META_BUCKET)),
+        (_inbox("replay"),),
+    ),
     # `rrr-tap`: watches every plane, sends nothing.
     _listener(
         "tap", [subjects.MARKET_DATA_ALL, subjects.SIGNAL_ALL, subjects.COMMAND_ALL, subjects.EVENT_ALL, "ctl.>"]
@@ -188,6 +191,7 @@ _TOOLS = (
             *_creates(STREAMS, update=False),
             f"{_API}.STREAM.MSG.GET.{DEAD_LETTER_STREAM.name}",
             f"{_API}.STREAM.MSG.DELETE.{DEAD_LETTER_STREAM.name}",
+            *_bucket_read(META_BUCKET),
             subjects.RETRY_ALL,
         ),
         (_inbox("dlq"),),

@@ -121,8 +121,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Tell whether `port` on `host` can be bound right now (a port remembered from last time may not)."""
+    """Tell whether a server could listen on `port` of `host` right now (a port remembered from last time may not).
+
+    Probes with SO_REUSEADDR, as nats-server and PostgreSQL bind: the connections of a server that just
+    died linger in TIME_WAIT for a minute and keep a plain bind out, but not theirs; a live listener does.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -1,9 +1,10 @@
 """``rrr-stack``: the whole system on one machine, from the embedded servers up.
 
 ``up`` starts nats-server (JetStream, file storage) and PostgreSQL from the binaries in the virtual
-environment, then every service as a detached process, and returns once each one sent a heartbeat.
-Everything it runs keeps its data, logs and pid files under ``.run/``; ``.run/env`` holds the URLs other
-tools need (``RRR_NATS_URL``, ``RRR_DATABASE_URL``).
+environment, then every service as a detached process, then the supervisor, which restarts whatever dies
+(``rrr.deploy.supervisor``), and returns once each service sent a heartbeat. Run again, it starts only what
+is not running, servers on the ports of last time. Everything it runs keeps its data, logs and pid files
+under ``.run/``; ``.run/env`` holds the URLs other tools need (``RRR_NATS_URL``, ``RRR_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 from nats.aio.msg import Msg
 
 from rrr.deploy.nats_server import NatsServer
@@ -35,10 +34,30 @@ from rrr.deploy.processes import (
     service_command,
     service_program,
 )
+from rrr.deploy.run_dir import (
+    RunDir,
+    ServiceSpec,
+    StackState,
+    instance,
+    read_state,
+    service_of,
+    settings,
+    write_state,
+)
+from rrr.deploy.supervisor import (
+    ProcessRecord,
+    read_supervisor_state,
+    start_supervisor,
+    stop_supervisor,
+    supervise,
+    supervisor_pid,
+)
+from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
+from rrr.shared.service import heartbeat_pid
 
 FEEDS = ("sim", "none")
 
@@ -47,49 +66,8 @@ class StackError(RRRError):
     """The local system could not be brought up, or is not up."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunDir:
-    """Where ``.run/`` keeps everything."""
-
-    root: Path
-
-    @property
-    def env_file(self) -> Path:
-        return self.root / "env"
-
-    @property
-    def state_file(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pids(self) -> Path:
-        return self.root / "pids"
-
-    @property
-    def nats_dir(self) -> Path:
-        return self.root / "nats"
-
-    @property
-    def pg_dir(self) -> Path:
-        return self.root / "postgres"
-
-    def service_log(self, name: str) -> Path:
-        return self.logs / f"{name}.log"
-
-    def service_pid(self, name: str) -> Path:
-        return self.pids / f"{name}.pid"
-
-
-def _instance(service: str, shard: int) -> str:
-    return f"{service}-{shard}"
-
-
-def _service_of(instance: str) -> str:
-    return instance.rsplit("-", 1)[0]
+def _servers(run: RunDir) -> tuple[tuple[type[NatsServer | PostgresServer], Path], ...]:
+    return ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir))
 
 
 def _port(env: str, previous: int | None) -> int | None:
@@ -106,7 +84,10 @@ def _port(env: str, previous: int | None) -> int | None:
 async def wait_for_heartbeats(
     url: str, expected: set[str], timeout_s: float, procs: Mapping[str, int], log_of: Callable[[str], Path]
 ) -> dict[str, Heartbeat]:
-    """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat.
+    """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat from its own process.
+
+    A heartbeat counts only when the pid in its id is the one ``procs`` holds for its instance: anyone who
+    can publish can send a heartbeat, but not from the process this command started.
 
     Args:
         url: NATS URL.
@@ -123,13 +104,14 @@ async def wait_for_heartbeats(
     done = asyncio.Event()
 
     async def _on_beat(msg: Msg, beat: Heartbeat) -> None:
-        if beat.status == "ok":
-            seen[_instance(beat.service, beat.shard)] = beat
+        name = instance(beat.service, beat.shard)
+        if beat.status == "ok" and name in procs and heartbeat_pid(beat) == procs[name]:
+            seen[name] = beat
             if expected <= seen.keys():
                 done.set()
 
     try:
-        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat))
+        await bus.subscribe(Subscription(subjects.HEARTBEAT_ALL, heartbeat_decoder, _on_beat, shards=None))
         deadline = time.monotonic() + timeout_s
         while not done.is_set():
             for name, pid in procs.items():
@@ -145,64 +127,80 @@ async def wait_for_heartbeats(
     return seen
 
 
-def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
-    """Start servers and services; return once all are healthy."""
+def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: bool = True) -> int:
+    """Start whatever is not running (servers on their ports of last time), then the supervisor; return
+    once every service is healthy."""
     run.root.mkdir(parents=True, exist_ok=True)
     run.logs.mkdir(exist_ok=True)
     run.pids.mkdir(exist_ok=True)
-    state = msgspec.json.decode(run.state_file.read_bytes()) if run.state_file.exists() else {}
-    if state.get("shards", shards) != shards:
+    previous = read_state(run)
+    if previous is not None and previous.shards != shards:
         raise StackError(
-            f"this system was set up with --shards {state['shards']}; its streams and state are split that way. "
-            f"Start it with --shards {state['shards']}, or `just reset` to start over with {shards}"
+            f"this system was set up with --shards {previous.shards}; its streams and state are split that way. "
+            f"Start it with --shards {previous.shards}, or `just reset` to start over with {shards}"
         )
+    specs = dict(previous.services) if previous is not None else {}
+    # Held while starting anything, so that the supervisor never starts the same process at the same time.
+    with run.lock():
+        nats = NatsServer(
+            data_dir=run.nats_dir,
+            port=_port("RRR_NATS_PORT", previous.nats_port if previous else None),
+            monitor_port=_port("RRR_NATS_MONITOR_PORT", previous.nats_monitor_port if previous else None),
+        )
+        pg = PostgresServer(data_dir=run.pg_dir, port=_port("RRR_PG_PORT", previous.pg_port if previous else None))
 
-    nats = NatsServer(
-        data_dir=run.nats_dir,
-        port=_port("RRR_NATS_PORT", state.get("nats_port")),
-        monitor_port=_port("RRR_NATS_MONITOR_PORT", state.get("nats_monitor_port")),
-    )
-    pg = PostgresServer(data_dir=run.pg_dir, port=_port("RRR_PG_PORT", state.get("pg_port")))
-    for server, port_env in ((nats, "RRR_NATS_PORT"), (pg, "RRR_PG_PORT")):
-        if read_pid_file(server.pid_file, server.name) is None:
-            # A port remembered from last time may have been taken since: fall back to a free one.
-            if not os.environ.get(port_env) and not port_free(server.port):
-                server.port = free_port()
-            print(f"starting {server.name} on port {server.port} ...", flush=True)
-            server.start()
-    state = {
-        "nats_port": nats.port,
-        "nats_monitor_port": nats.monitor_port,
-        "pg_port": pg.port,
-        "shards": shards,
-    }
-    run.state_file.write_bytes(msgspec.json.encode(state))
-    run.env_file.write_text(f"RRR_NATS_URL={nats.url}\nRRR_DATABASE_URL={pg.dsn}\nRRR_SHARDS={shards}\n")
+        def record() -> None:
+            state = StackState(
+                nats_port=nats.port,
+                nats_monitor_port=nats.monitor_port,
+                pg_port=pg.port,
+                shards=shards,
+                supervise=supervised,
+                services=specs,
+            )
+            write_state(run, state)
 
-    env = {
-        **os.environ,
-        "RRR_NATS_URL": nats.url,
-        "RRR_DATABASE_URL": pg.dsn,
-        "RRR_SHARDS": str(shards),
-        "RRR_MARKET_DATA_FEED": feed,
-    }
-    procs: dict[str, int] = {}
-    for service in SERVICES:
-        for shard in range(shards):
-            name = _instance(service, shard)
-            pid = read_pid_file(run.service_pid(name), service_program(service))
-            if pid is None:
-                # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
-                process = ManagedProcess(
-                    name,
-                    [*service_command(service), "--shard", str(shard)],
-                    log_file=run.service_log(name),
-                    pid_file=run.service_pid(name),
-                    env=env,
-                )
-                pid = process.start()
-                process.release()
-            procs[name] = pid
+        try:
+            for server, port_env in ((nats, "RRR_NATS_PORT"), (pg, "RRR_PG_PORT")):
+                if read_pid_file(server.pid_file, server.name) is None:
+                    # Someone else may have taken the port of last time since: fall back to a free one.
+                    if not os.environ.get(port_env) and not port_free(server.port):
+                        server.port = free_port()
+                    print(f"starting {server.name} on port {server.port} ...", flush=True)
+                    server.start()
+        finally:
+            record()  # a server that started keeps its port, even if the other one failed
+        run.env_file.write_text(f"RRR_NATS_URL={nats.url}\nRRR_DATABASE_URL={pg.dsn}\nRRR_SHARDS={shards}\n")
+
+        env = {
+            **os.environ,
+            "RRR_NATS_URL": nats.url,
+            "RRR_DATABASE_URL": pg.dsn,
+            "RRR_SHARDS": str(shards),
+            "RRR_MARKET_DATA_FEED": feed,
+        }
+        procs: dict[str, int] = {}
+        for service in SERVICES:
+            for shard in range(shards):
+                name = instance(service, shard)
+                pid = read_pid_file(run.service_pid(name), service_program(service))
+                if pid is None:
+                    spec = ServiceSpec(argv=[*service_command(service), "--shard", str(shard)], env=settings(env))
+                    # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
+                    process = ManagedProcess(
+                        name, spec.argv, log_file=run.service_log(name), pid_file=run.service_pid(name), env=env
+                    )
+                    pid = process.start()
+                    process.release()
+                    specs[name] = spec  # how the supervisor starts it again
+                procs[name] = pid
+        record()
+    if not supervised:
+        if stop_supervisor(run):
+            print("stopped the supervisor (--no-supervise)")
+    elif supervisor_pid(run) is None:
+        print(f"starting the supervisor (log {run.supervisor_log}) ...", flush=True)
+        start_supervisor(run)
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
     asyncio.run(wait_for_heartbeats(nats.url, set(procs), timeout_s, procs, run.service_log))
     print("system is up")
@@ -213,17 +211,21 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float) -> int:
 
 
 def down(run: RunDir) -> int:
-    """Stop services first (they drain and flush), then NATS, then PostgreSQL. Keeps all data."""
+    """Stop the supervisor first (so it restarts nothing), then the services (they drain and flush), then
+    NATS, then PostgreSQL. Keeps all data."""
+    stopped = ["supervisor"] if stop_supervisor(run) else []
+    run.supervisor_state_file.unlink(missing_ok=True)
     pid_files = []
-    for pid_file in sorted(run.pids.glob("*.pid")) if run.pids.exists() else []:
-        if read_pid_file(pid_file, service_program(_service_of(pid_file.stem))) is None:
+    for name in run.service_instances():
+        pid_file = run.service_pid(name)
+        if read_pid_file(pid_file, service_program(service_of(name))) is None:
             pid_file.unlink()  # stale: that process is gone, and the pid may be someone else's now
         else:
             pid_files.append(pid_file)
     # All services at once; the timeout is generous because each drains in-flight batches before exiting.
     results = stop_pid_files(pid_files, signal.SIGTERM, timeout_s=30.0)
-    stopped = [p.stem for p, was_running in zip(pid_files, results, strict=True) if was_running]
-    for server, data_dir in ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir)):
+    stopped += [p.stem for p, was_running in zip(pid_files, results, strict=True) if was_running]
+    for server, data_dir in _servers(run):
         if read_pid_file(data_dir / server.pid_name, server.name) is None:
             (data_dir / server.pid_name).unlink(missing_ok=True)
         elif server.stop_detached(data_dir):
@@ -242,25 +244,35 @@ def reset(run: RunDir) -> int:
 
 
 def status(run: RunDir, *, listen_s: float) -> int:
-    """Print each process's state and each service's latest heartbeat; exit 1 if anything is down."""
-    if not run.state_file.exists():
+    """Print each process's state, restarts and latest heartbeat, and the supervisor's; exit 1 if anything
+    is down."""
+    state = read_state(run)
+    if state is None:
         print("not started: run `just up`")
         return 1
+    supervision = read_supervisor_state(run.supervisor_state_file)
+    records = supervision.processes if supervision is not None else {}
     rows = []
     healthy = True
-    for server, data_dir in ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir)):
-        pid = read_pid_file(data_dir / server.pid_name, server.name)
+    supervisor = supervisor_pid(run)
+    if state.supervise:
+        healthy &= supervisor is not None
+        rows.append(("supervisor", "running" if supervisor else "stopped", str(supervisor or "-"), "", ""))
+    else:
+        rows.append(("supervisor", "off (--no-supervise)", "-", "", ""))
+    servers = {s.name: read_pid_file(d / s.pid_name, s.name) for s, d in _servers(run)}
+    for name, pid in servers.items():
         healthy &= pid is not None
-        rows.append((server.name, "running" if pid else "stopped", str(pid or "-"), ""))
+        rows.append((name, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(name)), ""))
     env = _read_env(run)
     beats: dict[str, Heartbeat] = {}
-    services = sorted(p.stem for p in run.pids.glob("*.pid")) if run.pids.exists() else []
+    services = run.service_instances()
     alive = {
         name: pid
         for name in services
-        if (pid := read_pid_file(run.service_pid(name), service_program(_service_of(name)))) is not None
+        if (pid := read_pid_file(run.service_pid(name), service_program(service_of(name)))) is not None
     }
-    if alive and rows[0][1] == "running":
+    if alive and servers[NatsServer.name] is not None:
         with contextlib.suppress(StackError):
             beats = asyncio.run(wait_for_heartbeats(env["RRR_NATS_URL"], set(alive), listen_s, alive, run.service_log))
     for name in services:
@@ -268,14 +280,26 @@ def status(run: RunDir, *, listen_s: float) -> int:
         beat = beats.get(name)
         healthy &= beat is not None
         counters = " ".join(f"{k}={v}" for k, v in sorted(beat.counters.items())) if beat else ""
-        state = "healthy" if beat else ("running, no heartbeat" if pid else "stopped")
-        rows.append((name, state, str(pid or "-"), counters))
+        state_text = "healthy" if beat else ("running, no heartbeat" if pid else "stopped")
+        rows.append((name, state_text, str(pid or "-"), _restarts(records.get(name)), counters))
+    # Names come from file names, counters from the bus: printed escaped and bounded (rrr.deploy.terminal).
+    rows = [
+        (printable(name, 64), state_text, printable(pid_text, 16), restarts, printable(counters, 2000))
+        for name, state_text, pid_text, restarts, counters in rows
+    ]
     width = max(len(r[0]) for r in rows)
-    for name, state, pid_text, counters in rows:
-        print(f"{name:<{width}}  {state:<22} pid {pid_text:<8} {counters}")
+    for name, state_text, pid_text, restarts, counters in rows:
+        print(f"{name:<{width}}  {state_text:<22} pid {pid_text:<8} {restarts:<11} {counters}".rstrip())
+    for name, record in sorted(records.items()):
+        if (history := record.history()) is not None:
+            print(f"{name}: {history}")
     for key, value in env.items():
-        print(f"{key}={value}")
+        print(f"{printable(key, 64)}={printable(value)}")
     return 0 if healthy else 1
+
+
+def _restarts(record: ProcessRecord | None) -> str:
+    return f"restarts={record.restarts if record is not None else 0}"
 
 
 def logs(run: RunDir, service: str | None, lines: int) -> int:
@@ -326,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("feed", nargs="?", default="sim", help="market-data feed: sim (default) or none")
     p_up.add_argument("--shards", type=int, default=1, help="instances of each service, one per shard [default 1]")
     p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
+    p_up.add_argument(
+        "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
+    )
     commands.add_parser("down", help="stop everything, keep data")
     commands.add_parser("reset", help="stop everything and delete .run/")
     p_status = commands.add_parser("status", help="processes and heartbeats")
@@ -337,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_logs.add_argument("-n", "--lines", type=int, default=50)
     p_exec = commands.add_parser("exec", help="run a command with .run/env in its environment")
     p_exec.add_argument("argv", nargs=argparse.REMAINDER)
+    commands.add_parser("supervise", help="restart whatever dies, until stopped (`up` starts it in the background)")
     args = parser.parse_args(argv)
     run = RunDir(args.run_dir.resolve())
     try:
@@ -345,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"up: feed must be one of {', '.join(FEEDS)}, got {args.feed!r}")
             if not 1 <= args.shards <= 64:
                 parser.error(f"--shards: expected 1 to 64, got {args.shards}")
-            return up(run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s)
+            return up(
+                run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s, supervised=not args.no_supervise
+            )
         if args.command == "down":
             return down(run)
         if args.command == "reset":
@@ -354,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(run, listen_s=args.listen_s)
         if args.command == "logs":
             return logs(run, args.service, args.lines)
+        if args.command == "supervise":
+            return supervise(run)
         return exec_with_env(run, [a for a in args.argv if a != "--"] if args.argv[:1] == ["--"] else args.argv)
     except RRRError as exc:
         print(f"rrr-stack {args.command}: error: {exc}", file=sys.stderr)

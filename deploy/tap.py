@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -15,11 +16,13 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 
+from rrr.deploy.terminal import printable
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import any_decoder
 
-_json = msgspec.json.Encoder()
+# Longer texts than any valid message holds (an id is at most 256 characters) are cut in JSON output too.
+JSON_TEXT_MAX = 1000
 
 
 def describe(msg: Msg) -> dict[str, Any]:
@@ -33,9 +36,20 @@ def describe(msg: Msg) -> dict[str, Any]:
 
 
 def render(record: dict[str, Any]) -> str:
-    """One human-readable line: ``type subject field=value ...``."""
-    rest = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("type", "subject"))
-    return f"{record['type']} {record['subject']} {rest}"
+    """One human-readable line: ``type subject field=value ...``, every field escaped and bounded."""
+    rest = " ".join(f"{printable(k)}={printable(v)}" for k, v in record.items() if k not in ("type", "subject"))
+    return f"{printable(record['type'])} {printable(record['subject'])} {rest}"
+
+
+def render_json(record: dict[str, Any]) -> str:
+    """One JSON object, in ASCII (every other character as a ``\\u`` escape), each text at most
+    ``JSON_TEXT_MAX`` characters."""
+    bounded = {k: _cut(v, JSON_TEXT_MAX) if isinstance(v, str) else v for k, v in record.items()}
+    return json.dumps(bounded, ensure_ascii=True, separators=(",", ":"))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...(+{len(text) - limit} chars)"
 
 
 async def tap(
@@ -57,7 +71,7 @@ async def tap(
     async def _print(msg: Msg, _: object) -> None:
         nonlocal seen
         record = describe(msg)
-        out.write((_json.encode(record).decode() if as_json else render(record)) + "\n")
+        out.write((render_json(record) if as_json else render(record)) + "\n")
         out.flush()
         seen += 1
         if count is not None and seen >= count:
@@ -68,7 +82,7 @@ async def tap(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, done.set)
     try:
-        await bus.subscribe(Subscription(subject, None, _print))
+        await bus.subscribe(Subscription(subject, None, _print, shards=None))
         await bus.nc.flush()
         # Said only now, once the subscription is in place: a script may start publishing when it reads this.
         print(f"# tapping {subject} on {url}", file=sys.stderr, flush=True)

@@ -21,6 +21,9 @@ import msgspec
 from rrr.shared.errors import ConfigError
 
 ExporterName = Literal["none", "console", "otlp"]
+DLQ_KEY_MIN_LENGTH = 16
+# Never shown: a config's repr says only whether they are set.
+SECRET_FIELDS = frozenset({"dlq_key"})
 
 
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,7 +32,14 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: Annotated[str, msgspec.Meta(description="NATS server URL(s), comma-separated")] = "nats://127.0.0.1:4222"
     shard: Annotated[int, msgspec.Meta(ge=0, description="which shard of the symbols this instance owns")] = 0
     shards: Annotated[int, msgspec.Meta(ge=1, le=1024, description="how many shards the symbols are split into")] = 1
-    instance: Annotated[str, msgspec.Meta(description="instance name (default: <service>-<shard>)")] = ""
+    instance: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=128,
+            pattern=r"\A[!-~]*\Z",
+            description="instance name, printable ASCII without spaces (default: <service>-<shard>@<host>)",
+        ),
+    ] = ""
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=50, description="heartbeat period")] = 1000
     drain_timeout_s: Annotated[
         float, msgspec.Meta(gt=0, le=3600, description="bound on a graceful stop, after which the service is cancelled")
@@ -50,8 +60,19 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
         Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
     ] = "uvloop"
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], msgspec.Meta(description="log level")] = "INFO"
+    dlq_key: Annotated[
+        str,
+        msgspec.Meta(
+            description="secret of the system (at least 16 characters) that signs its dead letters: rrr-dlq, given "
+            "the same, republishes only those; empty: dead letters are unsigned and never republished"
+        ),
+    ] = ""
 
     def __post_init__(self) -> None:
+        if 0 < len(self.dlq_key) < DLQ_KEY_MIN_LENGTH:
+            raise ConfigError(
+                "dlq_key", f"at least {DLQ_KEY_MIN_LENGTH} characters, or none", f"{len(self.dlq_key)} characters"
+            )
         if self.shard >= self.shards:
             raise ConfigError("shard", f"a shard below --shards={self.shards}", self.shard)
         if self.duplicate_window_s > self.stream_max_age_s:
@@ -61,7 +82,10 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={redact(getattr(self, name))!r}" for name in self.__struct_fields__)
+        fields = ", ".join(
+            f"{name}={'***' if name in SECRET_FIELDS and getattr(self, name) else redact(getattr(self, name))!r}"
+            for name in self.__struct_fields__
+        )
         return f"{type(self).__name__}({fields})"
 
 
@@ -76,6 +100,7 @@ SHARED_ENV_FIELDS = frozenset(
         "ack_wait_s",
         "otel_exporter",
         "log_level",
+        "dlq_key",
     }
 )
 

@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+# How much of a value an error message quotes: inputs can be megabytes long (a price of 100,000 digits),
+# and the line that names one must stay a line.
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS, *, quoted: bool = True) -> str:
+    """Show ``value`` in an error message: a string quoted (unless ``quoted`` is false), anything else as text.
+
+    Beyond ``limit`` characters only the first ``limit`` are shown, followed by ``...`` and the length.
+    """
+    text = value if isinstance(value, str) else str(value)
+    cut = len(text) > limit
+    shown = text[:limit] if cut else text
+    if quoted and isinstance(value, str):
+        shown = repr(shown)
+    return f"{shown}... ({len(text):,} characters)" if cut else shown
+
 
 class RRRError(Exception):
     """Base error of the project."""
@@ -14,7 +31,8 @@ class ConfigError(RRRError):
         self.source = source
         self.expected = expected
         self.got = got
-        super().__init__(f"{source}: expected {expected}, got {got!r}")
+        shown = excerpt(got) if isinstance(got, str) else excerpt(repr(got), quoted=False)
+        super().__init__(f"{source}: expected {expected}, got {shown}")
 
 
 class InvalidSymbolError(RRRError, ValueError):
@@ -23,7 +41,7 @@ class InvalidSymbolError(RRRError, ValueError):
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         super().__init__(
-            f"invalid symbol {symbol!r}: expected 1-32 characters of A-Z, 0-9, '_' or '-', "
+            f"invalid symbol {excerpt(symbol)}: expected 1-32 characters of A-Z, 0-9, '_' or '-', "
             "starting with a letter or digit"
         )
 
@@ -34,7 +52,17 @@ class InvalidSubjectError(RRRError):
     def __init__(self, subject: str, expected: str) -> None:
         self.subject = subject
         self.expected = expected
-        super().__init__(f"invalid subject {subject!r}: expected {expected}")
+        super().__init__(f"invalid subject {excerpt(subject)}: expected {expected}")
+
+
+class MisroutedMessageError(RRRError):
+    """A message arrived on a subject that is not its own: of another family, symbol or shard."""
+
+    def __init__(self, subject: str, expected: str, got: str) -> None:
+        self.subject = subject
+        self.expected = expected
+        self.got = got
+        super().__init__(f"misrouted message on {subject!r}: expected {expected}, got {got}")
 
 
 class BadRowError(RRRError):

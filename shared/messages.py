@@ -10,23 +10,44 @@ default, a field never changes its type, and a changed meaning gets a new tag.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
+from rrr.shared import subjects
+from rrr.shared.errors import MisroutedMessageError, excerpt
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
 
 
+# msgspec's ``pattern`` is a search, and ``$`` also matches before a final newline: every pattern is
+# anchored with \A and \Z so that it holds for the whole string.
+ID_MAX = 256
+NAME_MAX = 64
+# Room left after a client order id for the ids execution derives from it (``<order id>:accepted``,
+# ``<order id>:rejected``, fill ids ``<order id>:<n>``).
+_ORDER_ID_SUFFIX_ROOM = 32
+ORDER_ID_MAX = ID_MAX - _ORDER_ID_SUFFIX_ROOM
+# The strategy derives its order ids (``<strategy>-<quote id>``) and signal ids (``<strategy>:<quote id>``)
+# from a quote's id: a quote id leaves room for the longest strategy name and the separator.
+QUOTE_ID_MAX = ORDER_ID_MAX - NAME_MAX - 1
+
 # Ids are header values (Nats-Msg-Id) and database keys: printable ASCII, no spaces, bounded.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
-# Nanoseconds since the epoch, within PostgreSQL's bigint.
-Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_PRINTABLE = r"\A[!-~]+\Z"
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX, pattern=_PRINTABLE)]
+# Ids that others send in and from which this system derives its own ids: shorter, so the derived ones fit.
+OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=ORDER_ID_MAX, pattern=_PRINTABLE)]
+QuoteId = Annotated[str, msgspec.Meta(min_length=1, max_length=QUOTE_ID_MAX, pattern=_PRINTABLE)]
+# Nanoseconds since the epoch, within PostgreSQL's bigint: 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z.
+NANOS_MIN = 0
+NANOS_MAX = 2**63 - 1
+Nanos = Annotated[int, msgspec.Meta(ge=NANOS_MIN, le=NANOS_MAX)]
 
 # Strategy and venue names.
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX, pattern=r"\A[a-z0-9_]+\Z")]
 
 # Bounds on every price, size and amount: at most 18 digits before the point and 28 after. Far beyond any
 # real market, and inside what PostgreSQL's numeric, asyncpg's encoder (which turns some values of huge
@@ -47,15 +68,16 @@ def check_number(name: str, value: Decimal, *, positive: bool = False, signed: b
     """Raise ValueError unless ``value`` is finite, of the right sign and within the wire's bounds."""
     # ValueError, so that msgspec reports it as a ValidationError naming the message.
     if not value.is_finite():
-        raise ValueError(f"{name} must be a finite number, got {value}")
+        raise ValueError(f"{name} must be a finite number, got {excerpt(value)}")
     if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ValueError(f"{name} must be > 0, got {excerpt(value)}")
     if not signed and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be >= 0, got {excerpt(value)}")
     exponent = value.as_tuple().exponent
     if value and (value.adjusted() >= _MAX_INT_DIGITS or (isinstance(exponent, int) and exponent < -_MAX_PLACES)):
         raise ValueError(
-            f"{name} {value} is out of range: at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
+            f"{name} {excerpt(value)} is out of range: "
+            f"at most {_MAX_INT_DIGITS} digits before the point and {_MAX_PLACES} after"
         )
 
 
@@ -69,6 +91,7 @@ def _positive(name: str, value: Decimal) -> None:
 class Quote(Message, frozen=True, kw_only=True, tag="quote.v1"):
     """Best bid and ask of one symbol at one time."""
 
+    id: QuoteId
     symbol: str
     bid: Decimal
     ask: Decimal
@@ -108,7 +131,7 @@ class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
 
     strategy: Name
     symbol: str
-    quote_id: Id
+    quote_id: QuoteId
     direction: Literal["up", "down"]
     fast: Decimal
     slow: Decimal
@@ -133,6 +156,7 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     kept for the record: never a price.
     """
 
+    id: OrderId
     strategy: Name
     symbol: str
     side: Side
@@ -159,7 +183,7 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
 class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1"):
     """An order passed pre-trade risk and was sent to the venue."""
 
-    client_order_id: Id
+    client_order_id: OrderId
     strategy: Name
     symbol: str
     side: Side
@@ -174,7 +198,7 @@ class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1")
 class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1"):
     """An order failed pre-trade risk or was refused by the venue."""
 
-    client_order_id: Id
+    client_order_id: OrderId
     strategy: Name
     symbol: str
     side: Side
@@ -190,7 +214,7 @@ class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1")
 class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
     """A fill of an order; ``id`` is the fill id."""
 
-    client_order_id: Id
+    client_order_id: OrderId
     symbol: str
     side: Side
     qty: Decimal
@@ -231,15 +255,23 @@ class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.
 # -- control -------------------------------------------------------------------------------------------
 
 
+# A service instance's name (``<service>-<shard>@<host>`` unless configured): printable ASCII, bounded.
+INSTANCE_MAX = 128
+Instance = Annotated[str, msgspec.Meta(min_length=1, max_length=INSTANCE_MAX, pattern=_PRINTABLE)]
+# A heartbeat's counters: named like fields, as many as a service could have, never negative.
+COUNTERS_MAX = 128
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
     """Liveness and counters of one service instance."""
 
-    service: str
-    instance: str
-    shard: int
-    shards: int
+    service: Name
+    instance: Instance
+    shard: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)]
     status: Literal["starting", "ok", "stopping"]
-    counters: dict[str, int] = {}
+    counters: Annotated[dict[Name, Count], msgspec.Meta(max_length=COUNTERS_MAX)] = {}
 
 
 MarketData = Quote | Trade
@@ -248,6 +280,44 @@ OrderEvent = OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
 AnyMessage = (
     Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated | Heartbeat
 )
+
+# The messages each family of per-symbol subjects carries, and nothing else.
+FAMILY_TYPES: Final[Mapping[str, tuple[type[Message], ...]]] = {
+    subjects.QUOTE: (Quote,),
+    subjects.TRADE: (Trade,),
+    subjects.SIGNAL: (Signal,),
+    subjects.ORDER_COMMAND: (SubmitOrder,),
+    subjects.ORDER_EVENT: (OrderAccepted, OrderRejected, OrderFilled),
+    subjects.POSITION: (PositionUpdated,),
+}
+_FAMILY_OF: Final = {kind: family for family, kinds in FAMILY_TYPES.items() for kind in kinds}
+SymbolMessage = Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
+
+
+def subject_of(message: SymbolMessage | Heartbeat, shards: int) -> str:
+    """The one subject ``message`` belongs on in a system of ``shards`` shards.
+
+    A per-symbol message: ``<family>.<shard>.<symbol>`` of its type's family, its symbol and that symbol's
+    shard. A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and shard.
+    """
+    if isinstance(message, Heartbeat):
+        return subjects.heartbeat(message.service, message.shard)
+    return subjects.for_symbol(_FAMILY_OF[type(message)], message.symbol, shards)
+
+
+def check_subject(subject: str, message: Message, shards: int) -> None:
+    """Raise MisroutedMessageError unless ``subject`` is the one ``message`` belongs on (``subject_of``).
+
+    A retry (``retry.<service>.<subject>``) is held to the subject it was first sent on.
+    """
+    original = subjects.retried_subject(subject)
+    tag = message.__struct_config__.tag
+    if not isinstance(message, SymbolMessage | Heartbeat):
+        raise MisroutedMessageError(subject, "a message that travels on a subject", f"{tag} {message.id}")
+    expected = subject_of(message, shards)
+    if original != expected:
+        raise MisroutedMessageError(subject, f"{tag} {message.id} on {expected} (shards: {shards})", original)
+
 
 # Encoders and decoders are built once and reused: building them is the expensive part.
 encoder = msgspec.msgpack.Encoder()

@@ -104,6 +104,7 @@ class Service(Generic[C]):
                     name=instance_name(self.name, config),
                     tracer=provider.get_tracer("rrr"),
                     before_ack=hooks.before_ack,
+                    dlq_key=config.dlq_key.encode() or None,
                 )
             )
             # A service waits for NATS as long as it takes, but a stop while waiting ends it at once.
@@ -133,6 +134,22 @@ class Service(Generic[C]):
                 tasks.create_task(_heartbeats(bus, self.name, config, stop, clock, plan))
 
 
+def heartbeat_id(instance: str, seq: int) -> str:
+    """A heartbeat's id: ``<instance>:<pid>:<seq>``, so a watcher can tell which process sent it."""
+    return f"{instance}:{os.getpid()}:{seq}"
+
+
+def heartbeat_pid(beat: Heartbeat) -> int | None:
+    """The pid of the process that sent ``beat`` by its id (``heartbeat_id``), or None if the id has none."""
+    prefix = f"{beat.instance}:"
+    if not beat.id.startswith(prefix):
+        return None
+    pid, sep, seq = beat.id.removeprefix(prefix).partition(":")
+    if not (sep and pid.isascii() and pid.isdigit() and seq.isascii() and seq.isdigit()):
+        return None
+    return int(pid)
+
+
 def instance_name(service: str, config: ServiceConfig) -> str:
     """The instance's name: configured, or ``<service>-<shard>@<host>``."""
     return config.instance or f"{service}-{config.shard}@{socket.gethostname()}"
@@ -156,7 +173,7 @@ async def _heartbeats(
             values.update(plan.gauges())
         now = clock()
         message = Heartbeat(
-            id=f"{instance}:{os.getpid()}:{seq}",
+            id=heartbeat_id(instance, seq),
             ts_event=now,
             ts_init=now,
             service=service,

@@ -17,6 +17,8 @@ from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9_\-]{0,31}")
 _TOKEN = re.compile(r"[a-z]+")
 _SHARD = re.compile(r"0|[1-9][0-9]{0,3}")
+# A reply inbox: nats.py's ``_INBOX.<id>...``, or a per-user prefix ``_INBOX_<name>.<id>...``.
+_INBOX = re.compile(r"_INBOX(_[A-Za-z0-9_-]+)?(\.[A-Za-z0-9_-]+)+")
 
 QUOTE: Final = "md.quote"
 TRADE: Final = "md.trade"
@@ -27,6 +29,9 @@ POSITION: Final = "evt.position"
 HEARTBEAT: Final = "ctl.heartbeat"
 LATEST_QUOTE: Final = "req.quote"
 DEAD_LETTER_PREFIX: Final = "dlq"
+
+# Every family of per-symbol subjects (``<family>.<shard>.<symbol>``).
+SYMBOL_FAMILIES: Final = frozenset({QUOTE, TRADE, SIGNAL, ORDER_COMMAND, ORDER_EVENT, POSITION, LATEST_QUOTE})
 
 # What each JetStream stream captures, by plane.
 MARKET_DATA_ALL: Final = "md.>"
@@ -136,9 +141,16 @@ def retry(service: str, subject: str) -> str:
 def retried_subject(subject: str) -> str:
     """The original subject of a message handed to the retries (``retry.<service>.<subject>``), or
     ``subject`` itself."""
-    if subject.startswith("retry."):
-        return subject.split(".", 2)[2]
+    parts = subject.split(".", 2)
+    if parts[0] == "retry" and len(parts) == 3:
+        return parts[2]
     return subject
+
+
+def is_inbox(subject: str) -> bool:
+    """Tell whether ``subject`` is a reply inbox (``_INBOX.<id>`` or ``_INBOX_<name>.<id>``), the only
+    subjects a service answers a request on: any other would publish its reply into the system's own."""
+    return _INBOX.fullmatch(subject) is not None
 
 
 def parse(subject: str) -> SymbolSubject:
@@ -150,3 +162,19 @@ def parse(subject: str) -> SymbolSubject:
         raise InvalidSubjectError(subject, "<plane>.<kind>.<shard>.<symbol>, e.g. md.quote.3.EURUSD")
     check_symbol(parts[3])
     return SymbolSubject(f"{parts[0]}.{parts[1]}", int(parts[2]), parts[3])
+
+
+def parse_owned(subject: str, shards: int) -> SymbolSubject:
+    """Parse a per-symbol subject of a known family whose shard is its symbol's among ``shards``.
+
+    Raises:
+        InvalidSubjectError: another layout, an unknown family, or a shard that does not own the symbol.
+        InvalidSymbolError: the symbol token is not a valid symbol.
+    """
+    parsed = parse(subject)
+    if parsed.family not in SYMBOL_FAMILIES:
+        raise InvalidSubjectError(subject, f"one of the families {', '.join(sorted(SYMBOL_FAMILIES))}")
+    if parsed.shard != shard_of(parsed.symbol, shards):
+        owned = for_symbol(parsed.family, parsed.symbol, shards)
+        raise InvalidSubjectError(subject, f"{owned}, the shard that owns {parsed.symbol} (shards: {shards})")
+    return parsed

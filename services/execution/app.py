@@ -33,10 +33,10 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     consumers = [
         # Commands in stream order: the order of fills decides average prices and PnL.
         Consumer(COMMAND_STREAM, f"{SERVICE}-{config.shard}", commands, order_command_decoder, handle,
-                 ordered=True, retries=True, batch_size=config.batch_size),
+                 ordered=True, retries=True, batch_size=config.batch_size, shards=config.shards),
         # Retries and dead letters handed back after a fix (rrr-dlq republish): late by nature.
         Consumer(RETRY_STREAM, f"{SERVICE}-retry-{config.shard}", subjects.retry(SERVICE, commands),
-                 order_command_decoder, handle, retries=True, batch_size=config.batch_size),
+                 order_command_decoder, handle, retries=True, batch_size=config.batch_size, shards=config.shards),
     ]  # fmt: skip
     return Plan(
         consumers=consumers,

@@ -6,11 +6,20 @@ import asyncio
 import logging
 
 import msgspec
+from nats.aio.msg import Msg
 
 from rrr.execution import handlers
 from rrr.shared import subjects
 from rrr.shared.bus import EVENT_STREAM, Bus
-from rrr.shared.messages import OrderAccepted, OrderFilled, OrderRejected, PositionUpdated, order_event_decoder
+from rrr.shared.errors import FatalError
+from rrr.shared.messages import (
+    OrderAccepted,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+    order_event_decoder,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -23,17 +32,13 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     accepted and rejected events, whose event time is the order's. A position whose last published
     update misses a fill (a crash between publishing the fill and the update) is published again, so
     downstream catches up.
+
+    Raises:
+        FatalError: an event on this shard's subjects does not decode; skipping it would lose its state.
     """
-    skipped = 0
     last_fill_ts: dict[str, int] = {}
     for msg in await bus.read_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.ORDER_EVENT, shard)):
-        try:
-            event = order_event_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # Not ours to judge here (persistence dead-letters it); it carries no state execution wrote.
-            skipped += 1
-            _log.warning("restore: skipped an undecodable event on %s: %s", msg.subject, exc)
-            continue
+        event = _decode(msg)
         if isinstance(event, OrderAccepted | OrderRejected):
             book.orders.restore(event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected")
             book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
@@ -44,11 +49,7 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     for msg in await bus.read_stream(
         EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True
     ):
-        try:
-            event = order_event_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            skipped += 1
-            continue
+        event = _decode(msg)
         if isinstance(event, PositionUpdated):
             published[event.symbol] = event.version
     now = book.clock()
@@ -65,10 +66,21 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     open_orders = sum(1 for order_id in book.orders if book.orders.status(order_id) == "accepted")
     _log.info(
         "restored %d orders (%d accepted without a fill yet, completed when redelivered) and %d positions; "
-        "republished %d stale position updates; skipped %d undecodable events",
+        "republished %d stale position updates",
         len(book.orders),
         open_orders,
         len(book.positions),
         len(stale),
-        skipped,
     )
+
+
+def _decode(msg: Msg) -> OrderEvent:
+    # These are execution's own events: one that does not decode is state that would be lost (its fill,
+    # its position) and ids that would be issued again. Stop rather than trade on a partial history.
+    try:
+        return order_event_decoder.decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FatalError(
+            f"restore: expected execution's own event on {msg.subject!r} (stream {EVENT_STREAM.name} sequence "
+            f"{msg.metadata.sequence.stream}) to decode, got: {exc}"
+        ) from exc

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from rrr.market_data.app import SERVICE, service
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import ReplayReport, replay_file
-from rrr.market_data.replay import count_rows, read_quotes
+from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes
 from rrr.shared import runner
 from rrr.shared.bus import Bus
 from rrr.shared.config import parse_config
@@ -29,16 +29,28 @@ Market data: bring quotes in, normalise them, publish them per symbol shard on m
 """
 
 
+class NoConsumerError(RRRError):
+    """Nothing in the running system would consume what a replay publishes."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"nothing was published: {why}")
+
+
 INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command a Ctrl-C ended, by shell convention
 
 
 def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress: bool) -> int:
-    # Read the whole file once before publishing anything: a bad row stops the replay with nothing sent,
-    # so fixing the file and replaying it again cannot leave half of an old version behind.
-    if not skip_bad_rows:
-        for _ in read_quotes(path):
-            pass
-    total = count_rows(path)
+    limits = ReadLimits(
+        max_file_mb=config.replay_max_file_mb, max_rows=config.replay_max_rows, max_symbols=config.replay_max_symbols
+    )
+    # Read the whole file once before publishing anything: a bad row (without --skip-bad-rows) or a file beyond
+    # the limits stops the replay with nothing sent, so fixing the file and replaying it again cannot leave half
+    # of an old version behind. The publishing pass reads it with the very same reader, so it meets the same
+    # rows, and this pass counts the quotes it will send.
+    checked = ReadCounts()
+    for _ in read_quotes(path, skip_bad_rows=skip_bad_rows, counts=checked, limits=limits):
+        pass
+    total = checked.rows - checked.bad_rows - checked.duplicate_rows
 
     async def _main() -> ReplayReport:
         stop = asyncio.Event()
@@ -58,6 +70,15 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
             await bus.ensure_streams(
                 max_age_s=config.stream_max_age_s, duplicate_window_s=config.duplicate_window_s, update=False
             )
+            # Published to shards nobody consumes, quotes would be stored nowhere: refuse instead.
+            recorded = await bus.recorded_shards()
+            if recorded is None:
+                raise NoConsumerError("no service of this system has started yet, so nothing would consume them")
+            if recorded != config.shards:
+                raise NoConsumerError(
+                    f"this system runs with --shards {recorded}, not {config.shards}: the quotes would go to shards "
+                    f"nobody consumes. Replay with --shards {recorded}"
+                )
             with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
                 return await replay_file(
                     bus,
@@ -65,6 +86,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
                     shards=config.shards,
                     window=config.replay_window,
                     skip_bad_rows=skip_bad_rows,
+                    limits=limits,
                     on_progress=bar.update,
                     stop=stop,
                 )
@@ -74,6 +96,8 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     report = asyncio.run(_main())
     for line in report.bad_rows:
         print(f"skipped bad row: {line}", file=sys.stderr)
+    if report.counts.bad_rows > len(report.bad_rows):
+        print(f"skipped {report.counts.bad_rows - len(report.bad_rows):,} more bad rows", file=sys.stderr)
     sent = report.published + report.duplicates
     rate = sent / report.seconds if report.seconds else 0.0
     if report.interrupted:
@@ -83,11 +107,22 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
             "are skipped"
         )
         return INTERRUPTED
+    counts = report.counts
+    first_duplicate = f" first_duplicate_line={counts.first_duplicate_line}" if counts.duplicate_rows else ""
     print(
         f"replayed {report.path}: rows={report.rows} published={report.published} "
-        f"duplicates={report.duplicates} bad_rows={len(report.bad_rows)} "
+        f"duplicates={report.duplicates} duplicate_rows={counts.duplicate_rows}{first_duplicate} "
+        f"out_of_order={counts.out_of_order} bad_rows={counts.bad_rows} "
         f"seconds={report.seconds:.2f} rate={rate:,.0f}/s source={report.source}"
     )
+    if counts.out_of_order:
+        print(
+            f"rrr-market-data replay: warning: {report.path}: {counts.out_of_order:,} rows out of order (first at "
+            f"line {counts.first_out_of_order_line}), earlier than a row before them of the same symbol; they were "
+            "published in file order, and the strategy skips them: it applies a symbol's quotes only in "
+            "event-time order",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -24,4 +24,13 @@ class MarketDataConfig(ServiceConfig, frozen=True, kw_only=True):
     replay_window: Annotated[
         int, msgspec.Meta(ge=1, le=100_000, description="replay: publishes awaiting a stream ack at once")
     ] = 2048
+    # Bounds on a replay file: beyond one it is refused before anything is published, rather than read into
+    # memory (telling repeated rows costs 16 to 80 bytes a row and about 1.3 KB a symbol).
+    replay_max_file_mb: Annotated[int, msgspec.Meta(ge=1, description="replay: refuse a larger file")] = 2048
+    replay_max_rows: Annotated[int, msgspec.Meta(ge=1, description="replay: refuse a file of more data rows")] = (
+        20_000_000
+    )
+    replay_max_symbols: Annotated[int, msgspec.Meta(ge=1, description="replay: refuse a file of more symbols")] = (
+        100_000
+    )
     cache_max_symbols: Annotated[int, msgspec.Meta(ge=1, description="latest-quote cache size")] = 100_000

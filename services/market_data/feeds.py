@@ -15,7 +15,7 @@ import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import LatestQuotes, MarketDataCounters
-from rrr.market_data.replay import read_quotes, source_id
+from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing
@@ -99,19 +99,31 @@ async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, me
     return True
 
 
+MAX_BAD_ROWS_LISTED = 100
+
+
 @dataclass(slots=True)
 class ReplayReport:
-    """What a replay did."""
+    """What a replay did: of ``rows`` read, ``published`` were stored, ``duplicates`` had been stored before.
+
+    The rest were skipped: ``counts.duplicate_rows`` repeat an earlier row of the file and
+    ``counts.bad_rows`` cannot be read (``bad_rows`` holds the errors of the first MAX_BAD_ROWS_LISTED).
+    """
 
     path: str
     source: str
-    rows: int = 0
     published: int = 0
     duplicates: int = 0
     bad_rows: list[str] = field(default_factory=list)
+    counts: ReadCounts = field(default_factory=ReadCounts)
     seconds: float = 0.0
     # Stopped by ``stop`` before the end of the file: ``published + duplicates`` rows were stored.
     interrupted: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Data rows read, bad and duplicate ones included."""
+        return self.counts.rows
 
 
 async def replay_file(
@@ -121,11 +133,12 @@ async def replay_file(
     shards: int,
     window: int,
     skip_bad_rows: bool,
+    limits: ReadLimits | None = None,
     on_progress: Callable[[int], None] | None = None,
     clock: Clock = wall_clock,
     stop: asyncio.Event | None = None,
 ) -> ReplayReport:
-    """Publish every quote of ``path`` to JetStream, as fast as the streams acknowledge them.
+    """Publish every quote of ``path`` to JetStream in file order, as fast as the streams acknowledge them.
 
     At most ``window`` publishes await their acknowledgement at once, which is the back-pressure: the
     replay goes as fast as the system absorbs it and no faster. Each quote's id is ``<source>:<line>``
@@ -137,12 +150,15 @@ async def replay_file(
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing after it is published.
+        UnsupportedFileError: the file cannot be read, or is beyond ``limits``.
     """
     report = ReplayReport(path=str(path), source=await asyncio.to_thread(source_id, path))
     started = time.monotonic()
 
     def _bad(error: BadRowError) -> None:
-        report.bad_rows.append(str(error))
+        # The first ones say what is wrong; a million lines of it would say nothing more.
+        if len(report.bad_rows) < MAX_BAD_ROWS_LISTED:
+            report.bad_rows.append(str(error))
 
     pending: list[Outgoing] = []
 
@@ -163,22 +179,11 @@ async def replay_file(
             on_progress(len(pending))
         pending.clear()
 
-    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad):
+    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=report.counts, limits=limits):
         if stop.is_set():
             report.interrupted = True
             break
-        report.rows += 1
-        quote = Quote(
-            id=f"{report.source}:{row.line}",
-            ts_event=row.ts_ns,
-            ts_init=clock(),
-            symbol=row.symbol,
-            bid=row.bid,
-            ask=row.ask,
-            bid_size=row.bid_size,
-            ask_size=row.ask_size,
-        )
-        pending.append(bus.prepare(subjects.quote(row.symbol, shards), quote))
+        pending.append(bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())))
         if len(pending) >= window:
             await _flush()
     if pending and not stop.is_set():

@@ -23,6 +23,8 @@ class MarketDataCounters(Counters, kw_only=True):
     published: int = 0
     # Live ticks dropped while the broker was away (stale by the time they could be sent).
     dropped_disconnected: int = 0
+    # Latest-quote requests not answered: their reply subject was no inbox.
+    replies_refused: int = 0
 
 
 @dataclass(slots=True)
@@ -44,13 +46,22 @@ async def on_quote(latest: LatestQuotes, msg: Msg, message: Quote | Trade) -> No
         latest.update(message)
 
 
-async def on_latest_request(latest: LatestQuotes, bus: Bus, msg: Msg, _: None) -> None:
+async def on_latest_request(
+    latest: LatestQuotes, bus: Bus, shards: int, counters: MarketDataCounters, msg: Msg, _: None
+) -> None:
     """``req.quote.<shard>.<symbol>``: reply with the symbol's latest quote, or an empty reply whose
-    ``Rrr-Error`` header says why."""
+    ``Rrr-Error`` header says why (an invalid symbol, or a shard that does not own it).
+
+    Only to a reply inbox: a reply subject such as ``md.quote.0.RATE`` would have the reply published
+    into the system's own streams, once per request.
+    """
     if not msg.reply:
         return
+    if not subjects.is_inbox(msg.reply):
+        counters.replies_refused += 1
+        return
     try:
-        symbol = subjects.parse(msg.subject).symbol
+        symbol = subjects.parse_owned(msg.subject, shards).symbol
     except RRRError as exc:
         await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: str(exc)})
         return

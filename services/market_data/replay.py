@@ -1,29 +1,49 @@
 """Reading recorded quote files in the canonical layout: ``ts,symbol,bid,ask[,bid_size,ask_size]``.
 
-CSV and Parquet. Prices and sizes are read from their decimal text, never through a binary float; a row
-that cannot be read raises BadRowError naming the file and line, or is skipped and counted.
+CSV and Parquet. Prices and sizes are read from their decimal text, never through a binary float. Every
+row is held to what the messages accept, so a file that reads cleanly also publishes cleanly; a row that
+cannot be read raises BadRowError naming the file and line, or is skipped and counted. A file that is not
+what it claims, or is beyond the limits given, raises UnsupportedFileError. Every error is one line, and
+quotes at most 80 characters of what it saw.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
+import os
 import re
+import stat
+from array import array
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TextIO
 
-from rrr.shared.errors import BadRowError, RRRError
-from rrr.shared.messages import check_number
+from rrr.shared.errors import BadRowError, RRRError, excerpt
+from rrr.shared.messages import NANOS_MAX, NANOS_MIN, Quote, check_number
 from rrr.shared.subjects import check_symbol
 
 REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?")
+_MB = 1 << 20
+# A quote row is under 300 characters; a line this long is a broken or hostile file, not a row.
+_MAX_LINE_CHARS = 1 << 20
+# What the surrogateescape error handler turns a byte that is not UTF-8 into.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+# Per process: a file cannot be made so that two different quotes share a digest (see _SymbolRows).
+_DIGEST_KEY = os.urandom(16)
+# Wider than the 46 digits of the largest price or size the wire accepts.
+_EXACT = Context(prec=64)
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# ASCII: a Unicode \d would read a fraction of Arabic-Indic digits as nanoseconds.
+_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +59,40 @@ class QuoteRow:
     ask_size: Decimal | None
 
 
-class UnsupportedFileError(RRRError):
-    """A replay file of a kind this reader does not know."""
+@dataclass(slots=True)
+class ReadCounts:
+    """What reading a file found besides its quotes, counted as its rows are read."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    rows: int = 0  # data rows, bad and duplicate ones included
+    bad_rows: int = 0
+    # Rows equal to an earlier row in time, symbol, prices and sizes: skipped, not yielded.
+    duplicate_rows: int = 0
+    first_duplicate_line: int = 0  # 0 while there is none
+    # Rows earlier than a row before them of the same symbol: yielded in file order all the same.
+    out_of_order: int = 0
+    first_out_of_order_line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """Bounds on a replay file, beyond which it is refused rather than read into memory (None: no bound).
+
+    Telling repeated rows and rows out of order costs memory for every row (16 bytes in a file in time
+    order, about 80 in a shuffled one) and every symbol (about 1.3 KB).
+    """
+
+    max_file_mb: int | None = None
+    max_rows: int | None = None
+    max_symbols: int | None = None
+
+
+class UnsupportedFileError(RRRError):
+    """A replay file this reader cannot or will not read: missing, unreadable, mislabelled or too large."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None) -> None:
         self.path = path
-        super().__init__(f"{path}: {reason}")
+        self.line = line
+        super().__init__(f"{path}{'' if line is None else f':{line}'}: {reason}")
 
 
 def source_id(path: Path) -> str:
@@ -54,9 +102,12 @@ def source_id(path: Path) -> str:
     twice, or a renamed copy of it, is stored once.
     """
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
     return f"f{digest.hexdigest()[:16]}"
 
 
@@ -66,8 +117,8 @@ def parse_ts(text: str) -> int:
     Up to nine fractional digits are kept: the fraction is read as an integer of nanoseconds, since
     ``datetime`` itself stops at microseconds.
     """
-    not_a_time = f"ts {text!r} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z"
-    no_zone = f"ts {text!r} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z"
+    not_a_time = f"ts {excerpt(text)} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z"
+    no_zone = f"ts {excerpt(text)} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z"
     match = _ISO_TIME.fullmatch(text.strip())
     if match is None:
         try:
@@ -86,12 +137,17 @@ def parse_ts(text: str) -> int:
 
 
 def _decimal(name: str, text: str) -> Decimal:
+    stripped = text.strip()
     try:
-        value = Decimal(text.strip())
+        value = Decimal(stripped)
     except InvalidOperation:
-        raise ValueError(f"{name} {text!r} is not a decimal number") from None
+        raise ValueError(f"{name} {excerpt(text)} is not a decimal number") from None
     if not value.is_finite():
-        raise ValueError(f"{name} {text!r} is not a finite number")
+        raise ValueError(f"{name} {excerpt(text)} is not a finite number")
+    # Decimal also reads 1_000 and digits of other scripts (Arabic-Indic, say): a file holding them is not
+    # what it seems.
+    if not _DECIMAL_TEXT.fullmatch(stripped):
+        raise ValueError(f"{name} {excerpt(text)} is not a decimal number")
     return value
 
 
@@ -104,8 +160,17 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
         return value if isinstance(value, str) else str(value)
 
     ts_value = values.get("ts")
-    # Parquet timestamps arrive as integer nanoseconds (see _parquet_rows, which refuses plain integers).
-    ts_ns = ts_value if isinstance(ts_value, int) else parse_ts(text("ts"))
+    # Parquet timestamps arrive as integer nanoseconds (see _parquet_records, which refuses plain integers).
+    if isinstance(ts_value, int):
+        ts_ns, ts_text = ts_value, _ns_text(ts_value)
+    else:
+        ts_text = text("ts")
+        ts_ns = parse_ts(ts_text)
+    # The wire's bounds (Nanos): outside them a quote would fail to encode, or be dead-lettered downstream.
+    if not NANOS_MIN <= ts_ns <= NANOS_MAX:
+        raise ValueError(
+            f"ts: expected a time from {_ns_text(NANOS_MIN)} to {_ns_text(NANOS_MAX)}, got {excerpt(ts_text)}"
+        )
     symbol = check_symbol(text("symbol"))
     bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
     # The same checks the wire applies, so that a file that reads cleanly also publishes cleanly.
@@ -123,6 +188,34 @@ def _row(line: int, values: dict[str, Any]) -> QuoteRow:
     return QuoteRow(line, ts_ns, symbol, bid, ask, sizes[0], sizes[1])
 
 
+def to_quote(row: QuoteRow, source: str, ts_init: int) -> Quote:
+    """The message of a row read from the file ``source`` (see source_id), made at ``ts_init``.
+
+    Its id is ``<source>:<line>``; every field was checked by the reader against the wire's bounds.
+    """
+    return Quote(
+        id=f"{source}:{row.line}",
+        ts_event=row.ts_ns,
+        ts_init=ts_init,
+        symbol=row.symbol,
+        bid=row.bid,
+        ask=row.ask,
+        bid_size=row.bid_size,
+        ask_size=row.ask_size,
+    )
+
+
+def _ns_text(ns: int) -> str:
+    """Integer nanoseconds since the epoch as ISO-8601 UTC, to the nanosecond; raw, if beyond year 9999."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    try:
+        moment = _EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return f"{ns:,} ns from the epoch"
+    digits = f".{fraction:09d}".rstrip("0") if fraction else ""
+    return f"{moment.replace(tzinfo=None).isoformat()}{digits}Z"
+
+
 def _datetime_ns(ts: datetime) -> int:
     # Integer arithmetic on the timedelta: a float timestamp would lose precision.
     delta = ts - _EPOCH
@@ -131,45 +224,94 @@ def _datetime_ns(ts: datetime) -> int:
 
 def _check_columns(path: Path, columns: list[str]) -> None:
     missing = [c for c in REQUIRED if c not in columns]
-    unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
-    if missing or unknown:
+    unknown = [repr(c) for c in columns if c not in REQUIRED + OPTIONAL]
+    # A column given twice: which of the two is the price?
+    twice = [c for c, n in Counter(columns).items() if n > 1 and c in REQUIRED + OPTIONAL]
+    if missing or unknown or twice:
         raise BadRowError(
             str(path),
             1,
-            f"expected columns {','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {','.join(columns)}"
+            f"expected columns {','.join(REQUIRED)}[,{','.join(OPTIONAL)}], got {excerpt(','.join(columns))}"
             + (f" (missing {', '.join(missing)})" if missing else "")
-            + (f" (unknown {', '.join(unknown)})" if unknown else ""),
+            + (f" (unknown {excerpt(', '.join(unknown), quoted=False)})" if unknown else "")
+            + (f" (twice {', '.join(twice)})" if twice else ""),
         )
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     # utf-8-sig: a byte-order mark some spreadsheet programs write is not part of the first column's name.
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise BadRowError(str(path), 1, "file is empty; expected a header line")
-        columns = [c.strip() for c in header]
-        _check_columns(path, columns)
-        for fields in reader:
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                yield reader.line_num, {"__error__": f"expected {len(columns)} fields, got {len(fields)}"}
-                continue
-            yield reader.line_num, dict(zip(columns, fields, strict=True))
+    # surrogateescape: a byte that is not UTF-8 is kept, for _text_lines to name it with its line; a strict
+    # decoder fails on a whole buffer, lines ahead of the row being read.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+        reader = csv.reader(_text_lines(path, fh))
+        start = 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise BadRowError(str(path), 1, "file is empty; expected a header line")
+            columns = [c.strip() for c in header]
+            _check_columns(path, columns)
+            start = 2
+            for fields in reader:
+                start = reader.line_num + 1  # where the next row begins, if this one is fine
+                if not fields:
+                    continue
+                if len(fields) != len(columns):
+                    yield reader.line_num, {"__error__": f"expected {len(columns)} fields, got {len(fields)}"}
+                    continue
+                yield reader.line_num, dict(zip(columns, fields, strict=True))
+        except csv.Error as exc:
+            # An unclosed quote runs on to the field size limit, lines later: name the line the row began on.
+            raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=start) from None
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _text_lines(path: Path, fh: TextIO) -> Iterator[str]:
+    """The lines of a CSV file (ended by CR, LF or CRLF), each checked to be UTF-8 and of a bounded length.
+
+    A file of one endless line must not be read into memory whole.
+    """
+    number = 0
+    while line := fh.readline(_MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > _MAX_LINE_CHARS:
+            raise UnsupportedFileError(
+                path, f"expected lines of at most {_MAX_LINE_CHARS:,} characters, got a longer one", line=number
+            )
+        if (escaped := _NOT_UTF8.search(line)) is not None:
+            raise UnsupportedFileError(
+                path,
+                f"expected UTF-8 text, got byte {ord(escaped.group()) - 0xDC00:#04x} at character "
+                f"{escaped.start() + 1} of the line",
+                line=number,
+            )
+        yield line
+
+
+def _parquet_rows(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
     except ImportError:
         raise UnsupportedFileError(
             path, "reading Parquet needs pyarrow: pip install 'rrralgorithms[parquet]'"
         ) from None
+    try:
+        yield from _parquet_records(path, max_rows)
+    except (pa.ArrowException, OSError) as exc:
+        # A CSV renamed .parquet, a truncated or corrupt file: Arrow's reason is the useful part.
+        reason = str(exc).strip().partition("\n")[0]
+        raise UnsupportedFileError(path, f"not readable as Parquet: {excerpt(reason, 200, quoted=False)}") from None
+
+
+def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
+    # The footer says how many rows there are: refuse at once instead of after reading them.
+    if max_rows is not None and parquet.metadata.num_rows > max_rows:
+        raise UnsupportedFileError(
+            path, _too_many("data rows", max_rows, "--replay-max-rows", f"{parquet.metadata.num_rows:,}")
+        )
     columns = list(parquet.schema_arrow.names)
     _check_columns(path, columns)
     row = 1
@@ -183,34 +325,18 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise UnsupportedFileError(
                 path, f"column {name} is float32, too coarse for prices; expected decimal, text or float64"
             )
+    # Timestamps are taken as integers in their own unit and scaled in Python: Python datetimes would drop
+    # the nanoseconds, and Arrow's cast to nanoseconds fails a whole batch at one time past 2262 instead of
+    # letting that row say so. A timestamp without a zone is taken as UTC, as Parquet writers mean it.
+    scale = _UNIT_NS[ts_type.unit] if pa.types.is_timestamp(ts_type) else None
     for batch in parquet.iter_batches(batch_size=65_536):
-        ts = batch.column("ts")
-        if pa.types.is_timestamp(ts.type):
-            # As integer nanoseconds since the epoch: Python datetimes would drop the nanoseconds. A
-            # timestamp without a zone is taken as UTC, as Parquet writers mean it.
-            batch = batch.set_column(
-                batch.schema.get_field_index("ts"), "ts", ts.cast(pa.timestamp("ns", ts.type.tz)).cast(pa.int64())
-            )
+        if scale is not None:
+            batch = batch.set_column(batch.schema.get_field_index("ts"), "ts", batch.column("ts").cast(pa.int64()))
         for record in batch.to_pylist():
             row += 1
+            if scale is not None and record["ts"] is not None:
+                record["ts"] *= scale
             yield row, record
-
-
-def count_rows(path: Path) -> int | None:
-    """How many data rows a file holds, cheaply where the format says so (for a progress bar)."""
-    if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            return None
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    newlines, last = 0, b"\n"
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    lines = newlines + (last != b"\n")  # a last line without its newline still counts
-    return max(lines - 1, 0)
 
 
 def read_quotes(
@@ -218,35 +344,177 @@ def read_quotes(
     *,
     skip_bad_rows: bool = False,
     on_bad_row: Callable[[BadRowError], None] | None = None,
+    counts: ReadCounts | None = None,
+    limits: ReadLimits | None = None,
 ) -> Iterator[QuoteRow]:
-    """Yield the quotes of a CSV or Parquet file in file order.
+    """Yield the quotes of a CSV or Parquet file in file order, each row that repeats an earlier one skipped.
+
+    A repeat is a row equal to an earlier one in time, symbol, prices and sizes (by value: 1.10 and 1.1 are
+    one price); stored again it would be a second quote under another id. A row earlier than a row before it
+    of the same symbol is yielded all the same, in file order. ``counts`` (if given) counts both, and the bad
+    rows, as the file is read. A file beyond ``limits`` is refused as soon as that is known.
 
     Raises:
         BadRowError: a row cannot be read and ``skip_bad_rows`` is false (or the header is wrong).
-        UnsupportedFileError: the file is neither CSV nor Parquet.
+        UnsupportedFileError: the file is missing, not a regular file, unreadable, or not the CSV or Parquet
+            it claims to be.
     """
-    if not path.is_file():
-        raise UnsupportedFileError(path, "no such file")
+    limits = ReadLimits() if limits is None else limits
+    _check_regular_file(path, limits.max_file_mb)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
     elif suffix == ".parquet":
-        rows = _parquet_rows(path)
+        rows = _parquet_rows(path, limits.max_rows)
     else:
         raise UnsupportedFileError(path, f"unknown file type {suffix!r}; expected .csv or .parquet")
+    counts = ReadCounts() if counts is None else counts
+    seen: dict[str, _SymbolRows] = {}
     try:
         for line, values in rows:
+            counts.rows += 1
+            if limits.max_rows is not None and counts.rows > limits.max_rows:
+                raise UnsupportedFileError(
+                    path, _too_many("data rows", limits.max_rows, "--replay-max-rows", "more"), line=line
+                )
             try:
                 if "__error__" in values:
                     raise ValueError(values["__error__"])
-                yield _row(line, values)
+                row = _row(line, values)
             except ValueError as exc:
+                counts.bad_rows += 1
                 error = BadRowError(str(path), line, str(exc))
                 if not skip_bad_rows:
                     raise error from None
                 if on_bad_row is not None:
                     on_bad_row(error)
-    except UnicodeDecodeError as exc:
-        raise UnsupportedFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise UnsupportedFileError(path, f"not readable as CSV: {exc}") from None
+                continue
+            rows_of_symbol = seen.get(row.symbol)
+            if rows_of_symbol is None:
+                if limits.max_symbols is not None and len(seen) >= limits.max_symbols:
+                    raise UnsupportedFileError(
+                        path, _too_many("symbols", limits.max_symbols, "--replay-max-symbols", "more"), line=line
+                    )
+                rows_of_symbol = seen[row.symbol] = _SymbolRows()
+            order = rows_of_symbol.add(row.ts_ns, _digest(row))
+            if order == "repeat":
+                counts.duplicate_rows += 1
+                counts.first_duplicate_line = counts.first_duplicate_line or line
+                continue
+            if order == "late":
+                counts.out_of_order += 1
+                counts.first_out_of_order_line = counts.first_out_of_order_line or line
+            yield row
+    except OSError as exc:
+        raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _too_many(what: str, limit: int, flag: str, got: str) -> str:
+    return f"expected at most {limit:,} {what} ({flag} raises the limit), got {got}"
+
+
+def _check_regular_file(path: Path, max_file_mb: int | None) -> None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise UnsupportedFileError(path, "no such file") from None
+    except OSError as exc:
+        raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise UnsupportedFileError(path, "is a directory; expected a .csv or .parquet file")
+    if not stat.S_ISREG(status.st_mode):
+        # A named pipe or a device: opening it could block for ever or read without end.
+        raise UnsupportedFileError(path, "is not a regular file; expected a .csv or .parquet file")
+    if max_file_mb is not None and status.st_size > max_file_mb * _MB:
+        raise UnsupportedFileError(
+            path,
+            f"expected a file of at most {max_file_mb:,} MB (--replay-max-file-mb raises the limit), "
+            f"got {status.st_size / _MB:,.1f} MB",
+        )
+
+
+def _digest(row: QuoteRow) -> int:
+    # By value, so 1.10 and 1.1 are one price: no consumer tells them apart. Normalised in a context wider
+    # than any number the reader accepts, so normalising never rounds.
+    parts = (
+        "" if v is None else str(v.normalize(_EXACT)) if v else "0"
+        for v in (row.bid, row.ask, row.bid_size, row.ask_size)
+    )
+    digest = hashlib.blake2b("|".join(parts).encode(), digest_size=8, key=_DIGEST_KEY).digest()
+    return int.from_bytes(digest)
+
+
+class _SymbolRows:
+    """The rows of one symbol read so far: enough to tell an exact repeat of one of them from a new row.
+
+    A row is held as its time and a 64-bit digest of its prices and sizes, keyed per process so that no
+    file can be made to collide; only rows at the same nanosecond are ever compared. Rows from the newest
+    time on go to one array and rows up to the oldest time to another, each sorted and searched by
+    bisection: a file in time order, in reverse time order or repeating a stretch already read costs 16
+    bytes a row. Rows in between the oldest and the newest time, as in a shuffled file, go to a set at about
+    80 bytes a row.
+    """
+
+    __slots__ = (
+        "_at_newest",
+        "_at_oldest",
+        "_between",
+        "_earlier_digests",
+        "_earlier_ts",
+        "_later_digests",
+        "_later_ts",
+    )
+
+    def __init__(self) -> None:
+        self._later_ts = array("q")  # non-decreasing
+        self._later_digests = array("Q")
+        self._earlier_ts = array("q")  # negated, so non-decreasing as well
+        self._earlier_digests = array("Q")
+        self._between: set[int] = set()  # time << 64 | digest
+        self._at_newest: set[int] = set()  # digests of the rows at the newest time, wherever they are
+        self._at_oldest: set[int] = set()  # and at the oldest time
+
+    def add(self, ts: int, digest: int) -> Literal["new", "late", "repeat"]:
+        """Record a row unless it repeats one: in time order (new), earlier than a row before it (late)."""
+        later_ts = self._later_ts
+        if not later_ts or ts > later_ts[-1]:
+            if not later_ts:
+                self._at_oldest = {digest}
+            self._at_newest = {digest}
+            later_ts.append(ts)
+            self._later_digests.append(digest)
+            return "new"
+        newest = later_ts[-1]
+        oldest = -self._earlier_ts[-1] if self._earlier_ts else later_ts[0]
+        if ts == newest:
+            if digest in self._at_newest:
+                return "repeat"
+            self._at_newest.add(digest)
+            if ts == oldest:
+                self._at_oldest.add(digest)
+            later_ts.append(ts)
+            self._later_digests.append(digest)
+            return "new"
+        if ts <= oldest:
+            if ts == oldest and digest in self._at_oldest:
+                return "repeat"
+            if ts < oldest:
+                self._at_oldest = set()
+            self._at_oldest.add(digest)
+            self._earlier_ts.append(-ts)
+            self._earlier_digests.append(digest)
+            return "late"
+        key = ts << 64 | digest
+        if (
+            key in self._between
+            or _holds(self._later_ts, self._later_digests, ts, digest)
+            or _holds(self._earlier_ts, self._earlier_digests, -ts, digest)
+        ):
+            return "repeat"
+        self._between.add(key)
+        return "late"
+
+
+def _holds(times: array[int], digests: array[int], ts: int, digest: int) -> bool:
+    start = bisect.bisect_left(times, ts)
+    return digest in digests[start : bisect.bisect_right(times, ts, start)]

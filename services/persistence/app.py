@@ -59,6 +59,7 @@ def _consumer(
     return Consumer(
         stream, f"{SERVICE}-{family}-{config.shard}", filter_subject, decoder, handler,
         retries=True, batch_size=config.batch_max_rows, max_wait_s=config.batch_max_ms / 1000,
+        shards=config.shards,
     )  # fmt: skip
 
 

@@ -48,6 +48,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
         ordered=True,
         batch_size=config.batch_size,
         start_seq=strategies.seq + 1,
+        shards=config.shards,
     )
     return Plan(
         consumers=[quotes],

@@ -27,7 +27,10 @@ from rrr.shared.bus.dead_letters import (
     DLQ_MSG_ID,
     DLQ_REASON,
     DLQ_SERVICE,
+    DLQ_SIGNATURE,
     DLQ_SUBJECT,
+    dead_letter_signature,
+    signature_valid,
 )
 from rrr.shared.bus.publish import MSG_ID, Outgoing, Publisher
 from rrr.shared.bus.streams import (
@@ -58,6 +61,7 @@ __all__ = [
     "DLQ_MSG_ID",
     "DLQ_REASON",
     "DLQ_SERVICE",
+    "DLQ_SIGNATURE",
     "DLQ_SUBJECT",
     "DUPLICATE_WINDOW_S",
     "EVENT_STREAM",
@@ -81,6 +85,8 @@ __all__ = [
     "ShardCountError",
     "StreamSpec",
     "Subscription",
+    "dead_letter_signature",
     "inbox_prefix",
+    "signature_valid",
     "url_user",
 ]

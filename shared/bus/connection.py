@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ class BusCounters(Counters, kw_only=True):
 
     handled: int = 0
     malformed: int = 0
+    # Messages on a subject that is not their own (another family, symbol or shard): dead-lettered.
+    mismatched: int = 0
     handler_rejected: int = 0
     handler_errors: int = 0
     dead_lettered: int = 0
@@ -48,9 +51,29 @@ class BusCounters(Counters, kw_only=True):
 class NatsUnavailableError(RRRError):
     """NATS could not be reached in time."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, reason: str) -> None:
         self.url = str(redact(url))
-        super().__init__(f"cannot reach NATS at {self.url} within {timeout_s:g} s; is the system up (`just up`)?")
+        super().__init__(f"cannot reach NATS at {self.url} ({reason}); is the system up (`just up`)?")
+
+
+async def _reachable(url: str, timeout_s: float) -> str | None:
+    """None if a TCP connection to one of ``url``'s servers opens within ``timeout_s``, else why not."""
+    reasons = []
+    for server in (u.strip() for u in url.split(",")):
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), timeout=timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                reasons.append("no answer")
+            else:
+                reasons.append(os.strerror(exc.errno).lower() if exc.errno else str(exc))
+            continue
+        writer.close()
+        return None
+    return ", ".join(dict.fromkeys(reasons))
 
 
 class NatsAuthorizationError(RRRError):
@@ -124,7 +147,15 @@ class _ErrorLog:
 class Connection:
     """A service's connection to NATS; the bus's roles (streams, publish, consume, dead letters) build on it."""
 
-    def __init__(self, nc: Client, *, service: str, tracer: Tracer, before_ack: BeforeAck | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        service: str,
+        tracer: Tracer,
+        before_ack: BeforeAck | None = None,
+        dlq_key: bytes | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.service = service
@@ -133,6 +164,8 @@ class Connection:
         self.closing = False
         # A hook for the fault suite: called where a crash would lose the most (work done, nothing acked).
         self.before_ack = before_ack
+        # The system's secret that signs dead letters (see dead_letters); None: they go unsigned.
+        self.dlq_key = dlq_key
 
     @classmethod
     async def connect(
@@ -144,13 +177,19 @@ class Connection:
         tracer: Tracer | None = None,
         timeout_s: float | None = None,
         before_ack: BeforeAck | None = None,
+        dlq_key: bytes | None = None,
     ) -> Self:
         """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart).
 
         A service waits for NATS as long as it takes (logging the failures, at most one line per
         ``_ERROR_LOG_EVERY_S``); a command-line tool passes ``timeout_s`` to fail with NatsUnavailableError
-        instead.
+        instead, at once when nothing listens at the URL.
         """
+        if timeout_s is not None:
+            # A tool run while the system is down says so in a moment, not after the whole timeout.
+            unreachable = await _reachable(url, min(timeout_s, 2.0))
+            if unreachable is not None:
+                raise NatsUnavailableError(url, unreachable)
         bus: Self | None = None
         errors = _ErrorLog()
         refused = asyncio.Event()
@@ -201,9 +240,9 @@ class Connection:
         if refused.is_set():
             raise NatsAuthorizationError(url, user)
         if connecting.cancelled():
-            raise NatsUnavailableError(url, timeout_s or 0)
+            raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s")
         connecting.result()
-        bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack)
+        bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack, dlq_key=dlq_key)
         return bus
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 import msgspec
@@ -25,8 +25,8 @@ from opentelemetry import trace
 from rrr.shared.bus.connection import Backoff
 from rrr.shared.bus.dead_letters import DeadLetters, attempts
 from rrr.shared.bus.streams import StreamSpec
-from rrr.shared.errors import FatalError, TransientError
-from rrr.shared.messages import Message
+from rrr.shared.errors import FatalError, MisroutedMessageError, TransientError
+from rrr.shared.messages import Message, check_subject
 
 _log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class Consumer(Generic[M]):
     """A durable JetStream consumer, as data: what it reads, how, and who handles it.
 
     The decoder and the handler share the message type ``M``, so mypy checks that a handler receives
-    what its decoder produces.
+    what its decoder produces. ``shards`` is the system's shard count: a message is handed over only on
+    the one subject it belongs on (``rrr.shared.messages.check_subject``).
     """
 
     stream: StreamSpec
@@ -81,16 +82,23 @@ class Consumer(Generic[M]):
     max_deliver: int = 5
     # Ordered consumers: where to start at start-up (the sequence after a snapshot), else the ack floor.
     start_seq: int | None = None
+    shards: int = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Subscription(Generic[M]):
-    """A core NATS subscription, as data. Without a decoder the handler gets the raw message and None."""
+    """A core NATS subscription, as data. Without a decoder the handler gets the raw message and None.
+
+    ``shards`` is the system's shard count: a decoded message is handed over only on the one subject it
+    belongs on (``rrr.shared.messages.check_subject``). A raw message has no payload to hold against its
+    subject, so its handler judges the subject. None: no check, for tools that watch any subject.
+    """
 
     subject: str
     decoder: msgspec.msgpack.Decoder[M] | None
     handler: Callable[[Msg, M], Awaitable[None]]
     queue: str = ""
+    shards: int | None = field(kw_only=True)
 
 
 class Consuming(DeadLetters):
@@ -99,10 +107,18 @@ class Consuming(DeadLetters):
     async def subscribe(self, subscription: Subscription[M]) -> NatsSubscription:
         """Subscribe on core NATS; the handler runs in a span continuing the sender's trace.
 
-        A payload that does not decode is counted and dead-lettered; a handler that raises is counted and
-        logged. Neither stops the subscription.
+        A payload that does not decode, or arrives on a subject not its own, is counted and dead-lettered;
+        a handler that raises is counted and logged. None of them stops the subscription.
         """
         decoder, handler, subject = subscription.decoder, subscription.handler, subscription.subject
+
+        async def _refuse(msg: Msg, reason: str) -> None:
+            try:
+                await self.dead_letter(msg, reason)
+            except TransientError as lost:
+                # Core NATS has no redelivery: the message is counted, logged and gone.
+                self.counters.dead_letter_failures += 1
+                _log.error("%s", lost)
 
         async def _callback(msg: Msg) -> None:
             message = cast(M, None)
@@ -111,13 +127,15 @@ class Consuming(DeadLetters):
                     message = decoder.decode(msg.data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     self.counters.malformed += 1
-                    try:
-                        await self.dead_letter(msg, f"decode: {exc}")
-                    except TransientError as lost:
-                        # Core NATS has no redelivery: the message is counted, logged and gone.
-                        self.counters.dead_letter_failures += 1
-                        _log.error("%s", lost)
+                    await _refuse(msg, f"decode: {exc}")
                     return
+                if subscription.shards is not None:
+                    try:
+                        check_subject(msg.subject, message, subscription.shards)
+                    except MisroutedMessageError as exc:
+                        self.counters.mismatched += 1
+                        await _refuse(msg, f"subject: {exc}")
+                        return
             with trace.use_span(self.span(f"handle {subject}", msg), end_on_exit=True):
                 try:
                     await handler(msg, message)
@@ -133,7 +151,8 @@ class Consuming(DeadLetters):
         Messages are handed over in stream order, in batches of at most ``batch_size``, and each message
         of a batch is acknowledged only after the handler returned:
 
-        - a payload that does not decode is dead-lettered at once;
+        - a payload that does not decode, or that arrived on a subject other than its own (another family,
+          symbol or shard), is dead-lettered at once and never handed to the handler;
         - a message the handler returns as Rejected is, if ``retry`` and this consumer has ``retries``,
           handed to ``retry.<service>.<subject>`` (at most ``max_deliver`` attempts in all), else
           dead-lettered with the reason;
@@ -229,12 +248,22 @@ class Consuming(DeadLetters):
 
     async def _process(self, msgs: list[Msg], consumer: Consumer[M]) -> None:
         batch: list[Delivery[M]] = []
-        malformed: list[tuple[Msg, str]] = []
+        # Never handed to the handler: undecodable, or on a subject not their own (mismatched).
+        refused: list[tuple[Msg, str]] = []
+        mismatched = 0
         for msg in msgs:
             try:
-                batch.append(Delivery(msg, consumer.decoder.decode(msg.data)))
+                message = consumer.decoder.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                malformed.append((msg, f"decode: {exc}"))
+                refused.append((msg, f"decode: {exc}"))
+                continue
+            try:
+                check_subject(msg.subject, message, consumer.shards)
+            except MisroutedMessageError as exc:
+                refused.append((msg, f"subject: {exc}"))
+                mismatched += 1
+                continue
+            batch.append(Delivery(msg, message))
         rejected: Sequence[Rejected] = ()
         if batch:
             try:
@@ -246,9 +275,10 @@ class Consuming(DeadLetters):
                 # is safe.
                 raise FatalError(f"handler failed on {batch[0].msg.subject}: {type(exc).__name__}: {exc}") from exc
         # Dead letters and retries are stored before the acknowledgement that covers their originals.
-        for msg, reason in malformed:
+        for msg, reason in refused:
             await self.dead_letter(msg, reason)
-        self.counters.malformed += len(malformed)
+        self.counters.malformed += len(refused) - mismatched
+        self.counters.mismatched += mismatched
         for failure in rejected:
             msg = failure.delivery.msg
             self.counters.handler_rejected += 1

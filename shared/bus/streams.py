@@ -91,6 +91,15 @@ class StreamAdmin(Connection):
             if recorded != shards:
                 raise ShardCountError(recorded, shards) from None
 
+    async def recorded_shards(self) -> int | None:
+        """The shard count the system's services run with, or None if none of them has started yet."""
+        try:
+            kv = await self.js.key_value(META_BUCKET)
+            entry = await kv.get("shards")
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+            return None
+        return int(entry.value or b"0") or None
+
     async def read_stream(
         self, stream: str, filter_subject: str, *, last_per_subject: bool = False, fetch: int = 1024
     ) -> list[Msg]:

@@ -19,14 +19,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-async def system(nats_server: NatsEndpoint, database_url: str, tmp_path: Path) -> AsyncIterator[System]:
+def system_env() -> dict[str, str]:
+    """The services' environment on top of the system's defaults; a test module may override it."""
+    return FAST_HEARTBEATS
+
+
+@pytest.fixture
+async def system(
+    nats_server: NatsEndpoint, database_url: str, tmp_path: Path, system_env: dict[str, str]
+) -> AsyncIterator[System]:
     if nats_server.server is None:
         pytest.skip("the fault suite needs a nats-server of its own (RRR_NATS_URL is set)")
     async with System(
         nats_url=nats_server.url,
         database_url=database_url,
         workdir=tmp_path / "services",
-        env=FAST_HEARTBEATS,
+        env=system_env,
         role_urls=nats_server.urls,
     ) as running:
         yield running

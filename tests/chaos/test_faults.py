@@ -18,7 +18,7 @@ from rrr.deploy.postgres_server import PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
 from tests.support.checks import Comparison, wait_for_exact
-from tests.support.system import FAST_HEARTBEATS, System, assert_no_permission_violations, finish
+from tests.support.system import DLQ_KEY, FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
 DATA = Path(__file__).parents[1] / "data"
@@ -230,9 +230,9 @@ async def test_6_poison_messages_on_every_consumed_subject_are_dead_lettered_and
     bus = await Bus.connect(system.nats_url, service="test", name="test")
     try:
         market_data_before = (await bus.js.stream_info("RRR_MD")).state.messages
-        assert await republish(bus, poison) == 1
+        assert await republish(bus, poison, key=DLQ_KEY.encode()) == 1
         with pytest.raises(NotRepublishableError):
-            await republish(bus, [x for x in letters if x.service == "strategy"][:1])
+            await republish(bus, [x for x in letters if x.service == "strategy"][:1], key=DLQ_KEY.encode())
         # It went to persistence's retries, not back onto the quote stream the strategy reads.
         assert (await bus.js.stream_info("RRR_MD")).state.messages == market_data_before
     finally:

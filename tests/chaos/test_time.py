@@ -9,7 +9,7 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import nats
@@ -48,18 +48,8 @@ async def _window_passes() -> None:
 
 
 @pytest.fixture
-async def system(nats_server: NatsEndpoint, database_url: str, tmp_path: Path) -> AsyncIterator[System]:
-    if nats_server.server is None:
-        pytest.skip("needs a nats-server of its own (RRR_NATS_URL is set)")
-    async with System(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        workdir=tmp_path / "services",
-        env=SHORT_WINDOW,
-        role_urls=nats_server.urls,
-    ) as running:
-        yield running
-    assert_no_permission_violations(nats_server)
+def system_env() -> dict[str, str]:
+    return SHORT_WINDOW
 
 
 async def test_9_replay_interrupted_and_resumed_after_the_duplicate_window_trades_nothing_twice(

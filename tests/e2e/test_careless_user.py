@@ -3,12 +3,16 @@ no state that only `just reset` repairs."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from rrr.deploy.processes import free_port, service_command
+from tests.support.services import client_bus
 
 
 def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> list[str]:
@@ -51,3 +55,59 @@ def test_a_service_started_with_no_nats_stops_at_once_on_ctrl_c_with_an_honest_l
     # One line about the unreachable broker, not one per attempt.
     assert output.count("Connect call failed") <= 1, output
     print(f"\nstopped {took:.2f} s after SIGINT")
+
+
+EURUSD = Path(__file__).parents[1] / "data" / "eurusd_quotes_2020-01-01.csv"
+BIN = Path(sys.executable).parent
+
+
+def _run(argv: list[str], env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def _tool_env(nats_url: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RRR_")} | {"RRR_NATS_URL": nats_url}
+
+
+async def test_a_replay_with_another_shard_count_than_the_system_is_refused_and_publishes_nothing(
+    nats_url: str,
+) -> None:
+    async with client_bus(nats_url) as bus:
+        await bus.check_shards(1)  # a one-shard system, as its first service records it
+        done = await asyncio.to_thread(
+            _run, [*service_command("market_data"), "replay", str(EURUSD), "--no-progress", "--shards", "2"],
+            _tool_env(nats_url),
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines == [
+            "rrr-market-data replay: error: nothing was published: this system runs with --shards 1, not 2: "
+            "the quotes would go to shards nobody consumes. Replay with --shards 1"
+        ], done.stderr
+        assert (await bus.js.stream_info("RRR_MD")).state.messages == 0
+
+
+async def test_a_replay_into_a_system_no_service_ever_started_is_refused(nats_url: str) -> None:
+    done = await asyncio.to_thread(
+        _run, [*service_command("market_data"), "replay", str(EURUSD), "--no-progress"], _tool_env(nats_url)
+    )
+    assert done.returncode == 1, done.stderr
+    assert "nothing was published: no service of this system has started yet" in done.stderr
+
+
+def test_tools_run_while_the_system_is_down_say_so_in_one_line_at_once() -> None:
+    env = _tool_env(f"nats://127.0.0.1:{free_port()}")
+    for argv in (
+        [*service_command("market_data"), "replay", str(EURUSD), "--no-progress"],
+        [str(BIN / "rrr-tap"), "md.>"],
+        [str(BIN / "rrr-dlq"), "list"],
+    ):
+        started = time.monotonic()
+        done = _run(argv, env, timeout_s=30)
+        took = time.monotonic() - started
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode != 0, argv
+        assert len(lines) == 1, f"{argv[0]}:\n{done.stderr}"
+        assert "cannot reach NATS at nats://127.0.0.1:" in lines[0], lines[0]
+        assert "is the system up (`just up`)?" in lines[0], lines[0]
+        print(f"\n{Path(argv[0]).name}: {took:.2f} s: {lines[0]}")

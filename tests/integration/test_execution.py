@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import msgspec
@@ -11,7 +12,10 @@ from rrr.execution import app
 from rrr.execution.config import ExecutionConfig
 from rrr.shared import subjects
 from rrr.shared.bus import MSG_ID, Bus
+from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
+    ID_MAX,
+    ORDER_ID_MAX,
     OrderAccepted,
     OrderFilled,
     OrderRejected,
@@ -20,7 +24,13 @@ from rrr.shared.messages import (
     encode,
     order_event_decoder,
 )
-from tests.support.factories import make_order, unique_symbol
+from tests.support.factories import (
+    make_order,
+    make_order_accepted,
+    make_order_filled,
+    make_position,
+    unique_symbol,
+)
 from tests.support.orders import submit_priced
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count, decode_all, stream_messages
@@ -256,6 +266,44 @@ async def test_execution_never_fills_an_unknown_order_older_than_the_newest_of_i
     # Order events carry the order's event time; ts_init is when execution handled it.
     accepted = next(e for e in await _order_events(bus, symbol) if isinstance(e, OrderAccepted))
     assert accepted.ts_event == newest.ts_event < accepted.ts_init
+
+
+@pytest.mark.parametrize("bad_id", ["nl-order\n", "o" * ID_MAX])
+async def test_execution_dead_letters_an_order_whose_id_would_make_events_that_do_not_decode(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats, bad_id: str
+) -> None:
+    symbol = unique_symbol("IDS")
+    bad = make_order(symbol, id=bad_id)
+    longest = make_order(symbol, id="o" * ORDER_ID_MAX)
+    await bus.js.publish(subjects.order_command(symbol, 1), encode(bad), headers={MSG_ID: "bad-id"})
+    await _submit(bus, longest)
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counter("handled", 1)
+
+    assert (counters["malformed"], counters["orders_filled"]) == (1, 1)
+    # The longest id that is accepted still leaves room for every event id execution derives from it.
+    assert [_summary(e)[:3] for e in await _order_events(bus, symbol)] == [
+        ("accepted", f"{longest.id}:accepted", longest.id),
+        ("filled", f"{longest.id}:1", longest.id),
+    ]
+    (letter,) = await stream_messages(bus.js, "RRR_DLQ", subjects.dead_letter(subjects.order_command(symbol, 1)))
+    assert letter.headers["Rrr-Dlq-Reason"].startswith("decode: ")
+
+
+async def test_execution_refuses_to_start_when_one_of_its_own_events_does_not_decode(
+    config: ExecutionConfig, bus: Bus
+) -> None:
+    symbol = unique_symbol("RES")
+    order = make_order(symbol)
+    fill = make_order_filled(order)
+    await bus.publish_persistent(subjects.order_event(symbol, 1), make_order_accepted(order))
+    broken = await bus.js.publish(subjects.order_event(symbol, 1), encode(fill)[:-3])
+    await bus.publish_persistent(subjects.position(symbol, 1), make_position(symbol))
+
+    # Skipping it would forget the fill and its position, and issue their ids again.
+    with pytest.raises(FatalError, match=rf"evt\.order\.0\.{symbol}.*sequence {broken.seq}"):
+        await asyncio.wait_for(app.run(config, asyncio.Event()), timeout=30)
 
 
 async def test_execution_fills_at_the_quote_it_reads_from_the_market_data_stream_never_at_the_orders_prices(

@@ -20,7 +20,7 @@ from rrr.market_data.replay import source_id
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
 from rrr.shared.messages import Heartbeat, Quote, Trade, encode, market_data_decoder
-from tests.support.factories import make_quote, make_signal, unique_symbol
+from tests.support.factories import make_quote, make_signal, unique_id, unique_symbol
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count, decode_all, stream_messages, subject_counts
 from tests.support.waiting import wait_until
@@ -240,3 +240,28 @@ async def test_replay_file_with_four_shards_puts_each_symbol_on_its_crc32_shard_
         f"md.quote.{zlib.crc32(b'BTCUSDT') % 4}.BTCUSDT": 451,
         f"md.quote.{zlib.crc32(b'USDJPY') % 4}.USDJPY": 1000,
     }
+
+
+async def test_market_data_answers_latest_quote_requests_only_on_an_inbox(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("RATE")
+    quote = make_quote(symbol)
+    config = MarketDataConfig(nats_url=nats_url, feed="none", heartbeat_ms=100)
+    inbox = f"_INBOX_alice.{unique_id('r')}"
+    replies = await bus.nc.subscribe(inbox)
+
+    async with running_service(app.run, config, heartbeats) as md:
+        await bus.publish(subjects.quote(symbol, 1), quote)
+        await wait_until(lambda: _is_latest(bus, quote), 5, "the quote as latest")
+        stored = await count(bus.js, "RRR_MD")
+        # A reply subject that is no inbox would put a copy of the quote into the stream per request.
+        for _ in range(1000):
+            await bus.nc.publish(subjects.latest_quote(symbol, 1), b"", reply=subjects.quote(symbol, 1))
+        await bus.nc.publish(subjects.latest_quote(symbol, 1), b"", reply=inbox)
+        reply = await replies.next_msg(timeout=5)
+        counters = await md.wait_for_counter("replies_refused", 1000)
+
+    assert market_data_decoder.decode(reply.data) == quote
+    assert counters["replies_refused"] == 1000
+    assert await count(bus.js, "RRR_MD") == stored

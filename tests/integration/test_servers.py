@@ -21,7 +21,7 @@ from rrr.deploy.databases import temporary_database
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from rrr.deploy.pid_files import pid_alive, stop_pid_file
 from rrr.deploy.postgres_server import PostgresEndpoint, PostgresServer
-from rrr.deploy.processes import ServerStartError
+from rrr.deploy.processes import ServerStartError, port_free
 
 
 def _unique(prefix: str) -> str:
@@ -100,6 +100,22 @@ def test_nats_server_start_on_a_busy_port_reports_the_server_log(tmp_path: Path)
     assert "exited" in caught.value.seen
     assert server.pid is None
     assert not server.pid_file.exists()
+
+
+def test_a_port_whose_last_server_died_is_free_despite_its_connections_in_time_wait() -> None:
+    # Listening with SO_REUSEADDR as nats-server and PostgreSQL do, then closing first on the server side:
+    # the connection stays in TIME_WAIT on the server's port.
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            assert not port_free(port), "a live listener holds its port"
+            accepted.close()
+            assert client.recv(1) == b""  # the server side closed first
+    assert port_free(port)
 
 
 async def test_postgres_server_answers_a_query(database_url: str) -> None:

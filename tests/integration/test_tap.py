@@ -12,6 +12,7 @@ import nats
 
 from rrr.shared import subjects
 from rrr.shared.messages import Quote, encode
+from tests.support.factories import make_order, make_order_rejected
 
 TAP = Path(sys.executable).parent / "rrr-tap"
 
@@ -76,3 +77,25 @@ async def test_tap_with_an_invalid_subject_names_it_and_exits_2(nats_url: str) -
     _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 2
     assert b"'md..>' is not a valid subject" in err
+
+
+async def test_tap_prints_control_characters_of_a_message_escaped_in_both_formats(nats_url: str) -> None:
+    order = make_order("EURUSD")
+    rejected = make_order_rejected(order, reason="\x1b[2J\x1b]0;owned\x07\u202e" + "x" * 3000)
+    for args, escaped in ((("--count", "1"), b"\\x1b[2J\\x1b]0;owned\\x07\\u202e"), (("--json", "--count", "1"), None)):
+        proc = await _start_tap("evt.order.>", *args, "--nats-url", nats_url)
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.publish(subjects.order_event("EURUSD", 1), encode(rejected))
+            await nc.flush()
+        finally:
+            await nc.close()
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+        assert proc.returncode == 0, err
+        assert out.isascii()
+        assert all(byte >= 0x20 and byte != 0x7F for byte in out.rstrip(b"\n")), out
+        if escaped is not None:
+            assert escaped in out
+            assert len(out) < 1000
+        else:
+            assert json.loads(out)["reason"].startswith("\x1b[2J\x1b]0;owned\x07\u202e")

@@ -11,12 +11,13 @@ import msgspec
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, SubmitOrder
+from tests.support.factories import unique_id
 
 
 async def publish_quote_of(bus: Bus, order: SubmitOrder, *, shards: int = 1) -> SubmitOrder:
     """Store the quote ``order`` says it saw on the market-data stream; return the order naming it."""
     quote = Quote(
-        id=f"{order.id}:quote",
+        id=unique_id("q"),
         ts_event=order.quote_ts,
         ts_init=order.quote_ts,
         symbol=order.symbol,

@@ -23,6 +23,8 @@ from tests.support.waiting import wait_until
 
 # Heartbeats every 100 ms: tests read the services' counters from them.
 FAST_HEARTBEATS = {f"RRR_{s.upper()}_HEARTBEAT_MS": "100" for s in SERVICES}
+# The key the services sign their dead letters with, for `rrr-dlq republish` to verify them.
+DLQ_KEY = "dead-letters-of-the-test-system"
 
 ServiceCommand = Callable[[str], list[str]]
 """Builds the command that runs a service, before its own arguments (``rrr.deploy.processes.service_command``)."""
@@ -144,6 +146,7 @@ class System:
                 "RRR_LOG_LEVEL": "INFO",
                 # Redeliveries after a crash come after the ack wait: keep it short so the suite is quick.
                 "RRR_ACK_WAIT_S": "2",
+                "RRR_DLQ_KEY": DLQ_KEY,
                 **(env or {}),
             }
         )

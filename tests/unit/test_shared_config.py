@@ -408,3 +408,23 @@ def _clear_rrr_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     # parse_config reads os.environ; a test run pointed at shared servers sets RRR_NATS_URL and friends.
     for name in [k for k in os.environ if k.startswith("RRR_")]:
         monkeypatch.delenv(name)
+
+
+# -- the dead-letter key -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config_type", "service"), SERVICES)
+def test_the_dead_letter_key_reaches_every_service_from_rrr_dlq_key_and_is_never_shown(config_type, service):
+    secret = "a-dead-letter-key-of-20"
+    config = _load(config_type, service, environ={"RRR_DLQ_KEY": secret})
+    assert config.dlq_key == secret
+    assert secret not in repr(config)
+    assert "dlq_key='***'" in repr(config)
+
+
+def test_a_dead_letter_key_too_short_to_be_a_secret_is_refused_without_showing_it():
+    with pytest.raises(ConfigError) as info:
+        _load(ExecutionConfig, "execution", environ={"RRR_DLQ_KEY": "short-key"})
+    assert info.value.source == "RRR_DLQ_KEY"
+    assert "short-key" not in str(info.value)
+    assert "at least 16 characters" in str(info.value)

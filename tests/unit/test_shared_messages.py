@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrr.shared import messages
+from rrr.shared import messages, subjects
+from rrr.shared.errors import MisroutedMessageError
 from rrr.shared.messages import (
     Heartbeat,
     Message,
@@ -513,3 +514,43 @@ def test_v1_payload_with_fields_in_another_order_decodes_the_same(case):
     raw, expected = case
     shuffled = dict(reversed(list(raw.items())))
     assert messages.any_decoder.decode(msgspec.msgpack.encode(shuffled)) == expected
+
+
+# -- subject agreement ---------------------------------------------------------------------------------
+
+
+def test_each_message_belongs_on_the_subject_of_its_family_symbol_and_shard():
+    for message in EXAMPLES:
+        subject = messages.subject_of(message, 4)  # type: ignore[arg-type]
+        messages.check_subject(subject, message, 4)
+        messages.check_subject(f"retry.persistence.{subject}", message, 4)
+
+
+@pytest.mark.parametrize(
+    ("subject", "message"),
+    [
+        ("md.quote.0.NOTEURUSD", _quote(symbol="SUBJTEST")),  # another symbol
+        ("md.trade.1.BTCUSDT", _quote()),  # another family
+        ("evt.order.0.EURUSD", PositionUpdated(id="p", ts_event=1, ts_init=1, symbol="EURUSD", qty=Decimal(1),
+                                               avg_price=Decimal(1), realized_pnl=Decimal(0), version=1)),
+        ("md.quote.0.EURUSD", _quote(symbol="EURUSD")),  # EURUSD is shard 1 of 2
+        ("md.quote.0.BTCUSDT", _quote()),  # BTCUSDT is shard 1 of 2
+        ("retry.execution.md.quote.1.EURUSD", _quote(symbol="BTCUSDT")),
+        ("md.quote", _quote()),
+        ("ctl.heartbeat.strategy.0", Heartbeat(id="h", ts_event=1, ts_init=1, service="execution", instance="i",
+                                               shard=0, shards=2, status="ok")),
+    ],
+)  # fmt: skip
+def test_a_message_on_a_subject_not_its_own_is_refused_naming_where_it_belongs(subject, message):
+    with pytest.raises(MisroutedMessageError) as info:
+        messages.check_subject(subject, message, 2)
+    assert info.value.subject == subject
+    assert messages.subject_of(message, 2) in str(info.value)
+
+
+def test_every_per_symbol_family_has_its_message_types_and_every_message_type_one_family():
+    assert set(messages.FAMILY_TYPES) == subjects.SYMBOL_FAMILIES - {subjects.LATEST_QUOTE}
+    kinds = [kind for kinds in messages.FAMILY_TYPES.values() for kind in kinds]
+    assert sorted(k.__name__ for k in kinds) == sorted(
+        k.__name__ for k in typing.get_args(messages.AnyMessage) if k is not Heartbeat
+    )

@@ -303,3 +303,39 @@ def test_latest_quote_requests_are_captured_by_no_stream():
         subjects.HEARTBEAT_ALL,
     ]
     assert not any(_matches(stream, request) for stream in streams)
+
+
+def test_parse_owned_accepts_a_subject_of_a_known_family_on_its_symbols_shard():
+    assert subjects.parse_owned("cmd.order.1.EURUSD", 2) == ("cmd.order", 1, "EURUSD")
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("cmd.order.0.EURUSD", "cmd.order.1.EURUSD, the shard that owns EURUSD"),  # EURUSD is shard 1 of 2
+        ("md.foo.1.EURUSD", "one of the families"),
+        ("x.y.1.EURUSD", "one of the families"),
+    ],
+)
+def test_parse_owned_refuses_an_unknown_family_or_a_shard_that_does_not_own_the_symbol(subject, expected):
+    with pytest.raises(InvalidSubjectError, match=expected):
+        subjects.parse_owned(subject, 2)
+
+
+@pytest.mark.parametrize("subject", ["retry", "retry.x", "retryx.a.b"])
+def test_retried_subject_of_a_subject_that_is_no_retry_is_the_subject_itself(subject):
+    assert subjects.retried_subject(subject) == subject
+
+
+@pytest.mark.parametrize("subject", ["_INBOX.abc", "_INBOX.nuid.token", "_INBOX_alice.abc", "_INBOX_svc-1.a.b"])
+def test_is_inbox_accepts_the_inbox_subjects_of_nats_clients_and_per_user_inbox_prefixes(subject):
+    assert subjects.is_inbox(subject)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["md.quote.0.RATE", "_INBOX", "_INBOX.", "_INBOX..a", "_INBOX.*", "_INBOX.>", "_INBOXX.a", "x._INBOX.a",
+     "_INBOX.a\n", "_INBOX_.a"],
+)  # fmt: skip
+def test_is_inbox_refuses_every_other_subject(subject):
+    assert not subjects.is_inbox(subject)
