@@ -140,7 +140,7 @@ class _ErrorLog:
             self._suppressed += 1
             return
         more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
-        _log.warning("nats: %s%s", str(exc) or type(exc).__name__, more)
+        _log.warning("nats: %s%s", (str(exc) or type(exc).__name__).removeprefix("nats: "), more)
         self._last, self._suppressed = now, 0
 
 
