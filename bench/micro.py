@@ -284,8 +284,8 @@ async def bench_inserts(conn: asyncpg.Connection, repeats: int, ids: Ids) -> tup
         async def work() -> None:
             async with conn.transaction():
                 written = await write_batch(conn, quotes)
-            if written["quotes"] != N:
-                raise RuntimeError(f"write_batch: {written['quotes']} rows inserted, expected {N}")
+            if written.quotes != N:
+                raise RuntimeError(f"write_batch: {written.quotes} rows inserted, expected {N}")
 
         return work
 
@@ -345,7 +345,7 @@ async def bench_persistence(
             written = []
             for b in todo:
                 async with conn.transaction():
-                    written.append((await write_batch(conn, b))["quotes"])
+                    written.append((await write_batch(conn, b)).quotes)
             check("sequential", written)
 
         return work
@@ -355,7 +355,7 @@ async def bench_persistence(
 
         async def one(b: list[Quote]) -> int:
             async with pool.acquire() as c, c.transaction():
-                return (await write_batch(c, b))["quotes"]
+                return (await write_batch(c, b)).quotes
 
         async def work() -> None:
             check("concurrent", list(await asyncio.gather(*(one(b) for b in todo))))
