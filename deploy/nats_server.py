@@ -113,6 +113,10 @@ class NatsServer(EmbeddedServer):
         """The configuration the server runs with, written at each start."""
         return self.data_dir / "nats.conf"
 
+    def runs_with_users(self) -> bool:
+        """Whether the configuration it was last started with has users (an earlier version wrote none)."""
+        return self.config_file.exists() and "authorization {" in self.config_file.read_text()
+
     @property
     def store_dir(self) -> Path:
         """Directory of the JetStream file store."""

@@ -150,7 +150,7 @@ class PostgresServer(EmbeddedServer):
         identity = _postgres_identity(self.data_dir)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir, identity, deadline)
-        trusting = self._trusts_connections()
+        trusting = self.trusts_connections()
 
         def argv() -> list[str]:
             argv = [
@@ -236,10 +236,10 @@ class PostgresServer(EmbeddedServer):
             return
         raise ServerStartError(self.name, expected, seen, self.log_file, initdb.log_tail())
 
-    def _trusts_connections(self) -> bool:
+    def trusts_connections(self) -> bool:
         """Whether the cluster lets anyone in without a password (initialised by an earlier version)."""
         hba = self.pgdata / "pg_hba.conf"
-        return any(_is_trust_rule(line) for line in hba.read_text().splitlines())
+        return hba.exists() and any(_is_trust_rule(line) for line in hba.read_text().splitlines())
 
     def _require_passwords(self) -> None:
         """Move a cluster from `trust` to scram-sha-256: give the superuser its password, then reload."""

@@ -183,6 +183,15 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
                     server.start()
         finally:
             record()  # a server that started keeps its port, even if the other one failed
+        # Started by an earlier version and still running: open to anyone until it starts again.
+        for name, open_to_all in (("nats-server", not nats.runs_with_users()), ("postgres", pg.trusts_connections())):
+            if open_to_all:
+                print(
+                    f"warning: {name} runs as an earlier version started it, without passwords; "
+                    "`just down && just up` restarts it with them",
+                    file=sys.stderr,
+                    flush=True,
+                )
         # As the superuser, the only time it is used: roles, migrations and grants, before persistence starts.
         applied = asyncio.run(identities.provision_database(pg))
         if applied:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +31,7 @@ from rrr.deploy.databases import ensure_login_role, temporary_database
 from rrr.deploy.nats_permissions import ROLES, SERVICE_ROLES
 from rrr.deploy.nats_server import NatsEndpoint
 from rrr.deploy.postgres_server import PostgresEndpoint
+from rrr.deploy.processes import service_command
 from rrr.execution import app as execution_app
 from rrr.execution.config import ExecutionConfig
 from rrr.persistence import app as persistence_app
@@ -334,3 +337,39 @@ def test_the_nats_configuration_holding_passwords_is_readable_by_its_owner_only(
     assert config.stat().st_mode & 0o777 == 0o600
     for role in SERVICE_ROLES:
         assert f'"user": "{role}"' in config.read_text()
+
+
+async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_the_dsn_from_the_environment(
+    pg_server: PostgresEndpoint,
+) -> None:
+    role = f"rrr_writer_{unique_id('t').replace('-', '_').lower()}"
+    try:
+        async with temporary_database(pg_server.admin_dsn) as owner_dsn:
+            database = owner_dsn.rsplit("/", 1)[1]
+            await ensure_login_role(pg_server.admin_dsn, role, new_password(), database=database)
+            # The owner's DSN in the environment, as the service reads it: no password on the command line.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RRR_")} | {"RRR_DATABASE_URL": owner_dsn}
+            argv = [*service_command("persistence"), "migrate", "--grant-writer", role]
+            done = await asyncio.to_thread(
+                subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60, check=False
+            )
+            assert done.returncode == 0, done.stderr
+            assert "migrations applied now: [1]" in done.stdout
+            assert owner_dsn.split("@")[0].rsplit(":", 1)[1] not in done.stdout + done.stderr  # no password shown
+            conn = await asyncpg.connect(owner_dsn)
+            try:
+                grants = await conn.fetch(
+                    "SELECT table_name, privilege_type FROM information_schema.role_table_grants WHERE grantee = $1",
+                    role,
+                )
+            finally:
+                await conn.close()
+            privileges = {(g["table_name"], g["privilege_type"]) for g in grants}
+            assert {p for t, p in privileges if t == "fills"} == {"SELECT", "INSERT", "UPDATE"}
+            assert {p for t, p in privileges if t == "schema_migrations"} == {"SELECT"}
+    finally:
+        admin = await asyncpg.connect(pg_server.admin_dsn)
+        try:
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            await admin.close()
