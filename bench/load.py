@@ -179,6 +179,7 @@ class _Resources:
 
 async def run_load(
     nats_url: str,
+    listen_url: str,
     database_url: str,
     run_dir: Path,
     *,
@@ -200,7 +201,9 @@ async def run_load(
     interval_ns = 1e9 / rate
 
     order_hist = HdrHistogram(1, _MAX_US, 3)
+    # Two NATS users, as `just up` gives them: the replay's publishes quotes, the tap's listens to orders.
     nc = await nats.connect(nats_url, max_reconnect_attempts=-1)
+    listener = await nats.connect(listen_url, max_reconnect_attempts=-1)
     prefix = f"sma_cross-{run_id}:"
     start_ns = 0
 
@@ -215,8 +218,8 @@ async def run_load(
             order_hist.record_value(max(int((time.time_ns() - intended) / 1000), 1))
             result.orders_accepted_seen += 1
 
-    await nc.subscribe("evt.order.>", cb=_on_event)
-    await nc.flush()
+    await listener.subscribe("evt.order.>", cb=_on_event)
+    await listener.flush()
     resources = _Resources(run_dir)
     resources.start()
     published_per_s: Counter[int] = Counter()
@@ -294,6 +297,7 @@ async def run_load(
     finally:
         await conn.close()
         await nc.close()
+        await listener.close()
     result.order_latency_us = _percentiles(order_hist)
     result.store_latency_us = _percentiles(store_hist)
     # Whole seconds only: a last, partial second would read as a drop in throughput.
@@ -393,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value < low:
             parser.error(f"{flag}: expected at least {low}, got {value}")
-    nats_url = os.environ.get("RRR_NATS_URL")
+    listen_url = os.environ.get("RRR_NATS_URL")
+    # The replay tool's user publishes market data; without one (a system without users) RRR_NATS_URL does.
+    nats_url = os.environ.get("RRR_MARKET_DATA_NATS_URL") or listen_url
     database_url = os.environ.get("RRR_DATABASE_URL")
-    if not nats_url or not database_url:
+    if not nats_url or not listen_url or not database_url:
         parser.error("RRR_NATS_URL and RRR_DATABASE_URL are not set: start the system with `just up none`")
     shards = int(os.environ.get("RRR_SHARDS", "1"))
 
@@ -403,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(
             run_load(
                 nats_url,
+                listen_url,
                 database_url,
                 args.run_dir,
                 rate=rate,

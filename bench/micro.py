@@ -63,6 +63,7 @@ from rrr.persistence.schema import migrate
 from rrr.persistence.store import write_batch
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
+from rrr.shared.config import redact
 from rrr.shared.messages import Quote
 
 N = 1000
@@ -504,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress("starting nats-server and PostgreSQL from the embedded binaries")
             nats.start()
             postgres.start()
-            progress(f"nats-server pid {nats.pid} at {nats.url}; postgres pid {postgres.pid} at {postgres.dsn}")
+            progress(f"nats-server pid {nats.pid} at {nats.url}; postgres pid {postgres.pid} at {redact(postgres.dsn)}")
             results = asyncio.run(run_all(nats.url, postgres.dsn, args.repeats))
         finally:
             progress("stopping the servers")

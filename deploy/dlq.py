@@ -260,7 +260,9 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rrr-dlq``."""
     parser = argparse.ArgumentParser(prog="rrr-dlq", description="List and republish dead letters (stream RRR_DLQ).")
-    parser.add_argument("--nats-url", default=os.environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222"))
+    # Its own NATS user where `rrr-stack` gave it one: it may hand dead letters back, which the tap may not.
+    default_url = os.environ.get("RRR_DLQ_NATS_URL") or os.environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
+    parser.add_argument("--nats-url", default=default_url, help="NATS URL [env RRR_DLQ_NATS_URL or RRR_NATS_URL]")
     commands = parser.add_subparsers(dest="command", required=True)
     p_list = commands.add_parser("list", help="one line per dead letter: seq, subject, service, reason")
     p_list.add_argument("--json", action="store_true", help="JSON lines")

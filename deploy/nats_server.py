@@ -9,11 +9,15 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rrr.deploy.credentials import with_userinfo, write_private
 from rrr.deploy.embedded_server import EmbeddedServer, ServerBinaryMissingError
+from rrr.deploy.nats_permissions import ADMIN, render_authorization
 from rrr.deploy.processes import free_port
+from rrr.shared.config import redact
 
 __all__ = ["NatsEndpoint", "NatsServer", "nats_server_binary"]
 
@@ -40,9 +44,12 @@ def nats_server_binary() -> Path:
 class NatsServer(EmbeddedServer):
     """A nats-server with JetStream, file storage under `data_dir`, listening on `host`.
 
+    With `users` (role name -> password, roles of `rrr.deploy.nats_permissions`), only those users may
+    connect, each with its role's permissions; `url_for(role)` is the URL a client of that role uses.
+
     Example:
-        with NatsServer(data_dir=tmp_path) as server:
-            client = await nats.connect(server.url)
+        with NatsServer(data_dir=tmp_path, users={"admin": password}) as server:
+            client = await nats.connect(server.url_for("admin"))
     """
 
     name = "nats-server"
@@ -58,6 +65,7 @@ class NatsServer(EmbeddedServer):
         log_file: Path | None = None,
         host: str = "127.0.0.1",
         max_store_bytes: int | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the server; nothing runs until `start`.
 
@@ -70,9 +78,11 @@ class NatsServer(EmbeddedServer):
             host: Address to listen on.
             max_store_bytes: JetStream's file store limit (`max_file_store`); the server's default (most
                 of the disk) when None.
+            users: Role name -> password of every user allowed to connect; anyone may connect when None.
         """
         super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="nats.log")
         self.max_store_bytes = max_store_bytes
+        self.users = dict(users) if users is not None else None
         self._auto_port = port is None
         self._auto_monitor_port = monitor_port is None
         self.port = port if port is not None else free_port(host)
@@ -83,6 +93,16 @@ class NatsServer(EmbeddedServer):
         """Client URL, `nats://host:port`."""
         return f"nats://{self.host}:{self.port}"
 
+    def url_for(self, role: str) -> str:
+        """Client URL as `role` (`nats://role:password@host:port`); `url` when the server has no users.
+
+        Raises:
+            KeyError: the server has users, but none named `role`.
+        """
+        if self.users is None:
+            return self.url
+        return with_userinfo(self.url, role, self.users[role])
+
     @property
     def monitor_url(self) -> str:
         """Base URL of the HTTP monitoring endpoints."""
@@ -92,6 +112,10 @@ class NatsServer(EmbeddedServer):
     def config_file(self) -> Path:
         """The configuration the server runs with, written at each start."""
         return self.data_dir / "nats.conf"
+
+    def runs_with_users(self) -> bool:
+        """Whether the configuration it was last started with has users (an earlier version wrote none)."""
+        return self.config_file.exists() and "authorization {" in self.config_file.read_text()
 
     @property
     def store_dir(self) -> Path:
@@ -124,11 +148,14 @@ class NatsServer(EmbeddedServer):
         if self.max_store_bytes is not None:
             jetstream.append(f"max_file_store: {self.max_store_bytes}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(
+        # Passwords in it, so readable by its owner only (as every file written here).
+        write_private(
+            self.config_file,
             "server_name: rrr-nats\n"
             f"listen: {json.dumps(f'{self.host}:{self.port}')}\n"
             f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}\n"
             f"jetstream {{ {', '.join(jetstream)} }}\n"
+            + (render_authorization(self.users) if self.users is not None else ""),
         )
 
     def _pick_free_ports(self) -> bool:
@@ -154,8 +181,31 @@ class NatsServer(EmbeddedServer):
 
 @dataclass(frozen=True, slots=True)
 class NatsEndpoint:
-    """Where to reach a NATS server, and the server itself when this process started it."""
+    """Where to reach a NATS server, and the server itself when this process started it.
+
+    `url` may do anything (the admin user where the server has users); `url_for(role)` is a role's own.
+    """
 
     url: str
     # None when the server belongs to someone else (an external URL, a container): not ours to kill.
     server: NatsServer | None = None
+    # Role name -> URL with that role's credentials; empty when the server takes anyone.
+    urls: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, server: NatsServer) -> NatsEndpoint:
+        """The endpoint of a server this process started: admin's URL, and every user's."""
+        urls = {role: server.url_for(role) for role in server.users or {}}
+        return cls(url=urls.get(ADMIN, server.url), server=server, urls=urls)
+
+    @property
+    def secured(self) -> bool:
+        """Whether the server refuses anyone without a user and password."""
+        return bool(self.urls)
+
+    def url_for(self, role: str) -> str:
+        """The URL of `role`; `url` when the server has no users."""
+        return self.urls.get(role, self.url) if self.urls else self.url
+
+    def __repr__(self) -> str:
+        return f"NatsEndpoint(url={redact(self.url)!r}, server={self.server!r}, roles={sorted(self.urls)})"

@@ -19,9 +19,11 @@ from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from rrr.deploy.databases import create_database
+from rrr.deploy.credentials import SecretsDir, with_userinfo, write_private
+from rrr.deploy.databases import create_database, reload_config, set_password
 from rrr.deploy.embedded_server import EmbeddedServer, ServerBinaryMissingError
 from rrr.deploy.processes import Identity, ManagedProcess, ServerStartError, free_port
+from rrr.shared.config import redact
 
 __all__ = ["PostgresEndpoint", "PostgresServer", "postgres_bin_dir"]
 
@@ -63,7 +65,11 @@ def postgres_bin_dir() -> Path:
 
 
 class PostgresServer(EmbeddedServer):
-    """A PostgreSQL cluster in `<data_dir>/pgdata`, listening on TCP only, trusting local connections.
+    """A PostgreSQL cluster in `<data_dir>/pgdata`, listening on TCP only, with passwords (scram-sha-256).
+
+    Every connection authenticates, the superuser `postgres` too: `dsn` and `admin_dsn` carry its
+    password. A cluster initialised by an earlier version with `trust` is moved to passwords at its
+    next start.
 
     Example:
         with PostgresServer(data_dir=tmp_path) as server:
@@ -83,6 +89,7 @@ class PostgresServer(EmbeddedServer):
         host: str = "127.0.0.1",
         database: str = "rrr",
         settings: Mapping[str, str] | None = None,
+        password: str | None = None,
     ) -> None:
         """Describe the server; nothing runs until `start`.
 
@@ -93,12 +100,17 @@ class PostgresServer(EmbeddedServer):
             host: Address to listen on (an IPv4 address or a name).
             database: Database created at start when missing; `dsn` points at it.
             settings: Server settings (`-c name=value`) added to, or replacing, the defaults.
+            password: The superuser's password; when None, one generated once and kept in
+                `<data_dir>/secrets/postgres` (mode 0600).
         """
         super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="postgres.log")
         self._auto_port = port is None
         self.port = port if port is not None else free_port(host)
         self.database = database
         self.settings: dict[str, str] = {**_DEFAULT_PG_SETTINGS, **(settings or {})}
+        self.password = (
+            password if password is not None else SecretsDir(self.data_dir / "secrets").password(_PG_SUPERUSER)
+        )
 
     @property
     def pgdata(self) -> Path:
@@ -107,13 +119,18 @@ class PostgresServer(EmbeddedServer):
 
     @property
     def dsn(self) -> str:
-        """URL of database `database` as the superuser `postgres`."""
-        return f"postgresql://{_PG_SUPERUSER}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+        """URL of database `database` as the superuser `postgres`, with its password."""
+        return self.dsn_for(_PG_SUPERUSER, self.password, self.database)
 
     @property
     def admin_dsn(self) -> str:
-        """URL of the `postgres` database as the superuser, for creating and dropping databases."""
-        return f"postgresql://{_PG_SUPERUSER}@{self.host}:{self.port}/postgres"
+        """URL of the `postgres` database as the superuser, for creating and dropping databases and roles."""
+        return self.dsn_for(_PG_SUPERUSER, self.password, "postgres")
+
+    def dsn_for(self, role: str, password: str, database: str | None = None) -> str:
+        """URL of `database` (default: `database`) as `role` with `password`."""
+        url = f"postgresql://{self.host}:{self.port}/{quote(database or self.database, safe='')}"
+        return with_userinfo(url, role, password)
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Initialise the cluster if needed, start postgres detached, wait for it, create `database`.
@@ -133,6 +150,7 @@ class PostgresServer(EmbeddedServer):
         identity = _postgres_identity(self.data_dir)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir, identity, deadline)
+        trusting = self.trusts_connections()
 
         def argv() -> list[str]:
             argv = [
@@ -153,13 +171,15 @@ class PostgresServer(EmbeddedServer):
             deadline,
             identity,
         )
-        if self.database != "postgres":
-            try:
+        try:
+            if trusting:
+                self._require_passwords()
+            if self.database != "postgres":
                 _run_blocking(create_database(self.admin_dsn, self.database, exist_ok=True))
-            except BaseException:
-                # A half-started server would outlive a failed `with PostgresServer(...)`.
-                self.stop()
-                raise
+        except BaseException:
+            # A half-started server would outlive a failed `with PostgresServer(...)`.
+            self.stop()
+            raise
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Shut the server down (fast shutdown, SIGINT); SIGKILL its process group after `timeout_s`.
@@ -183,11 +203,17 @@ class PostgresServer(EmbeddedServer):
         return self._auto_port
 
     def _initdb(self, bin_dir: Path, identity: Identity | None, deadline: float) -> None:
+        # The superuser's password reaches initdb in a file only it can read, deleted right after.
+        pwfile = self.data_dir / ".initdb-password"
+        write_private(pwfile, self.password + "\n")
+        if identity is not None:
+            os.chown(pwfile, identity.uid, identity.gid)
         argv = [
             str(bin_dir / "initdb"),
             "-D", str(self.pgdata),
             "-U", _PG_SUPERUSER,
-            "--auth=trust",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
             "--encoding=UTF8",
             "--locale=C",
             "--no-instructions",
@@ -196,8 +222,11 @@ class PostgresServer(EmbeddedServer):
             f"{self.name} initdb", argv, log_file=self.log_file, cwd=self.data_dir, identity=identity, detached=False
         )
         expected = f"initdb to create a cluster in {self.pgdata}"
-        initdb.start()
-        code = initdb.wait(max(deadline - time.monotonic(), 0.0))
+        try:
+            initdb.start()
+            code = initdb.wait(max(deadline - time.monotonic(), 0.0))
+        finally:
+            pwfile.unlink(missing_ok=True)
         if code is None:
             initdb.kill()
             seen = "it did not finish before the deadline"
@@ -206,6 +235,22 @@ class PostgresServer(EmbeddedServer):
         else:
             return
         raise ServerStartError(self.name, expected, seen, self.log_file, initdb.log_tail())
+
+    def trusts_connections(self) -> bool:
+        """Whether the cluster lets anyone in without a password (initialised by an earlier version)."""
+        hba = self.pgdata / "pg_hba.conf"
+        return hba.exists() and any(_is_trust_rule(line) for line in hba.read_text().splitlines())
+
+    def _require_passwords(self) -> None:
+        """Move a cluster from `trust` to scram-sha-256: give the superuser its password, then reload."""
+        # Trusted still, so no password is needed to set one.
+        _run_blocking(
+            set_password(f"postgresql://{_PG_SUPERUSER}@{self.host}:{self.port}/postgres", _PG_SUPERUSER, self.password)
+        )
+        hba = self.pgdata / "pg_hba.conf"
+        lines = [_scram_rule(line) if _is_trust_rule(line) else line for line in hba.read_text().splitlines()]
+        hba.write_text("\n".join(lines) + "\n")  # in place: keeps the file's owner, the postgres user
+        _run_blocking(reload_config(self.admin_dsn))
 
     def _accepts_connections(self, bin_dir: Path) -> bool:
         argv = [
@@ -228,7 +273,7 @@ class PostgresServer(EmbeddedServer):
         return result.returncode == 0
 
     def __repr__(self) -> str:
-        return f"PostgresServer(dsn={self.dsn!r}, pid={self.pid}, data_dir={str(self.data_dir)!r})"
+        return f"PostgresServer(dsn={redact(self.dsn)!r}, pid={self.pid}, data_dir={str(self.data_dir)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +283,19 @@ class PostgresEndpoint:
     admin_dsn: str
     # None when the server belongs to someone else (an external URL, a container): not ours to kill.
     server: PostgresServer | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresEndpoint(admin_dsn={redact(self.admin_dsn)!r}, server={self.server!r})"
+
+
+def _is_trust_rule(line: str) -> bool:
+    fields = line.split("#", 1)[0].split()
+    return bool(fields) and fields[-1] == "trust"
+
+
+def _scram_rule(line: str) -> str:
+    head, _, _ = line.split("#", 1)[0].rstrip().rpartition(" ")
+    return f"{head} scram-sha-256"
 
 
 def _postgres_identity(data_dir: Path) -> Identity | None:

@@ -4,7 +4,12 @@
 environment, then every service as a detached process, then the supervisor, which restarts whatever dies
 (``rrr.deploy.supervisor``), and returns once each service sent a heartbeat. Run again, it starts only what
 is not running, servers on the ports of last time. Everything it runs keeps its data, logs and pid files
-under ``.run/``; ``.run/env`` holds the URLs other tools need (``RRR_NATS_URL``, ``RRR_DATABASE_URL``).
+under ``.run/``; ``.run/env`` (mode 0600) holds the URLs other tools need (``RRR_NATS_URL``,
+``RRR_DATABASE_URL`` ...), each with the least identity the tool needs.
+
+Security is on: nats-server has one user per service and tool, PostgreSQL asks for passwords, and every
+process gets its own identity from ``.run/secrets/`` (``rrr.deploy.identities``). Nothing here prints a
+password.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from rrr.deploy.identities import Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import pid_alive, read_pid_file, stop_pid_files
 from rrr.deploy.postgres_server import PostgresServer
@@ -55,6 +61,7 @@ from rrr.deploy.supervisor import (
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
+from rrr.shared.config import redact
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
 from rrr.shared.service import heartbeat_pid
@@ -140,14 +147,20 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
             f"Start it with --shards {previous.shards}, or `just reset` to start over with {shards}"
         )
     specs = dict(previous.services) if previous is not None else {}
+    identities = Identities(run)
     # Held while starting anything, so that the supervisor never starts the same process at the same time.
     with run.lock():
         nats = NatsServer(
             data_dir=run.nats_dir,
             port=_port("RRR_NATS_PORT", previous.nats_port if previous else None),
             monitor_port=_port("RRR_NATS_MONITOR_PORT", previous.nats_monitor_port if previous else None),
+            users=identities.nats_users(),
         )
-        pg = PostgresServer(data_dir=run.pg_dir, port=_port("RRR_PG_PORT", previous.pg_port if previous else None))
+        pg = PostgresServer(
+            data_dir=run.pg_dir,
+            port=_port("RRR_PG_PORT", previous.pg_port if previous else None),
+            password=identities.pg_superuser_password(),
+        )
 
         def record() -> None:
             state = StackState(
@@ -170,12 +183,25 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
                     server.start()
         finally:
             record()  # a server that started keeps its port, even if the other one failed
-        run.env_file.write_text(f"RRR_NATS_URL={nats.url}\nRRR_DATABASE_URL={pg.dsn}\nRRR_SHARDS={shards}\n")
+        # Started by an earlier version and still running: open to anyone until it starts again.
+        for name, open_to_all in (("nats-server", not nats.runs_with_users()), ("postgres", pg.trusts_connections())):
+            if open_to_all:
+                print(
+                    f"warning: {name} runs as an earlier version started it, without passwords; "
+                    "`just down && just up` restarts it with them",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        # As the superuser, the only time it is used: roles, migrations and grants, before persistence starts.
+        applied = asyncio.run(identities.provision_database(pg))
+        if applied:
+            print(f"applied migrations {applied}", flush=True)
+        tools = identities.write_tools_env(nats.port, pg.port, shards)
 
+        # No identity in here: what is recorded for the supervisor (state.json) holds no secret. Each process
+        # gets its own identity at start, from .run/secrets/.
         env = {
-            **os.environ,
-            "RRR_NATS_URL": nats.url,
-            "RRR_DATABASE_URL": pg.dsn,
+            **_without_secrets(os.environ),
             "RRR_SHARDS": str(shards),
             "RRR_MARKET_DATA_FEED": feed,
         }
@@ -188,7 +214,11 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
                     spec = ServiceSpec(argv=[*service_command(service), "--shard", str(shard)], env=settings(env))
                     # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
                     process = ManagedProcess(
-                        name, spec.argv, log_file=run.service_log(name), pid_file=run.service_pid(name), env=env
+                        name,
+                        spec.argv,
+                        log_file=run.service_log(name),
+                        pid_file=run.service_pid(name),
+                        env={**env, **identities.service_env(service, nats.port, pg.port)},
                     )
                     pid = process.start()
                     process.release()
@@ -202,12 +232,27 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
         print(f"starting the supervisor (log {run.supervisor_log}) ...", flush=True)
         start_supervisor(run)
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
-    asyncio.run(wait_for_heartbeats(nats.url, set(procs), timeout_s, procs, run.service_log))
+    asyncio.run(wait_for_heartbeats(identities.status_url(nats.port), set(procs), timeout_s, procs, run.service_log))
     print("system is up")
-    print(f"RRR_NATS_URL={nats.url}")
-    print(f"RRR_DATABASE_URL={pg.dsn}")
-    print(f"(written to {run.env_file})")
+    for key, value in tools.items():
+        print(f"{key}={_shown(key, value)}")
+    print(f"(written to {run.env_file}, readable by you only; the passwords are in {run.root / 'secrets'})")
     return 0
+
+
+# Settings that carry a secret: never recorded in state.json, never printed.
+_SECRET_SETTINGS = ("RRR_DLQ_KEY",)
+
+
+def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less what carries a secret (a URL with a password, a key): such a setting is an identity,
+    which every process gets its own of, not one inherited from whoever ran `up`."""
+    return {k: v for k, v in env.items() if k not in _SECRET_SETTINGS and redact(v) == v}
+
+
+def _shown(key: str, value: str) -> str:
+    """A setting as it may be printed: passwords and keys hidden."""
+    return "***" if key in _SECRET_SETTINGS else str(redact(value))
 
 
 def down(run: RunDir) -> int:
@@ -272,9 +317,12 @@ def status(run: RunDir, *, listen_s: float) -> int:
         for name in services
         if (pid := read_pid_file(run.service_pid(name), service_program(service_of(name)))) is not None
     }
+    identities = Identities(run)
+    # The status user only listens to heartbeats; a run directory from before the users has none.
+    url = identities.status_url(state.nats_port) if identities.has_nats_users() else env["RRR_NATS_URL"]
     if alive and servers[NatsServer.name] is not None:
         with contextlib.suppress(StackError):
-            beats = asyncio.run(wait_for_heartbeats(env["RRR_NATS_URL"], set(alive), listen_s, alive, run.service_log))
+            beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log))
     for name in services:
         pid = alive.get(name)
         beat = beats.get(name)
@@ -294,7 +342,7 @@ def status(run: RunDir, *, listen_s: float) -> int:
         if (history := record.history()) is not None:
             print(f"{name}: {history}")
     for key, value in env.items():
-        print(f"{printable(key, 64)}={printable(value)}")
+        print(f"{printable(key, 64)}={printable(_shown(key, value))}")
     return 0 if healthy else 1
 
 

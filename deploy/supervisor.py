@@ -4,8 +4,9 @@
 ``.run/logs/supervisor.log``); ``rrr-stack down`` stops it before anything else, so that it does not
 restart what ``down`` stops. It polls the pid files of nats-server, PostgreSQL and every service instance
 (so it also adopts processes started before it, by ``up`` or by an earlier supervisor) and restarts a dead
-one the way it was started: a server on the same port with the same data directory, a service with the
-command line and settings recorded in ``state.json``. Between restarts of the same process it waits 1 s,
+one the way it was started: a server on the same port with the same data directory and the same users
+and passwords, a service with the command line and settings recorded in ``state.json`` and its own
+identity from ``.run/secrets/`` (``rrr.deploy.identities``). Between restarts of the same process it waits 1 s,
 then 2, 4 ... up to 30 s; a minute of running resets that. What it did goes to ``supervisor.json``
 (restarts, last exit, last restart), which ``rrr-stack status`` shows.
 """
@@ -13,6 +14,7 @@ then 2, 4 ... up to 30 s; a minute of running resets that. What it did goes to `
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -27,6 +29,7 @@ from typing import Protocol
 
 import msgspec
 
+from rrr.deploy.identities import Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import read_pid_file, stop_pid_file
 from rrr.deploy.postgres_server import PostgresServer
@@ -262,14 +265,20 @@ def stack_targets(run: RunDir) -> list[Target]:
     state = read_state(run)
     if state is None:
         return []
+    identities = Identities(run)
 
     def start_postgres() -> Child:
-        server = PostgresServer(data_dir=run.pg_dir, port=state.pg_port)
+        server = PostgresServer(data_dir=run.pg_dir, port=state.pg_port, password=identities.pg_superuser_password())
         server.start()
         return server
 
     def start_nats() -> Child:
-        server = NatsServer(data_dir=run.nats_dir, port=state.nats_port, monitor_port=state.nats_monitor_port)
+        server = NatsServer(
+            data_dir=run.nats_dir,
+            port=state.nats_port,
+            monitor_port=state.nats_monitor_port,
+            users=identities.nats_users(),
+        )
         server.start()
         return server
 
@@ -280,17 +289,23 @@ def stack_targets(run: RunDir) -> list[Target]:
     for service in SERVICES:
         for name, spec in sorted(state.services.items()):
             if service_of(name) == service:
-                start = _service_starter(run, name, spec)
+                # Read when it starts, not at every sweep.
+                identity = functools.partial(identities.service_env, service, state.nats_port, state.pg_port)
+                start = _service_starter(run, name, spec, identity)
                 targets.append(Target(name, run.service_pid(name), service_program(service), start))
     return targets
 
 
-def _service_starter(run: RunDir, name: str, spec: ServiceSpec) -> Callable[[], Child]:
+def _service_starter(
+    run: RunDir, name: str, spec: ServiceSpec, identity: Callable[[], dict[str, str]]
+) -> Callable[[], Child]:
     def start() -> Child:
-        # The recorded settings over this process's own environment (that of the `up` that started it).
+        # The recorded settings over this process's own environment (that of the `up` that started it), and
+        # the service's own identity, as `up` gave it (never recorded: state.json holds no secret).
         base = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
+        env = {**base, **spec.env, **identity()}
         process = ManagedProcess(
-            name, spec.argv, log_file=run.service_log(name), pid_file=run.service_pid(name), env={**base, **spec.env}
+            name, spec.argv, log_file=run.service_log(name), pid_file=run.service_pid(name), env=env
         )
         process.start()
         return process

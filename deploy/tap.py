@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 
 from rrr.deploy.terminal import printable
 from rrr.shared.bus import Bus, Subscription
+from rrr.shared.config import redact
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import any_decoder
 
@@ -85,7 +86,7 @@ async def tap(
         await bus.subscribe(Subscription(subject, None, _print, shards=None))
         await bus.nc.flush()
         # Said only now, once the subscription is in place: a script may start publishing when it reads this.
-        print(f"# tapping {subject} on {url}", file=sys.stderr, flush=True)
+        print(f"# tapping {subject} on {redact(url)}", file=sys.stderr, flush=True)
         await done.wait()
     finally:
         await bus.close()

@@ -150,8 +150,10 @@ class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
 class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     """Ask execution to place an order. ``id`` is the client order id.
 
-    The triggering quote travels with the order so that a paper venue fills it at that quote's touch,
-    however late the order is processed.
+    The order names its triggering quote: ``quote_seq``, its sequence in the market-data stream, and
+    ``quote_ts``, its time. The paper venue reads that quote from the stream itself and fills at its
+    touch, however late the order is processed. ``quote_bid`` and ``quote_ask`` are what the sender saw,
+    kept for the record: never a price.
     """
 
     id: OrderId
@@ -163,6 +165,8 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     quote_ts: Nanos
     quote_bid: Decimal
     quote_ask: Decimal
+    # Added later, so last and with a default: 0 (an older sender) means "the latest quote of the symbol".
+    quote_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)

@@ -5,6 +5,10 @@ By default the servers run from the binaries in the virtual environment (`rrr.de
 nats-server per test.
 `RRR_DATABASE_URL` and `RRR_NATS_URL` point the tests at servers run by someone else instead, and
 `RRR_TEST_SERVERS=containers` starts them with testcontainers (needs Docker and `.[containers]`).
+
+Security is on, as in `just up`: PostgreSQL asks every connection for its password (the tests' DSNs carry
+the superuser's), and each nats-server has the system's users with their permissions; `nats_url` is the
+admin user's (a test may do anything), `nats_server.url_for(role)` a role's own.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from types import ModuleType
 
 import pytest
 
+from rrr.deploy.credentials import new_password
 from rrr.deploy.databases import temporary_database
+from rrr.deploy.nats_permissions import new_users
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from rrr.deploy.postgres_server import PostgresEndpoint, PostgresServer
 
@@ -71,7 +77,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresEndp
             with _tolerating_testcontainers_deprecations():
                 container.stop()
         return
-    server = PostgresServer(data_dir=tmp_path_factory.mktemp("postgres"))
+    server = PostgresServer(data_dir=tmp_path_factory.mktemp("postgres"), password=new_password())
     server.start()
     try:
         yield PostgresEndpoint(admin_dsn=server.admin_dsn, server=server)
@@ -114,15 +120,15 @@ def nats_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nats
     if _use_containers():
         yield NatsEndpoint(url=request.getfixturevalue("_nats_container_url"))
         return
-    server = NatsServer(data_dir=tmp_path / "nats")
+    server = NatsServer(data_dir=tmp_path / "nats", users=new_users())
     server.start()
     try:
-        yield NatsEndpoint(url=server.url, server=server)
+        yield NatsEndpoint.of(server)
     finally:
         server.stop()
 
 
 @pytest.fixture
 def nats_url(nats_server: NatsEndpoint) -> str:
-    """URL of the test's nats-server."""
+    """URL of the test's nats-server, as the admin user."""
     return nats_server.url

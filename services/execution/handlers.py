@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
+from rrr.execution.market import NoPrice, Price, prices
 from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.positions import Position, to_decimal
@@ -17,6 +18,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
+from rrr.shared.errors import RRRError
 from rrr.shared.messages import (
     OrderAccepted,
     OrderFilled,
@@ -45,6 +47,15 @@ class ExecutionCounters(Counters, kw_only=True):
     # Events of this shard read back from the event stream at start: those after the snapshot.
     restored_events: int = 0
     snapshots: int = 0
+    # Orders rejected because their quote is not in the market-data stream, or is not what they say.
+    unpriced_orders: int = 0
+
+
+class UnpricedFillError(RRRError):
+    """An order accepted before a restart cannot be filled now: its quote is gone from the market-data stream."""
+
+    def __init__(self, client_order_id: str, reason: str) -> None:
+        super().__init__(f"order {client_order_id} was accepted but cannot be filled: expected its quote, but {reason}")
 
 
 @dataclass(slots=True)
@@ -101,6 +112,10 @@ class Book:
         self.orders.restore(fill.client_order_id, "filled")
 
 
+# The price of an order that turns out to be a duplicate: never used, on_submit_order returns first.
+_DUPLICATE = NoPrice("a duplicate of an order already finished")
+
+
 def position_updated(book: Book, symbol: str, ts_event: int, now: int) -> PositionUpdated:
     """The event that reports a symbol's current position, as of the fill at ``ts_event``; its id is unique
     per fill count."""
@@ -119,15 +134,17 @@ def position_updated(book: Book, symbol: str, ts_event: int, now: int) -> Positi
     )
 
 
-def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
+def on_submit_order(book: Book, bus: Bus, order: SubmitOrder, price: Price) -> list[Outgoing]:
     """Take one order through risk, the venue and the position; return the events to publish.
 
-    Resumable: an order whose acceptance is already on the event stream but whose fill is not (a crash
-    between the two) continues with the fill. One that is filled or rejected is a duplicate: it never
-    reaches the venue again.
+    ``price`` is the quote the venue fills at, read from the market-data stream (``rrr.execution.market``),
+    or why there is none: then the order is rejected. Resumable: an order whose acceptance is already on
+    the event stream but whose fill is not (a crash between the two) continues with the fill. One that is
+    filled or rejected is a duplicate: it never reaches the venue again.
 
     Raises:
         SymbolRefusedError: the order's symbol is new and outside the universe; nothing changed.
+        UnpricedFillError: an accepted order's quote is gone; it cannot be filled nor rejected.
     """
     status = book.orders.status(order.id)
     if status in ("filled", "rejected"):
@@ -145,7 +162,11 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
             book.counters.stale_orders += 1
             return []
         mark.advance(order.ts_event, order.id)
-        reason = check_order(order, book.limits)
+        if isinstance(price, NoPrice):
+            book.counters.unpriced_orders += 1
+            reason: str | None = f"no market price: {price.reason}"
+        else:
+            reason = check_order(order, book.limits, book.venue.touch(order.side, price))
         if reason is not None:
             book.orders.transition(order.id, "rejected")
             book.counters.orders_rejected += 1
@@ -176,9 +197,12 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder) -> list[Outgoing]:
         )
         out.append(bus.prepare(event_subject, accepted))
     else:
+        if isinstance(price, NoPrice):
+            raise UnpricedFillError(order.id, price.reason)
         book.counters.orders_resumed += 1
 
-    fill = book.venue.execute(order)
+    assert not isinstance(price, NoPrice)  # rejected above when new, raised when resumed
+    fill = book.venue.execute(order, price)
     book.orders.transition(order.id, "filled")
     book.position(order.symbol).apply_fill(order.side, fill.qty, fill.price, fill.fee)
     book.counters.orders_filled += 1
@@ -204,19 +228,25 @@ async def on_order_commands(
 ) -> list[Rejected]:
     """``cmd.order.<shard>.*`` (durable consumer): handle orders in stream order, publish their events.
 
+    Each order not yet finished is priced first, from the market-data stream (all of the batch at once).
     The bus acknowledges the commands only after every event of the batch was stored by JetStream; a
     broker outage is waited out, publishing the same events (same ids) again until they are stored. Then,
     when due, the state is snapshotted as covering those events.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
+    # Read before any state changes: a broker outage here (TransientError) leaves nothing half-done.
+    pending = [d.message for d in batch if book.orders.status(d.message.id) not in ("filled", "rejected")]
+    priced = await prices(bus, pending, book.shards)
     async with book.lock:
         book.published = False
         for delivery in batch:
             with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
+                order = delivery.message
                 try:
-                    out.extend(on_submit_order(book, bus, delivery.message))
-                except IllegalTransitionError as exc:
+                    # An order finished by the other consumer meanwhile was not priced: it is a duplicate.
+                    out.extend(on_submit_order(book, bus, order, priced.get(order.id, _DUPLICATE)))
+                except (IllegalTransitionError, UnpricedFillError) as exc:
                     rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
                 except SymbolRefusedError as exc:
                     book.counters.symbols_refused += 1

@@ -1,11 +1,11 @@
-"""A paper venue: fills market orders at the touch of the quote that triggered them."""
+"""A paper venue: fills market orders at the touch of a quote read from the market-data stream."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
 
-from rrr.shared.messages import SubmitOrder
+from rrr.shared.messages import Quote, Side, SubmitOrder
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,20 +20,26 @@ class PaperFill:
 
 @dataclass(frozen=True, slots=True)
 class PaperVenue:
-    """Fills every market order in full, at once, at the trigger quote's touch.
+    """Fills every market order in full, at once, at the touch of the quote it is given.
 
-    The price depends only on the order, never on when it is processed, so a replay gives the same fills
-    however fast it runs. ``slippage_bps`` moves the price against the order; ``fee_bps`` charges a fee on
-    the notional. Both default to zero.
+    That quote is the order's trigger as the market-data stream holds it (``rrr.execution.market``), never
+    the prices the order carries; the fill depends only on it, never on when the order is processed, so a
+    replay gives the same fills however fast it runs. ``slippage_bps`` moves the price against the order;
+    ``fee_bps`` charges a fee on the notional. Both default to zero.
     """
 
     name: str = "paper"
     slippage_bps: Decimal = Decimal(0)
     fee_bps: Decimal = Decimal(0)
 
-    def execute(self, order: SubmitOrder) -> PaperFill:
-        """Fill ``order`` in full."""
-        touch = order.quote_ask if order.side == "buy" else order.quote_bid
+    @staticmethod
+    def touch(side: Side, quote: Quote) -> Decimal:
+        """What an order of ``side`` takes at ``quote``: the ask for a buy, the bid for a sell."""
+        return quote.ask if side == "buy" else quote.bid
+
+    def execute(self, order: SubmitOrder, quote: Quote) -> PaperFill:
+        """Fill ``order`` in full at ``quote``'s touch."""
+        touch = self.touch(order.side, quote)
         sign = 1 if order.side == "buy" else -1
         price = touch + sign * touch * self.slippage_bps / 10_000 if self.slippage_bps else touch
         fee = (price * order.qty * self.fee_bps / 10_000) if self.fee_bps else Decimal(0)

@@ -16,14 +16,14 @@ class RiskLimits:
     max_notional_quote: Decimal
 
 
-def check_order(order: SubmitOrder, limits: RiskLimits) -> str | None:
+def check_order(order: SubmitOrder, limits: RiskLimits, price: Decimal) -> str | None:
     """Return why ``order`` breaks a limit, or None if it passes.
 
-    Notional is valued at the touch the order would fill at: the ask for a buy, the bid for a sell.
+    Notional is valued at ``price``, the touch the venue would fill the order at (the ask for a buy, the
+    bid for a sell, of the quote the venue read itself): never at a price the order carries.
     """
     if order.qty > limits.max_order_qty:
         return f"qty {order.qty} exceeds max_order_qty {limits.max_order_qty}"
-    price = order.quote_ask if order.side == "buy" else order.quote_bid
     notional = order.qty * price
     if notional > limits.max_notional_quote:
         return f"notional {notional} exceeds max_notional_quote {limits.max_notional_quote}"

@@ -1,4 +1,4 @@
-"""The persistence service, declared: migrations applied, then one consumer per plane of its shard."""
+"""The persistence service, declared: the schema checked current, then one consumer per plane of its shard."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import msgspec
 
 from rrr.persistence import handlers
 from rrr.persistence.config import PersistenceConfig
-from rrr.persistence.schema import migrate
+from rrr.persistence.schema import ensure_current
 from rrr.shared import subjects
 from rrr.shared.bus import (
     EVENT_STREAM,
@@ -69,7 +69,7 @@ async def _start(ctx: Context[PersistenceConfig]) -> Plan:
     # Closed once the consumers have stopped, so every batch in hand has committed first.
     ctx.stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), timeout=config.drain_timeout_s))
     async with pool.acquire() as conn:
-        await migrate(conn)
+        await ensure_current(conn)
     writer = handlers.Writer(pool, ctx.bus)
     md, sig, evt = (subjects.plane_shard_filter(p, shard) for p in (MARKET_DATA_ALL, SIGNAL_ALL, EVENT_ALL))
     consumers: list[Consumer[Any]] = [

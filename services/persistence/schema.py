@@ -1,4 +1,9 @@
-"""Versioned SQL migrations, applied in order at start-up, each exactly once."""
+"""Versioned SQL migrations, applied in order, each exactly once, by the database's owner only.
+
+``rrr-stack up`` applies them as the owner (``rrr-persistence migrate``) and grants the service's own
+role what it needs to write (``grant_writer``: SELECT, INSERT, UPDATE on the tables, nothing else). The
+service checks the schema is current at start; connected as the owner it applies what is missing itself.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+
+import asyncpg
 
 from rrr.persistence.store import Connection
 from rrr.shared.errors import RRRError
@@ -27,6 +34,25 @@ class Migration:
 
 class MigrationError(RRRError):
     """The migrations on disk do not match the ones recorded in the database."""
+
+
+class SchemaNotCurrentError(RRRError):
+    """The database lacks migrations and the connected role may not apply them."""
+
+    def __init__(self, role: str, applied: list[int], wanted: list[int]) -> None:
+        self.role = role
+        self.applied = applied
+        self.wanted = wanted
+        missing = sorted(set(wanted) - set(applied))
+        super().__init__(
+            f"the database schema lacks migrations {missing} (applied: {applied or 'none'}), and role {role!r} "
+            "may not apply them: run `rrr-persistence migrate` once with the database owner's DSN in "
+            "RRR_DATABASE_URL (`rrr-stack up` does), then start persistence again"
+        )
+
+
+# The tables persistence writes; the migrations' own bookkeeping is only read.
+_BOOKKEEPING = "schema_migrations"
 
 
 def available() -> list[Migration]:
@@ -72,3 +98,63 @@ async def migrate(conn: Connection) -> list[int]:
             applied_now.append(migration.version)
             _log.info("applied migration %04d_%s", migration.version, migration.name)
     return applied_now
+
+
+async def applied(conn: Connection) -> list[int]:
+    """The versions recorded in the database, in order; empty before the first migration."""
+    try:
+        rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    except asyncpg.UndefinedTableError:
+        return []
+    return [r["version"] for r in rows]
+
+
+async def ensure_current(conn: Connection) -> list[int]:
+    """Make sure every migration is applied before writing; return the versions applied now.
+
+    A role that owns the schema applies what is missing; any other role (the service's own, which may
+    only read and write rows) finds the schema current or stops.
+
+    Raises:
+        SchemaNotCurrentError: migrations are missing and the role may not apply them.
+    """
+    wanted = [m.version for m in available()]
+    done = await applied(conn)
+    if done == wanted:
+        return []
+    try:
+        return await migrate(conn)
+    except asyncpg.InsufficientPrivilegeError:
+        role = await conn.fetchval("SELECT current_user")
+        raise SchemaNotCurrentError(str(role), done, wanted) from None
+
+
+async def grant_writer(conn: Connection, role: str) -> None:
+    """Let ``role`` read and write the rows of every table, and nothing else: no DDL, no DELETE.
+
+    Run after each migration (a new table needs its grant too).
+    """
+    name = _quote_ident(role)
+    async with conn.transaction():
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
+        for table in await _tables(conn):
+            privileges = "SELECT" if table == _BOOKKEEPING else "SELECT, INSERT, UPDATE"
+            await conn.execute(f"GRANT {privileges} ON TABLE public.{_quote_ident(table)} TO {name}")
+
+
+async def grant_reader(conn: Connection, role: str) -> None:
+    """Let ``role`` read every table, and nothing else."""
+    name = _quote_ident(role)
+    async with conn.transaction():
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
+        for table in await _tables(conn):
+            await conn.execute(f"GRANT SELECT ON TABLE public.{_quote_ident(table)} TO {name}")
+
+
+async def _tables(conn: Connection) -> list[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+    return [r["tablename"] for r in rows]
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

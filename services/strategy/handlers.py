@@ -66,8 +66,11 @@ class Strategies:
         return book
 
 
-def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
+def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0) -> list[Outgoing]:
     """Feed one quote to its symbol's strategy; return the signal and order it produces, if any.
+
+    ``seq`` is the quote's sequence in the market-data stream: the order names it, and execution fills at
+    the quote it reads there.
 
     A quote at or before the newest one applied for its symbol is skipped: the same quote coming back at
     any later time (a replay resumed or repeated hours later) yields no second signal or order.
@@ -122,6 +125,7 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote) -> list[Outgoing]:
                     quote_ts=quote.ts_event,
                     quote_bid=quote.bid,
                     quote_ask=quote.ask,
+                    quote_seq=seq,
                 ),
             )
         )
@@ -156,7 +160,7 @@ async def on_quotes(
             continue
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
             try:
-                out.extend(on_quote(strategies, bus, quote))
+                out.extend(on_quote(strategies, bus, quote, seq))
             except ArithmeticError as exc:
                 rejected.append(Rejected(delivery, f"strategy: {type(exc).__name__} computing {quote.id}", retry=False))
             except SymbolRefusedError as exc:

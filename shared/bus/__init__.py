@@ -12,7 +12,15 @@
 
 from __future__ import annotations
 
-from rrr.shared.bus.connection import Backoff, BeforeAck, BusCounters, NatsUnavailableError
+from rrr.shared.bus.connection import (
+    Backoff,
+    BeforeAck,
+    BusCounters,
+    NatsAuthorizationError,
+    NatsUnavailableError,
+    inbox_prefix,
+    url_user,
+)
 from rrr.shared.bus.consume import Consumer, Consuming, Delivery, HandleBatch, Rejected, Subscription
 from rrr.shared.bus.dead_letters import (
     ATTEMPTS,
@@ -74,6 +82,7 @@ __all__ = [
     "Consumer",
     "Delivery",
     "HandleBatch",
+    "NatsAuthorizationError",
     "NatsUnavailableError",
     "Outgoing",
     "Rejected",
@@ -83,5 +92,7 @@ __all__ = [
     "StreamSpec",
     "Subscription",
     "dead_letter_signature",
+    "inbox_prefix",
     "signature_valid",
+    "url_user",
 ]

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -52,8 +52,8 @@ class NatsUnavailableError(RRRError):
     """NATS could not be reached in time."""
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        super().__init__(f"cannot reach NATS at {redact(url)} ({reason}); is the system up (`just up`)?")
+        self.url = str(redact(url))
+        super().__init__(f"cannot reach NATS at {self.url} ({reason}); is the system up (`just up`)?")
 
 
 async def _reachable(url: str, timeout_s: float) -> str | None:
@@ -74,6 +74,34 @@ async def _reachable(url: str, timeout_s: float) -> str | None:
         writer.close()
         return None
     return ", ".join(dict.fromkeys(reasons))
+
+
+class NatsAuthorizationError(RRRError):
+    """NATS refused the connection: an unknown user, a wrong password, or none where one is required."""
+
+    def __init__(self, url: str, user: str | None) -> None:
+        self.url = str(redact(url))
+        self.user = user
+        who = f"user {user!r}" if user else "a connection without a user (anonymous)"
+        super().__init__(
+            f"NATS at {self.url} refused {who}: expected a user and password it knows (`rrr-stack` gives each "
+            "process its own, from .run/secrets/), but it answered 'Authorization Violation'"
+        )
+
+
+_AUTHORIZATION_VIOLATION = "authorization violation"
+_INBOX_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def inbox_prefix(user: str) -> str:
+    """The inbox prefix of a connection as ``user``: NATS lets each user subscribe to its own only."""
+    return f"_INBOX_{user}"
+
+
+def url_user(url: str) -> str | None:
+    """The user named in a NATS URL (the first of a comma-separated list), or None."""
+    user = urlsplit(url.split(",")[0].strip()).username
+    return unquote(user) if user else None
 
 
 class Backoff:
@@ -112,7 +140,7 @@ class _ErrorLog:
             self._suppressed += 1
             return
         more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
-        _log.warning("nats: %s%s", str(exc) or type(exc).__name__, more)
+        _log.warning("nats: %s%s", (str(exc) or type(exc).__name__).removeprefix("nats: "), more)
         self._last, self._suppressed = now, 0
 
 
@@ -164,8 +192,14 @@ class Connection:
                 raise NatsUnavailableError(url, unreachable)
         bus: Self | None = None
         errors = _ErrorLog()
+        refused = asyncio.Event()
+        user = url_user(url)
 
         async def _on_error(exc: Exception) -> None:
+            if bus is None and _AUTHORIZATION_VIOLATION in str(exc).lower():
+                # Refused at the first connection: wrong credentials do not heal by waiting.
+                refused.set()
+                return
             errors.log(exc)
 
         async def _on_disconnected() -> None:
@@ -175,20 +209,39 @@ class Connection:
         async def _on_reconnected() -> None:
             _log.info("nats: reconnected")
 
-        connecting = nats.connect(
-            servers=[u.strip() for u in url.split(",")],
-            name=name,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            error_cb=_on_error,
-            disconnected_cb=_on_disconnected,
-            reconnected_cb=_on_reconnected,
+        # Each user may subscribe to its own inbox only, so every reply (requests, JetStream acknowledgements
+        # and API answers) comes to _INBOX_<user>.
+        inbox_user = user or service
+        nc = Client()
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                servers=[u.strip() for u in url.split(",")],
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; annotated int, any number works
+                connect_timeout=5,
+                error_cb=_on_error,
+                disconnected_cb=_on_disconnected,
+                reconnected_cb=_on_reconnected,
+                inbox_prefix=inbox_prefix(inbox_user) if _INBOX_NAME.fullmatch(inbox_user) else "_INBOX",
+            )
         )
+        refusal = asyncio.ensure_future(refused.wait())
         try:
-            nc = await asyncio.wait_for(connecting, timeout=timeout_s)
-        except TimeoutError:
-            raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s") from None
+            await asyncio.wait((connecting, refusal), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refusal.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        if refused.is_set():
+            raise NatsAuthorizationError(url, user)
+        if connecting.cancelled():
+            raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s")
+        connecting.result()
         bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack, dlq_key=dlq_key)
         return bus
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rrr.deploy.nats_server import NatsEndpoint
-from tests.support.system import FAST_HEARTBEATS, System
+from tests.support.system import FAST_HEARTBEATS, System, assert_no_permission_violations
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,6 +31,11 @@ async def system(
     if nats_server.server is None:
         pytest.skip("the fault suite needs a nats-server of its own (RRR_NATS_URL is set)")
     async with System(
-        nats_url=nats_server.url, database_url=database_url, workdir=tmp_path / "services", env=system_env
+        nats_url=nats_server.url,
+        database_url=database_url,
+        workdir=tmp_path / "services",
+        env=system_env,
+        role_urls=nats_server.urls,
     ) as running:
         yield running
+    assert_no_permission_violations(nats_server)

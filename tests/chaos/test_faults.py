@@ -18,7 +18,7 @@ from rrr.deploy.postgres_server import PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
 from tests.support.checks import Comparison, wait_for_exact
-from tests.support.system import DLQ_KEY, FAST_HEARTBEATS, System, finish
+from tests.support.system import DLQ_KEY, FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
 DATA = Path(__file__).parents[1] / "data"
@@ -116,7 +116,11 @@ async def test_5_postgresql_stopped_for_20_s_mid_replay_is_waited_out_without_lo
     await asyncio.to_thread(pg.start)
     try:
         async with System(
-            nats_url=nats_server.url, database_url=pg.dsn, workdir=tmp_path / "services", env=FAST_HEARTBEATS
+            nats_url=nats_server.url,
+            database_url=pg.dsn,
+            workdir=tmp_path / "services",
+            env=FAST_HEARTBEATS,
+            role_urls=nats_server.urls,
         ) as system:
             await system.start()
             persistence_pid = system.procs["persistence-0"].pid
@@ -141,6 +145,7 @@ async def test_5_postgresql_stopped_for_20_s_mid_replay_is_waited_out_without_lo
             print(f"\npersistence retried: transient_errors={system.counters('persistence-0').get('transient_errors')}")
             _report("PostgreSQL down 20 s: EURUSD, published around the stop", results[0])
             _report("PostgreSQL down 20 s: USDJPY, published during the outage", results[1])
+        assert_no_permission_violations(nats_server)
     finally:
         await asyncio.to_thread(pg.stop)
 

@@ -16,9 +16,10 @@ import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from rrr.deploy.nats_server import NatsServer
+from rrr.deploy.nats_permissions import new_users
+from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from tests.support.checks import Comparison, wait_for_exact
-from tests.support.system import FAST_HEARTBEATS, System, finish
+from tests.support.system import FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
 EURUSD = Path(__file__).parents[1] / "data" / "eurusd_quotes_2020-01-01.csv"
@@ -137,17 +138,23 @@ async def _drop_ballast(url: str) -> None:
 async def test_11_a_full_jetstream_store_for_30_s_mid_replay_is_back_pressure_and_loses_nothing(
     database_url: str, tmp_path: Path
 ) -> None:
-    server = NatsServer(data_dir=tmp_path / "nats", max_store_bytes=64 * 1024 * 1024)
+    server = NatsServer(data_dir=tmp_path / "nats", max_store_bytes=64 * 1024 * 1024, users=new_users())
     await asyncio.to_thread(server.start)
+    nats_server = NatsEndpoint.of(server)
     try:
         # The streams' budget must fit the 64 MB store (nats-server reserves it); the ballast takes the rest.
         env = {**FAST_HEARTBEATS, "RRR_STORE_MAX_BYTES": str(32 * 1024 * 1024)}
-        workdir = tmp_path / "services"
-        async with System(nats_url=server.url, database_url=database_url, workdir=workdir, env=env) as system:
+        async with System(
+            nats_url=nats_server.url,
+            database_url=database_url,
+            workdir=tmp_path / "services",
+            env=env,
+            role_urls=nats_server.urls,
+        ) as system:
             await system.start()
             pids = {name: proc.pid for name, proc in system.procs.items()}
             # About 1 MB left: the replay runs out of store part of the way through the file.
-            await _fill_store(server.url, leave_bytes=1024 * 1024)
+            await _fill_store(nats_server.url, leave_bytes=1024 * 1024)
             replay = system.replay(EURUSD)
             await wait_until(
                 lambda: system.counters("strategy-0").get("handled", 0) >= 1,
@@ -158,7 +165,7 @@ async def test_11_a_full_jetstream_store_for_30_s_mid_replay_is_back_pressure_an
             # The 30 s of a full store are the scenario itself.
             await asyncio.sleep(30)
             assert replay.poll() is None, "the replay finished although the store was full"
-            await _drop_ballast(server.url)
+            await _drop_ballast(nats_server.url)
             out, err = await asyncio.to_thread(replay.communicate, timeout=120)
             assert replay.returncode == 0, err
             assert "store is full" in err, err
@@ -166,5 +173,6 @@ async def test_11_a_full_jetstream_store_for_30_s_mid_replay_is_back_pressure_an
             assert {name: proc.pid for name, proc in system.procs.items()} == pids, "a service stopped"
             print(f"\nreplay: {out.strip()}")
             _report("JetStream store full for 30 s", result, time.monotonic() - full_at - 30)
+        assert_no_permission_violations(nats_server)
     finally:
         await asyncio.to_thread(server.stop)

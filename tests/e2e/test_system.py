@@ -12,12 +12,15 @@ from fractions import Fraction
 from pathlib import Path
 
 import asyncpg
-import nats
 import pytest
 
-from rrr.deploy.pid_files import pid_alive
+from rrr.deploy.identities import PG_WRITER, Identities
+from rrr.deploy.pid_files import pid_alive, read_pid_file
+from rrr.deploy.run_dir import RunDir, read_state
 from rrr.market_data.replay import source_id
+from rrr.shared.bus import Bus
 from tests.support.reference import sma_cross_expectations
+from tests.support.system import permission_violations
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -51,12 +54,41 @@ async def _wait_for_rows(dsn: str, expected: dict[str, int], timeout_s: float) -
         await conn.close()
 
 
+async def _admin_bus(run_dir: Path) -> Bus:
+    """Not a tool's identity: the test reads the streams' state, which only the admin may."""
+    state = read_state(RunDir(run_dir))
+    assert state is not None
+    url = Identities(RunDir(run_dir)).nats_url("admin", state.nats_port)
+    return await Bus.connect(url, service="test", name="e2e-admin", timeout_s=10)
+
+
+def _assert_no_secret_shown(run_dir: Path, outputs: list[str]) -> None:
+    """No password or key appears in any log, state file or command output, nor in any process's argv."""
+    secrets = {p.name: p.read_text().strip() for p in (run_dir / "secrets").iterdir()}
+    assert (run_dir / "secrets").stat().st_mode & 0o777 == 0o700
+    for path in [run_dir / "env", *(run_dir / "secrets").iterdir(), run_dir / "nats" / "nats.conf"]:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    shown = {
+        str(p): p.read_text(errors="replace")
+        for p in [*run_dir.rglob("*.log"), *run_dir.glob("*.json"), run_dir / "up.out"]
+        if p.is_file()
+    }
+    shown |= {f"output {i}": text for i, text in enumerate(outputs)}
+    for pid_file in run_dir.rglob("*.pid"):
+        pid = read_pid_file(pid_file)
+        if pid is not None:
+            shown[f"argv of {pid_file.stem}"] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    leaks = [(name, where) for name, secret in secrets.items() for where, text in shown.items() if secret in text]
+    assert not leaks, f"secrets shown: {leaks}"
+
+
 @pytest.fixture
 def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     run_dir = tmp_path / "run"
     up = _cli(BIN / "rrr-stack", "--run-dir", run_dir, "up", "none", "--timeout-s", "120")
     try:
         assert up.returncode == 0, f"rrr-stack up failed:\n{up.stdout}\n{up.stderr}"
+        (run_dir / "up.out").write_text(up.stdout + up.stderr)
         yield run_dir
     finally:
         down = _cli(BIN / "rrr-stack", "--run-dir", run_dir, "down")
@@ -69,17 +101,19 @@ async def test_replaying_eurusd_through_the_four_service_processes_stores_exactl
     stack: Path,
 ) -> None:
     env = _env(stack)
-    assert env["RRR_NATS_URL"].startswith("nats://127.0.0.1:")
-    assert env["RRR_DATABASE_URL"].startswith("postgresql://")
+    # Each tool's least identity: the tap's listens only, the replay's publishes market data only.
+    assert env["RRR_NATS_URL"].startswith("nats://tap:")
+    assert env["RRR_MARKET_DATA_NATS_URL"].startswith("nats://replay:")
+    assert env["RRR_DATABASE_URL"].startswith("postgresql://rrr_reader:")
     expected = sma_cross_expectations(EURUSD)
 
     # A malformed payload on a subject three services consume: each counts it and dead-letters it, and
     # none of them stops.
-    nc = await nats.connect(env["RRR_NATS_URL"])
+    bus = await Bus.connect(env["RRR_MARKET_DATA_NATS_URL"], service="test", name="e2e-replay", timeout_s=10)
     try:
-        await nc.jetstream().publish("md.quote.0.EURUSD", b"\x93not a quote")
+        await bus.js.publish("md.quote.0.EURUSD", b"\x93not a quote")
     finally:
-        await nc.close()
+        await bus.close()
 
     replay = _cli(
         BIN / "rrr-stack", "--run-dir", stack, "exec", BIN / "rrr-market-data", "replay", EURUSD, "--no-progress"
@@ -147,16 +181,16 @@ async def test_replaying_eurusd_through_the_four_service_processes_stores_exactl
     )
     assert again.returncode == 0, again.stderr
     assert f"published=0 duplicates={expected.quotes}" in again.stdout
-    nc = await nats.connect(env["RRR_NATS_URL"])
+    admin = await _admin_bus(stack)
     try:
-        info = await nc.jetstream().stream_info("RRR_MD")
+        info = await admin.js.stream_info("RRR_MD")
         assert info.state.messages == expected.quotes + 1  # the file, and the malformed payload
 
-        dead = await nc.jetstream().stream_info("RRR_DLQ")
+        dead = await admin.js.stream_info("RRR_DLQ")
         # market-data (its core subscription), strategy and persistence (their durable consumers).
         assert dead.state.messages == 3
     finally:
-        await nc.close()
+        await admin.close()
 
     status = _cli(BIN / "rrr-stack", "--run-dir", stack, "status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -165,6 +199,18 @@ async def test_replaying_eurusd_through_the_four_service_processes_stores_exactl
         assert "healthy" in lines[service], status.stdout
     for service in ("market_data-0", "strategy-0", "persistence-0"):
         assert "malformed=1 " in lines[service] + " ", status.stdout
+
+    # Every service ran as its own NATS user and never needed what its role does not allow; persistence
+    # wrote as its own PostgreSQL role; no password was shown anywhere.
+    assert permission_violations(stack / "nats" / "nats.log") == []
+    conn = await asyncpg.connect(env["RRR_DATABASE_URL"])
+    try:
+        users = {r[0] for r in await conn.fetch("SELECT usename FROM pg_stat_activity WHERE datname = 'rrr'")}
+    finally:
+        await conn.close()
+    assert PG_WRITER in users
+    outputs = [replay.stdout, replay.stderr, again.stdout, again.stderr, status.stdout, status.stderr]
+    _assert_no_secret_shown(stack, outputs)
 
 
 def test_justfile_offers_every_recipe_the_readme_names() -> None:

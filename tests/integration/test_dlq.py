@@ -27,6 +27,7 @@ from rrr.shared.bus import (
 )
 from rrr.shared.messages import encode
 from tests.support.factories import make_order, unique_symbol
+from tests.support.orders import publish_quote_of
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import stream_messages
 
@@ -70,7 +71,8 @@ async def test_a_service_signs_its_dead_letters_and_rrr_dlq_hands_them_back_with
     garbage = b"\xc1 not an order"
     # Headers JetStream acts on, copied into a dead letter, would have its publish refused for ever.
     await bus.js.publish(subject, garbage, headers={MSG_ID: "garbage-1", "Nats-Expected-Stream": "RRR_CMD"})
-    order = make_order(symbol)
+    # Named after its quote in the market-data stream, where execution reads its price.
+    order = await publish_quote_of(bus, make_order(symbol))
     await bus.publish_persistent(subject, order)
     config = ExecutionConfig(nats_url=nats_url, heartbeat_ms=100, dlq_key=KEY)
     async with running_service(app.run, config, heartbeats) as execution:

@@ -10,7 +10,7 @@ import msgspec
 import nats.js.errors
 import pytest
 
-from rrr.execution import app, handlers, snapshots
+from rrr.execution import app, handlers, market, snapshots
 from rrr.execution.config import ExecutionConfig
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
@@ -36,6 +36,7 @@ from tests.support.factories import (
     make_position,
     unique_symbol,
 )
+from tests.support.orders import publish_quote_of, submit_priced
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count, decode_all, stream_messages
 
@@ -47,10 +48,9 @@ def config(nats_url: str) -> ExecutionConfig:
     )
 
 
-async def _submit(bus: Bus, *orders: SubmitOrder) -> None:
-    for order in orders:
-        ack = await bus.publish_persistent(subjects.order_command(order.symbol, 1), order)
-        assert not ack.duplicate
+async def _submit(bus: Bus, *orders: SubmitOrder) -> list[SubmitOrder]:
+    """Send orders as the strategy does: each quote in the market-data stream first, then the order."""
+    return await submit_priced(bus, *orders)
 
 
 async def _submit_again(bus: Bus, order: SubmitOrder) -> None:
@@ -162,8 +162,7 @@ async def test_execution_with_the_same_client_order_id_twice_in_the_stream_fills
     config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
 ) -> None:
     symbol = unique_symbol("DUP")
-    order = make_order(symbol, side="buy", qty=3, quote_bid="10", quote_ask="10.5")
-    await _submit(bus, order)
+    [order] = await _submit(bus, make_order(symbol, side="buy", qty=3, quote_bid="10", quote_ask="10.5"))
     await _submit_again(bus, order)
     assert await count(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)) == 2
 
@@ -185,9 +184,11 @@ async def test_execution_after_a_restart_continues_from_the_restored_position_an
     config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
 ) -> None:
     symbol = unique_symbol("RST")
-    first = make_order(symbol, side="buy", qty=2, quote_bid="100", quote_ask="100.5")
-    rejected = make_order(symbol, side="buy", qty=50, quote_bid="1", quote_ask="1")
-    await _submit(bus, first, rejected)
+    first, rejected = await _submit(
+        bus,
+        make_order(symbol, side="buy", qty=2, quote_bid="100", quote_ask="100.5"),
+        make_order(symbol, side="buy", qty=50, quote_bid="1", quote_ask="1"),
+    )
     async with running_service(app.run, config, heartbeats) as before:
         await before.wait_for_counter("handled", 2)
     durable = await bus.js.consumer_info("RRR_CMD", "execution-0")
@@ -367,11 +368,14 @@ async def test_execution_restarted_reads_only_the_events_after_its_snapshot_and_
     # Stopped: its last snapshot covers the 40 events of those orders. Then the last batch of an instance
     # that crashed before saving again: events stored after the snapshot, commands not acknowledged.
     late = [make_order(symbol, side="sell", qty=2, quote_bid="101.37", quote_ask="101.38") for _ in range(3)]
+    late = [await publish_quote_of(bus, order) for order in late]
     for order in late:
         scratch = _book(config)
-        for outgoing in handlers.on_submit_order(scratch, bus, order)[:2]:  # accepted, filled
+        quote = await market.price(bus, order, shards=1)
+        for outgoing in handlers.on_submit_order(scratch, bus, order, quote)[:2]:  # accepted, filled
             await bus.js.publish(outgoing.subject, outgoing.data, headers=outgoing.headers)
-    await _submit(bus, *late)
+    for order in late:
+        await bus.publish_persistent(subjects.order_command(order.symbol, 1), order)
 
     async with running_service(app.run, config, heartbeats) as after:
         counters = await after.wait_for_counter("handled", 3)
@@ -423,3 +427,43 @@ async def test_execution_with_its_event_stream_full_waits_then_fills_every_order
         ("filled", f"{orders[1].id}:1", orders[1].id),
     ]
     assert [p.qty for p in await _positions(bus, symbol)] == [Decimal(1), Decimal(-2)]
+
+
+async def test_execution_fills_at_the_quote_it_reads_from_the_market_data_stream_never_at_the_orders_prices(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol, other = unique_symbol("PX"), unique_symbol("PXO")
+    honest = make_order(symbol, side="buy", qty=1, quote_bid="100", quote_ask="100.5")
+    [named] = await _submit(bus, honest)
+    # The same quote, but the order says the market was at 0.000000000001: it fills at 100.5 all the same.
+    forged = msgspec.structs.replace(
+        make_order(symbol, side="buy", qty=1, quote_ts=honest.quote_ts),
+        quote_seq=named.quote_seq,
+        quote_bid=Decimal("0.000000000001"),
+        quote_ask=Decimal("0.000000000001"),
+    )
+    # Orders naming a quote that is not theirs: another symbol's, at another time, or none at all.
+    [other_quote] = await _submit(bus, make_order(other, side="buy", qty=1))
+    wrong_symbol = msgspec.structs.replace(make_order(symbol, strategy="b"), quote_seq=other_quote.quote_seq)
+    wrong_time = msgspec.structs.replace(make_order(symbol, strategy="c"), quote_seq=named.quote_seq)
+    missing = msgspec.structs.replace(make_order(symbol, strategy="d"), quote_seq=10**9)
+    # Without quote_seq (an older sender): the symbol's latest quote in the stream.
+    latest = make_order(symbol, side="sell", qty=1, strategy="e", quote_bid="1", quote_ask="1")
+    for order in (forged, wrong_symbol, wrong_time, missing, latest):
+        await bus.publish_persistent(subjects.order_command(symbol, 1), order)
+
+    async with running_service(app.run, config, heartbeats) as execution:
+        counters = await execution.wait_for_counter("handled", 7)
+
+    assert counters["unpriced_orders"] == 3
+    events = {e.client_order_id: e for e in await _order_events(bus, symbol) if not isinstance(e, OrderAccepted)}
+    assert isinstance(events[forged.id], OrderFilled)
+    assert events[forged.id].price == Decimal("100.5")
+    assert isinstance(events[latest.id], OrderFilled)
+    assert events[latest.id].price == Decimal(100)  # a sell, at the bid of the latest quote
+    reasons = {o.id: getattr(events[o.id], "reason", "") for o in (wrong_symbol, wrong_time, missing)}
+    assert reasons[wrong_symbol.id].startswith(f"no market price: RRR_MD sequence {other_quote.quote_seq} is on ")
+    assert reasons[wrong_time.id].startswith("no market price: the order's quote is at ")
+    assert reasons[missing.id] == (
+        "no market price: no quote at sequence 1000000000 in RRR_MD (expired, or never published)"
+    )

@@ -68,7 +68,7 @@ async def test_nats_server_keeps_jetstream_messages_across_restart(nats_server: 
         pytest.skip("restart needs a nats-server started by this test, not RRR_NATS_URL or a container")
     server = nats_server.server
     stream = _unique("TEST")
-    client = await nats.connect(server.url, max_reconnect_attempts=0)
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=0)
     js = client.jetstream()
     await js.add_stream(name=stream, subjects=[f"{stream}.>"], storage=StorageType.FILE)
     await js.publish(f"{stream}.kept", b"survives")
@@ -77,7 +77,7 @@ async def test_nats_server_keeps_jetstream_messages_across_restart(nats_server: 
 
     server.restart()
 
-    client = await nats.connect(server.url, max_reconnect_attempts=0)
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=0)
     try:
         stored = await client.jetstream().get_msg(stream, 1)
         assert server.port == port_before
@@ -165,6 +165,31 @@ async def test_postgres_server_keeps_committed_rows_across_a_crash(tmp_path: Pat
         conn = await asyncpg.connect(server.dsn)
         try:
             assert await conn.fetchval("SELECT id FROM kept") == 42
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
+
+
+async def test_postgres_server_moves_a_cluster_that_trusted_everyone_to_passwords(tmp_path: Path) -> None:
+    # A cluster made by an earlier version, initialised with --auth=trust: its next start requires passwords.
+    server = PostgresServer(data_dir=tmp_path)
+    server.start()
+    server.stop()
+    hba = server.pgdata / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    without_password = f"postgresql://postgres@{server.host}:{server.port}/postgres"
+
+    server.start()
+    try:
+        assert "trust" not in [
+            line.split()[-1] for line in hba.read_text().splitlines() if line.split()[:1] != ["#"] and line.split()
+        ]
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(without_password, password="")
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            assert await conn.fetchval("SELECT current_user") == "postgres"
         finally:
             await conn.close()
     finally:

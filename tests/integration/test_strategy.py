@@ -15,7 +15,15 @@ from nats.js.api import KeyValueConfig
 
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, MSG_ID, Bus
-from rrr.shared.messages import Quote, Signal, SubmitOrder, encode, order_command_decoder, signal_decoder
+from rrr.shared.messages import (
+    Quote,
+    Signal,
+    SubmitOrder,
+    encode,
+    market_data_decoder,
+    order_command_decoder,
+    signal_decoder,
+)
 from rrr.shared.watermark import Watermark
 from rrr.strategy import app, snapshots
 from rrr.strategy.config import StrategyConfig
@@ -151,6 +159,10 @@ async def test_strategy_on_2000_real_quotes_sends_exactly_the_orders_of_the_exac
     signals = decode_all(await stream_messages(bus.js, "RRR_SIG", subjects.signal(symbol, 1)), signal_decoder)
     _check_orders(orders, expected_orders, quotes)
     _check_signals(signals, expected_signals, quotes)
+    # Each order names its triggering quote's place in the market-data stream, where execution prices it.
+    for order in orders:
+        stored = await bus.js.get_msg("RRR_MD", seq=order.quote_seq)
+        assert f"sma_cross-{market_data_decoder.decode(stored.data or b'').id}" == order.id
 
 
 async def test_strategy_with_two_shards_handles_only_the_symbols_of_its_own_shard(

@@ -18,6 +18,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
 from rrr.shared.messages import Message, Quote, encode, market_data_decoder
 from tests.support.factories import make_order, make_position, make_quote, unique_symbol
+from tests.support.orders import publish_quote_of
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import StoredMsg, stream_messages
 from tests.support.waiting import wait_until
@@ -36,7 +37,7 @@ async def test_execution_with_two_shards_fills_only_orders_on_their_own_subject_
     nats_url: str, bus: Bus, heartbeats: Heartbeats
 ) -> None:
     own, other = unique_symbol("OWN", shard=0, shards=2), unique_symbol("OTHER", shard=1, shards=2)
-    genuine = make_order(own)
+    genuine = await publish_quote_of(bus, make_order(own), shards=2)  # its price in the market-data stream
     foreign = make_order(other)  # shard 1's order, sent on shard 0's subject
     relabelled = make_order(unique_symbol("ELSE", shard=0, shards=2))  # another symbol of shard 0
     retried = make_order(other)
@@ -150,7 +151,7 @@ async def test_a_position_is_never_changed_by_an_order_that_fills_on_a_subject_n
     """The probe's case: shard 0's execution filled an order of shard 1's symbol sent on its subject."""
     symbol = "EURUSD"
     assert subjects.shard_of(symbol, 2) == 1
-    order = make_order(symbol, qty=1, quote_bid="1.1", quote_ask="1.2")
+    order = await publish_quote_of(bus, make_order(symbol, qty=1, quote_bid="1.1", quote_ask="1.2"), shards=2)
     await _send(bus, f"cmd.order.0.{symbol}", order)
     await _send(bus, subjects.order_command(symbol, 2), order)
     shard_0 = ExecutionConfig(nats_url=nats_url, heartbeat_ms=100, shard=0, shards=2)

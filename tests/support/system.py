@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Self
 import nats
 from nats.aio.client import Client
 
+from rrr.deploy.nats_server import NatsEndpoint
 from rrr.deploy.processes import SERVICES, ManagedProcess, log_tail, service_command
 from tests.support.services import Heartbeats
 from tests.support.waiting import wait_until
@@ -44,11 +46,13 @@ class ServiceProcess:
         log_dir: Path,
         *,
         command: ServiceCommand = service_command,
+        nats_url: str | None = None,
     ) -> None:
         self.service = service
         self.shard = shard
         self.name = f"{service}-{shard}"
-        self.env = dict(env)
+        # Its own NATS user, as `rrr-stack up` gives it: the permissions of its role are exercised.
+        self.env = {**env, **({f"RRR_{service.upper()}_NATS_URL": nats_url} if nats_url else {})}
         self.log = log_dir / f"{self.name}.log"
         self.command = command
         # The latest start's process; a restart replaces it.
@@ -113,17 +117,20 @@ class System:
         env: Mapping[str, str] | None = None,
         shards: int = 1,
         command: ServiceCommand = service_command,
+        role_urls: Mapping[str, str] | None = None,
     ) -> None:
         """Describe the system; nothing runs until `start`.
 
         Args:
-            nats_url: The NATS server the services use.
+            nats_url: The NATS server, as a user that may do anything (the test's own connections).
             database_url: The database persistence writes to.
             workdir: Where each instance's log goes.
             env: Environment variables added to (or replacing) the defaults below.
             shards: Instances of each service.
             command: Builds the command that runs a service, for every instance and for `replay`; a
                 test may wrap the services in a launcher of its own.
+            role_urls: The URL of each NATS user (`rrr.deploy.nats_permissions`): each service runs as its
+                own, `replay` as the replay tool's. Without them every process uses `nats_url`.
         """
         self.nats_url = nats_url
         self.database_url = database_url
@@ -144,10 +151,15 @@ class System:
             }
         )
         self.env = base
+        self.role_urls = dict(role_urls or {})
         self.command = command
         self.procs = {
             p.name: p
-            for p in (ServiceProcess(s, k, base, workdir, command=command) for s in SERVICES for k in range(shards))
+            for p in (
+                ServiceProcess(s, k, base, workdir, command=command, nats_url=self.role_urls.get(s))
+                for s in SERVICES
+                for k in range(shards)
+            )
         }
         self.heartbeats = Heartbeats()
         self._nc: Client | None = None
@@ -200,9 +212,10 @@ class System:
 
     def replay(self, path: Path, *args: str) -> subprocess.Popen[str]:
         """Start ``rrr-market-data replay`` of ``path``; the caller waits for it."""
+        replay_url = self.role_urls.get("replay")
         return subprocess.Popen(
             [*self.command("market_data"), "replay", str(path), "--no-progress", *args],
-            env=self.env,
+            env={**self.env, **({"RRR_MARKET_DATA_NATS_URL": replay_url} if replay_url else {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -226,6 +239,23 @@ async def finish(replay: subprocess.Popen[str], timeout_s: float = 120.0) -> str
     out, err = await asyncio.to_thread(replay.communicate, timeout=timeout_s)
     assert replay.returncode == 0, f"replay failed ({replay.returncode}):\n{err}"
     return out
+
+
+_VIOLATION = re.compile(r"(Publish|Subscription) Violation")
+
+
+def permission_violations(log_file: Path) -> list[str]:
+    """The lines of a nats-server log where a user was refused a publish or a subscription."""
+    if not log_file.exists():
+        return []
+    return [line for line in log_file.read_text(errors="replace").splitlines() if _VIOLATION.search(line)]
+
+
+def assert_no_permission_violations(nats: NatsEndpoint) -> None:
+    """Fail if any user of the test's nats-server was refused anything: each role has all it needs."""
+    if nats.server is not None:
+        refused = permission_violations(nats.server.log_file)
+        assert not refused, "nats-server refused a service something its role needs:\n" + "\n".join(refused[:20])
 
 
 def names(shards: int = 1, services: Sequence[str] = SERVICES) -> list[str]:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from rrr.execution.risk import RiskLimits, check_order
+from rrr.execution.risk import RiskLimits
+from rrr.execution.risk import check_order as _check_at
 from rrr.shared.messages import SubmitOrder
 
 LIMITS = RiskLimits(max_order_qty=Decimal(10), max_notional_quote=Decimal(1000))
@@ -27,6 +28,11 @@ def _order(**overrides: Any) -> SubmitOrder:
         "quote_ask": Decimal(101),
     }
     return SubmitOrder(**(fields | overrides))
+
+
+def check_order(order: SubmitOrder, limits: RiskLimits) -> str | None:
+    """Check ``order`` priced where the venue would fill it when the market is what the order says it saw."""
+    return _check_at(order, limits, order.quote_ask if order.side == "buy" else order.quote_bid)
 
 
 @pytest.mark.parametrize("side", ["buy", "sell"])
@@ -78,3 +84,9 @@ def test_qty_limit_is_checked_before_notional():
     reason = check_order(_order(qty=Decimal(11), quote_ask=Decimal(1000)), LIMITS)
     assert reason is not None
     assert reason.startswith("qty ")
+
+
+def test_notional_is_valued_at_the_price_given_never_at_the_one_the_order_carries():
+    # The order says the ask was 0.000000000001; the venue read 200: 10 * 200 breaks the limit.
+    order = _order(qty=Decimal(10), quote_bid=Decimal("0.000000000001"), quote_ask=Decimal("0.000000000001"))
+    assert _check_at(order, LIMITS, Decimal(200)) == "notional 2000 exceeds max_notional_quote 1000"

@@ -1,0 +1,113 @@
+"""Who each process of the local system is: its NATS user, its PostgreSQL role, and their secrets.
+
+Every secret is generated once into ``.run/secrets/`` (the directory 0700, each file 0600) and read back
+by every later command: ``rrr-stack up`` and the supervisor give nats-server its users and PostgreSQL its
+superuser's password, and give each process it starts its own identity through the environment, never
+the command line and never ``state.json``:
+
+- each service its NATS user (``RRR_<SERVICE>_NATS_URL``), persistence its PostgreSQL role
+  ``rrr_persistence`` (rows only: SELECT, INSERT, UPDATE), and the key that signs dead letters;
+- the tools, through ``.run/env`` (0600) for ``rrr-stack exec``: the tap's read-only user as
+  ``RRR_NATS_URL``, the replay's as ``RRR_MARKET_DATA_NATS_URL`` (what ``rrr-market-data replay`` reads),
+  the dead-letter tool's as ``RRR_DLQ_NATS_URL``, and ``rrr_reader`` (SELECT only) as ``RRR_DATABASE_URL``.
+
+The PostgreSQL superuser is for migrations only: ``up`` applies them itself, as the owner, before it starts
+persistence.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from rrr.deploy.credentials import SecretsDir, with_userinfo, write_private
+from rrr.deploy.databases import ensure_login_role
+from rrr.deploy.nats_permissions import ADMIN, ROLES
+from rrr.deploy.postgres_server import PostgresServer
+from rrr.deploy.run_dir import RunDir
+from rrr.persistence.schema import grant_reader, grant_writer, migrate
+from rrr.shared.config import env_name
+
+__all__ = ["DATABASE", "PG_READER", "PG_WRITER", "Identities"]
+
+HOST = "127.0.0.1"
+# The system's database, as PostgresServer creates it.
+DATABASE = "rrr"
+PG_WRITER = "rrr_persistence"
+PG_READER = "rrr_reader"
+_PG_SUPERUSER_FILE = "postgres"
+_DLQ_KEY_FILE = "dlq_key"
+
+
+class Identities:
+    """The identities of the system in a run directory, their secrets in ``<run>/secrets``."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.secrets = SecretsDir(run.root / "secrets")
+
+    def status_url(self, nats_port: int) -> str:
+        """The URL `rrr-stack` watches heartbeats with: the status user's, which may only listen to ctl.>."""
+        return self.nats_url("status", nats_port)
+
+    def nats_users(self) -> dict[str, str]:
+        """Every NATS user and its password, for nats.conf."""
+        return {role: self.secrets.password(f"nats_{role}") for role in ROLES}
+
+    def nats_url(self, role: str, port: int) -> str:
+        """The NATS URL of ``role``, with its password."""
+        return with_userinfo(f"nats://{HOST}:{port}", role, self.secrets.password(f"nats_{role}"))
+
+    def has_nats_users(self) -> bool:
+        """Whether this run directory's secrets were made (an older .run/ has none)."""
+        return (self.secrets.directory / f"nats_{ADMIN}").exists()
+
+    def pg_superuser_password(self) -> str:
+        """The PostgreSQL superuser's password: migrations and administration only."""
+        return self.secrets.password(_PG_SUPERUSER_FILE)
+
+    def pg_url(self, role: str, pg_port: int) -> str:
+        """The DSN of ``role`` on the system's database."""
+        return with_userinfo(f"postgresql://{HOST}:{pg_port}/{DATABASE}", role, self.secrets.password(f"pg_{role}"))
+
+    def service_env(self, service: str, nats_port: int, pg_port: int) -> dict[str, str]:
+        """The identity of one service process: its NATS user, and persistence's database role."""
+        env = {
+            env_name(service, "nats_url"): self.nats_url(service, nats_port),
+            "RRR_DLQ_KEY": self.secrets.password(_DLQ_KEY_FILE),
+        }
+        if service == "persistence":
+            env[env_name(service, "database_url")] = self.pg_url(PG_WRITER, pg_port)
+        return env
+
+    def write_tools_env(self, nats_port: int, pg_port: int, shards: int) -> dict[str, str]:
+        """Write ``.run/env`` (mode 0600) with the least identity each tool needs; return what it holds."""
+        env = {
+            "RRR_NATS_URL": self.nats_url("tap", nats_port),
+            "RRR_MARKET_DATA_NATS_URL": self.nats_url("replay", nats_port),
+            "RRR_DLQ_NATS_URL": self.nats_url("dlq", nats_port),
+            "RRR_DLQ_KEY": self.secrets.password(_DLQ_KEY_FILE),
+            "RRR_DATABASE_URL": self.pg_url(PG_READER, pg_port),
+            "RRR_SHARDS": str(shards),
+        }
+        write_private(self.run.env_file, "".join(f"{key}={value}\n" for key, value in env.items()))
+        return env
+
+    async def provision_database(self, pg: PostgresServer) -> list[int]:
+        """As the superuser: the roles with their passwords, the migrations, each role's grants.
+
+        Idempotent, so every ``up`` runs it: a new migration and its grants are in place before persistence
+        starts. Returns the migrations applied now.
+        """
+        for role in (PG_WRITER, PG_READER):
+            await ensure_login_role(pg.admin_dsn, role, self.secrets.password(f"pg_{role}"), database=pg.database)
+        conn = await asyncpg.connect(pg.dsn)
+        try:
+            applied = await migrate(conn)
+            await grant_writer(conn, PG_WRITER)
+            await grant_reader(conn, PG_READER)
+        finally:
+            await conn.close()
+        return applied
+
+    def __repr__(self) -> str:
+        return f"Identities({self.secrets!r})"
