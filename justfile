@@ -35,6 +35,12 @@ tap SUBJECT *FLAGS: _venv
 dlq *ARGS: _venv
     @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-dlq" "$@"
 
+# psql on the system's database, read-only (arguments go to psql: just psql -c 'select count(*) from fills').
+[group('run')]
+[no-exit-message]
+psql *ARGS: _venv
+    @"{{ bin }}/rrr-stack" psql "$@"
+
 # Show servers, services, their heartbeats and counters.
 [group('run')]
 [no-exit-message]

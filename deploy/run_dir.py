@@ -39,6 +39,10 @@ __all__ = [
 SETTINGS_PREFIXES = ("RRR_", "OTEL_")
 
 
+class StackError(RRRError):
+    """The local system could not be brought up, or is not up."""
+
+
 class StateFileError(RRRError):
     """A state file under ``.run/`` cannot be read."""
 

@@ -15,8 +15,8 @@ import pytest
 
 from rrr.deploy.nats_server import NatsEndpoint
 from rrr.deploy.processes import service_program
-from rrr.deploy.run_dir import StackState, write_state
-from rrr.deploy.stack import RunDir, status
+from rrr.deploy.run_dir import RunDir, StackState, write_state
+from rrr.deploy.stack_view import status
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Heartbeat, encode
