@@ -67,6 +67,8 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     pg_port: int
     shards: int
     supervise: bool = True
+    # Added later, so with a default: a state written before it was recorded ran the simulator.
+    feed: str = "sim"
     services: dict[str, ServiceSpec] = msgspec.field(default_factory=dict)
 
 

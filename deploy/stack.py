@@ -30,6 +30,7 @@ from rrr.deploy.postgres_server import PostgresServer
 from rrr.deploy.processes import (
     SERVICES,
     ManagedProcess,
+    ServerStartError,
     free_port,
     port_free,
     service_command,
@@ -68,28 +69,71 @@ FEEDS = ("sim", "none")
 
 
 def _port(env: str, previous: int | None) -> int | None:
-    """A configured port, else the one used last time (stable URLs across down/up), else a free one."""
+    """A configured port, else the one used last time (stable URLs across down/up), else a free one (None).
+
+    ``0`` asks for a free one as well.
+    """
     configured = os.environ.get(env)
     if configured:
         try:
-            return int(configured)
+            port = int(configured)
         except ValueError:
             raise StackError(f"{env}: expected a port number, got {configured!r}") from None
+        if not 0 <= port <= 65535:
+            raise StackError(f"{env}: expected a port number from 0 to 65535, got {port}")
+        return port or None
     return previous
 
 
-def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: bool = True) -> int:
+def _settled(previous: StackState | None, feed: str | None, shards: int | None) -> tuple[str, int]:
+    """The feed and shard count to run with: as asked, else as recorded, else the defaults.
+
+    Raises:
+        StackError: the shard count differs from the recorded one (streams and state are split by it).
+    """
+    if previous is None:
+        return feed or "sim", shards or 1
+    if shards is not None and shards != previous.shards:
+        raise StackError(
+            f"this system was set up with --shards {previous.shards}; its streams and state are split that way. "
+            f"Start it with --shards {previous.shards} (or without --shards), or `just reset` to start over with "
+            f"{shards}"
+        )
+    return feed or previous.feed, previous.shards
+
+
+def _refuse_changes_to_a_running_system(
+    run: RunDir, previous: StackState, feed: str, ports: dict[str, tuple[int, int | None]]
+) -> None:
+    """One line naming what would change under running processes, and how to change it cleanly."""
+    if feed != previous.feed and any(
+        read_pid_file(run.service_pid(name), service_program(service_of(name))) is not None
+        for name in run.service_instances()
+        if service_of(name) == "market_data"
+    ):
+        raise StackError(
+            f"the system runs with feed {previous.feed}, not {feed}: `just down`, then `just up {feed}` to change it"
+        )
+    for name, (running, asked) in ports.items():
+        if asked is not None and asked != running:
+            raise StackError(
+                f"{name} runs on port {running}; the port asked for ({asked}) would change it under the running "
+                f"system: `just down` first, or leave the port setting out"
+            )
+
+
+def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, supervised: bool = True) -> int:
     """Start whatever is not running (servers on their ports of last time), then the supervisor; return
-    once every service is healthy."""
+    once every service is healthy.
+
+    A setting that would change what already runs (feed, ports) is refused with what to do instead; the
+    state records only what is true, and what this call started is stopped again if it fails.
+    """
     run.root.mkdir(parents=True, exist_ok=True)
     run.logs.mkdir(exist_ok=True)
     run.pids.mkdir(exist_ok=True)
     previous = read_state(run)
-    if previous is not None and previous.shards != shards:
-        raise StackError(
-            f"this system was set up with --shards {previous.shards}; its streams and state are split that way. "
-            f"Start it with --shards {previous.shards}, or `just reset` to start over with {shards}"
-        )
+    feed, shards = _settled(previous, feed, shards)
     specs = dict(previous.services) if previous is not None else {}
     identities = Identities(run)
     # Held while starting anything, so that the supervisor never starts the same process at the same time.
@@ -114,19 +158,36 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
                 shards=shards,
                 supervise=supervised,
                 services=specs,
+                feed=feed,
             )
             write_state(run, state)
 
+        if previous is not None:
+            running = {
+                server.name: (port, _port(env, None))
+                for server, port, env in (
+                    (nats, previous.nats_port, "RRR_NATS_PORT"),
+                    (pg, previous.pg_port, "RRR_PG_PORT"),
+                )
+                if read_pid_file(server.pid_file, server.name) is not None
+            }
+            _refuse_changes_to_a_running_system(run, previous, feed, running)
+        started: list[NatsServer | PostgresServer] = []
         try:
             for server, port_env in ((nats, "RRR_NATS_PORT"), (pg, "RRR_PG_PORT")):
                 if read_pid_file(server.pid_file, server.name) is None:
                     # Someone else may have taken the port of last time since: fall back to a free one.
-                    if not os.environ.get(port_env) and not port_free(server.port):
+                    if not _port(port_env, None) and not port_free(server.port):
                         server.port = free_port()
                     print(f"starting {server.name} on port {server.port} ...", flush=True)
-                    server.start()
-        finally:
-            record()  # a server that started keeps its port, even if the other one failed
+                    _start(server, port_env)
+                    started.append(server)
+        except BaseException:
+            # Nothing half-up stays behind, and the state keeps the ports of what still runs.
+            for server in reversed(started):
+                server.stop()
+            raise
+        record()
         # Started by an earlier version and still running: open to anyone until it starts again.
         for name, open_to_all in (("nats-server", not nats.runs_with_users()), ("postgres", pg.trusts_connections())):
             if open_to_all:
@@ -184,6 +245,18 @@ def up(run: RunDir, *, feed: str, shards: int, timeout_s: float, supervised: boo
     return 0
 
 
+def _start(server: NatsServer | PostgresServer, port_env: str) -> None:
+    try:
+        server.start()
+    except ServerStartError as exc:
+        if "address already in use" in exc.log_tail.lower():
+            raise StackError(
+                f"{server.name} could not listen on port {server.port}: another program uses it. Set {port_env} "
+                f"to another port (0 picks a free one); its log is {server.log_file}"
+            ) from None
+        raise
+
+
 def down(run: RunDir) -> int:
     """Stop the supervisor first (so it restarts nothing), then the services (they drain and flush), then
     NATS, then PostgreSQL. Keeps all data."""
@@ -208,8 +281,13 @@ def down(run: RunDir) -> int:
     return 0
 
 
-def reset(run: RunDir) -> int:
-    """Stop everything and delete ``.run/`` with all data."""
+def reset(run: RunDir, *, yes: bool = False) -> int:
+    """Stop everything and delete ``.run/`` with all data; in a terminal, only once the user confirms."""
+    if not yes and run.root.exists() and sys.stdin.isatty():
+        answer = input(f"delete {run.root} with all its data (quotes, orders, fills, streams)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
     down(run)
     if run.root.exists():
         shutil.rmtree(run.root)
@@ -227,14 +305,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     p_up = commands.add_parser("up", help="start servers and services, wait until healthy")
-    p_up.add_argument("feed", nargs="?", default="sim", help="market-data feed: sim (default) or none")
-    p_up.add_argument("--shards", type=int, default=1, help="instances of each service, one per shard [default 1]")
+    p_up.add_argument(
+        "feed", nargs="?", default=None, help="market-data feed: sim or none [default: as last time, else sim]"
+    )
+    p_up.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="instances of each service, one per shard [default: as recorded, else 1]",
+    )
     p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
     p_up.add_argument(
         "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
     )
     commands.add_parser("down", help="stop everything, keep data")
-    commands.add_parser("reset", help="stop everything and delete .run/")
+    p_reset = commands.add_parser("reset", help="stop everything and delete .run/ (asks first in a terminal)")
+    p_reset.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
     p_status = commands.add_parser("status", help="processes and heartbeats")
     p_status.add_argument("--listen-s", type=float, default=3.0, help="how long to wait for heartbeats [default 3]")
     p_logs = commands.add_parser("logs", help="tail logs")
@@ -257,9 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = RunDir(args.run_dir.resolve())
     try:
         if args.command == "up":
-            if args.feed not in FEEDS:
+            if args.feed is not None and args.feed not in FEEDS:
                 parser.error(f"up: feed must be one of {', '.join(FEEDS)}, got {args.feed!r}")
-            if not 1 <= args.shards <= 64:
+            if args.shards is not None and not 1 <= args.shards <= 64:
                 parser.error(f"--shards: expected 1 to 64, got {args.shards}")
             return up(
                 run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s, supervised=not args.no_supervise
@@ -267,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "down":
             return down(run)
         if args.command == "reset":
-            return reset(run)
+            return reset(run, yes=args.yes)
         if args.command == "status":
             return status(run, listen_s=args.listen_s)
         if args.command == "logs":

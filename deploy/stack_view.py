@@ -146,6 +146,10 @@ def status(run: RunDir, *, listen_s: float) -> int:
     for name, record in sorted(records.items()):
         if (history := record.history()) is not None:
             print(f"{name}: {history}")
+    print(
+        f"settings: feed={state.feed} shards={state.shards} supervise={'yes' if state.supervise else 'no'} "
+        f"nats_port={state.nats_port} nats_monitor_port={state.nats_monitor_port} pg_port={state.pg_port}"
+    )
     for key, value in env.items():
         print(f"{printable(key, 64)}={printable(shown(key, value))}")
     return 0 if healthy else 1

@@ -27,7 +27,9 @@ from rrr.deploy.credentials import new_password
 from rrr.deploy.databases import temporary_database
 from rrr.deploy.nats_permissions import new_users
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
+from rrr.deploy.pid_files import pid_alive
 from rrr.deploy.postgres_server import PostgresEndpoint, PostgresServer
+from tests.support.stack import Stack
 
 _SERVERS_ENV = "RRR_TEST_SERVERS"
 _POSTGRES_IMAGE = "postgres:17"
@@ -132,3 +134,20 @@ def nats_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nats
 def nats_url(nats_server: NatsEndpoint) -> str:
     """URL of the test's nats-server, as the admin user."""
     return nats_server.url
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """`rrr-stack` on a run directory of the test's own; everything it started is stopped afterwards."""
+    running = Stack(tmp_path / "run")
+    try:
+        yield running
+    finally:
+        for replay in running.replays:
+            if replay.poll() is None:  # a failed test leaves it waiting for a broker that will not come
+                replay.kill()
+            replay.communicate()
+        down = running.cli("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        pids = [int(p.read_text().split()[0]) for p in running.run.root.rglob("*.pid")]
+        assert not [p for p in pids if pid_alive(p)], "processes left running after down"

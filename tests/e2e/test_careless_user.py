@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rrr.deploy.pid_files import read_pid_file
 from rrr.deploy.processes import free_port, service_command
+from rrr.deploy.run_dir import read_state
 from tests.support.services import client_bus
+from tests.support.stack import Stack
 
 
 def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> list[str]:
@@ -111,3 +115,77 @@ def test_tools_run_while_the_system_is_down_say_so_in_one_line_at_once() -> None
         assert "cannot reach NATS at nats://127.0.0.1:" in lines[0], lines[0]
         assert "is the system up (`just up`)?" in lines[0], lines[0]
         print(f"\n{Path(argv[0]).name}: {took:.2f} s: {lines[0]}")
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_up_asking_for_another_port_while_the_system_runs_is_refused_and_changes_nothing(stack: Stack) -> None:
+    stack.up()
+    state, env = stack.run.state_file.read_bytes(), stack.run.env_file.read_bytes()
+    stack.env["RRR_NATS_PORT"] = str(free_port())
+    line = _one_error_line(stack.cli("up", "none"))
+    assert "nats-server runs on port" in line
+    assert "`just down` first" in line
+    assert (stack.run.state_file.read_bytes(), stack.run.env_file.read_bytes()) == (state, env)
+    del stack.env["RRR_NATS_PORT"]
+    assert stack.cli("status").returncode == 0
+
+
+def test_up_with_port_0_picks_a_free_port_and_keeps_it_across_down_and_up(stack: Stack) -> None:
+    stack.env["RRR_NATS_PORT"] = "0"
+    stack.up()
+    port, _ = stack.ports()
+    assert port != 0
+    del stack.env["RRR_NATS_PORT"]
+    assert stack.cli("down").returncode == 0
+    stack.up()
+    assert stack.ports()[0] == port
+
+
+def test_up_without_a_feed_or_shard_count_keeps_the_systems_and_another_feed_is_refused(stack: Stack) -> None:
+    stack.up("--shards", "2")
+    again = stack.cli("up")  # no feed, no --shards: the system's own
+    assert again.returncode == 0, again.stdout + again.stderr
+    status = stack.cli("status").stdout
+    assert "settings: feed=none shards=2" in status
+    line = _one_error_line(stack.cli("up", "sim"))
+    assert line.endswith("the system runs with feed none, not sim: `just down`, then `just up sim` to change it")
+    assert "settings: feed=none shards=2" in stack.cli("status").stdout
+
+
+def test_up_on_a_port_another_program_holds_says_so_in_one_line_and_leaves_nothing_running(stack: Stack) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        stack.env["RRR_PG_PORT"] = str(port)
+        line = _one_error_line(stack.cli("up", "none"))
+    assert f"postgres could not listen on port {port}: another program uses it" in line
+    assert "Set RRR_PG_PORT to another port (0 picks a free one)" in line
+    # nats-server, started first, was stopped again; no state claims a system.
+    assert read_pid_file(stack.run.nats_dir / "nats.pid", "nats-server") is None
+    assert read_state(stack.run) is None
+
+
+def test_the_normal_path_writes_no_error_line_in_the_server_logs(stack: Stack) -> None:
+    stack.up()
+    assert stack.cli("down").returncode == 0
+    stack.up()
+    postgres = (stack.run.pg_dir / "postgres.log").read_text()
+    nats_log = (stack.run.nats_dir / "nats.log").read_text()
+    assert [line for line in postgres.splitlines() if "ERROR:" in line or "FATAL:" in line] == []
+    assert [line for line in nats_log.splitlines() if "[ERR]" in line] == []
+
+
+def test_reset_from_a_script_deletes_without_asking(stack: Stack) -> None:
+    # In a terminal `reset` asks first (--yes does not); from a script, with no terminal, it does not ask.
+    stack.up()
+    done = stack.cli("reset")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deleted" in done.stdout
+    assert not stack.run.root.exists()
