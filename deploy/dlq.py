@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from rrr.shared.bus import (
     Bus,
     signature_valid,
 )
-from rrr.shared.config import ServiceConfig
+from rrr.shared.config import ServiceConfig, with_local_system
 from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError, RRRError
 from rrr.shared.messages import any_decoder
 
@@ -221,8 +220,8 @@ async def republish(bus: Bus, letters: Sequence[DeadLetter], *, key: bytes | Non
     return done
 
 
-async def _main(args: argparse.Namespace) -> int:
-    key = os.environ.get(KEY_ENV, "").encode() or None
+async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    key = environ.get(KEY_ENV, "").encode() or None
     bus = await Bus.connect(args.nats_url, service="dlq", name="rrr-dlq", timeout_s=10)
     try:
         await bus.ensure_streams(max_age_s=ServiceConfig().stream_max_age_s, update=False)
@@ -260,8 +259,9 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rrr-dlq``."""
     parser = argparse.ArgumentParser(prog="rrr-dlq", description="List and republish dead letters (stream RRR_DLQ).")
+    environ = with_local_system("rrr-dlq")
     # Its own NATS user where `rrr-stack` gave it one: it may hand dead letters back, which the tap may not.
-    default_url = os.environ.get("RRR_DLQ_NATS_URL") or os.environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
+    default_url = environ.get("RRR_DLQ_NATS_URL") or environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
     parser.add_argument("--nats-url", default=default_url, help="NATS URL [env RRR_DLQ_NATS_URL or RRR_NATS_URL]")
     commands = parser.add_subparsers(dest="command", required=True)
     p_list = commands.add_parser("list", help="one line per dead letter: seq, subject, service, reason")
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "republish" and not (args.all or args.seq):
         parser.error("republish: name the sequence numbers to republish, or --all")
     try:
-        return asyncio.run(_main(args))
+        return asyncio.run(_main(args, environ))
     except RRRError as exc:
         print(f"rrr-dlq: error: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from nats.aio.msg import Msg
 
 from rrr.deploy.terminal import printable
 from rrr.shared.bus import Bus, Subscription
-from rrr.shared.config import redact
+from rrr.shared.config import redact, with_local_system
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import any_decoder
 
@@ -103,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count is not None and args.count < 1:
         parser.error(f"--count: expected a whole number >= 1, got {args.count}")
-    url = args.nats_url or os.environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
+    url = args.nats_url or with_local_system("rrr-tap").get("RRR_NATS_URL", "nats://127.0.0.1:4222")
     try:
         asyncio.run(tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout))
     except nats.errors.BadSubjectError:

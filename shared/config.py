@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import typing
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -267,12 +269,51 @@ def parse_config(
     *,
     description: str = "",
     parser: argparse.ArgumentParser | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[C, argparse.Namespace]:
     """Parse ``argv`` into ``config_type``; print a clear error and exit 2 on bad config."""
     parser = parser or argparse.ArgumentParser(prog=f"rrr-{service.replace('_', '-')}", description=description)
     build_parser(config_type, service, parser)
     args = parser.parse_args(argv)
     try:
-        return load_config(config_type, service, args), args
+        return load_config(config_type, service, args, environ), args
     except ConfigError as exc:
         parser.error(str(exc))
+
+
+LOCAL_SYSTEM_ENV = Path(".run") / "env"
+
+
+def local_system(start: Path | None = None) -> Path | None:
+    """The settings file ``rrr-stack up`` wrote for the system run from ``start`` (the working directory) or
+    one of its parents (``.run/env``), if there is one."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / LOCAL_SYSTEM_ENV
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def with_local_system(tool: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` completed with the local system's settings (``.run/env``) when it names no NATS server.
+
+    A tool run by hand (``rrr-tap``, ``rrr-dlq``, ``rrr-market-data replay``) then talks to the system that
+    ``just up`` runs here, with the identity ``up`` gave it, and says so on stderr; a setting in the
+    environment still wins over the file's.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if any(key.startswith("RRR_") and key.endswith("NATS_URL") for key in environ):
+        return environ  # the environment names its system: never mix it with another's settings
+    found = local_system()
+    if found is None:
+        return environ
+    try:
+        lines = found.read_text().splitlines()
+    except OSError:
+        return environ
+    pairs = (line.partition("=") for line in lines)
+    taken = {key: value for key, sep, value in pairs if sep and key.startswith("RRR_") and key not in environ}
+    if taken:
+        print(f"{tool}: using the system of {found.parent.parent} (settings from {found})", file=sys.stderr)
+    return {**taken, **environ}

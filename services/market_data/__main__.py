@@ -18,7 +18,7 @@ from rrr.market_data.feeds import ReplayReport, replay_file
 from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes
 from rrr.shared import runner
 from rrr.shared.bus import Bus
-from rrr.shared.config import parse_config
+from rrr.shared.config import parse_config, with_local_system
 from rrr.shared.errors import RRRError
 
 _DESCRIPTION = """\
@@ -148,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of stopping"
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser)
+    # A replay run by hand talks to the system `just up` runs here; the service itself is given its settings.
+    environ = with_local_system("rrr-market-data replay") if replaying else None
+    config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser, environ=environ)
     if not replaying:
         return runner.run(lambda stop: service.run(config, stop), config)
     runner.setup_logging(config.log_level)

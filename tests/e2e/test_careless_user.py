@@ -189,3 +189,25 @@ def test_reset_from_a_script_deletes_without_asking(stack: Stack) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "deleted" in done.stdout
     assert not stack.run.root.exists()
+
+
+def test_a_tool_run_by_hand_anywhere_below_the_system_finds_it_and_says_which_it_talks_to(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.up()
+    project = tmp_path / "project"
+    (project / "tests" / "data").mkdir(parents=True)
+    (project / ".run").symlink_to(stack.run.root)  # as `just up` leaves it in the project folder
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RRR_")}
+    done = subprocess.run(
+        [str(BIN / "rrr-tap"), "ctl.>", "--count", "1"],
+        cwd=project / "tests" / "data",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"rrr-tap: using the system of {project}" in done.stderr
+    assert "ctl.heartbeat." in done.stdout
