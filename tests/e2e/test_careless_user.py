@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from rrr.deploy.pid_files import read_pid_file
 from rrr.deploy.processes import free_port, service_command
@@ -211,3 +214,22 @@ def test_a_tool_run_by_hand_anywhere_below_the_system_finds_it_and_says_which_it
     assert done.returncode == 0, done.stderr
     assert f"rrr-tap: using the system of {project}" in done.stderr
     assert "ctl.heartbeat." in done.stdout
+
+
+def test_just_adds_no_epilogue_of_its_own_to_an_error_a_command_already_explained(tmp_path: Path) -> None:
+    just = shutil.which("just")
+    if just is None:
+        pytest.skip("just is not on PATH")
+    justfile = Path(__file__).parents[2] / "justfile"
+    done = subprocess.run(
+        [just, "--justfile", str(justfile), "replay", str(tmp_path / "no-such-file.csv")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("installing")]
+    assert len(lines) == 1, done.stderr
+    assert "Recipe" not in done.stderr
