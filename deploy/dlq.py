@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -259,10 +260,7 @@ async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rrr-dlq``."""
     parser = argparse.ArgumentParser(prog="rrr-dlq", description="List and republish dead letters (stream RRR_DLQ).")
-    environ = with_local_system("rrr-dlq")
-    # Its own NATS user where `rrr-stack` gave it one: it may hand dead letters back, which the tap may not.
-    default_url = environ.get("RRR_DLQ_NATS_URL") or environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
-    parser.add_argument("--nats-url", default=default_url, help="NATS URL [env RRR_DLQ_NATS_URL or RRR_NATS_URL]")
+    parser.add_argument("--nats-url", default=None, help="NATS URL [env RRR_DLQ_NATS_URL or RRR_NATS_URL]")
     commands = parser.add_subparsers(dest="command", required=True)
     p_list = commands.add_parser("list", help="one line per dead letter: seq, subject, service, reason")
     p_list.add_argument("--json", action="store_true", help="JSON lines")
@@ -272,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_re.add_argument("seq", nargs="*", type=int, help="sequence numbers from `list`")
     p_re.add_argument("--all", action="store_true", help="every dead letter")
     args = parser.parse_args(argv)
+    environ = dict(os.environ) if args.nats_url else with_local_system("rrr-dlq")
+    # Its own NATS user where `rrr-stack` gave it one: it may hand dead letters back, which the tap may not.
+    args.nats_url = (
+        args.nats_url or environ.get("RRR_DLQ_NATS_URL") or environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
+    )
     if args.command == "republish" and not (args.all or args.seq):
         parser.error("republish: name the sequence numbers to republish, or --all")
     try:

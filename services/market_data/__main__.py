@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # A replay run by hand talks to the system `just up` runs here; the service itself is given its settings.
-    environ = with_local_system("rrr-market-data replay") if replaying else None
+    named = any(arg == "--nats-url" or arg.startswith("--nats-url=") for arg in argv)
+    environ = with_local_system("rrr-market-data replay") if replaying and not named else None
     config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser, environ=environ)
     if not replaying:
         return runner.run(lambda stop: service.run(config, stop), config)
