@@ -5,6 +5,8 @@ set positional-arguments := true
 
 python := env("PYTHON", "python3")
 bin := justfile_directory() / ".venv/bin"
+# Where the local system keeps its data, logs, pids and settings; RRR_RUN_DIR runs another one.
+run_dir := env("RRR_RUN_DIR", justfile_directory() / ".run")
 
 # List the recipes.
 default:
@@ -14,56 +16,56 @@ default:
 [group('run')]
 [no-exit-message]
 up FEED="sim" *FLAGS: _venv
-    @"{{ bin }}/rrr-stack" up "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" up "$@"
 
 # Publish a quote file (.csv or .parquet) into the running system, with a progress bar; FILE is relative to where you are.
 [group('run')]
 [no-exit-message]
 [no-cd]
 replay FILE *FLAGS: _venv
-    @"{{ bin }}/rrr-stack" --run-dir "{{ justfile_directory() }}/.run" exec "{{ bin }}/rrr-market-data" replay "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-market-data" replay "$@"
 
 # Print live messages of a subject pattern, decoded (quote the pattern: just tap 'md.>'); --json for JSON lines.
 [group('run')]
 [no-exit-message]
 tap SUBJECT *FLAGS: _venv
-    @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-tap" "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-tap" "$@"
 
 # Dead letters: `just dlq list`, `just dlq republish SEQ...` or `just dlq republish --all` after a fix.
 [group('run')]
 [no-exit-message]
 dlq *ARGS: _venv
-    @"{{ bin }}/rrr-stack" exec "{{ bin }}/rrr-dlq" "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-dlq" "$@"
 
 # psql on the system's database, read-only (arguments go to psql: just psql -c 'select count(*) from fills').
 [group('run')]
 [no-exit-message]
 psql *ARGS: _venv
-    @"{{ bin }}/rrr-stack" psql "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" psql "$@"
 
 # Show servers, services, their heartbeats and counters.
 [group('run')]
 [no-exit-message]
 status: _venv
-    @"{{ bin }}/rrr-stack" status
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" status
 
 # Tail the logs of one service (market_data, strategy, execution, persistence, nats, postgres) or all.
 [group('run')]
 [no-exit-message]
 logs *SERVICE: _venv
-    @"{{ bin }}/rrr-stack" logs "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" logs "$@"
 
 # Stop everything; data stays in .run/.
 [group('run')]
 [no-exit-message]
 down: _venv
-    @"{{ bin }}/rrr-stack" down
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" down
 
-# Stop everything and delete .run/ with all its data.
+# Stop everything and delete .run/ with all its data; asks first in a terminal (--yes does not).
 [group('run')]
 [no-exit-message]
-reset: _venv
-    @"{{ bin }}/rrr-stack" reset
+reset *FLAGS: _venv
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" reset "$@"
 
 # Run the test suite (arguments go to pytest).
 [group('dev')]
@@ -81,7 +83,7 @@ chaos *ARGS: _venv
 [group('bench')]
 [no-exit-message]
 load *ARGS: _bench
-    @"{{ bin }}/rrr-stack" exec "{{ bin }}/python" bench/load.py "$@"
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/python" bench/load.py "$@"
 
 # Micro-benchmarks of the cache, batching and concurrency, against real servers.
 [group('bench')]

@@ -233,3 +233,27 @@ def test_just_adds_no_epilogue_of_its_own_to_an_error_a_command_already_explaine
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("installing")]
     assert len(lines) == 1, done.stderr
     assert "Recipe" not in done.stderr
+
+
+def test_just_replay_takes_the_file_path_from_where_the_user_stands(stack: Stack, tmp_path: Path) -> None:
+    just = shutil.which("just")
+    if just is None:
+        pytest.skip("just is not on PATH")
+    stack.up()
+    here = tmp_path / "my" / "data"
+    here.mkdir(parents=True)
+    (here / "two.csv").write_text(
+        "ts,symbol,bid,ask\n2020-01-01T00:00:00Z,EURUSD,1.1210,1.1212\n2020-01-01T00:00:01Z,EURUSD,1.1211,1.1213\n"
+    )
+    justfile = Path(__file__).parents[2] / "justfile"
+    done = subprocess.run(
+        [just, "--justfile", str(justfile), "replay", "two.csv", "--no-progress"],
+        cwd=here,
+        env={**stack.env, "RRR_RUN_DIR": str(stack.run.root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replayed two.csv: rows=2 published=2" in done.stdout
