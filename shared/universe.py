@@ -10,12 +10,28 @@ what happened, and only new symbols are refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
 
 from rrr.shared import subjects
 from rrr.shared.errors import ConfigError, InvalidSymbolError, RRRError
 
 DEFAULT_MAX_SYMBOLS = 10_000
 MAX_MAX_SYMBOLS = 1_000_000
+
+# The two settings of a universe, as fields of a service's config (strategy, execution).
+MaxSymbols = Annotated[
+    int,
+    msgspec.Meta(
+        ge=1,
+        le=MAX_MAX_SYMBOLS,
+        description="most symbols this instance keeps state for; a message for one more is dead-lettered",
+    ),
+]
+SymbolList = Annotated[
+    tuple[str, ...], msgspec.Meta(description="the only symbols this instance admits, comma-separated (default: any)")
+]
 
 
 class SymbolRefusedError(RRRError):

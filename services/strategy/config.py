@@ -9,7 +9,7 @@ import msgspec
 
 from rrr.shared.config import ServiceConfig
 from rrr.shared.errors import ConfigError
-from rrr.shared.universe import DEFAULT_MAX_SYMBOLS, MAX_MAX_SYMBOLS, Universe, configured
+from rrr.shared.universe import DEFAULT_MAX_SYMBOLS, MaxSymbols, SymbolList, Universe, configured
 
 
 class StrategyConfig(ServiceConfig, frozen=True, kw_only=True):
@@ -20,18 +20,8 @@ class StrategyConfig(ServiceConfig, frozen=True, kw_only=True):
     slow: Annotated[int, msgspec.Meta(ge=2, description="sma_cross: quotes in the slow mean")] = 20
     qty: Annotated[Decimal, msgspec.Meta(description="sma_cross: target position size, > 0")] = Decimal(1)
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000, description="quotes fetched per batch")] = 512
-    max_symbols: Annotated[
-        int,
-        msgspec.Meta(
-            ge=1,
-            le=MAX_MAX_SYMBOLS,
-            description="most symbols this instance keeps state for; a message for one more is dead-lettered",
-        ),
-    ] = DEFAULT_MAX_SYMBOLS
-    symbols: Annotated[
-        tuple[str, ...],
-        msgspec.Meta(description="the only symbols this instance admits, comma-separated (default: any)"),
-    ] = ()
+    max_symbols: MaxSymbols = DEFAULT_MAX_SYMBOLS
+    symbols: SymbolList = ()
     snapshot_every_ms: Annotated[
         int, msgspec.Meta(ge=10, description="how often the state is snapshotted (a restart resumes from it)")
     ] = 1000
