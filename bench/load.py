@@ -344,6 +344,7 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return [path]
     last = results[-1]
@@ -365,6 +366,7 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
     right.plot(range(1, len(last.published_per_s) + 1), last.published_per_s, label="published/s")
     right.plot(range(1, len(last.stored_per_s) + 1), last.stored_per_s, label="stored/s")
     right.set_ylim(bottom=0)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("second of the run")
     right.set_ylabel("quotes per second")
     right.set_title(f"throughput ({'held' if last.held else 'did not hold'})")
