@@ -97,6 +97,12 @@ bench *ARGS: _bench
 bench-compare *ARGS: _bench
     @"{{ bin }}/python" bench/compare_nautilus.py "$@"
 
+# The bare nats-py transport on this machine (core, JetStream publish, pull with acks, ordered push), to read other figures by.
+[group('bench')]
+[no-exit-message]
+bench-transport *ARGS: _venv
+    @"{{ bin }}/python" bench/transport.py "$@"
+
 # Lint, type-check and check the layering: ruff, mypy (strict) and import-linter (contracts in pyproject.toml).
 [group('dev')]
 [no-exit-message]

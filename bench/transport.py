@@ -1,0 +1,160 @@
+"""The bare transport: what nats-py and nats-server alone move on this machine, to read every other figure by.
+
+    python bench/transport.py [--messages 200000] [--size 300] [--repeats 3]
+
+One nats-server (JetStream, file storage) from the embedded binary on 127.0.0.1, in a temporary directory,
+and one Python process (uvloop) doing both ends, so that the figures are a ceiling for one core of Python.
+Each measurement runs ``--repeats`` times on a fresh stream; reported is the median in messages per second.
+
+1. core publish -> subscribe: ``--messages`` messages of ``--size`` bytes published on core NATS and
+   received by a subscription of the same process (timed until the last one arrived);
+2. JetStream publish: the same messages into a file-stored stream, 1,024 acknowledgements in flight at once;
+3. JetStream pull consume, one ack per message: a durable pull consumer fetching 512 at a time and
+   acknowledging each message (the way the services consume today);
+4. JetStream ordered push consume, no acks: an ordered consumer reading the whole stream (flow control and
+   idle heartbeats on, as nats-py sets them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+import nats.js.errors
+import uvloop
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+from rrr.deploy.nats_server import NatsServer
+
+STREAM = "BENCH"
+SUBJECT = "bench.transport"
+WINDOW = 1024
+
+
+async def _core(nc: Client, payload: bytes, n: int) -> float:
+    done = asyncio.Event()
+    seen = 0
+
+    async def _on(_msg: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == n:
+            done.set()
+
+    sub = await nc.subscribe("bench.core", cb=_on)
+    await nc.flush()
+    started = time.perf_counter()
+    for _ in range(n):
+        await nc.publish("bench.core", payload)
+    await done.wait()
+    seconds = time.perf_counter() - started
+    await sub.unsubscribe()
+    return n / seconds
+
+
+async def _fresh_stream(nc: Client) -> None:
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(STREAM)
+    await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT], storage=StorageType.FILE))
+
+
+async def _publish(nc: Client, payload: bytes, n: int) -> float:
+    await _fresh_stream(nc)
+    js = nc.jetstream(publish_async_max_pending=WINDOW)
+    started = time.perf_counter()
+    for _ in range(n):
+        await js.publish_async(SUBJECT, payload)
+    await js.publish_async_completed()
+    return n / (time.perf_counter() - started)
+
+
+async def _pull(nc: Client, n: int) -> float:
+    js = nc.jetstream()
+    psub = await js.pull_subscribe(
+        SUBJECT,
+        durable=f"pull{time.monotonic_ns()}",
+        stream=STREAM,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+    )
+    seen = 0
+    started = time.perf_counter()
+    while seen < n:
+        for msg in await psub.fetch(512, timeout=5):
+            await msg.ack()
+            seen += 1
+    seconds = time.perf_counter() - started
+    await psub.unsubscribe()
+    return n / seconds
+
+
+async def _ordered(nc: Client, n: int) -> float:
+    js = nc.jetstream()
+    done = asyncio.Event()
+    seen = 0
+
+    async def _on(_msg: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == n:
+            done.set()
+
+    started = time.perf_counter()
+    sub = await js.subscribe(SUBJECT, stream=STREAM, cb=_on, ordered_consumer=True)
+    await done.wait()
+    seconds = time.perf_counter() - started
+    await sub.unsubscribe()
+    return n / seconds
+
+
+async def _measure(url: str, n: int, size: int, repeats: int) -> dict[str, list[float]]:
+    payload = b"q" * size
+    nc = await nats.connect(url, pending_size=256 * 1024 * 1024)
+    results: dict[str, list[float]] = {"core": [], "publish": [], "pull": [], "ordered": []}
+    try:
+        for _ in range(repeats):
+            results["core"].append(await _core(nc, payload, n))
+            results["publish"].append(await _publish(nc, payload, n))
+            results["pull"].append(await _pull(nc, n))
+            results["ordered"].append(await _ordered(nc, n))
+    finally:
+        await nc.close()
+    return results
+
+
+def main() -> int:
+    """Print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--size", type=int, default=300, help="bytes per message (a quote is about 300)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(data_dir=Path(tmp) / "nats")
+        server.start()
+        try:
+            results = uvloop.run(_measure(server.url, args.messages, args.size, args.repeats))
+        finally:
+            server.stop()
+    labels = {
+        "core": "core publish -> subscribe",
+        "publish": f"JetStream publish, {WINDOW} acks in flight",
+        "pull": "JetStream pull, fetch 512, ack each",
+        "ordered": "JetStream ordered push, no acks",
+    }
+    print(f"bare nats-py transport, {args.messages:,} messages of {args.size} bytes, median of {args.repeats}:")
+    for key, label in labels.items():
+        values = results[key]
+        print(f"  {label:<42} {statistics.median(values):>12,.0f} msgs/s  [{min(values):,.0f}-{max(values):,.0f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
