@@ -23,6 +23,7 @@ import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -38,7 +39,8 @@ SUBJECT = "bench.transport"
 WINDOW = 1024
 
 
-async def _core(nc: Client, payload: bytes, n: int) -> float:
+def _countdown(n: int) -> tuple[asyncio.Event, Callable[[object], Awaitable[None]]]:
+    """A message callback, and the event it sets once it has seen ``n`` messages."""
     done = asyncio.Event()
     seen = 0
 
@@ -48,6 +50,11 @@ async def _core(nc: Client, payload: bytes, n: int) -> float:
         if seen == n:
             done.set()
 
+    return done, _on
+
+
+async def _core(nc: Client, payload: bytes, n: int) -> float:
+    done, _on = _countdown(n)
     sub = await nc.subscribe("bench.core", cb=_on)
     await nc.flush()
     started = time.perf_counter()
@@ -97,15 +104,7 @@ async def _pull(nc: Client, n: int) -> float:
 
 async def _ordered(nc: Client, n: int) -> float:
     js = nc.jetstream()
-    done = asyncio.Event()
-    seen = 0
-
-    async def _on(_msg: object) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == n:
-            done.set()
-
+    done, _on = _countdown(n)
     started = time.perf_counter()
     sub = await js.subscribe(SUBJECT, stream=STREAM, cb=_on, ordered_consumer=True)
     await done.wait()
