@@ -97,6 +97,8 @@ def _consumes(stream: StreamSpec) -> list[str]:
         f"{_API}.CONSUMER.DELETE.{name}.>",
         f"{_API}.CONSUMER.MSG.NEXT.{name}.>",
         f"$JS.ACK.{name}.>",
+        # Flow control replies of an ordered push consumer.
+        f"$JS.FC.{name}.>",
     ]
 
 
@@ -163,7 +165,7 @@ _SERVICES = (
         publishes=[subjects.MARKET_DATA_ALL],
         # Its latest-quote cache reads every quote on the bus; the request endpoint answers on the
         # requester's inbox (allow_responses).
-        listens=[f"{subjects.QUOTE}.>", f"{subjects.LATEST_QUOTE}.>"],
+        listens=[subjects.MARKET_DATA_ALL, f"{subjects.LATEST_QUOTE}.>"],
         allow_responses=True,
     ),
     _service(

@@ -10,6 +10,7 @@ default, a field never changes its type, and a changed meaning gets a new tag.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Final, Literal
@@ -123,6 +124,108 @@ class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
         _positive("size", self.size)
 
 
+# Fixed-point numbers of a batch: an integer of units of 10**-places. At most 18 places and 18 digits, so
+# every value fits a signed 64-bit integer and is exact: a price of 1.2345 is 12345 units at 4 places.
+PLACES_MAX = 18
+UNITS_MAX = 10**18 - 1
+Places = Annotated[int, msgspec.Meta(ge=0, le=PLACES_MAX)]
+PriceUnits = Annotated[int, msgspec.Meta(ge=1, le=UNITS_MAX)]
+SizeUnits = Annotated[int, msgspec.Meta(ge=0, le=UNITS_MAX)]
+# Quotes in one batch: far more than natural batching gathers, and well inside the bus's message size limit.
+QUOTE_BATCH_MAX = 4096
+
+
+def fixed(units: int, places: int) -> Decimal:
+    """The exact Decimal of ``units`` at ``places``: ``fixed(12345, 4)`` is ``Decimal("1.2345")``."""
+    return Decimal(units).scaleb(-places)
+
+
+def places_of(value: Decimal) -> int:
+    """The decimal places ``value`` is written with (0 for a whole number, even one written ``1E+3``)."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"{excerpt(value)} is not a finite number")
+    return max(-exponent, 0)
+
+
+def to_units(value: Decimal, places: int) -> int | None:
+    """``value`` in units of 10**-``places``, exactly; None when that is not a whole number of at most 18
+    digits, or ``places`` is beyond PLACES_MAX (the value does not fit a batch's fixed point)."""
+    if places > PLACES_MAX or not value.is_finite():
+        return None
+    units = value.scaleb(places)
+    if units != units.to_integral_value() or not 0 <= units <= UNITS_MAX:
+        return None
+    return int(units)
+
+
+# What a row's id and symbol may hold is checked by QuoteBatch.__post_init__ (a regular expression per field
+# would cost four times the rest of decoding); here only their lengths.
+_RowId = Annotated[str, msgspec.Meta(min_length=1, max_length=QUOTE_ID_MAX)]
+_RowSymbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# Symbols already checked, so that a batch checks each of its symbols once: bounded, cleared when full.
+_CHECKED_SYMBOLS: set[str] = set()
+_CHECKED_SYMBOLS_MAX = 65_536
+
+
+class QuoteRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One quote inside a QuoteBatch: prices in fixed point (``bid``, ``ask`` units at ``places``), sizes
+    too (units at ``size_places``, None when the source gives none)."""
+
+    id: _RowId
+    symbol: _RowSymbol
+    ts_event: Nanos
+    bid: PriceUnits
+    ask: PriceUnits
+    places: Places
+    bid_size: SizeUnits | None = None
+    ask_size: SizeUnits | None = None
+    size_places: Places = 0
+
+    def to_quote(self, ts_init: int) -> Quote:
+        """This row as a Quote (exact Decimals) made at ``ts_init``."""
+        return Quote(
+            id=self.id, ts_event=self.ts_event, ts_init=ts_init, symbol=self.symbol,
+            bid=fixed(self.bid, self.places), ask=fixed(self.ask, self.places),
+            bid_size=None if self.bid_size is None else fixed(self.bid_size, self.size_places),
+            ask_size=None if self.ask_size is None else fixed(self.ask_size, self.size_places),
+        )  # fmt: skip
+
+
+class QuoteBatch(Message, frozen=True, kw_only=True, tag="quote_batch.v1"):
+    """Quotes of several symbols of one shard, in the order their source produced them.
+
+    The hot path's unit of transport: one message, one stream entry and one delivery carry many quotes.
+    ``id`` is the batch's de-duplication key; each row keeps its own quote id. ``source`` names the feed
+    or tool that made it and is the last token of its subject (``md.quotes.<shard>.<source>``);
+    ``ts_event`` is the first row's event time and ``ts_init`` when the batch was made.
+    """
+
+    source: Name
+    quotes: Annotated[list[QuoteRow], msgspec.Meta(min_length=1, max_length=QUOTE_BATCH_MAX)]
+
+    def __post_init__(self) -> None:
+        checked = _CHECKED_SYMBOLS
+        for index, row in enumerate(self.quotes):
+            quote_id = row.id
+            # Printable ASCII without spaces, as every id (see ``Id``).
+            if not (quote_id.isascii() and quote_id.isprintable()) or " " in quote_id:
+                raise ValueError(
+                    f"quote id at index {index} must be printable ASCII without spaces, got {excerpt(quote_id)}"
+                )
+            if row.symbol not in checked:
+                check_symbol(row.symbol)
+                if len(checked) >= _CHECKED_SYMBOLS_MAX:
+                    checked.clear()
+                checked.add(row.symbol)
+            if row.bid > row.ask:
+                raise ValueError(f"crossed quote {quote_id} at index {index}: bid {row.bid} > ask {row.ask} units")
+
+    def quote(self, index: int) -> Quote:
+        """Row ``index`` as a Quote (exact Decimals), stamped with the batch's ``ts_init``."""
+        return self.quotes[index].to_quote(self.ts_init)
+
+
 # -- strategy ------------------------------------------------------------------------------------------
 
 
@@ -167,6 +270,8 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     quote_ask: Decimal
     # Added later, so last and with a default: 0 (an older sender) means "the latest quote of the symbol".
     quote_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    # The quote's place in the message at ``quote_seq`` when that is a QuoteBatch (0 for a single Quote).
+    quote_index: Annotated[int, msgspec.Meta(ge=0, lt=QUOTE_BATCH_MAX)] = 0
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
@@ -274,11 +379,20 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
     counters: Annotated[dict[Name, Count], msgspec.Meta(max_length=COUNTERS_MAX)] = {}
 
 
-MarketData = Quote | Trade
+MarketData = Quote | Trade | QuoteBatch
 OrderCommand = SubmitOrder
 OrderEvent = OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
 AnyMessage = (
-    Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated | Heartbeat
+    Quote
+    | Trade
+    | QuoteBatch
+    | Signal
+    | SubmitOrder
+    | OrderAccepted
+    | OrderRejected
+    | OrderFilled
+    | PositionUpdated
+    | Heartbeat
 )
 
 # The messages each family of per-symbol subjects carries, and nothing else.
@@ -294,15 +408,25 @@ _FAMILY_OF: Final = {kind: family for family, kinds in FAMILY_TYPES.items() for 
 SymbolMessage = Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
 
 
-def subject_of(message: SymbolMessage | Heartbeat, shards: int) -> str:
+def subject_of(message: SymbolMessage | QuoteBatch | Heartbeat, shards: int) -> str:
     """The one subject ``message`` belongs on in a system of ``shards`` shards.
 
     A per-symbol message: ``<family>.<shard>.<symbol>`` of its type's family, its symbol and that symbol's
-    shard. A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and shard.
+    shard. A quote batch: ``md.quotes.<shard>.<source>`` of its first symbol's shard (``check_subject``
+    holds every other row to it). A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and
+    shard.
     """
     if isinstance(message, Heartbeat):
         return subjects.heartbeat(message.service, message.shard)
+    if isinstance(message, QuoteBatch):
+        return subjects.quote_batch(_shard_of(message.quotes[0].symbol, shards), message.source)
     return subjects.for_symbol(_FAMILY_OF[type(message)], message.symbol, shards)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _shard_of(symbol: str, shards: int) -> int:
+    # Every row of every batch is checked: the crc32 of a symbol is computed once.
+    return subjects.shard_of(symbol, shards)
 
 
 def check_subject(subject: str, message: Message, shards: int) -> None:
@@ -312,11 +436,18 @@ def check_subject(subject: str, message: Message, shards: int) -> None:
     """
     original = subjects.retried_subject(subject)
     tag = message.__struct_config__.tag
-    if not isinstance(message, SymbolMessage | Heartbeat):
+    if not isinstance(message, SymbolMessage | QuoteBatch | Heartbeat):
         raise MisroutedMessageError(subject, "a message that travels on a subject", f"{tag} {message.id}")
     expected = subject_of(message, shards)
     if original != expected:
         raise MisroutedMessageError(subject, f"{tag} {message.id} on {expected} (shards: {shards})", original)
+    if isinstance(message, QuoteBatch):
+        shard = _shard_of(message.quotes[0].symbol, shards)
+        for index, row in enumerate(message.quotes):
+            if _shard_of(row.symbol, shards) != shard:
+                raise MisroutedMessageError(
+                    subject, f"every quote of {tag} {message.id} in shard {shard}", f"{row.symbol} at index {index}"
+                )
 
 
 # Encoders and decoders are built once and reused: building them is the expensive part.

@@ -22,6 +22,8 @@ _INBOX = re.compile(r"_INBOX(_[A-Za-z0-9_-]+)?(\.[A-Za-z0-9_-]+)+")
 _SNAPSHOT_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 QUOTE: Final = "md.quote"
+# Quotes of many symbols of one shard in one message: ``md.quotes.<shard>.<source>``.
+QUOTE_BATCH: Final = "md.quotes"
 TRADE: Final = "md.trade"
 SIGNAL: Final = "sig.signal"
 ORDER_COMMAND: Final = "cmd.order"
@@ -30,6 +32,9 @@ POSITION: Final = "evt.position"
 HEARTBEAT: Final = "ctl.heartbeat"
 LATEST_QUOTE: Final = "req.quote"
 DEAD_LETTER_PREFIX: Final = "dlq"
+
+# A batch's source (the feed or tool that made it), the last token of its subject.
+_SOURCE = re.compile(r"[a-z0-9_]{1,64}")
 
 # Every family of per-symbol subjects (``<family>.<shard>.<symbol>``).
 SYMBOL_FAMILIES: Final = frozenset({QUOTE, TRADE, SIGNAL, ORDER_COMMAND, ORDER_EVENT, POSITION, LATEST_QUOTE})
@@ -80,6 +85,15 @@ def for_symbol(family: str, symbol: str, shards: int) -> str:
 def quote(symbol: str, shards: int) -> str:
     """Subject of a symbol's quotes."""
     return for_symbol(QUOTE, symbol, shards)
+
+
+def quote_batch(shard: int, source: str) -> str:
+    """Subject of a batch of quotes of shard ``shard`` made by ``source`` (a feed or tool name, a-z 0-9 _)."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    if not _SOURCE.fullmatch(source):
+        raise InvalidSubjectError(source, "a source name of 1-64 characters of a-z, 0-9 or '_'")
+    return f"{QUOTE_BATCH}.{shard}.{source}"
 
 
 def trade(symbol: str, shards: int) -> str:

@@ -1,7 +1,8 @@
 """The market the paper venue fills at: quotes execution reads itself from the market-data stream.
 
-An order names the quote that triggered it by its sequence in ``RRR_MD`` (``quote_seq``) and its time
-(``quote_ts``). Execution fetches that message from the stream, checks it is a quote of the order's
+An order names the quote that triggered it by its sequence in ``RRR_MD`` (``quote_seq``), its place in
+the quote batch stored there (``quote_index``; 0 for a single quote) and its time (``quote_ts``).
+Execution fetches that message from the stream, checks it is a quote of the order's
 symbol at that time, and prices the order there: the bid and ask an order carries are never a price. A
 replay therefore fills every order at the very quote that triggered it, however fast it runs, and an
 order cannot choose its own price: only market data (published by market-data and the replay tool, by
@@ -24,8 +25,8 @@ import nats.js.errors
 
 from rrr.shared import subjects
 from rrr.shared.bus import MARKET_DATA_STREAM, Bus
-from rrr.shared.errors import TransientError
-from rrr.shared.messages import Quote, SubmitOrder, market_data_decoder
+from rrr.shared.errors import MisroutedMessageError, TransientError
+from rrr.shared.messages import Quote, QuoteBatch, SubmitOrder, check_subject, market_data_decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ async def price(bus: Bus, order: SubmitOrder, shards: int) -> Price:
         TransientError: JetStream did not answer (a broker restart): nothing was decided, ask again later.
     """
     subject = subjects.quote(order.symbol, shards)
+    shard = subjects.shard_of(order.symbol, shards)
     try:
         if order.quote_seq:
             raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, seq=order.quote_seq)
@@ -55,12 +57,22 @@ async def price(bus: Bus, order: SubmitOrder, shards: int) -> Price:
         return NoPrice(f"no quote {where} in {MARKET_DATA_STREAM.name} (expired, or never published)")
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransientError(f"could not read the quote of order {order.id}: {exc}") from exc
-    if raw.subject != subject:
+    batch_prefix = f"{subjects.QUOTE_BATCH}.{shard}."
+    if raw.subject != subject and not (order.quote_seq and (raw.subject or "").startswith(batch_prefix)):
         return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {order.quote_seq} is on {raw.subject}, not {subject}")
     try:
-        quote = market_data_decoder.decode(raw.data or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        message = market_data_decoder.decode(raw.data or b"")
+        check_subject(raw.subject or "", message, shards)
+    except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
         return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {raw.seq} is not a valid quote: {exc}")
+    quote: object = message
+    if isinstance(message, QuoteBatch):
+        if order.quote_index >= len(message.quotes):
+            return NoPrice(
+                f"{MARKET_DATA_STREAM.name} sequence {raw.seq} holds {len(message.quotes)} quotes, "
+                f"not one at index {order.quote_index}"
+            )
+        quote = message.quote(order.quote_index)
     if not isinstance(quote, Quote) or quote.symbol != order.symbol:
         return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {raw.seq} is not a quote of {order.symbol}")
     if order.quote_seq and quote.ts_event != order.quote_ts:

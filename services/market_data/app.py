@@ -23,11 +23,12 @@ async def _start(ctx: Context[MarketDataConfig]) -> Plan:
     counters = handlers.MarketDataCounters()
     feeds = []
     if config.feed == "sim":
-        feeds.append(functools.partial(run_simulator, ctx.bus, config, latest, counters, ctx.stop, ctx.clock))
+        feeds.append(functools.partial(run_simulator, ctx.bus, config, counters, ctx.stop, ctx.clock))
     return Plan(
         subscriptions=[
             Subscription(
-                subjects.shard_filter(subjects.QUOTE, config.shard),
+                # Single quotes and quote batches of the shard, from any feed (its own simulator included).
+                subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, config.shard),
                 market_data_decoder,
                 functools.partial(handlers.on_quote, latest),
                 shards=config.shards,

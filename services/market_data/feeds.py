@@ -14,14 +14,15 @@ from pathlib import Path
 import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.handlers import LatestQuotes, MarketDataCounters
+from rrr.market_data.handlers import MarketDataCounters
+from rrr.market_data.replay import QuoteRow as FileRow
 from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
-from rrr.shared.bus import Bus, Outgoing
+from rrr.shared.bus import Bus, Outgoing, QuoteBatcher
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.errors import BadRowError
-from rrr.shared.messages import Quote, Trade
+from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, Trade, places_of, to_units
 
 _log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ _log = logging.getLogger(__name__)
 async def run_simulator(
     bus: Bus,
     config: MarketDataConfig,
-    latest: LatestQuotes,
     counters: MarketDataCounters,
     stop: asyncio.Event,
     clock: Clock = wall_clock,
@@ -37,7 +37,8 @@ async def run_simulator(
     """Publish random-walk quotes for this shard's symbols at ``rate_hz`` until ``stop`` is set.
 
     Open loop: the n-th quote is due at start + n / rate, so a slow iteration is caught up rather than
-    stretching the schedule. Quotes go out on core NATS; the market-data stream captures them.
+    stretching the schedule. Quotes go out in batches (``QuoteBatcher``: the quotes due at one wake-up
+    travel together) on core NATS; the market-data stream captures them. Trades go out one by one.
     """
     symbols = [s for s in config.symbols if subjects.shard_of(subjects.check_symbol(s), config.shards) == config.shard]
     if not symbols:
@@ -45,9 +46,10 @@ async def run_simulator(
         return
     walk = RandomWalk(symbols, seed=config.seed, trade_every=config.trade_every)
     run_id = f"sim{config.seed}-{clock()}"
+    batcher = QuoteBatcher(bus, "sim", config.shards, batch_id_prefix=f"{run_id}:b", clock=clock)
     cycle = itertools.cycle(symbols)
     start = time.monotonic()
-    sent = 0
+    sent = quotes_dropped = 0
     while not stop.is_set():
         due = int((time.monotonic() - start) * config.rate_hz) + 1
         for _ in range(min(due - sent, 10_000)):
@@ -55,19 +57,12 @@ async def run_simulator(
             sent += 1
             # A simulated quote happens when it is made: its event time is the clock's.
             now = clock()
-            quote = Quote(
-                id=f"{run_id}:{sent}",
-                ts_event=now,
-                ts_init=now,
-                symbol=sim.symbol,
-                bid=sim.bid,
-                ask=sim.ask,
-                bid_size=sim.bid_size,
-                ask_size=sim.ask_size,
-            )
-            if not await _publish_live(bus, counters, subjects.quote(sim.symbol, config.shards), quote):
-                continue
-            latest.update(quote)
+            # Sizes are whole numbers: 0 places.
+            row = QuoteRow(
+                f"{run_id}:{sent}", sim.symbol, now, sim.bid_units, sim.ask_units, sim.places,
+                int(sim.bid_size), int(sim.ask_size), 0,
+            )  # fmt: skip
+            batcher.add(row)
             if sim.trade_side is not None:
                 trade = Trade(
                     id=f"{run_id}:{sent}:t",
@@ -79,7 +74,11 @@ async def run_simulator(
                     aggressor="buy" if sim.trade_side == "buy" else "sell",
                 )
                 await _publish_live(bus, counters, subjects.trade(sim.symbol, config.shards), trade)
-        counters.published = sent
+        # The quotes of this wake-up go out together before the next one is made.
+        await batcher.close()
+        counters.published = batcher.counters.quotes
+        counters.dropped_disconnected += batcher.counters.dropped - quotes_dropped
+        quotes_dropped = batcher.counters.dropped
         # Pacing, not synchronisation: wake at the next quote's due time, or at once when asked to stop.
         next_due = start + sent / config.rate_hz
         with contextlib.suppress(TimeoutError):
@@ -100,6 +99,23 @@ async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, me
 
 
 MAX_BAD_ROWS_LISTED = 100
+# Quotes per batch a replay sends: large enough that a message's own cost is small beside its quotes'.
+BATCH_ROWS = 512
+
+
+def _fixed_row(row: FileRow, source: str) -> QuoteRow | None:
+    """A file's row as a batch row (id ``<source>:<line>``), or None if its numbers do not fit fixed point."""
+    places = max(places_of(row.bid), places_of(row.ask))
+    bid, ask = to_units(row.bid, places), to_units(row.ask, places)
+    if bid is None or ask is None:
+        return None
+    if row.bid_size is None or row.ask_size is None:
+        return QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places)
+    size_places = max(places_of(row.bid_size), places_of(row.ask_size))
+    bid_size, ask_size = to_units(row.bid_size, size_places), to_units(row.ask_size, size_places)
+    if bid_size is None or ask_size is None:
+        return None
+    return QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places, bid_size, ask_size, size_places)
 
 
 @dataclass(slots=True)
@@ -140,9 +156,10 @@ async def replay_file(
 ) -> ReplayReport:
     """Publish every quote of ``path`` to JetStream in file order, as fast as the streams acknowledge them.
 
-    At most ``window`` publishes await their acknowledgement at once, which is the back-pressure: the
-    replay goes as fast as the system absorbs it and no faster. Each quote's id is ``<source>:<line>``
-    and is its JetStream de-duplication key, so replaying a file twice stores its quotes once.
+    Quotes travel in batches per shard (``md.quotes.<shard>.replay``). At most ``window`` quotes await
+    their acknowledgement at once, which is the back-pressure: the replay goes as fast as the system
+    absorbs it and no faster. Each quote's id is ``<source>:<line>``; a batch's id, its JetStream
+    de-duplication key, is made of its first and last, so replaying a file twice stores its quotes once.
 
     ``stop`` ends the replay early: the window in flight is finished (or given up, if the broker is away)
     and the report says how far it got; running the same replay again resumes, since what was stored
@@ -160,33 +177,72 @@ async def replay_file(
         if len(report.bad_rows) < MAX_BAD_ROWS_LISTED:
             report.bad_rows.append(str(error))
 
-    pending: list[Outgoing] = []
+    # Rows gathered per shard, in file order, until ``window`` of them are waiting: then every shard's
+    # rows go out as quote batches of at most BATCH_ROWS, all acknowledgements in flight together. The
+    # batches depend only on the file and the window, so a second replay sends the same batch ids.
+    pending: dict[int, list[QuoteRow]] = {}
+    outgoing: list[tuple[Outgoing, int]] = []
+    waiting = 0
 
     # A replay waits out a broker restart or a full store for as long as it takes, unless stopped.
     stop = stop or asyncio.Event()
 
+    def _close_shard(shard: int) -> None:
+        rows = pending.pop(shard, None)
+        if not rows:
+            return
+        for start in range(0, len(rows), BATCH_ROWS):
+            part = rows[start : start + BATCH_ROWS]
+            batch = QuoteBatch(
+                id=f"{part[0].id}-{part[-1].id.rsplit(':', 1)[-1]}",
+                ts_event=part[0].ts_event,
+                ts_init=clock(),
+                source="replay",
+                quotes=part,
+            )
+            outgoing.append((bus.prepare(subjects.quote_batch(shard, "replay"), batch), len(part)))
+
     async def _flush() -> None:
+        nonlocal waiting
+        for shard in list(pending):
+            _close_shard(shard)
+        items = [o for o, _ in outgoing]
+        sizes = [n for _, n in outgoing]
+        outgoing.clear()
+        waiting = 0
+        if not items:
+            return
         try:
-            stored = await bus.publish_persistent_many(pending, retry_until=stop)
+            acks = await bus.publish_persistent_acks(items, retry_until=stop)
         except (nats.errors.Error, TimeoutError):
             if not stop.is_set():
                 raise
-            pending.clear()  # given up when asked to stop: a rerun sends these again
-            return
-        report.published += stored
-        report.duplicates += len(pending) - stored
+            return  # given up when asked to stop: a rerun sends these again
+        for ack, size in zip(acks, sizes, strict=True):
+            if ack.duplicate:
+                report.duplicates += size
+            else:
+                report.published += size
         if on_progress is not None:
-            on_progress(len(pending))
-        pending.clear()
+            on_progress(sum(sizes))
 
     for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=report.counts, limits=limits):
         if stop.is_set():
             report.interrupted = True
             break
-        pending.append(bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())))
-        if len(pending) >= window:
+        shard = subjects.shard_of(row.symbol, shards)
+        fixed_row = _fixed_row(row, report.source)
+        if fixed_row is None:
+            # Beyond a batch's fixed point (more than 18 digits or places): sent alone, as a Quote, after
+            # what its shard gathered before it, so that the symbol's quotes stay in file order.
+            _close_shard(shard)
+            outgoing.append((bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())), 1))
+        else:
+            pending.setdefault(shard, []).append(fixed_row)
+        waiting += 1
+        if waiting >= window:
             await _flush()
-    if pending and not stop.is_set():
+    if (pending or outgoing) and not stop.is_set():
         await _flush()
     report.interrupted = report.interrupted or stop.is_set()
     report.seconds = time.monotonic() - started

@@ -11,7 +11,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.counters import Counters
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import Quote, Trade, encode
+from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, encode
 
 NO_QUOTE_HEADER = "Rrr-Error"
 
@@ -29,21 +29,48 @@ class MarketDataCounters(Counters, kw_only=True):
 
 @dataclass(slots=True)
 class LatestQuotes:
-    """The latest quote of each symbol this instance saw, bounded in size (least recently used goes)."""
+    """The latest quote of each symbol this instance saw, bounded in size (least recently used goes).
 
-    cache: LRUCache[str, Quote] = field(default_factory=lambda: LRUCache(maxsize=100_000))
+    A quote of a batch is held as its row and the batch's ``ts_init``, and made a Quote only when asked
+    for: most are replaced before anyone asks.
+    """
+
+    cache: LRUCache[str, Quote | tuple[QuoteRow, int]] = field(default_factory=lambda: LRUCache(maxsize=100_000))
 
     def update(self, quote: Quote) -> None:
         """Keep ``quote`` unless a later one of the same symbol is already held."""
         held = self.cache.get(quote.symbol)
-        if held is None or quote.ts_event >= held.ts_event:
+        if held is None or quote.ts_event >= _ts_event(held):
             self.cache[quote.symbol] = quote
 
+    def update_batch(self, batch: QuoteBatch) -> None:
+        """Keep each quote of ``batch`` unless a later one of its symbol is already held."""
+        cache = self.cache
+        for row in batch.quotes:
+            held = cache.get(row.symbol)
+            if held is None or row.ts_event >= _ts_event(held):
+                cache[row.symbol] = (row, batch.ts_init)
 
-async def on_quote(latest: LatestQuotes, msg: Msg, message: Quote | Trade) -> None:
-    """``md.quote.<shard>.*``: every quote on the bus, from any feed, updates the latest-quote cache."""
+    def get(self, symbol: str) -> Quote | None:
+        """The latest quote of ``symbol``, or None."""
+        held = self.cache.get(symbol)
+        if held is None or isinstance(held, Quote):
+            return held
+        row, ts_init = held
+        return row.to_quote(ts_init)
+
+
+def _ts_event(held: Quote | tuple[QuoteRow, int]) -> int:
+    return held.ts_event if isinstance(held, Quote) else held[0].ts_event
+
+
+async def on_quote(latest: LatestQuotes, msg: Msg, message: MarketData) -> None:
+    """``md.quote.<shard>.*`` and ``md.quotes.<shard>.*``: every quote on the bus, from any feed, single
+    or in a batch, updates the latest-quote cache."""
     if isinstance(message, Quote):
         latest.update(message)
+    elif isinstance(message, QuoteBatch):
+        latest.update_batch(message)
 
 
 async def on_latest_request(
@@ -65,7 +92,7 @@ async def on_latest_request(
     except RRRError as exc:
         await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: str(exc)})
         return
-    quote = latest.cache.get(symbol)
+    quote = latest.get(symbol)
     if quote is None:
         await bus.nc.publish(msg.reply, b"", headers={NO_QUOTE_HEADER: f"no quote for {symbol} yet"})
     else:

@@ -18,6 +18,10 @@ class SimQuote:
     bid_size: Decimal
     ask_size: Decimal
     trade_side: str | None
+    # The same prices in fixed point: units of 10**-places (the tick's places).
+    bid_units: int = 0
+    ask_units: int = 0
+    places: int = 0
 
 
 class RandomWalk:
@@ -39,6 +43,12 @@ class RandomWalk:
             raise ValueError("the simulator needs at least one symbol")
         self._rng = random.Random(seed)
         self._tick = tick
+        exponent = tick.as_tuple().exponent
+        if not isinstance(exponent, int) or tick <= 0:
+            raise ValueError(f"the tick must be a finite positive number, got {tick}")
+        # Prices are multiples of the tick: in units of 10**-places, a tick is tick_units.
+        self._places = max(-exponent, 0)
+        self._tick_units = int(tick.scaleb(self._places))
         self._mid_ticks = dict.fromkeys(symbols, int(start / tick))
         self._trade_every = trade_every
         self._count = 0
@@ -52,4 +62,7 @@ class RandomWalk:
         bid, ask = (mid - half) * self._tick, (mid + half) * self._tick
         self._count += 1
         trade = rng.choice(("buy", "sell")) if self._trade_every and self._count % self._trade_every == 0 else None
-        return SimQuote(symbol, bid, ask, Decimal(rng.randint(1, 100)), Decimal(rng.randint(1, 100)), trade)
+        return SimQuote(
+            symbol, bid, ask, Decimal(rng.randint(1, 100)), Decimal(rng.randint(1, 100)), trade,
+            (mid - half) * self._tick_units, (mid + half) * self._tick_units, self._places,
+        )  # fmt: skip

@@ -21,8 +21,10 @@ from rrr.shared.messages import (
     OrderRejected,
     PositionUpdated,
     Quote,
+    QuoteBatch,
     Signal,
     Trade,
+    fixed,
 )
 
 # A plain connection or one borrowed from a pool.
@@ -117,7 +119,13 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
     fills: list[tuple[Any, ...]] = []
     positions: dict[str, tuple[Any, ...]] = {}
     for m in messages:
-        if isinstance(m, Quote):
+        if isinstance(m, QuoteBatch):
+            for r in m.quotes:
+                bid_size = None if r.bid_size is None else fixed(r.bid_size, r.size_places)
+                ask_size = None if r.ask_size is None else fixed(r.ask_size, r.size_places)
+                bid, ask = fixed(r.bid, r.places), fixed(r.ask, r.places)
+                quotes.append((r.id, r.symbol, r.ts_event, m.ts_init, bid, ask, bid_size, ask_size))
+        elif isinstance(m, Quote):
             quotes.append((m.id, m.symbol, m.ts_event, m.ts_init, m.bid, m.ask, m.bid_size, m.ask_size))
         elif isinstance(m, Trade):
             trades.append((m.id, m.symbol, m.ts_event, m.ts_init, m.price, m.size, m.aggressor))

@@ -52,13 +52,15 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     quotes = Consumer(
         MARKET_DATA_STREAM,
         f"{SERVICE}-{config.strategy}-{config.shard}",
-        subjects.shard_filter(subjects.QUOTE, config.shard),
+        subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, config.shard),
         market_data_decoder,
         functools.partial(handlers.on_quotes, strategies, ctx.bus, saver, ctx.stop),
         ordered=True,
         batch_size=config.batch_size,
         start_seq=strategies.seq + 1,
         shards=config.shards,
+        # Its snapshots hold the last sequence applied: no acknowledgements needed.
+        acks=False,
     )
     return Plan(
         consumers=[quotes],
@@ -72,6 +74,6 @@ service = Service(
     SERVICE,
     StrategyConfig,
     _start,
-    description="Strategy: consume md.quote.<shard>.*, publish signals (sig.>) and order commands (cmd.order.>).",
+    description="Strategy: consume md.*.<shard>.* (quotes), publish signals (sig.>) and order commands (cmd.order.>).",
 )
 run = service.run

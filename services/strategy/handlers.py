@@ -12,7 +12,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
-from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
+from rrr.shared.messages import MarketData, Quote, QuoteBatch, Signal, SubmitOrder
 from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
@@ -66,11 +66,11 @@ class Strategies:
         return book
 
 
-def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0) -> list[Outgoing]:
+def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index: int = 0) -> list[Outgoing]:
     """Feed one quote to its symbol's strategy; return the signal and order it produces, if any.
 
-    ``seq`` is the quote's sequence in the market-data stream: the order names it, and execution fills at
-    the quote it reads there.
+    ``seq`` is the quote's sequence in the market-data stream and ``index`` its place in the batch stored
+    there: the order names both, and execution fills at the quote it reads there.
 
     A quote at or before the newest one applied for its symbol is skipped: the same quote coming back at
     any later time (a replay resumed or repeated hours later) yields no second signal or order.
@@ -126,6 +126,7 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0) -> li
                     quote_bid=quote.bid,
                     quote_ask=quote.ask,
                     quote_seq=seq,
+                    quote_index=index,
                 ),
             )
         )
@@ -137,14 +138,16 @@ async def on_quotes(
     bus: Bus,
     saver: Saver,
     stop: asyncio.Event,
-    batch: Sequence[Delivery[Quote | Trade]],
+    batch: Sequence[Delivery[MarketData]],
 ) -> list[Rejected]:
-    """``md.quote.<shard>.*`` (durable consumer): run the batch in stream order, then publish its output.
+    """``md.*.<shard>.*``: run the quotes of the batch (single quotes and quote batches) in stream order,
+    then publish their output. Trades are not used.
 
-    The batch is acknowledged by the bus only after every signal and order of it was stored by JetStream;
-    a broker outage is waited out (the publish is retried with the same message ids). A quote the strategy
-    cannot compute exactly, or of a symbol outside the universe, is rejected on its own (dead-lettered with
-    the reason), without touching the state.
+    The strategy owns its position in the stream: ``strategies.seq``, saved in its snapshots only once
+    every signal and order up to it is stored by JetStream (a broker outage is waited out, publishing the
+    same message ids again). A quote the strategy cannot compute exactly, or of a symbol outside the
+    universe, is rejected (its message dead-lettered with the reason) without touching the state; in a
+    quote batch the other quotes are applied.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
@@ -155,17 +158,26 @@ async def on_quotes(
             continue
         strategies.seq = seq
         strategies.published = False
-        quote = delivery.message
-        if not isinstance(quote, Quote):
+        message = delivery.message
+        if isinstance(message, Quote):
+            quotes: Sequence[Quote] = (message,)
+        elif isinstance(message, QuoteBatch):
+            quotes = [message.quote(i) for i in range(len(message.quotes))]
+        else:
             continue
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
-            try:
-                out.extend(on_quote(strategies, bus, quote, seq))
-            except ArithmeticError as exc:
-                rejected.append(Rejected(delivery, f"strategy: {type(exc).__name__} computing {quote.id}", retry=False))
-            except SymbolRefusedError as exc:
-                strategies.counters.symbols_refused += 1
-                rejected.append(Rejected(delivery, f"strategy: {exc}", retry=False))
+            refused: list[str] = []
+            for index, quote in enumerate(quotes):
+                try:
+                    out.extend(on_quote(strategies, bus, quote, seq, index))
+                except ArithmeticError as exc:
+                    refused.append(f"{type(exc).__name__} computing {quote.id}")
+                except SymbolRefusedError as exc:
+                    strategies.counters.symbols_refused += 1
+                    refused.append(str(exc))
+            if refused:
+                more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+                rejected.append(Rejected(delivery, f"strategy: {refused[0]}{more}", retry=False))
     if out:
         # On a stop during an outage: the strategy continues from its last snapshot on restart.
         await bus.publish_state_output(out, stop, "signals and orders")

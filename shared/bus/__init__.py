@@ -3,6 +3,7 @@
 - ``connection``: the NATS client, the JetStream context, the bus's counters and trace spans;
 - ``streams``: the system's streams, the recorded shard count, reading a stream back at start-up;
 - ``publish``: core and JetStream publishing, batches with every acknowledgement in flight;
+- ``batching``: natural batching of quotes into one message per shard;
 - ``consume``: durable consumers and core subscriptions, as data, with typed handlers;
 - ``dead_letters``: the dead-letter and retry streams;
 - ``snapshots``: a service's state as one blob of any size, in chunks.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+from rrr.shared.bus.batching import BatchCounters, QuoteBatcher
 from rrr.shared.bus.connection import (
     Backoff,
     BeforeAck,
@@ -76,6 +78,7 @@ __all__ = [
     "SNAPSHOT_STREAM",
     "STREAMS",
     "Backoff",
+    "BatchCounters",
     "BeforeAck",
     "Bus",
     "BusCounters",
@@ -85,6 +88,7 @@ __all__ = [
     "NatsAuthorizationError",
     "NatsUnavailableError",
     "Outgoing",
+    "QuoteBatcher",
     "Rejected",
     "ShardCountError",
     "SnapshotCorruptError",

@@ -29,6 +29,14 @@ from rrr.shared.errors import FatalError, MisroutedMessageError, TransientError
 from rrr.shared.messages import Message, check_subject
 
 _log = logging.getLogger(__name__)
+# What an ordered push consumer may hold in its client-side queue before the client counts a slow consumer
+# and drops (the consumer is then re-created from the last message received): the flow control keeps it far
+# below both in practice.
+_PENDING_MSGS_MAX = 65_536
+_PENDING_BYTES_MAX = 64 * 1024 * 1024
+# How often an ordered push consumer's server says it is alive when it has nothing to send: two missed
+# make the client re-create the consumer (after a server restart, say).
+_IDLE_HEARTBEAT_S = 2.0
 
 M = TypeVar("M", bound=Message)
 
@@ -83,6 +91,15 @@ class Consumer(Generic[M]):
     # Ordered consumers: where to start at start-up (the sequence after a snapshot), else the ack floor.
     start_seq: int | None = None
     shards: int = field(kw_only=True)
+    # False: the service owns its position in the stream (a snapshot or a database row holds the last
+    # sequence it applied, written with the state it produced) and says where to start (``start_seq``).
+    # Then nothing is acknowledged: the stream is read with an ordered push consumer, far cheaper than a
+    # fetch and an acknowledgement per message, and a restart resumes from the service's own position.
+    acks: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.acks and self.start_seq is None:
+            raise ValueError(f"consumer {self.durable}: without acknowledgements, start_seq must say where to start")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +183,9 @@ class Consuming(DeadLetters):
         not yet processed, from ``start_seq`` (the sequence after a snapshot) at start if given, else from
         the first unacknowledged one.
         """
+        if not consumer.acks:
+            await self._consume_owned(consumer, stop)
+            return
         # Explicit acknowledgements, one per message. Policy "all" (one per batch) consumes about a third
         # faster, but acknowledges every earlier message too: after a crash or a reconnect, messages left
         # pending on the server come back after newer ones, and acknowledging those would drop them.
@@ -246,6 +266,78 @@ class Consuming(DeadLetters):
                 with contextlib.suppress(nats.errors.Error):
                     await psub.unsubscribe()
 
+    async def _consume_owned(self, consumer: Consumer[M], stop: asyncio.Event) -> None:
+        """Consume from ``consumer.start_seq`` with an ordered push consumer, without acknowledgements.
+
+        The server pushes messages in stream order (a gap makes the client re-create the consumer from the
+        last sequence it received); they wait in a bounded queue, so a slow handler holds back the flow
+        control replies and with them the server. Batches are whatever is queued when the handler is free,
+        up to ``batch_size``: one message when the stream is quiet, many under load. After a reconnect the
+        consumer is re-created from the message after the last one handled, and what was queued is dropped.
+        """
+
+        async def _open(start: int) -> NatsSubscription:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1))
+            # No callback: messages wait in the subscription's own queue, and the client answers the
+            # server's flow control only once they are taken from it, which is the back-pressure.
+            return await self.js.subscribe(
+                consumer.filter_subject,
+                stream=consumer.stream.name,
+                ordered_consumer=True,
+                idle_heartbeat=_IDLE_HEARTBEAT_S,
+                pending_msgs_limit=_PENDING_MSGS_MAX,
+                pending_bytes_limit=_PENDING_BYTES_MAX,
+                config=config,
+            )
+
+        assert consumer.start_seq is not None  # Consumer.__post_init__
+        next_seq = consumer.start_seq
+        sub = await _open(next_seq)
+        reconnects = self.nc.stats["reconnects"]
+        backoff = Backoff()
+        try:
+            while not stop.is_set():
+                if self.nc.stats["reconnects"] != reconnects:
+                    try:
+                        with contextlib.suppress(nats.errors.Error):
+                            await sub.unsubscribe()
+                        sub = await _open(next_seq)
+                    except nats.errors.Error as exc:
+                        _log.warning(
+                            "re-creating %s after a reconnect failed, will try again: %s", consumer.durable, exc
+                        )
+                        await backoff.wait(stop)
+                        continue
+                    reconnects = self.nc.stats["reconnects"]
+                    _log.info("re-created %s after a reconnect, from stream sequence %d", consumer.durable, next_seq)
+                try:
+                    first = await sub.next_msg(timeout=consumer.max_wait_s)
+                except nats.errors.TimeoutError:
+                    continue
+                except nats.errors.ConnectionClosedError:
+                    return
+                msgs = [first, *_queued(sub, consumer.batch_size - 1)]
+                # A re-created consumer may deliver again what was queued before: never handled twice.
+                msgs = [m for m in msgs if int(m.metadata.sequence.stream) >= next_seq]
+                if not msgs:
+                    continue
+                while True:
+                    try:
+                        await self._process(msgs, consumer)
+                        break
+                    except TransientError as exc:
+                        self.counters.transient_errors += 1
+                        _log.warning("will retry a batch from %s: %s", consumer.durable, exc)
+                        await backoff.wait(stop)
+                        if stop.is_set():
+                            return  # the service's own position still says where to resume
+                backoff.reset()
+                next_seq = int(msgs[-1].metadata.sequence.stream) + 1
+        finally:
+            if not self.nc.is_closed:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+
     async def _process(self, msgs: list[Msg], consumer: Consumer[M]) -> None:
         batch: list[Delivery[M]] = []
         # Never handed to the handler: undecodable, or on a subject not their own (mismatched).
@@ -288,6 +380,23 @@ class Consuming(DeadLetters):
                 await self.dead_letter(msg, f"{failure.reason} (after {attempts(msg) + 1} attempts)")
         if self.before_ack is not None:
             self.before_ack(len(batch))
-        for msg in msgs:
-            await msg.ack()
+        if consumer.acks:
+            for msg in msgs:
+                await msg.ack()
         self.counters.handled += len(batch) - len(rejected)
+
+
+def _queued(sub: NatsSubscription, limit: int) -> list[Msg]:
+    """Take up to ``limit`` messages already waiting in ``sub``'s queue, without waiting.
+
+    What ``next_msg`` does for one message, minus the task it creates for the wait: the queue and the
+    pending-size bookkeeping are the subscription's own (nats-py 2.x).
+    """
+    queue: asyncio.Queue[Msg] = sub._pending_queue
+    out: list[Msg] = []
+    while len(out) < limit and not queue.empty():
+        msg = queue.get_nowait()
+        queue.task_done()
+        sub._pending_size -= len(msg.data)
+        out.append(msg)
+    return out

@@ -22,6 +22,8 @@ from rrr.shared.messages import (
     OrderRejected,
     PositionUpdated,
     Quote,
+    QuoteBatch,
+    QuoteRow,
     Signal,
     SubmitOrder,
     Trade,
@@ -130,10 +132,20 @@ EXAMPLES: list[Message] = [
     Heartbeat(
         id="h2", ts_event=TS, ts_init=TS, service="strategy", instance="s-1", shard=1, shards=2, status="starting"
     ),
+    QuoteBatch(
+        id="sim7:b:1",
+        ts_event=TS,
+        ts_init=TS + 9,
+        source="sim",
+        quotes=[
+            QuoteRow("sim7:1", "BTCUSDT", TS, 3943299, 3943362, 2, 31035, 66851, 6),
+            QuoteRow("sim7:2", "BTCUSDT", TS + 1, 3943300, 3943301, 2),
+        ],
+    ),
 ]
 
 FAMILY_DECODERS: list[tuple[msgspec.msgpack.Decoder[Any], tuple[type[Message], ...]]] = [
-    (messages.market_data_decoder, (Quote, Trade)),
+    (messages.market_data_decoder, (Quote, Trade, QuoteBatch)),
     (messages.signal_decoder, (Signal,)),
     (messages.order_command_decoder, (SubmitOrder,)),
     (messages.order_event_decoder, (OrderAccepted, OrderRejected, OrderFilled, PositionUpdated)),
@@ -184,6 +196,7 @@ def test_message_type_tags_carry_a_version():
     tags = {type(m).__struct_config__.tag for m in EXAMPLES}
     assert tags == {
         "quote.v1",
+        "quote_batch.v1",
         "trade.v1",
         "signal.v1",
         "submit_order.v1",
@@ -552,5 +565,76 @@ def test_every_per_symbol_family_has_its_message_types_and_every_message_type_on
     assert set(messages.FAMILY_TYPES) == subjects.SYMBOL_FAMILIES - {subjects.LATEST_QUOTE}
     kinds = [kind for kinds in messages.FAMILY_TYPES.values() for kind in kinds]
     assert sorted(k.__name__ for k in kinds) == sorted(
-        k.__name__ for k in typing.get_args(messages.AnyMessage) if k is not Heartbeat
+        k.__name__ for k in typing.get_args(messages.AnyMessage) if k not in (Heartbeat, QuoteBatch)
     )
+
+
+# -- quote batches ------------------------------------------------------------------------------------
+
+
+def _batch(*rows: QuoteRow, source: str = "load") -> bytes:
+    # Encoded from builtins, so that rows a constructor would refuse can be sent as a hostile peer would.
+    return msgspec.msgpack.encode(
+        {"type": "quote_batch.v1", "id": "b1", "ts_event": TS, "ts_init": TS, "source": source, "quotes": rows}
+    )
+
+
+def test_a_quote_batch_row_is_the_exact_quote_it_stands_for():
+    batch = EXAMPLES[-1]
+    assert isinstance(batch, QuoteBatch)
+    quote = batch.quote(0)
+    assert (quote.bid, quote.ask, quote.bid_size, quote.ask_size) == (
+        Decimal("39432.99"), Decimal("39433.62"), Decimal("0.031035"), Decimal("0.066851"),
+    )  # fmt: skip
+    assert (quote.id, quote.symbol, quote.ts_event, quote.ts_init) == ("sim7:1", "BTCUSDT", TS, TS + 9)
+    assert batch.quote(1).bid_size is None
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        (["q 1", "EURUSD", TS, 1, 2, 0], "printable ASCII without spaces"),
+        (["q\n1", "EURUSD", TS, 1, 2, 0], "printable ASCII without spaces"),
+        (["q1", "EUR.USD", TS, 1, 2, 0], "invalid symbol"),
+        (["q1", "EURUSD", TS, 3, 2, 0], "crossed quote q1 at index 0"),
+        (["q1", "EURUSD", TS, 0, 2, 0], r"Expected `int` >= 1 - at `\$.quotes\[0\]\[3\]`"),
+        (["q1", "EURUSD", TS, 1, 10**18, 0], r"<= 999999999999999999"),
+        (["q1", "EURUSD", TS, 1, 2, 19], r"<= 18"),
+        (["q1", "EURUSD", -1, 1, 2, 0], r">= 0"),
+        (["q1", "EURUSD", TS, 1, 2, 0, -5], r">= 0"),
+        (["x" * 200, "EURUSD", TS, 1, 2, 0], "length <= 159"),
+    ],
+)
+def test_a_hostile_row_makes_the_whole_batch_undecodable_with_its_reason(row, error):
+    with pytest.raises(msgspec.ValidationError, match=error):
+        messages.market_data_decoder.decode(_batch(row))
+
+
+def test_an_empty_or_oversized_batch_is_refused():
+    with pytest.raises(msgspec.ValidationError, match="length >= 1"):
+        messages.market_data_decoder.decode(_batch())
+    row = ["q", "EURUSD", TS, 1, 2, 0]
+    with pytest.raises(msgspec.ValidationError, match="length <= 4096"):
+        messages.market_data_decoder.decode(_batch(*[row] * 4097))
+
+
+def test_a_batch_belongs_on_its_shard_and_source_subject_only():
+    rows = [QuoteRow(f"q{i}", s, TS, 1, 2, 0) for i, s in enumerate(["EURUSD", "EURUSD"])]
+    batch = QuoteBatch(id="b", ts_event=TS, ts_init=TS, source="replay", quotes=rows)
+    shard = subjects.shard_of("EURUSD", 4)
+    messages.check_subject(f"md.quotes.{shard}.replay", batch, 4)
+    for wrong in (f"md.quotes.{shard}.sim", f"md.quotes.{(shard + 1) % 4}.replay", f"md.quote.{shard}.EURUSD"):
+        with pytest.raises(MisroutedMessageError):
+            messages.check_subject(wrong, batch, 4)
+
+
+def test_a_batch_with_a_symbol_of_another_shard_is_misrouted_naming_the_row():
+    other = next(
+        s
+        for s in ("USDJPY", "BTCUSDT", "ETHUSDT", "GBPUSD")
+        if subjects.shard_of(s, 4) != subjects.shard_of("EURUSD", 4)
+    )
+    rows = [QuoteRow("q0", "EURUSD", TS, 1, 2, 0), QuoteRow("q1", other, TS, 1, 2, 0)]
+    batch = QuoteBatch(id="b", ts_event=TS, ts_init=TS, source="replay", quotes=rows)
+    with pytest.raises(MisroutedMessageError, match=f"{other} at index 1"):
+        messages.check_subject(messages.subject_of(batch, 4), batch, 4)
