@@ -2,8 +2,10 @@
 
 Method
 ------
-- Quotes for ``--symbols`` symbols are published on core NATS (``md.quote.<shard>.<symbol>``, exactly as
-  the market-data feed publishes them) at a fixed ``--rate`` for ``--duration`` seconds. Open loop: the
+- Quotes for ``--symbols`` symbols are published on core NATS in batches per shard
+  (``md.quotes.<shard>.load``), at a fixed ``--rate`` for ``--duration`` seconds: the quotes that came
+  due while the generator slept go out together, as the market-data feed batches them (``--single``
+  sends one message per quote on ``md.quote.<shard>.<symbol>`` instead). Open loop: the
   n-th quote is due at ``start + n / rate`` whatever the system does, and every latency is counted from
   that intended time, so a stalled system cannot hide its stall (coordinated omission corrected).
 - Quote -> order accepted: the harness listens to ``evt.order.>``; an ``OrderAccepted`` names the quote
@@ -36,7 +38,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ from nats.aio.msg import Msg
 from tqdm import tqdm
 
 from rrr.shared import subjects
-from rrr.shared.messages import OrderAccepted, Quote, encode, order_event_decoder
+from rrr.shared.bus import MSG_ID
+from rrr.shared.messages import QUOTE_BATCH_MAX, OrderAccepted, QuoteBatch, QuoteRow, encode, order_event_decoder
 
 _MAX_US = 3_600_000_000  # 1 h
 
@@ -61,6 +63,8 @@ class RunResult:
     symbols: int
     duration_s: float
     published: int = 0
+    # Messages the quotes went out in (batches, or one per quote with --single).
+    messages: int = 0
     publish_seconds: float = 0.0
     achieved_rate: float = 0.0
     stored: int = 0
@@ -189,12 +193,14 @@ async def run_load(
     shards: int,
     drain_s: float,
     progress: bool,
+    single: bool = False,
 ) -> RunResult:
     """One open-loop run at ``rate`` quotes/s over ``symbols`` symbols for ``duration_s`` seconds."""
     result = RunResult(rate=rate, symbols=symbols, duration_s=duration_s)
     run_id = f"load{time.time_ns() // 1_000_000}"
     names = [f"LD{i:05d}" for i in range(symbols)]
     subject_of = {s: subjects.quote(s, shards) for s in names}
+    shard_of = {s: subjects.shard_of(s, shards) for s in names}
     rng = random.Random(7)
     mids = dict.fromkeys(names, 10_000)  # in ticks of 0.0001
     total = int(rate * duration_s)
@@ -227,25 +233,33 @@ async def run_load(
     bar = tqdm(total=total, unit="quote", desc=f"{rate:,.0f}/s", disable=not progress, file=sys.stderr)
     start_ns = time.time_ns()
     start = time.monotonic()
-    sent = 0
+    sent = batches = 0
     next_sample = start
     while sent < total:
         now = time.monotonic()
         due = min(int((now - start) * rate) + 1, total)
         burst = due - sent
+        # Natural batching, as the market-data feed does it: the quotes that came due while the generator
+        # was asleep or busy go out together, one batch per shard.
+        by_shard: dict[int, list[QuoteRow]] = {}
         for n in range(sent, due):
             symbol = names[n % symbols]
             mid = mids[symbol] = max(mids[symbol] + rng.choice((-1, 0, 1)), 100)
             intended = start_ns + int(n * interval_ns)
-            quote = Quote(
-                id=f"{run_id}:{n}",
-                ts_event=intended,
-                ts_init=intended,
-                symbol=symbol,
-                bid=Decimal(mid - 1).scaleb(-4),
-                ask=Decimal(mid + 1).scaleb(-4),
-            )
-            await nc.publish(subject_of[symbol], encode(quote))
+            row = QuoteRow(f"{run_id}:{n}", symbol, intended, mid - 1, mid + 1, 4)
+            if single:
+                await nc.publish(subject_of[symbol], encode(row.to_quote(intended)))
+            else:
+                by_shard.setdefault(shard_of[symbol], []).append(row)
+        for shard, rows in by_shard.items():
+            for first in range(0, len(rows), QUOTE_BATCH_MAX):
+                part = rows[first : first + QUOTE_BATCH_MAX]
+                batches += 1
+                batch = QuoteBatch(
+                    id=f"{run_id}:b{batches}", ts_event=part[0].ts_event, ts_init=time.time_ns(), source="load",
+                    quotes=part,
+                )  # fmt: skip
+                await nc.publish(subjects.quote_batch(shard, "load"), encode(batch), headers={MSG_ID: batch.id})
         sent = due
         published_per_s[int(now - start)] += burst
         bar.update(burst)
@@ -257,6 +271,7 @@ async def run_load(
     await nc.flush()
     bar.close()
     result.published = sent
+    result.messages = batches if not single else sent
     result.publish_seconds = time.monotonic() - start
     result.achieved_rate = sent / result.publish_seconds
 
@@ -321,7 +336,8 @@ def _human(us: float) -> str:
 def print_table(result: RunResult) -> None:
     """The run's figures, one per line."""
     print(f"rate target {result.rate:,.0f}/s over {result.symbols} symbols for {result.duration_s:g} s")
-    print(f"  published {result.published:,} at {result.achieved_rate:,.0f}/s; stored {result.stored:,}; "
+    print(f"  published {result.published:,} at {result.achieved_rate:,.0f}/s in {result.messages:,} messages; "
+          f"stored {result.stored:,}; "
           f"lost {result.lost:,}; drained in {result.drain_seconds:.1f} s")  # fmt: skip
     print(f"  signals {result.signals:,}; orders accepted seen {result.orders_accepted_seen:,}; "
           f"orders stored {result.orders_stored:,}; fills stored {result.fills_stored:,}")  # fmt: skip
@@ -391,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="where `just up` keeps pids [.run]")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--single", action="store_true", help="one message per quote (md.quote.<shard>.<symbol>) instead of batches"
+    )
     args = parser.parse_args(argv)
     for flag, value, low in (
         ("--symbols", args.symbols, 1),
@@ -420,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 shards=shards,
                 drain_s=args.drain_s,
                 progress=not args.no_progress,
+                single=args.single,
             )
         )
         print_table(result)

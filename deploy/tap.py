@@ -19,20 +19,35 @@ from rrr.deploy.terminal import printable
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.config import redact, with_local_system
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import any_decoder
+from rrr.shared.messages import QuoteBatch, any_decoder
+from rrr.shared.subjects import check_symbol
 
+# Symbols one tap may filter on.
+_SYMBOLS_MAX = 1000
 # Longer texts than any valid message holds (an id is at most 256 characters) are cut in JSON output too.
 JSON_TEXT_MAX = 1000
 
 
-def describe(msg: Msg) -> dict[str, Any]:
-    """The decoded fields of a message, or what is wrong with its payload."""
+def describe(msg: Msg, symbols: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The decoded fields of a message, or what is wrong with its payload: one record per quote of a quote
+    batch. With ``symbols``, only the records of those symbols (an undecodable message is always shown)."""
     try:
         message = any_decoder.decode(msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return {"type": "undecodable", "subject": msg.subject, "bytes": len(msg.data), "error": str(exc)}
+        return [{"type": "undecodable", "subject": msg.subject, "bytes": len(msg.data), "error": str(exc)}]
+    if isinstance(message, QuoteBatch):
+        records = []
+        for index, row in enumerate(message.quotes):
+            if symbols and row.symbol not in symbols:
+                continue
+            fields = msgspec.to_builtins(row.to_quote(message.ts_init))
+            fields.pop("type")
+            records.append({"type": "quote", "subject": msg.subject, "batch": f"{message.id}[{index}]", **fields})
+        return records
     fields = msgspec.to_builtins(message)
-    return {"type": fields.pop("type"), "subject": msg.subject, **fields}
+    if symbols and fields.get("symbol") not in symbols:
+        return []
+    return [{"type": fields.pop("type"), "subject": msg.subject, **fields}]
 
 
 def render(record: dict[str, Any]) -> str:
@@ -59,6 +74,7 @@ async def tap(
     as_json: bool,
     count: int | None,
     out: TextIO,
+    symbols: frozenset[str] = frozenset(),
 ) -> int:
     """Print messages on ``subject`` until ``count`` were printed or the process is interrupted.
 
@@ -70,12 +86,14 @@ async def tap(
 
     async def _print(msg: Msg, _: object) -> None:
         nonlocal seen
-        record = describe(msg)
-        out.write((render_json(record) if as_json else render(record)) + "\n")
+        for record in describe(msg, symbols):
+            if done.is_set():
+                return
+            out.write((render_json(record) if as_json else render(record)) + "\n")
+            seen += 1
+            if count is not None and seen >= count:
+                done.set()
         out.flush()
-        seen += 1
-        if count is not None and seen >= count:
-            done.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,13 +116,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("subject", help="subject or pattern: md.>, evt.order.>, cmd.order.0.EURUSD ...")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", type=int, default=None, help="exit after this many messages")
+    parser.add_argument(
+        "--symbol",
+        action="append",
+        default=[],
+        help="only messages and batched quotes of this symbol (repeat for several)",
+    )
     parser.add_argument("--nats-url", default=None, help="NATS URL [env RRR_NATS_URL; default nats://127.0.0.1:4222]")
     args = parser.parse_args(argv)
     if args.count is not None and args.count < 1:
         parser.error(f"--count: expected a whole number >= 1, got {args.count}")
+    if len(args.symbol) > _SYMBOLS_MAX:
+        parser.error(f"--symbol: at most {_SYMBOLS_MAX} symbols, got {len(args.symbol)}")
+    for symbol in args.symbol:
+        try:
+            check_symbol(symbol)
+        except RRRError as exc:
+            parser.error(f"--symbol: {exc}")
     url = args.nats_url or with_local_system("rrr-tap").get("RRR_NATS_URL", "nats://127.0.0.1:4222")
     try:
-        asyncio.run(tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout))
+        asyncio.run(
+            tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout, symbols=frozenset(args.symbol))
+        )
     except nats.errors.BadSubjectError:
         parser.error(f"subject: {args.subject!r} is not a valid subject or pattern (e.g. md.>, evt.order.*.EURUSD)")
     except RRRError as exc:

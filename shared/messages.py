@@ -124,9 +124,10 @@ class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
         _positive("size", self.size)
 
 
-# Fixed-point numbers of a batch: an integer of units of 10**-places. At most 18 places and 18 digits, so
-# every value fits a signed 64-bit integer and is exact: a price of 1.2345 is 12345 units at 4 places.
-PLACES_MAX = 18
+# Fixed-point numbers of a batch: an integer of units of 10**-places, exact: a price of 1.2345 is 12345
+# units at 4 places. At most 18 digits (units fit a signed 64-bit integer) and 28 places (as every number
+# on the wire: a size of 0.0061909999999999995, a float's artefact in a recorded file, still fits).
+PLACES_MAX = 28
 UNITS_MAX = 10**18 - 1
 Places = Annotated[int, msgspec.Meta(ge=0, le=PLACES_MAX)]
 PriceUnits = Annotated[int, msgspec.Meta(ge=1, le=UNITS_MAX)]
@@ -170,7 +171,7 @@ _CHECKED_SYMBOLS_MAX = 65_536
 
 class QuoteRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One quote inside a QuoteBatch: prices in fixed point (``bid``, ``ask`` units at ``places``), sizes
-    too (units at ``size_places``, None when the source gives none)."""
+    too, each at its own places (None when the source gives none)."""
 
     id: _RowId
     symbol: _RowSymbol
@@ -180,15 +181,16 @@ class QuoteRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
     places: Places
     bid_size: SizeUnits | None = None
     ask_size: SizeUnits | None = None
-    size_places: Places = 0
+    bid_size_places: Places = 0
+    ask_size_places: Places = 0
 
     def to_quote(self, ts_init: int) -> Quote:
         """This row as a Quote (exact Decimals) made at ``ts_init``."""
         return Quote(
             id=self.id, ts_event=self.ts_event, ts_init=ts_init, symbol=self.symbol,
             bid=fixed(self.bid, self.places), ask=fixed(self.ask, self.places),
-            bid_size=None if self.bid_size is None else fixed(self.bid_size, self.size_places),
-            ask_size=None if self.ask_size is None else fixed(self.ask_size, self.size_places),
+            bid_size=None if self.bid_size is None else fixed(self.bid_size, self.bid_size_places),
+            ask_size=None if self.ask_size is None else fixed(self.ask_size, self.ask_size_places),
         )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from rrr.execution.market import NoPrice, Price, prices
+from rrr.execution.market import Cache, NoPrice, Price, new_cache, prices
 from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.positions import Position, to_decimal
@@ -83,6 +83,8 @@ class Book:
     # False from a batch's first state change until its events are stored: a snapshot taken in between
     # would claim events that are not on the stream.
     published: bool = True
+    # Market-data messages read to price orders, decoded (see rrr.execution.market).
+    quotes: Cache = field(default_factory=new_cache)
 
     def position(self, symbol: str) -> Position:
         """The symbol's position, flat if it never traded."""
@@ -237,7 +239,7 @@ async def on_order_commands(
     rejected: list[Rejected] = []
     # Read before any state changes: a broker outage here (TransientError) leaves nothing half-done.
     pending = [d.message for d in batch if book.orders.status(d.message.id) not in ("filled", "rejected")]
-    priced = await prices(bus, pending, book.shards)
+    priced = await prices(bus, pending, book.shards, book.quotes)
     async with book.lock:
         book.published = False
         for delivery in batch:

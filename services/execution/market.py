@@ -9,8 +9,8 @@ order cannot choose its own price: only market data (published by market-data an
 their NATS permissions) ever sets one. An order without ``quote_seq`` (an older client) is priced at the
 symbol's latest quote in the stream, as a market order would be.
 
-One request to JetStream per order, all the orders of a batch in flight together (``bench/micro.py``,
-``venue_price``, measures it).
+One request to JetStream per message of the stream the orders of a batch name, all in flight together,
+each message decoded once and kept in a small cache (``bench/micro.py``, ``venue_price``, measures it).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import msgspec
 import nats.errors
 import nats.js.errors
+from cachetools import LRUCache
 
 from rrr.shared import subjects
 from rrr.shared.bus import MARKET_DATA_STREAM, Bus
 from rrr.shared.errors import MisroutedMessageError, TransientError
-from rrr.shared.messages import Quote, QuoteBatch, SubmitOrder, check_subject, market_data_decoder
+from rrr.shared.messages import MarketData, Quote, QuoteBatch, SubmitOrder, check_subject, market_data_decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,39 @@ class NoPrice:
 Price = Quote | NoPrice
 
 
-async def price(bus: Bus, order: SubmitOrder, shards: int) -> Price:
+# Messages of the market-data stream by sequence, decoded: a stored message never changes, and the orders
+# of one batch of quotes name the same message. Bounded, least recently used goes.
+Cache = LRUCache[int, tuple[str, MarketData | str]]
+
+
+def new_cache(maxsize: int = 256) -> Cache:
+    """An empty cache of decoded market-data messages."""
+    return LRUCache(maxsize=maxsize)
+
+
+async def _read(bus: Bus, seq: int, shards: int, cache: Cache) -> tuple[str, MarketData | str]:
+    """The subject and the decoded message at ``seq`` of RRR_MD, or why it is not a valid one.
+
+    Raises:
+        nats.js.errors.NotFoundError: no message at ``seq``.
+        nats.errors.Error, TimeoutError: JetStream did not answer.
+    """
+    held = cache.get(seq)
+    if held is not None:
+        return held
+    raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, seq=seq)
+    subject = raw.subject or ""
+    decoded: MarketData | str
+    try:
+        decoded = market_data_decoder.decode(raw.data or b"")
+        check_subject(subject, decoded, shards)
+    except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
+        decoded = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
+    cache[seq] = (subject, decoded)
+    return subject, decoded
+
+
+async def price(bus: Bus, order: SubmitOrder, shards: int, cache: Cache | None = None) -> Price:
     """The quote ``order`` fills at, read from ``RRR_MD``, or why there is none.
 
     Raises:
@@ -49,47 +82,62 @@ async def price(bus: Bus, order: SubmitOrder, shards: int) -> Price:
     shard = subjects.shard_of(order.symbol, shards)
     try:
         if order.quote_seq:
-            raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, seq=order.quote_seq)
+            stored_subject, message = await _read(
+                bus, order.quote_seq, shards, new_cache(1) if cache is None else cache
+            )
+            seq = order.quote_seq
         else:
             raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, subject=subject)
+            stored_subject, seq = raw.subject or "", raw.seq or 0
+            try:
+                message = market_data_decoder.decode(raw.data or b"")
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                message = f"{MARKET_DATA_STREAM.name} sequence {raw.seq} is not a valid quote: {exc}"
     except nats.js.errors.NotFoundError:
         where = f"at sequence {order.quote_seq}" if order.quote_seq else f"on {subject}"
         return NoPrice(f"no quote {where} in {MARKET_DATA_STREAM.name} (expired, or never published)")
     except (nats.errors.Error, TimeoutError) as exc:
         raise TransientError(f"could not read the quote of order {order.id}: {exc}") from exc
     batch_prefix = f"{subjects.QUOTE_BATCH}.{shard}."
-    if raw.subject != subject and not (order.quote_seq and (raw.subject or "").startswith(batch_prefix)):
-        return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {order.quote_seq} is on {raw.subject}, not {subject}")
-    try:
-        message = market_data_decoder.decode(raw.data or b"")
-        check_subject(raw.subject or "", message, shards)
-    except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
-        return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {raw.seq} is not a valid quote: {exc}")
+    if stored_subject != subject and not (order.quote_seq and stored_subject.startswith(batch_prefix)):
+        return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {order.quote_seq} is on {stored_subject}, not {subject}")
+    if isinstance(message, str):
+        return NoPrice(message)
     quote: object = message
     if isinstance(message, QuoteBatch):
         if order.quote_index >= len(message.quotes):
             return NoPrice(
-                f"{MARKET_DATA_STREAM.name} sequence {raw.seq} holds {len(message.quotes)} quotes, "
+                f"{MARKET_DATA_STREAM.name} sequence {seq} holds {len(message.quotes)} quotes, "
                 f"not one at index {order.quote_index}"
             )
         quote = message.quote(order.quote_index)
     if not isinstance(quote, Quote) or quote.symbol != order.symbol:
-        return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {raw.seq} is not a quote of {order.symbol}")
+        return NoPrice(f"{MARKET_DATA_STREAM.name} sequence {seq} is not a quote of {order.symbol}")
     if order.quote_seq and quote.ts_event != order.quote_ts:
         return NoPrice(
-            f"the order's quote is at {order.quote_ts}, but {MARKET_DATA_STREAM.name} sequence {raw.seq} "
+            f"the order's quote is at {order.quote_ts}, but {MARKET_DATA_STREAM.name} sequence {seq} "
             f"is a quote at {quote.ts_event}"
         )
     return quote
 
 
-async def prices(bus: Bus, orders: Sequence[SubmitOrder], shards: int) -> dict[str, Price]:
-    """The price of each order by its id, every request in flight together.
+async def prices(bus: Bus, orders: Sequence[SubmitOrder], shards: int, cache: Cache | None = None) -> dict[str, Price]:
+    """The price of each order by its id: one request per message of the stream the orders name, all in
+    flight together, each message decoded once.
 
     Raises:
         TransientError: JetStream did not answer for one of them.
     """
-    found = await asyncio.gather(*(price(bus, order, shards) for order in orders), return_exceptions=True)
+    cache = new_cache() if cache is None else cache
+    # Read each message once, then price the orders from the cache.
+    seqs = sorted({order.quote_seq for order in orders if order.quote_seq and order.quote_seq not in cache})
+    warmed = await asyncio.gather(*(_read(bus, seq, shards, cache) for seq in seqs), return_exceptions=True)
+    for failure in warmed:
+        if isinstance(failure, BaseException) and not isinstance(failure, nats.js.errors.NotFoundError):
+            if isinstance(failure, nats.errors.Error | TimeoutError):
+                raise TransientError(f"could not read quotes from {MARKET_DATA_STREAM.name}: {failure}") from failure
+            raise failure
+    found = await asyncio.gather(*(price(bus, order, shards, cache) for order in orders), return_exceptions=True)
     out: dict[str, Price] = {}
     for order, result in zip(orders, found, strict=True):
         if isinstance(result, BaseException):

@@ -60,7 +60,7 @@ async def run_simulator(
             # Sizes are whole numbers: 0 places.
             row = QuoteRow(
                 f"{run_id}:{sent}", sim.symbol, now, sim.bid_units, sim.ask_units, sim.places,
-                int(sim.bid_size), int(sim.ask_size), 0,
+                int(sim.bid_size), int(sim.ask_size),
             )  # fmt: skip
             batcher.add(row)
             if sim.trade_side is not None:
@@ -111,11 +111,14 @@ def _fixed_row(row: FileRow, source: str) -> QuoteRow | None:
         return None
     if row.bid_size is None or row.ask_size is None:
         return QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places)
-    size_places = max(places_of(row.bid_size), places_of(row.ask_size))
-    bid_size, ask_size = to_units(row.bid_size, size_places), to_units(row.ask_size, size_places)
+    bid_size_places, ask_size_places = places_of(row.bid_size), places_of(row.ask_size)
+    bid_size, ask_size = to_units(row.bid_size, bid_size_places), to_units(row.ask_size, ask_size_places)
     if bid_size is None or ask_size is None:
         return None
-    return QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places, bid_size, ask_size, size_places)
+    return QuoteRow(
+        f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places, bid_size, ask_size, bid_size_places,
+        ask_size_places,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -121,8 +121,8 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
     for m in messages:
         if isinstance(m, QuoteBatch):
             for r in m.quotes:
-                bid_size = None if r.bid_size is None else fixed(r.bid_size, r.size_places)
-                ask_size = None if r.ask_size is None else fixed(r.ask_size, r.size_places)
+                bid_size = None if r.bid_size is None else fixed(r.bid_size, r.bid_size_places)
+                ask_size = None if r.ask_size is None else fixed(r.ask_size, r.ask_size_places)
                 bid, ask = fixed(r.bid, r.places), fixed(r.ask, r.places)
                 quotes.append((r.id, r.symbol, r.ts_event, m.ts_init, bid, ask, bid_size, ask_size))
         elif isinstance(m, Quote):

@@ -19,10 +19,17 @@ from rrr.market_data.feeds import replay_file
 from rrr.market_data.replay import source_id
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
-from rrr.shared.messages import Heartbeat, Quote, Trade, encode, market_data_decoder
+from rrr.shared.messages import Heartbeat, Quote, QuoteBatch, Trade, encode, market_data_decoder
 from tests.support.factories import make_quote, make_signal, unique_id, unique_symbol
 from tests.support.services import Heartbeats, running_service
-from tests.support.streams import count, decode_all, stream_messages, subject_counts
+from tests.support.streams import (
+    StoredQuote,
+    count,
+    count_quotes,
+    stored_quotes,
+    stream_messages,
+    subject_counts,
+)
 from tests.support.waiting import wait_until
 
 DATA = Path(__file__).parents[1] / "data"
@@ -57,12 +64,20 @@ async def test_market_data_sim_feed_publishes_only_its_shards_symbols_and_the_st
     mine = [unique_symbol("SIM", shard=0, shards=2) for _ in range(2)]
     others = [unique_symbol("SIM", shard=1, shards=2) for _ in range(2)]
     mine_set = set(mine)
-    received: list[tuple[str, bytes]] = []
+    received: list[StoredQuote] = []
+    trades: list[tuple[str, Trade]] = []
 
     async def _on_md(msg: Msg) -> None:
         # Only this test's symbols: a shared server may carry other tests' market data.
-        if msg.subject.rsplit(".", 1)[-1] in mine_set | set(others):
-            received.append((msg.subject, msg.data))
+        message = market_data_decoder.decode(msg.data)
+        if isinstance(message, QuoteBatch):
+            received.extend(
+                StoredQuote(0, i, msg.subject, message.quote(i))
+                for i, row in enumerate(message.quotes)
+                if row.symbol in mine_set | set(others)
+            )
+        elif isinstance(message, Trade) and message.symbol in mine_set | set(others):
+            trades.append((msg.subject, message))
 
     await bus.nc.subscribe(subjects.MARKET_DATA_ALL, cb=_on_md)
     await bus.nc.flush()
@@ -78,7 +93,7 @@ async def test_market_data_sim_feed_publishes_only_its_shards_symbols_and_the_st
     )
 
     async with running_service(app.run, config, heartbeats) as md:
-        await wait_until(lambda: len(received) >= 40, 10, "40 simulated messages", describe=lambda: len(received))
+        await wait_until(lambda: len(received) >= 40, 10, "40 simulated quotes", describe=lambda: len(received))
         served = await _latest(bus, mine[0], shards=2)
 
     await wait_until(
@@ -86,39 +101,29 @@ async def test_market_data_sim_feed_publishes_only_its_shards_symbols_and_the_st
     )
     final: Heartbeat = heartbeats.latest[md.instance]
     published = final.counters["published"]
-    # The stream captures core-NATS publishes on its own time: wait until it holds what the feed sent,
-    # one trade every 5 quotes included.
+    # The stream captures core-NATS publishes on its own time: wait until it holds what the feed sent.
     await wait_until(
-        lambda: _stored_market_data(bus, mine, expected=published + published // 5),
-        5,
-        f"{published} quotes and {published // 5} trades of {mine} in RRR_MD",
+        lambda: _stored_quote_count(bus, mine, expected=published), 5, f"{published} quotes of {mine} in RRR_MD"
     )
-    stored = [
-        m
-        for m in await stream_messages(bus.js, "RRR_MD", subjects.MARKET_DATA_ALL)
-        if m.subject.rsplit(".", 1)[-1] in mine_set | set(others)
-    ]
-    await wait_until(lambda: len(received) == len(stored), 5, "every stored message at the subscriber")
+    stored = await stored_quotes(bus.js, mine_set | set(others))
+    await wait_until(lambda: len(received) == len(stored), 5, "every stored quote at the subscriber")
 
-    assert [(m.subject, m.data) for m in stored] == received
-    decoded = decode_all(stored, market_data_decoder)
-    quotes = [q for q in decoded if isinstance(q, Quote)]
-    trades = [t for t in decoded if isinstance(t, Trade)]
+    assert [(q.subject, q.quote) for q in stored] == [(q.subject, q.quote) for q in received]
+    quotes = [q.quote for q in stored]
     assert len(quotes) == published
     assert len(trades) == published // 5
     assert len({q.id for q in quotes}) == len(quotes)
     assert {q.symbol for q in quotes} == mine_set
-    for msg, message in zip(stored, decoded, strict=True):
-        family = subjects.QUOTE if isinstance(message, Quote) else subjects.TRADE
-        assert msg.subject == f"{family}.0.{message.symbol}"
+    # One batch per wake-up of the feed, on the shard's batch subject; trades one by one on their own.
+    assert {q.subject for q in stored} == {"md.quotes.0.sim"}
+    assert all(subject == f"md.trade.0.{t.symbol}" for subject, t in trades)
     assert served is not None
     assert served.symbol == mine[0]
     assert served in quotes
 
 
-async def _stored_market_data(bus: Bus, symbols: list[str], *, expected: int) -> bool:
-    stored = [await count(bus.js, "RRR_MD", f"md.*.*.{s}") for s in symbols]
-    return sum(stored) >= expected
+async def _stored_quote_count(bus: Bus, symbols: list[str], *, expected: int) -> bool:
+    return await count_quotes(bus.js, symbols) >= expected
 
 
 async def test_market_data_latest_quote_request_returns_the_newest_quote_and_an_error_header_when_it_has_none(
@@ -208,8 +213,9 @@ async def test_replay_file_stores_each_row_once_exactly_as_written_even_when_rep
 
     assert (first.rows, first.published, first.duplicates, first.bad_rows) == (451, 451, 0, [])
     assert (again.rows, again.published, again.duplicates, again.bad_rows) == (451, 0, 451, [])
-    assert await subject_counts(bus.js, "RRR_MD") == {"md.quote.0.BTCUSDT": 451}
-    quotes = decode_all(await stream_messages(bus.js, "RRR_MD"), market_data_decoder)
+    # Batches of the window's quotes: 100, 100, 100, 100, 51.
+    assert await subject_counts(bus.js, "RRR_MD") == {"md.quotes.0.replay": 5}
+    quotes = [q.quote for q in await stored_quotes(bus.js)]
     source = source_id(BTCUSDT)
     assert [q.id for q in quotes] == [f"{source}:{line}" for line in range(2, 453)]
     assert [(q.ts_event, q.symbol, q.bid, q.ask, q.bid_size, q.ask_size) for q in quotes] == [
@@ -236,10 +242,14 @@ async def test_replay_file_with_four_shards_puts_each_symbol_on_its_crc32_shard_
     jpy = await replay_file(bus, USDJPY, shards=4, window=256, skip_bad_rows=False)
 
     assert (btc.published, jpy.published) == (451, 1000)
-    assert await subject_counts(bus.js, "RRR_MD") == {
-        f"md.quote.{zlib.crc32(b'BTCUSDT') % 4}.BTCUSDT": 451,
-        f"md.quote.{zlib.crc32(b'USDJPY') % 4}.USDJPY": 1000,
+    shard = {symbol: zlib.crc32(symbol.encode()) % 4 for symbol in ("BTCUSDT", "USDJPY")}
+    assert shard["BTCUSDT"] != shard["USDJPY"]
+    stored = await stored_quotes(bus.js)
+    assert {(q.subject, q.quote.symbol) for q in stored} == {
+        (f"md.quotes.{shard['BTCUSDT']}.replay", "BTCUSDT"),
+        (f"md.quotes.{shard['USDJPY']}.replay", "USDJPY"),
     }
+    assert [q.quote.symbol for q in stored].count("BTCUSDT") == 451
 
 
 async def test_market_data_answers_latest_quote_requests_only_on_an_inbox(

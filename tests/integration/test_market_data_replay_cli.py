@@ -17,6 +17,7 @@ import nats.js.errors
 import pytest
 
 from tests.support.services import client_bus
+from tests.support.streams import count_quotes
 
 BIN = Path(sys.executable).parent
 HEADER = "ts,symbol,bid,ask"
@@ -47,14 +48,14 @@ async def _replay(nats_url: str, path: Path, *flags: str) -> subprocess.Complete
 
 
 async def _quotes_stored(nats_url: str) -> int | None:
-    """How many messages the market-data stream holds; None when the replay never created it."""
+    """How many quotes the market-data stream holds, single or batched; None when the replay never created it."""
     nc = await nats.connect(nats_url)
     try:
         try:
-            info = await nc.jetstream().stream_info("RRR_MD")
+            await nc.jetstream().stream_info("RRR_MD")
         except nats.js.errors.NotFoundError:
             return None
-        return int(info.state.messages)
+        return await count_quotes(nc.jetstream())
     finally:
         await nc.close()
 

@@ -6,13 +6,15 @@ subject filter), so no consumer is created on the streams the services consume f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
+
+from rrr.shared.messages import Quote, QuoteBatch, market_data_decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,36 @@ async def subject_counts(js: JetStreamContext, stream: str, filter_subject: str 
 async def count(js: JetStreamContext, stream: str, filter_subject: str = ">") -> int:
     """How many messages ``stream`` holds on ``filter_subject``."""
     return sum((await subject_counts(js, stream, filter_subject)).values())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredQuote:
+    """A quote as the market-data stream holds it: alone, or at ``index`` of the batch at ``seq``."""
+
+    seq: int
+    index: int
+    subject: str
+    quote: Quote
+
+
+async def stored_quotes(js: JetStreamContext, symbols: Collection[str] | None = None) -> list[StoredQuote]:
+    """Every quote RRR_MD holds now (of ``symbols``, if given), single or batched, in stream order."""
+    out: list[StoredQuote] = []
+    for msg in await stream_messages(js, "RRR_MD", "md.>"):
+        try:
+            message = market_data_decoder.decode(msg.data)
+        except msgspec.ValidationError:
+            continue
+        if isinstance(message, QuoteBatch):
+            quotes = [(i, message.quote(i)) for i in range(len(message.quotes))]
+        elif isinstance(message, Quote):
+            quotes = [(0, message)]
+        else:
+            continue
+        out.extend(StoredQuote(msg.seq, i, msg.subject, q) for i, q in quotes if symbols is None or q.symbol in symbols)
+    return out
+
+
+async def count_quotes(js: JetStreamContext, symbols: Collection[str] | None = None) -> int:
+    """How many quotes RRR_MD holds now (of ``symbols``, if given), single or batched."""
+    return len(await stored_quotes(js, symbols))

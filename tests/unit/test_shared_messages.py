@@ -138,7 +138,7 @@ EXAMPLES: list[Message] = [
         ts_init=TS + 9,
         source="sim",
         quotes=[
-            QuoteRow("sim7:1", "BTCUSDT", TS, 3943299, 3943362, 2, 31035, 66851, 6),
+            QuoteRow("sim7:1", "BTCUSDT", TS, 3943299, 3943362, 2, 31035, 66851, 6, 6),
             QuoteRow("sim7:2", "BTCUSDT", TS + 1, 3943300, 3943301, 2),
         ],
     ),
@@ -599,7 +599,7 @@ def test_a_quote_batch_row_is_the_exact_quote_it_stands_for():
         (["q1", "EURUSD", TS, 3, 2, 0], "crossed quote q1 at index 0"),
         (["q1", "EURUSD", TS, 0, 2, 0], r"Expected `int` >= 1 - at `\$.quotes\[0\]\[3\]`"),
         (["q1", "EURUSD", TS, 1, 10**18, 0], r"<= 999999999999999999"),
-        (["q1", "EURUSD", TS, 1, 2, 19], r"<= 18"),
+        (["q1", "EURUSD", TS, 1, 2, 29], r"<= 28"),
         (["q1", "EURUSD", -1, 1, 2, 0], r">= 0"),
         (["q1", "EURUSD", TS, 1, 2, 0, -5], r">= 0"),
         (["x" * 200, "EURUSD", TS, 1, 2, 0], "length <= 159"),
