@@ -12,6 +12,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
+from rrr.shared.fixed import FixedPointError
 from rrr.shared.messages import Quote, Signal, SubmitOrder, Trade
 from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
@@ -77,6 +78,7 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0) -> li
 
     Raises:
         SymbolRefusedError: the quote's symbol is new and outside the universe; nothing changed.
+        FixedPointError: a price is beyond the fixed-point bounds (rrr.shared.fixed); the quote was not applied.
     """
     mark = strategies.watermarks.get(quote.symbol)
     if mark is None:
@@ -85,7 +87,7 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0) -> li
     if mark.seen(quote.ts_event, quote.id):
         strategies.counters.stale_skipped += 1
         return []
-    cross = strategies.for_symbol(quote.symbol).on_quote(quote.bid, quote.ask)
+    cross = strategies.for_symbol(quote.symbol).on_decimal_quote(quote.bid, quote.ask)
     mark.advance(quote.ts_event, quote.id)
     if cross is None:
         return []
@@ -161,8 +163,8 @@ async def on_quotes(
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
             try:
                 out.extend(on_quote(strategies, bus, quote, seq))
-            except ArithmeticError as exc:
-                rejected.append(Rejected(delivery, f"strategy: {type(exc).__name__} computing {quote.id}", retry=False))
+            except FixedPointError as exc:
+                rejected.append(Rejected(delivery, f"strategy: cannot compute {quote.id} exactly: {exc}", retry=False))
             except SymbolRefusedError as exc:
                 strategies.counters.symbols_refused += 1
                 rejected.append(Rejected(delivery, f"strategy: {exc}", retry=False))
