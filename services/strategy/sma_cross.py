@@ -45,8 +45,7 @@ class SmaCrossParams:
             raise ValueError(f"sma_cross needs qty > 0, got {self.qty}")
 
 
-@dataclass(frozen=True, slots=True)
-class Cross:
+class Cross(msgspec.Struct, frozen=True, kw_only=True):
     """A crossing at one quote and the order it calls for."""
 
     direction: Literal["up", "down"]
