@@ -103,6 +103,12 @@ bench-compare *ARGS: _bench
 bench-transport *ARGS: _venv
     @"{{ bin }}/python" bench/transport.py "$@"
 
+# What sma_cross costs per quote on the EUR/USD sample: Decimal prices against fixed-point integers (no servers).
+[group('bench')]
+[no-exit-message]
+bench-strategy *ARGS: _venv
+    @"{{ bin }}/python" bench/strategy_cost.py "$@"
+
 # Lint, type-check and check the layering: ruff, mypy (strict) and import-linter (contracts in pyproject.toml).
 [group('dev')]
 [no-exit-message]

@@ -8,7 +8,8 @@ Measures, in one process on one core:
    last quote applied), by tracemalloc, and their encoded size in the strategy's snapshot (msgpack).
 2. Time: the check and the update done for every quote (``seen`` then ``advance``), over ``--quotes``
    quotes spread over 100 symbols, against the work the strategy does for every quote anyway
-   (``SmaCross.on_quote``, exact decimal arithmetic) on the same quotes. Median of ``--repeats`` runs.
+   (``SmaCross.on_decimal_quote``: the Decimal prices to fixed-point units, then exact integer arithmetic)
+   on the same quotes. Median of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _time_per_quote(quotes: int, repeats: int) -> tuple[float, float]:
         books = {s: SmaCross(SmaCrossParams()) for s in symbols}
         started = time.perf_counter()
         for i in range(quotes):
-            books[symbols[i % 100]].on_quote(bid, ask + Decimal(i % 7) / 100000)
+            books[symbols[i % 100]].on_decimal_quote(bid, ask + Decimal(i % 7) / 100000)
         sma_runs.append((time.perf_counter() - started) / quotes)
     return statistics.median(mark_runs), statistics.median(sma_runs)
 

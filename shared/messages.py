@@ -19,6 +19,7 @@ import msgspec
 
 from rrr.shared import subjects
 from rrr.shared.errors import MisroutedMessageError, excerpt
+from rrr.shared.fixed import MAX_PLACES, to_decimal
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
@@ -127,37 +128,13 @@ class Trade(Message, frozen=True, kw_only=True, tag="trade.v1"):
 # Fixed-point numbers of a batch: an integer of units of 10**-places, exact: a price of 1.2345 is 12345
 # units at 4 places. At most 18 digits (units fit a signed 64-bit integer) and 28 places (as every number
 # on the wire: a size of 0.0061909999999999995, a float's artefact in a recorded file, still fits).
-PLACES_MAX = 28
+PLACES_MAX = MAX_PLACES
 UNITS_MAX = 10**18 - 1
 Places = Annotated[int, msgspec.Meta(ge=0, le=PLACES_MAX)]
 PriceUnits = Annotated[int, msgspec.Meta(ge=1, le=UNITS_MAX)]
 SizeUnits = Annotated[int, msgspec.Meta(ge=0, le=UNITS_MAX)]
 # Quotes in one batch: far more than natural batching gathers, and well inside the bus's message size limit.
 QUOTE_BATCH_MAX = 4096
-
-
-def fixed(units: int, places: int) -> Decimal:
-    """The exact Decimal of ``units`` at ``places``: ``fixed(12345, 4)`` is ``Decimal("1.2345")``."""
-    return Decimal(units).scaleb(-places)
-
-
-def places_of(value: Decimal) -> int:
-    """The decimal places ``value`` is written with (0 for a whole number, even one written ``1E+3``)."""
-    exponent = value.as_tuple().exponent
-    if not isinstance(exponent, int):
-        raise ValueError(f"{excerpt(value)} is not a finite number")
-    return max(-exponent, 0)
-
-
-def to_units(value: Decimal, places: int) -> int | None:
-    """``value`` in units of 10**-``places``, exactly; None when that is not a whole number of at most 18
-    digits, or ``places`` is beyond PLACES_MAX (the value does not fit a batch's fixed point)."""
-    if places > PLACES_MAX or not value.is_finite():
-        return None
-    units = value.scaleb(places)
-    if units != units.to_integral_value() or not 0 <= units <= UNITS_MAX:
-        return None
-    return int(units)
 
 
 # What a row's id and symbol may hold is checked by QuoteBatch.__post_init__ (a regular expression per field
@@ -188,9 +165,9 @@ class QuoteRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
         """This row as a Quote (exact Decimals) made at ``ts_init``."""
         return Quote(
             id=self.id, ts_event=self.ts_event, ts_init=ts_init, symbol=self.symbol,
-            bid=fixed(self.bid, self.places), ask=fixed(self.ask, self.places),
-            bid_size=None if self.bid_size is None else fixed(self.bid_size, self.bid_size_places),
-            ask_size=None if self.ask_size is None else fixed(self.ask_size, self.ask_size_places),
+            bid=to_decimal(self.bid, self.places), ask=to_decimal(self.ask, self.places),
+            bid_size=None if self.bid_size is None else to_decimal(self.bid_size, self.bid_size_places),
+            ask_size=None if self.ask_size is None else to_decimal(self.ask_size, self.ask_size_places),
         )  # fmt: skip
 
 

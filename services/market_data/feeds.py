@@ -22,7 +22,8 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing, QuoteBatcher
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.errors import BadRowError
-from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, Trade, places_of, to_units
+from rrr.shared.fixed import FixedPointError, rescale, to_units
+from rrr.shared.messages import UNITS_MAX, Quote, QuoteBatch, QuoteRow, Trade
 
 _log = logging.getLogger(__name__)
 
@@ -105,20 +106,26 @@ BATCH_ROWS = 512
 
 def _fixed_row(row: FileRow, source: str) -> QuoteRow | None:
     """A file's row as a batch row (id ``<source>:<line>``), or None if its numbers do not fit fixed point."""
-    places = max(places_of(row.bid), places_of(row.ask))
-    bid, ask = to_units(row.bid, places), to_units(row.ask, places)
-    if bid is None or ask is None:
+    try:
+        bid, bid_places = to_units(row.bid, name="bid")
+        ask, ask_places = to_units(row.ask, name="ask")
+        places = max(bid_places, ask_places)
+        bid, ask = rescale(bid, bid_places, places), rescale(ask, ask_places, places)
+        if row.bid_size is None or row.ask_size is None:
+            fixed_row = QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places)
+        else:
+            bid_size, bid_size_places = to_units(row.bid_size, name="bid_size")
+            ask_size, ask_size_places = to_units(row.ask_size, name="ask_size")
+            fixed_row = QuoteRow(
+                f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places, bid_size, ask_size, bid_size_places,
+                ask_size_places,
+            )  # fmt: skip
+    except FixedPointError:
         return None
-    if row.bid_size is None or row.ask_size is None:
-        return QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places)
-    bid_size_places, ask_size_places = places_of(row.bid_size), places_of(row.ask_size)
-    bid_size, ask_size = to_units(row.bid_size, bid_size_places), to_units(row.ask_size, ask_size_places)
-    if bid_size is None or ask_size is None:
+    # A batch row holds at most UNITS_MAX units: beyond, the quote goes alone.
+    if max(fixed_row.bid, fixed_row.ask, fixed_row.bid_size or 0, fixed_row.ask_size or 0) > UNITS_MAX:
         return None
-    return QuoteRow(
-        f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places, bid_size, ask_size, bid_size_places,
-        ask_size_places,
-    )  # fmt: skip
+    return fixed_row
 
 
 @dataclass(slots=True)

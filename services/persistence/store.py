@@ -14,6 +14,7 @@ import asyncpg
 import asyncpg.pool
 import msgspec
 
+from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
     Message,
     OrderAccepted,
@@ -24,7 +25,6 @@ from rrr.shared.messages import (
     QuoteBatch,
     Signal,
     Trade,
-    fixed,
 )
 
 # A plain connection or one borrowed from a pool.
@@ -121,9 +121,9 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
     for m in messages:
         if isinstance(m, QuoteBatch):
             for r in m.quotes:
-                bid_size = None if r.bid_size is None else fixed(r.bid_size, r.bid_size_places)
-                ask_size = None if r.ask_size is None else fixed(r.ask_size, r.ask_size_places)
-                bid, ask = fixed(r.bid, r.places), fixed(r.ask, r.places)
+                bid_size = None if r.bid_size is None else to_decimal(r.bid_size, r.bid_size_places)
+                ask_size = None if r.ask_size is None else to_decimal(r.ask_size, r.ask_size_places)
+                bid, ask = to_decimal(r.bid, r.places), to_decimal(r.ask, r.places)
                 quotes.append((r.id, r.symbol, r.ts_event, m.ts_init, bid, ask, bid_size, ask_size))
         elif isinstance(m, Quote):
             quotes.append((m.id, m.symbol, m.ts_event, m.ts_init, m.bid, m.ask, m.bid_size, m.ask_size))

@@ -12,7 +12,8 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
-from rrr.shared.messages import MarketData, Quote, QuoteBatch, Signal, SubmitOrder
+from rrr.shared.fixed import FixedPointError, rescale, to_decimal, to_units
+from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, Signal, SubmitOrder
 from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
@@ -77,16 +78,30 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index
 
     Raises:
         SymbolRefusedError: the quote's symbol is new and outside the universe; nothing changed.
+        FixedPointError: a price is beyond the fixed-point bounds (rrr.shared.fixed); the quote was not applied.
     """
-    mark = strategies.watermarks.get(quote.symbol)
+    bid, bid_places = to_units(quote.bid, name="bid")
+    ask, ask_places = to_units(quote.ask, name="ask")
+    places = max(bid_places, ask_places)
+    bid, ask = rescale(bid, bid_places, places), rescale(ask, ask_places, places)
+    return on_row(strategies, bus, QuoteRow(quote.id, quote.symbol, quote.ts_event, bid, ask, places), seq, index)
+
+
+def on_row(strategies: Strategies, bus: Bus, row: QuoteRow, seq: int = 0, index: int = 0) -> list[Outgoing]:
+    """``on_quote`` for a quote of a batch, its prices already in fixed point: the hot path."""
+    symbol = row.symbol
+    mark = strategies.watermarks.get(symbol)
     if mark is None:
-        strategies.universe.admit(quote.symbol, len(strategies.watermarks))
-        mark = strategies.watermarks[quote.symbol] = Watermark()
-    if mark.seen(quote.ts_event, quote.id):
+        strategies.universe.admit(symbol, len(strategies.watermarks))
+        mark = strategies.watermarks[symbol] = Watermark()
+    if mark.seen(row.ts_event, row.id):
         strategies.counters.stale_skipped += 1
         return []
-    cross = strategies.for_symbol(quote.symbol).on_quote(quote.bid, quote.ask)
-    mark.advance(quote.ts_event, quote.id)
+    book = strategies.books.get(symbol)
+    if book is None:
+        book = strategies.for_symbol(symbol)
+    cross = book.on_quote(row.bid, row.ask, row.places)
+    mark.advance(row.ts_event, row.id)
     if cross is None:
         return []
     now = strategies.clock()
@@ -95,14 +110,14 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index
     # the database de-duplicate.
     out = [
         bus.prepare(
-            subjects.signal(quote.symbol, strategies.shards),
+            subjects.signal(symbol, strategies.shards),
             Signal(
-                id=f"{name}:{quote.id}",
-                ts_event=quote.ts_event,
+                id=f"{name}:{row.id}",
+                ts_event=row.ts_event,
                 ts_init=now,
                 strategy=name,
-                symbol=quote.symbol,
-                quote_id=quote.id,
+                symbol=symbol,
+                quote_id=row.id,
                 direction=cross.direction,
                 fast=cross.fast,
                 slow=cross.slow,
@@ -113,18 +128,18 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index
     if cross.order_qty:
         out.append(
             bus.prepare(
-                subjects.order_command(quote.symbol, strategies.shards),
+                subjects.order_command(symbol, strategies.shards),
                 SubmitOrder(
-                    id=f"{name}-{quote.id}",
-                    ts_event=quote.ts_event,
+                    id=f"{name}-{row.id}",
+                    ts_event=row.ts_event,
                     ts_init=now,
                     strategy=name,
-                    symbol=quote.symbol,
+                    symbol=symbol,
                     side="buy" if cross.order_qty > 0 else "sell",
                     qty=abs(cross.order_qty),
-                    quote_ts=quote.ts_event,
-                    quote_bid=quote.bid,
-                    quote_ask=quote.ask,
+                    quote_ts=row.ts_event,
+                    quote_bid=to_decimal(row.bid, row.places),
+                    quote_ask=to_decimal(row.ask, row.places),
                     quote_seq=seq,
                     quote_index=index,
                 ),
@@ -159,19 +174,19 @@ async def on_quotes(
         strategies.seq = seq
         strategies.published = False
         message = delivery.message
-        if isinstance(message, Quote):
-            quotes: Sequence[Quote] = (message,)
-        elif isinstance(message, QuoteBatch):
-            quotes = [message.quote(i) for i in range(len(message.quotes))]
-        else:
+        if not isinstance(message, Quote | QuoteBatch):
             continue
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
             refused: list[str] = []
-            for index, quote in enumerate(quotes):
+            rows: Sequence[QuoteRow | Quote] = message.quotes if isinstance(message, QuoteBatch) else (message,)
+            for index, row in enumerate(rows):
                 try:
-                    out.extend(on_quote(strategies, bus, quote, seq, index))
-                except ArithmeticError as exc:
-                    refused.append(f"{type(exc).__name__} computing {quote.id}")
+                    if isinstance(row, QuoteRow):
+                        out.extend(on_row(strategies, bus, row, seq, index))
+                    else:
+                        out.extend(on_quote(strategies, bus, row, seq, index))
+                except FixedPointError as exc:
+                    refused.append(f"cannot compute {row.id} exactly: {exc}")
                 except SymbolRefusedError as exc:
                     strategies.counters.symbols_refused += 1
                     refused.append(str(exc))

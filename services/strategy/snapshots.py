@@ -8,10 +8,15 @@ and the database drop them as duplicates.
 Snapshots are saved in chunks on RRR_SNAPSHOTS, so they may be of any size. A snapshot of the key-value
 bucket RRR_STRATEGY_STATE (one entry, at most 1 MiB, what earlier versions saved) is still read when there
 is no newer one, and deleted once a newer one is saved: the move is one way.
+
+Snapshots are ``strategy_snapshot.v2``: each symbol's window in fixed-point integers with its places.
+``strategy_snapshot.v1`` (the window as Decimal sums, what earlier versions saved) is still read, and
+converted exactly; an earlier version refuses a v2 snapshot rather than misreading it.
 """
 
 from __future__ import annotations
 
+import decimal
 import logging
 import time
 from decimal import Decimal
@@ -27,10 +32,12 @@ from rrr.strategy.sma_cross import SmaCross, SmaCrossParams, SmaCrossState
 
 # The key-value bucket of earlier versions: read, never written.
 LEGACY_BUCKET = "RRR_STRATEGY_STATE"
+# Converts a v1 window to units: wide enough for any v1 sum, and trapping rather than rounding.
+_V1_CONTEXT = decimal.Context(prec=100, traps=[decimal.Inexact, decimal.InvalidOperation])
 _log = logging.getLogger(__name__)
 
 
-class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot.v1"):
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot.v2"):
     """The state of every symbol of one strategy instance after stream sequence ``seq``."""
 
     seq: int
@@ -39,8 +46,56 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot
     slow: int
     qty: Decimal
     books: dict[str, SmaCrossState]
-    # Added in a later version, so last and with a default: an older snapshot decodes with none.
+    watermarks: dict[str, Watermark]
+
+
+class SmaCrossStateV1(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A symbol's state as ``strategy_snapshot.v1`` holds it: the window as Decimal sums ``bid + ask``."""
+
+    window: list[Decimal]
+    prev_relation: int | None
+    target: Decimal
+    quotes_seen: int
+
+    def upgrade(self) -> SmaCrossState:
+        """The same state with the window in units of 10**-places, places being the most it needs."""
+        exponents = [value.as_tuple().exponent for value in self.window]
+        places = max([0] + [-exponent for exponent in exponents if isinstance(exponent, int)])
+        # v1's sums have at most 28 places and 19 digits before the point (its wire's bounds): at most 47
+        # digits, exact at 100. A value that is no finite number fails int(): the load stops, loudly.
+        window: list[int | str] = [int(_V1_CONTEXT.scaleb(value, places)) for value in self.window]
+        return SmaCrossState(
+            window=window,
+            places=places,
+            prev_relation=self.prev_relation,
+            target=self.target,
+            quotes_seen=self.quotes_seen,
+        )
+
+
+class SnapshotV1(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot.v1"):
+    """What earlier versions saved (read, never written)."""
+
+    seq: int
+    strategy: str
+    fast: int
+    slow: int
+    qty: Decimal
+    books: dict[str, SmaCrossStateV1]
+    # Added in a later version of v1, so last and with a default: an older snapshot decodes with none.
     watermarks: dict[str, Watermark] = {}
+
+    def upgrade(self) -> Snapshot:
+        """The same snapshot as v2, exactly."""
+        return Snapshot(
+            seq=self.seq,
+            strategy=self.strategy,
+            fast=self.fast,
+            slow=self.slow,
+            qty=self.qty,
+            books={symbol: state.upgrade() for symbol, state in self.books.items()},
+            watermarks=self.watermarks,
+        )
 
 
 class SnapshotMismatchError(RRRError):
@@ -54,7 +109,7 @@ class SnapshotMismatchError(RRRError):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Snapshot)
+_decoder = msgspec.msgpack.Decoder(Snapshot | SnapshotV1)
 
 
 def name(strategy: str, shard: int, shards: int) -> str:
@@ -87,7 +142,7 @@ async def load(
         where = f"{LEGACY_BUCKET}/{legacy_key_}"
     if not data:
         return 0, {}, {}
-    snapshot = _decoder.decode(data)
+    snapshot = decode(data)
     stored = f"{snapshot.strategy} fast={snapshot.fast} slow={snapshot.slow} qty={snapshot.qty}"
     configured = f"{strategy} fast={params.fast} slow={params.slow} qty={params.qty}"
     if stored != configured:
@@ -99,6 +154,12 @@ async def load(
     watermarks.update(snapshot.watermarks)
     _log.info("restored %d symbols from snapshot %s at stream sequence %d", len(books), where, snapshot.seq)
     return snapshot.seq, books, watermarks
+
+
+def decode(data: bytes) -> Snapshot:
+    """The snapshot ``data`` holds; a v1 snapshot converted to v2, exactly."""
+    snapshot = _decoder.decode(data)
+    return snapshot.upgrade() if isinstance(snapshot, SnapshotV1) else snapshot
 
 
 async def _load_legacy(bus: Bus, key_: str) -> bytes | None:

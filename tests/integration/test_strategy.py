@@ -9,6 +9,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
+import msgspec
 import nats.js.errors
 import pytest
 from nats.js.api import KeyValueConfig
@@ -243,8 +244,8 @@ async def test_strategy_given_the_same_quotes_again_after_a_restart_sends_no_sec
 
 
 async def test_strategy_state_larger_than_a_message_is_snapshotted_and_restored_exactly(bus: Bus) -> None:
-    # 10,000 symbols (the default cap) with a full window each: a snapshot of 2.3 MB, twice what nats-server
-    # takes in one message.
+    # 10,000 symbols (the default cap) with a full window each: a snapshot of about 1.6 MB, more than
+    # nats-server takes in one message (1 MiB).
     params = SmaCrossParams(fast=FAST, slow=SLOW)
     rows = _rows(SLOW)
     books: dict[str, SmaCross] = {}
@@ -253,10 +254,10 @@ async def test_strategy_state_larger_than_a_message_is_snapshotted_and_restored_
         symbol = f"S{i}"
         book = books[symbol] = SmaCross(params)
         for row in rows:
-            book.on_quote(Decimal(row.bid), Decimal(row.ask))
+            book.on_decimal_quote(Decimal(row.bid), Decimal(row.ask))
         watermarks[symbol] = Watermark(ts=rows[-1].ts_ns, ids=[f"{unique_id('quote')}:{i}"])
     name = snapshots.name("sma_cross", 0, 1)
-    assert len(snapshots.encode(1234, "sma_cross", params, books, watermarks)) > 2 * 1024 * 1024
+    assert len(snapshots.encode(1234, "sma_cross", params, books, watermarks)) > 1024 * 1024
     saver = snapshots.Saver(bus, name, snapshots.legacy_key("sma_cross", 0, 1), every_s=1)
 
     assert await saver.save(1234, "sma_cross", params, books, watermarks)
@@ -276,16 +277,34 @@ async def test_strategy_restored_from_a_snapshot_of_the_earlier_key_value_format
     symbol = unique_symbol("EURUSD")
     quotes = _quotes(symbol, rows)
     await _publish(bus, quotes, shards=1)
-    # What an earlier version saved after the first 500 quotes: one entry in the key-value bucket.
+    # What an earlier version saved after the first 500 quotes: one entry in the key-value bucket, in the
+    # format of then (strategy_snapshot.v1, the window as Decimal sums).
     params = SmaCrossParams(fast=FAST, slow=SLOW)
     book = SmaCross(params)
     for quote in quotes[:500]:
-        book.on_quote(quote.bid, quote.ask)
+        book.on_decimal_quote(quote.bid, quote.ask)
+    state = book.state()
     stored = await stream_messages(bus.js, "RRR_MD", subjects.quote(symbol, 1))
     legacy = await bus.js.create_key_value(KeyValueConfig(bucket=snapshots.LEGACY_BUCKET, history=1))
     key = snapshots.legacy_key("sma_cross", 0, 1)
     mark = Watermark(ts=quotes[499].ts_event, ids=[quotes[499].id])
-    await legacy.put(key, snapshots.encode(stored[499].seq, "sma_cross", params, {symbol: book}, {symbol: mark}))
+    v1 = snapshots.SnapshotV1(
+        seq=stored[499].seq,
+        strategy="sma_cross",
+        fast=FAST,
+        slow=SLOW,
+        qty=params.qty,
+        books={
+            symbol: snapshots.SmaCrossStateV1(
+                window=[quote.bid + quote.ask for quote in quotes[500 - SLOW : 500]],
+                prev_relation=state.prev_relation,
+                target=state.target,
+                quotes_seen=500,
+            )
+        },
+        watermarks={symbol: mark},
+    )
+    await legacy.put(key, msgspec.msgpack.encode(v1))
 
     async with running_service(app.run, StrategyConfig(nats_url=nats_url, heartbeat_ms=100), heartbeats) as strategy:
         await strategy.wait_for_counter("handled", 500)
