@@ -11,6 +11,7 @@ import msgspec
 
 from rrr.persistence import handlers
 from rrr.persistence.config import PersistenceConfig
+from rrr.persistence.positions import Position
 from rrr.persistence.schema import ensure_current
 from rrr.shared import subjects
 from rrr.shared.bus import (
@@ -53,13 +54,14 @@ async def _open_pool(config: PersistenceConfig) -> asyncpg.Pool:
 
 def _consumer(
     config: PersistenceConfig, family: str, stream: StreamSpec, filter_subject: str,
-    decoder: msgspec.msgpack.Decoder[M], handler: HandleBatch[M],
+    decoder: msgspec.msgpack.Decoder[M], handler: HandleBatch[M], start_seq: int | None = None,
 ) -> Consumer[M]:  # fmt: skip
-    # Batches as large as a write may be, waiting at most batch_max_ms for one to fill.
+    # Whatever is queued, up to batch_max_rows messages, as one batch (the handler writes it in transactions
+    # of at most batch_max_rows rows); with acknowledgements, waiting at most batch_max_ms for one to fill.
     return Consumer(
         stream, f"{SERVICE}-{family}-{config.shard}", filter_subject, decoder, handler,
         retries=True, batch_size=config.batch_max_rows, max_wait_s=config.batch_max_ms / 1000,
-        shards=config.shards,
+        shards=config.shards, start_seq=start_seq, acks=start_seq is None,
     )  # fmt: skip
 
 
@@ -68,19 +70,28 @@ async def _start(ctx: Context[PersistenceConfig]) -> Plan:
     pool = await _open_pool(config)
     # Closed once the consumers have stopped, so every batch in hand has committed first.
     ctx.stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), timeout=config.drain_timeout_s))
+    writer = handlers.Writer(pool, ctx.bus, max_rows=config.batch_max_rows)
+    # md, sig and evt: persistence owns its position in each stream (stored with the rows), so they are read
+    # without acknowledgements from the message after it.
+    planes = {"md": MARKET_DATA_STREAM, "sig": SIGNAL_STREAM, "evt": EVENT_STREAM}
+    positions = {family: Position(f"{SERVICE}-{family}-{shard}", stream.name) for family, stream in planes.items()}
     async with pool.acquire() as conn:
         await ensure_current(conn)
-    writer = handlers.Writer(pool, ctx.bus)
+        start = {family: await p.resume(conn, ctx.bus.js) for family, p in positions.items()}
     md, sig, evt = (subjects.plane_shard_filter(p, shard) for p in (MARKET_DATA_ALL, SIGNAL_ALL, EVENT_ALL))
     consumers: list[Consumer[Any]] = [
-        _consumer(config, "md", MARKET_DATA_STREAM, md, market_data_decoder, partial(handlers.on_market_data, writer)),
-        _consumer(config, "sig", SIGNAL_STREAM, sig, signal_decoder, partial(handlers.on_signals, writer)),
-        _consumer(config, "evt", EVENT_STREAM, evt, order_event_decoder, partial(handlers.on_events, writer)),
-        # Dead letters handed back after a fix (rrr-dlq republish), of any plane.
+        _consumer(config, "md", MARKET_DATA_STREAM, md, market_data_decoder,
+                  partial(handlers.on_market_data, writer, positions["md"]), start["md"]),
+        _consumer(config, "sig", SIGNAL_STREAM, sig, signal_decoder,
+                  partial(handlers.on_signals, writer, positions["sig"]), start["sig"]),
+        _consumer(config, "evt", EVENT_STREAM, evt, order_event_decoder,
+                  partial(handlers.on_events, writer, positions["evt"]), start["evt"]),
+        # Dead letters handed back after a fix (rrr-dlq republish), of any plane; rare: acknowledged.
         _consumer(config, "retry", RETRY_STREAM, f"retry.{SERVICE}.*.*.{shard}.*", any_decoder,
                   partial(handlers.on_retries, writer)),
     ]  # fmt: skip
-    return Plan(consumers=consumers, counters=writer.counters)
+    note = ", ".join(f"{family} from {seq}" for family, seq in start.items())
+    return Plan(consumers=consumers, counters=writer.counters, note=f"stream sequences: {note}")
 
 
 service = Service(

@@ -15,9 +15,18 @@ class PersistenceConfig(ServiceConfig, frozen=True, kw_only=True):
     database_url: Annotated[str, msgspec.Meta(min_length=1, description="PostgreSQL DSN")] = (
         "postgresql://postgres@127.0.0.1:5432/rrr"
     )
-    batch_max_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000, description="rows per write, at most")] = 2000
+    batch_max_rows: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=100_000,
+            description="messages per batch and rows per transaction, at most (a larger QuoteBatch alone)",
+        ),
+    ] = 2000
     batch_max_ms: Annotated[
         int,
-        msgspec.Meta(ge=1, le=60_000, description="longest wait for a batch to fill before it is written"),
+        msgspec.Meta(
+            ge=1, le=60_000, description="longest wait for a batch to fill (acknowledged consumers: the retries)"
+        ),
     ] = 100
     pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=100, description="PostgreSQL connections, at most")] = 4

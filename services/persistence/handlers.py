@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 from opentelemetry.trace import SpanKind
 
-from rrr.persistence.store import RowsWritten, write_batch
+from rrr.persistence.positions import Position
+from rrr.persistence.store import RowsWritten, rows_of, write_batch
 from rrr.shared.bus import Bus, Delivery, Rejected
 from rrr.shared.counters import Counters
 from rrr.shared.errors import TransientError
-from rrr.shared.messages import AnyMessage, MarketData, Message, OrderEvent, Signal
+from rrr.shared.messages import AnyMessage, MarketData, OrderEvent, Signal
 
 _log = logging.getLogger(__name__)
 ACQUIRE_TIMEOUT_S = 10.0
@@ -37,7 +38,8 @@ def _unavailable(exc: BaseException) -> bool:
 
 
 class PersistenceCounters(Counters, kw_only=True):
-    """What persistence counts, reported in its heartbeats: messages stored per consumer, rows per table."""
+    """What persistence counts, reported in its heartbeats: messages stored per consumer, rows per table,
+    messages skipped because the consumer's stored position already covered them."""
 
     md_messages: int = 0
     sig_messages: int = 0
@@ -50,6 +52,7 @@ class PersistenceCounters(Counters, kw_only=True):
     rows_fills: int = 0
     rows_positions: int = 0
     rows_orders_filled: int = 0
+    skipped_covered: int = 0
 
     def add_rows(self, written: RowsWritten) -> None:
         """Count the rows of one write."""
@@ -64,69 +67,115 @@ class PersistenceCounters(Counters, kw_only=True):
 
 @dataclass(slots=True)
 class Writer:
-    """What the handlers write with: the pool, the bus (for trace links) and the counters."""
+    """What the handlers write with: the pool, the bus (for trace links), the counters, and the most rows
+    one transaction writes (a single message larger than that goes alone)."""
 
     pool: asyncpg.Pool
     bus: Bus
+    max_rows: int
     counters: PersistenceCounters = field(default_factory=PersistenceCounters)
 
 
-async def _write(pool: asyncpg.Pool, messages: Sequence[Message], acquire_timeout_s: float) -> RowsWritten:
-    # One transaction per call; the bus acknowledges the batch only after this returns, i.e. after the
-    # commit. If PostgreSQL is unavailable, nothing is acknowledged and the batch is redelivered later.
+async def _write(writer: Writer, batch: Sequence[Delivery[Any]], position: Position | None, *, advance: bool) -> int:
+    """Write a batch in one transaction; with a position, skip what it covers and, if ``advance``, move it
+    to the batch's last message in the same transaction. Counted once committed; return the messages
+    written."""
+    # The bus never acknowledges anything before this returns, and a position moves only with the rows it
+    # covers: if PostgreSQL is unavailable, the same batch comes again.
+    skipped, written = 0, RowsWritten()
     try:
-        async with pool.acquire(timeout=acquire_timeout_s) as conn, conn.transaction():
-            return await write_batch(conn, messages)
+        async with writer.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
+            if position is not None:
+                # Read in the transaction, not remembered: a commit whose reply was lost (an outage at the
+                # wrong moment) may have stored the batch that is now tried again.
+                covered = await position.locked(conn)
+                fresh = [d for d in batch if d.seq > covered]
+                skipped = len(batch) - len(fresh)
+                batch = fresh
+            if batch:
+                written = await write_batch(conn, [d.message for d in batch])
+                if position is not None and advance:
+                    await position.advance(conn, batch[-1].seq)
     except Exception as exc:
         if _unavailable(exc):
             raise TransientError(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
         raise
+    writer.counters.skipped_covered += skipped
+    writer.counters.add_rows(written)
+    return len(batch)
 
 
-async def _store(writer: Writer, batch: Sequence[Delivery[Any]], family: str) -> tuple[int, list[Rejected]]:
-    """Write a batch; return how many of its messages were stored, and those the database refused."""
+def _chunks(batch: Sequence[Delivery[Any]], max_rows: int) -> Iterator[Sequence[Delivery[Any]]]:
+    """Consecutive runs of messages of at most ``max_rows`` rows each (a larger message alone)."""
+    start, rows = 0, 0
+    for i, delivery in enumerate(batch):
+        n = rows_of(delivery.message)
+        if i > start and rows + n > max_rows:
+            yield batch[start:i]
+            start, rows = i, 0
+        rows += n
+    if start < len(batch):
+        yield batch[start:]
+
+
+async def _store(
+    writer: Writer, batch: Sequence[Delivery[Any]], family: str, position: Position | None
+) -> tuple[int, list[Rejected]]:
+    """Write a batch; return how many of its messages were stored (not skipped), and those refused.
+
+    A message the database refuses (bad data, say) is returned as Rejected; the bus hands it to the retries
+    or dead-letters it after this returns. The position therefore stops before the first refused message:
+    what follows it is stored, but covered only by a later batch's position, which the bus hands over once
+    the refused message is safely in the retry or dead-letter stream. A crash in between writes the
+    messages after it again (stored once, by their keys) and refuses it again: never lost.
+    """
     # One span for the batch, linked to each message's sender: the OpenTelemetry way for a batch consumer.
     with writer.bus.tracer.start_as_current_span(
         f"persistence.write_{family}", kind=SpanKind.CONSUMER, links=writer.bus.links([d.msg for d in batch])
     ) as span:
         span.set_attribute("messaging.batch.message_count", len(batch))
-        rejected: list[Rejected] = []
-        try:
-            writer.counters.add_rows(await _write(writer.pool, [d.message for d in batch], ACQUIRE_TIMEOUT_S))
-        except asyncpg.PostgresError:
-            # The database refuses something in the batch (bad data, say): write the messages one by one, so
-            # that only the culprit is retried and, in the end, dead-lettered.
-            for delivery in batch:
+        stored, rejected = 0, list[Rejected]()
+        for chunk in _chunks(batch, writer.max_rows):
+            try:
+                stored += await _write(writer, chunk, position, advance=not rejected)
+                continue
+            except asyncpg.PostgresError:
+                pass
+            # The database refuses something in the chunk: write its messages one by one, so that only the
+            # culprit is retried and, in the end, dead-lettered. A QuoteBatch is one message: one refused
+            # quote sends the whole message (all its quotes) to the retries, with the reason.
+            for delivery in chunk:
                 try:
-                    writer.counters.add_rows(await _write(writer.pool, [delivery.message], ACQUIRE_TIMEOUT_S))
+                    stored += await _write(writer, [delivery], position, advance=not rejected)
                 except asyncpg.PostgresError as exc:
                     rejected.append(Rejected(delivery, f"postgres: {type(exc).__name__}: {exc}"))
-        return len(batch) - len(rejected), rejected
+        return stored, rejected
 
 
-async def on_market_data(writer: Writer, batch: Sequence[Delivery[MarketData]]) -> list[Rejected]:
-    """``md.*.<shard>.*``: quotes and trades."""
-    stored, rejected = await _store(writer, batch, "md")
+async def on_market_data(writer: Writer, position: Position, batch: Sequence[Delivery[MarketData]]) -> list[Rejected]:
+    """``md.*.<shard>.*``: quotes (single and in batches) and trades."""
+    stored, rejected = await _store(writer, batch, "md", position)
     writer.counters.md_messages += stored
     return rejected
 
 
-async def on_signals(writer: Writer, batch: Sequence[Delivery[Signal]]) -> list[Rejected]:
+async def on_signals(writer: Writer, position: Position, batch: Sequence[Delivery[Signal]]) -> list[Rejected]:
     """``sig.*.<shard>.*``: strategy signals."""
-    stored, rejected = await _store(writer, batch, "sig")
+    stored, rejected = await _store(writer, batch, "sig", position)
     writer.counters.sig_messages += stored
     return rejected
 
 
-async def on_events(writer: Writer, batch: Sequence[Delivery[OrderEvent]]) -> list[Rejected]:
+async def on_events(writer: Writer, position: Position, batch: Sequence[Delivery[OrderEvent]]) -> list[Rejected]:
     """``evt.*.<shard>.*``: order events, fills and positions."""
-    stored, rejected = await _store(writer, batch, "evt")
+    stored, rejected = await _store(writer, batch, "evt", position)
     writer.counters.evt_messages += stored
     return rejected
 
 
 async def on_retries(writer: Writer, batch: Sequence[Delivery[AnyMessage]]) -> list[Rejected]:
-    """``retry.persistence.*.*.<shard>.*``: dead letters handed back with ``rrr-dlq republish``."""
-    stored, rejected = await _store(writer, batch, "retry")
+    """``retry.persistence.*.*.<shard>.*``: messages refused before and dead letters handed back with
+    ``rrr-dlq republish``. Acknowledged one by one (rare, and of any stream): no position."""
+    stored, rejected = await _store(writer, batch, "retry", None)
     writer.counters.retry_messages += stored
     return rejected

@@ -1,8 +1,13 @@
 """Batched, idempotent writes of wire messages to PostgreSQL.
 
 Each table is written with one statement per batch: ``INSERT ... SELECT FROM unnest($1, $2, ...)`` with
-one array parameter per column. Unique keys make every write idempotent: a redelivered message finds its
-row already there and changes nothing, so nothing is stored twice.
+one array parameter per column. Unique keys make every write idempotent: a redelivered message, or a quote
+of a file replayed after JetStream's duplicate window, finds its row already there and changes nothing, so
+nothing is stored twice.
+
+Quotes of a QuoteBatch go as they travel, integer units and places, and become NUMERIC in SQL
+(``units * 10^-places``, exact and at that scale): no Decimal per value in Python. That, not COPY, is what
+made writes faster (bench/persistence_write.py, figures in bench/README.md).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import msgspec
 
 from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
+    PLACES_MAX,
     Message,
     OrderAccepted,
     OrderFilled,
@@ -34,6 +40,19 @@ _INSERT_QUOTES = """
 INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
                      $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
+ON CONFLICT (id) DO NOTHING"""
+
+# 10^-p for p = 0 ... PLACES_MAX, each at scale p: times an integer, it gives exactly that scale.
+_SCALES = [to_decimal(1, places) for places in range(PLACES_MAX + 1)]
+
+_INSERT_QUOTE_ROWS = """
+INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
+SELECT u.id, u.symbol, u.ts_event, u.ts_init, u.bid * k.s[u.places + 1], u.ask * k.s[u.places + 1],
+       u.bid_size * k.s[u.bid_size_places + 1], u.ask_size * k.s[u.ask_size_places + 1]
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::smallint[],
+              $8::bigint[], $9::bigint[], $10::smallint[], $11::smallint[])
+       AS u(id, symbol, ts_event, ts_init, bid, ask, places, bid_size, ask_size, bid_size_places, ask_size_places),
+       (SELECT $12::numeric[] AS s) AS k
 ON CONFLICT (id) DO NOTHING"""
 
 _INSERT_TRADES = """
@@ -83,6 +102,11 @@ ON CONFLICT (symbol) DO UPDATE
  WHERE positions.version < excluded.version"""
 
 
+def rows_of(message: Message) -> int:
+    """How many rows ``message`` writes: a QuoteBatch one per quote, anything else one."""
+    return len(message.quotes) if isinstance(message, QuoteBatch) else 1
+
+
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
@@ -112,6 +136,7 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
     acceptance, and of several positions of a symbol the highest version wins.
     """
     quotes: list[tuple[Any, ...]] = []
+    quote_rows: list[tuple[Any, ...]] = []
     trades: list[tuple[Any, ...]] = []
     signals: list[tuple[Any, ...]] = []
     orders: dict[str, list[Any]] = {}
@@ -120,11 +145,23 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
     positions: dict[str, tuple[Any, ...]] = {}
     for m in messages:
         if isinstance(m, QuoteBatch):
-            for r in m.quotes:
-                bid_size = None if r.bid_size is None else to_decimal(r.bid_size, r.bid_size_places)
-                ask_size = None if r.ask_size is None else to_decimal(r.ask_size, r.ask_size_places)
-                bid, ask = to_decimal(r.bid, r.places), to_decimal(r.ask, r.places)
-                quotes.append((r.id, r.symbol, r.ts_event, m.ts_init, bid, ask, bid_size, ask_size))
+            ts_init = m.ts_init
+            quote_rows.extend(
+                (
+                    r.id,
+                    r.symbol,
+                    r.ts_event,
+                    ts_init,
+                    r.bid,
+                    r.ask,
+                    r.places,
+                    r.bid_size,
+                    r.ask_size,
+                    r.bid_size_places,
+                    r.ask_size_places,
+                )
+                for r in m.quotes
+            )
         elif isinstance(m, Quote):
             quotes.append((m.id, m.symbol, m.ts_event, m.ts_init, m.bid, m.ask, m.bid_size, m.ask_size))
         elif isinstance(m, Trade):
@@ -178,8 +215,10 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
                 positions[m.symbol] = (m.symbol, m.qty, m.avg_price, m.realized_pnl, m.version, m.ts_event)
 
     written = RowsWritten()
+    if quote_rows:
+        written.quotes = _count(await conn.execute(_INSERT_QUOTE_ROWS, *_columns(quote_rows), _SCALES))
     if quotes:
-        written.quotes = _count(await conn.execute(_INSERT_QUOTES, *_columns(quotes)))
+        written.quotes += _count(await conn.execute(_INSERT_QUOTES, *_columns(quotes)))
     if trades:
         written.trades = _count(await conn.execute(_INSERT_TRADES, *_columns(trades)))
     if signals:

@@ -321,6 +321,7 @@ class Consuming(DeadLetters):
                 msgs = [m for m in msgs if int(m.metadata.sequence.stream) >= next_seq]
                 if not msgs:
                     continue
+                last_seq = int(msgs[-1].metadata.sequence.stream)
                 while True:
                     try:
                         await self._process(msgs, consumer)
@@ -332,7 +333,7 @@ class Consuming(DeadLetters):
                         if stop.is_set():
                             return  # the service's own position still says where to resume
                 backoff.reset()
-                next_seq = int(msgs[-1].metadata.sequence.stream) + 1
+                next_seq = last_seq + 1
         finally:
             if not self.nc.is_closed:
                 with contextlib.suppress(nats.errors.Error):
@@ -356,6 +357,13 @@ class Consuming(DeadLetters):
                 mismatched += 1
                 continue
             batch.append(Delivery(msg, message))
+        if not consumer.acks and refused:
+            # The handler stores its own position in the stream, which may pass these: their dead letters
+            # are stored first, so that a crash after the handler never leaves one behind that position.
+            # Taken out of ``msgs`` once stored: a batch tried again (TransientError) does not repeat them.
+            await self._refuse(refused, mismatched)
+            msgs[:] = [delivery.msg for delivery in batch]
+            refused, mismatched = [], 0
         rejected: Sequence[Rejected] = ()
         if batch:
             try:
@@ -367,10 +375,7 @@ class Consuming(DeadLetters):
                 # is safe.
                 raise FatalError(f"handler failed on {batch[0].msg.subject}: {type(exc).__name__}: {exc}") from exc
         # Dead letters and retries are stored before the acknowledgement that covers their originals.
-        for msg, reason in refused:
-            await self.dead_letter(msg, reason)
-        self.counters.malformed += len(refused) - mismatched
-        self.counters.mismatched += mismatched
+        await self._refuse(refused, mismatched)
         for failure in rejected:
             msg = failure.delivery.msg
             self.counters.handler_rejected += 1
@@ -384,6 +389,12 @@ class Consuming(DeadLetters):
             for msg in msgs:
                 await msg.ack()
         self.counters.handled += len(batch) - len(rejected)
+
+    async def _refuse(self, refused: list[tuple[Msg, str]], mismatched: int) -> None:
+        for msg, reason in refused:
+            await self.dead_letter(msg, reason)
+        self.counters.malformed += len(refused) - mismatched
+        self.counters.mismatched += mismatched
 
 
 def _queued(sub: NatsSubscription, limit: int) -> list[Msg]:

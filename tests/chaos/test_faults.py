@@ -42,8 +42,8 @@ async def _stored_quotes_reach(system: System, rows: int) -> None:
 
 
 async def test_1_persistence_killed_mid_replay_stores_every_quote_order_and_fill_once(system: System) -> None:
-    # SIGKILL after 3,000 messages were written and committed, before they were acknowledged: JetStream
-    # redelivers them to the restarted service, and the rest of the replay is published while it is down.
+    # SIGKILL once 3,000 messages were written and committed with the consumers' positions: the restarted
+    # service resumes after them, and the rest of the replay is published while it is down.
     await system.start("market_data-0", "strategy-0", "execution-0")
     await system.start("persistence-0", crash_before_ack=3000)
     replay = system.replay(EURUSD)

@@ -6,13 +6,16 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import nats.js.errors
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from rrr.persistence import app
 from rrr.persistence.config import PersistenceConfig
 from rrr.persistence.schema import migrate
 from rrr.shared import subjects
-from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
+from rrr.shared.bus import DLQ_DELIVERIES, DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
+from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
     Message,
     OrderAccepted,
@@ -20,9 +23,12 @@ from rrr.shared.messages import (
     OrderRejected,
     PositionUpdated,
     Quote,
+    QuoteBatch,
+    QuoteRow,
     Signal,
     Trade,
     encode,
+    market_data_decoder,
 )
 from tests.support.factories import (
     make_order,
@@ -33,6 +39,7 @@ from tests.support.factories import (
     make_quote,
     make_signal,
     make_trade,
+    unique_id,
     unique_symbol,
 )
 from tests.support.services import Heartbeats, running_service
@@ -189,7 +196,7 @@ async def test_persistence_with_a_fill_stored_before_its_acceptance_records_the_
     assert await db.fetchval("SELECT status FROM orders WHERE client_order_id = $1", order.id) == "filled"
 
 
-async def test_persistence_applies_migration_1_once_and_starts_again_on_a_migrated_database(
+async def test_persistence_applies_the_migrations_once_and_resumes_after_its_stored_position(
     config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
 ) -> None:
     symbol = unique_symbol("MIG")
@@ -199,14 +206,161 @@ async def test_persistence_applies_migration_1_once_and_starts_again_on_a_migrat
         await _publish(bus, [first], copy="a")
         await persistence.wait_for_counter("handled", 1)
     applied = await db.fetch("SELECT version, name, applied_at FROM schema_migrations")
+    stopped_at = await _position(db, "md")
 
     async with running_service(app.run, config, heartbeats) as again:
         await _publish(bus, [second], copy="a")
         counters = await again.wait_for_counter("handled", 1)
 
-    assert [(r["version"], r["name"]) for r in applied] == [(1, "initial")]
+    assert [(r["version"], r["name"]) for r in applied] == [(1, "initial"), (2, "consumer_positions")]
     assert await db.fetch("SELECT version, name, applied_at FROM schema_migrations") == applied
     assert await migrate(db) == []
-    # The second instance resumed after what the first one acknowledged: it handled the new quote only.
+    # The position was committed with the first quote's row; the second instance started after it and
+    # handled the new quote only.
+    assert stopped_at == 1
     assert counters["handled"] == 1
+    assert counters.get("skipped_covered", 0) == 0
+    assert await _position(db, "md") == 2
     assert await db.fetchval("SELECT count(*) FROM quotes WHERE symbol = $1", symbol) == 2
+
+
+async def _position(db: asyncpg.Connection, family: str) -> int | None:
+    value = await db.fetchval("SELECT last_seq FROM consumer_positions WHERE consumer = $1", f"persistence-{family}-0")
+    return None if value is None else int(value)
+
+
+def _quote_rows(symbol: str, start: int, n: int, **fields: Any) -> list[QuoteRow]:
+    return [QuoteRow(id=f"{symbol}:{start + i}", symbol=symbol, ts_event=start + i, **fields) for i in range(n)]
+
+
+async def _publish_batch(bus: Bus, rows: list[QuoteRow]) -> int:
+    """Publish one QuoteBatch of ``rows`` on md.quotes.0.test; return its stream sequence."""
+    batch = QuoteBatch(id=unique_id("b"), ts_event=rows[0].ts_event, ts_init=7, source="test", quotes=rows)
+    ack = await bus.js.publish(subjects.quote_batch(0, "test"), encode(batch), headers={MSG_ID: batch.id})
+    return int(ack.seq)
+
+
+def _text(units: int | None, places: int) -> str | None:
+    return None if units is None else format(to_decimal(units, places), "f")
+
+
+async def test_persistence_stores_every_quote_of_a_batch_with_its_exact_numeric_text(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("FIX")
+    rows = [
+        QuoteRow(id=f"{symbol}:1", symbol=symbol, ts_event=1, bid=110_000, ask=110_002, places=5),
+        QuoteRow(id=f"{symbol}:2", symbol=symbol, ts_event=2, bid=10_000, ask=999_999_999_999_999_999, places=18,
+                 bid_size=31_035_000_000_000_004, ask_size=0, bid_size_places=18, ask_size_places=18),
+        QuoteRow(id=f"{symbol}:3", symbol=symbol, ts_event=3, bid=1, ask=999_999_999_999_999_999, places=0,
+                 bid_size=5, ask_size=None),
+        QuoteRow(id=f"{symbol}:4", symbol=symbol, ts_event=4, bid=10_000, ask=10_000, places=4,
+                 bid_size=1_000, ask_size=2_500, bid_size_places=3, ask_size_places=3),
+    ]  # fmt: skip
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish_batch(bus, rows[:2])
+        seq = await _publish_batch(bus, rows[2:])
+        counters = await persistence.wait_for_counter("handled", 2)
+
+    stored = await db.fetch(
+        "SELECT id, symbol, ts_event, ts_init, bid::text, ask::text, bid_size::text, ask_size::text "
+        "FROM quotes ORDER BY id"
+    )
+    assert [tuple(r.values()) for r in stored] == [
+        (r.id, symbol, r.ts_event, 7, _text(r.bid, r.places), _text(r.ask, r.places),
+         _text(r.bid_size, r.bid_size_places), _text(r.ask_size, r.ask_size_places))
+        for r in rows
+    ]  # fmt: skip
+    # The numbers as written, trailing zeros and all: 1.10000, 0.000000000000010000, 1.0000, 0.000 ...
+    assert stored[0]["bid"] == "1.10000"
+    assert stored[1]["ask_size"] == "0.000000000000000000"
+    assert stored[3]["bid_size"] == "1.000"
+    assert (counters["md_messages"], counters["rows_quotes"]) == (2, 4)
+    assert await _position(db, "md") == seq
+
+
+async def test_persistence_skips_a_batch_its_stored_position_already_covers(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("COV")
+    price = {"bid": 100, "ask": 101, "places": 2}
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish_batch(bus, _quote_rows(symbol, 0, 3, **price))
+        await persistence.wait_for_counter("handled", 1)
+        # As after a commit whose reply was lost: the position already covers the next two messages the
+        # consumer reads (here moved by hand), so they are counted and skipped, not written.
+        await db.execute("UPDATE consumer_positions SET last_seq = 3 WHERE consumer = 'persistence-md-0'")
+        covered = [await _publish_batch(bus, _quote_rows(symbol, n, 2, **price)) for n in (10, 20)]
+        last = await _publish_batch(bus, _quote_rows(symbol, 30, 2, **price))
+        counters = await persistence.wait_for_counter("handled", 4)
+
+    assert covered == [2, 3]
+    assert counters["skipped_covered"] == 2
+    assert (counters["md_messages"], counters["rows_quotes"]) == (2, 5)
+    ids = await db.fetch("SELECT id FROM quotes ORDER BY ts_event")
+    assert [r["id"] for r in ids] == [f"{symbol}:{n}" for n in (0, 1, 2, 30, 31)]
+    assert await _position(db, "md") == last
+
+
+async def test_persistence_upgraded_from_a_durable_consumer_resumes_after_its_ack_floor_and_deletes_it(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("UPG")
+    price = {"bid": 100, "ask": 101, "places": 2}
+    seqs = [await _publish_batch(bus, _quote_rows(symbol, 10 * n, 1, **price)) for n in range(5)]
+    # The consumer persistence ran before positions: it acknowledged the first three messages.
+    durable = "persistence-md-0"
+    config_ = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL)
+    old = await bus.js.pull_subscribe("md.*.0.*", durable=durable, stream="RRR_MD", config=config_)
+    for msg in await old.fetch(3, timeout=5):
+        await msg.ack_sync()
+    await old.unsubscribe()
+    assert (await bus.js.consumer_info("RRR_MD", durable)).ack_floor.stream_seq == 3
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        counters = await persistence.wait_for_counter("handled", 2)
+
+    assert counters["handled"] == 2
+    ids = await db.fetch("SELECT id FROM quotes ORDER BY ts_event")
+    assert [r["id"] for r in ids] == [f"{symbol}:30", f"{symbol}:40"]
+    assert await _position(db, "md") == seqs[-1]
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await bus.js.consumer_info("RRR_MD", durable)
+
+
+async def test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_stores_the_others(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    await migrate(db)
+    # A refusal of the database for data that decodes: a trigger stands in for any such refusal.
+    await db.execute(
+        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.id LIKE 'poison%' THEN RAISE EXCEPTION 'refusing %', NEW.id; END IF; RETURN NEW; END $$;
+           CREATE TRIGGER refuse_poison BEFORE INSERT ON quotes FOR EACH ROW EXECUTE FUNCTION refuse_poison();"""
+    )
+    symbol = unique_symbol("BAD")
+    price = {"bid": 100, "ask": 101, "places": 2}
+    poisoned = [*_quote_rows(symbol, 10, 2, **price), QuoteRow(id="poison-1", symbol=symbol, ts_event=12, **price)]
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish_batch(bus, _quote_rows(symbol, 0, 2, **price))
+        await _publish_batch(bus, poisoned)
+        await _publish_batch(bus, _quote_rows(symbol, 20, 2, **price))
+        # Retried by the retry consumer up to the bound, then dead-lettered; nothing else is held back.
+        await persistence.wait_for_counter("dead_lettered", 1)
+        last = await _publish_batch(bus, _quote_rows(symbol, 30, 1, **price))
+        counters = await persistence.wait_for_counter("md_messages", 3)
+
+    ids = await db.fetch("SELECT id FROM quotes ORDER BY ts_event")
+    assert [r["id"] for r in ids] == [f"{symbol}:{n}" for n in (0, 1, 20, 21, 30)]
+    assert await _position(db, "md") == last
+    dead = await stream_messages(bus.js, "RRR_DLQ", subjects.dead_letter(subjects.quote_batch(0, "test")))
+    assert len(dead) == 1
+    letter = market_data_decoder.decode(dead[0].data)
+    assert isinstance(letter, QuoteBatch)
+    assert [r.id for r in letter.quotes] == [r.id for r in poisoned]
+    assert "refusing poison-1" in dead[0].headers[DLQ_REASON]
+    assert dead[0].headers[DLQ_DELIVERIES] == "5"
+    assert (counters["retried"], counters["dead_lettered"], counters.get("skipped_covered", 0)) == (4, 1, 0)

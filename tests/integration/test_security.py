@@ -354,7 +354,7 @@ async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_
                 subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60, check=False
             )
             assert done.returncode == 0, done.stderr
-            assert "migrations applied now: [1]" in done.stdout
+            assert "migrations applied now: [1, 2]" in done.stdout
             assert owner_dsn.split("@")[0].rsplit(":", 1)[1] not in done.stdout + done.stderr  # no password shown
             conn = await asyncpg.connect(owner_dsn)
             try:
@@ -366,6 +366,7 @@ async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_
                 await conn.close()
             privileges = {(g["table_name"], g["privilege_type"]) for g in grants}
             assert {p for t, p in privileges if t == "fills"} == {"SELECT", "INSERT", "UPDATE"}
+            assert {p for t, p in privileges if t == "consumer_positions"} == {"SELECT", "INSERT", "UPDATE"}
             assert {p for t, p in privileges if t == "schema_migrations"} == {"SELECT"}
     finally:
         admin = await asyncpg.connect(pg_server.admin_dsn)

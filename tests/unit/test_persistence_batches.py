@@ -1,0 +1,36 @@
+"""How persistence cuts a batch of messages into transactions: bounded in rows, never splitting a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from rrr.persistence.handlers import _chunks
+from rrr.persistence.store import rows_of
+from rrr.shared.bus import Delivery
+from rrr.shared.messages import QUOTE_BATCH_MAX, Message, QuoteBatch, QuoteRow
+from tests.support.factories import make_quote
+
+
+def _batch(rows: int) -> QuoteBatch:
+    quotes = [QuoteRow(id=f"q{i}", symbol="EURUSD", ts_event=i, bid=1, ask=2, places=0) for i in range(rows)]
+    return QuoteBatch(id=f"b{rows}", ts_event=0, ts_init=0, source="test", quotes=quotes)
+
+
+def _deliveries(messages: list[Message]) -> list[Delivery[Any]]:
+    return [Delivery(Msg(None, subject="md.quotes.0.test"), m) for m in messages]  # type: ignore[arg-type]
+
+
+def _sizes(messages: list[Message], max_rows: int) -> list[list[int]]:
+    return [[rows_of(d.message) for d in chunk] for chunk in _chunks(_deliveries(messages), max_rows)]
+
+
+def test_full_quote_batches_go_one_per_transaction_when_two_exceed_the_bound() -> None:
+    full = _batch(QUOTE_BATCH_MAX)
+    assert _sizes([full, full, full], 6000) == [[4096], [4096], [4096]]
+
+
+def test_small_messages_are_gathered_up_to_the_bound_in_stream_order_and_a_larger_one_goes_alone() -> None:
+    messages: list[Message] = [_batch(1500), make_quote(), make_quote(), _batch(498), _batch(3000), make_quote()]
+    assert _sizes(messages, 2000) == [[1500, 1, 1, 498], [3000], [1]]
