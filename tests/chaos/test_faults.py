@@ -83,7 +83,8 @@ async def test_2_execution_killed_between_consuming_and_acknowledging_fills_no_o
 
 async def test_3_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted_run(system: System) -> None:
     await system.start("persistence-0", "market_data-0", "execution-0")
-    await system.start("strategy-0", extra_env={"RRR_STRATEGY_SNAPSHOT_EVERY_MS": "100"}, crash_before_ack=4000)
+    # The replay sends the file's 9,500 quotes in batches of 512: killed after 8 batches, about 4,000 quotes.
+    await system.start("strategy-0", extra_env={"RRR_STRATEGY_SNAPSHOT_EVERY_MS": "100"}, crash_before_ack=8)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
     await system.start("strategy-0")

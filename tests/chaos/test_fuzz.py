@@ -22,6 +22,8 @@ from rrr.shared.messages import (
     OrderRejected,
     PositionUpdated,
     Quote,
+    QuoteBatch,
+    QuoteRow,
     Signal,
     SubmitOrder,
     Trade,
@@ -98,6 +100,7 @@ def _one_of_each() -> list[Message]:
     return [
         Quote(id="f-q", symbol="FUZZ", bid=d(1), ask=d(2), **common),
         Trade(id="f-t", symbol="FUZZ", price=d(1), size=d(1), **common),
+        QuoteBatch(id="f-b", source="fuzz", quotes=[QuoteRow("f-b1", "FUZZ", 1, 1, 2, 0)], **common),
         Signal(id="f-s", strategy="x", symbol="FUZZ", quote_id="q", direction="up", fast=d(1), slow=d(1),
                target=d(1), **common),
         SubmitOrder(id="f-o", strategy="x", symbol="FUZZ", side="buy", qty=d(1), quote_ts=1, quote_bid=d(1),
@@ -123,6 +126,7 @@ async def test_random_and_wrong_type_payloads_on_every_subscribed_subject_are_co
     accepted = {
         "md.quote.0.FUZZ": (Quote,),
         "md.trade.0.FUZZ": (Trade,),
+        "md.quotes.0.fuzz": (QuoteBatch,),
         "sig.signal.0.FUZZ": (Signal,),
         "cmd.order.0.FUZZ": (SubmitOrder,),
         "evt.order.0.FUZZ": (OrderAccepted, OrderRejected, OrderFilled),
@@ -140,12 +144,12 @@ async def test_random_and_wrong_type_payloads_on_every_subscribed_subject_are_co
     finally:
         await nc.close()
 
-    quotes, trades, sig, cmd, evt, pos = (sent[s] for s in accepted)
+    quotes, trades, batches, sig, cmd, evt, pos = (sent[s] for s in accepted)
     expected = {
-        "market_data-0": quotes,  # its core subscription to md.quote
-        "strategy-0": quotes,
+        "market_data-0": quotes + trades + batches,  # its core subscription to md.*.0.*
+        "strategy-0": quotes + trades + batches,
         "execution-0": cmd,
-        "persistence-0": quotes + trades + sig + evt + pos,
+        "persistence-0": quotes + trades + batches + sig + evt + pos,
     }
 
     def _refused() -> dict[str, int]:

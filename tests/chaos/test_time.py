@@ -19,6 +19,7 @@ from nats.js.api import StorageType, StreamConfig
 from rrr.deploy.nats_permissions import new_users
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from tests.support.checks import Comparison, wait_for_exact
+from tests.support.streams import count_quotes
 from tests.support.system import FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
@@ -63,7 +64,7 @@ async def test_9_replay_interrupted_and_resumed_after_the_duplicate_window_trade
         js = nc.jetstream()
 
         async def _quotes_in_stream() -> int:
-            return int((await js.stream_info("RRR_MD")).state.messages)
+            return await count_quotes(js)
 
         await wait_until(lambda: _at_least(_quotes_in_stream(), 3000), 60, "3,000 quotes in the stream")
     finally:
@@ -153,11 +154,13 @@ async def test_11_a_full_jetstream_store_for_30_s_mid_replay_is_back_pressure_an
         ) as system:
             await system.start()
             pids = {name: proc.pid for name, proc in system.procs.items()}
-            # About 1 MB left: the replay runs out of store part of the way through the file.
-            await _fill_store(nats_server.url, leave_bytes=1024 * 1024)
+            # About 256 KB left: the replay (about 450 KB of quote batches) runs out of store part of the way
+            # through the file.
+            await _fill_store(nats_server.url, leave_bytes=256 * 1024)
             replay = system.replay(EURUSD)
+            # The first quotes reach the strategy: it handles them, or waits with their orders for space.
             await wait_until(
-                lambda: system.counters("strategy-0").get("handled", 0) >= 1,
+                lambda: any(system.counters("strategy-0").get(c, 0) >= 1 for c in ("handled", "store_full")),
                 60,
                 "the first quotes to reach the strategy",
             )
