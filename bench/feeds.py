@@ -6,8 +6,9 @@ What ran: a server process (picows, so that the sender is never the bottleneck) 
 Binance ``bookTicker`` frames (about 100 bytes of JSON each, text frames, no compression), laid out once
 and written in one call, as fast as its socket takes them to the one client that connects; a client
 process on uvloop that receives them all, with ``websockets`` 17 (``websockets.asyncio.client``,
-``async for`` over the connection, the library's default ``max_queue``) or with ``picows`` 2 (a ``WSListener`` whose ``on_ws_frame`` takes each payload as
-bytes). With ``--decode`` each client also decodes every frame with msgspec into the bookTicker fields,
+``async for`` over the connection, the library's default ``max_queue``) or with ``picows`` 2 (a
+``WSListener`` whose ``on_ws_frame`` takes each payload as bytes). With ``--decode`` each client also
+decodes every frame with msgspec into the bookTicker fields,
 the least work a feed does per frame. Each client connects to a fresh server; timed from the first frame
 to the last, and the client's CPU (user + system of its own process, ``time.process_time``) over the same
 span, divided by the frames: CPU per frame. Each measurement runs ``--repeats`` times, alternating the
