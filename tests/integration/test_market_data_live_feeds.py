@@ -249,3 +249,26 @@ async def test_a_venue_that_cannot_be_reached_at_all_stops_the_feed_naming_its_h
     host = url.split("//")[1].split(":")[0]
     assert error.host == host
     assert f"cannot reach {host}" in str(error)
+
+
+async def test_hundreds_of_symbols_spread_over_connections_each_subscribing_only_its_own() -> None:
+    symbols = {f"S{i:03d}USDT": f"S{i:03d}USDT" for i in range(250)}
+    stop = asyncio.Event()
+    async with VenueServer.running("binance", VENUES_DATA / "binance_rollover.script.jsonl") as server:
+        # Sessions beyond the script's first two hold; the feed's symbols are not the script's, so only the
+        # handshake matters here: the script's frames are refused as symbols not subscribed.
+        feed = VenueFeed(
+            VENUES["binance"], symbols, _settings(server.url, symbols_per_connection=100), _Collect(), stop
+        )
+        task = asyncio.create_task(feed.run())
+        await wait_until(
+            lambda: len(server.connections) == 3 and all(c.subscribes for c in server.connections),
+            30,
+            "three connections subscribed",
+            watch=[task],
+        )
+        stop.set()
+        await task
+    streams = [stream for c in server.connections for r in c.requests for stream in r["params"]]
+    assert len(streams) == len(set(streams)) == 500
+    assert [len(c.requests[0]["params"]) for c in server.connections] == [200, 200, 100]

@@ -7,9 +7,12 @@ import json
 import random
 from collections.abc import Sequence
 
+from rrr.market_data import live
+from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.venues import binance
 from rrr.market_data.venues.base import Tick
 from rrr.market_data.venues.connection import Backoff, FeedHealth, FeedSettings, StaleWatch, VenueFeed
+from rrr.shared.subjects import shard_of
 
 S = 1_000_000_000
 
@@ -95,3 +98,18 @@ async def test_frames_of_two_overlapping_connections_give_each_tick_once_and_bad
     ticks = feed.process([old[0], old[1], new[0], old[2], new[1], new[2], (S, None, b"{oops"), new[3]])
     assert [t.id for t in ticks] == [f"binance:BTCUSDT:{u}" for u in (1, 2, 3, 4, 5)]
     assert (feed.health.duplicates, feed.health.malformed, feed.health.frames) == (2, 1, 8)
+
+
+def test_each_shard_builds_feeds_of_only_its_own_symbols_within_the_venues_limits() -> None:
+    symbols = tuple(f"binance:S{i}USDT" for i in range(300)) + tuple(f"coinbase:C{i}-USD" for i in range(120))
+    seen: dict[str, set[str]] = {"binance": set(), "coinbase": set()}
+    for shard in range(2):
+        config = MarketDataConfig(
+            feed="live", venues=("binance", "coinbase"), symbols=symbols, shard=shard, shards=2, live_max_symbols=500
+        )
+        for feed in live.feeds(config, _Collect(), asyncio.Event()):
+            assert all(shard_of(system, 2) == shard for system in feed.symbols.values())
+            assert feed.settings.symbols_per_connection == feed.venue.max_symbols_per_connection
+            assert not seen[feed.venue.name] & feed.symbols.keys()
+            seen[feed.venue.name] |= feed.symbols.keys()
+    assert (len(seen["binance"]), len(seen["coinbase"])) == (300, 120)
