@@ -188,6 +188,12 @@ def _replay_recording(config: MarketDataConfig, path: Path) -> int:
         _stop_on_signals(stop)
         bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
         try:
+            # As for a quote file: never publish to shards nobody consumes.
+            recorded = await bus.recorded_shards()
+            if recorded is None:
+                raise NoConsumerError("no service of this system has started yet, so nothing would consume them")
+            if recorded != config.shards:
+                raise NoConsumerError(f"this system runs with --shards {recorded}; replay with --shards {recorded}")
             return await live.replay_recording(
                 bus, path, shards=config.shards, window=config.replay_window, stop=stop, counts=counts
             )

@@ -135,7 +135,11 @@ def read_recording(path: Path, counts: ReplayCounts | None = None) -> Iterator[T
 
     counts = counts if counts is not None else ReplayCounts()
     active: dict[str, Normaliser] = {}
-    with path.open("rb") as file:
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise RecordingError(path, 0, f"cannot be read ({exc.strerror or exc})") from None
+    with file:
         for number, line in enumerate(file, 1):
             if len(line) > MAX_LINE_BYTES:
                 raise RecordingError(path, number, f"a line over {MAX_LINE_BYTES} bytes")
