@@ -13,6 +13,10 @@ the least work a feed does per frame. Each client connects to a fresh server; ti
 to the last, and the client's CPU (user + system of its own process, ``time.process_time``) over the same
 span, divided by the frames: CPU per frame. Each measurement runs ``--repeats`` times, alternating the
 clients; reported is the median. Both processes share the machine's cores (2 on the project's machine).
+
+Last, for scale, the feed's own normaliser alone (``rrr.market_data.venues.binance``: decode, check every
+value, build the ``Quote``) on the same frames in one process, without a socket: CPU per frame, median of
+the repeats.
 """
 
 from __future__ import annotations
@@ -160,6 +164,22 @@ def main() -> None:
         cpu = statistics.median(r[1] for r in results)
         spread: Any = ", ".join(f"{r[0]:,.0f}" for r in results)
         print(f"  {client:<10} {rate:>12,.0f} frames/s  {cpu:6.2f} us CPU/frame  (runs: {spread})")
+    normaliser_us = _normaliser_us(args.frames, args.repeats)
+    print(f"  normaliser alone (binance bookTicker -> Quote): {normaliser_us:.2f} us CPU/frame")
+
+
+def _normaliser_us(n: int, repeats: int) -> float:
+    from rrr.market_data.venues import binance
+
+    frames = [b'{"stream":"btcusdt@bookTicker","data":' + frame + b"}" for frame in _frames(n)]
+    results = []
+    for _ in range(repeats):
+        normaliser = binance.Normaliser({"BTCUSDT": "BTCUSDT"})
+        started = time.process_time()
+        for frame in frames:
+            normaliser.decode(frame, 1_700_000_000_000_000_000)
+        results.append((time.process_time() - started) / n * 1e6)
+    return statistics.median(results)
 
 
 if __name__ == "__main__":
