@@ -48,7 +48,7 @@ def _settings(url: str, **overrides: Any) -> FeedSettings:
         "url": url,
         "symbols_per_connection": 100,
         "max_frame_bytes": 4096,
-        "ping_interval_s": 0.5,
+        "ping_interval_s": 2.0,
         "stale_connection_s": 3.0,
         "backoff_initial_s": 0.05,
         "backoff_max_s": 0.2,

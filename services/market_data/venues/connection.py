@@ -189,6 +189,8 @@ class _Listener(WSListener):
         self.connection = connection
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # picows answers pings and takes the pongs of its own pings itself: only what the venue sends of its own
+        # accord reaches here, so a venue that answers pings but sends no data still goes stale.
         conn = self.connection
         now = conn.feed.clock()
         conn.last_frame_ns = now
