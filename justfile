@@ -12,7 +12,7 @@ run_dir := env("RRR_RUN_DIR", justfile_directory() / ".run")
 default:
     @just --list --unsorted
 
-# Start nats-server, PostgreSQL and the four services in the background; FEED is sim (default) or none.
+# Start nats-server, PostgreSQL and the four services in the background; FEED is sim (default), none or live (live --venue binance --symbols BTCUSDT,ETHUSDT).
 [group('run')]
 [no-exit-message]
 up FEED="sim" *FLAGS: _venv

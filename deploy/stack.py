@@ -65,7 +65,7 @@ from rrr.deploy.supervisor import (
 )
 from rrr.shared.errors import RRRError
 
-FEEDS = ("sim", "none")
+FEEDS = ("sim", "none", "live")
 
 
 def _port(env: str, previous: int | None) -> int | None:
@@ -306,8 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p_up = commands.add_parser("up", help="start servers and services, wait until healthy")
     p_up.add_argument(
-        "feed", nargs="?", default=None, help="market-data feed: sim or none [default: as last time, else sim]"
+        "feed", nargs="?", default=None, help="market-data feed: sim, none or live [default: as last time, else sim]"
     )
+    # The live feed's venues and symbols reach market-data as its settings (RRR_MARKET_DATA_VENUES/_SYMBOLS).
+    p_up.add_argument("--venue", default=None, help="live: venues, comma-separated (binance, coinbase, kraken)")
+    p_up.add_argument("--symbols", default=None, help="live: venue symbols, comma-separated (venue:SYMBOL for several)")
     p_up.add_argument(
         "--shards",
         type=int,
@@ -347,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"up: feed must be one of {', '.join(FEEDS)}, got {args.feed!r}")
             if args.shards is not None and not 1 <= args.shards <= 64:
                 parser.error(f"--shards: expected 1 to 64, got {args.shards}")
+            if (args.venue or args.symbols) and args.feed != "live":
+                parser.error("up: --venue and --symbols go with the live feed: up live --venue V --symbols S,...")
+            for value, setting in ((args.venue, "RRR_MARKET_DATA_VENUES"), (args.symbols, "RRR_MARKET_DATA_SYMBOLS")):
+                if value:
+                    os.environ[setting] = value
             return up(
                 run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s, supervised=not args.no_supervise
             )

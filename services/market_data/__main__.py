@@ -12,10 +12,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rrr.market_data import live
 from rrr.market_data.app import SERVICE, service
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import ReplayReport, replay_file
 from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes
+from rrr.market_data.venues.connection import VenueFeed
+from rrr.market_data.venues.recorder import Recorder, ReplayCounts
 from rrr.shared import runner
 from rrr.shared.bus import Bus
 from rrr.shared.config import parse_config, with_local_system
@@ -24,8 +27,12 @@ from rrr.shared.errors import RRRError
 _DESCRIPTION = """\
 Market data: bring quotes in, normalise them, publish them per symbol shard on md.quote.<shard>.<symbol>.
 
-  rrr-market-data [flags]              run the service (feed: --feed sim|none)
-  rrr-market-data replay FILE [flags]  publish a CSV or Parquet quote file, with progress, then exit
+  rrr-market-data [flags]              run the service (feed: --feed sim|none|live)
+  rrr-market-data live --venue binance --symbols BTCUSDT,ETHUSDT [flags]
+                                       run the service on live venues (binance, coinbase, kraken)
+  rrr-market-data record --out FILE --venue binance --symbols BTCUSDT [flags]
+                                       write the venues' raw frames to FILE (JSON lines), no NATS needed
+  rrr-market-data replay FILE [flags]  publish a CSV or Parquet quote file, or a recording (.jsonl), then exit
 """
 
 
@@ -40,6 +47,8 @@ INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command a Ctrl-C ended
 
 
 def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress: bool) -> int:
+    if path.suffix == ".jsonl":
+        return _replay_recording(config, path)
     limits = ReadLimits(
         max_file_mb=config.replay_max_file_mb, max_rows=config.replay_max_rows, max_symbols=config.replay_max_symbols
     )
@@ -129,6 +138,81 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     return 0
 
 
+# -- live venues: recording their frames, and replaying a recording ---------------------------------------
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _record(config: MarketDataConfig, out: Path, duration_s: float) -> int:
+    async def _main() -> tuple[Recorder, live.CountingSink, list[VenueFeed]]:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        recorder = Recorder(out, max_bytes=config.record_max_mb << 20)
+        sink = live.CountingSink()
+        feeds = live.feeds(config, sink, stop, recorder=recorder)
+        try:
+            await live.probe(feeds, config.live_connect_timeout_s)
+            if duration_s:
+                asyncio.get_running_loop().call_later(duration_s, stop.set)
+            async with asyncio.TaskGroup() as tasks:
+                for feed in feeds:
+                    tasks.create_task(feed.run())
+        finally:
+            await recorder.close()
+        return recorder, sink, feeds
+
+    try:
+        recorder, sink, feeds = asyncio.run(_main())
+    except (RRRError, BaseExceptionGroup) as exc:
+        errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        if not all(isinstance(e, RRRError) for e in errors):
+            raise
+        for error in errors:
+            print(f"rrr-market-data record: error: {error}", file=sys.stderr)
+        return 1
+    health = " ".join(f"{k}={v}" for feed in feeds for k, v in feed.health.values(0).items() if v)
+    print(
+        f"recorded {out}: frames={recorder.frames} left_out={recorder.left_out} bytes={recorder.written} "
+        f"ticks={sink.ticks} {health}".rstrip()
+    )
+    return 0
+
+
+def _replay_recording(config: MarketDataConfig, path: Path) -> int:
+    async def _main() -> live.RecordingReplay:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
+        try:
+            # As for a quote file: never publish to shards nobody consumes.
+            recorded = await bus.recorded_shards()
+            if recorded is None:
+                raise NoConsumerError("no service of this system has started yet, so nothing would consume them")
+            if recorded != config.shards:
+                raise NoConsumerError(f"this system runs with --shards {recorded}; replay with --shards {recorded}")
+            return await live.replay_recording(
+                bus, path, shards=config.shards, window=config.replay_window, stop=stop, counts=counts
+            )
+        finally:
+            await bus.close()
+
+    counts = ReplayCounts()
+    report = asyncio.run(_main())
+    for reason in counts.reasons:
+        print(f"refused frame: {reason}", file=sys.stderr)
+    state = "interrupted" if report.interrupted else "replayed"
+    print(
+        f"{state} {path}: frames={counts.frames} ticks={counts.ticks} published={report.published} "
+        f"duplicates={report.duplicates} repeated_frames={counts.duplicates} malformed={counts.malformed} "
+        f"gaps={counts.gaps}"
+    )
+    return INTERRUPTED if report.interrupted else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rrr-market-data``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -136,6 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="rrr-market-data", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     replaying = bool(argv) and argv[0] == "replay"
+    command = argv[0] if argv and argv[0] in ("live", "record") else None
+    if command is not None:
+        # ``live`` and ``record`` are the service's flags with the live feed chosen; --venue is --venues.
+        argv = ["--feed", "live", *argv[1:]]
+        parser.prog = f"rrr-market-data {command}"
+        parser.add_argument("--venue", dest="cfg_venues", default=None, metavar="VENUES", help="the same as --venues")
+        if command == "record":
+            parser.add_argument("--out", type=Path, required=True, help="the recording to write (JSON lines)")
+            parser.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (0: at Ctrl-C)")
     if replaying:
         argv = argv[1:]
         parser.prog = "rrr-market-data replay"
@@ -152,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = any(arg == "--nats-url" or arg.startswith("--nats-url=") for arg in argv)
     environ = with_local_system("rrr-market-data replay") if replaying and not named else None
     config, args = parse_config(MarketDataConfig, SERVICE, argv, parser=parser, environ=environ)
+    if command == "record":
+        runner.setup_logging(config.log_level)
+        return _record(config, args.out, args.duration_s)
     if not replaying:
         return runner.run(lambda stop: service.run(config, stop), config)
     runner.setup_logging(config.log_level)

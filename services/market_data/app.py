@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from cachetools import LRUCache
 
-from rrr.market_data import handlers
+from rrr.market_data import handlers, live
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import run_simulator
+from rrr.market_data.venues.connection import VenueFeed
 from rrr.shared import subjects
 from rrr.shared.bus import Subscription
 from rrr.shared.messages import market_data_decoder
@@ -21,9 +24,16 @@ async def _start(ctx: Context[MarketDataConfig]) -> Plan:
     config = ctx.config
     latest = handlers.LatestQuotes(LRUCache(maxsize=config.cache_max_symbols))
     counters = handlers.MarketDataCounters()
-    feeds = []
+    feeds: list[Callable[[], Coroutine[Any, Any, None]]] = []
     if config.feed == "sim":
         feeds.append(functools.partial(run_simulator, ctx.bus, config, counters, ctx.stop, ctx.clock))
+    venue_feeds: list[VenueFeed] = []
+    if config.feed == "live":
+        sink = live.BusTickSink(ctx.bus, config.shards, counters, clock=ctx.clock)
+        venue_feeds = live.feeds(config, sink, ctx.stop, clock=ctx.clock)
+        # Before the first heartbeat: an unreachable venue stops the service at once, naming its host.
+        await live.probe(venue_feeds, config.live_connect_timeout_s)
+        feeds.extend(feed.run for feed in venue_feeds)
     return Plan(
         subscriptions=[
             Subscription(
@@ -42,7 +52,7 @@ async def _start(ctx: Context[MarketDataConfig]) -> Plan:
         ],
         tasks=feeds,
         counters=counters,
-        gauges=lambda: {"symbols_cached": len(latest.cache)},
+        gauges=lambda: {"symbols_cached": len(latest.cache), **live.health(venue_feeds, ctx.clock)},
     )
 
 

@@ -21,6 +21,8 @@ class MarketDataCounters(Counters, kw_only=True):
 
     # Quotes the simulator published.
     published: int = 0
+    # Quotes and trades the live venue feeds published.
+    live_published: int = 0
     # Live ticks dropped while the broker was away (stale by the time they could be sent).
     dropped_disconnected: int = 0
     # Latest-quote requests not answered: their reply subject was no inbox.

@@ -205,9 +205,9 @@ def test_bad_value_is_an_error_naming_where_it_came_from(argv, environ, source, 
 
 def test_bad_value_error_quotes_the_value_given():
     with pytest.raises(ConfigError) as info:
-        _load(MarketDataConfig, "market_data", environ={"RRR_MARKET_DATA_FEED": "live"})
-    assert info.value.got == "live"
-    assert "'live'" in str(info.value)
+        _load(MarketDataConfig, "market_data", environ={"RRR_MARKET_DATA_FEED": "ftp"})
+    assert info.value.got == "ftp"
+    assert "'ftp'" in str(info.value)
 
 
 def test_bad_value_overridden_by_a_good_one_is_not_an_error():
@@ -383,8 +383,25 @@ def test_out_of_range_value_from_env_is_an_error_naming_the_variable(config_type
 
 def test_market_data_with_unknown_feed_is_an_error():
     with pytest.raises(ConfigError) as info:
-        _load(MarketDataConfig, "market_data", ["--feed", "live"])
+        _load(MarketDataConfig, "market_data", ["--feed", "ftp"])
     assert info.value.source == "--feed"
+
+
+def test_market_data_live_feed_takes_venue_symbols_and_refuses_what_no_venue_has():
+    config = _load(MarketDataConfig, "market_data", ["--feed", "live", "--venues", "coinbase", "--symbols", "BTC-USD"])
+    assert (config.venues, config.symbols) == (("coinbase",), ("BTC-USD",))
+    for argv, source in (
+        (["--feed", "live"], "--symbols (default)"),
+        (["--feed", "live", "--venues", "nyse", "--symbols", "X"], "--venues"),
+        (["--feed", "live", "--venues", "coinbase", "--symbols", "BTCUSD"], "coinbase symbol"),
+        (["--feed", "live", "--symbols", "BTCUSDT", "--live-max-symbols", "0"], "--live-max-symbols"),
+        (["--feed", "live", "--symbols", "BTCUSDT,ETHUSDT", "--live-max-symbols", "1"], "--symbols"),
+        (["--feed", "live", "--symbols", "BTCUSDT", "--venue-urls", "binance=http://x"], "--venue-urls"),
+        (["--feed", "live", "--symbols", "BTCUSDT", "--live-max-frame-bytes", "99999999"], "--live-max-frame-bytes"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            _load(MarketDataConfig, "market_data", argv)
+        assert info.value.source == source, (argv, info.value)
 
 
 def test_market_data_reads_its_numbers():
