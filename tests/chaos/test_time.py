@@ -19,7 +19,6 @@ from nats.js.api import StorageType, StreamConfig
 from rrr.deploy.nats_permissions import new_users
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from tests.support.checks import Comparison, wait_for_exact
-from tests.support.streams import count_quotes
 from tests.support.system import FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
@@ -57,14 +56,15 @@ async def test_9_replay_interrupted_and_resumed_after_the_duplicate_window_trade
     system: System,
 ) -> None:
     await system.start()
-    # A small window of publishes in flight: slow enough to be interrupted part of the way through.
-    first = system.replay(EURUSD, "--replay-window", "8")
+    # One quote in flight at a time, each in a batch of its own: slow enough to be interrupted part of the way
+    # through, and the stream's message count is its count of quotes.
+    first = system.replay(EURUSD, "--replay-window", "1")
     nc = await nats.connect(system.nats_url)
     try:
         js = nc.jetstream()
 
         async def _quotes_in_stream() -> int:
-            return await count_quotes(js)
+            return int((await js.stream_info("RRR_MD")).state.messages)
 
         await wait_until(lambda: _at_least(_quotes_in_stream(), 3000), 60, "3,000 quotes in the stream")
     finally:
