@@ -53,6 +53,9 @@ from rrr.shared.bus import MSG_ID
 from rrr.shared.messages import QUOTE_BATCH_MAX, OrderAccepted, QuoteBatch, QuoteRow, encode, order_event_decoder
 
 _MAX_US = 3_600_000_000  # 1 h
+# The hops of quote -> order accepted: generator to the strategy's decision, the decision to execution's
+# acceptance, the acceptance to its arrival at the harness.
+_HOPS = ("quote -> strategy", "strategy -> execution", "execution -> harness")
 
 
 @dataclass(slots=True)
@@ -76,6 +79,8 @@ class RunResult:
     drain_seconds: float = 0.0
     order_latency_us: dict[str, float] = field(default_factory=dict)
     store_latency_us: dict[str, float] = field(default_factory=dict)
+    # Quote -> order accepted, hop by hop (see _HOPS).
+    hops_us: dict[str, dict[str, float]] = field(default_factory=dict)
     published_per_s: list[int] = field(default_factory=list)
     stored_per_s: list[int] = field(default_factory=list)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -220,10 +225,14 @@ async def run_load(
             return
         if isinstance(event, OrderAccepted) and event.client_order_id.startswith(prefix):
             n = int(event.client_order_id[len(prefix) :])
+            arrived = time.time_ns()
             intended = start_ns + n * interval_ns
-            order_hist.record_value(max(int((time.time_ns() - intended) / 1000), 1))
+            order_hist.record_value(max(int((arrived - intended) / 1000), 1))
             result.orders_accepted_seen += 1
+            accepted[n] = (event.ts_init, arrived)
 
+    # Per order seen: when execution accepted it (its ts_init) and when it arrived here, by quote number.
+    accepted: dict[int, tuple[int, int]] = {}
     await listener.subscribe("evt.order.>", cb=_on_event)
     await listener.flush()
     resources = _Resources(run_dir)
@@ -303,6 +312,26 @@ async def run_load(
         result.lost = sent - len(rows)
         quote_ids = pattern
         result.signals = await conn.fetchval("SELECT count(*) FROM signals WHERE quote_id LIKE $1", quote_ids)
+        # Hop by hop, from the times each process stamped: the strategy's signal (ts_init, the same moment
+        # as its order) and execution's acceptance. One clock: every process runs on this machine.
+        decided = {
+            int(r["n"]): int(r["ts_init"])
+            for r in await conn.fetch(
+                "SELECT split_part(quote_id, ':', 2)::bigint AS n, ts_init FROM signals WHERE quote_id LIKE $1",
+                quote_ids,
+            )
+        }
+        hops = {name: HdrHistogram(1, _MAX_US, 3) for name in _HOPS}
+        for n, (accepted_ns, arrived_ns) in accepted.items():
+            strategy_ns = decided.get(n)
+            if strategy_ns is None:
+                continue
+            intended_ns = start_ns + n * interval_ns
+            for name, value in zip(
+                _HOPS, (strategy_ns - intended_ns, accepted_ns - strategy_ns, arrived_ns - accepted_ns), strict=True
+            ):
+                hops[name].record_value(max(int(value / 1000), 1))
+        result.hops_us = {name: _percentiles(hist) for name, hist in hops.items()}
         result.orders_stored = await conn.fetchval(
             "SELECT count(*) FROM orders WHERE client_order_id LIKE $1", f"{prefix}%"
         )
@@ -343,6 +372,8 @@ def print_table(result: RunResult) -> None:
           f"orders stored {result.orders_stored:,}; fills stored {result.fills_stored:,}")  # fmt: skip
     print(f"  quote -> order accepted: {_fmt_us(result.order_latency_us)}")
     print(f"  quote -> row stored:     {_fmt_us(result.store_latency_us)}")
+    for name, figures in result.hops_us.items():
+        print(f"    hop {name + ':':<24}{_fmt_us(figures)}")
     for name, figures in result.resources.items():
         print(f"  {name:<16} cpu {figures['cpu_percent']:6.1f}%  peak rss {figures['peak_rss_mb']:7.1f} MB")
     print("  held: yes" if result.held else f"  held: no: {'; '.join(result.missed)}")
@@ -405,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--find-max", action="store_true", help="step the rate up; report the highest that held")
     parser.add_argument("--drain-s", type=float, default=60, help="longest wait for the backlog after a run [60]")
     parser.add_argument("--out-dir", type=Path, default=Path("bench/results"))
-    parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="where `just up` keeps pids [.run]")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(os.environ.get("RRR_RUN_DIR", ".run")),
+        help="where `just up` keeps pids [$RRR_RUN_DIR or .run]",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--single", action="store_true", help="one message per quote (md.quote.<shard>.<symbol>) instead of batches"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+
+import nats.js.errors
 
 from rrr.execution import handlers, snapshots
 from rrr.execution.config import ExecutionConfig
@@ -31,6 +34,8 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
         universe=config.universe(),
     )
     snapshot_seq = await restore(book, ctx.bus, config.shard, ctx.stop)
+    durable = f"{SERVICE}-{config.shard}"
+    upgraded = book.command_seq == 0 and await _take_over_durable(ctx, book, durable)
     if len(book.symbols) > config.max_symbols:
         # Kept whole: it is what was traded. Only new symbols are refused.
         _log.warning(
@@ -42,10 +47,14 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
         ctx.bus,
         snapshots.name(config.shard, config.shards),
         every_s=config.snapshot_every_ms / 1000,
-        saved_seq=snapshot_seq,
+        saved=(snapshot_seq, book.command_seq),
     )
     # What the restore read after the snapshot is saved at once: the next start does not read it again.
     await saver.save(book)
+    if upgraded:
+        # Its position is in the snapshot now: the durable consumer of earlier versions would only linger.
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await ctx.bus.js.delete_consumer(COMMAND_STREAM.name, durable)
 
     # Saved last on the way out (after the consumers stopped, before the connection drains), unless a batch
     # was cut short before its events were stored: then the previous snapshot stays.
@@ -57,16 +66,19 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     commands = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
     handle = functools.partial(handlers.on_order_commands, book, ctx.bus, saver, ctx.stop)
     consumers = [
-        # Commands in stream order: the order of fills decides average prices and PnL.
-        Consumer(COMMAND_STREAM, f"{SERVICE}-{config.shard}", commands, order_command_decoder, handle,
-                 ordered=True, retries=True, batch_size=config.batch_size, shards=config.shards),
+        # Commands in stream order: the order of fills decides average prices and PnL. Execution owns its
+        # position (in its snapshot, with the state): no acknowledgements.
+        Consumer(COMMAND_STREAM, durable, commands, order_command_decoder, handle, ordered=True, retries=True,
+                 batch_size=config.batch_size, shards=config.shards, start_seq=book.command_seq + 1, acks=False),
         # Retries and dead letters handed back after a fix (rrr-dlq republish): late by nature.
         Consumer(RETRY_STREAM, f"{SERVICE}-retry-{config.shard}", subjects.retry(SERVICE, commands),
-                 order_command_decoder, handle, retries=True, batch_size=config.batch_size, shards=config.shards),
+                 order_command_decoder, functools.partial(handle, commands=False), retries=True,
+                 batch_size=config.batch_size, shards=config.shards),
     ]  # fmt: skip
     return Plan(
         consumers=consumers,
         counters=book.counters,
+        note=f"commands from stream sequence {book.command_seq + 1}",
         gauges=lambda: {
             "positions": len(book.positions),
             "orders": len(book.orders),
@@ -74,6 +86,19 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
             "snapshot_failures": saver.failures,
         },
     )
+
+
+async def _take_over_durable(ctx: Context[ExecutionConfig], book: handlers.Book, durable: str) -> bool:
+    """Resume where the durable consumer of an earlier version got to (its acknowledgement floor), once:
+    True if there was one. Without it and without a position in the snapshot, commands are read from the
+    stream's start; those already handled are known by their orders' events and are not handled twice."""
+    try:
+        info = await ctx.bus.js.consumer_info(COMMAND_STREAM.name, durable)
+    except nats.js.errors.NotFoundError:
+        return False
+    book.command_seq = info.ack_floor.stream_seq
+    _log.info("resuming %s from the acknowledgement floor %d of its durable consumer", durable, book.command_seq)
+    return True
 
 
 service = Service(

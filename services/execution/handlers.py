@@ -83,6 +83,9 @@ class Book:
     # False from a batch's first state change until its events are stored: a snapshot taken in between
     # would claim events that are not on the stream.
     published: bool = True
+    # The last RRR_CMD sequence whose events are stored: where the command consumer resumes (a snapshot
+    # holds it).
+    command_seq: int = 0
     # Market-data messages read to price orders, decoded (see rrr.execution.market).
     quotes: Cache = field(default_factory=new_cache)
 
@@ -226,14 +229,21 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder, price: Price) -> l
 
 
 async def on_order_commands(
-    book: Book, bus: Bus, saver: Saver, stop: asyncio.Event, batch: Sequence[Delivery[SubmitOrder]]
+    book: Book,
+    bus: Bus,
+    saver: Saver,
+    stop: asyncio.Event,
+    batch: Sequence[Delivery[SubmitOrder]],
+    *,
+    commands: bool = True,
 ) -> list[Rejected]:
-    """``cmd.order.<shard>.*`` (durable consumer): handle orders in stream order, publish their events.
+    """``cmd.order.<shard>.*``: handle orders in stream order, publish their events.
 
     Each order not yet finished is priced first, from the market-data stream (all of the batch at once).
-    The bus acknowledges the commands only after every event of the batch was stored by JetStream; a
-    broker outage is waited out, publishing the same events (same ids) again until they are stored. Then,
-    when due, the state is snapshotted as covering those events.
+    Every event of the batch is stored by JetStream before anything claims the batch as handled: a broker
+    outage is waited out, publishing the same events (same ids) again until they are stored. Then
+    ``commands`` (the command consumer, not the retries) moves execution's position in RRR_CMD past the
+    batch, and when due the state is snapshotted as covering those events and that position.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
@@ -255,8 +265,11 @@ async def on_order_commands(
                     rejected.append(Rejected(delivery, f"execution: {exc}", retry=False))
         if out:
             # On a stop during an outage: the event stream says on restart what really happened, and the
-            # redelivered commands complete the rest.
+            # commands after the snapshot's position, handled again, complete the rest.
             book.seq = max(book.seq, await bus.publish_state_output(out, stop, "order events"))
+        if commands and batch:
+            # Only now, with the batch's events stored, may a snapshot claim its commands as handled.
+            book.command_seq = max(book.command_seq, batch[-1].seq)
         book.published = True
         await saver.maybe_save(book)
     return rejected

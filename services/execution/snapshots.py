@@ -55,6 +55,9 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapsho
     # Least recently updated first, so that a restored LRU forgets in the same order.
     orders: list[tuple[str, Status]]
     watermarks: list[WatermarkState]
+    # Added later, so last and with a default: the last RRR_CMD sequence whose events the state holds, where
+    # the command consumer resumes (0: an older snapshot, see rrr.execution.app).
+    command_seq: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -77,6 +80,7 @@ def encode(book: Book) -> bytes:
             ],
             orders=list(book.orders.items()),
             watermarks=[WatermarkState(strategy, symbol, mark) for (strategy, symbol), mark in book.watermarks.items()],
+            command_seq=book.command_seq,
         )
     )
 
@@ -95,6 +99,7 @@ def decode_into(data: bytes, book: Book) -> int:
         book.watermarks[(w.strategy, w.symbol)] = w.mark
         book.symbols.add(w.symbol)
     book.seq = snapshot.seq
+    book.command_seq = snapshot.command_seq
     return snapshot.seq
 
 
@@ -114,11 +119,12 @@ class Saver:
     """Saves execution's snapshot at most every ``every_s`` seconds, once more when it stops, and only when
     every event of the state it holds is stored."""
 
-    def __init__(self, bus: Bus, name_: str, every_s: float, saved_seq: int = -1) -> None:
+    def __init__(self, bus: Bus, name_: str, every_s: float, saved: tuple[int, int] = (-1, -1)) -> None:
         self._bus = bus
         self._name = name_
         self._every_s = every_s
-        self._saved_seq = saved_seq
+        # (event sequence, command sequence) of the snapshot saved last.
+        self._saved = saved
         self._saved_at = time.monotonic()
         # Saves that failed (a full stream, an outage): the previous snapshot stayed the current one.
         self.failures = 0
@@ -132,7 +138,7 @@ class Saver:
     async def save(self, book: Book) -> bool:
         """Save now, unless nothing changed or a batch's events are not all stored. A failure is logged, not
         raised: the previous snapshot stays valid, and a restart reads more events after it."""
-        if not book.published or book.seq == self._saved_seq:
+        if not book.published or (book.seq, book.command_seq) == self._saved:
             return False
         try:
             await self._bus.save_snapshot(self._name, encode(book))
@@ -140,6 +146,6 @@ class Saver:
             self.failures += 1
             _log.warning("could not save snapshot %s at sequence %d: %s", self._name, book.seq, exc)
             return False
-        self._saved_seq, self._saved_at = book.seq, time.monotonic()
+        self._saved, self._saved_at = (book.seq, book.command_seq), time.monotonic()
         book.counters.snapshots += 1
         return True
