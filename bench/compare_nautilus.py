@@ -455,7 +455,7 @@ async def _rrr_system(
                     execution = system.counters("execution-0")
                     stored = system.counters("persistence-0").get("rows_quotes", 0)
                     bar.update(stored - bar.n)
-                    if cmd_total is None and strategy.get("handled", 0) >= n:
+                    if cmd_total is None and strategy.get("quotes", 0) >= n:
                         # Everything up to the last quote is published before the batch is acknowledged
                         # and counted, so RRR_CMD now holds every order the strategy emitted for the file.
                         handled_at = time.perf_counter() - started

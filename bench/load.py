@@ -53,9 +53,10 @@ from rrr.shared.bus import MSG_ID
 from rrr.shared.messages import QUOTE_BATCH_MAX, OrderAccepted, QuoteBatch, QuoteRow, encode, order_event_decoder
 
 _MAX_US = 3_600_000_000  # 1 h
-# The hops of quote -> order accepted: generator to the strategy's decision, the decision to execution's
+# The hops of quote -> order accepted: the generator's own lateness (a quote's intended time to its batch's
+# ts_init, stamped when it was sent), the batch to the strategy's decision, the decision to execution's
 # acceptance, the acceptance to its arrival at the harness.
-_HOPS = ("quote -> strategy", "strategy -> execution", "execution -> harness")
+_HOPS = ("generator (due -> sent)", "sent -> strategy", "strategy -> execution", "execution -> harness")
 
 
 @dataclass(slots=True)
@@ -300,10 +301,11 @@ async def run_load(
         store_hist = HdrHistogram(1, _MAX_US, 3)
         stored_per_s: Counter[int] = Counter()
         rows = await conn.fetch(
-            "SELECT split_part(id, ':', 2)::bigint AS n, "
+            "SELECT split_part(id, ':', 2)::bigint AS n, ts_init, "
             "(extract(epoch from stored_at) * 1000000)::bigint AS us FROM quotes WHERE id LIKE $1",
             pattern,
         )
+        sent_at = {int(row["n"]): int(row["ts_init"]) for row in rows}
         for row in rows:
             intended_us = (start_ns + row["n"] * interval_ns) / 1000
             store_hist.record_value(max(int(row["us"] - intended_us), 1))
@@ -323,13 +325,17 @@ async def run_load(
         }
         hops = {name: HdrHistogram(1, _MAX_US, 3) for name in _HOPS}
         for n, (accepted_ns, arrived_ns) in accepted.items():
-            strategy_ns = decided.get(n)
-            if strategy_ns is None:
+            strategy_ns, batch_ns = decided.get(n), sent_at.get(n)
+            if strategy_ns is None or batch_ns is None:
                 continue
             intended_ns = start_ns + n * interval_ns
-            for name, value in zip(
-                _HOPS, (strategy_ns - intended_ns, accepted_ns - strategy_ns, arrived_ns - accepted_ns), strict=True
-            ):
+            steps = (
+                batch_ns - intended_ns,
+                strategy_ns - batch_ns,
+                accepted_ns - strategy_ns,
+                arrived_ns - accepted_ns,
+            )
+            for name, value in zip(_HOPS, steps, strict=True):
                 hops[name].record_value(max(int(value / 1000), 1))
         result.hops_us = {name: _percentiles(hist) for name, hist in hops.items()}
         result.orders_stored = await conn.fetchval(

@@ -12,7 +12,7 @@ made writes faster (bench/persistence_write.py, figures in bench/README.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -54,6 +54,29 @@ SELECT u.id, u.symbol, u.ts_event, u.ts_init, u.bid * k.s[u.places + 1], u.ask *
        AS u(id, symbol, ts_event, ts_init, bid, ask, places, bid_size, ask_size, bid_size_places, ask_size_places),
        (SELECT $12::numeric[] AS s) AS k
 ON CONFLICT (id) DO NOTHING"""
+
+# The quote batches of one stream batch and the consumer's new position, in one statement (one round trip,
+# one commit): the position moves from below the batch's first sequence to its last, and the rows go in
+# only if it did. A position already at or past the first sequence (the batch, or part of it, was stored
+# before) changes nothing here: the caller takes the transaction that sorts that out.
+_INSERT_QUOTE_ROWS_AT = """
+WITH pos AS (
+    UPDATE consumer_positions SET last_seq = $15, updated_at = now()
+     WHERE consumer = $12 AND stream = $13 AND last_seq < $14
+    RETURNING 1),
+ins AS (
+    INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
+    SELECT u.id, u.symbol, u.ts_event, u.ts_init, u.bid * k.s[u.places + 1], u.ask * k.s[u.places + 1],
+           u.bid_size * k.s[u.bid_size_places + 1], u.ask_size * k.s[u.ask_size_places + 1]
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::smallint[],
+                  $8::bigint[], $9::bigint[], $10::smallint[], $11::smallint[])
+           AS u(id, symbol, ts_event, ts_init, bid, ask, places, bid_size, ask_size, bid_size_places,
+                ask_size_places),
+           (SELECT $16::numeric[] AS s) AS k
+     WHERE EXISTS (SELECT 1 FROM pos)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT count(*) FROM pos) AS advanced, (SELECT count(*) FROM ins) AS inserted"""
 
 _INSERT_TRADES = """
 INSERT INTO trades (id, symbol, ts_event, ts_init, price, size, aggressor)
@@ -114,6 +137,28 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 def _count(status: str) -> int:
     # asyncpg returns the command tag, e.g. "INSERT 0 17" or "UPDATE 3".
     return int(status.rsplit(" ", 1)[-1])
+
+
+def _quote_rows(batches: Iterable[QuoteBatch]) -> list[tuple[Any, ...]]:
+    return [
+        (r.id, r.symbol, r.ts_event, m.ts_init, r.bid, r.ask, r.places, r.bid_size, r.ask_size,
+         r.bid_size_places, r.ask_size_places)
+        for m in batches
+        for r in m.quotes
+    ]  # fmt: skip
+
+
+async def write_quote_batches_at(
+    conn: Connection, batches: Sequence[QuoteBatch], consumer: str, stream: str, first_seq: int, last_seq: int
+) -> int | None:
+    """Store ``batches`` (stream sequences ``first_seq`` to ``last_seq``) and move ``consumer``'s position
+    to ``last_seq``, in one statement; return the rows inserted, or None if the position was not below
+    ``first_seq`` (nothing written: the caller checks what is covered, in a transaction)."""
+    row = await conn.fetchrow(
+        _INSERT_QUOTE_ROWS_AT, *_columns(_quote_rows(batches)), consumer, stream, first_seq, last_seq, _SCALES
+    )
+    assert row is not None
+    return int(row["inserted"]) if row["advanced"] else None
 
 
 class RowsWritten(msgspec.Struct, kw_only=True):

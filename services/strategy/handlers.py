@@ -23,6 +23,8 @@ from rrr.strategy.snapshots import Saver
 class StrategyCounters(Counters, kw_only=True):
     """What the strategy service counts, reported in its heartbeats."""
 
+    # Quotes read from the stream, single or in batches, applied or not.
+    quotes: int = 0
     # Signals and orders published.
     published: int = 0
     # Quotes at or below the snapshot's sequence, delivered again: acknowledged, not applied twice.
@@ -179,6 +181,7 @@ async def on_quotes(
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
             refused: list[str] = []
             rows: Sequence[QuoteRow | Quote] = message.quotes if isinstance(message, QuoteBatch) else (message,)
+            strategies.counters.quotes += len(rows)
             for index, row in enumerate(rows):
                 try:
                     if isinstance(row, QuoteRow):
