@@ -179,8 +179,9 @@ _SERVICES = (
     _service(
         EXECUTION,
         publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>"],
-        # Commands and their retries; its own events, read back at start to rebuild its state.
-        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM],
+        # Commands and their retries; its own events, read back at start to rebuild its state; the market
+        # data it prices orders at, followed as it comes.
+        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM, MARKET_DATA_STREAM],
         # The paper venue prices an order at the quote it reads from the market-data stream itself.
         reads=[
             f"{_API}.STREAM.MSG.GET.{MARKET_DATA_STREAM.name}",

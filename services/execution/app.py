@@ -8,7 +8,7 @@ import logging
 
 import nats.js.errors
 
-from rrr.execution import handlers, snapshots
+from rrr.execution import handlers, market, snapshots
 from rrr.execution.config import ExecutionConfig
 from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
@@ -77,6 +77,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     ]  # fmt: skip
     return Plan(
         consumers=consumers,
+        tasks=[functools.partial(market.follow, ctx.bus, config.shard, book.market, ctx.stop)],
         counters=book.counters,
         note=f"commands from stream sequence {book.command_seq + 1}",
         gauges=lambda: {

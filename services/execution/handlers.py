@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from rrr.execution.market import Cache, NoPrice, Price, new_cache, prices
+from rrr.execution.market import Cache, MarketCopy, NoPrice, Price, new_cache, prices
 from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.positions import Position, to_decimal
@@ -88,6 +88,8 @@ class Book:
     command_seq: int = 0
     # Market-data messages read to price orders, decoded (see rrr.execution.market).
     quotes: Cache = field(default_factory=new_cache)
+    # This shard's newest market-data messages, raw, as execution follows the stream.
+    market: MarketCopy = field(default_factory=MarketCopy)
 
     def position(self, symbol: str) -> Position:
         """The symbol's position, flat if it never traded."""
@@ -249,7 +251,7 @@ async def on_order_commands(
     rejected: list[Rejected] = []
     # Read before any state changes: a broker outage here (TransientError) leaves nothing half-done.
     pending = [d.message for d in batch if book.orders.status(d.message.id) not in ("filled", "rejected")]
-    priced = await prices(bus, pending, book.shards, book.quotes)
+    priced = await prices(bus, pending, book.shards, book.quotes, book.market)
     async with book.lock:
         book.published = False
         for delivery in batch:

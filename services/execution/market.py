@@ -9,13 +9,16 @@ order cannot choose its own price: only market data (published by market-data an
 their NATS permissions) ever sets one. An order without ``quote_seq`` (an older client) is priced at the
 symbol's latest quote in the stream, as a market order would be.
 
-One request to JetStream per message of the stream the orders of a batch name, all in flight together,
-each message decoded once and kept in a small cache (``bench/micro.py``, ``venue_price``, measures it).
+Execution follows its shard's market data itself (``follow``, raw, into a bounded ``MarketCopy``): the
+message an order names is almost always there already. Otherwise one request to JetStream per message the
+orders of a batch name, all in flight together. Each message is decoded once and kept in a small cache
+(``bench/micro.py``, ``venue_price``, measures the requests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +26,8 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from cachetools import LRUCache
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from rrr.shared import subjects
 from rrr.shared.bus import MARKET_DATA_STREAM, Bus
@@ -45,12 +50,73 @@ Price = Quote | NoPrice
 Cache = LRUCache[int, tuple[str, MarketData | str]]
 
 
+class MarketCopy:
+    """The newest messages of this shard's market data as RRR_MD delivers them, raw, by stream sequence.
+
+    An order names a quote the strategy has just read from the same stream, so its message is almost
+    always here already: read from this copy, the price costs no request. Bounded: the oldest goes; a
+    sequence not here is read from the stream itself.
+    """
+
+    def __init__(self, maxlen: int = 4096, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._maxlen = maxlen
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._raw: dict[int, tuple[str, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def add(self, seq: int, subject: str, data: bytes) -> None:
+        """Keep the message at ``seq``; the oldest go once ``maxlen`` messages or ``max_bytes`` are held."""
+        raw = self._raw
+        held = raw.get(seq)
+        if held is not None:  # delivered again after the consumer was re-created
+            self._bytes -= len(held[1])
+        raw[seq] = (subject, data)
+        self._bytes += len(data)
+        while len(raw) > self._maxlen or self._bytes > self._max_bytes:
+            oldest = next(iter(raw))  # dicts keep insertion order: stream order
+            self._bytes -= len(raw.pop(oldest)[1])
+
+    def get(self, seq: int) -> tuple[str, bytes] | None:
+        """The subject and payload at ``seq``, if held."""
+        return self._raw.get(seq)
+
+
+async def follow(bus: Bus, shard: int, copy: MarketCopy, stop: asyncio.Event) -> None:
+    """Keep ``copy`` filled with this shard's market data from now on, until ``stop`` is set.
+
+    An ordered push consumer from the newest message, without acknowledgements, and no decoding: a
+    message is decoded only when an order names it.
+    """
+
+    async def _keep(msg: Msg) -> None:
+        copy.add(int(msg.metadata.sequence.stream), msg.subject, msg.data)
+
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    sub = await bus.js.subscribe(
+        subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard),
+        stream=MARKET_DATA_STREAM.name,
+        cb=_keep,
+        ordered_consumer=True,
+        config=config,
+    )
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+
+
 def new_cache(maxsize: int = 256) -> Cache:
     """An empty cache of decoded market-data messages."""
     return LRUCache(maxsize=maxsize)
 
 
-async def _read(bus: Bus, seq: int, shards: int, cache: Cache) -> tuple[str, MarketData | str]:
+async def _read(
+    bus: Bus, seq: int, shards: int, cache: Cache, copy: MarketCopy | None = None
+) -> tuple[str, MarketData | str]:
     """The subject and the decoded message at ``seq`` of RRR_MD, or why it is not a valid one.
 
     Raises:
@@ -60,11 +126,15 @@ async def _read(bus: Bus, seq: int, shards: int, cache: Cache) -> tuple[str, Mar
     held = cache.get(seq)
     if held is not None:
         return held
-    raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, seq=seq)
-    subject = raw.subject or ""
+    copied = None if copy is None else copy.get(seq)
+    if copied is not None:
+        subject, data = copied
+    else:
+        raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, seq=seq)
+        subject, data = raw.subject or "", raw.data or b""
     decoded: MarketData | str
     try:
-        decoded = market_data_decoder.decode(raw.data or b"")
+        decoded = market_data_decoder.decode(data)
         check_subject(subject, decoded, shards)
     except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
         decoded = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
@@ -121,7 +191,9 @@ async def price(bus: Bus, order: SubmitOrder, shards: int, cache: Cache | None =
     return quote
 
 
-async def prices(bus: Bus, orders: Sequence[SubmitOrder], shards: int, cache: Cache | None = None) -> dict[str, Price]:
+async def prices(
+    bus: Bus, orders: Sequence[SubmitOrder], shards: int, cache: Cache | None = None, copy: MarketCopy | None = None
+) -> dict[str, Price]:
     """The price of each order by its id: one request per message of the stream the orders name, all in
     flight together, each message decoded once.
 
@@ -131,7 +203,7 @@ async def prices(bus: Bus, orders: Sequence[SubmitOrder], shards: int, cache: Ca
     cache = new_cache() if cache is None else cache
     # Read each message once, then price the orders from the cache.
     seqs = sorted({order.quote_seq for order in orders if order.quote_seq and order.quote_seq not in cache})
-    warmed = await asyncio.gather(*(_read(bus, seq, shards, cache) for seq in seqs), return_exceptions=True)
+    warmed = await asyncio.gather(*(_read(bus, seq, shards, cache, copy) for seq in seqs), return_exceptions=True)
     for failure in warmed:
         if isinstance(failure, BaseException) and not isinstance(failure, nats.js.errors.NotFoundError):
             if isinstance(failure, nats.errors.Error | TimeoutError):
