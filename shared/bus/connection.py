@@ -26,6 +26,8 @@ from rrr.shared.telemetry import extract
 _log = logging.getLogger(__name__)
 
 BeforeAck = Callable[[int], None]
+# The W3C header that carries a sender's span.
+_TRACEPARENT = "traceparent"
 """Called with the number of messages a batch handled, after its work and before its acknowledgement."""
 
 
@@ -155,6 +157,7 @@ class Connection:
         tracer: Tracer,
         before_ack: BeforeAck | None = None,
         dlq_key: bytes | None = None,
+        trace_roots: bool = True,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -166,6 +169,9 @@ class Connection:
         self.before_ack = before_ack
         # The system's secret that signs dead letters (see dead_letters); None: they go unsigned.
         self.dlq_key = dlq_key
+        # False when a message that arrives outside any trace starts none (no exporter): such a message gets
+        # no span at all, the cheapest kind, instead of a non-recording one.
+        self.trace_roots = trace_roots
 
     @classmethod
     async def connect(
@@ -178,6 +184,7 @@ class Connection:
         timeout_s: float | None = None,
         before_ack: BeforeAck | None = None,
         dlq_key: bytes | None = None,
+        trace_roots: bool = True,
     ) -> Self:
         """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart).
 
@@ -242,7 +249,14 @@ class Connection:
         if connecting.cancelled():
             raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s")
         connecting.result()
-        bus = cls(nc, service=service, tracer=tracer or trace.get_tracer("rrr"), before_ack=before_ack, dlq_key=dlq_key)
+        bus = cls(
+            nc,
+            service=service,
+            tracer=tracer or trace.get_tracer("rrr"),
+            before_ack=before_ack,
+            dlq_key=dlq_key,
+            trace_roots=trace_roots,
+        )
         return bus
 
     async def close(self) -> None:
@@ -253,12 +267,17 @@ class Connection:
 
     def span(self, name: str, msg: Msg) -> trace.Span:
         """Start a consumer span whose parent is the span that sent ``msg`` (use with ``with``)."""
-        return self.tracer.start_span(name, context=extract(msg.headers), kind=SpanKind.CONSUMER)
+        headers = msg.headers
+        if not self.trace_roots and not (headers and _TRACEPARENT in headers):
+            return trace.INVALID_SPAN
+        return self.tracer.start_span(name, context=extract(headers), kind=SpanKind.CONSUMER)
 
     def links(self, msgs: list[Msg]) -> list[trace.Link]:
         """Links to the spans that sent ``msgs`` (for a span covering a whole batch)."""
         out = []
         for msg in msgs:
+            if not (msg.headers and _TRACEPARENT in msg.headers):
+                continue  # sent outside any trace: nothing to link to
             context = trace.get_current_span(extract(msg.headers)).get_span_context()
             if context.is_valid:
                 out.append(trace.Link(context))

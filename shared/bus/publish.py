@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import nats.errors
 from nats.js.api import PubAck
 from nats.js.errors import APIError
+from opentelemetry import trace
 
 from rrr.shared.bus.connection import Backoff, Connection
 from rrr.shared.errors import FatalError
@@ -55,7 +56,8 @@ class Publisher(Connection):
     """Typed publishing, one message or a batch with every acknowledgement in flight together."""
 
     def _headers(self, msg_id: str | None) -> dict[str, str]:
-        headers = inject({})
+        # Outside any trace there is nothing to carry: the propagators' work is skipped.
+        headers = inject({}) if trace.get_current_span().get_span_context().is_valid else {}
         if msg_id is not None:
             headers[MSG_ID] = msg_id
         return headers
