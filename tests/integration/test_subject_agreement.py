@@ -16,7 +16,7 @@ from rrr.persistence import app as persistence_app
 from rrr.persistence.config import PersistenceConfig
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
-from rrr.shared.messages import Message, Quote, encode, market_data_decoder
+from rrr.shared.messages import Message, Quote, QuoteBatch, QuoteRow, encode, market_data_decoder
 from tests.support.factories import make_order, make_position, make_quote, unique_symbol
 from tests.support.orders import publish_quote_of
 from tests.support.services import Heartbeats, running_service
@@ -78,6 +78,7 @@ async def test_persistence_stores_nothing_that_arrives_on_a_subject_not_its_own(
         f"evt.order.0.{symbol}": make_position(symbol),  # another family
         f"md.trade.0.{symbol}": make_quote(symbol),  # another family of the same plane
         f"retry.persistence.sig.signal.0.{symbol}": make_quote(symbol),  # a retry of another family
+        "md.quotes.0.sim": _batch(symbol, "replay"),  # a batch of another source
     }
     for subject, message in misrouted.items():
         await _send(bus, subject, message)
@@ -87,10 +88,10 @@ async def test_persistence_stores_nothing_that_arrives_on_a_subject_not_its_own(
 
     async with running_service(persistence_app.run, config, heartbeats) as persistence:
         counters = await persistence.wait_for_counters(
-            lambda c: c.get("rows_quotes", 0) >= 1 and c.get("mismatched", 0) >= 4, "the marker, 4 mismatched"
+            lambda c: c.get("rows_quotes", 0) >= 1 and c.get("mismatched", 0) >= 5, "the marker, 5 mismatched"
         )
 
-    assert counters["mismatched"] == 4
+    assert counters["mismatched"] == 5
     assert await db.fetch("SELECT id FROM quotes") == [(marker.id,)]
     assert await db.fetchval("SELECT count(*) FROM positions") == 0
     assert await db.fetchval("SELECT count(*) FROM trades") == 0
@@ -98,6 +99,11 @@ async def test_persistence_stores_nothing_that_arrives_on_a_subject_not_its_own(
     assert {m.headers[DLQ_SUBJECT]: data for data, m in letters.items()} == {
         subjects.retried_subject(s): encode(m) for s, m in misrouted.items()
     }
+
+
+def _batch(symbol: str, source: str) -> QuoteBatch:
+    rows = [QuoteRow(f"{symbol}-b{i}", symbol, 1_000 + i, 11_000, 11_002, 4) for i in range(3)]
+    return QuoteBatch(id=f"{symbol}-{source}", ts_event=1_000, ts_init=1_000, source=source, quotes=rows)
 
 
 async def _latest(bus: Bus, subject: str) -> tuple[Quote | None, str]:

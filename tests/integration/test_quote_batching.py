@@ -1,0 +1,74 @@
+"""Natural batching of quotes (rrr.shared.bus.QuoteBatcher) against a real nats-server."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.msg import Msg
+
+from rrr.shared import subjects
+from rrr.shared.bus import Bus, QuoteBatcher
+from rrr.shared.errors import InvalidSubjectError
+from rrr.shared.messages import QuoteBatch, QuoteRow, market_data_decoder
+from tests.support.factories import unique_id, unique_symbol
+from tests.support.waiting import wait_until
+
+
+async def _listen(bus: Bus, source: str) -> list[tuple[str, QuoteBatch]]:
+    got: list[tuple[str, QuoteBatch]] = []
+
+    async def _on(msg: Msg) -> None:
+        batch = market_data_decoder.decode(msg.data)
+        assert isinstance(batch, QuoteBatch)
+        got.append((msg.subject, batch))
+
+    await bus.nc.subscribe(f"md.quotes.*.{source}", cb=_on)
+    await bus.nc.flush()
+    return got
+
+
+def _row(symbol: str, n: int) -> QuoteRow:
+    return QuoteRow(f"{symbol}:{n}", symbol, 1_000 + n, 10_000 + n, 10_002 + n, 4)
+
+
+async def test_quotes_made_in_one_turn_go_out_as_one_batch_per_shard_in_their_order(bus: Bus) -> None:
+    source = unique_id("b").replace("-", "_").lower()[:30]
+    got = await _listen(bus, source)
+    zero, one = unique_symbol("BZ", shard=0, shards=2), unique_symbol("BO", shard=1, shards=2)
+    batcher = QuoteBatcher(bus, source, 2, batch_id_prefix=f"{source}-run")
+    rows = [_row(zero, 1), _row(one, 2), _row(zero, 3), _row(one, 4), _row(zero, 5)]
+    for row in rows:
+        batcher.add(row)
+    await batcher.close()
+    await wait_until(lambda: len(got) >= 2, 5, "two batches")
+
+    assert sorted((subject, [r.id for r in batch.quotes]) for subject, batch in got) == [
+        (subjects.quote_batch(0, source), [rows[0].id, rows[2].id, rows[4].id]),
+        (subjects.quote_batch(1, source), [rows[1].id, rows[3].id]),
+    ]
+    assert (batcher.counters.quotes, batcher.counters.batches, batcher.counters.dropped) == (5, 2, 0)
+
+    # A quote after a quiet spell goes out alone, at once.
+    batcher.add(_row(zero, 6))
+    await batcher.close()
+    await wait_until(lambda: len(got) >= 3, 5, "a third batch")
+    assert [r.id for r in got[2][1].quotes] == [f"{zero}:6"]
+    assert len({batch.id for _, batch in got}) == 3
+
+
+async def test_a_turn_of_more_quotes_than_a_batch_holds_goes_out_in_full_batches(bus: Bus) -> None:
+    source = unique_id("m").replace("-", "_").lower()[:30]
+    got = await _listen(bus, source)
+    symbol = unique_symbol("BM")
+    batcher = QuoteBatcher(bus, source, 1, batch_id_prefix=f"{source}-run", max_rows=4)
+    for n in range(10):
+        batcher.add(_row(symbol, n))
+    await batcher.close()
+    await wait_until(lambda: sum(len(b.quotes) for _, b in got) >= 10, 5, "ten quotes")
+    assert [len(batch.quotes) for _, batch in got] == [4, 4, 2]
+    assert [r.id for _, batch in got for r in batch.quotes] == [f"{symbol}:{n}" for n in range(10)]
+
+
+@pytest.mark.parametrize("source", ["Sim", "a.b", "x>", ""])
+def test_a_source_that_cannot_be_a_subject_token_is_refused_at_once(bus: Bus, source: str) -> None:
+    with pytest.raises(InvalidSubjectError, match="source name"):
+        QuoteBatcher(bus, source, 1, batch_id_prefix="p")
