@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 from opentelemetry import trace
 
 from rrr.shared.bus.connection import Backoff, Connection
@@ -26,6 +28,9 @@ MSG_ID = "Nats-Msg-Id"
 # than fail, since nothing is wrong with the message.
 _UNAVAILABLE = 503
 _STREAM_AT_LIMIT = 10077
+# A request nobody answers (no stream captures the subject) comes back with this status header.
+_STATUS = "Status"
+_NO_RESPONDERS = "503"
 
 
 def store_full(exc: BaseException) -> bool:
@@ -52,8 +57,72 @@ class Outgoing:
     headers: dict[str, str]
 
 
+class _AckMux:
+    """JetStream acknowledgements of many publishes on one subscription (``<inbox>.<n>``), each a future.
+
+    What nats-py's ``js.publish`` does per message (a request, its timer, a task under ``gather``) costs
+    more than the publish itself when a batch is published; here a batch is its futures and one wait.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.pending: dict[str, asyncio.Future[PubAck]] = {}
+        self._next = 0
+
+    def new(self) -> tuple[str, asyncio.Future[PubAck]]:
+        """A reply subject and the future its acknowledgement resolves."""
+        self._next += 1
+        token = str(self._next)
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self.pending[token] = future
+        return f"{self.prefix}.{token}", future
+
+    async def on_reply(self, msg: Msg) -> None:
+        future = self.pending.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if future is None or future.done():
+            return  # given up on (a timeout): late
+        if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
+            future.set_exception(NoStreamResponseError())
+            return
+        try:
+            reply = json.loads(msg.data)
+            if "error" in reply:
+                APIError.from_error(reply["error"])  # raises the error's own class
+            future.set_result(PubAck.from_response(reply))
+        except (APIError, ValueError, TypeError, KeyError) as exc:
+            future.set_exception(exc if isinstance(exc, APIError) else APIError(description=f"bad ack: {exc}"))
+
+
 class Publisher(Connection):
     """Typed publishing, one message or a batch with every acknowledgement in flight together."""
+
+    _ack_mux: _AckMux | None = None
+
+    async def _publish_acked(self, items: Sequence[Outgoing], timeout_s: float) -> list[PubAck | BaseException]:
+        """Publish ``items`` to JetStream with their acknowledgements in flight together; each result is the
+        acknowledgement, or why there is none (an error the stream answered, or a timeout)."""
+        mux = self._ack_mux
+        if mux is None:
+            mux = self._ack_mux = _AckMux(self.nc.new_inbox())
+            await self.nc.subscribe(f"{mux.prefix}.*", cb=mux.on_reply)
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            for o in items:
+                reply, future = mux.new()
+                futures.append(future)
+                await self.nc.publish(o.subject, o.data, reply=reply, headers=o.headers)
+            if futures:
+                await asyncio.wait(futures, timeout=timeout_s)
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+            for token in [t for t, f in mux.pending.items() if f.done()]:
+                del mux.pending[token]
+        return [
+            TimeoutError(f"no acknowledgement within {timeout_s} s") if f.cancelled() else (f.exception() or f.result())
+            for f in futures
+        ]
 
     def _headers(self, msg_id: str | None) -> dict[str, str]:
         # Outside any trace there is nothing to carry: the propagators' work is skipped.
@@ -102,10 +171,10 @@ class Publisher(Connection):
         """``publish_persistent_many``, returning every acknowledgement (with its stream sequence) in order."""
         backoff = Backoff()
         while True:
-            results = await asyncio.gather(
-                *(self.js.publish(o.subject, o.data, timeout=ack_timeout_s, headers=o.headers) for o in items),
-                return_exceptions=True,
-            )
+            try:
+                results = await self._publish_acked(items, ack_timeout_s)
+            except nats.errors.Error as exc:  # the client could not even send (closed, reconnect buffer full)
+                results = [exc]
             failure = next((r for r in results if isinstance(r, BaseException)), None)
             if failure is None:
                 return [ack for ack in results if isinstance(ack, PubAck)]

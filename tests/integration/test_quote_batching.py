@@ -1,14 +1,16 @@
-"""Natural batching of quotes (rrr.shared.bus.QuoteBatcher) against a real nats-server."""
+"""Natural batching of quotes (rrr.shared.bus.QuoteBatcher) and batches of acknowledged publishes, against a
+real nats-server."""
 
 from __future__ import annotations
 
 import pytest
 from nats.aio.msg import Msg
+from nats.js.errors import NoStreamResponseError
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, QuoteBatcher
 from rrr.shared.errors import InvalidSubjectError
-from rrr.shared.messages import QuoteBatch, QuoteRow, market_data_decoder
+from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, market_data_decoder
 from tests.support.factories import unique_id, unique_symbol
 from tests.support.waiting import wait_until
 
@@ -72,3 +74,19 @@ async def test_a_turn_of_more_quotes_than_a_batch_holds_goes_out_in_full_batches
 def test_a_source_that_cannot_be_a_subject_token_is_refused_at_once(bus: Bus, source: str) -> None:
     with pytest.raises(InvalidSubjectError, match="source name"):
         QuoteBatcher(bus, source, 1, batch_id_prefix="p")
+
+
+async def test_a_persistent_publish_no_stream_captures_fails_at_once_and_leaves_nothing_pending(bus: Bus) -> None:
+    items = [bus.prepare(f"nostream.{n}", _row_quote(n)) for n in range(3)]
+    with pytest.raises(NoStreamResponseError):
+        await bus.publish_persistent_many(items, ack_timeout_s=30)
+    # Stored ones in the same call are acknowledged in order, with their stream sequences.
+    acks = await bus.publish_persistent_acks([bus.prepare(subjects.quote("ACKS", 1), _row_quote(n)) for n in (1, 2)])
+    assert [a.stream for a in acks] == ["RRR_MD", "RRR_MD"]
+    assert acks[1].seq == acks[0].seq + 1
+    assert bus._ack_mux is not None
+    assert bus._ack_mux.pending == {}
+
+
+def _row_quote(n: int) -> Quote:
+    return _row("ACKS", n).to_quote(1)
