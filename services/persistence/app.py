@@ -56,12 +56,13 @@ def _consumer(
     config: PersistenceConfig, family: str, stream: StreamSpec, filter_subject: str,
     decoder: msgspec.msgpack.Decoder[M], handler: HandleBatch[M], start_seq: int | None = None,
 ) -> Consumer[M]:  # fmt: skip
-    # Whatever is queued, up to batch_max_rows messages, as one batch (the handler writes it in transactions
-    # of at most batch_max_rows rows); with acknowledgements, waiting at most batch_max_ms for one to fill.
+    # Whatever is queued batch_linger_ms after a message arrived, up to batch_max_rows messages, as one batch
+    # (the handler writes it in transactions of at most batch_max_rows rows): a transaction costs about as
+    # much as a thousand rows. With acknowledgements, waiting at most batch_max_ms for one to fill.
     return Consumer(
         stream, f"{SERVICE}-{family}-{config.shard}", filter_subject, decoder, handler,
         retries=True, batch_size=config.batch_max_rows, max_wait_s=config.batch_max_ms / 1000,
-        shards=config.shards, start_seq=start_seq, acks=start_seq is None,
+        shards=config.shards, start_seq=start_seq, acks=start_seq is None, linger_s=config.batch_linger_ms / 1000,
     )  # fmt: skip
 
 

@@ -29,4 +29,13 @@ class PersistenceConfig(ServiceConfig, frozen=True, kw_only=True):
             ge=1, le=60_000, description="longest wait for a batch to fill (acknowledged consumers: the retries)"
         ),
     ] = 100
+    batch_linger_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=1000,
+            description="after a message arrives, how long to let more gather before writing (fewer, larger "
+            "transactions; 0: write at once)",
+        ),
+    ] = 2
     pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=100, description="PostgreSQL connections, at most")] = 4
