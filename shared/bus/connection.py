@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -47,6 +48,9 @@ class BusCounters(Counters, kw_only=True):
     publish_retries: int = 0
     # Publishes refused because the JetStream store was full, and retried.
     store_full: int = 0
+    # Messages the client dropped because a subscription's queue was full (each one re-creates the
+    # consumers that own their position, from the first message not yet handled).
+    slow_consumer_drops: int = 0
     heartbeats_missed: int = 0
 
 
@@ -203,6 +207,10 @@ class Connection:
         user = url_user(url)
 
         async def _on_error(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError) and bus is not None:
+                # A subscription's queue was full and the client dropped a message: consumers that own
+                # their position re-create themselves from it (see Consuming._consume_owned).
+                bus.counters.slow_consumer_drops += 1
             if bus is None and _AUTHORIZATION_VIOLATION in str(exc).lower():
                 # Refused at the first connection: wrong credentials do not heal by waiting.
                 refused.set()

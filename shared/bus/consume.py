@@ -29,10 +29,8 @@ from rrr.shared.errors import FatalError, MisroutedMessageError, TransientError
 from rrr.shared.messages import Message, check_subject
 
 _log = logging.getLogger(__name__)
-# What an ordered push consumer may hold in its client-side queue before the client counts a slow consumer
-# and drops (the consumer is then re-created from the last message received): the flow control keeps it far
-# below both in practice.
-_PENDING_MSGS_MAX = 65_536
+# What an ordered push consumer may hold in its client-side queue, in bytes, before the client drops a message
+# (the consumer is then re-created from the first message not handled).
 _PENDING_BYTES_MAX = 64 * 1024 * 1024
 # How often an ordered push consumer's server says it is alive when it has nothing to send: two missed
 # make the client re-create the consumer (after a server restart, say).
@@ -100,6 +98,9 @@ class Consumer(Generic[M]):
     # batching alone gives one message per batch at low rates; a writer whose every batch costs a
     # transaction trades this much latency for far fewer of them.
     linger_s: float = 0.0
+    # Without acknowledgements: messages the client may queue before it drops one (it then re-creates the
+    # consumer from the first message not handled; the server's flow control keeps it far below this).
+    pending_msgs_max: int = 65_536
 
     def __post_init__(self) -> None:
         if not self.acks and self.start_seq is None:
@@ -289,31 +290,35 @@ class Consuming(DeadLetters):
                 stream=consumer.stream.name,
                 ordered_consumer=True,
                 idle_heartbeat=_IDLE_HEARTBEAT_S,
-                pending_msgs_limit=_PENDING_MSGS_MAX,
+                pending_msgs_limit=consumer.pending_msgs_max,
                 pending_bytes_limit=_PENDING_BYTES_MAX,
                 config=config,
             )
 
         assert consumer.start_seq is not None  # Consumer.__post_init__
         next_seq = consumer.start_seq
+        # Taken before the consumer exists: a message dropped while it is being created counts too.
+        reconnects, drops = self.nc.stats["reconnects"], self.counters.slow_consumer_drops
         sub = await _open(next_seq)
-        reconnects = self.nc.stats["reconnects"]
         backoff = Backoff()
         try:
             while not stop.is_set():
-                if self.nc.stats["reconnects"] != reconnects:
+                # After a reconnect, or a message the client dropped (a full queue: the client goes on as if it
+                # had been delivered), the consumer is re-created from the first message not yet handled.
+                if self.nc.stats["reconnects"] != reconnects or self.counters.slow_consumer_drops != drops:
+                    why = "a reconnect" if self.nc.stats["reconnects"] != reconnects else "a dropped message"
+                    seen = self.nc.stats["reconnects"], self.counters.slow_consumer_drops
                     try:
                         with contextlib.suppress(nats.errors.Error):
                             await sub.unsubscribe()
                         sub = await _open(next_seq)
                     except nats.errors.Error as exc:
-                        _log.warning(
-                            "re-creating %s after a reconnect failed, will try again: %s", consumer.durable, exc
-                        )
+                        _log.warning("re-creating %s after %s failed, will try again: %s", consumer.durable, why, exc)
                         await backoff.wait(stop)
-                        continue
-                    reconnects = self.nc.stats["reconnects"]
-                    _log.info("re-created %s after a reconnect, from stream sequence %d", consumer.durable, next_seq)
+                        continue  # the counters still differ: tried again
+                    # As they were before the new consumer existed: a drop while it was created counts.
+                    reconnects, drops = seen
+                    _log.info("re-created %s after %s, from stream sequence %d", consumer.durable, why, next_seq)
                 try:
                     first = await sub.next_msg(timeout=consumer.max_wait_s)
                 except nats.errors.TimeoutError:
