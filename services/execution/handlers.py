@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from opentelemetry import trace
-
 from rrr.execution.market import Cache, MarketCopy, NoPrice, Price, new_cache, prices
 from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
@@ -255,7 +253,7 @@ async def on_order_commands(
     async with book.lock:
         book.published = False
         for delivery in batch:
-            with trace.use_span(bus.span("execution.on_submit_order", delivery.msg), end_on_exit=True):
+            with bus.handling("execution.on_submit_order", delivery.msg):
                 order = delivery.message
                 try:
                     # An order finished by the other consumer meanwhile was not priced: it is a duplicate.

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from rrr.shared import subjects
-from rrr.shared.bus import MARKET_DATA_STREAM, Bus
+from rrr.shared.bus import MARKET_DATA_STREAM, Bus, stream_seq
 from rrr.shared.errors import MisroutedMessageError, TransientError
 from rrr.shared.messages import MarketData, Quote, QuoteBatch, SubmitOrder, check_subject, market_data_decoder
 
@@ -92,7 +92,7 @@ async def follow(bus: Bus, shard: int, copy: MarketCopy, stop: asyncio.Event) ->
     """
 
     async def _keep(msg: Msg) -> None:
-        copy.add(int(msg.metadata.sequence.stream), msg.subject, msg.data)
+        copy.add(stream_seq(msg), msg.subject, msg.data)
 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
     sub = await bus.js.subscribe(

@@ -23,7 +23,7 @@ from rrr.shared.bus.connection import (
     inbox_prefix,
     url_user,
 )
-from rrr.shared.bus.consume import Consumer, Consuming, Delivery, HandleBatch, Rejected, Subscription
+from rrr.shared.bus.consume import Consumer, Consuming, Delivery, HandleBatch, Rejected, Subscription, stream_seq
 from rrr.shared.bus.dead_letters import (
     ATTEMPTS,
     DLQ_DELIVERIES,
@@ -98,5 +98,6 @@ __all__ = [
     "dead_letter_signature",
     "inbox_prefix",
     "signature_valid",
+    "stream_seq",
     "url_user",
 ]

@@ -280,6 +280,15 @@ class Connection:
             return trace.INVALID_SPAN
         return self.tracer.start_span(name, context=extract(headers), kind=SpanKind.CONSUMER)
 
+    def handling(self, name: str, msg: Msg) -> contextlib.AbstractContextManager[object]:
+        """``with bus.handling(name, msg):`` runs in a consumer span continuing the sender's trace, or, for a
+        message outside any trace when nothing starts traces, in none at all (not even the context manager
+        of a span)."""
+        span = self.span(name, msg)
+        if span is trace.INVALID_SPAN:
+            return contextlib.nullcontext()
+        return trace.use_span(span, end_on_exit=True)
+
     def links(self, msgs: list[Msg]) -> list[trace.Link]:
         """Links to the spans that sent ``msgs`` (for a span covering a whole batch)."""
         out = []

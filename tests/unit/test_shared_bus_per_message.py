@@ -1,14 +1,16 @@
-"""Trace context on the hot path: carried and continued inside traces, skipped outside them."""
+"""The hot path's per-message bookkeeping: trace context carried and continued inside traces, skipped outside
+them; the stream sequence read from the acknowledgement subject."""
 
 from __future__ import annotations
 
 import nats.aio.client
+import pytest
 from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
-from rrr.shared.bus import Bus
+from rrr.shared.bus import Bus, stream_seq
 
 
 def _bus(*, roots: bool) -> tuple[Bus, TracerProvider]:
@@ -52,3 +54,16 @@ def test_with_an_exporter_a_message_outside_any_trace_starts_one() -> None:
     span = bus.span("handle", _msg(bus.nc, None))
     assert span.is_recording()
     assert span.get_span_context().is_valid
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.RRR_MD.strategy-0.1.4711.12.1764460000000000000.3",
+        "$JS.ACK.hub.ACCOUNTHASH.RRR_MD.strategy-0.2.4711.12.1764460000000000000.3.rnd",
+        "$JS.ACK.hub.ACCOUNTHASH.RRR_MD.strategy-0.2.4711.12.1764460000000000000.3",
+    ],
+)
+def test_the_stream_sequence_read_from_the_ack_subject_is_the_one_the_library_parses(reply: str) -> None:
+    msg = Msg(nats.aio.client.Client(), subject="md.quotes.0.sim", reply=reply, data=b"")
+    assert stream_seq(msg) == msg.metadata.sequence.stream == 4711
