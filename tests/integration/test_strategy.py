@@ -26,8 +26,9 @@ from rrr.shared.messages import (
     signal_decoder,
 )
 from rrr.shared.watermark import Watermark
-from rrr.strategy import app, snapshots
+from rrr.strategy import app, loading, snapshots
 from rrr.strategy.config import StrategyConfig
+from rrr.strategy.engine import Engine
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 from tests.support.factories import unique_id, unique_symbol
 from tests.support.reference import Cross, sma_cross
@@ -257,12 +258,18 @@ async def test_strategy_state_larger_than_a_message_is_snapshotted_and_restored_
             book.on_decimal_quote(Decimal(row.bid), Decimal(row.ask))
         watermarks[symbol] = Watermark(ts=rows[-1].ts_ns, ids=[f"{unique_id('quote')}:{i}"])
     name = snapshots.name("sma_cross", 0, 1)
-    assert len(snapshots.encode(1234, "sma_cross", params, books, watermarks)) > 1024 * 1024
+    engine = Engine([loading.spec("sma_cross", "sma_cross", {"fast": FAST, "slow": SLOW})])
+    engine.runner("sma_cross").strategy.books = books  # type: ignore[attr-defined]
+    engine.watermarks.update(watermarks)
+    assert len(snapshots.encode_engine(1234, engine)) > 1024 * 1024
     saver = snapshots.Saver(bus, name, snapshots.legacy_key("sma_cross", 0, 1), every_s=1)
 
-    assert await saver.save(1234, "sma_cross", params, books, watermarks)
+    assert await saver.save(1234, lambda: snapshots.encode_engine(1234, engine))
 
-    seq, restored, marks = await snapshots.load(bus, name, "none", "sma_cross", params)
+    again = Engine([loading.spec("sma_cross", "sma_cross", {"fast": FAST, "slow": SLOW})])
+    seq = await snapshots.load(bus, name, "none", again)
+    restored: dict[str, SmaCross] = again.runner("sma_cross").strategy.books  # type: ignore[attr-defined]
+    marks = again.watermarks
     assert seq == 1234
     assert {s: b.state() for s, b in restored.items()} == {s: b.state() for s, b in books.items()}
     assert marks == watermarks
