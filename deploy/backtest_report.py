@@ -189,10 +189,10 @@ def _png(report: Report, path: Path) -> None:
         "(PnL = realized incl. fees + open position at mid)",
         fontsize=11,
     )
-    top.legend(loc="upper left", fontsize=9, frameon=False)
+    top.legend(loc="upper right", fontsize=9, framealpha=0.9)
     top.grid(alpha=0.3)
     bottom.set_ylabel("drawdown")
-    bottom.legend(loc="lower left", fontsize=9, frameon=False)
+    bottom.legend(loc="lower left", fontsize=9, framealpha=0.9)
     bottom.grid(alpha=0.3)
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))  # type: ignore[no-untyped-call]
     bottom.set_xlabel("event time (UTC)")

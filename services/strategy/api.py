@@ -164,22 +164,33 @@ class Strategy(Generic[P]):
             self.state = state
 
 
+class Cursor:
+    """The quote being handled (None outside a quote's handlers), its stream sequence and place in its batch:
+    one per engine, shared by its strategies' contexts, so that a quote costs one update, not one per strategy."""
+
+    __slots__ = ("index", "quote", "seq")
+
+    def __init__(self) -> None:
+        self.quote: QuoteRow | None = None
+        self.seq = 0
+        self.index = 0
+
+
 class Context:
     """What a strategy sees of the world and acts on it through. One per strategy instance."""
 
     __slots__ = (
         "_assume_fills",
         "_clock",
+        "_cursor",
         "_latest",
-        "_order_on_quote",
-        "_signal_on_quote",
+        "_order_quote",
+        "_signal_quote",
         "_timer_seq",
-        "index",
+        "_unapplied",
         "open_orders",
         "out",
         "positions",
-        "quote",
-        "seq",
         "strategy_id",
         "timers",
     )
@@ -191,6 +202,7 @@ class Context:
         clock: Callable[[], int],
         latest: dict[str, QuoteRow],
         assume_fills: bool,
+        cursor: Cursor | None = None,
     ) -> None:
         self.strategy_id = strategy_id
         self._clock = clock
@@ -198,14 +210,15 @@ class Context:
         # The service does not read order events back yet: there, an order counts as filled at its quote's
         # touch when sent (the paper venue's rule). The backtest delivers the venue's real events instead.
         self._assume_fills = assume_fills
-        # The quote being handled (None outside a quote), its stream sequence and place in its batch.
-        self.quote: QuoteRow | None = None
-        self.seq = 0
-        self.index = 0
-        self._order_on_quote = False
-        self._signal_on_quote = False
+        self._cursor = cursor or Cursor()
+        # The quotes the last order and the last signal were sent at: at most one of each per quote.
+        self._order_quote: QuoteRow | None = None
+        self._signal_quote: QuoteRow | None = None
         self.out: list[Signal | SubmitOrder] = []
         self.positions: dict[str, Position] = {}
+        # Assumed fills not yet applied to ``positions``: applied when a position is read (exact fractions
+        # cost microseconds, and most strategies never read theirs).
+        self._unapplied: list[tuple[str, Side, Decimal, Decimal]] = []
         self.open_orders: dict[str, SubmitOrder] = {}
         self.timers: list[Timer] = []
         self._timer_seq = 0
@@ -213,9 +226,15 @@ class Context:
     # -- reading ---------------------------------------------------------------------------------------
 
     @property
+    def quote(self) -> QuoteRow | None:
+        """The quote being handled (in ``on_quote`` and ``on_timer``), else None."""
+        return self._cursor.quote
+
+    @property
     def now(self) -> int:
         """Event time: the ``ts_event`` of the quote being handled (0 before the first)."""
-        return 0 if self.quote is None else self.quote.ts_event
+        quote = self._cursor.quote
+        return 0 if quote is None else quote.ts_event
 
     def latest(self, symbol: str) -> QuoteRow | None:
         """The newest quote of ``symbol`` applied so far, if any."""
@@ -223,6 +242,8 @@ class Context:
 
     def position(self, symbol: str) -> Position:
         """This strategy's own position in ``symbol`` (average cost, exact fractions; flat if none)."""
+        if self._unapplied:
+            self.apply_fills()
         position = self.positions.get(symbol)
         if position is None:
             position = self.positions[symbol] = Position(symbol)
@@ -238,7 +259,7 @@ class Context:
                 ``qty`` is not valid (qty: a positive decimal number within the wire's bounds).
         """
         row = self._require_quote("submit an order")
-        if self._order_on_quote:
+        if self._order_quote is row:
             raise StrategyApiError(self.strategy_id, f"a second order on quote {row.id}: at most one per quote")
         if side != "buy" and side != "sell":
             raise StrategyApiError(self.strategy_id, f"order side must be 'buy' or 'sell', got {side!r}")
@@ -254,14 +275,15 @@ class Context:
             quote_ts=row.ts_event,
             quote_bid=to_decimal(row.bid, row.places),
             quote_ask=to_decimal(row.ask, row.places),
-            quote_seq=self.seq,
-            quote_index=self.index,
+            quote_seq=self._cursor.seq,
+            quote_index=self._cursor.index,
         )
-        self._order_on_quote = True
+        self._order_quote = row
         self.out.append(order)
         if self._assume_fills:
-            touch = order.quote_ask if side == "buy" else order.quote_bid
-            self.position(row.symbol).apply_fill(side, amount, touch)
+            self._unapplied.append((row.symbol, side, amount, order.quote_ask if side == "buy" else order.quote_bid))
+            if len(self._unapplied) >= 1024:
+                self.apply_fills()
         else:
             self.open_orders[order.id] = order
         return order
@@ -282,7 +304,7 @@ class Context:
                 not valid.
         """
         row = self._require_quote("signal")
-        if self._signal_on_quote:
+        if self._signal_quote is row:
             raise StrategyApiError(self.strategy_id, f"a second signal on quote {row.id}: at most one per quote")
         if direction != "up" and direction != "down":
             raise StrategyApiError(self.strategy_id, f"signal direction must be 'up' or 'down', got {direction!r}")
@@ -290,7 +312,7 @@ class Context:
         mid = to_decimal(row.bid + row.ask, row.places) / 2 if fast is None or slow is None else Decimal(0)
         shown_fast = mid if fast is None else self._number("fast", fast, positive=True)
         shown_slow = mid if slow is None else self._number("slow", slow, positive=True)
-        self._signal_on_quote = True
+        self._signal_quote = row
         self.out.append(
             Signal(
                 id=f"{self.strategy_id}:{row.id}",
@@ -305,6 +327,15 @@ class Context:
                 target=exact_target,
             )
         )
+
+    def apply_fills(self) -> None:
+        """Bring ``positions`` up to date with the orders sent (where fills are assumed)."""
+        for symbol, side, qty, touch in self._unapplied:
+            position = self.positions.get(symbol)
+            if position is None:
+                position = self.positions[symbol] = Position(symbol)
+            position.apply_fill(side, qty, touch)
+        self._unapplied.clear()
 
     def set_timer(self, at: int, name: str = "") -> Timer:
         """Call ``on_timer`` at the first quote of the strategy's symbols whose ``ts_event`` is at or after
@@ -323,25 +354,24 @@ class Context:
 
     # -- the runner's side -----------------------------------------------------------------------------
 
-    def _begin(self, row: QuoteRow | None, seq: int, index: int) -> None:
-        self.quote, self.seq, self.index = row, seq, index
-        self._order_on_quote = self._signal_on_quote = False
-
     def _require_quote(self, what: str) -> QuoteRow:
-        if self.quote is None:
+        quote = self._cursor.quote
+        if quote is None:
             raise StrategyApiError(
                 self.strategy_id, f"cannot {what} outside on_quote or on_timer: no quote to price it"
             )
-        return self.quote
+        return quote
 
     def _number(self, name: str, value: object, *, positive: bool = False, signed: bool = False) -> Decimal:
         if isinstance(value, bool | float) or not isinstance(value, Decimal | int | str | Fraction):
             raise StrategyApiError(self.strategy_id, f"{name} must be a Decimal, int, str or Fraction, got {value!r}")
+        if isinstance(value, Decimal):
+            return value  # the message checks its bounds and sign when built (a ValueError stops the strategy)
         try:
             if isinstance(value, Fraction):  # a position's quantity: exact, or refused
                 number = _EXACT.divide(Decimal(value.numerator), Decimal(value.denominator))
             else:
-                number = value if isinstance(value, Decimal) else Decimal(value)
+                number = Decimal(value)
             check_number(name, number, positive=positive, signed=signed)
         except (ArithmeticError, ValueError) as exc:
             raise StrategyApiError(self.strategy_id, f"invalid {name} {value!r}: {exc}") from None

@@ -22,12 +22,11 @@ import msgspec
 
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
-from rrr.shared.fixed import MAX_PLACES, MAX_UNITS, FixedPointError
 from rrr.shared.messages import OrderFilled, OrderRejected, QuoteRow, Signal, SubmitOrder, Trade
 from rrr.shared.positions import Position
 from rrr.shared.universe import Universe
 from rrr.shared.watermark import Watermark
-from rrr.strategy.api import Context, OrderEvent, Params, Strategy, Timer
+from rrr.strategy.api import Context, Cursor, OrderEvent, Params, Strategy, Timer
 
 _log = logging.getLogger(__name__)
 Output = Signal | SubmitOrder
@@ -147,8 +146,13 @@ class Engine:
         self.latest: dict[str, QuoteRow] = {}
         # Per symbol: the newest quote applied (see rrr.shared.watermark), snapshotted with the strategies.
         self.watermarks: dict[str, Watermark] = {}
+        # The quote being handled, shared by every strategy's context.
+        self.cursor = Cursor()
         self.runners = [
-            Runner(spec, Context(spec.id, clock=clock, latest=self.latest, assume_fills=assume_fills)) for spec in specs
+            Runner(
+                spec, Context(spec.id, clock=clock, latest=self.latest, assume_fills=assume_fills, cursor=self.cursor)
+            )
+            for spec in specs
         ]
         self._by_id = {runner.spec.id: runner for runner in self.runners}
         # The runners trading each symbol, in the configured order; built on a symbol's first quote.
@@ -173,9 +177,11 @@ class Engine:
         ``seq`` is the quote's sequence in the market-data stream and ``index`` its place in the batch stored
         there: an order names both, and execution fills at the quote it reads there.
 
+        ``row`` is within the wire's fixed-point bounds (1 to 10**18 - 1 units, 0 to 28 places): a decoded
+        QuoteRow is, and so is a Quote converted by ``rrr.shared.fixed.to_units`` (which refuses the rest).
+
         Raises:
             SymbolRefusedError: the quote's symbol is new and outside the universe; nothing changed.
-            FixedPointError: a price is beyond the fixed-point bounds; the quote was not applied.
         """
         symbol = row.symbol
         mark = self.watermarks.get(symbol)
@@ -185,8 +191,6 @@ class Engine:
         if mark.seen(row.ts_event, row.id):
             self.counters.stale_skipped += 1
             return []
-        if not (0 < row.bid <= MAX_UNITS and 0 < row.ask <= MAX_UNITS and 0 <= row.places <= MAX_PLACES):
-            _refuse(row)
         mark.advance(row.ts_event, row.id)
         self.latest[symbol] = row
         runners = self._by_symbol.get(symbol)
@@ -194,12 +198,12 @@ class Engine:
             runners = self._by_symbol[symbol] = tuple(r for r in self.runners if r.trades(symbol))
         out: list[Output] = []
         ts = row.ts_event
+        cursor = self.cursor
+        cursor.quote, cursor.seq, cursor.index = row, seq, index
         for runner in runners:
             if runner.stopped:
                 continue
             ctx = runner.ctx
-            ctx.quote, ctx.seq, ctx.index = row, seq, index
-            ctx._order_on_quote = ctx._signal_on_quote = False
             try:
                 if ctx.timers and ctx.timers[0].at <= ts:
                     self._fire_timers(runner, ts)
@@ -217,7 +221,7 @@ class Engine:
         """Feed one trade to the strategies trading its symbol (they cannot send orders from it)."""
         for runner in self.runners:
             if not runner.stopped and runner.trades(trade.symbol):
-                runner.ctx.quote = None
+                self.cursor.quote = None
                 self._call(runner, f"on_trade at trade {trade.id}", runner.strategy.on_trade, trade)
 
     def on_order_event(self, event: OrderEvent) -> None:
@@ -234,7 +238,7 @@ class Engine:
             ctx.open_orders.pop(event.client_order_id, None)
         elif isinstance(event, OrderRejected):
             ctx.open_orders.pop(event.client_order_id, None)
-        ctx.quote = None
+        self.cursor.quote = None
         self._call(runner, f"on_order_event at {event.id}", runner.strategy.on_order_event, event)
 
     def _fire_timers(self, runner: Runner, ts: int) -> None:
@@ -267,6 +271,7 @@ class Engine:
         states = []
         for runner in self.runners:
             ctx = runner.ctx
+            ctx.apply_fills()
             try:
                 state = _encoder.encode(runner.strategy.snapshot()) if not runner.stopped else _encoder.encode(None)
             except (TypeError, msgspec.EncodeError) as exc:
@@ -323,11 +328,3 @@ class Engine:
                 continue
             self._call(runner, "restore", runner.strategy.restore, state)
         return dropped
-
-
-def _refuse(row: QuoteRow) -> None:
-    if not 0 <= row.places <= MAX_PLACES:
-        raise FixedPointError("places", f"0 to {MAX_PLACES}", row.places)
-    for name, units in (("bid", row.bid), ("ask", row.ask)):
-        if not 0 < units <= MAX_UNITS:
-            raise FixedPointError(name, "1 to 10**18 units", f"{units} units of 10**-{row.places}")
