@@ -2,7 +2,7 @@
 
 A strategy is named in one of three ways:
 
-- a built-in's short name: ``sma_cross``, ``mean_reversion``;
+- a built-in's short name: ``sma_cross``, ``mean_reversion``, ``ml_signal``;
 - the name of an entry point of the group ``rrr.strategies`` (what a pip-installed package declares:
   ``[project.entry-points."rrr.strategies"] my_strategy = "my_pkg.module:MyStrategy"``);
 - ``package.module:Class``, importable from the Python path.
@@ -42,6 +42,7 @@ ENTRY_POINT_GROUP = "rrr.strategies"
 BUILTINS: Mapping[str, str] = {
     "sma_cross": "rrr.strategy.sma_cross:SmaCrossStrategy",
     "mean_reversion": "rrr.strategy.mean_reversion:MeanReversion",
+    "ml_signal": "rrr.strategy.ml_signal:MlSignal",
 }
 # Strategies in one service instance: each sees every quote of its symbols, so the bound keeps a quote's
 # cost bounded too.
@@ -61,7 +62,7 @@ class StrategyLoadError(RRRError):
 
 
 _NAMES = (
-    "a built-in (sma_cross, mean_reversion), an installed strategy (rrr-strategy --list) "
+    "a built-in (sma_cross, mean_reversion, ml_signal), an installed strategy (rrr-strategy --list) "
     "or package.module:Class"
 )
 

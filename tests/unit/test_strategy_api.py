@@ -108,7 +108,7 @@ def test_a_strategy_trades_only_its_listed_symbols() -> None:
         ("sma_cross", {"fats": 3}, r"^parameters of sma_cross: .*unknown field `fats`"),
         ("sma_cross", '{"fast": ', r"^parameters of sma_cross: expected a JSON object"),
         ("mean_reversion", {"entry": 1, "exit": 2}, r"0 <= exit < entry, got exit=2 entry=1"),
-        ("no_such", {}, r"^strategy: expected a built-in \(sma_cross, mean_reversion\), .* got 'no_such'$"),
+        ("no_such", {}, r"^strategy: expected a built-in \(sma_cross, mean_reversion, ml_signal\), .* got 'no_such'$"),
         (
             "no_such_module.x:Y",
             {},
