@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 import nats.aio.client
@@ -70,9 +69,11 @@ class EquityCurve:
 
     ts: list[int] = field(default_factory=list)
     pnl: list[float] = field(default_factory=list)
-    # Exact, per symbol and in total: only the quoted symbol's part changes at a quote.
-    parts: dict[str, Fraction] = field(default_factory=dict)
-    total: Fraction = Fraction(0)
+    # Per symbol and in total: only the quoted symbol's part changes at a quote.
+    parts: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+    # Per symbol, the position as floats, by its fill count (converted once per fill, not per quote).
+    held: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -161,18 +162,31 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
 
 def _mark(curves: Sequence[tuple[Runner, EquityCurve]], row: QuoteRow, ts: int) -> None:
     """Append each strategy's PnL after ``row``: realized (fees included) plus its open position in the quoted
-    symbol at this quote's mid (its other symbols' parts are unchanged since their last quote)."""
+    symbol at this quote's mid (its other symbols' parts are unchanged since their last quote).
+
+    In floats: the curve is for reading and plotting; the exact figures come from the fills.
+    """
     symbol = row.symbol
+    mid: float | None = None
     for runner, curve in curves:
         position = runner.ctx.positions.get(symbol)
         if position is not None:
-            part = position.realized_pnl
-            if position.qty:
-                part += (Fraction(row.bid + row.ask, 2 * 10**row.places) - position.avg_price) * position.qty
-            curve.total += part - curve.parts.get(symbol, 0)
+            held = curve.held.get(symbol)
+            if held is None or held[0] != position.fills:
+                held = curve.held[symbol] = (
+                    position.fills,
+                    float(position.realized_pnl),
+                    float(position.avg_price),
+                    float(position.qty),
+                )
+            _, realized, avg_price, qty = held
+            if mid is None:
+                mid = (row.bid + row.ask) / (2 * 10**row.places)
+            part = realized + (mid - avg_price) * qty if qty else realized
+            curve.total += part - curve.parts.get(symbol, 0.0)
             curve.parts[symbol] = part
         curve.ts.append(ts)
-        curve.pnl.append(float(curve.total))
+        curve.pnl.append(curve.total)
 
 
 # -- the command line ------------------------------------------------------------------------------------
