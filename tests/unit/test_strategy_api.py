@@ -220,3 +220,21 @@ def test_a_timer_fires_at_the_first_quote_at_or_after_its_event_time_never_by_th
     # Looks at quotes 1 + 61 k (the first at or after 60.5 s since the previous look).
     assert {int(o.quote_id.split(":")[1]) - 2 for o in out if isinstance(o, Signal)} <= {61 * k for k in range(1, 7)}
     assert engine.runner("momentum").ctx.timers[0].at == rows[61 * 6].ts_event + 60_500_000_000
+
+
+def test_a_strategy_installed_with_an_entry_point_is_listed_and_loaded_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What pip leaves of a package that declares [project.entry-points."rrr.strategies"]: its dist-info.
+    dist = tmp_path / "momentum_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: momentum-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{loading.ENTRY_POINT_GROUP}]\nmomentum = {STRATEGIES}:TimedMomentum\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    listed = {name: target for name, target, _ in loading.available()}
+    spec = loading.spec("momentum", "momentum", {"every_ms": 1000})
+
+    assert listed["momentum"] == f"{STRATEGIES}:TimedMomentum"
+    assert spec.cls.__name__ == "TimedMomentum"
+    assert spec.ref == "momentum"
