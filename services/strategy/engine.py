@@ -71,10 +71,15 @@ class Runner:
     def __init__(self, spec: StrategySpec, ctx: Context) -> None:
         self.spec = spec
         self.ctx = ctx
-        self.strategy = spec.cls(ctx, spec.params)
+        self.stopped = ""
+        try:
+            self.strategy = spec.cls(ctx, spec.params)
+        except Exception as exc:  # a user's __init__: stopped like any other failing handler
+            self.strategy = Strategy(ctx, spec.params)
+            self.stopped = f"__init__: {type(exc).__name__}: {exc}"[:1000]
+            _log.error("strategy %s stopped (the others go on): %s", spec.id, self.stopped, exc_info=exc)
         # Bound once: the hot path calls it for every quote.
         self.on_quote = self.strategy.on_quote
-        self.stopped = ""
 
     def trades(self, symbol: str) -> bool:
         """Whether this strategy trades ``symbol``."""
@@ -158,7 +163,10 @@ class Engine:
         # The runners trading each symbol, in the configured order; built on a symbol's first quote.
         self._by_symbol: dict[str, tuple[Runner, ...]] = {}
         for runner in self.runners:
-            self._call(runner, "on_start", runner.strategy.on_start)
+            if runner.stopped:
+                self.counters.strategies_failed += 1
+            else:
+                self._call(runner, "on_start", runner.strategy.on_start)
 
     def runner(self, strategy_id: str) -> Runner:
         """The runner of the strategy ``strategy_id``."""
@@ -317,8 +325,9 @@ class Engine:
             ctx.timers = list(saved.timers)
             heapq.heapify(ctx.timers)
             ctx._timer_seq = saved.timer_seq
-            runner.stopped = saved.stopped
-            if saved.stopped:
+            # Stopped before (kept stopped), or now, at its start: nothing to restore into.
+            runner.stopped = saved.stopped or runner.stopped
+            if runner.stopped:
                 continue
             state_type = runner.spec.cls.state_type
             try:

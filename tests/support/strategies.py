@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from rrr.strategy.api import Params, QuoteRow, Strategy, Timer, mid2
+from rrr.strategy.api import Context, Params, QuoteRow, Strategy, Timer, mid2
 
 
 class TimedMomentumParams(Params, frozen=True, kw_only=True):
@@ -74,6 +74,20 @@ class RaisesAfter(Strategy[Params]):
         self.seen += 1
         if self.seen == 10:
             raise RuntimeError("deliberate failure at the 10th quote")
+
+
+class FailsAtStart(Strategy[Params]):
+    """Raises in on_start."""
+
+    def on_start(self) -> None:
+        raise ValueError("deliberate failure at start")
+
+
+class FailsInInit(Strategy[Params]):
+    """Raises when built."""
+
+    def __init__(self, ctx: Context, params: Params) -> None:
+        raise RuntimeError("deliberate failure in __init__")
 
 
 class ReturnsGarbage(Strategy[Params]):

@@ -165,7 +165,7 @@ def test_the_builtins_are_listed_with_their_summary() -> None:
     assert listed["mean_reversion"][1].startswith("``mean_reversion``")
 
 
-@pytest.mark.parametrize("bad", ["RaisesAfter", "ReturnsGarbage", "TwoOrdersOnAQuote"])
+@pytest.mark.parametrize("bad", ["RaisesAfter", "ReturnsGarbage", "TwoOrdersOnAQuote", "FailsAtStart", "FailsInInit"])
 def test_a_strategy_that_fails_is_stopped_and_counted_and_the_others_go_on(bad: str) -> None:
     rows = _rows(limit=1500)
     reference = _feed(_engine([loading.spec("sma_cross", "sma_cross")]), rows)
@@ -176,7 +176,11 @@ def test_a_strategy_that_fails_is_stopped_and_counted_and_the_others_go_on(bad: 
     assert out == reference
     assert engine.counters.strategies_failed == 1
     assert engine.stopped == 1
-    assert engine.runner("bad").stopped.startswith("on_quote at quote q:")
+    assert engine.runner("bad").stopped.startswith(
+        {"FailsAtStart": "on_start: ValueError", "FailsInInit": "__init__: RuntimeError"}.get(
+            bad, "on_quote at quote q:"
+        )
+    )
     # Stopped for good: its state says so in a snapshot, and a restored engine keeps it stopped.
     again = _engine([loading.spec("bad", f"{STRATEGIES}:{bad}"), loading.spec("sma_cross", "sma_cross")])
     again.restore(snapshots.decode_any(snapshots.encode_engine(9, engine)).strategies)  # type: ignore[union-attr]
