@@ -200,7 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="quote files (.csv, .parquet), in order")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--strategy", help="a built-in (sma_cross, mean_reversion), an installed one, or module:Class")
+    which.add_argument(
+        "--strategy", help="a built-in (sma_cross, mean_reversion, ml_signal), an installed one, or module:Class"
+    )
     which.add_argument("--config", type=Path, help="a TOML file listing several strategies (see rrr-strategy)")
     parser.add_argument("--params", default="", help="the strategy's parameters as a JSON object")
     parser.add_argument("--strategy-id", default="", help="the id on its orders (default: its name)")

@@ -22,7 +22,7 @@ class StrategyConfig(ServiceConfig, frozen=True, kw_only=True):
         str,
         msgspec.Meta(
             max_length=300,
-            description="the strategy: a built-in (sma_cross, mean_reversion), an installed one (--list) "
+            description="the strategy: a built-in (sma_cross, mean_reversion, ml_signal), an installed one (--list) "
             "or package.module:Class",
         ),
     ] = "sma_cross"
