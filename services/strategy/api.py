@@ -8,7 +8,10 @@ returns None:
 - ``on_quote(quote)``: a ``QuoteRow`` of one of its symbols, prices in fixed point (``bid``/``ask`` units of
   10**-``places``; ``mid2(quote)`` is bid + ask exactly, ``price(units, places)`` a Decimal).
 - ``on_trade(trade)``: a ``Trade`` of one of its symbols (no orders from here: an order needs a quote).
-- ``on_order_event(event)``: its own orders' ``OrderAccepted``, ``OrderRejected``, ``OrderFilled``.
+- ``on_order_event(event)``: its own orders' ``OrderAccepted``, ``OrderRejected``, ``OrderFilled``. The
+  backtest delivers them right after the order's quote; the strategy service does not read order events
+  yet, and there ``ctx.position`` is what the orders make if each fills whole at its quote's touch (the
+  paper venue's rule; fees, slippage and risk rejections unseen).
 - ``on_timer(timer)``: a timer set with ``ctx.set_timer`` whose time a quote's ``ts_event`` reached.
 
 ``self.ctx`` (a ``Context``) submits market orders and signals, and reads the strategy's position, open
