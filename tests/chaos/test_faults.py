@@ -106,13 +106,22 @@ async def test_3b_a_user_strategy_killed_mid_replay_sends_the_orders_of_an_unint
         "PYTHONPATH": str(ROOT),
     }
     await system.start("persistence-0", "market_data-0", "execution-0")
-    await system.start("strategy-0", extra_env={**user, "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "100"}, crash_before_ack=8)
+    # One message (a batch of up to 512 quotes) per fetch: killed after 8 of the replay's 19, about 4,000 quotes in,
+    # however fast the replay published, so the restarted strategy surely has the rest to handle.
+    crashing = {**user, "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "10", "RRR_STRATEGY_BATCH_SIZE": "1"}
+    await system.start("strategy-0", extra_env=crashing, crash_before_ack=8)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
     await system.start("strategy-0", extra_env=user)
     await finish(replay)
     expected = timed_momentum_expectations(EURUSD, every_ms=30_000)
     result = await wait_for_exact(system.database_url, EURUSD, timeout_s=120, strategy="momentum", expected=expected)
+    await wait_until(
+        lambda: system.counters("strategy-0").get("handled", 0) >= 11,
+        30,
+        "the restarted strategy to report the messages after the crash point",
+        describe=lambda: system.counters("strategy-0"),
+    )
     _report("user strategy kill -9", result)
     print(f"restarted strategy: {system.counters('strategy-0')}")
 
