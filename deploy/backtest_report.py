@@ -204,6 +204,7 @@ def _svg(report: Report, width: int = 900, height: int = 560) -> str:
     """Equity curves (top) and drawdowns (bottom) as a self-contained SVG, drawn by hand."""
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
     pad, split = 60, int(height * 0.62)
+    top = 40 + 16 * len(report.figures)  # below the title and one line per strategy
     curves = [report.result.equity[f.strategy] for f in report.figures]
     times = [t for c in curves for t in c.ts] or [0, 1]
     t0, t1 = min(times), max(times) or 1
@@ -231,17 +232,28 @@ def _svg(report: Report, width: int = 900, height: int = 560) -> str:
     ]
     lo, hi = min([*values, 0.0]), max([*values, 0.0])
     dlo = min(drops)
+    # The two panels' frames, and PnL's zero.
+    zero = (split - 20) - (0.0 - lo) / ((hi - lo) or 1.0) * (split - 20 - top)
+    parts.append(
+        f'<rect x="{pad}" y="{top}" width="{width - 2 * pad}" height="{split - 20 - top}" fill="none" stroke="#ccc"/>'
+    )
+    parts.append(
+        f'<rect x="{pad}" y="{split + 10}" width="{width - 2 * pad}" height="{height - split - 50}" '
+        'fill="none" stroke="#ccc"/>'
+    )
+    parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#999"/>')
     for i, (f, c) in enumerate(zip(report.figures, curves, strict=True)):
         colour = colours[i % len(colours)]
-        pnl_points = path(c.ts, c.pnl, lo, hi, 40, split - 20)
+        pnl_points = path(c.ts, c.pnl, lo, hi, top, split - 20)
         drawdown_points = path(c.ts, drawdown(c.pnl), dlo, 0.0, split + 10, height - 40)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.3" points="{pnl_points}"/>')
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1" points="{drawdown_points}"/>')
         parts.append(
-            f'<text x="{pad + 10}" y="{56 + 16 * i}" fill="{colour}">{f.strategy}: PnL {f.total:+.6f}, '
+            f'<text x="{pad}" y="{46 + 16 * i}" fill="{colour}">'
+            f"{f.strategy}: PnL {f.total:+.6f}, "
             f"max drawdown {f.max_drawdown:.6f}, {f.fills} fills</text>"
         )
-    for label, y in ((f"{hi:.5f}", 44), (f"{lo:.5f}", split - 20), ("0", split + 14), (f"{dlo:.5f}", height - 40)):
+    for label, y in ((f"{hi:.5f}", top + 4), (f"{lo:.5f}", split - 20), ("0", split + 14), (f"{dlo:.5f}", height - 40)):
         parts.append(f'<text x="4" y="{y}" font-size="10">{label}</text>')
     start = datetime.fromtimestamp(t0 / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
     end = datetime.fromtimestamp(t1 / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")
