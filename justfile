@@ -25,6 +25,13 @@ up FEED="sim" *FLAGS: _venv
 replay FILE *FLAGS: _venv
     @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-market-data" replay "$@"
 
+# Backtest strategies on quote files in one process, no servers: just backtest FILE... --strategy sma_cross [--params JSON] [--report out.png].
+[group('run')]
+[no-exit-message]
+[no-cd]
+backtest *ARGS: _venv
+    @"{{ bin }}/rrr-backtest" "$@"
+
 # Print live messages of a subject pattern, decoded (quote the pattern: just tap 'md.>'); --json for JSON lines.
 [group('run')]
 [no-exit-message]

@@ -49,7 +49,8 @@ from nats.aio.msg import Msg
 from tqdm import tqdm
 
 from rrr.shared import subjects
-from rrr.shared.bus import MSG_ID
+from rrr.shared.bus import MSG_ID, fitted
+from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.messages import QUOTE_BATCH_MAX, OrderAccepted, QuoteBatch, QuoteRow, encode, order_event_decoder
 
 _MAX_US = 3_600_000_000  # 1 h
@@ -262,14 +263,19 @@ async def run_load(
             else:
                 by_shard.setdefault(shard_of[symbol], []).append(row)
         for shard, rows in by_shard.items():
-            for first in range(0, len(rows), QUOTE_BATCH_MAX):
-                part = rows[first : first + QUOTE_BATCH_MAX]
+            now_ns = time.time_ns()
+
+            def _build(part: list[QuoteRow], now_ns: int = now_ns) -> QuoteBatch:
+                nonlocal batches
                 batches += 1
-                batch = QuoteBatch(
-                    id=f"{run_id}:b{batches}", ts_event=part[0].ts_event, ts_init=time.time_ns(), source="load",
-                    quotes=part,
-                )  # fmt: skip
-                await nc.publish(subjects.quote_batch(shard, "load"), encode(batch), headers={MSG_ID: batch.id})
+                return QuoteBatch(
+                    id=f"{run_id}:b{batches}", ts_event=part[0].ts_event, ts_init=now_ns, source="load", quotes=part
+                )
+
+            # As the feeds do: split to fit the stream's largest message (a stall makes a large burst).
+            for first in range(0, len(rows), QUOTE_BATCH_MAX):
+                for batch, data in fitted(rows[first : first + QUOTE_BATCH_MAX], _build, DEFAULT_MAX_MSG_BYTES):
+                    await nc.publish(subjects.quote_batch(shard, "load"), data, headers={MSG_ID: batch.id})
         sent = due
         published_per_s[int(now - start)] += burst
         bar.update(burst)

@@ -12,6 +12,15 @@ converted before any clock starts. Three ways of feeding them to ``sma_cross(5, 
 3. ``decimal -> units``: ``SmaCross.on_decimal_quote(bid, ask)``, Decimal prices converted by
    ``rrr.shared.fixed.to_units`` and then the integer path: what the service pays while quotes carry Decimals.
 
+And two ways that include everything the service does per quote but the bus (watermark, messages built):
+
+4. ``handler (before the API)``: the service's quote handler as it was before strategies were plug-ins (kept
+   below): the symbol's watermark, ``SmaCross.on_quote`` called directly, the Signal and SubmitOrder built.
+5. ``api engine``: ``rrr.strategy.engine.Engine.on_row`` running the ``sma_cross`` built-in through the strategy
+   API (``SmaCrossStrategy``, its context building the same messages): what the service runs now.
+
+The difference between 4 and 5 is the API's own cost per quote.
+
 Each repeat times ``--passes`` passes over the whole file per way, every pass with a fresh state (one symbol
 from its first quote), the ways alternating which goes first; one warm-up repeat is not recorded. The
 figure is the median over ``--repeats`` repeats of the time per quote. Before timing, the three ways are
@@ -36,7 +45,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from rrr.shared.fixed import to_units
+from rrr.shared.fixed import to_decimal, to_units
+from rrr.shared.messages import QuoteRow, Signal, SubmitOrder
+from rrr.shared.watermark import Watermark
+from rrr.strategy import loading
+from rrr.strategy.engine import Engine
 from rrr.strategy.sma_cross import Cross, SmaCross, SmaCrossParams
 
 EURUSD = Path(__file__).parents[1] / "tests" / "data" / "eurusd_quotes_2020-01-01.csv"
@@ -112,9 +125,44 @@ class DecimalSmaCross:
         )
 
 
-# -- the three ways, each one pass over the quotes with a fresh state ---------------------------------------
+# -- the service's quote handler before the strategy API (rrr.strategy.handlers.on_row at 9ceff0d, minus the bus)
 
-Pass = Callable[[], Sequence[Cross | DecimalCross | None]]
+
+def _handler_before_api(
+    books: dict[str, SmaCross], marks: dict[str, Watermark], params: SmaCrossParams, row: QuoteRow, seq: int
+) -> list[Signal | SubmitOrder]:
+    symbol = row.symbol
+    mark = marks.get(symbol)
+    if mark is None:
+        mark = marks[symbol] = Watermark()
+    if mark.seen(row.ts_event, row.id):
+        return []
+    book = books.get(symbol)
+    if book is None:
+        book = books[symbol] = SmaCross(params)
+    cross = book.on_quote(row.bid, row.ask, row.places)
+    mark.advance(row.ts_event, row.id)
+    if cross is None:
+        return []
+    now = 0
+    out: list[Signal | SubmitOrder] = [
+        Signal(id=f"sma_cross:{row.id}", ts_event=row.ts_event, ts_init=now, strategy="sma_cross", symbol=symbol,
+               quote_id=row.id, direction=cross.direction, fast=cross.fast, slow=cross.slow, target=cross.target)
+    ]  # fmt: skip
+    if cross.order_qty:
+        out.append(
+            SubmitOrder(id=f"sma_cross-{row.id}", ts_event=row.ts_event, ts_init=now, strategy="sma_cross",
+                        symbol=symbol, side="buy" if cross.order_qty > 0 else "sell", qty=abs(cross.order_qty),
+                        quote_ts=row.ts_event, quote_bid=to_decimal(row.bid, row.places),
+                        quote_ask=to_decimal(row.ask, row.places), quote_seq=seq, quote_index=0)
+        )  # fmt: skip
+    return out
+
+
+# -- the ways, each one pass over the quotes with a fresh state ---------------------------------------------
+
+# A pass returns, per quote, its cross (None for none), or the messages the quote made (4 and 5).
+Pass = Callable[[], Sequence[Cross | DecimalCross | list[Signal | SubmitOrder] | None]]
 
 
 def _ways(params: SmaCrossParams) -> dict[str, Pass]:
@@ -139,13 +187,52 @@ def _ways(params: SmaCrossParams) -> dict[str, Pass]:
         on_quote = SmaCross(params).on_decimal_quote
         return [on_quote(bid, ask) for bid, ask in decimals]
 
-    return {"decimal": decimal_pass, "units": units_pass, "decimal -> units": converting_pass}
+    rows = [QuoteRow(f"q:{i}", "EURUSD", i + 1, bid, ask, places) for i, (bid, ask, places) in enumerate(units)]
+
+    def handler_pass() -> list[list[Signal | SubmitOrder]]:
+        books: dict[str, SmaCross] = {}
+        marks: dict[str, Watermark] = {}
+        return [_handler_before_api(books, marks, params, row, i + 1) for i, row in enumerate(rows)]
+
+    def engine_pass() -> list[list[Signal | SubmitOrder]]:
+        spec = loading.spec(
+            "sma_cross", "sma_cross", {"fast": params.fast, "slow": params.slow, "qty": str(params.qty)}
+        )
+        on_row = Engine([spec], clock=lambda: 0).on_row
+        return [on_row(row, i + 1, 0) for i, row in enumerate(rows)]
+
+    return {
+        "decimal": decimal_pass,
+        "units": units_pass,
+        "decimal -> units": converting_pass,
+        "handler (before the API)": handler_pass,
+        "api engine": engine_pass,
+    }
+
+
+def _as_cross(out: list[Signal | SubmitOrder]) -> Cross | None:
+    """The cross a quote's messages stand for (to check every way makes the same ones)."""
+    if not out:
+        return None
+    signal = out[0]
+    assert isinstance(signal, Signal)
+    order_qty = Decimal(0)
+    if len(out) > 1:
+        order = out[1]
+        assert isinstance(order, SubmitOrder)
+        order_qty = order.qty if order.side == "buy" else -order.qty
+    return Cross(
+        direction=signal.direction, fast=signal.fast, slow=signal.slow, target=signal.target, order_qty=order_qty
+    )
 
 
 def _check(ways: dict[str, Pass]) -> int:
     """The number of crosses, after checking that every way makes exactly the same ones."""
     results = {
-        name: [None if c is None else (c.direction, c.fast, c.slow, c.target, c.order_qty) for c in run()]
+        name: [
+            None if c is None else (c.direction, c.fast, c.slow, c.target, c.order_qty)
+            for c in (_as_cross(x) if isinstance(x, list) else x for x in run())
+        ]
         for name, run in ways.items()
     }
     first = results["decimal"]
@@ -198,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = statistics.median(samples["decimal"])
     for name, ns in samples.items():
         median = statistics.median(ns)
-        print(f"  {name:<17} {median:6.0f} ns/quote  [{min(ns):.0f}-{max(ns):.0f}]  {baseline / median:4.1f}x decimal")
+        print(f"  {name:<24} {median:6.0f} ns/quote  [{min(ns):.0f}-{max(ns):.0f}]  {baseline / median:4.1f}x decimal")
     return 0
 
 

@@ -102,6 +102,12 @@ def _consumes(stream: StreamSpec) -> list[str]:
     ]
 
 
+def _follows(stream: StreamSpec) -> list[str]:
+    """An ordered push consumer on ``stream`` and nothing more: created, and its flow control answered."""
+    return [f"{_API}.CONSUMER.CREATE.{stream.name}", f"{_API}.CONSUMER.CREATE.{stream.name}.>",
+            f"$JS.FC.{stream.name}.>"]  # fmt: skip
+
+
 def _bucket_read(bucket: str) -> list[str]:
     """A key-value bucket, looked up and read (direct or not)."""
     stream = f"KV_{bucket}"
@@ -181,9 +187,10 @@ _SERVICES = (
         publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>"],
         # Commands and their retries; its own events, read back at start to rebuild its state; the market
         # data it prices orders at, followed as it comes.
-        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM, MARKET_DATA_STREAM],
+        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM],
         # The paper venue prices an order at the quote it reads from the market-data stream itself.
         reads=[
+            *_follows(MARKET_DATA_STREAM),
             f"{_API}.STREAM.MSG.GET.{MARKET_DATA_STREAM.name}",
             f"{_API}.DIRECT.GET.{MARKET_DATA_STREAM.name}.>",
             *_snapshots(),

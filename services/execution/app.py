@@ -60,7 +60,8 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     # was cut short before its events were stored: then the previous snapshot stays.
     async def _final_snapshot() -> None:
         async with book.lock:
-            await saver.save(book)
+            if not book.refusals_pending:
+                await saver.save(book)
 
     ctx.stack.push_async_callback(_final_snapshot)
     commands = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
@@ -69,7 +70,8 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
         # Commands in stream order: the order of fills decides average prices and PnL. Execution owns its
         # position (in its snapshot, with the state): no acknowledgements.
         Consumer(COMMAND_STREAM, durable, commands, order_command_decoder, handle, ordered=True, retries=True,
-                 batch_size=config.batch_size, shards=config.shards, start_seq=book.command_seq + 1, acks=False),
+                 batch_size=config.batch_size, shards=config.shards, start_seq=book.command_seq + 1, acks=False,
+                 settled=book.settled),
         # Retries and dead letters handed back after a fix (rrr-dlq republish): late by nature.
         Consumer(RETRY_STREAM, f"{SERVICE}-retry-{config.shard}", subjects.retry(SERVICE, commands),
                  order_command_decoder, functools.partial(handle, commands=False), retries=True,

@@ -84,10 +84,17 @@ class Book:
     # The last RRR_CMD sequence whose events are stored: where the command consumer resumes (a snapshot
     # holds it).
     command_seq: int = 0
+    # True from a batch that refused commands until the bus has stored them as dead letters or retries
+    # (``settled``): no snapshot may claim a refused command before that.
+    refusals_pending: bool = False
     # Market-data messages read to price orders, decoded (see rrr.execution.market).
     quotes: Cache = field(default_factory=new_cache)
     # This shard's newest market-data messages, raw, as execution follows the stream.
     market: MarketCopy = field(default_factory=MarketCopy)
+
+    def settled(self) -> None:
+        """The bus stored the refusals of the last batch."""
+        self.refusals_pending = False
 
     def position(self, symbol: str) -> Position:
         """The symbol's position, flat if it never traded."""
@@ -271,5 +278,9 @@ async def on_order_commands(
             # Only now, with the batch's events stored, may a snapshot claim its commands as handled.
             book.command_seq = max(book.command_seq, batch[-1].seq)
         book.published = True
-        await saver.maybe_save(book)
+        if rejected and commands:
+            # Refused commands behind the position: no snapshot until their dead letters are stored.
+            book.refusals_pending = True
+        elif not book.refusals_pending:
+            await saver.maybe_save(book)
     return rejected

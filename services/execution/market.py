@@ -109,9 +109,15 @@ async def follow(bus: Bus, shard: int, copy: MarketCopy, stop: asyncio.Event) ->
             await sub.unsubscribe()
 
 
-def new_cache(maxsize: int = 256) -> Cache:
-    """An empty cache of decoded market-data messages."""
-    return LRUCache(maxsize=maxsize)
+def new_cache(max_quotes: int = 65_536) -> Cache:
+    """An empty cache of decoded market-data messages, bounded by the quotes they hold (a decoded batch
+    takes about six times its size on the wire)."""
+    return LRUCache(maxsize=max_quotes, getsizeof=_quotes_held)
+
+
+def _quotes_held(entry: tuple[str, MarketData | str]) -> int:
+    message = entry[1]
+    return len(message.quotes) if isinstance(message, QuoteBatch) else 1
 
 
 async def _read(

@@ -101,6 +101,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
                     limits=limits,
                     on_progress=bar.update,
                     stop=stop,
+                    max_msg_bytes=config.max_msg_bytes,
                 )
         finally:
             await bus.close()

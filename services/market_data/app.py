@@ -29,7 +29,7 @@ async def _start(ctx: Context[MarketDataConfig]) -> Plan:
         feeds.append(functools.partial(run_simulator, ctx.bus, config, counters, ctx.stop, ctx.clock))
     venue_feeds: list[VenueFeed] = []
     if config.feed == "live":
-        sink = live.BusTickSink(ctx.bus, config.shards, counters, clock=ctx.clock)
+        sink = live.BusTickSink(ctx.bus, config.shards, counters, clock=ctx.clock, max_bytes=config.max_msg_bytes)
         venue_feeds = live.feeds(config, sink, ctx.stop, clock=ctx.clock)
         # Before the first heartbeat: an unreachable venue stops the service at once, naming its host.
         await live.probe(venue_feeds, config.live_connect_timeout_s)

@@ -19,10 +19,11 @@ from rrr.market_data.replay import QuoteRow as FileRow
 from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
-from rrr.shared.bus import Bus, Outgoing, QuoteBatcher
+from rrr.shared.bus import Bus, Outgoing, QuoteBatcher, fitted
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.errors import BadRowError
 from rrr.shared.fixed import FixedPointError, rescale, to_units
+from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.messages import UNITS_MAX, Quote, QuoteBatch, QuoteRow, Trade
 
 _log = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ async def run_simulator(
         return
     walk = RandomWalk(symbols, seed=config.seed, trade_every=config.trade_every)
     run_id = f"sim{config.seed}-{clock()}"
-    batcher = QuoteBatcher(bus, "sim", config.shards, batch_id_prefix=f"{run_id}:b", clock=clock)
+    batcher = QuoteBatcher(
+        bus, "sim", config.shards, batch_id_prefix=f"{run_id}:b", clock=clock, max_bytes=config.max_msg_bytes
+    )
     cycle = itertools.cycle(symbols)
     start = time.monotonic()
     sent = quotes_dropped = 0
@@ -163,6 +166,7 @@ async def replay_file(
     on_progress: Callable[[int], None] | None = None,
     clock: Clock = wall_clock,
     stop: asyncio.Event | None = None,
+    max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES,
 ) -> ReplayReport:
     """Publish every quote of ``path`` to JetStream in file order, as fast as the streams acknowledge them.
 
@@ -197,20 +201,21 @@ async def replay_file(
     # A replay waits out a broker restart or a full store for as long as it takes, unless stopped.
     stop = stop or asyncio.Event()
 
+    def _build(part: list[QuoteRow]) -> QuoteBatch:
+        last_line = part[-1].id.rsplit(":", 1)[-1]
+        return QuoteBatch(
+            id=f"{part[0].id}-{last_line}", ts_event=part[0].ts_event, ts_init=clock(), source="replay", quotes=part
+        )
+
     def _close_shard(shard: int) -> None:
         rows = pending.pop(shard, None)
         if not rows:
             return
+        subject = subjects.quote_batch(shard, "replay")
         for start in range(0, len(rows), BATCH_ROWS):
-            part = rows[start : start + BATCH_ROWS]
-            batch = QuoteBatch(
-                id=f"{part[0].id}-{part[-1].id.rsplit(':', 1)[-1]}",
-                ts_event=part[0].ts_event,
-                ts_init=clock(),
-                source="replay",
-                quotes=part,
-            )
-            outgoing.append((bus.prepare(subjects.quote_batch(shard, "replay"), batch), len(part)))
+            # Split further when a batch would be larger than the stream takes (long symbols and ids).
+            for batch, data in fitted(rows[start : start + BATCH_ROWS], _build, max_msg_bytes):
+                outgoing.append((bus.prepare_encoded(subject, batch.id, data), len(batch.quotes)))
 
     async def _flush() -> None:
         nonlocal waiting

@@ -29,6 +29,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing, QuoteBatcher
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.fixed import FixedPointError, rescale, to_units
+from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.messages import UNITS_MAX, Quote, QuoteRow
 
 _log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class BusTickSink:
     shards: int
     counters: MarketDataCounters
     clock: Clock = wall_clock
+    # The largest message the market-data stream takes: a batch is split to fit.
+    max_bytes: int = DEFAULT_MAX_MSG_BYTES
     _batchers: dict[str, QuoteBatcher] = field(default_factory=dict)
     _dropped: int = 0
     _published_quotes: int = 0
@@ -55,7 +58,9 @@ class BusTickSink:
         batcher = self._batchers.get(venue)
         if batcher is None:
             prefix = f"{venue}-{self.clock()}"
-            batcher = self._batchers[venue] = QuoteBatcher(self.bus, venue, self.shards, prefix, clock=self.clock)
+            batcher = self._batchers[venue] = QuoteBatcher(
+                self.bus, venue, self.shards, prefix, clock=self.clock, max_bytes=self.max_bytes
+            )
         return batcher
 
     async def put(self, ticks: Sequence[Tick]) -> None:

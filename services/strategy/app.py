@@ -11,7 +11,7 @@ from rrr.shared.messages import market_data_decoder
 from rrr.shared.service import Context, Plan, Service
 from rrr.strategy import handlers, snapshots
 from rrr.strategy.config import StrategyConfig
-from rrr.strategy.sma_cross import SmaCrossParams
+from rrr.strategy.engine import Engine
 
 SERVICE = "strategy"
 _log = logging.getLogger(__name__)
@@ -19,23 +19,17 @@ _log = logging.getLogger(__name__)
 
 async def _start(ctx: Context[StrategyConfig]) -> Plan:
     config = ctx.config
-    strategies = handlers.Strategies(
-        name=config.strategy,
-        params=SmaCrossParams(fast=config.fast, slow=config.slow, qty=config.qty),
-        shards=config.shards,
-        clock=ctx.clock,
-        universe=config.universe(),
-    )
-    name = snapshots.name(config.strategy, config.shard, config.shards)
-    legacy_key = snapshots.legacy_key(config.strategy, config.shard, config.shards)
-    strategies.seq, strategies.books, strategies.watermarks = await snapshots.load(
-        ctx.bus, name, legacy_key, strategies.name, strategies.params
-    )
-    if len(strategies.watermarks) > config.max_symbols:
+    set_name, specs = config.load()
+    engine = Engine(specs, clock=ctx.clock, universe=config.universe(), assume_fills=True)
+    strategies = handlers.Strategies(engine=engine, shards=config.shards)
+    name = snapshots.name(set_name, config.shard, config.shards)
+    legacy_key = snapshots.legacy_key(set_name, config.shard, config.shards)
+    strategies.seq = await snapshots.load(ctx.bus, name, legacy_key, engine)
+    if len(engine.watermarks) > config.max_symbols:
         # Kept whole: it is what the strategy applied. Only new symbols are refused.
         _log.warning(
             "the snapshot holds %d symbols, more than --max-symbols %d: no new symbol is admitted",
-            len(strategies.watermarks),
+            len(engine.watermarks),
             config.max_symbols,
         )
     saver = snapshots.Saver(ctx.bus, name, legacy_key, every_s=config.snapshot_every_ms / 1000)
@@ -43,15 +37,13 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     # Saved last on the way out (after the consumer stopped, before the connection drains), unless a batch
     # was cut short before its output was stored: then the previous snapshot stays.
     async def _final_snapshot() -> None:
-        if strategies.published:
-            await saver.save(
-                strategies.seq, strategies.name, strategies.params, strategies.books, strategies.watermarks
-            )
+        if strategies.published and not strategies.refusals_pending:
+            await saver.save(strategies.seq, lambda: snapshots.encode_engine(strategies.seq, engine))
 
     ctx.stack.push_async_callback(_final_snapshot)
     quotes = Consumer(
         MARKET_DATA_STREAM,
-        f"{SERVICE}-{config.strategy}-{config.shard}",
+        f"{SERVICE}-{set_name}-{config.shard}",
         subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, config.shard),
         market_data_decoder,
         functools.partial(handlers.on_quotes, strategies, ctx.bus, saver, ctx.stop),
@@ -61,12 +53,18 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
         shards=config.shards,
         # Its snapshots hold the last sequence applied: no acknowledgements needed.
         acks=False,
+        settled=strategies.settled,
     )
     return Plan(
         consumers=[quotes],
         counters=strategies.counters,
-        gauges=lambda: {"symbols": len(strategies.watermarks), "snapshot_failures": saver.failures},
-        note=f"from stream sequence {strategies.seq + 1}",
+        gauges=lambda: {
+            "symbols": len(engine.watermarks),
+            "snapshot_failures": saver.failures,
+            "strategies": len(engine.runners),
+            "strategies_stopped": engine.stopped,
+        },
+        note=f"from stream sequence {strategies.seq + 1} with {', '.join(s.id for s in specs)}",
     )
 
 

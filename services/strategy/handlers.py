@@ -4,76 +4,70 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opentelemetry import trace
 
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
-from rrr.shared.clock import Clock, wall_clock
-from rrr.shared.counters import Counters
-from rrr.shared.fixed import FixedPointError, rescale, to_decimal, to_units
-from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, Signal, SubmitOrder
-from rrr.shared.universe import SymbolRefusedError, Universe
+from rrr.shared.fixed import FixedPointError, rescale, to_units
+from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, Signal, Trade
+from rrr.shared.universe import SymbolRefusedError
 from rrr.shared.watermark import Watermark
-from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
+from rrr.strategy import snapshots
+from rrr.strategy.engine import Engine, Output, StrategyCounters
 from rrr.strategy.snapshots import Saver
 
-
-class StrategyCounters(Counters, kw_only=True):
-    """What the strategy service counts, reported in its heartbeats."""
-
-    # Quotes read from the stream, single or in batches, applied or not.
-    quotes: int = 0
-    # Signals and orders published.
-    published: int = 0
-    # Quotes at or below the snapshot's sequence, delivered again: acknowledged, not applied twice.
-    redelivered_skipped: int = 0
-    # Quotes at or before their symbol's newest applied event time: a repeat (the same file replayed
-    # again, at any later time) or out of order. Not applied.
-    stale_skipped: int = 0
-    # Quotes of a symbol outside the universe (--symbols, --max-symbols): dead-lettered, never applied.
-    symbols_refused: int = 0
-    snapshots: int = 0
+__all__ = ["Strategies", "StrategyCounters", "on_quote", "on_quotes", "on_row"]
 
 
 @dataclass(slots=True)
 class Strategies:
-    """One strategy state per symbol, created on the symbol's first quote.
+    """The engine (every strategy of the instance, rrr.strategy.engine) and where it is in the stream.
 
     ``seq`` is the stream sequence of the last quote applied: a quote at or below it (a redelivery) is
-    acknowledged without being applied again, since applying a quote twice would corrupt the means.
+    acknowledged without being applied again, since applying a quote twice would corrupt the strategies.
     """
 
-    name: str
-    params: SmaCrossParams
+    engine: Engine
     shards: int
-    books: dict[str, SmaCross] = field(default_factory=dict)
-    # Per symbol: the newest quote applied (see rrr.shared.watermark), snapshotted with the books.
-    watermarks: dict[str, Watermark] = field(default_factory=dict)
     seq: int = 0
     # False from a batch's first state change until its signals and orders are stored: a snapshot taken
     # in between would claim output that was never sent.
     published: bool = True
-    counters: StrategyCounters = field(default_factory=StrategyCounters)
-    # What this service stamps its own messages with (``ts_init``); event time comes from the quote.
-    clock: Clock = wall_clock
-    # The symbols it may keep state for; the watermarks hold one entry for every symbol it does.
-    universe: Universe = field(default_factory=Universe)
+    # True from a batch that refused quotes until the bus has stored their dead letters (``settled``): no
+    # snapshot may claim a refused quote before its dead letter exists.
+    refusals_pending: bool = False
 
-    def for_symbol(self, symbol: str) -> SmaCross:
-        """The symbol's state, created empty on first use."""
-        book = self.books.get(symbol)
-        if book is None:
-            book = self.books[symbol] = SmaCross(self.params)
-        return book
+    def settled(self) -> None:
+        """The bus stored the refusals of the last batch."""
+        self.refusals_pending = False
+
+    @property
+    def counters(self) -> StrategyCounters:
+        """The instance's counters (the engine's)."""
+        return self.engine.counters
+
+    @property
+    def watermarks(self) -> dict[str, Watermark]:
+        """Per symbol, the newest quote applied."""
+        return self.engine.watermarks
+
+
+def _prepare(bus: Bus, shards: int, out: list[Output]) -> list[Outgoing]:
+    return [
+        bus.prepare(
+            subjects.signal(m.symbol, shards) if isinstance(m, Signal) else subjects.order_command(m.symbol, shards), m
+        )
+        for m in out
+    ]
 
 
 def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index: int = 0) -> list[Outgoing]:
-    """Feed one quote to its symbol's strategy; return the signal and order it produces, if any.
+    """Feed one quote to the strategies of its symbol; return the signals and orders they produce.
 
     ``seq`` is the quote's sequence in the market-data stream and ``index`` its place in the batch stored
-    there: the order names both, and execution fills at the quote it reads there.
+    there: an order names both, and execution fills at the quote it reads there.
 
     A quote at or before the newest one applied for its symbol is skipped: the same quote coming back at
     any later time (a replay resumed or repeated hours later) yields no second signal or order.
@@ -91,63 +85,8 @@ def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index
 
 def on_row(strategies: Strategies, bus: Bus, row: QuoteRow, seq: int = 0, index: int = 0) -> list[Outgoing]:
     """``on_quote`` for a quote of a batch, its prices already in fixed point: the hot path."""
-    symbol = row.symbol
-    mark = strategies.watermarks.get(symbol)
-    if mark is None:
-        strategies.universe.admit(symbol, len(strategies.watermarks))
-        mark = strategies.watermarks[symbol] = Watermark()
-    if mark.seen(row.ts_event, row.id):
-        strategies.counters.stale_skipped += 1
-        return []
-    book = strategies.books.get(symbol)
-    if book is None:
-        book = strategies.for_symbol(symbol)
-    cross = book.on_quote(row.bid, row.ask, row.places)
-    mark.advance(row.ts_event, row.id)
-    if cross is None:
-        return []
-    now = strategies.clock()
-    name = strategies.name
-    # Ids derive from the triggering quote: a redelivered quote yields the same ids, which the streams and
-    # the database de-duplicate.
-    out = [
-        bus.prepare(
-            subjects.signal(symbol, strategies.shards),
-            Signal(
-                id=f"{name}:{row.id}",
-                ts_event=row.ts_event,
-                ts_init=now,
-                strategy=name,
-                symbol=symbol,
-                quote_id=row.id,
-                direction=cross.direction,
-                fast=cross.fast,
-                slow=cross.slow,
-                target=cross.target,
-            ),
-        )
-    ]
-    if cross.order_qty:
-        out.append(
-            bus.prepare(
-                subjects.order_command(symbol, strategies.shards),
-                SubmitOrder(
-                    id=f"{name}-{row.id}",
-                    ts_event=row.ts_event,
-                    ts_init=now,
-                    strategy=name,
-                    symbol=symbol,
-                    side="buy" if cross.order_qty > 0 else "sell",
-                    qty=abs(cross.order_qty),
-                    quote_ts=row.ts_event,
-                    quote_bid=to_decimal(row.bid, row.places),
-                    quote_ask=to_decimal(row.ask, row.places),
-                    quote_seq=seq,
-                    quote_index=index,
-                ),
-            )
-        )
-    return out
+    out = strategies.engine.on_row(row, seq, index)
+    return _prepare(bus, strategies.shards, out) if out else []
 
 
 async def on_quotes(
@@ -157,17 +96,18 @@ async def on_quotes(
     stop: asyncio.Event,
     batch: Sequence[Delivery[MarketData]],
 ) -> list[Rejected]:
-    """``md.*.<shard>.*``: run the quotes of the batch (single quotes and quote batches) in stream order,
-    then publish their output. Trades are not used.
+    """``md.*.<shard>.*``: run the quotes of the batch (single quotes and quote batches) and its trades in
+    stream order, then publish their output.
 
     The strategy owns its position in the stream: ``strategies.seq``, saved in its snapshots only once
     every signal and order up to it is stored by JetStream (a broker outage is waited out, publishing the
-    same message ids again). A quote the strategy cannot compute exactly, or of a symbol outside the
+    same message ids again). A quote the strategies cannot compute exactly, or of a symbol outside the
     universe, is rejected (its message dead-lettered with the reason) without touching the state; in a
     quote batch the other quotes are applied.
     """
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
+    engine = strategies.engine
     for delivery in batch:
         seq = delivery.seq
         if seq <= strategies.seq:
@@ -176,7 +116,8 @@ async def on_quotes(
         strategies.seq = seq
         strategies.published = False
         message = delivery.message
-        if not isinstance(message, Quote | QuoteBatch):
+        if isinstance(message, Trade):
+            engine.on_trade(message)
             continue
         with trace.use_span(bus.span("strategy.on_quote", delivery.msg), end_on_exit=True):
             refused: list[str] = []
@@ -201,9 +142,10 @@ async def on_quotes(
         await bus.publish_state_output(out, stop, "signals and orders")
         strategies.counters.published += len(out)
     strategies.published = True
+    if rejected:
+        strategies.refusals_pending = True
+        return rejected
     # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
-    if await saver.maybe_save(
-        strategies.seq, strategies.name, strategies.params, strategies.books, strategies.watermarks
-    ):
+    if await saver.maybe_save(strategies.seq, lambda: snapshots.encode_engine(strategies.seq, engine)):
         strategies.counters.snapshots += 1
     return rejected

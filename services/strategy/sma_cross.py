@@ -9,6 +9,9 @@ All arithmetic is exact. Prices come in as fixed-point integers (rrr.shared.fixe
 window holds ``bid + ask`` in units of 10**-places, and the means are never divided out: fast > slow is
 decided as ``sum_fast * slow > sum_slow * fast`` on those sums (the halving and the scale cancel). Python
 integers never round and never overflow, so no rounding can ever decide a cross.
+
+``SmaCrossStrategy`` is the same on the strategy API (rrr.strategy.api): one ``SmaCross`` per symbol, a signal
+at every cross and an order for every change of target, with the ids, quote sequence and place of before.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Annotated, Literal, NoReturn
 import msgspec
 
 from rrr.shared.fixed import MAX_PLACES, MAX_UNITS, FixedPointError, rescale, to_units
+from rrr.shared.messages import QuoteRow
+from rrr.strategy.api import Params, Strategy
 
 _DISPLAY = Decimal("1e-10")
 _INT64_MAX = 2**63 - 1
@@ -30,13 +35,12 @@ _INT64_MAX = 2**63 - 1
 _DISPLAY_CONTEXT = decimal.Context(prec=40)
 
 
-@dataclass(frozen=True, slots=True)
-class SmaCrossParams:
+class SmaCrossParams(Params, frozen=True, kw_only=True):
     """Parameters of ``sma_cross``."""
 
-    fast: int = 5
-    slow: int = 20
-    qty: Decimal = Decimal(1)
+    fast: Annotated[int, msgspec.Meta(ge=1, description="quotes in the fast mean")] = 5
+    slow: Annotated[int, msgspec.Meta(ge=2, le=1_000_000, description="quotes in the slow mean")] = 20
+    qty: Annotated[Decimal, msgspec.Meta(description="target position size, > 0")] = Decimal(1)
 
     def __post_init__(self) -> None:
         if not 1 <= self.fast < self.slow:
@@ -210,3 +214,31 @@ def _refuse(bid_units: int, ask_units: int, places: int) -> NoReturn:
         if not 0 < units <= MAX_UNITS:
             raise FixedPointError(name, "1 to 10**18 units", f"{units} units of 10**-{places}")
     raise AssertionError("_refuse called on a quote within the bounds")
+
+
+class SmaCrossStrategy(Strategy[SmaCrossParams]):
+    """``sma_cross`` on the strategy API: per symbol, a signal at each cross and an order for each change
+    of target (see the module's docstring)."""
+
+    state_type = dict[str, SmaCrossState]
+
+    def on_start(self) -> None:
+        self.books: dict[str, SmaCross] = {}
+
+    def on_quote(self, quote: QuoteRow) -> None:
+        book = self.books.get(quote.symbol)
+        if book is None:
+            book = self.books[quote.symbol] = SmaCross(self.params)
+        cross = book.on_quote(quote.bid, quote.ask, quote.places)
+        if cross is None:
+            return
+        ctx = self.ctx
+        ctx.signal(cross.direction, cross.target, fast=cross.fast, slow=cross.slow)
+        if cross.order_qty:
+            ctx.submit("buy" if cross.order_qty > 0 else "sell", abs(cross.order_qty))
+
+    def snapshot(self) -> dict[str, SmaCrossState]:
+        return {symbol: book.state() for symbol, book in self.books.items()}
+
+    def restore(self, state: dict[str, SmaCrossState]) -> None:
+        self.books = {symbol: SmaCross.from_state(self.params, saved) for symbol, saved in state.items()}

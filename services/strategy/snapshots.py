@@ -9,9 +9,13 @@ Snapshots are saved in chunks on RRR_SNAPSHOTS, so they may be of any size. A sn
 bucket RRR_STRATEGY_STATE (one entry, at most 1 MiB, what earlier versions saved) is still read when there
 is no newer one, and deleted once a newer one is saved: the move is one way.
 
-Snapshots are ``strategy_snapshot.v2``: each symbol's window in fixed-point integers with its places.
-``strategy_snapshot.v1`` (the window as Decimal sums, what earlier versions saved) is still read, and
-converted exactly; an earlier version refuses a v2 snapshot rather than misreading it.
+Snapshots are ``strategy_snapshot.v3``: every strategy of the instance (rrr.strategy.engine), each with
+its id, how it was named, its parameters, its own state (what its ``snapshot`` returned), its position per
+symbol, open orders, timers and whether it was stopped; and per symbol the watermark and the latest quote.
+``strategy_snapshot.v2`` (one ``sma_cross``: each symbol's window in fixed-point integers with its places)
+and ``strategy_snapshot.v1`` (the window as Decimal sums) are still read, and converted exactly into the
+state of the ``sma_cross`` strategy of the same name and parameters; an earlier version refuses a newer
+snapshot rather than misreading it. ``encode`` and ``decode`` are the v2 format's, kept for that reading.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import decimal
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
@@ -27,7 +32,9 @@ import nats.js.errors
 
 from rrr.shared.bus import Bus
 from rrr.shared.errors import RRRError
+from rrr.shared.messages import QuoteRow
 from rrr.shared.watermark import Watermark
+from rrr.strategy.engine import Engine, RunnerState, describe, encode_params
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams, SmaCrossState
 
 # The key-value bucket of earlier versions: read, never written.
@@ -47,6 +54,15 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot
     qty: Decimal
     books: dict[str, SmaCrossState]
     watermarks: dict[str, Watermark]
+
+
+class SnapshotV3(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot.v3"):
+    """Every strategy of one instance after stream sequence ``seq``, and per symbol what the engine holds."""
+
+    seq: int
+    strategies: list[RunnerState]
+    watermarks: dict[str, Watermark]
+    latest: dict[str, QuoteRow] = {}
 
 
 class SmaCrossStateV1(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -109,7 +125,7 @@ class SnapshotMismatchError(RRRError):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Snapshot | SnapshotV1)
+_decoder = msgspec.msgpack.Decoder(SnapshotV3 | Snapshot | SnapshotV1)
 
 
 def name(strategy: str, shard: int, shards: int) -> str:
@@ -126,13 +142,12 @@ Books = dict[str, SmaCross]
 Watermarks = dict[str, Watermark]
 
 
-async def load(
-    bus: Bus, name_: str, legacy_key_: str, strategy: str, params: SmaCrossParams
-) -> tuple[int, Books, Watermarks]:
-    """The last stream sequence the snapshot covers, its books and watermarks; (0, {}, {}) when there is none.
+async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> int:
+    """Restore ``engine`` from the snapshot; return the last stream sequence it covers (0 when there is none).
 
     Raises:
-        SnapshotMismatchError: the snapshot was taken with other parameters.
+        SnapshotMismatchError: a configured strategy's stored state was taken with another strategy or
+            other parameters.
         SnapshotCorruptError: the snapshot's chunks do not add up.
     """
     data = await bus.load_snapshot(name_)
@@ -141,25 +156,86 @@ async def load(
         data = await _load_legacy(bus, legacy_key_)
         where = f"{LEGACY_BUCKET}/{legacy_key_}"
     if not data:
-        return 0, {}, {}
-    snapshot = decode(data)
+        return 0
+    snapshot = decode_any(data)
+    if not isinstance(snapshot, SnapshotV3):
+        snapshot = _upgrade_sma_cross(snapshot, engine, where)
+    for saved in snapshot.strategies:
+        if saved.id not in {runner.spec.id for runner in engine.runners}:
+            continue
+        spec = engine.runner(saved.id).spec
+        configured = encode_params(spec.params)
+        if saved.ref != spec.ref or bytes(saved.params) != configured:
+            raise SnapshotMismatchError(
+                where,
+                f"{saved.id}: {describe(saved.ref, bytes(saved.params))}",
+                f"{spec.id}: {describe(spec.ref, configured)}",
+            )
+    dropped = engine.restore(snapshot.strategies)
+    if dropped:
+        _log.warning("snapshot %s holds strategies no longer configured, their state dropped: %s", where, dropped)
+    new = sorted({runner.spec.id for runner in engine.runners} - {saved.id for saved in snapshot.strategies})
+    if new:
+        _log.info("strategies new to snapshot %s start from its sequence %d, empty: %s", where, snapshot.seq, new)
+    # In place: every strategy's context reads the engine's latest quotes.
+    engine.watermarks.update(snapshot.watermarks)
+    engine.latest.update(snapshot.latest)
+    _log.info(
+        "restored %d strategies and %d symbols from snapshot %s at stream sequence %d",
+        len(snapshot.strategies) - len(dropped),
+        len(engine.watermarks),
+        where,
+        snapshot.seq,
+    )
+    return snapshot.seq
+
+
+def _upgrade_sma_cross(snapshot: Snapshot, engine: Engine, where: str) -> SnapshotV3:
+    """A v1/v2 snapshot (one ``sma_cross``) as v3, for the configured strategy of its name.
+
+    Raises:
+        SnapshotMismatchError: no configured strategy of that id is ``sma_cross`` with the same parameters.
+    """
     stored = f"{snapshot.strategy} fast={snapshot.fast} slow={snapshot.slow} qty={snapshot.qty}"
-    configured = f"{strategy} fast={params.fast} slow={params.slow} qty={params.qty}"
+    runner = next((r for r in engine.runners if r.spec.id == snapshot.strategy), None)
+    params = runner.spec.params if runner is not None else None
+    if runner is None or runner.spec.ref != "sma_cross" or not isinstance(params, SmaCrossParams):
+        configured = ", ".join(f"{r.spec.id} ({r.spec.ref})" for r in engine.runners)
+        raise SnapshotMismatchError(where, stored, configured)
+    configured = f"{runner.spec.id} fast={params.fast} slow={params.slow} qty={params.qty}"
     if stored != configured:
         raise SnapshotMismatchError(where, stored, configured)
-    books = {symbol: SmaCross.from_state(params, state) for symbol, state in snapshot.books.items()}
     # A snapshot from before watermarks has none: every symbol gets an empty one, so that the watermarks
     # hold every symbol the strategy knows (the symbol cap counts them).
-    watermarks = {symbol: Watermark() for symbol in books}
+    watermarks = {symbol: Watermark() for symbol in snapshot.books}
     watermarks.update(snapshot.watermarks)
-    _log.info("restored %d symbols from snapshot %s at stream sequence %d", len(books), where, snapshot.seq)
-    return snapshot.seq, books, watermarks
+    state = RunnerState(
+        id=snapshot.strategy,
+        ref="sma_cross",
+        params=msgspec.Raw(encode_params(params)),
+        state=msgspec.Raw(_encoder.encode(snapshot.books)),
+    )
+    return SnapshotV3(seq=snapshot.seq, strategies=[state], watermarks=watermarks)
+
+
+def decode_any(data: bytes) -> SnapshotV3 | Snapshot:
+    """The snapshot ``data`` holds: v3 as it is, v1 converted to v2 exactly."""
+    snapshot = _decoder.decode(data)
+    return snapshot.upgrade() if isinstance(snapshot, SnapshotV1) else snapshot
 
 
 def decode(data: bytes) -> Snapshot:
-    """The snapshot ``data`` holds; a v1 snapshot converted to v2, exactly."""
-    snapshot = _decoder.decode(data)
-    return snapshot.upgrade() if isinstance(snapshot, SnapshotV1) else snapshot
+    """The v1 or v2 snapshot ``data`` holds, as v2 (v1 converted exactly)."""
+    snapshot = decode_any(data)
+    if isinstance(snapshot, SnapshotV3):
+        raise msgspec.ValidationError("a strategy_snapshot.v3, not the single sma_cross of v1 or v2")
+    return snapshot
+
+
+def encode_engine(seq: int, engine: Engine) -> bytes:
+    """The v3 snapshot of ``engine`` as covering every quote up to stream sequence ``seq``."""
+    snapshot = SnapshotV3(seq=seq, strategies=engine.state(), watermarks=engine.watermarks, latest=engine.latest)
+    return _encoder.encode(snapshot)
 
 
 async def _load_legacy(bus: Bus, key_: str) -> bytes | None:
@@ -172,7 +248,7 @@ async def _load_legacy(bus: Bus, key_: str) -> bytes | None:
 
 
 def encode(seq: int, strategy: str, params: SmaCrossParams, books: Books, watermarks: Watermarks) -> bytes:
-    """The snapshot of the books as covering every quote up to stream sequence ``seq``."""
+    """The v2 snapshot of one ``sma_cross``'s books (the format of the previous version, still read)."""
     snapshot = Snapshot(
         seq=seq,
         strategy=strategy,
@@ -198,20 +274,21 @@ class Saver:
         # Saves that failed (a full stream, an outage): the previous snapshot stayed the current one.
         self.failures = 0
 
-    async def maybe_save(
-        self, seq: int, strategy: str, params: SmaCrossParams, books: Books, watermarks: Watermarks
-    ) -> bool:
-        """Save if the last save is older than the period and something changed; True if it saved."""
+    async def maybe_save(self, seq: int, encode_: Callable[[], bytes]) -> bool:
+        """Save if the last save is older than the period and something changed; True if it saved.
+
+        ``encode_`` gives the snapshot's bytes: called only when a save is due.
+        """
         if seq == self._saved_seq or time.monotonic() - self._saved_at < self._every_s:
             return False
-        return await self.save(seq, strategy, params, books, watermarks)
+        return await self.save(seq, encode_)
 
-    async def save(self, seq: int, strategy: str, params: SmaCrossParams, books: Books, watermarks: Watermarks) -> bool:
+    async def save(self, seq: int, encode_: Callable[[], bytes]) -> bool:
         """Save now. A failure is logged, not raised: the previous snapshot stays valid, only older."""
         if seq == self._saved_seq:
             return False
         try:
-            await self._bus.save_snapshot(self._name, encode(seq, strategy, params, books, watermarks))
+            await self._bus.save_snapshot(self._name, encode_())
         except (nats.errors.Error, TimeoutError) as exc:
             self.failures += 1
             _log.warning("could not save snapshot %s at sequence %d: %s", self._name, seq, exc)

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from rrr.shared.bus.batching import BatchCounters, QuoteBatcher
+from rrr.shared.bus.batching import BatchCounters, QuoteBatcher, fitted
 from rrr.shared.bus.connection import (
     Backoff,
     BeforeAck,
@@ -96,6 +96,7 @@ __all__ = [
     "StreamSpec",
     "Subscription",
     "dead_letter_signature",
+    "fitted",
     "inbox_prefix",
     "signature_valid",
     "stream_seq",

@@ -21,7 +21,25 @@ import nats.errors
 from rrr.shared import subjects
 from rrr.shared.bus.publish import Publisher
 from rrr.shared.clock import Clock, wall_clock
-from rrr.shared.messages import QUOTE_BATCH_MAX, QuoteBatch, QuoteRow
+from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
+from rrr.shared.messages import QUOTE_BATCH_MAX, QuoteBatch, QuoteRow, encode
+
+# Room left in a message for its headers (the batch id, a trace context).
+HEADER_ROOM_BYTES = 1024
+
+
+def fitted(
+    rows: list[QuoteRow], build: Callable[[list[QuoteRow]], QuoteBatch], max_bytes: int
+) -> list[tuple[QuoteBatch, bytes]]:
+    """``rows`` as batches (made by ``build``) each encoded in at most ``max_bytes`` minus room for headers,
+    halving until they fit: a stream refuses a larger message, and a core publish never hears of it."""
+    batch = build(rows)
+    data = encode(batch)
+    if len(data) <= max_bytes - HEADER_ROOM_BYTES or len(rows) == 1:
+        return [(batch, data)]
+    half = len(rows) // 2
+    return fitted(rows[:half], build, max_bytes) + fitted(rows[half:], build, max_bytes)
+
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +67,8 @@ class QuoteBatcher:
     batch_id_prefix: str
     clock: Clock = wall_clock
     max_rows: int = QUOTE_BATCH_MAX
+    # The largest message the market-data stream takes (--max-msg-bytes): a batch is split to fit.
+    max_bytes: int = DEFAULT_MAX_MSG_BYTES
     counters: BatchCounters = field(default_factory=BatchCounters)
     # Called with every batch once it is handed to the client (the latest-quote cache, say).
     on_sent: Callable[[QuoteBatch], None] | None = None
@@ -87,22 +107,25 @@ class QuoteBatcher:
             self._sending = None
 
     async def _send(self, shard: int, rows: list[QuoteRow]) -> None:
-        self._count += 1
-        batch = QuoteBatch(
-            id=f"{self.batch_id_prefix}:{self._count}",
-            ts_event=rows[0].ts_event,
-            ts_init=self.clock(),
-            source=self.source,
-            quotes=rows,
-        )
-        try:
-            await self.bus.publish(subjects.quote_batch(shard, self.source), batch)
-        except nats.errors.Error as exc:
-            # Stale by the time the broker is back: a live feed does not wait for it.
-            self.counters.dropped += len(rows)
-            _log.debug("dropped a batch of %d quotes: %s", len(rows), exc)
-            return
-        self.counters.quotes += len(rows)
-        self.counters.batches += 1
-        if self.on_sent is not None:
-            self.on_sent(batch)
+        now = self.clock()
+
+        def _build(part: list[QuoteRow]) -> QuoteBatch:
+            self._count += 1
+            return QuoteBatch(
+                id=f"{self.batch_id_prefix}:{self._count}", ts_event=part[0].ts_event, ts_init=now,
+                source=self.source, quotes=part,
+            )  # fmt: skip
+
+        subject = subjects.quote_batch(shard, self.source)
+        for batch, data in fitted(rows, _build, self.max_bytes):
+            try:
+                await self.bus.publish_encoded(subject, batch.id, data)
+            except nats.errors.Error as exc:
+                # Stale by the time the broker is back: a live feed does not wait for it.
+                self.counters.dropped += len(batch.quotes)
+                _log.debug("dropped a batch of %d quotes: %s", len(batch.quotes), exc)
+                continue
+            self.counters.quotes += len(batch.quotes)
+            self.counters.batches += 1
+            if self.on_sent is not None:
+                self.on_sent(batch)

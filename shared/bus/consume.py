@@ -28,9 +28,6 @@ from rrr.shared.errors import FatalError, MisroutedMessageError, TransientError
 from rrr.shared.messages import Message, check_subject
 
 _log = logging.getLogger(__name__)
-# What an ordered push consumer may hold in its client-side queue, in bytes, before the client drops a message
-# (the consumer is then re-created from the first message not handled).
-_PENDING_BYTES_MAX = 64 * 1024 * 1024
 # How often an ordered push consumer's server says it is alive when it has nothing to send: two missed
 # make the client re-create the consumer (after a server restart, say).
 _IDLE_HEARTBEAT_S = 2.0
@@ -97,9 +94,9 @@ class Consumer(Generic[M]):
     # batching alone gives one message per batch at low rates; a writer whose every batch costs a
     # transaction trades this much latency for far fewer of them.
     linger_s: float = 0.0
-    # Without acknowledgements: messages the client may queue before it drops one (it then re-creates the
-    # consumer from the first message not handled; the server's flow control keeps it far below this).
-    pending_msgs_max: int = 65_536
+    # Called once a batch's refusals (dead letters, retries) are stored: from then on the handler's own
+    # position may cover the refused messages (a snapshot may be taken).
+    settled: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.acks and self.start_seq is None:
@@ -252,7 +249,8 @@ class Consuming(DeadLetters):
                     continue
                 while True:
                     try:
-                        await self._process(msgs, consumer)
+                        if not await self._process(msgs, consumer, stop):
+                            return  # stopped with refusals unstored: unacknowledged, redelivered next run
                         last_seq = stream_seq(msgs[-1])
                         break
                     except TransientError as exc:
@@ -289,35 +287,53 @@ class Consuming(DeadLetters):
                 stream=consumer.stream.name,
                 ordered_consumer=True,
                 idle_heartbeat=_IDLE_HEARTBEAT_S,
-                pending_msgs_limit=consumer.pending_msgs_max,
-                pending_bytes_limit=_PENDING_BYTES_MAX,
+                # Never dropped on the client: a dropped message would look delivered, and nothing acknowledges
+                # here to bring it back. The server's flow control bounds what waits (a window of deliveries
+                # not yet taken from the queue).
+                pending_msgs_limit=0,
+                pending_bytes_limit=0,
                 config=config,
             )
 
+        async def _close(old: NatsSubscription) -> None:
+            # Its consumer is deleted at once: ephemeral ones otherwise linger, and a stream has a bound on
+            # consumers.
+            name = getattr(old, "_consumer", None)
+            with contextlib.suppress(nats.errors.Error):
+                await old.unsubscribe()
+            if name:
+                with contextlib.suppress(nats.errors.Error):
+                    await self.js.delete_consumer(consumer.stream.name, name)
+
         assert consumer.start_seq is not None  # Consumer.__post_init__
         next_seq = consumer.start_seq
-        # Taken before the consumer exists: a message dropped while it is being created counts too.
-        reconnects, drops = self.nc.stats["reconnects"], self.counters.slow_consumer_drops
+        reconnects = self.nc.stats["reconnects"]
         sub = await _open(next_seq)
+        # The consumer sequence of the last message taken: the server numbers a consumer's deliveries 1, 2,
+        # 3 ... and 1 again for a consumer the client re-created itself (from the last message it received).
+        # A gap would be a message lost on the way: the consumer is then re-created from the first message
+        # not handled.
+        last_delivered = 0
+        reopen: str | None = None
         backoff = Backoff()
         try:
             while not stop.is_set():
-                # After a reconnect, or a message the client dropped (a full queue: the client goes on as if it
-                # had been delivered), the consumer is re-created from the first message not yet handled.
-                if self.nc.stats["reconnects"] != reconnects or self.counters.slow_consumer_drops != drops:
-                    why = "a reconnect" if self.nc.stats["reconnects"] != reconnects else "a dropped message"
-                    seen = self.nc.stats["reconnects"], self.counters.slow_consumer_drops
+                if self.nc.stats["reconnects"] != reconnects:
+                    reopen = "a reconnect"
+                if reopen is not None:
+                    # Re-created from the first message not yet handled; what was queued goes.
+                    seen = self.nc.stats["reconnects"]
                     try:
-                        with contextlib.suppress(nats.errors.Error):
-                            await sub.unsubscribe()
+                        await _close(sub)
                         sub = await _open(next_seq)
                     except nats.errors.Error as exc:
-                        _log.warning("re-creating %s after %s failed, will try again: %s", consumer.durable, why, exc)
+                        _log.warning(
+                            "re-creating %s after %s failed, will try again: %s", consumer.durable, reopen, exc
+                        )
                         await backoff.wait(stop)
-                        continue  # the counters still differ: tried again
-                    # As they were before the new consumer existed: a drop while it was created counts.
-                    reconnects, drops = seen
-                    _log.info("re-created %s after %s, from stream sequence %d", consumer.durable, why, next_seq)
+                        continue
+                    _log.info("re-created %s after %s, from stream sequence %d", consumer.durable, reopen, next_seq)
+                    reconnects, last_delivered, reopen = seen, 0, None
                 try:
                     first = await sub.next_msg(timeout=consumer.max_wait_s)
                 except nats.errors.TimeoutError:
@@ -327,7 +343,15 @@ class Consuming(DeadLetters):
                 if consumer.linger_s and sub.pending_msgs < consumer.batch_size:
                     # Pacing, not synchronisation: what arrives meanwhile joins the batch.
                     await asyncio.sleep(consumer.linger_s)
-                msgs = [first, *_queued(sub, consumer.batch_size - 1)]
+                taken = [first, *_queued(sub, consumer.batch_size - 1)]
+                msgs = []
+                for msg in taken:
+                    delivered = consumer_seq(msg)
+                    if delivered not in (last_delivered + 1, 1):
+                        reopen = "a gap in the deliveries"
+                        break  # handled up to the gap; the rest comes again
+                    last_delivered = delivered
+                    msgs.append(msg)
                 # A re-created consumer may deliver again what was queued before: never handled twice.
                 msgs = [m for m in msgs if stream_seq(m) >= next_seq]
                 if not msgs:
@@ -335,7 +359,8 @@ class Consuming(DeadLetters):
                 last_seq = stream_seq(msgs[-1])
                 while True:
                     try:
-                        await self._process(msgs, consumer)
+                        if not await self._process(msgs, consumer, stop):
+                            return  # refusals unstored: the handler kept its position from covering them
                         break
                     except TransientError as exc:
                         self.counters.transient_errors += 1
@@ -347,10 +372,10 @@ class Consuming(DeadLetters):
                 next_seq = last_seq + 1
         finally:
             if not self.nc.is_closed:
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
+                await _close(sub)
 
-    async def _process(self, msgs: list[Msg], consumer: Consumer[M]) -> None:
+    async def _process(self, msgs: list[Msg], consumer: Consumer[M], stop: asyncio.Event) -> bool:
+        """Hand the batch to its handler, then store its refusals; False if ``stop`` came before they were."""
         batch: list[Delivery[M]] = []
         # Never handed to the handler: undecodable, or on a subject not their own (mismatched).
         refused: list[tuple[Msg, str]] = []
@@ -385,27 +410,48 @@ class Consuming(DeadLetters):
                 # The handler's state may be half-updated: only a restart, rebuilding from durable state,
                 # is safe.
                 raise FatalError(f"handler failed on {batch[0].msg.subject}: {type(exc).__name__}: {exc}") from exc
-        # Dead letters and retries are stored before the acknowledgement that covers their originals.
-        await self._refuse(refused, mismatched)
-        for failure in rejected:
-            msg = failure.delivery.msg
-            self.counters.handler_rejected += 1
-            if failure.retry and consumer.retries and attempts(msg) + 1 < consumer.max_deliver:
-                await self.retry_later(msg)
-            else:
-                await self.dead_letter(msg, f"{failure.reason} (after {attempts(msg) + 1} attempts)")
+        # Dead letters and retries are stored before the acknowledgement that covers their originals. The
+        # handler has done its work: a broker that cannot take them now is waited out here, storing them
+        # again, and the handler is never run twice on the batch (its state has moved on).
+        backoff = Backoff()
+        while True:
+            try:
+                await self._refuse(refused, mismatched)  # empties ``refused`` once they are stored
+                mismatched = 0
+                await self._hand_back(rejected, consumer)
+                break
+            except TransientError as exc:
+                self.counters.transient_errors += 1
+                _log.warning("will store the refusals of a batch from %s again: %s", consumer.durable, exc)
+                await backoff.wait(stop)
+                if stop.is_set():
+                    return False
+        self.counters.handler_rejected += len(rejected)
+        if consumer.settled is not None:
+            consumer.settled()
         if self.before_ack is not None:
             self.before_ack(len(batch))
         if consumer.acks:
             for msg in msgs:
                 await msg.ack()
         self.counters.handled += len(batch) - len(rejected)
+        return True
+
+    async def _hand_back(self, rejected: Sequence[Rejected], consumer: Consumer[M]) -> None:
+        for failure in rejected:
+            msg = failure.delivery.msg
+            if failure.retry and consumer.retries and attempts(msg) + 1 < consumer.max_deliver:
+                await self.retry_later(msg)
+            else:
+                await self.dead_letter(msg, f"{failure.reason} (after {attempts(msg) + 1} attempts)")
 
     async def _refuse(self, refused: list[tuple[Msg, str]], mismatched: int) -> None:
         for msg, reason in refused:
             await self.dead_letter(msg, reason)
+        # Counted once stored (a try that failed half-way stores them again, under the same ids).
         self.counters.malformed += len(refused) - mismatched
         self.counters.mismatched += mismatched
+        refused.clear()
 
 
 def _queued(sub: NatsSubscription, limit: int) -> list[Msg]:
@@ -422,6 +468,16 @@ def _queued(sub: NatsSubscription, limit: int) -> list[Msg]:
         sub._pending_size -= len(msg.data)
         out.append(msg)
     return out
+
+
+def consumer_seq(msg: Msg) -> int:
+    """The consumer sequence of a JetStream message (its delivery number), from its acknowledgement subject."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return int(tokens[6])
+    if len(tokens) in (11, 12):
+        return int(tokens[8])
+    return int(msg.metadata.sequence.consumer)
 
 
 def stream_seq(msg: Msg) -> int:

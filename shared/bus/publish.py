@@ -103,8 +103,9 @@ class Publisher(Connection):
         acknowledgement, or why there is none (an error the stream answered, or a timeout)."""
         mux = self._ack_mux
         if mux is None:
-            mux = self._ack_mux = _AckMux(self.nc.new_inbox())
+            mux = _AckMux(self.nc.new_inbox())
             await self.nc.subscribe(f"{mux.prefix}.*", cb=mux.on_reply)
+            self._ack_mux = mux  # only once its subscription exists: else the next batch tries again
         futures: list[asyncio.Future[PubAck]] = []
         try:
             for o in items:
@@ -134,6 +135,14 @@ class Publisher(Connection):
     async def publish(self, subject: str, message: Message) -> None:
         """Publish on core NATS (at most once; a stream on the subject still captures it)."""
         await self.nc.publish(subject, encode(message), headers=self._headers(message.id))
+
+    async def publish_encoded(self, subject: str, message_id: str, data: bytes) -> None:
+        """``publish`` of a message encoded already (to know its size first)."""
+        await self.nc.publish(subject, data, headers=self._headers(message_id))
+
+    def prepare_encoded(self, subject: str, message_id: str, data: bytes) -> Outgoing:
+        """``prepare`` of a message encoded already."""
+        return Outgoing(subject, data, self._headers(message_id))
 
     async def publish_persistent(self, subject: str, message: Message) -> PubAck:
         """Publish to JetStream and wait until the stream stored it; the message id de-duplicates."""

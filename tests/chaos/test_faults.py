@@ -18,9 +18,11 @@ from rrr.deploy.postgres_server import PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
 from tests.support.checks import Comparison, wait_for_exact
+from tests.support.reference import timed_momentum_expectations
 from tests.support.system import DLQ_KEY, FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
+ROOT = Path(__file__).parents[2]
 DATA = Path(__file__).parents[1] / "data"
 EURUSD = DATA / "eurusd_quotes_2020-01-01.csv"
 USDJPY = DATA / "usdjpy_quotes_2013-01-01.csv"
@@ -91,6 +93,36 @@ async def test_3_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted
     await finish(replay)
     # The reference is the uninterrupted run: every order and fill of it, no other, and its position.
     _report("strategy kill -9", await wait_for_exact(system.database_url, EURUSD, timeout_s=120))
+    print(f"restarted strategy: {system.counters('strategy-0')}")
+
+
+async def test_3b_a_user_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted_run(system: System) -> None:
+    # A strategy that is not built in, from a module of the tests (as a user's own), with what sma_cross does not
+    # use: event-time timers, its own position, state in a msgspec Struct. Its reference is computed apart.
+    user = {
+        "RRR_STRATEGY_STRATEGY": "tests.support.strategies:TimedMomentum",
+        "RRR_STRATEGY_PARAMS": '{"every_ms": 30000}',
+        "RRR_STRATEGY_STRATEGY_ID": "momentum",
+        "PYTHONPATH": str(ROOT),
+    }
+    await system.start("persistence-0", "market_data-0", "execution-0")
+    # One message (a batch of up to 512 quotes) per fetch: killed after 8 of the replay's 19, about 4,000 quotes in,
+    # however fast the replay published, so the restarted strategy surely has the rest to handle.
+    crashing = {**user, "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "10", "RRR_STRATEGY_BATCH_SIZE": "1"}
+    await system.start("strategy-0", extra_env=crashing, crash_before_ack=8)
+    replay = system.replay(EURUSD)
+    assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
+    await system.start("strategy-0", extra_env=user)
+    await finish(replay)
+    expected = timed_momentum_expectations(EURUSD, every_ms=30_000)
+    result = await wait_for_exact(system.database_url, EURUSD, timeout_s=120, strategy="momentum", expected=expected)
+    await wait_until(
+        lambda: system.counters("strategy-0").get("handled", 0) >= 11,
+        30,
+        "the restarted strategy to report the messages after the crash point",
+        describe=lambda: system.counters("strategy-0"),
+    )
+    _report("user strategy kill -9", result)
     print(f"restarted strategy: {system.counters('strategy-0')}")
 
 

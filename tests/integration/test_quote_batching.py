@@ -3,6 +3,8 @@ real nats-server."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import NoStreamResponseError
@@ -12,6 +14,7 @@ from rrr.shared.bus import Bus, QuoteBatcher
 from rrr.shared.errors import InvalidSubjectError
 from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, market_data_decoder
 from tests.support.factories import unique_id, unique_symbol
+from tests.support.streams import count_quotes, stored_quotes
 from tests.support.waiting import wait_until
 
 
@@ -90,3 +93,30 @@ async def test_a_persistent_publish_no_stream_captures_fails_at_once_and_leaves_
 
 def _row_quote(n: int) -> Quote:
     return _row("ACKS", n).to_quote(1)
+
+
+async def test_a_burst_larger_than_the_streams_largest_message_is_stored_whole_in_batches_that_fit(
+    bus: Bus,
+) -> None:
+    # 2,000 quotes with long ids in one turn: one batch would be over 200 KB, and the market-data stream
+    # takes 64 KiB; a core publish of it would be refused by the stream without a word.
+    source = unique_id("big").replace("-", "_").lower()[:30]
+    symbol = unique_symbol("BIG")
+    batcher = QuoteBatcher(bus, source, 1, batch_id_prefix=f"{source}-run")
+    for n in range(2000):
+        batcher.add(QuoteRow(f"{source}:{'x' * 60}:{n}", symbol, 1_000 + n, 10_000, 10_002, 4))
+    await batcher.close()
+
+    async def _stored() -> int:
+        return await count_quotes(bus.js, [symbol])
+
+    await wait_until(lambda: _at_least(_stored(), 2000), 10, "every quote in RRR_MD")
+    assert batcher.counters.quotes == 2000
+    assert batcher.counters.batches > 1
+    assert [q.quote.id.rsplit(":", 1)[-1] for q in await stored_quotes(bus.js, [symbol])] == [
+        str(n) for n in range(2000)
+    ]
+
+
+async def _at_least(count: Awaitable[int], least: int) -> bool:
+    return await count >= least

@@ -26,8 +26,9 @@ from rrr.shared.messages import (
     signal_decoder,
 )
 from rrr.shared.watermark import Watermark
-from rrr.strategy import app, snapshots
+from rrr.strategy import app, loading, snapshots
 from rrr.strategy.config import StrategyConfig
+from rrr.strategy.engine import Engine
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 from tests.support.factories import unique_id, unique_symbol
 from tests.support.reference import Cross, sma_cross
@@ -257,12 +258,18 @@ async def test_strategy_state_larger_than_a_message_is_snapshotted_and_restored_
             book.on_decimal_quote(Decimal(row.bid), Decimal(row.ask))
         watermarks[symbol] = Watermark(ts=rows[-1].ts_ns, ids=[f"{unique_id('quote')}:{i}"])
     name = snapshots.name("sma_cross", 0, 1)
-    assert len(snapshots.encode(1234, "sma_cross", params, books, watermarks)) > 1024 * 1024
+    engine = Engine([loading.spec("sma_cross", "sma_cross", {"fast": FAST, "slow": SLOW})])
+    engine.runner("sma_cross").strategy.books = books  # type: ignore[attr-defined]
+    engine.watermarks.update(watermarks)
+    assert len(snapshots.encode_engine(1234, engine)) > 1024 * 1024
     saver = snapshots.Saver(bus, name, snapshots.legacy_key("sma_cross", 0, 1), every_s=1)
 
-    assert await saver.save(1234, "sma_cross", params, books, watermarks)
+    assert await saver.save(1234, lambda: snapshots.encode_engine(1234, engine))
 
-    seq, restored, marks = await snapshots.load(bus, name, "none", "sma_cross", params)
+    again = Engine([loading.spec("sma_cross", "sma_cross", {"fast": FAST, "slow": SLOW})])
+    seq = await snapshots.load(bus, name, "none", again)
+    restored: dict[str, SmaCross] = again.runner("sma_cross").strategy.books  # type: ignore[attr-defined]
+    marks = again.watermarks
     assert seq == 1234
     assert {s: b.state() for s, b in restored.items()} == {s: b.state() for s, b in books.items()}
     assert marks == watermarks
@@ -378,3 +385,34 @@ async def test_strategy_with_its_symbols_listed_refuses_the_quotes_of_any_other(
     assert (counters["handled"], counters["symbols"], counters["symbols_refused"]) == (len(rows), 1, len(rows))
     reasons = await _dead_letter_reasons(bus, subjects.quote(other, 1))
     assert "expected one of the 1 symbols of --symbols (RRR_STRATEGY_SYMBOLS)" in reasons[0]
+
+
+async def test_strategies_listed_in_a_file_trade_side_by_side_and_one_that_fails_stops_alone(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats, tmp_path: Path
+) -> None:
+    rows = _rows(1500)
+    _, expected_orders = _reference(rows)
+    symbol = unique_symbol("EURUSD")
+    quotes = _quotes(symbol, rows)
+    await _publish(bus, quotes, shards=1)
+    strategies = tmp_path / "strategies.toml"
+    strategies.write_text(
+        f'name = "desk_{unique_id("x").split("-")[1]}"\n'
+        '[[strategy]]\nid = "bad"\nclass = "tests.support.strategies:RaisesAfter"\n'
+        '[[strategy]]\nid = "sma_cross"\nclass = "sma_cross"\n'
+        '[[strategy]]\nid = "mr"\nclass = "mean_reversion"\nparams = { window = 30, entry = 1.5 }\n'
+        f'symbols = ["{symbol}"]\n'
+    )
+    config = StrategyConfig(nats_url=nats_url, heartbeat_ms=100, config=str(strategies))
+
+    async with running_service(app.run, config, heartbeats) as strategy:
+        counters = await strategy.wait_for_counter("handled", len(quotes))
+
+    assert (counters["strategies"], counters["strategies_stopped"], counters["strategies_failed"]) == (3, 1, 1)
+    orders = decode_all(
+        await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, 1)), order_command_decoder
+    )
+    # sma_cross sends exactly what it sends alone; mean_reversion its own orders, under its own id.
+    _check_orders([o for o in orders if o.strategy == "sma_cross"], expected_orders, quotes)
+    assert {o.strategy for o in orders} == {"sma_cross", "mr"}
+    assert all(o.id.startswith("mr-") for o in orders if o.strategy == "mr")

@@ -111,10 +111,12 @@ async def compare(dsn: str, path: Path, expected: Expected | None = None, *, str
     return result
 
 
-async def wait_for_exact(dsn: str, path: Path, *, timeout_s: float, strategy: str = "sma_cross") -> Comparison:
-    """Poll until the database holds exactly what ``path`` implies, or the deadline passes; return the last
-    comparison either way (the caller asserts ``.exact`` and prints it)."""
-    expected = sma_cross_expectations(path)
+async def wait_for_exact(
+    dsn: str, path: Path, *, timeout_s: float, strategy: str = "sma_cross", expected: Expected | None = None
+) -> Comparison:
+    """Poll until the database holds exactly what ``path`` implies (``expected``, by default sma_cross's), or the
+    deadline passes; return the last comparison either way (the caller asserts ``.exact`` and prints it)."""
+    expected = expected or sma_cross_expectations(path)
     deadline = time.monotonic() + timeout_s
     while True:
         result = await compare(dsn, path, expected, strategy=strategy)

@@ -12,6 +12,7 @@ import csv
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -161,3 +162,95 @@ def _apply(position: ExpectedPosition, signed_qty: Fraction, price: Fraction) ->
         elif (new > 0) != (old > 0):
             position.avg_price = price
     position.qty = new
+
+
+def _timed_quotes(path: Path, lines: list[int]) -> Iterator[tuple[int, Fraction, Fraction]]:
+    """The file's (ts in ns, bid, ask), exactly, appending each quote's physical line to ``lines``."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            lines.append(reader.line_num)
+            delta = datetime.fromisoformat(row["ts"]) - epoch
+            ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+            yield ns, Fraction(row["bid"]), Fraction(row["ask"])
+
+
+def timed_momentum_expectations(path: Path, every_ms: int = 60_000, qty: Fraction = Fraction(1)) -> Expected:
+    """What ``tests.support.strategies.TimedMomentum`` must send and get filled on a one-symbol file.
+
+    From its definition: the first quote sets the anchor mid and a look ``every_ms`` later. At the first quote
+    at or after a look's time: a mid above the anchor wants +qty, below it -qty, equal: nothing; the order
+    (and its signal) is the wanted position minus the position held; the anchor becomes this mid and the
+    next look is ``every_ms`` after this quote. Each order fills whole at its quote's touch.
+    """
+    expected = Expected()
+    anchor: Fraction | None = None
+    look_at = 0
+    held = Fraction(0)
+    for index, (ts, bid, ask) in enumerate(_timed_quotes(path, expected.quote_lines)):
+        mid = (bid + ask) / 2
+        if anchor is None:
+            anchor, look_at = mid, ts + every_ms * 1_000_000
+            continue
+        if ts < look_at:
+            continue
+        look_at = ts + every_ms * 1_000_000
+        if mid != anchor:
+            wanted = qty if mid > anchor else -qty
+            change = wanted - held
+            if change:
+                line = expected.quote_lines[index]
+                side = "buy" if change > 0 else "sell"
+                price = ask if side == "buy" else bid
+                expected.crosses += 1
+                expected.cross_lines.append(line)
+                expected.orders.append(ExpectedOrder(line, side, abs(change), price))
+                _apply(expected.position, change, price)
+                held = wanted
+        anchor = mid
+    expected.quotes = len(expected.quote_lines)
+    return expected
+
+
+def mean_reversion_targets(
+    mids: Iterable[Fraction], window: int, entry: Fraction, exit_: Fraction, qty: Fraction = Fraction(1)
+) -> Iterator[tuple[int, Fraction]]:
+    """Yield (index, new target) at every change of ``mean_reversion``'s target, from its definition.
+
+    Over the last ``window`` mids: mean, population variance, z = (mid - mean) / sqrt(variance) (none when
+    the variance is 0). z >= entry: -qty; z <= -entry: +qty; short and z <= exit, or long and z >= -exit: 0.
+    z is compared through z**2 = (mid - mean)**2 / variance and its sign, as exact fractions.
+    """
+
+    def at_least(dev: Fraction, var: Fraction, k: Fraction) -> bool:  # z >= k
+        z_sq = dev * dev / var
+        if k >= 0:
+            return dev >= 0 and z_sq >= k * k
+        return dev >= 0 or z_sq <= k * k
+
+    def at_most(dev: Fraction, var: Fraction, k: Fraction) -> bool:  # z <= k
+        return not at_least(dev, var, k) or (dev * dev / var == k * k and (dev >= 0) == (k >= 0))
+
+    recent: deque[Fraction] = deque(maxlen=window)
+    target = Fraction(0)
+    for index, mid in enumerate(mids):
+        recent.append(mid)
+        if len(recent) < window:
+            continue
+        mean = sum(recent, Fraction(0)) / window
+        var = sum(((m - mean) ** 2 for m in recent), Fraction(0)) / window
+        if var == 0:
+            continue
+        dev = mid - mean
+        if at_least(dev, var, entry):
+            new = -qty
+        elif at_most(dev, var, -entry):
+            new = qty
+        elif (target < 0 and at_most(dev, var, exit_)) or (target > 0 and at_least(dev, var, -exit_)):
+            new = Fraction(0)
+        else:
+            continue
+        if new != target:
+            target = new
+            yield index, new

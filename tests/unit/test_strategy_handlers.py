@@ -12,7 +12,8 @@ from opentelemetry import trace
 from rrr.shared.bus import Bus, Delivery
 from rrr.shared.messages import Quote
 from rrr.shared.watermark import Watermark
-from rrr.strategy import handlers, snapshots
+from rrr.strategy import handlers, loading, snapshots
+from rrr.strategy.engine import Engine
 from rrr.strategy.sma_cross import SmaCross, SmaCrossParams
 
 PARAMS = SmaCrossParams(fast=1, slow=2)
@@ -28,7 +29,8 @@ def _delivery(nc: nats.aio.client.Client, seq: int, bid: str, ask: str) -> Deliv
 async def test_a_quote_beyond_the_fixed_point_bounds_is_dead_lettered_alone_and_leaves_the_means_as_they_were() -> None:
     nc = nats.aio.client.Client()  # never connected: nothing below publishes or saves
     bus = Bus(nc, service="strategy", tracer=trace.NoOpTracer())
-    strategies = handlers.Strategies(name="sma_cross", params=PARAMS, shards=1)
+    engine = Engine([loading.spec("sma_cross", "sma_cross", {"fast": PARAMS.fast, "slow": PARAMS.slow})])
+    strategies = handlers.Strategies(engine=engine, shards=1)
     saver = snapshots.Saver(bus, "strategy-test", "test", every_s=3600)
     # 20 digits: a valid quote.v1 price, but more digits than fixed-point prices have.
     batch = [
@@ -50,7 +52,7 @@ async def test_a_quote_beyond_the_fixed_point_bounds_is_dead_lettered_alone_and_
     expected = SmaCross(PARAMS)
     expected.on_quote(11, 12, 1)
     expected.on_quote(11, 13, 1)
-    assert strategies.books["EURUSD"].state() == expected.state()
+    assert engine.runner("sma_cross").strategy.books["EURUSD"].state() == expected.state()  # type: ignore[attr-defined]
     assert strategies.watermarks["EURUSD"] == Watermark(ts=3, ids=["q3"])
     assert strategies.seq == 3
     assert strategies.published

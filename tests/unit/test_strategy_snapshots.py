@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from rrr.shared.watermark import Watermark
-from rrr.strategy import snapshots
+from rrr.strategy import loading, snapshots
+from rrr.strategy.engine import Engine
 from rrr.strategy.sma_cross import Cross, SmaCross, SmaCrossParams
 from tests.support.reference import sma_cross, sma_means
 
@@ -139,3 +140,23 @@ def test_the_earlier_version_refuses_a_v2_snapshot_rather_than_misreading_it() -
     data = snapshots.encode(1, "sma_cross", PARAMS, {"EURUSD": SmaCross(PARAMS)}, {})
     with pytest.raises(msgspec.ValidationError, match=r"strategy_snapshot\.v2"):
         earlier.decode(data)
+
+
+def test_a_v2_snapshot_becomes_the_state_of_the_sma_cross_of_its_name_and_parameters_and_of_no_other() -> None:
+    book = SmaCross(PARAMS)
+    _feed(book, _quotes("eurusd_quotes_2020-01-01.csv")[:500])
+    marks = {"EURUSD": Watermark(ts=5, ids=["a"])}
+    v2 = snapshots.decode(snapshots.encode(77, "sma_cross", PARAMS, {"EURUSD": book}, marks))
+    engine = Engine([loading.spec("sma_cross", "sma_cross")])
+
+    v3 = snapshots._upgrade_sma_cross(v2, engine, "test")
+    engine.restore(v3.strategies)
+
+    assert engine.runner("sma_cross").strategy.books["EURUSD"].state() == book.state()  # type: ignore[attr-defined]
+    assert (v3.seq, v3.watermarks) == (77, marks)
+    other = Engine([loading.spec("sma_cross", "sma_cross", {"fast": 3})])
+    with pytest.raises(snapshots.SnapshotMismatchError, match=r"taken with sma_cross fast=5 slow=20 qty=1, but"):
+        snapshots._upgrade_sma_cross(v2, other, "test")
+    renamed = Engine([loading.spec("cross", "sma_cross")])
+    with pytest.raises(snapshots.SnapshotMismatchError, match=r"runs with cross \(sma_cross\)"):
+        snapshots._upgrade_sma_cross(v2, renamed, "test")
