@@ -16,22 +16,29 @@ clients; reported is the median. Both processes share the machine's cores (2 on 
 
 Last, for scale, the feed's own normaliser alone (``rrr.market_data.venues.binance``: decode, check every
 value, build the ``Quote``) on the same frames in one process, without a socket: CPU per frame, median of
-the repeats.
+the repeats; and the normaliser with the service's sink behind it (``BusTickSink``: quotes in natural
+batches on core NATS to a real nats-server, from the embedded binary, whose stream stores them), in bursts
+of 100 frames, until the sink has published every quote: frames/s and CPU per frame of that process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import uvloop
+
+from rrr.deploy.nats_server import NatsServer
 
 
 class _BookTicker(msgspec.Struct):
@@ -166,6 +173,19 @@ def main() -> None:
         print(f"  {client:<10} {rate:>12,.0f} frames/s  {cpu:6.2f} us CPU/frame  (runs: {spread})")
     normaliser_us = _normaliser_us(args.frames, args.repeats)
     print(f"  normaliser alone (binance bookTicker -> Quote): {normaliser_us:.2f} us CPU/frame")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(data_dir=Path(tmp) / "nats")
+        server.start()
+        try:
+            published = [uvloop.run(_publish_path(server.url, args.frames)) for _ in range(args.repeats)]
+        finally:
+            server.stop()
+    rate = statistics.median(r[0] for r in published)
+    cpu = statistics.median(r[1] for r in published)
+    print(
+        f"  normalise and publish (the service's sink: quote batches on core NATS, the stream storing them): "
+        f"{rate:,.0f} frames/s, {cpu:.2f} us CPU/frame"
+    )
 
 
 def _normaliser_us(n: int, repeats: int) -> float:
@@ -180,6 +200,38 @@ def _normaliser_us(n: int, repeats: int) -> float:
             normaliser.decode(frame, 1_700_000_000_000_000_000)
         results.append((time.process_time() - started) / n * 1e6)
     return statistics.median(results)
+
+
+async def _publish_path(url: str, n: int) -> tuple[float, float]:
+    """Frames through the Binance normaliser into the market-data service's sink (``BusTickSink``: natural
+    batches on ``md.quotes.<shard>.binance``) on a real nats-server, in bursts of 100 frames (what one read
+    of a busy connection hands over), until the sink has handed every quote to the server (a flush):
+    frames/s and this process's CPU per frame."""
+    from rrr.market_data.handlers import MarketDataCounters
+    from rrr.market_data.live import BusTickSink
+    from rrr.market_data.venues import binance
+    from rrr.shared.bus import Bus
+
+    frames = [b'{"stream":"btcusdt@bookTicker","data":' + frame + b"}" for frame in _frames(n)]
+    bus = await Bus.connect(url, service="bench", name="bench-feeds")
+    try:
+        await bus.ensure_streams(max_age_s=3600)
+        with contextlib.suppress(Exception):
+            await bus.js.purge_stream("RRR_MD")
+        sink = BusTickSink(bus, 1, MarketDataCounters())
+        normaliser = binance.Normaliser({"BTCUSDT": "BTCUSDT"})
+        started, cpu = time.perf_counter(), time.process_time()
+        for first in range(0, n, 100):
+            ticks = []
+            for frame in frames[first : first + 100]:
+                ticks.extend(normaliser.decode(frame, time.time_ns()).ticks)
+            await sink.put(ticks)
+        await bus.nc.flush()
+        if sink.counters.live_published != n:
+            raise RuntimeError(f"published {sink.counters.live_published} of {n} quotes")
+        return n / (time.perf_counter() - started), (time.process_time() - cpu) / n * 1e6
+    finally:
+        await bus.close()
 
 
 if __name__ == "__main__":
