@@ -19,7 +19,7 @@ import msgspec
 
 from rrr.shared import subjects
 from rrr.shared.errors import MisroutedMessageError, excerpt
-from rrr.shared.fixed import MAX_PLACES, to_decimal
+from rrr.shared.fixed import MAX_PLACES, FixedPointError, rescale, to_decimal, to_units
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
@@ -169,6 +169,38 @@ class QuoteRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
             bid_size=None if self.bid_size is None else to_decimal(self.bid_size, self.bid_size_places),
             ask_size=None if self.ask_size is None else to_decimal(self.ask_size, self.ask_size_places),
         )  # fmt: skip
+
+
+def fixed_row(
+    quote_id: str,
+    symbol: str,
+    ts_event: int,
+    bid: Decimal,
+    ask: Decimal,
+    bid_size: Decimal | None = None,
+    ask_size: Decimal | None = None,
+) -> QuoteRow | None:
+    """A quote's numbers as a batch row (both prices at the places of the finer one), exactly; None when
+    one of them does not fit a batch's fixed point (then the quote travels alone, as a ``Quote``)."""
+    try:
+        bid_units, bid_places = to_units(bid, name="bid")
+        ask_units, ask_places = to_units(ask, name="ask")
+        places = max(bid_places, ask_places)
+        bid_units, ask_units = rescale(bid_units, bid_places, places), rescale(ask_units, ask_places, places)
+        bid_size_units = ask_size_units = None
+        bid_size_places = ask_size_places = 0
+        if bid_size is not None:
+            bid_size_units, bid_size_places = to_units(bid_size, name="bid_size")
+        if ask_size is not None:
+            ask_size_units, ask_size_places = to_units(ask_size, name="ask_size")
+    except FixedPointError:
+        return None
+    if max(bid_units, ask_units, bid_size_units or 0, ask_size_units or 0) > UNITS_MAX:
+        return None
+    return QuoteRow(
+        quote_id, symbol, ts_event, bid_units, ask_units, places, bid_size_units, ask_size_units,
+        bid_size_places, ask_size_places,
+    )  # fmt: skip
 
 
 class QuoteBatch(Message, frozen=True, kw_only=True, tag="quote_batch.v1"):

@@ -15,16 +15,14 @@ import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import MarketDataCounters
-from rrr.market_data.replay import QuoteRow as FileRow
 from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing, QuoteBatcher, fitted
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.errors import BadRowError
-from rrr.shared.fixed import FixedPointError, rescale, to_units
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
-from rrr.shared.messages import UNITS_MAX, Quote, QuoteBatch, QuoteRow, Trade
+from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, Trade, fixed_row
 
 _log = logging.getLogger(__name__)
 
@@ -105,30 +103,6 @@ async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, me
 MAX_BAD_ROWS_LISTED = 100
 # Quotes per batch a replay sends: large enough that a message's own cost is small beside its quotes'.
 BATCH_ROWS = 512
-
-
-def _fixed_row(row: FileRow, source: str) -> QuoteRow | None:
-    """A file's row as a batch row (id ``<source>:<line>``), or None if its numbers do not fit fixed point."""
-    try:
-        bid, bid_places = to_units(row.bid, name="bid")
-        ask, ask_places = to_units(row.ask, name="ask")
-        places = max(bid_places, ask_places)
-        bid, ask = rescale(bid, bid_places, places), rescale(ask, ask_places, places)
-        if row.bid_size is None or row.ask_size is None:
-            fixed_row = QuoteRow(f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places)
-        else:
-            bid_size, bid_size_places = to_units(row.bid_size, name="bid_size")
-            ask_size, ask_size_places = to_units(row.ask_size, name="ask_size")
-            fixed_row = QuoteRow(
-                f"{source}:{row.line}", row.symbol, row.ts_ns, bid, ask, places, bid_size, ask_size, bid_size_places,
-                ask_size_places,
-            )  # fmt: skip
-    except FixedPointError:
-        return None
-    # A batch row holds at most UNITS_MAX units: beyond, the quote goes alone.
-    if max(fixed_row.bid, fixed_row.ask, fixed_row.bid_size or 0, fixed_row.ask_size or 0) > UNITS_MAX:
-        return None
-    return fixed_row
 
 
 @dataclass(slots=True)
@@ -246,14 +220,16 @@ async def replay_file(
             report.interrupted = True
             break
         shard = subjects.shard_of(row.symbol, shards)
-        fixed_row = _fixed_row(row, report.source)
-        if fixed_row is None:
+        batch_row = fixed_row(
+            f"{report.source}:{row.line}", row.symbol, row.ts_ns, row.bid, row.ask, row.bid_size, row.ask_size
+        )
+        if batch_row is None:
             # Beyond a batch's fixed point (more than 18 digits or places): sent alone, as a Quote, after
             # what its shard gathered before it, so that the symbol's quotes stay in file order.
             _close_shard(shard)
             outgoing.append((bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())), 1))
         else:
-            pending.setdefault(shard, []).append(fixed_row)
+            pending.setdefault(shard, []).append(batch_row)
         waiting += 1
         if waiting >= window:
             await _flush()

@@ -28,9 +28,8 @@ from rrr.market_data.venues.symbols import parse_symbols, shard_symbols
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing, QuoteBatcher
 from rrr.shared.clock import Clock, wall_clock
-from rrr.shared.fixed import FixedPointError, rescale, to_units
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
-from rrr.shared.messages import UNITS_MAX, Quote, QuoteRow
+from rrr.shared.messages import Quote, fixed_row
 
 _log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class BusTickSink:
             if isinstance(tick, Quote):
                 # Every venue's ids begin with the venue's name (``binance:BTCUSDT:...``).
                 batcher = self._batcher(tick.id.split(":", 1)[0])
-                row = _row(tick)
+                row = fixed_row(tick.id, tick.symbol, tick.ts_event, tick.bid, tick.ask, tick.bid_size, tick.ask_size)
                 if row is not None:
                     batcher.add(row)
                     continue
@@ -86,28 +85,6 @@ class BusTickSink:
         self.counters.live_published += quotes - self._published_quotes
         self.counters.dropped_disconnected += dropped - self._dropped
         self._published_quotes, self._dropped = quotes, dropped
-
-
-def _row(quote: Quote) -> QuoteRow | None:
-    """``quote`` as a batch row, or None if its numbers do not fit fixed point."""
-    try:
-        bid, bid_places = to_units(quote.bid, name="bid")
-        ask, ask_places = to_units(quote.ask, name="ask")
-        places = max(bid_places, ask_places)
-        bid, ask = rescale(bid, bid_places, places), rescale(ask, ask_places, places)
-        bid_size = ask_size = None
-        bid_size_places = ask_size_places = 0
-        if quote.bid_size is not None:
-            bid_size, bid_size_places = to_units(quote.bid_size, name="bid_size")
-        if quote.ask_size is not None:
-            ask_size, ask_size_places = to_units(quote.ask_size, name="ask_size")
-    except FixedPointError:
-        return None
-    if max(bid, ask, bid_size or 0, ask_size or 0) > UNITS_MAX:
-        return None
-    return QuoteRow(
-        quote.id, quote.symbol, quote.ts_event, bid, ask, places, bid_size, ask_size, bid_size_places, ask_size_places
-    )
 
 
 class CountingSink:
