@@ -86,6 +86,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
             "positions": len(book.positions),
             "orders": len(book.orders),
             "symbols": len(book.symbols),
+            "market_messages_held": len(book.market),
             "snapshot_failures": saver.failures,
         },
     )

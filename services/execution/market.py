@@ -7,7 +7,8 @@ symbol at that time, and prices the order there: the bid and ask an order carrie
 replay therefore fills every order at the very quote that triggered it, however fast it runs, and an
 order cannot choose its own price: only market data (published by market-data and the replay tool, by
 their NATS permissions) ever sets one. An order without ``quote_seq`` (an older client) is priced at the
-symbol's latest quote in the stream, as a market order would be.
+symbol's latest quote, as a market order would be: the newer of its latest single quote in the stream and
+its newest quote among the latest batches execution holds.
 
 Execution follows its shard's market data itself (``follow``, raw, into a bounded ``MarketCopy``): the
 message an order names is almost always there already. Otherwise one request to JetStream per message the
@@ -83,6 +84,16 @@ class MarketCopy:
         """The subject and payload at ``seq``, if held."""
         return self._raw.get(seq)
 
+    def newest(self, limit: int) -> list[tuple[int, str, bytes]]:
+        """The newest ``limit`` messages held, newest first."""
+        out: list[tuple[int, str, bytes]] = []
+        for seq in reversed(self._raw):
+            if len(out) == limit:
+                break
+            subject, data = self._raw[seq]
+            out.append((seq, subject, data))
+        return out
+
 
 async def follow(bus: Bus, shard: int, copy: MarketCopy, stop: asyncio.Event) -> None:
     """Keep ``copy`` filled with this shard's market data from now on, until ``stop`` is set.
@@ -148,7 +159,37 @@ async def _read(
     return subject, decoded
 
 
-async def price(bus: Bus, order: SubmitOrder, shards: int, cache: Cache | None = None) -> Price:
+# An order without ``quote_seq`` looks this far back among the newest quote batches for its symbol.
+_LATEST_SCAN = 256
+
+
+def _newest_batched(copy: MarketCopy, symbol: str, shards: int, cache: Cache) -> Quote | None:
+    """The newest quote of ``symbol`` among the newest quote batches execution holds, or None."""
+    prefix = f"{subjects.QUOTE_BATCH}.{subjects.shard_of(symbol, shards)}."
+    for seq, subject, data in copy.newest(_LATEST_SCAN):
+        if not subject.startswith(prefix):
+            continue
+        held = cache.get(seq)
+        if held is None:
+            message: MarketData | str
+            try:
+                decoded = market_data_decoder.decode(data)
+                check_subject(subject, decoded, shards)
+                message = decoded
+            except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
+                message = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
+            cache[seq] = held = (subject, message)
+        batch = held[1]
+        if isinstance(batch, QuoteBatch):
+            for index in range(len(batch.quotes) - 1, -1, -1):
+                if batch.quotes[index].symbol == symbol:
+                    return batch.quote(index)
+    return None
+
+
+async def price(
+    bus: Bus, order: SubmitOrder, shards: int, cache: Cache | None = None, copy: MarketCopy | None = None
+) -> Price:
     """The quote ``order`` fills at, read from ``RRR_MD``, or why there is none.
 
     Raises:
@@ -170,6 +211,10 @@ async def price(bus: Bus, order: SubmitOrder, shards: int, cache: Cache | None =
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 message = f"{MARKET_DATA_STREAM.name} sequence {raw.seq} is not a valid quote: {exc}"
     except nats.js.errors.NotFoundError:
+        if not order.quote_seq and copy is not None:
+            batched = _newest_batched(copy, order.symbol, shards, new_cache(1) if cache is None else cache)
+            if batched is not None:
+                return batched
         where = f"at sequence {order.quote_seq}" if order.quote_seq else f"on {subject}"
         return NoPrice(f"no quote {where} in {MARKET_DATA_STREAM.name} (expired, or never published)")
     except (nats.errors.Error, TimeoutError) as exc:
@@ -180,6 +225,11 @@ async def price(bus: Bus, order: SubmitOrder, shards: int, cache: Cache | None =
     if isinstance(message, str):
         return NoPrice(message)
     quote: object = message
+    if not order.quote_seq and copy is not None and isinstance(message, Quote):
+        # The latest quote may travel in a batch: the newer of the two.
+        batched = _newest_batched(copy, order.symbol, shards, new_cache(1) if cache is None else cache)
+        if batched is not None and batched.ts_event > message.ts_event:
+            return batched
     if isinstance(message, QuoteBatch):
         if order.quote_index >= len(message.quotes):
             return NoPrice(
@@ -215,7 +265,7 @@ async def prices(
             if isinstance(failure, nats.errors.Error | TimeoutError):
                 raise TransientError(f"could not read quotes from {MARKET_DATA_STREAM.name}: {failure}") from failure
             raise failure
-    found = await asyncio.gather(*(price(bus, order, shards, cache) for order in orders), return_exceptions=True)
+    found = await asyncio.gather(*(price(bus, order, shards, cache, copy) for order in orders), return_exceptions=True)
     out: dict[str, Price] = {}
     for order, result in zip(orders, found, strict=True):
         if isinstance(result, BaseException):

@@ -25,6 +25,8 @@ from rrr.shared.messages import (
     OrderFilled,
     OrderRejected,
     PositionUpdated,
+    QuoteBatch,
+    QuoteRow,
     SubmitOrder,
     encode,
     order_event_decoder,
@@ -468,3 +470,23 @@ async def test_execution_fills_at_the_quote_it_reads_from_the_market_data_stream
     assert reasons[missing.id] == (
         "no market price: no quote at sequence 1000000000 in RRR_MD (expired, or never published)"
     )
+
+
+async def test_an_order_without_its_quote_named_fills_at_the_newest_quote_even_when_it_travelled_in_a_batch(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("NEWEST")
+    # An older single quote of the symbol in the stream ...
+    [named] = await _submit(bus, make_order(symbol, side="buy", qty=1, quote_bid="100", quote_ask="100.5"))
+    async with running_service(app.run, config, heartbeats) as execution:
+        # ... and, once execution follows the market data, a newer one in a batch.
+        row = QuoteRow(f"{symbol}:newest", symbol, named.quote_ts + 1_000, 1_200_000, 1_200_500, 4)
+        batch = QuoteBatch(id=f"{row.id}-b", ts_event=row.ts_event, ts_init=row.ts_event, source="replay", quotes=[row])
+        await bus.publish_persistent(subjects.quote_batch(0, "replay"), batch)
+        await execution.wait_for_counters(lambda c: c.get("market_messages_held", 0) >= 1, "the batch followed")
+        unnamed = make_order(symbol, side="buy", qty=1, strategy="older", quote_bid="1", quote_ask="1")
+        await bus.publish_persistent(subjects.order_command(symbol, 1), unnamed)
+        await execution.wait_for_counter("orders_filled", 2)
+
+    fills = {e.client_order_id: e for e in await _order_events(bus, symbol) if isinstance(e, OrderFilled)}
+    assert fills[unnamed.id].price == Decimal("120.05")  # the batch's ask, not the older single quote's 100.5
