@@ -14,8 +14,9 @@ those of the services (``tests/unit/test_backtest.py`` holds it to the reference
 Why here: ``rrr.deploy`` is the one layer allowed to import services (pyproject's import-linter contracts), so
 the backtest composes strategy and execution as they are, with no module moved and nothing duplicated.
 Execution's handler is given a bus that never connects: it only encodes the events, which are decoded back.
-Order events reach the strategies (``on_order_event``) right after the quote that caused them, before the
-next quote; their positions move by the real fills.
+The events of closed-loop strategies' orders reach them (``on_order_event``) right after the quote that caused
+them, before the next quote, exactly where the service delivers them (``rrr.strategy.outcomes``). Each
+strategy's PnL is kept here from the real fills, whatever its context assumes.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ from rrr.shared.messages import (
     SubmitOrder,
     order_event_decoder,
 )
+from rrr.shared.positions import Position
 from rrr.shared.universe import SymbolRefusedError
 from rrr.strategy import loading
-from rrr.strategy.engine import Engine, Runner, StrategySpec
+from rrr.strategy.engine import Engine, StrategySpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ class EquityCurve:
     # Per symbol and in total: only the quoted symbol's part changes at a quote.
     parts: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
+    # Per symbol, the position from the strategy's fills, exactly.
+    positions: dict[str, Position] = field(default_factory=dict)
     # Per symbol, the position as floats, by its fill count (converted once per fill, not per quote).
     held: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
 
@@ -114,7 +118,7 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
     def clock() -> int:  # event time: a backtest stamps what it makes with the quote's time
         return now
 
-    engine = Engine(specs, clock=clock, assume_fills=False)
+    engine = Engine(specs, clock=clock)
     book = execution.Book(
         limits=RiskLimits(max_order_qty=venue.max_order_qty, max_notional_quote=venue.max_notional_quote),
         venue=PaperVenue(slippage_bps=venue.slippage_bps, fee_bps=venue.fee_bps),
@@ -123,7 +127,7 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
     )
     bus = Bus(nats.aio.client.Client(), service="backtest", tracer=trace.NoOpTracer())
     result = Result(equity={spec.id: EquityCurve() for spec in specs})
-    curves = [(runner, result.equity[runner.spec.id]) for runner in engine.runners]
+    curves = list(result.equity.values())
     seq = 0
     started = time.perf_counter()
     for path in files:
@@ -150,9 +154,16 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
                         continue
                     if isinstance(event, OrderFilled):
                         result.fills.append(event)
+                        curve = result.equity[message.strategy]
+                        position = curve.positions.get(event.symbol)
+                        if position is None:
+                            position = curve.positions[event.symbol] = Position(event.symbol)
+                        position.apply_fill(event.side, event.qty, event.price, event.fee)
                     elif isinstance(event, OrderRejected):
                         result.rejections.append(event)
                     engine.on_order_event(event)
+            # Every order's outcome is delivered: nothing is awaited at the next quote.
+            engine.awaiting.clear()
             _mark(curves, row, now)
     result.quotes = seq
     result.seconds = time.perf_counter() - started
@@ -160,7 +171,7 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
     return result
 
 
-def _mark(curves: Sequence[tuple[Runner, EquityCurve]], row: QuoteRow, ts: int) -> None:
+def _mark(curves: Sequence[EquityCurve], row: QuoteRow, ts: int) -> None:
     """Append each strategy's PnL after ``row``: realized (fees included) plus its open position in the quoted
     symbol at this quote's mid (its other symbols' parts are unchanged since their last quote).
 
@@ -168,8 +179,8 @@ def _mark(curves: Sequence[tuple[Runner, EquityCurve]], row: QuoteRow, ts: int) 
     """
     symbol = row.symbol
     mid: float | None = None
-    for runner, curve in curves:
-        position = runner.ctx.positions.get(symbol)
+    for curve in curves:
+        position = curve.positions.get(symbol)
         if position is not None:
             held = curve.held.get(symbol)
             if held is None or held[0] != position.fills:

@@ -108,6 +108,12 @@ def _follows(stream: StreamSpec) -> list[str]:
             f"$JS.FC.{stream.name}.>"]  # fmt: skip
 
 
+def _reads_owned(stream: StreamSpec) -> list[str]:
+    """A stream read from a position the reader keeps itself (``Consumer(acks=False)``): an ordered push
+    consumer, created, its flow control answered, and deleted when re-created or done."""
+    return [*_follows(stream), f"{_API}.CONSUMER.DELETE.{stream.name}.>"]
+
+
 def _bucket_read(bucket: str) -> list[str]:
     """A key-value bucket, looked up and read (direct or not)."""
     stream = f"KV_{bucket}"
@@ -180,7 +186,8 @@ _SERVICES = (
         consumes=[MARKET_DATA_STREAM],
         # The key-value bucket earlier versions kept their snapshot in: read once, then deleted.
         buckets=[STRATEGY_LEGACY_BUCKET],
-        reads=_snapshots(),
+        # Closed-loop strategies read their orders' outcomes (rrr.strategy.outcomes).
+        reads=[*_snapshots(), *_reads_owned(EVENT_STREAM)],
     ),
     _service(
         EXECUTION,

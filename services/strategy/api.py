@@ -8,10 +8,13 @@ returns None:
 - ``on_quote(quote)``: a ``QuoteRow`` of one of its symbols, prices in fixed point (``bid``/``ask`` units of
   10**-``places``; ``mid2(quote)`` is bid + ask exactly, ``price(units, places)`` a Decimal).
 - ``on_trade(trade)``: a ``Trade`` of one of its symbols (no orders from here: an order needs a quote).
-- ``on_order_event(event)``: its own orders' ``OrderAccepted``, ``OrderRejected``, ``OrderFilled``. The
-  backtest delivers them right after the order's quote; the strategy service does not read order events
-  yet, and there ``ctx.position`` is what the orders make if each fills whole at its quote's touch (the
-  paper venue's rule; fees, slippage and risk rejections unseen).
+- ``on_order_event(event)``: its own orders' ``OrderAccepted``, ``OrderRejected``, ``OrderFilled``. A strategy
+  that overrides it is closed-loop: each of its orders is open (``ctx.open_orders``) until its outcome, and
+  ``ctx.position`` moves by the real fills (fees, slippage and risk rejections included). The outcome is
+  delivered right after the quote that sent the order and before the next one, in the backtest and in the
+  service alike (which waits for it: ``rrr.strategy.outcomes``). A strategy that does not override it sends
+  and forgets: its ``ctx.position`` is what its orders make if each fills whole at its quote's touch (the
+  paper venue's rule), and its orders never hold back the quotes.
 - ``on_timer(timer)``: a timer set with ``ctx.set_timer`` whose time a quote's ``ts_event`` reached.
 
 ``self.ctx`` (a ``Context``) submits market orders and signals, and reads the strategy's position, open
@@ -210,8 +213,8 @@ class Context:
         self.strategy_id = strategy_id
         self._clock = clock
         self._latest = latest
-        # The service does not read order events back yet: there, an order counts as filled at its quote's
-        # touch when sent (the paper venue's rule). The backtest delivers the venue's real events instead.
+        # A strategy that does not read its orders' outcomes: an order counts as filled at its quote's touch
+        # when sent (the paper venue's rule). A closed-loop one waits for the real events instead.
         self._assume_fills = assume_fills
         self._cursor = cursor or Cursor()
         # The quotes the last order and the last signal were sent at: at most one of each per quote.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from rrr.shared import subjects
-from rrr.shared.bus import MARKET_DATA_STREAM, Consumer
+from rrr.shared.bus import EVENT_STREAM, MARKET_DATA_STREAM, Consumer
 from rrr.shared.messages import market_data_decoder
 from rrr.shared.service import Context, Plan, Service
-from rrr.strategy import handlers, snapshots
+from rrr.strategy import handlers, outcomes, snapshots
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.engine import Engine
 
@@ -20,11 +21,12 @@ _log = logging.getLogger(__name__)
 async def _start(ctx: Context[StrategyConfig]) -> Plan:
     config = ctx.config
     set_name, specs = config.load()
-    engine = Engine(specs, clock=ctx.clock, universe=config.universe(), assume_fills=True)
+    engine = Engine(specs, clock=ctx.clock, universe=config.universe())
     strategies = handlers.Strategies(engine=engine, shards=config.shards)
     name = snapshots.name(set_name, config.shard, config.shards)
     legacy_key = snapshots.legacy_key(set_name, config.shard, config.shards)
-    strategies.seq = await snapshots.load(ctx.bus, name, legacy_key, engine)
+    covered = await snapshots.load(ctx.bus, name, legacy_key, engine)
+    strategies.seq = covered.seq
     if len(engine.watermarks) > config.max_symbols:
         # Kept whole: it is what the strategy applied. Only new symbols are refused.
         _log.warning(
@@ -38,7 +40,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     # was cut short before its output was stored: then the previous snapshot stays.
     async def _final_snapshot() -> None:
         if strategies.published and not strategies.refusals_pending:
-            await saver.save(strategies.seq, lambda: snapshots.encode_engine(strategies.seq, engine))
+            await saver.save(strategies.seq, strategies.snapshot)
 
     ctx.stack.push_async_callback(_final_snapshot)
     quotes = Consumer(
@@ -55,14 +57,41 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
         acks=False,
         settled=strategies.settled,
     )
+    consumers: list[Consumer[Any]] = [quotes]
+    if any(runner.closed_loop for runner in engine.runners):
+        # Closed-loop strategies see what happened to their orders: the shard's order events, read from the
+        # position in the snapshot (rrr.strategy.outcomes).
+        strategies.outcomes = outcomes.Outcomes(engine)
+        strategies.outcomes.start_at(covered.event_seq)
+        consumers.append(
+            Consumer(
+                EVENT_STREAM,
+                f"{SERVICE}-{set_name}-{config.shard}-events",
+                subjects.shard_filter(subjects.ORDER_EVENT, config.shard),
+                outcomes.decoder,
+                functools.partial(handlers.on_order_events, strategies.outcomes, ctx.stop),
+                ordered=True,
+                batch_size=config.batch_size,
+                start_seq=covered.event_seq + 1,
+                shards=config.shards,
+                acks=False,
+            )
+        )
+    held = strategies.outcomes
     return Plan(
-        consumers=[quotes],
+        consumers=consumers,
         counters=strategies.counters,
         gauges=lambda: {
             "symbols": len(engine.watermarks),
             "snapshot_failures": saver.failures,
             "strategies": len(engine.runners),
             "strategies_stopped": engine.stopped,
+            "orders_awaited": len(engine.awaiting),
+            "order_events_held": 0 if held is None else held.held,
+            "order_events_delivered": 0 if held is None else held.delivered,
+            "order_events_stale": 0 if held is None else held.stale,
+            "order_outcome_waits": 0 if held is None else held.waits,
+            "order_outcome_wait_ms": 0 if held is None else round(held.waited_s * 1000),
         },
         note=f"from stream sequence {strategies.seq + 1} with {', '.join(s.id for s in specs)}",
     )
@@ -72,6 +101,9 @@ service = Service(
     SERVICE,
     StrategyConfig,
     _start,
-    description="Strategy: consume md.*.<shard>.* (quotes), publish signals (sig.>) and order commands (cmd.order.>).",
+    description=(
+        "Strategy: consume md.*.<shard>.* (quotes) and, for closed-loop strategies, evt.order.<shard>.* (their"
+        " orders' outcomes); publish signals (sig.>) and order commands (cmd.order.>)."
+    ),
 )
 run = service.run

@@ -65,14 +65,25 @@ class StrategySpec:
     symbols: frozenset[str] = frozenset()
 
 
+def closed_loop(cls: type[Strategy[Any]]) -> bool:
+    """Whether strategies of ``cls`` see what happens to their orders: they override ``on_order_event``.
+
+    A closed-loop strategy's orders are open until their outcome is delivered, and its positions move by
+    the real fills. Another's positions move as if each order filled whole at its quote's touch when sent
+    (the paper venue's rule), and no order of it holds back the quotes that follow.
+    """
+    return cls.on_order_event is not Strategy.on_order_event
+
+
 class Runner:
     """One strategy instance, its context, and whether it was stopped (and why)."""
 
-    __slots__ = ("ctx", "on_quote", "spec", "stopped", "strategy")
+    __slots__ = ("closed_loop", "ctx", "on_quote", "spec", "stopped", "strategy")
 
     def __init__(self, spec: StrategySpec, ctx: Context) -> None:
         self.spec = spec
         self.ctx = ctx
+        self.closed_loop = closed_loop(spec.cls)
         self.stopped = ""
         try:
             self.strategy = spec.cls(ctx, spec.params)
@@ -145,7 +156,6 @@ class Engine:
         clock: Clock = wall_clock,
         universe: Universe | None = None,
         counters: StrategyCounters | None = None,
-        assume_fills: bool = True,
     ) -> None:
         self.clock = clock
         self.universe = universe or Universe()
@@ -157,10 +167,17 @@ class Engine:
         self.cursor = Cursor()
         self.runners = [
             Runner(
-                spec, Context(spec.id, clock=clock, latest=self.latest, assume_fills=assume_fills, cursor=self.cursor)
+                spec,
+                Context(
+                    spec.id, clock=clock, latest=self.latest, assume_fills=not closed_loop(spec.cls), cursor=self.cursor
+                ),
             )
             for spec in specs
         ]
+        # Orders of closed-loop strategies whose outcome (fill or rejection) was not delivered yet, in the
+        # order sent. The engine's driver delivers them (``on_order_event``) and clears this before the next
+        # quote: the service waits for them, the backtest has them at once (see rrr.strategy.outcomes).
+        self.awaiting: list[SubmitOrder] = []
         self._by_id = {runner.spec.id: runner for runner in self.runners}
         # The runners trading each symbol, in the configured order; built on a symbol's first quote.
         self._by_symbol: dict[str, tuple[Runner, ...]] = {}
@@ -223,6 +240,8 @@ class Engine:
                 self._stop(runner, f"on_quote at quote {row.id}", exc)
                 continue
             if ctx.out:
+                if runner.closed_loop:
+                    self.awaiting.extend(m for m in ctx.out if isinstance(m, SubmitOrder))
                 out.extend(ctx.out)
                 ctx.out.clear()
         return out
@@ -234,13 +253,19 @@ class Engine:
                 self.cursor.quote = None
                 self._call(runner, f"on_trade at trade {trade.id}", runner.strategy.on_trade, trade)
 
-    def on_order_event(self, event: OrderEvent) -> None:
-        """Apply an event of a strategy's order to its context (fills move its position), then hand it over.
+    def closed_loop_runner(self, client_order_id: str) -> Runner | None:
+        """The running closed-loop strategy that sent the order ``client_order_id``, if any.
 
         The order's strategy is the part of its id before the first ``-`` (ids are ``<strategy>-<quote id>``).
         """
-        runner = self._by_id.get(event.client_order_id.partition("-")[0])
-        if runner is None or runner.stopped:
+        runner = self._by_id.get(client_order_id.partition("-")[0])
+        return runner if runner is not None and runner.closed_loop and not runner.stopped else None
+
+    def on_order_event(self, event: OrderEvent) -> None:
+        """Apply an event of a closed-loop strategy's order to its context (fills move its position), then hand
+        it over. Events of other strategies' orders are not theirs to see: ignored."""
+        runner = self.closed_loop_runner(event.client_order_id)
+        if runner is None:
             return
         ctx = runner.ctx
         if isinstance(event, OrderFilled):

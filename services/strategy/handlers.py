@@ -15,10 +15,12 @@ from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, Signal,
 from rrr.shared.universe import SymbolRefusedError
 from rrr.shared.watermark import Watermark
 from rrr.strategy import snapshots
+from rrr.strategy.api import OrderEvent
 from rrr.strategy.engine import Engine, Output, StrategyCounters
+from rrr.strategy.outcomes import Outcomes
 from rrr.strategy.snapshots import Saver
 
-__all__ = ["Strategies", "StrategyCounters", "on_quote", "on_quotes", "on_row"]
+__all__ = ["Strategies", "StrategyCounters", "on_order_events", "on_quote", "on_quotes", "on_row"]
 
 
 @dataclass(slots=True)
@@ -32,6 +34,8 @@ class Strategies:
     engine: Engine
     shards: int
     seq: int = 0
+    # The outcomes of closed-loop strategies' orders (rrr.strategy.outcomes); None when none is closed-loop.
+    outcomes: Outcomes | None = None
     # False from a batch's first state change until its signals and orders are stored: a snapshot taken
     # in between would claim output that was never sent.
     published: bool = True
@@ -52,6 +56,15 @@ class Strategies:
     def watermarks(self) -> dict[str, Watermark]:
         """Per symbol, the newest quote applied."""
         return self.engine.watermarks
+
+    @property
+    def event_seq(self) -> int:
+        """The order-event stream sequence a snapshot covers (0 when no strategy reads order events)."""
+        return 0 if self.outcomes is None else self.outcomes.position
+
+    def snapshot(self) -> bytes:
+        """The snapshot of the engine at the current positions in the quote and order-event streams."""
+        return snapshots.encode_engine(self.seq, self.engine, self.event_seq)
 
 
 def _prepare(bus: Bus, shards: int, out: list[Output]) -> list[Outgoing]:
@@ -108,6 +121,7 @@ async def on_quotes(
     out: list[Outgoing] = []
     rejected: list[Rejected] = []
     engine = strategies.engine
+    outcomes = strategies.outcomes
     for delivery in batch:
         seq = delivery.seq
         if seq <= strategies.seq:
@@ -134,6 +148,14 @@ async def on_quotes(
                 except SymbolRefusedError as exc:
                     strategies.counters.symbols_refused += 1
                     refused.append(str(exc))
+                if engine.awaiting and outcomes is not None:
+                    # Closed-loop orders: sent now, and their outcomes delivered before the next quote.
+                    await bus.publish_state_output(out, stop, "signals and orders")
+                    strategies.counters.published += len(out)
+                    out = []
+                    if not await outcomes.wait(stop):
+                        return []  # stopped: the last snapshot stays, and a restart sends these again
+                    outcomes.deliver()
             if refused:
                 more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
                 rejected.append(Rejected(delivery, f"strategy: {refused[0]}{more}", retry=False))
@@ -146,6 +168,16 @@ async def on_quotes(
         strategies.refusals_pending = True
         return rejected
     # Only now, with everything up to ``seq`` published, may a snapshot claim to cover it.
-    if await saver.maybe_save(strategies.seq, lambda: snapshots.encode_engine(strategies.seq, engine)):
+    if await saver.maybe_save(strategies.seq, strategies.snapshot):
         strategies.counters.snapshots += 1
     return rejected
+
+
+async def on_order_events(outcomes: Outcomes, stop: asyncio.Event, batch: Sequence[Delivery[OrderEvent]]) -> None:
+    """``evt.order.<shard>.*``: hold the events closed-loop strategies may need (rrr.strategy.outcomes).
+
+    The strategies' snapshots hold the position in this stream; nothing is acknowledged.
+    """
+    for delivery in batch:
+        await outcomes.room(stop)
+        outcomes.receive(delivery.seq, delivery.message)

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import NamedTuple
 
 import msgspec
 import nats.errors
@@ -63,6 +64,8 @@ class SnapshotV3(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapsh
     strategies: list[RunnerState]
     watermarks: dict[str, Watermark]
     latest: dict[str, QuoteRow] = {}
+    # The order-event stream's sequence covered (rrr.strategy.outcomes): the events after it are read again.
+    event_seq: int = 0
 
 
 class SmaCrossStateV1(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -142,8 +145,15 @@ Books = dict[str, SmaCross]
 Watermarks = dict[str, Watermark]
 
 
-async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> int:
-    """Restore ``engine`` from the snapshot; return the last stream sequence it covers (0 when there is none).
+class Covered(NamedTuple):
+    """Where a snapshot leaves off: the last quote-stream and order-event-stream sequences it covers."""
+
+    seq: int = 0
+    event_seq: int = 0
+
+
+async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> Covered:
+    """Restore ``engine`` from the snapshot; return the stream sequences it covers (0 when there is none).
 
     Raises:
         SnapshotMismatchError: a configured strategy's stored state was taken with another strategy or
@@ -156,7 +166,7 @@ async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> int:
         data = await _load_legacy(bus, legacy_key_)
         where = f"{LEGACY_BUCKET}/{legacy_key_}"
     if not data:
-        return 0
+        return Covered()
     snapshot = decode_any(data)
     if not isinstance(snapshot, SnapshotV3):
         snapshot = _upgrade_sma_cross(snapshot, engine, where)
@@ -187,7 +197,7 @@ async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> int:
         where,
         snapshot.seq,
     )
-    return snapshot.seq
+    return Covered(snapshot.seq, snapshot.event_seq)
 
 
 def _upgrade_sma_cross(snapshot: Snapshot, engine: Engine, where: str) -> SnapshotV3:
@@ -232,9 +242,12 @@ def decode(data: bytes) -> Snapshot:
     return snapshot
 
 
-def encode_engine(seq: int, engine: Engine) -> bytes:
-    """The v3 snapshot of ``engine`` as covering every quote up to stream sequence ``seq``."""
-    snapshot = SnapshotV3(seq=seq, strategies=engine.state(), watermarks=engine.watermarks, latest=engine.latest)
+def encode_engine(seq: int, engine: Engine, event_seq: int = 0) -> bytes:
+    """The v3 snapshot of ``engine`` as covering every quote up to stream sequence ``seq`` and every order
+    event up to ``event_seq``."""
+    snapshot = SnapshotV3(
+        seq=seq, strategies=engine.state(), watermarks=engine.watermarks, latest=engine.latest, event_seq=event_seq
+    )
     return _encoder.encode(snapshot)
 
 

@@ -18,7 +18,7 @@ from rrr.deploy.postgres_server import PostgresServer
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, Signal, encode
 from tests.support.checks import Comparison, wait_for_exact
-from tests.support.reference import timed_momentum_expectations
+from tests.support.reference import follows_fills_expectations, timed_momentum_expectations
 from tests.support.system import DLQ_KEY, FAST_HEARTBEATS, System, assert_no_permission_violations, finish
 from tests.support.waiting import wait_until
 
@@ -124,6 +124,35 @@ async def test_3b_a_user_strategy_killed_mid_replay_sends_the_orders_of_an_unint
     )
     _report("user strategy kill -9", result)
     print(f"restarted strategy: {system.counters('strategy-0')}")
+
+
+async def test_3c_a_closed_loop_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted_run(
+    system: System,
+) -> None:
+    # A user's strategy that decides on its orders' outcomes (its real fills, its rejections: every third order
+    # is beyond execution's order limit), delivered before the next quote. Killed while orders and their events
+    # are in flight; restarted, it reads the events again from its snapshot's position.
+    user = {
+        "RRR_STRATEGY_STRATEGY": "tests.support.strategies:FollowsFills",
+        "RRR_STRATEGY_PARAMS": '{"every": 25}',
+        "RRR_STRATEGY_STRATEGY_ID": "follows",
+        "PYTHONPATH": str(ROOT),
+    }
+    await system.start("persistence-0", "market_data-0", "execution-0")
+    # Messages handled count quotes (a batch of up to 512 per message) and order events (two per order, an
+    # order every 25 quotes): about 42 per batch of quotes, so 300 is about 7 of the replay's 19 batches in.
+    crashing = {**user, "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "10", "RRR_STRATEGY_BATCH_SIZE": "1"}
+    await system.start("strategy-0", extra_env=crashing, crash_before_ack=300)
+    replay = system.replay(EURUSD)
+    assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
+    await system.start("strategy-0", extra_env=user)
+    await finish(replay)
+    expected = follows_fills_expectations(EURUSD, every=25)
+    result = await wait_for_exact(system.database_url, EURUSD, timeout_s=120, strategy="follows", expected=expected)
+    _report("closed-loop strategy kill -9", result)
+    counters = system.counters("strategy-0")
+    print(f"restarted strategy: {counters}")
+    assert counters.get("strategies_failed", 0) == 0
 
 
 async def test_4_nats_server_restarted_mid_replay_loses_nothing_acknowledged(

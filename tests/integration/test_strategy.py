@@ -267,7 +267,7 @@ async def test_strategy_state_larger_than_a_message_is_snapshotted_and_restored_
     assert await saver.save(1234, lambda: snapshots.encode_engine(1234, engine))
 
     again = Engine([loading.spec("sma_cross", "sma_cross", {"fast": FAST, "slow": SLOW})])
-    seq = await snapshots.load(bus, name, "none", again)
+    seq, _ = await snapshots.load(bus, name, "none", again)
     restored: dict[str, SmaCross] = again.runner("sma_cross").strategy.books  # type: ignore[attr-defined]
     marks = again.watermarks
     assert seq == 1234

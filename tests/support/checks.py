@@ -82,7 +82,7 @@ async def compare(dsn: str, path: Path, expected: Expected | None = None, *, str
         "quotes": {f"{source}:{line}" for line in expected.quote_lines},
         "signals": {f"{strategy}:{source}:{line}" for line in expected.cross_lines},
         "orders": orders,
-        "fills": {f"{order}:1" for order in orders},
+        "fills": {f"{strategy}-{source}:{o.line}:1" for o in expected.orders if not o.rejected},
     }
     quote_ids, order_ids = f"{source}:%", f"{strategy}-{source}:%"
     queries = {

@@ -97,6 +97,8 @@ class ExpectedOrder:
     side: str
     qty: Fraction
     price: Fraction
+    # Refused by execution's pre-trade risk: no fill.
+    rejected: bool = False
 
 
 @dataclass(slots=True)
@@ -209,6 +211,38 @@ def timed_momentum_expectations(path: Path, every_ms: int = 60_000, qty: Fractio
                 _apply(expected.position, change, price)
                 held = wanted
         anchor = mid
+    expected.quotes = len(expected.quote_lines)
+    return expected
+
+
+def follows_fills_expectations(
+    path: Path, every: int = 25, qty: Fraction = Fraction(1), big: Fraction = Fraction(5000), max_qty: int = 1000
+) -> Expected:
+    """What ``tests.support.strategies.FollowsFills`` must send on a one-symbol file, and what execution does.
+
+    From its definition: at every ``every``-th quote an order, a sell if the position is long, else a buy; the
+    third, sixth ... ask for ``big``. An order above ``max_qty`` (execution's default limit) is rejected and
+    leaves the position; the others fill whole at the quote's touch.
+    """
+    expected = Expected()
+    held = Fraction(0)
+    orders = 0
+    for index, (bid, ask) in enumerate(_quotes(path, expected.quote_lines)):
+        if (index + 1) % every:
+            continue
+        side = "sell" if held > 0 else "buy"
+        size = big if orders % 3 == 2 else qty
+        orders += 1
+        line = expected.quote_lines[index]
+        expected.crosses += 1
+        expected.cross_lines.append(line)
+        price = ask if side == "buy" else bid
+        rejected = size > max_qty
+        expected.orders.append(ExpectedOrder(line, side, size, price, rejected=rejected))
+        if not rejected:
+            signed = size if side == "buy" else -size
+            _apply(expected.position, signed, price)
+            held += signed
     expected.quotes = len(expected.quote_lines)
     return expected
 

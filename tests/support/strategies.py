@@ -1,8 +1,10 @@
 """Strategies that are not built in, defined as a user would in a module of their own.
 
 ``TimedMomentum`` uses what the built-ins do not: event-time timers, its own position from the context, and
-state kept as a msgspec Struct in ``self.state`` (snapshotted without hooks). ``reference.timed_momentum``
-computes what it must do independently. The others misbehave, for the isolation tests.
+state kept as a msgspec Struct in ``self.state`` (snapshotted without hooks). ``FollowsFills`` is closed-loop:
+it decides on what happened to its orders (its position from the real fills, its rejections). Their references
+(``tests.support.reference``) compute what they must do independently. The others misbehave, for the isolation
+tests.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Annotated
 
 import msgspec
 
-from rrr.strategy.api import Context, Params, QuoteRow, Strategy, Timer, mid2
+from rrr.shared.messages import OrderRejected
+from rrr.strategy.api import Context, OrderEvent, Params, QuoteRow, Strategy, Timer, mid2
 
 
 class TimedMomentumParams(Params, frozen=True, kw_only=True):
@@ -62,6 +65,50 @@ class TimedMomentum(Strategy[TimedMomentumParams]):
         if change:
             self.ctx.signal("up" if change > 0 else "down", target)
             self.ctx.submit("buy" if change > 0 else "sell", abs(change))
+
+
+class FollowsFillsParams(Params, frozen=True, kw_only=True):
+    """An order every ``every`` quotes of a symbol; every third asks for ``big`` (beyond execution's order limit)."""
+
+    every: Annotated[int, msgspec.Meta(ge=1)] = 25
+    qty: Decimal = Decimal(1)
+    big: Decimal = Decimal(5000)
+
+
+class FollowsFillsState(msgspec.Struct):
+    """Quotes seen per symbol, orders sent, and how many of them execution rejected."""
+
+    seen: dict[str, int] = msgspec.field(default_factory=dict)
+    orders: int = 0
+    rejected: int = 0
+
+
+class FollowsFills(Strategy[FollowsFillsParams]):
+    """Closed-loop: every ``every``-th quote of a symbol, sell if its position (from the real fills) is long,
+    else buy; every third order asks for ``big``. A rejected order leaves the position as it was, so the next
+    order repeats its side: what it sends depends on what execution did. Each order's outcome must be known
+    before the next quote: one still open at a quote stops the strategy."""
+
+    state_type = FollowsFillsState
+
+    def on_start(self) -> None:
+        self.state = FollowsFillsState()
+
+    def on_quote(self, quote: QuoteRow) -> None:
+        if self.ctx.open_orders:
+            raise RuntimeError(f"orders still open at quote {quote.id}: {sorted(self.ctx.open_orders)}")
+        seen = self.state.seen[quote.symbol] = self.state.seen.get(quote.symbol, 0) + 1
+        if seen % self.params.every:
+            return
+        long = self.ctx.position(quote.symbol).qty > 0
+        qty = self.params.big if self.state.orders % 3 == 2 else self.params.qty
+        self.state.orders += 1
+        self.ctx.signal("down" if long else "up", -qty if long else qty)
+        self.ctx.submit("sell" if long else "buy", qty)
+
+    def on_order_event(self, event: OrderEvent) -> None:
+        if isinstance(event, OrderRejected):
+            self.state.rejected += 1
 
 
 class RaisesAfter(Strategy[Params]):
