@@ -143,17 +143,22 @@ async def grant_writer(conn: Connection, role: str) -> None:
 
 
 async def grant_reader(conn: Connection, role: str) -> None:
-    """Let ``role`` read every table, and nothing else."""
+    """Let ``role`` read every table and view, and nothing else."""
     name = _quote_ident(role)
     async with conn.transaction():
         await conn.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
-        for table in await _tables(conn):
+        for table in [*await _tables(conn), *await _views(conn)]:
             await conn.execute(f"GRANT SELECT ON TABLE public.{_quote_ident(table)} TO {name}")
 
 
 async def _tables(conn: Connection) -> list[str]:
     rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
     return [r["tablename"] for r in rows]
+
+
+async def _views(conn: Connection) -> list[str]:
+    rows = await conn.fetch("SELECT viewname FROM pg_views WHERE schemaname = 'public' ORDER BY viewname")
+    return [r["viewname"] for r in rows]
 
 
 def _quote_ident(name: str) -> str:

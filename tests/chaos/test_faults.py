@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import asyncpg
@@ -153,6 +154,16 @@ async def test_3c_a_closed_loop_strategy_killed_mid_replay_sends_the_orders_of_a
     counters = system.counters("strategy-0")
     print(f"restarted strategy: {counters}")
     assert counters.get("strategies_failed", 0) == 0
+    # The strategy's own account in the database: its fills' position, and PnL at the latest mid.
+    conn = await asyncpg.connect(system.database_url)
+    try:
+        row = await conn.fetchrow("SELECT qty, fills, mark, pnl FROM strategy_positions WHERE strategy = 'follows'")
+    finally:
+        await conn.close()
+    ref = expected.position
+    assert row is not None
+    assert (Fraction(row["qty"]), row["fills"]) == (ref.qty, ref.fills)
+    assert Fraction(row["pnl"]) == ref.realized_pnl + (Fraction(row["mark"]) - ref.avg_price) * ref.qty
 
 
 async def test_4_nats_server_restarted_mid_replay_loses_nothing_acknowledged(

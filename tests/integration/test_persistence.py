@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import asyncpg
@@ -25,11 +26,13 @@ from rrr.shared.messages import (
     Quote,
     QuoteBatch,
     QuoteRow,
+    Side,
     Signal,
     Trade,
     encode,
     market_data_decoder,
 )
+from rrr.shared.positions import Position
 from tests.support.factories import (
     make_order,
     make_order_accepted,
@@ -212,7 +215,11 @@ async def test_persistence_applies_the_migrations_once_and_resumes_after_its_sto
         await _publish(bus, [second], copy="a")
         counters = await again.wait_for_counter("handled", 1)
 
-    assert [(r["version"], r["name"]) for r in applied] == [(1, "initial"), (2, "consumer_positions")]
+    assert [(r["version"], r["name"]) for r in applied] == [
+        (1, "initial"),
+        (2, "consumer_positions"),
+        (3, "strategy_positions"),
+    ]
     assert await db.fetch("SELECT version, name, applied_at FROM schema_migrations") == applied
     assert await migrate(db) == []
     # The position was committed with the first quote's row; the second instance started after it and
@@ -222,6 +229,51 @@ async def test_persistence_applies_the_migrations_once_and_resumes_after_its_sto
     assert counters.get("skipped_covered", 0) == 0
     assert await _position(db, "md") == 2
     assert await db.fetchval("SELECT count(*) FROM quotes WHERE symbol = $1", symbol) == 2
+
+
+async def test_each_strategys_position_and_pnl_are_what_its_fills_make_at_the_latest_mid(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("PNL")
+    alpha, beta = unique_id("alpha").replace("-", "_"), unique_id("beta").replace("-", "_")
+    trades: list[tuple[str, Side, str, str, str]] = [
+        (alpha, "buy", "2", "100.5", "0.01"),
+        (beta, "sell", "1", "100", "0"),
+        (alpha, "sell", "3", "101", "0.02"),  # through zero: short 1
+        (alpha, "buy", "0.5", "99.25", "0"),
+        (beta, "sell", "2", "102", "0.5"),
+    ]
+    fills = []
+    for n, (strategy, side, qty, price, fee) in enumerate(trades):
+        order = make_order(symbol, side=side, qty=qty, strategy=strategy, id=f"{strategy}-q:{n}")
+        fills.append(make_order_filled(order, price=price, fee=fee))
+    quotes = [
+        make_quote(symbol, bid="99", ask="99.5", ts_event=1),
+        make_quote(symbol, bid="98", ask="98.5", ts_event=2),
+    ]
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish(bus, [*quotes, *fills], copy="a")
+        await persistence.wait_for_counter("handled", len(quotes) + len(fills))
+
+    rows = await db.fetch(
+        "SELECT strategy, qty, cash, fees, fills, mark, pnl FROM strategy_positions WHERE symbol = $1 ORDER BY 1",
+        symbol,
+    )
+    mid = Decimal("98.25")  # the newest quote's, by event time
+    expected = []
+    for strategy in sorted((alpha, beta)):
+        position = Position(symbol)
+        for fill in fills:
+            if fill.client_order_id.startswith(f"{strategy}-"):
+                position.apply_fill(fill.side, fill.qty, fill.price, fill.fee)
+        fees = sum((f.fee for f in fills if f.client_order_id.startswith(f"{strategy}-")), Decimal(0))
+        # Realized (average cost, fees charged) plus unrealized at the mark: the same total the view finds from cash.
+        pnl = position.realized_pnl + position.unrealized_pnl(mid)
+        expected.append((strategy, position.qty, fees, position.fills, mid, pnl))
+    assert [
+        (r["strategy"], Fraction(r["qty"]), r["fees"], r["fills"], r["mark"], Fraction(r["pnl"])) for r in rows
+    ] == expected
 
 
 async def _position(db: asyncpg.Connection, family: str) -> int | None:
