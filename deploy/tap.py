@@ -8,7 +8,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 import msgspec
@@ -16,10 +16,11 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from rrr.deploy.terminal import printable
+from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.config import redact, with_local_system
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import QuoteBatch, any_decoder
+from rrr.shared.messages import QuoteBatch, any_decoder, envelope_decoder
 from rrr.shared.subjects import check_symbol
 
 # Symbols one tap may filter on.
@@ -30,7 +31,11 @@ JSON_TEXT_MAX = 1000
 
 def describe(msg: Msg, symbols: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """The decoded fields of a message, or what is wrong with its payload: one record per quote of a quote
-    batch. With ``symbols``, only the records of those symbols (an undecodable message is always shown)."""
+    batch and per message of an envelope. With ``symbols``, only the records of those symbols (an undecodable
+    message is always shown)."""
+    envelope = subjects.parse_envelope(msg.subject)
+    if envelope is not None:
+        return _describe_envelope(msg, *envelope, symbols)
     try:
         message = any_decoder.decode(msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -48,6 +53,36 @@ def describe(msg: Msg, symbols: frozenset[str] = frozenset()) -> list[dict[str, 
     if symbols and fields.get("symbol") not in symbols:
         return []
     return [{"type": fields.pop("type"), "subject": msg.subject, **fields}]
+
+
+def _describe_envelope(msg: Msg, family: str, shard: int, symbols: frozenset[str]) -> list[dict[str, Any]]:
+    """A record per message of an envelope, each on the subject it would travel on alone."""
+    try:
+        items = envelope_decoder.decode(msg.data).items
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return [{"type": "undecodable", "subject": msg.subject, "bytes": len(msg.data), "error": str(exc)}]
+    records = []
+    for index, raw in enumerate(items):
+        try:
+            fields = msgspec.to_builtins(any_decoder.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            records.append({"type": "undecodable", "subject": f"{msg.subject}[{index}]", "error": str(exc)})
+            continue
+        symbol = fields.get("symbol")
+        if symbols and symbol not in symbols:
+            continue
+        subject = f"{family}.{shard}.{symbol}" if isinstance(symbol, str) else f"{msg.subject}[{index}]"
+        records.append({"type": fields.pop("type"), "subject": subject, **fields})
+    return records
+
+
+def _envelopes_of(subject: str) -> tuple[str, str] | None:
+    """For a pattern naming one symbol (``evt.order.*.EURUSD``): the pattern of the envelopes that may carry
+    its messages (``evt.order.*._batch``) and the symbol."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[3] in ("*", ">", subjects.ENVELOPE_TOKEN):
+        return None
+    return ".".join([*parts[:3], subjects.ENVELOPE_TOKEN]), parts[3]
 
 
 def render(record: dict[str, Any]) -> str:
@@ -84,23 +119,31 @@ async def tap(
     done = asyncio.Event()
     seen = 0
 
-    async def _print(msg: Msg, _: object) -> None:
-        nonlocal seen
-        for record in describe(msg, symbols):
-            if done.is_set():
-                return
-            out.write((render_json(record) if as_json else render(record)) + "\n")
-            seen += 1
-            if count is not None and seen >= count:
-                done.set()
-        out.flush()
+    def _printer(only: frozenset[str]) -> Callable[[Msg, object], Awaitable[None]]:
+        async def _print(msg: Msg, _: object) -> None:
+            nonlocal seen
+            for record in describe(msg, only):
+                if done.is_set():
+                    return
+                out.write((render_json(record) if as_json else render(record)) + "\n")
+                seen += 1
+                if count is not None and seen >= count:
+                    done.set()
+            out.flush()
+
+        return _print
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, done.set)
     try:
-        await bus.subscribe(Subscription(subject, None, _print, shards=None))
+        await bus.subscribe(Subscription(subject, None, _printer(symbols), shards=None))
+        envelopes = _envelopes_of(subject)
+        if envelopes is not None:
+            # The messages of the named symbol that travel in envelopes, with the others.
+            pattern, symbol = envelopes
+            await bus.subscribe(Subscription(pattern, None, _printer(frozenset({symbol})), shards=None))
         await bus.nc.flush()
         # Said only now, once the subscription is in place: a script may start publishing when it reads this.
         print(f"# tapping {subject} on {redact(url)}", file=sys.stderr, flush=True)

@@ -461,6 +461,40 @@ def check_subject(subject: str, message: Message, shards: int) -> None:
                 )
 
 
+# The most messages one envelope carries.
+ENVELOPE_MAX = 4096
+
+
+class Envelope(msgspec.Struct, frozen=True, tag="envelope.v1", tag_field="type"):
+    """Several messages of one per-symbol family and one shard, in the order they were sent, each encoded as it
+    would travel alone: what goes out together (a batch's orders, its events) costs one JetStream message.
+
+    It travels on ``<family>.<shard>._batch`` (``rrr.shared.subjects.envelope``). A consumer opens it into its
+    messages (``rrr.shared.bus.envelopes``), each held to that family and shard and then handled as if it had
+    come alone on its own subject.
+    """
+
+    items: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=ENVELOPE_MAX)]
+
+
+def check_envelope_item(subject: str, family: str, shard: int, message: Message, shards: int) -> str:
+    """The subject ``message`` would travel on alone, after checking it belongs in the envelope on ``subject``
+    (its type of ``family``, its symbol of ``shard``).
+
+    Raises:
+        MisroutedMessageError: it does not.
+    """
+    tag = message.__struct_config__.tag
+    if type(message) not in FAMILY_TYPES.get(family, ()):
+        raise MisroutedMessageError(subject, f"messages of {family} in its envelope", f"{tag} {message.id}")
+    own = subject_of(message, shards)  # type: ignore[arg-type]  # a type of a per-symbol family
+    if _shard_of(message.symbol, shards) != shard:  # type: ignore[attr-defined]
+        raise MisroutedMessageError(
+            subject, f"messages of shard {shard} in its envelope", f"{tag} {message.id} of {own}"
+        )
+    return own
+
+
 # Encoders and decoders are built once and reused: building them is the expensive part.
 encoder = msgspec.msgpack.Encoder()
 market_data_decoder = msgspec.msgpack.Decoder(MarketData)
@@ -469,6 +503,7 @@ order_command_decoder = msgspec.msgpack.Decoder(OrderCommand)
 order_event_decoder = msgspec.msgpack.Decoder(OrderEvent)
 heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
 any_decoder = msgspec.msgpack.Decoder(AnyMessage)
+envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 
 
 def encode(message: Message) -> bytes:

@@ -38,6 +38,11 @@ _SOURCE = re.compile(r"[a-z0-9_]{1,64}")
 
 # Every family of per-symbol subjects (``<family>.<shard>.<symbol>``).
 SYMBOL_FAMILIES: Final = frozenset({QUOTE, TRADE, SIGNAL, ORDER_COMMAND, ORDER_EVENT, POSITION, LATEST_QUOTE})
+# Several messages of one of these families and one shard, published together, travel as one JetStream message
+# (an envelope, rrr.shared.messages.Envelope) on ``<family>.<shard>._batch``. The last token is no symbol (a
+# symbol starts with A-Z or 0-9), so a filter on a family's shard (``evt.order.3.*``) takes its envelopes too.
+ENVELOPE_FAMILIES: Final = frozenset({SIGNAL, ORDER_COMMAND, ORDER_EVENT})
+ENVELOPE_TOKEN: Final = "_batch"  # noqa: S105 - a subject token, not a secret
 
 # What each JetStream stream captures, by plane.
 MARKET_DATA_ALL: Final = "md.>"
@@ -94,6 +99,26 @@ def quote_batch(shard: int, source: str) -> str:
     if not _SOURCE.fullmatch(source):
         raise InvalidSubjectError(source, "a source name of 1-64 characters of a-z, 0-9 or '_'")
     return f"{QUOTE_BATCH}.{shard}.{source}"
+
+
+def envelope(family: str, shard: int) -> str:
+    """Subject of an envelope of messages of ``family`` (one of ENVELOPE_FAMILIES) in shard ``shard``."""
+    if family not in ENVELOPE_FAMILIES:
+        raise InvalidSubjectError(family, f"one of the families {', '.join(sorted(ENVELOPE_FAMILIES))}")
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{family}.{shard}.{ENVELOPE_TOKEN}"
+
+
+def parse_envelope(subject: str) -> tuple[str, int] | None:
+    """The family and shard of an envelope's subject, or None when ``subject`` is not one."""
+    if not subject.endswith(ENVELOPE_TOKEN):
+        return None
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[3] != ENVELOPE_TOKEN or not _SHARD.fullmatch(parts[2]):
+        return None
+    family = f"{parts[0]}.{parts[1]}"
+    return (family, int(parts[2])) if family in ENVELOPE_FAMILIES else None
 
 
 def trade(symbol: str, shards: int) -> str:

@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 
 from rrr.execution import handlers, snapshots
 from rrr.shared import subjects
-from rrr.shared.bus import EVENT_STREAM, Bus
+from rrr.shared.bus import EVENT_STREAM, Bus, payloads
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     OrderAccepted,
@@ -49,17 +49,18 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
         )
     ) as events:
         async for msg in events:
-            read += 1
             last = msg
-            event = _decode(msg)
-            if isinstance(event, OrderAccepted | OrderRejected):
-                book.orders.restore(
-                    event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected"
-                )
-                book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
-            elif isinstance(event, OrderFilled):
-                book.replay_fill(event)
-                last_fill_ts[event.symbol] = event.ts_event
+            for data in _payloads(msg):
+                read += 1
+                event = _decode(msg, data)
+                if isinstance(event, OrderAccepted | OrderRejected):
+                    book.orders.restore(
+                        event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected"
+                    )
+                    book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
+                elif isinstance(event, OrderFilled):
+                    book.replay_fill(event)
+                    last_fill_ts[event.symbol] = event.ts_event
     if last is not None:
         # Read once, at the end: parsing every message's metadata costs a tenth of the whole read.
         book.seq = int(last.metadata.sequence.stream)
@@ -70,7 +71,7 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
         bus.iter_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True)
     ) as updates:
         async for msg in updates:
-            update = _decode(msg)
+            update = _decode(msg, msg.data)
             if isinstance(update, PositionUpdated):
                 published[update.symbol] = update.version
     now = book.clock()
@@ -98,11 +99,22 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     return snapshot_seq
 
 
-def _decode(msg: Msg) -> OrderEvent:
+def _payloads(msg: Msg) -> list[bytes]:
+    """Each event ``msg`` holds: one, or an envelope's (rrr.shared.bus.envelopes)."""
+    try:
+        return payloads(msg)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FatalError(
+            f"restore: expected an envelope of execution's own events on {msg.subject!r} (stream "
+            f"{EVENT_STREAM.name} sequence {msg.metadata.sequence.stream}) to decode, got: {exc}"
+        ) from exc
+
+
+def _decode(msg: Msg, data: bytes) -> OrderEvent:
     # These are execution's own events: one that does not decode is state that would be lost (its fill,
     # its position) and ids that would be issued again. Stop rather than trade on a partial history.
     try:
-        return order_event_decoder.decode(msg.data)
+        return order_event_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise FatalError(
             f"restore: expected execution's own event on {msg.subject!r} (stream {EVENT_STREAM.name} sequence "

@@ -115,11 +115,12 @@ async def _write(writer: Writer, batch: Sequence[Delivery[Any]], position: Posit
 
 
 def _chunks(batch: Sequence[Delivery[Any]], max_rows: int) -> Iterator[Sequence[Delivery[Any]]]:
-    """Consecutive runs of messages of at most ``max_rows`` rows each (a larger message alone)."""
+    """Consecutive runs of messages of at most ``max_rows`` rows each (a larger message alone), never parting
+    the messages of one envelope (one stream sequence): a position covers all of them or none."""
     start, rows = 0, 0
     for i, delivery in enumerate(batch):
         n = rows_of(delivery.message)
-        if i > start and rows + n > max_rows:
+        if i > start and rows + n > max_rows and delivery.seq != batch[i - 1].seq:
             yield batch[start:i]
             start, rows = i, 0
         rows += n

@@ -3,6 +3,7 @@
 - ``connection``: the NATS client, the JetStream context, the bus's counters and trace spans;
 - ``streams``: the system's streams, the recorded shard count, reading a stream back at start-up;
 - ``publish``: core and JetStream publishing, batches with every acknowledgement in flight;
+- ``envelopes``: what a handler publishes together, one JetStream message per family and shard;
 - ``batching``: natural batching of quotes into one message per shard;
 - ``consume``: durable consumers and core subscriptions, as data, with typed handlers;
 - ``dead_letters``: the dead-letter and retry streams;
@@ -35,7 +36,9 @@ from rrr.shared.bus.dead_letters import (
     dead_letter_signature,
     signature_valid,
 )
-from rrr.shared.bus.publish import MSG_ID, Outgoing, Publisher
+from rrr.shared.bus.envelopes import open_envelope, pack, payloads, unpacked
+from rrr.shared.bus.outgoing import MSG_ID, Outgoing
+from rrr.shared.bus.publish import Publisher
 from rrr.shared.bus.snapshots import SnapshotCorruptError, Snapshots
 from rrr.shared.bus.streams import (
     COMMAND_STREAM,
@@ -98,7 +101,11 @@ __all__ = [
     "dead_letter_signature",
     "fitted",
     "inbox_prefix",
+    "open_envelope",
+    "pack",
+    "payloads",
     "signature_valid",
     "stream_seq",
+    "unpacked",
     "url_user",
 ]

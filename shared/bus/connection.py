@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from rrr.shared.config import redact
 from rrr.shared.counters import Counters
 from rrr.shared.errors import RRRError
+from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.telemetry import extract
 
 _log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ class Connection:
         self.before_ack = before_ack
         # The system's secret that signs dead letters (see dead_letters); None: they go unsigned.
         self.dlq_key = dlq_key
+        # The largest message the streams take (set when they are ensured): what an envelope may fill.
+        self.max_msg_bytes = DEFAULT_MAX_MSG_BYTES
         # False when a message that arrives outside any trace starts none (no exporter): such a message gets
         # no span at all, the cheapest kind, instead of a non-recording one.
         self.trace_roots = trace_roots

@@ -21,8 +21,10 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from rrr.shared import subjects
 from rrr.shared.bus.connection import Backoff
 from rrr.shared.bus.dead_letters import DeadLetters, attempts
+from rrr.shared.bus.envelopes import open_envelope
 from rrr.shared.bus.streams import StreamSpec
 from rrr.shared.errors import FatalError, MisroutedMessageError, TransientError
 from rrr.shared.messages import Message, check_subject
@@ -381,6 +383,15 @@ class Consuming(DeadLetters):
         refused: list[tuple[Msg, str]] = []
         mismatched = 0
         for msg in msgs:
+            envelope = subjects.parse_envelope(msg.subject)
+            if envelope is not None:
+                # Its messages, each handled as if it had come alone (rrr.shared.bus.envelopes).
+                opened, refusals = open_envelope(msg, *envelope, consumer.decoder, consumer.shards)
+                batch.extend(Delivery(item, message) for item, message in opened)
+                for item, reason, misrouted in refusals:
+                    refused.append((item, reason))
+                    mismatched += misrouted
+                continue
             try:
                 message = consumer.decoder.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -26,7 +26,8 @@ from nats.aio.msg import Msg
 
 from rrr.shared import subjects
 from rrr.shared.bus.connection import Connection
-from rrr.shared.bus.publish import MSG_ID, describe, store_full
+from rrr.shared.bus.outgoing import MSG_ID
+from rrr.shared.bus.publish import describe, store_full
 from rrr.shared.errors import TransientError
 
 _log = logging.getLogger(__name__)

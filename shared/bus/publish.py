@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -15,14 +14,14 @@ from nats.js.errors import APIError, NoStreamResponseError
 from opentelemetry import trace
 
 from rrr.shared.bus.connection import Backoff, Connection
+from rrr.shared.bus.envelopes import pack
+from rrr.shared.bus.outgoing import MSG_ID, Outgoing
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import Message, encode
 from rrr.shared.telemetry import inject
 
 _log = logging.getLogger(__name__)
 
-# JetStream's own de-duplication key.
-MSG_ID = "Nats-Msg-Id"
 # JetStream answers 503 when its store is full ("insufficient resources") and when a stream is at one of its
 # limits (discard policy "new": "maximum bytes exceeded", "maximum messages exceeded"): wait for space rather
 # than fail, since nothing is wrong with the message.
@@ -46,15 +45,6 @@ def describe(exc: BaseException) -> str:
             return f"a stream is full: {exc.description} (waiting for space)"
         return "the JetStream store is full (waiting for space)"
     return str(exc) or type(exc).__name__
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """An encoded message waiting to be published."""
-
-    subject: str
-    data: bytes
-    headers: dict[str, str]
 
 
 class _AckMux:
@@ -206,11 +196,14 @@ class Publisher(Connection):
         output: the service stops instead, and rebuilds from durable state (snapshot, event stream) on
         restart, where the unacknowledged batch comes again.
 
+        Several signals, order commands or order events of one shard go in one envelope
+        (``rrr.shared.bus.envelopes``).
+
         Raises:
             FatalError: ``stop`` was set while the broker was still away.
         """
         try:
-            acks = await self.publish_persistent_acks(items, retry_until=stop)
+            acks = await self.publish_persistent_acks(pack(items, self.max_msg_bytes), retry_until=stop)
         except (nats.errors.Error, TimeoutError) as exc:
             raise FatalError(f"could not publish {what}: {type(exc).__name__}: {exc}") from exc
         return max((ack.seq for ack in acks), default=0)

@@ -125,6 +125,7 @@ class StreamAdmin(Connection):
             StoreTooSmallError: nats-server cannot reserve the budget on its store.
         """
         limits = limits or StoreLimits()
+        self.max_msg_bytes = limits.max_msg_bytes
         for spec in STREAMS:
             share = limits.share(spec.share, headroom=spec.headroom)
             config = StreamConfig(

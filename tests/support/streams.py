@@ -14,7 +14,9 @@ import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from rrr.shared.messages import Quote, QuoteBatch, market_data_decoder
+from rrr.shared import subjects
+from rrr.shared.bus import payloads
+from rrr.shared.messages import Quote, QuoteBatch, any_decoder, market_data_decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,19 +29,55 @@ class StoredMsg:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-async def stream_messages(js: JetStreamContext, stream: str, filter_subject: str = ">") -> list[StoredMsg]:
-    """Every message ``stream`` holds now on ``filter_subject`` (wildcards allowed), in stream order."""
+async def stream_messages(
+    js: JetStreamContext, stream: str, filter_subject: str = ">", *, open_envelopes: bool = True
+) -> list[StoredMsg]:
+    """Every message ``stream`` holds now on ``filter_subject`` (wildcards allowed), in stream order.
+
+    Envelopes are opened: their messages are listed one by one (with the envelope's sequence) on the subjects
+    they would travel on alone, filtered as single messages are; ``open_envelopes=False`` lists them as stored.
+    """
     out: list[StoredMsg] = []
     seq = 1
+    read = _widened(filter_subject) if open_envelopes else filter_subject
     while True:
         try:
-            raw = await js.get_msg(stream, seq=seq, subject=filter_subject, next=True)
+            raw = await js.get_msg(stream, seq=seq, subject=read, next=True)
         except nats.js.errors.NotFoundError:
             return out
         assert raw.seq is not None
         assert raw.subject is not None
-        out.append(StoredMsg(raw.seq, raw.subject, raw.data or b"", dict(raw.headers or {})))
+        envelope = subjects.parse_envelope(raw.subject) if open_envelopes else None
+        if envelope is None:
+            if _matches(filter_subject, raw.subject):
+                out.append(StoredMsg(raw.seq, raw.subject, raw.data or b"", dict(raw.headers or {})))
+        else:
+            family, shard = envelope
+            for data in payloads(raw):
+                symbol = any_decoder.decode(data).symbol  # type: ignore[union-attr]
+                subject = f"{family}.{shard}.{symbol}"
+                if _matches(filter_subject, subject):
+                    out.append(StoredMsg(raw.seq, subject, data, dict(raw.headers or {})))
         seq = raw.seq + 1
+
+
+def _widened(filter_subject: str) -> str:
+    """A filter that also takes the envelopes that may carry messages of ``filter_subject``."""
+    parts = filter_subject.split(".")
+    if len(parts) == 4 and parts[3] not in ("*", ">"):
+        return ".".join([*parts[:3], "*"])
+    return filter_subject
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """Whether ``subject`` matches the NATS subject pattern ``pattern`` (``*`` a token, ``>`` the rest)."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
 
 
 def decode_all(msgs: list[StoredMsg], decoder: msgspec.msgpack.Decoder[Any]) -> list[Any]:
@@ -54,7 +92,9 @@ async def subject_counts(js: JetStreamContext, stream: str, filter_subject: str 
 
 
 async def count(js: JetStreamContext, stream: str, filter_subject: str = ">") -> int:
-    """How many messages ``stream`` holds on ``filter_subject``."""
+    """How many messages ``stream`` holds on ``filter_subject``, each message of an envelope counted."""
+    if stream in ("RRR_SIG", "RRR_CMD", "RRR_EVT"):  # the streams of the envelope families
+        return len(await stream_messages(js, stream, filter_subject))
     return sum((await subject_counts(js, stream, filter_subject)).values())
 
 

@@ -18,12 +18,23 @@ def _batch(rows: int) -> QuoteBatch:
     return QuoteBatch(id=f"b{rows}", ts_event=0, ts_init=0, source="test", quotes=quotes)
 
 
-def _deliveries(messages: list[Message]) -> list[Delivery[Any]]:
-    return [Delivery(Msg(None, subject="md.quotes.0.test"), m) for m in messages]  # type: ignore[arg-type]
+def _deliveries(messages: list[Message], seqs: list[int] | None = None) -> list[Delivery[Any]]:
+    seqs = seqs or list(range(1, len(messages) + 1))
+    return [
+        Delivery(Msg(None, subject="md.quotes.0.test", reply=f"$JS.ACK.RRR_MD.c.1.{seq}.{seq}.0.0"), m)  # type: ignore[arg-type]
+        for m, seq in zip(messages, seqs, strict=True)
+    ]
 
 
-def _sizes(messages: list[Message], max_rows: int) -> list[list[int]]:
-    return [[rows_of(d.message) for d in chunk] for chunk in _chunks(_deliveries(messages), max_rows)]
+def _sizes(messages: list[Message], max_rows: int, seqs: list[int] | None = None) -> list[list[int]]:
+    return [[rows_of(d.message) for d in chunk] for chunk in _chunks(_deliveries(messages, seqs), max_rows)]
+
+
+def test_the_messages_of_one_envelope_are_never_parted_whatever_the_bound() -> None:
+    # Six signals, the middle four from one envelope (one stream sequence): a position covers all or none.
+    messages: list[Message] = [make_quote() for _ in range(6)]
+    assert _sizes(messages, 1, seqs=[1, 2, 2, 2, 2, 3]) == [[1], [1, 1, 1, 1], [1]]
+    assert _sizes(messages, 2, seqs=[1, 2, 2, 2, 2, 3]) == [[1, 1, 1, 1, 1], [1]]
 
 
 def test_full_quote_batches_go_one_per_transaction_when_two_exceed_the_bound() -> None:
