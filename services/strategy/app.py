@@ -12,6 +12,7 @@ from rrr.shared.service import Context, Plan, Service
 from rrr.strategy import handlers, snapshots
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.engine import Engine
+from rrr.strategy.metrics import EngineMetrics
 
 SERVICE = "strategy"
 _log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
             "strategies_stopped": engine.stopped,
         },
         note=f"from stream sequence {strategies.seq + 1} with {', '.join(s.id for s in specs)}",
+        metrics=[EngineMetrics(engine)],
     )
 
 
