@@ -13,13 +13,13 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from rrr.deploy.identities import Identities
+from rrr.deploy.identities import HOST, Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import pid_alive, read_pid_file
 from rrr.deploy.postgres_server import PostgresServer, postgres_bin_dir
 from rrr.deploy.processes import log_tail, service_program
 from rrr.deploy.run_dir import RunDir, StackError, instance, read_state, service_of
-from rrr.deploy.supervisor import ProcessRecord, read_supervisor_state, supervisor_pid
+from rrr.deploy.supervisor import COLLECTOR, COLLECTOR_MARK, ProcessRecord, read_supervisor_state, supervisor_pid
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
@@ -114,6 +114,12 @@ def status(run: RunDir, *, listen_s: float) -> int:
     for name, pid in server_pids.items():
         healthy &= pid is not None
         rows.append((name, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(name)), ""))
+    if state.collector_port:
+        pid = read_pid_file(run.collector_pid, COLLECTOR_MARK)
+        healthy &= pid is not None
+        rows.append(
+            (COLLECTOR, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(COLLECTOR)), "")
+        )
     env = read_env(run)
     beats: dict[str, Heartbeat] = {}
     services = run.service_instances()
@@ -146,6 +152,11 @@ def status(run: RunDir, *, listen_s: float) -> int:
     for name, record in sorted(records.items()):
         if (history := record.history()) is not None:
             print(f"{name}: {history}")
+    metrics = {**state.metrics_ports, **({COLLECTOR: state.collector_port} if state.collector_port else {})}
+    for name, port in sorted(metrics.items()):
+        print(f"metrics of {printable(name, 64)}: http://{HOST}:{port}/metrics")
+    if metrics:
+        print(f"prometheus targets: {run.prometheus_targets} (deploy/prometheus/prometheus.yml reads them)")
     print(
         f"settings: feed={state.feed} shards={state.shards} supervise={'yes' if state.supervise else 'no'} "
         f"nats_port={state.nats_port} nats_monitor_port={state.nats_monitor_port} pg_port={state.pg_port}"

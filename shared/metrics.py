@@ -20,7 +20,7 @@ import asyncio
 import bisect
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -234,7 +234,7 @@ class ServiceCollector(Collector):
             yield family
 
     def _families(self) -> Iterator[Metric]:
-        info = gauge("rrr_service_info", "The service instance: its name, version and pid (always 1).",
+        info = gauge("rrr_service_info", "The instance: its name (as in its heartbeat), version and pid (always 1).",
                      sorted(self._info))  # fmt: skip
         info.add_metric([self._info[k] for k in sorted(self._info)], 1)
         yield info
@@ -270,8 +270,12 @@ _HTTP_REQUEST_TIMEOUT_S = 5.0
 _CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-async def serve(registry: CollectorRegistry, host: str, port: int) -> asyncio.Server:
+async def serve(
+    registry: CollectorRegistry, host: str, port: int, *, before: Callable[[], Awaitable[None]] | None = None
+) -> asyncio.Server:
     """Serve ``registry`` at ``http://<host>:<port>/metrics`` until the returned server is closed.
+
+    ``before`` is awaited ahead of each rendering (a collector that reads other servers refreshes there).
 
     A few lines of asyncio rather than prometheus-client's threaded server: the scrape then reads the
     service's numbers on the event loop that changes them, between two of its steps, never half-way.
@@ -290,6 +294,8 @@ async def serve(registry: CollectorRegistry, host: str, port: int) -> asyncio.Se
             elif path != b"/metrics":
                 status, body, kind = b"404 Not Found", b"metrics are at /metrics\n", b"text/plain"
             else:
+                if before is not None:
+                    await before()
                 status, body, kind = b"200 OK", generate_latest(registry), _CONTENT_TYPE
             writer.write(
                 b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind

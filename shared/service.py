@@ -178,7 +178,7 @@ async def _serve_metrics(
     collector = ServiceCollector(
         service=service,
         shard=config.shard,
-        info={"instance": instance_name(service, config), "version": version(), "pid": str(os.getpid())},
+        info={"name": instance_name(service, config), "version": version(), "pid": str(os.getpid())},
         bus_counters=bus.counters.values,
         traffic=bus.traffic,
         counters=plan.counters.values if plan.counters is not None else None,

@@ -77,7 +77,9 @@ class Writer:
     max_rows: int
     counters: PersistenceCounters = field(default_factory=PersistenceCounters)
     # Time of each committed write (a pooled connection taken, the statements, the commit), by plane.
-    write_s: dict[str, Histogram] = field(default_factory=dict)
+    write_s: dict[str, Histogram] = field(
+        default_factory=lambda: {p: Histogram() for p in ("md", "sig", "evt", "retry")}
+    )
 
     def written(self, family: str, seconds: float) -> None:
         """Record a committed write of ``family`` (md, sig, evt, retry) that took ``seconds``."""

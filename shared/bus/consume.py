@@ -189,6 +189,8 @@ class Consuming(DeadLetters):
         not yet processed, from ``start_seq`` (the sequence after a snapshot) at start if given, else from
         the first unacknowledged one.
         """
+        # Its series exist from the start, at zero: a rate needs a sample from before the first batch.
+        self.traffic.consumer(consumer.durable, consumer.filter_subject)
         if not consumer.acks:
             await self._consume_owned(consumer, stop)
             return

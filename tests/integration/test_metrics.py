@@ -67,7 +67,7 @@ async def test_the_strategy_serves_what_its_consumer_took_handled_and_published_
     assert page.value("rrr_strategy_quotes_total", service="strategy") == len(quotes)
     assert page.value("rrr_strategy_symbols", service="strategy") == 1
     assert page.value("rrr_bus_handled_total", service="strategy") == len(quotes)
-    assert page.values("rrr_service_info", service="strategy", instance=strategy.instance) == [1]
+    assert page.values("rrr_service_info", service="strategy", name=strategy.instance) == [1]
     assert page.values("process_cpu_seconds_total")
 
 

@@ -17,14 +17,14 @@ class Scrape:
     text: str
     samples: dict[str, list[tuple[dict[str, str], float]]]
 
-    def values(self, name: str, **labels: str) -> list[float]:
-        """The values of the samples named ``name`` whose labels include ``labels``."""
-        return [value for have, value in self.samples.get(name, []) if labels.items() <= have.items()]
+    def values(self, metric: str, **labels: str) -> list[float]:
+        """The values of the samples named ``metric`` whose labels include ``labels``."""
+        return [value for have, value in self.samples.get(metric, []) if labels.items() <= have.items()]
 
-    def value(self, name: str, **labels: str) -> float:
-        """The one sample named ``name`` with ``labels``; fails unless there is exactly one."""
-        found = self.values(name, **labels)
-        assert len(found) == 1, f"expected one sample {name}{labels}, found {found} in:\n{self.text}"
+    def value(self, metric: str, **labels: str) -> float:
+        """The one sample named ``metric`` with ``labels``; fails unless there is exactly one."""
+        found = self.values(metric, **labels)
+        assert len(found) == 1, f"expected one sample {metric}{labels}, found {found} in:\n{self.text}"
         return found[0]
 
     def label_values(self, name: str, label: str) -> set[str]:

@@ -94,7 +94,7 @@ def test_the_exposition_labels_every_sample_with_service_and_shard_and_names_cou
     collector = ServiceCollector(
         service="execution",
         shard=0,
-        info={"instance": "execution-0@host", "version": "0.1.0", "pid": "42"},
+        info={"name": "execution-0@host", "version": "0.1.0", "pid": "42"},
         bus_counters=lambda: {"handled": 5},
         traffic=traffic,
         counters=counted.values,
@@ -116,6 +116,6 @@ def test_the_exposition_labels_every_sample_with_service_and_shard_and_names_cou
     assert samples["rrr_consumer_batch_messages_bucket", consumer | {("le", "8.0")}] == 1
     assert samples["rrr_consumer_handler_duration_seconds_sum", consumer] == 0.002
     assert samples["rrr_messages_published_total", frozenset({*labels, ("family", "evt.order")})] == 5
-    info = frozenset({*labels, ("instance", "execution-0@host"), ("version", "0.1.0"), ("pid", "42")})
+    info = frozenset({*labels, ("name", "execution-0@host"), ("version", "0.1.0"), ("pid", "42")})
     assert samples["rrr_service_info", info] == 1
     assert any(name == "process_resident_memory_bytes" for name, _ in samples)
