@@ -76,11 +76,12 @@ class Histogram:
 class ConsumerStats:
     """What the bus measures of one consumer or subscription: per batch, never per message."""
 
-    __slots__ = ("batches", "handler_s", "lag_s", "messages", "name", "pending", "plane")
+    __slots__ = ("batches", "handler_s", "lag_s", "messages", "name", "pending", "plane", "subject")
 
-    def __init__(self, name: str, plane: str) -> None:
+    def __init__(self, name: str, subject: str) -> None:
         self.name = name
-        self.plane = plane
+        self.subject = subject
+        self.plane = subject.partition(".")[0]
         self.messages = 0
         self.batches = Histogram(BATCH_BUCKETS)
         self.handler_s = Histogram(SECONDS_BUCKETS)
@@ -131,7 +132,7 @@ class Traffic:
         """The stats of the consumer or subscription ``name`` on ``subject``, created at its first use."""
         stats = self.consumers.get(name)
         if stats is None:
-            stats = self.consumers[name] = ConsumerStats(name, subject.partition(".")[0])
+            stats = self.consumers[name] = ConsumerStats(name, subject)
         return stats
 
     def sent(self, subject: str, count: int = 1) -> None:

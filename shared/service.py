@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar
 import nats.errors
 from opentelemetry.sdk.trace import TracerProvider
 
-from rrr.shared import metrics, subjects
+from rrr.shared import discovery, metrics, subjects
 from rrr.shared.bus import BeforeAck, Bus, Consumer, Subscription
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.config import ServiceConfig, redact
@@ -137,6 +137,21 @@ class Service(Generic[C]):
             for subscription in plan.subscriptions:
                 await bus.subscribe(subscription)
             metrics_url = await _serve_metrics(self.name, config, bus, plan, stack)
+            advertised = await discovery.advertise(
+                bus,
+                self.name,
+                version(),
+                self.description or self.name,
+                {
+                    "instance": instance_name(self.name, config),
+                    "shard": str(config.shard),
+                    "shards": str(config.shards),
+                    "pid": str(os.getpid()),
+                    "metrics": metrics_url or "",
+                },
+            )
+            # Closed before the bus drains: an instance that stops stops answering first.
+            stack.push_async_callback(advertised.close)
             note = f" {plan.note}" if plan.note else ""
             if metrics_url:
                 note += f", metrics at {metrics_url}"

@@ -86,6 +86,10 @@ def test_prometheus_scrapes_every_service_and_both_servers_while_a_day_is_replay
     binary = _binary("prometheus")
     up = stack.up()
     assert "metrics of persistence-0: http://127.0.0.1:" in up.stdout
+    shown = stack.status()
+    # `rrr-stack status` finds the four instances through NATS service discovery, each with its metrics URL.
+    assert "discovered on NATS ($SRV.PING): 4 instances" in shown, shown
+    assert shown.count("metrics=http://127.0.0.1:") == 4, shown
     targets = json.loads(stack.run.prometheus_targets.read_text())
     assert len(targets[0]["targets"]) == 5  # four services and the servers' collector
     config = tmp_path / "prometheus.yml"

@@ -60,7 +60,7 @@ def test_published_messages_are_counted_by_their_subjects_first_two_tokens_never
 
 
 def test_a_consumers_lag_is_read_from_its_batchs_acknowledgement_subjects() -> None:
-    stats = ConsumerStats("persistence-md-0", "md")
+    stats = ConsumerStats("persistence-md-0", "md.*.0.*")
     stored_ns = time.time_ns() - 2_000_000_000
     first = f"$JS.ACK.RRR_MD.persistence-md-0.1.10.3.{stored_ns}.7"
     last = f"$JS.ACK.RRR_MD.persistence-md-0.1.12.5.{time.time_ns()}.4"
@@ -72,7 +72,7 @@ def test_a_consumers_lag_is_read_from_its_batchs_acknowledgement_subjects() -> N
 
 
 def test_a_consumers_lag_is_read_from_the_acknowledgement_subjects_with_a_domain_too() -> None:
-    stats = ConsumerStats("c", "md")
+    stats = ConsumerStats("c", "md.*.0.*")
     reply = f"$JS.ACK.hub.ACCHASH.RRR_MD.c.1.12.5.{time.time_ns()}.9.token"
     stats.position(reply, reply)
 
@@ -80,7 +80,7 @@ def test_a_consumers_lag_is_read_from_the_acknowledgement_subjects_with_a_domain
 
 
 def test_a_core_message_has_no_lag_to_read() -> None:
-    stats = ConsumerStats("md.*.0.*", "md")
+    stats = ConsumerStats("md.*.0.*", "md.*.0.*")
     stats.position(None, "_INBOX.abc")
 
     assert (stats.pending, stats.lag_s) == (None, None)
