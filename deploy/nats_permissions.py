@@ -42,6 +42,7 @@ from rrr.shared.bus import (
     StreamSpec,
     inbox_prefix,
 )
+from rrr.shared.discovery import service_name
 from rrr.strategy.app import SERVICE as STRATEGY
 from rrr.strategy.snapshots import LEGACY_BUCKET as STRATEGY_LEGACY_BUCKET
 
@@ -146,7 +147,6 @@ def _service(
     buckets: Iterable[str] = (),
     reads: Iterable[str] = (),
     listens: Iterable[str] = (),
-    allow_responses: bool = False,
 ) -> Role:
     """A service: its planes, heartbeats, dead letters and retries, the streams it creates and consumes."""
     publish = [
@@ -163,7 +163,14 @@ def _service(
         *(subject for bucket in buckets for subject in _bucket(bucket)),
         *reads,
     ]
-    return Role(name, tuple(publish), (*listens, _inbox(name)), allow_responses)
+    # Discovery (rrr.shared.discovery): it answers $SRV.<verb>, alone, with its name and with its id, on the
+    # requester's inbox (allow_responses: one answer to each request received, wherever its inbox is).
+    discovered = [
+        *(subjects.discovery(verb) for verb in subjects.DISCOVERY_VERBS),
+        f"{subjects.DISCOVERY_PREFIX}.*.{service_name(name)}",
+        f"{subjects.DISCOVERY_PREFIX}.*.{service_name(name)}.*",
+    ]
+    return Role(name, tuple(publish), (*listens, *discovered, _inbox(name)), allow_responses=True)
 
 
 def _listener(name: str, listens: Iterable[str]) -> Role:
@@ -178,7 +185,6 @@ _SERVICES = (
         # Its latest-quote cache reads every quote on the bus; the request endpoint answers on the
         # requester's inbox (allow_responses).
         listens=[subjects.MARKET_DATA_ALL, f"{subjects.LATEST_QUOTE}.>"],
-        allow_responses=True,
     ),
     _service(
         STRATEGY,
@@ -221,8 +227,12 @@ _TOOLS = (
     _listener(
         "tap", [subjects.MARKET_DATA_ALL, subjects.SIGNAL_ALL, subjects.COMMAND_ALL, subjects.EVENT_ALL, "ctl.>"]
     ),
-    # `rrr-stack status`: heartbeats only.
-    _listener("status", ["ctl.>"]),
+    # `rrr-stack status`: heartbeats, and the services' answers to discovery requests.
+    Role(
+        "status",
+        tuple(f"{subjects.discovery(verb)}{suffix}" for verb in subjects.DISCOVERY_VERBS for suffix in ("", ".>")),
+        ("ctl.>", _inbox("status")),
+    ),
     # `rrr-dlq`: reads and deletes dead letters, hands them back to the one service that failed on them.
     Role(
         "dlq",

@@ -70,6 +70,9 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     # Added later, so with a default: a state written before it was recorded ran the simulator.
     feed: str = "sim"
     services: dict[str, ServiceSpec] = msgspec.field(default_factory=dict)
+    # Where each service instance serves its metrics, and the servers' collector (0: none); added later.
+    metrics_ports: dict[str, int] = msgspec.field(default_factory=dict)
+    collector_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,19 @@ class RunDir:
     @property
     def supervisor_log(self) -> Path:
         return self.logs / "supervisor.log"
+
+    @property
+    def collector_pid(self) -> Path:
+        return self.pids / "collector.pid"
+
+    @property
+    def collector_log(self) -> Path:
+        return self.logs / "collector.log"
+
+    @property
+    def prometheus_targets(self) -> Path:
+        """The scrape targets of the running system, for Prometheus' file discovery (deploy/prometheus/)."""
+        return self.root / "prometheus" / "targets.json"
 
     def service_log(self, name: str) -> Path:
         return self.logs / f"{name}.log"

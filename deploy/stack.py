@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rrr.deploy.identities import Identities
+from rrr.deploy.collector import collect
+from rrr.deploy.identities import HOST, Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import read_pid_file, stop_pid_files
 from rrr.deploy.postgres_server import PostgresServer
@@ -45,6 +47,7 @@ from rrr.deploy.run_dir import (
     read_state,
     service_of,
     settings,
+    write_atomic,
     write_state,
 )
 from rrr.deploy.stack_view import (
@@ -58,6 +61,9 @@ from rrr.deploy.stack_view import (
     without_secrets,
 )
 from rrr.deploy.supervisor import (
+    COLLECTOR,
+    COLLECTOR_MARK,
+    collector_process,
     start_supervisor,
     stop_supervisor,
     supervise,
@@ -150,6 +156,9 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
             password=identities.pg_superuser_password(),
         )
 
+        metrics_ports = dict(previous.metrics_ports) if previous is not None else {}
+        collector_port = previous.collector_port if previous is not None else 0
+
         def record() -> None:
             state = StackState(
                 nats_port=nats.port,
@@ -159,6 +168,8 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                 supervise=supervised,
                 services=specs,
                 feed=feed,
+                metrics_ports=metrics_ports,
+                collector_port=collector_port,
             )
             write_state(run, state)
 
@@ -216,7 +227,15 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                 name = instance(service, shard)
                 pid = read_pid_file(run.service_pid(name), service_program(service))
                 if pid is None:
-                    spec = ServiceSpec(argv=[*service_command(service), "--shard", str(shard)], env=settings(env))
+                    metrics_ports[name] = _metrics_port(metrics_ports.get(name))
+                    argv = [
+                        *service_command(service),
+                        "--shard",
+                        str(shard),
+                        "--metrics-port",
+                        str(metrics_ports[name]),
+                    ]
+                    spec = ServiceSpec(argv=argv, env=settings(env))
                     # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
                     process = ManagedProcess(
                         name,
@@ -229,7 +248,15 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                     process.release()
                     specs[name] = spec  # how the supervisor starts it again
                 procs[name] = pid
+        if read_pid_file(run.collector_pid, COLLECTOR_MARK) is None:
+            collector_port = _metrics_port(collector_port or None)
+            collector = collector_process(run, nats.monitor_port, pg.port, collector_port, identities)
+            collector.start()
+            collector.release()
         record()
+        write_prometheus_targets(
+            run, [*(metrics_ports[name] for name in procs if name in metrics_ports), collector_port]
+        )
     if not supervised:
         if stop_supervisor(run):
             print("stopped the supervisor (--no-supervise)")
@@ -239,10 +266,31 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
     asyncio.run(wait_for_heartbeats(identities.status_url(nats.port), set(procs), timeout_s, procs, run.service_log))
     print("system is up")
+    for name in procs:
+        if name in metrics_ports:
+            print(f"metrics of {name}: {metrics_url(metrics_ports[name])}")
+    print(f"metrics of nats-server and postgres: {metrics_url(collector_port)}")
     for key, value in tools.items():
         print(f"{key}={shown(key, value)}")
     print(f"(written to {run.env_file}, readable by you only; the passwords are in {run.root / 'secrets'})")
     return 0
+
+
+def _metrics_port(previous: int | None) -> int:
+    """The metrics port of last time (stable scrape targets), unless another program took it: then a free one."""
+    return previous if previous is not None and port_free(previous) else free_port()
+
+
+def metrics_url(port: int) -> str:
+    """Where a process of the local system serves its metrics."""
+    return f"http://{HOST}:{port}/metrics"
+
+
+def write_prometheus_targets(run: RunDir, ports: Sequence[int]) -> None:
+    """Write the system's scrape targets where deploy/prometheus/prometheus.yml finds them (file discovery)."""
+    run.prometheus_targets.parent.mkdir(parents=True, exist_ok=True)
+    targets = [{"targets": [f"{HOST}:{port}" for port in ports], "labels": {"system": str(run.root)}}]
+    write_atomic(run.prometheus_targets, json.dumps(targets, indent=2).encode())
 
 
 def _start(server: NatsServer | PostgresServer, port_env: str) -> None:
@@ -262,6 +310,10 @@ def down(run: RunDir) -> int:
     NATS, then PostgreSQL. Keeps all data."""
     stopped = ["supervisor"] if stop_supervisor(run) else []
     run.supervisor_state_file.unlink(missing_ok=True)
+    if read_pid_file(run.collector_pid, COLLECTOR_MARK) is None:
+        run.collector_pid.unlink(missing_ok=True)
+    elif stop_pid_files([run.collector_pid], signal.SIGTERM, timeout_s=10.0)[0]:
+        stopped.append(COLLECTOR)
     pid_files = []
     for name in run.service_instances():
         pid_file = run.service_pid(name)
@@ -334,6 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("exec", help="run a command with .run/env in its environment: exec COMMAND [ARGS...]")
     commands.add_parser("psql", help="psql on the system's database, read-only: psql [PSQL ARGS...]")
     commands.add_parser("supervise", help="restart whatever dies, until stopped (`up` starts it in the background)")
+    p_collect = commands.add_parser(
+        COLLECTOR_MARK, help="serve nats-server's and PostgreSQL's health as metrics (`up` starts it in the background)"
+    )
+    p_collect.add_argument("--nats-monitor-url", required=True, help="nats-server's monitoring endpoint")
+    p_collect.add_argument("--metrics-port", type=int, required=True, help="port to serve /metrics on")
+    p_collect.add_argument("--metrics-host", default=HOST, help=f"address to serve /metrics on [default {HOST}]")
     # What follows `exec` or `psql` belongs to the command run, options included (`psql -c ...`), which
     # argparse's REMAINDER does not pass on when it starts with a dash.
     words = list(sys.argv[1:] if argv is None else argv)
@@ -368,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return logs(run, args.service, args.lines)
         if args.command == "supervise":
             return supervise(run)
+        if args.command == COLLECTOR_MARK:
+            return collect(args.nats_monitor_url, args.metrics_host, args.metrics_port)
         rest = passthrough[1:] if passthrough[:1] == ["--"] else passthrough
         if args.command == "psql":
             return psql(run, rest)

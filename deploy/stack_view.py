@@ -11,19 +11,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import msgspec
 from nats.aio.msg import Msg
 
-from rrr.deploy.identities import Identities
+from rrr.deploy.identities import HOST, Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import pid_alive, read_pid_file
 from rrr.deploy.postgres_server import PostgresServer, postgres_bin_dir
 from rrr.deploy.processes import log_tail, service_program
 from rrr.deploy.run_dir import RunDir, StackError, instance, read_state, service_of
-from rrr.deploy.supervisor import ProcessRecord, read_supervisor_state, supervisor_pid
+from rrr.deploy.supervisor import COLLECTOR, COLLECTOR_MARK, ProcessRecord, read_supervisor_state, supervisor_pid
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.config import redact
+from rrr.shared.discovery import Ping
+from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
 from rrr.shared.service import heartbeat_pid
 
@@ -78,6 +81,37 @@ async def wait_for_heartbeats(
     return seen
 
 
+_ping_decoder = msgspec.json.Decoder(Ping)
+
+
+async def discover(url: str, expected: int, window_s: float) -> list[Ping]:
+    """The service instances that answer ``$SRV.PING`` (NATS service discovery), wherever they run.
+
+    Discovery has no end: answers are taken until ``expected`` came or ``window_s`` passed.
+    """
+    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10)
+    found: list[Ping] = []
+    enough = asyncio.Event()
+
+    async def _on_answer(msg: Msg) -> None:
+        try:
+            found.append(_ping_decoder.decode(msg.data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # not an answer of the protocol: left out
+        if len(found) >= expected:
+            enough.set()
+
+    try:
+        inbox = bus.nc.new_inbox()
+        await bus.nc.subscribe(inbox, cb=_on_answer)
+        await bus.nc.publish(subjects.discovery("PING"), b"", reply=inbox)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(enough.wait(), timeout=window_s)
+    finally:
+        await bus.close()
+    return sorted(found, key=lambda p: (p.name, p.metadata.get("shard", ""), p.id))
+
+
 # Settings that carry a secret: never recorded in state.json, never printed.
 SECRET_SETTINGS = ("RRR_DLQ_KEY",)
 
@@ -114,6 +148,12 @@ def status(run: RunDir, *, listen_s: float) -> int:
     for name, pid in server_pids.items():
         healthy &= pid is not None
         rows.append((name, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(name)), ""))
+    if state.collector_port:
+        pid = read_pid_file(run.collector_pid, COLLECTOR_MARK)
+        healthy &= pid is not None
+        rows.append(
+            (COLLECTOR, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(COLLECTOR)), "")
+        )
     env = read_env(run)
     beats: dict[str, Heartbeat] = {}
     services = run.service_instances()
@@ -125,9 +165,12 @@ def status(run: RunDir, *, listen_s: float) -> int:
     identities = Identities(run)
     # The status user only listens to heartbeats; a run directory from before the users has none.
     url = identities.status_url(state.nats_port) if identities.has_nats_users() else env["RRR_NATS_URL"]
+    discovered: list[Ping] = []
     if alive and server_pids[NatsServer.name] is not None:
         with contextlib.suppress(StackError):
             beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log))
+        with contextlib.suppress(RRRError):
+            discovered = asyncio.run(discover(url, len(alive), listen_s))
     for name in services:
         pid = alive.get(name)
         beat = beats.get(name)
@@ -146,6 +189,21 @@ def status(run: RunDir, *, listen_s: float) -> int:
     for name, record in sorted(records.items()):
         if (history := record.history()) is not None:
             print(f"{name}: {history}")
+    if discovered:
+        print(f"discovered on NATS ($SRV.PING): {len(discovered)} instances")
+    for ping in discovered:
+        meta = ping.metadata
+        fields = (
+            ping.name, meta.get("instance", "?"), f"shard={meta.get('shard', '?')}/{meta.get('shards', '?')}",
+            f"pid={meta.get('pid', '?')}", f"id={ping.id}", f"version={ping.version}",
+            f"metrics={meta.get('metrics') or '-'}",
+        )  # fmt: skip
+        print("  " + " ".join(printable(str(field), 200) for field in fields))
+    metrics = {**state.metrics_ports, **({COLLECTOR: state.collector_port} if state.collector_port else {})}
+    for name, port in sorted(metrics.items()):
+        print(f"metrics of {printable(name, 64)}: http://{HOST}:{port}/metrics")
+    if metrics:
+        print(f"prometheus targets: {run.prometheus_targets} (deploy/prometheus/prometheus.yml reads them)")
     print(
         f"settings: feed={state.feed} shards={state.shards} supervise={'yes' if state.supervise else 'no'} "
         f"nats_port={state.nats_port} nats_monitor_port={state.nats_monitor_port} pg_port={state.pg_port}"

@@ -29,7 +29,8 @@ from typing import Protocol
 
 import msgspec
 
-from rrr.deploy.identities import Identities
+from rrr.deploy.collector import DATABASE_URL_ENV
+from rrr.deploy.identities import HOST, PG_READER, Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import read_pid_file, stop_pid_file
 from rrr.deploy.postgres_server import PostgresServer
@@ -39,12 +40,15 @@ from rrr.shared.errors import RRRError
 from rrr.shared.runner import setup_logging
 
 __all__ = [
+    "COLLECTOR",
+    "COLLECTOR_MARK",
     "MARK",
     "ProcessRecord",
     "RestartPolicy",
     "Supervisor",
     "SupervisorState",
     "Target",
+    "collector_process",
     "read_supervisor_state",
     "stack_targets",
     "start_supervisor",
@@ -57,6 +61,9 @@ _log = logging.getLogger("rrr.supervisor")
 
 # In the supervisor's command line (`rrr-stack --run-dir DIR supervise`): how its pid file is checked.
 MARK = "supervise"
+# The servers' metrics collector: its name, and what its command line holds (`rrr-stack ... collect`).
+COLLECTOR = "collector"
+COLLECTOR_MARK = "collect"
 _POLL_S = 0.25
 # A server start blocks the supervisor for up to a minute (PostgreSQL's recovery); `down` waits it out.
 _STOP_TIMEOUT_S = 90.0
@@ -286,6 +293,14 @@ def stack_targets(run: RunDir) -> list[Target]:
         Target(PostgresServer.name, run.pg_dir / PostgresServer.pid_name, PostgresServer.name, start_postgres),
         Target(NatsServer.name, run.nats_dir / NatsServer.pid_name, NatsServer.name, start_nats),
     ]
+    if state.collector_port:
+
+        def start_collector() -> Child:
+            process = collector_process(run, state.nats_monitor_port, state.pg_port, state.collector_port, identities)
+            process.start()
+            return process
+
+        targets.append(Target(COLLECTOR, run.collector_pid, COLLECTOR_MARK, start_collector))
     for service in SERVICES:
         for name, spec in sorted(state.services.items()):
             if service_of(name) == service:
@@ -324,6 +339,18 @@ def read_supervisor_state(state_file: Path) -> SupervisorState | None:
 def supervisor_pid(run: RunDir) -> int | None:
     """Pid of the supervisor of ``run`` while it runs, else None."""
     return read_pid_file(run.supervisor_pid, MARK)
+
+
+def collector_process(
+    run: RunDir, nats_monitor_port: int, pg_port: int, port: int, identities: Identities
+) -> ManagedProcess:
+    """The servers' metrics collector (``rrr-stack collect``), detached, reading PostgreSQL as ``rrr_reader``."""
+    env = {**os.environ, DATABASE_URL_ENV: identities.pg_url(PG_READER, pg_port)}
+    argv = [
+        *_stack_command(), "--run-dir", str(run.root), COLLECTOR_MARK,
+        "--nats-monitor-url", f"http://{HOST}:{nats_monitor_port}", "--metrics-port", str(port),
+    ]  # fmt: skip
+    return ManagedProcess(COLLECTOR, argv, log_file=run.collector_log, pid_file=run.collector_pid, env=env)
 
 
 def _stack_command() -> list[str]:

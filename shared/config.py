@@ -92,6 +92,13 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
         Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
     ] = "uvloop"
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], msgspec.Meta(description="log level")] = "INFO"
+    metrics_port: Annotated[
+        int,
+        msgspec.Meta(ge=0, le=65535, description="port to serve Prometheus metrics on (/metrics); 0: none"),
+    ] = 0
+    metrics_host: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=255, description="address to serve metrics on (this machine only)")
+    ] = "127.0.0.1"
     dlq_key: Annotated[
         str,
         msgspec.Meta(
@@ -140,6 +147,7 @@ SHARED_ENV_FIELDS = frozenset(
         "otel_exporter",
         "log_level",
         "dlq_key",
+        "metrics_host",
     }
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
 import socket
@@ -22,12 +23,14 @@ from typing import Any, Generic, Literal, TypeVar
 import nats.errors
 from opentelemetry.sdk.trace import TracerProvider
 
-from rrr.shared import subjects
+from rrr.shared import discovery, metrics, subjects
 from rrr.shared.bus import BeforeAck, Bus, Consumer, Subscription
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.config import ServiceConfig, redact
 from rrr.shared.counters import Counters
+from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat
+from rrr.shared.metrics import MetricSource, ServiceCollector
 from rrr.shared.telemetry import setup_tracing
 
 _log = logging.getLogger(__name__)
@@ -60,6 +63,9 @@ class Plan:
     gauges: Callable[[], Mapping[str, int]] | None = None
     # Said in the "serving" log line, e.g. where a consumer resumes.
     note: str = ""
+    # Prometheus metrics of the service's own (labelled: per venue, per strategy ...), read at each scrape;
+    # the counters and gauges above are exported as they are (rrr.shared.metrics).
+    metrics: Sequence[MetricSource] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +136,25 @@ class Service(Generic[C]):
             plan = await self.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))
             for subscription in plan.subscriptions:
                 await bus.subscribe(subscription)
+            metrics_url = await _serve_metrics(self.name, config, bus, plan, stack)
+            advertised = await discovery.advertise(
+                bus,
+                self.name,
+                version(),
+                self.description or self.name,
+                {
+                    "instance": instance_name(self.name, config),
+                    "shard": str(config.shard),
+                    "shards": str(config.shards),
+                    "pid": str(os.getpid()),
+                    "metrics": metrics_url or "",
+                },
+            )
+            # Closed before the bus drains: an instance that stops stops answering first.
+            stack.push_async_callback(advertised.close)
             note = f" {plan.note}" if plan.note else ""
+            if metrics_url:
+                note += f", metrics at {metrics_url}"
             _log.info("serving shard %d of %d%s with %r", config.shard, config.shards, note, config)
             async with asyncio.TaskGroup() as tasks:
                 for consumer in plan.consumers:
@@ -138,6 +162,55 @@ class Service(Generic[C]):
                 for task in plan.tasks:
                     tasks.create_task(task())
                 tasks.create_task(_heartbeats(bus, self.name, config, stop, clock, plan))
+
+
+class MetricsAddressError(RRRError):
+    """The metrics address cannot be listened on."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"cannot serve metrics on {host}:{port}: expected a free port on an address of this machine, but {reason} "
+            "(--metrics-port, 0 for none)"
+        )
+
+
+def version() -> str:
+    """The project's version, as installed."""
+    try:
+        return importlib.metadata.version("rrralgorithms")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+async def _serve_metrics(
+    service: str, config: ServiceConfig, bus: Bus, plan: Plan, stack: contextlib.AsyncExitStack
+) -> str | None:
+    """Serve the instance's metrics if ``config.metrics_port`` asks for it; return their URL."""
+    if not config.metrics_port:
+        return None
+    collector = ServiceCollector(
+        service=service,
+        shard=config.shard,
+        info={"name": instance_name(service, config), "version": version(), "pid": str(os.getpid())},
+        bus_counters=bus.counters.values,
+        traffic=bus.traffic,
+        counters=plan.counters.values if plan.counters is not None else None,
+        gauges=plan.gauges,
+        sources=plan.metrics,
+    )
+    try:
+        server = await metrics.serve(metrics.service_registry(collector), config.metrics_host, config.metrics_port)
+    except OSError as exc:
+        raise MetricsAddressError(config.metrics_host, config.metrics_port, exc.strerror or str(exc)) from None
+
+    async def _close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    stack.push_async_callback(_close)
+    return f"http://{config.metrics_host}:{config.metrics_port}/metrics"
 
 
 def heartbeat_id(instance: str, seq: int) -> str:
@@ -177,6 +250,8 @@ async def _heartbeats(
             values.update(plan.counters.values())
         if plan.gauges is not None:
             values.update(plan.gauges())
+        for source in plan.metrics:
+            values.update(source.heartbeat())
         now = clock()
         message = Heartbeat(
             id=heartbeat_id(instance, seq),

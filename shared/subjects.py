@@ -188,6 +188,26 @@ def retried_subject(subject: str) -> str:
     return subject
 
 
+# NATS service discovery (the micro protocol): ``$SRV.<verb>``, ``$SRV.<verb>.<name>``, ``$SRV.<verb>.<name>.<id>``.
+DISCOVERY_PREFIX: Final = "$SRV"
+DISCOVERY_VERBS: Final = ("PING", "INFO", "STATS")
+_DISCOVERY_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def discovery(verb: str, name: str | None = None, instance_id: str | None = None) -> str:
+    """A discovery subject: every service (``$SRV.PING``), every instance of ``name``, or one instance."""
+    if verb not in DISCOVERY_VERBS:
+        raise InvalidSubjectError(verb, f"one of the verbs {', '.join(DISCOVERY_VERBS)}")
+    tokens = [DISCOVERY_PREFIX, verb]
+    for token in (name, instance_id):
+        if token is None:
+            break
+        if not _DISCOVERY_TOKEN.fullmatch(token):
+            raise InvalidSubjectError(token, "a service name or id of 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+        tokens.append(token)
+    return ".".join(tokens)
+
+
 def is_inbox(subject: str) -> bool:
     """Tell whether ``subject`` is a reply inbox (``_INBOX.<id>`` or ``_INBOX_<name>.<id>``), the only
     subjects a service answers a request on: any other would publish its reply into the system's own."""

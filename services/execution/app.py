@@ -10,6 +10,7 @@ import nats.js.errors
 
 from rrr.execution import handlers, market, snapshots
 from rrr.execution.config import ExecutionConfig
+from rrr.execution.metrics import BookMetrics
 from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
@@ -89,6 +90,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
             "market_messages_held": len(book.market),
             "snapshot_failures": saver.failures,
         },
+        metrics=[BookMetrics(book)],
     )
 
 

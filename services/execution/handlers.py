@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rrr.execution.market import Cache, MarketCopy, NoPrice, Price, new_cache, prices
+from rrr.execution.metrics import count_rejection
 from rrr.execution.orders import IllegalTransitionError, Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.positions import Position, to_decimal
@@ -87,6 +88,8 @@ class Book:
     # True from a batch that refused commands until the bus has stored them as dead letters or retries
     # (``settled``): no snapshot may claim a refused command before that.
     refusals_pending: bool = False
+    # Rejected orders by kind of reason (rrr.execution.metrics), for the metrics.
+    rejections: dict[str, int] = field(default_factory=dict)
     # Market-data messages read to price orders, decoded (see rrr.execution.market).
     quotes: Cache = field(default_factory=new_cache)
     # This shard's newest market-data messages, raw, as execution follows the stream.
@@ -182,6 +185,7 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder, price: Price) -> l
         if reason is not None:
             book.orders.transition(order.id, "rejected")
             book.counters.orders_rejected += 1
+            count_rejection(book.rejections, reason)
             rejected = OrderRejected(
                 id=f"{order.id}:rejected",
                 ts_event=ts,

@@ -11,6 +11,7 @@ from cachetools import LRUCache
 from rrr.market_data import handlers, live
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.feeds import run_simulator
+from rrr.market_data.metrics import FeedMetrics
 from rrr.market_data.venues.connection import VenueFeed
 from rrr.shared import subjects
 from rrr.shared.bus import Subscription
@@ -52,7 +53,8 @@ async def _start(ctx: Context[MarketDataConfig]) -> Plan:
         ],
         tasks=feeds,
         counters=counters,
-        gauges=lambda: {"symbols_cached": len(latest.cache), **live.health(venue_feeds, ctx.clock)},
+        gauges=lambda: {"symbols_cached": len(latest.cache)},
+        metrics=[FeedMetrics(venue_feeds, ctx.clock)],
     )
 
 

@@ -11,6 +11,7 @@ import msgspec
 
 from rrr.persistence import handlers
 from rrr.persistence.config import PersistenceConfig
+from rrr.persistence.metrics import WriterMetrics
 from rrr.persistence.positions import Position
 from rrr.persistence.schema import ensure_current
 from rrr.shared import subjects
@@ -92,7 +93,12 @@ async def _start(ctx: Context[PersistenceConfig]) -> Plan:
                   partial(handlers.on_retries, writer)),
     ]  # fmt: skip
     note = ", ".join(f"{family} from {seq}" for family, seq in start.items())
-    return Plan(consumers=consumers, counters=writer.counters, note=f"stream sequences: {note}")
+    return Plan(
+        consumers=consumers,
+        counters=writer.counters,
+        note=f"stream sequences: {note}",
+        metrics=[WriterMetrics(writer)],
+    )
 
 
 service = Service(

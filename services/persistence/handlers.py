@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from rrr.shared.bus import Bus, Delivery, Rejected
 from rrr.shared.counters import Counters
 from rrr.shared.errors import TransientError
 from rrr.shared.messages import AnyMessage, MarketData, OrderEvent, QuoteBatch, Signal
+from rrr.shared.metrics import Histogram
 
 _log = logging.getLogger(__name__)
 ACQUIRE_TIMEOUT_S = 10.0
@@ -74,15 +76,29 @@ class Writer:
     bus: Bus
     max_rows: int
     counters: PersistenceCounters = field(default_factory=PersistenceCounters)
+    # Time of each committed write (a pooled connection taken, the statements, the commit), by plane.
+    write_s: dict[str, Histogram] = field(
+        default_factory=lambda: {p: Histogram() for p in ("md", "sig", "evt", "retry")}
+    )
+
+    def written(self, family: str, seconds: float) -> None:
+        """Record a committed write of ``family`` (md, sig, evt, retry) that took ``seconds``."""
+        histogram = self.write_s.get(family)
+        if histogram is None:
+            histogram = self.write_s[family] = Histogram()
+        histogram.observe(seconds)
 
 
-async def _write(writer: Writer, batch: Sequence[Delivery[Any]], position: Position | None, *, advance: bool) -> int:
+async def _write(
+    writer: Writer, batch: Sequence[Delivery[Any]], family: str, position: Position | None, *, advance: bool
+) -> int:
     """Write a batch in one transaction; with a position, skip what it covers and, if ``advance``, move it
     to the batch's last message in the same transaction. Counted once committed; return the messages
     written."""
     # The bus never acknowledges anything before this returns, and a position moves only with the rows it
     # covers: if PostgreSQL is unavailable, the same batch comes again.
     skipped, written = 0, RowsWritten()
+    started = time.perf_counter()
     try:
         if position is not None and advance and batch and all(isinstance(d.message, QuoteBatch) for d in batch):
             # The hot path: quote batches and the position in one statement, when nothing of them is stored.
@@ -92,6 +108,7 @@ async def _write(writer: Writer, batch: Sequence[Delivery[Any]], position: Posit
                 )
             if inserted is not None:
                 writer.counters.add_rows(RowsWritten(quotes=inserted))
+                writer.written(family, time.perf_counter() - started)
                 return len(batch)
         async with writer.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
             if position is not None:
@@ -111,6 +128,7 @@ async def _write(writer: Writer, batch: Sequence[Delivery[Any]], position: Posit
         raise
     writer.counters.skipped_covered += skipped
     writer.counters.add_rows(written)
+    writer.written(family, time.perf_counter() - started)
     return len(batch)
 
 
@@ -147,7 +165,7 @@ async def _store(
         stored, rejected = 0, list[Rejected]()
         for chunk in _chunks(batch, writer.max_rows):
             try:
-                stored += await _write(writer, chunk, position, advance=not rejected)
+                stored += await _write(writer, chunk, family, position, advance=not rejected)
                 continue
             except asyncpg.PostgresError:
                 pass
@@ -156,7 +174,7 @@ async def _store(
             # quote sends the whole message (all its quotes) to the retries, with the reason.
             for delivery in chunk:
                 try:
-                    stored += await _write(writer, [delivery], position, advance=not rejected)
+                    stored += await _write(writer, [delivery], family, position, advance=not rejected)
                 except asyncpg.PostgresError as exc:
                     rejected.append(Rejected(delivery, f"postgres: {type(exc).__name__}: {exc}"))
         return stored, rejected

@@ -13,6 +13,7 @@ from rrr.shared.service import Context, Plan, Service
 from rrr.strategy import handlers, outcomes, snapshots
 from rrr.strategy.config import StrategyConfig
 from rrr.strategy.engine import Engine
+from rrr.strategy.metrics import EngineMetrics
 
 SERVICE = "strategy"
 _log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
             "order_outcome_wait_ms": 0 if held is None else round(held.waited_s * 1000),
         },
         note=f"from stream sequence {strategies.seq + 1} with {', '.join(s.id for s in specs)}",
+        metrics=[EngineMetrics(engine)],
     )
 
 

@@ -23,6 +23,7 @@ from rrr.shared.config import redact
 from rrr.shared.counters import Counters
 from rrr.shared.errors import RRRError
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
+from rrr.shared.metrics import Traffic
 from rrr.shared.telemetry import extract
 
 _log = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ class Connection:
         self.service = service
         self.tracer = tracer
         self.counters = BusCounters()
+        # Messages taken and published, handler times, consumer lag: read by the metrics (rrr.shared.metrics).
+        self.traffic = Traffic()
         self.closing = False
         # A hook for the fault suite: called where a crash would lose the most (work done, nothing acked).
         self.before_ack = before_ack

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
@@ -131,6 +132,7 @@ class Consuming(DeadLetters):
         a handler that raises is counted and logged. None of them stops the subscription.
         """
         decoder, handler, subject = subscription.decoder, subscription.handler, subscription.subject
+        stats = self.traffic.consumer(subject, subject)
 
         async def _refuse(msg: Msg, reason: str) -> None:
             try:
@@ -156,12 +158,15 @@ class Consuming(DeadLetters):
                         self.counters.mismatched += 1
                         await _refuse(msg, f"subject: {exc}")
                         return
+            started = time.perf_counter()
             with self.handling(f"handle {subject}", msg):
                 try:
                     await handler(msg, message)
                 except Exception:
                     self.counters.handler_errors += 1
                     _log.exception("handler failed on %s", msg.subject)
+            # A core message is a batch of one: what it carries is batched already (a QuoteBatch) or rare.
+            stats.batch(1, time.perf_counter() - started)
 
         return await self.nc.subscribe(subject, cb=_callback, queue=subscription.queue)
 
@@ -186,6 +191,8 @@ class Consuming(DeadLetters):
         not yet processed, from ``start_seq`` (the sequence after a snapshot) at start if given, else from
         the first unacknowledged one.
         """
+        # Its series exist from the start, at zero: a rate needs a sample from before the first batch.
+        self.traffic.consumer(consumer.durable, consumer.filter_subject)
         if not consumer.acks:
             await self._consume_owned(consumer, stop)
             return
@@ -378,6 +385,9 @@ class Consuming(DeadLetters):
 
     async def _process(self, msgs: list[Msg], consumer: Consumer[M], stop: asyncio.Event) -> bool:
         """Hand the batch to its handler, then store its refusals; False if ``stop`` came before they were."""
+        stats = self.traffic.consumer(consumer.durable, consumer.filter_subject)
+        taken = len(msgs)
+        stats.position(msgs[0].reply, msgs[-1].reply)
         batch: list[Delivery[M]] = []
         # Never handed to the handler: undecodable, or on a subject not their own (mismatched).
         refused: list[tuple[Msg, str]] = []
@@ -412,7 +422,9 @@ class Consuming(DeadLetters):
             msgs[:] = [delivery.msg for delivery in batch]
             refused, mismatched = [], 0
         rejected: Sequence[Rejected] = ()
+        handler_s = 0.0
         if batch:
+            started = time.perf_counter()
             try:
                 rejected = await consumer.handler(batch) or ()
             except (TransientError, FatalError, asyncio.CancelledError):
@@ -421,6 +433,7 @@ class Consuming(DeadLetters):
                 # The handler's state may be half-updated: only a restart, rebuilding from durable state,
                 # is safe.
                 raise FatalError(f"handler failed on {batch[0].msg.subject}: {type(exc).__name__}: {exc}") from exc
+            handler_s = time.perf_counter() - started
         # Dead letters and retries are stored before the acknowledgement that covers their originals. The
         # handler has done its work: a broker that cannot take them now is waited out here, storing them
         # again, and the handler is never run twice on the batch (its state has moved on).
@@ -446,6 +459,7 @@ class Consuming(DeadLetters):
             for msg in msgs:
                 await msg.ack()
         self.counters.handled += len(batch) - len(rejected)
+        stats.batch(taken, handler_s)
         return True
 
     async def _hand_back(self, rejected: Sequence[Rejected], consumer: Consumer[M]) -> None:

@@ -78,7 +78,8 @@ def _envelope(subject: str, items: Sequence[Outgoing]) -> Outgoing:
     # The first message's trace context stands for the envelope's (a trace continues through one of them).
     headers = {k: v for k, v in items[0].headers.items() if k != MSG_ID}
     headers[MSG_ID] = f"{ids[0][:100]}+{len(items)}:{digest}"
-    return Outgoing(subject, encoder.encode(Envelope([msgspec.Raw(item.data) for item in items])), headers)
+    data = encoder.encode(Envelope([msgspec.Raw(item.data) for item in items]))
+    return Outgoing(subject, data, headers, messages=len(items))
 
 
 def open_envelope(

@@ -15,3 +15,5 @@ class Outgoing:
     subject: str
     data: bytes
     headers: dict[str, str]
+    # How many messages it carries: more than one for an envelope (rrr.shared.bus.envelopes).
+    messages: int = 1

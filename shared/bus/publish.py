@@ -125,10 +125,12 @@ class Publisher(Connection):
     async def publish(self, subject: str, message: Message) -> None:
         """Publish on core NATS (at most once; a stream on the subject still captures it)."""
         await self.nc.publish(subject, encode(message), headers=self._headers(message.id))
+        self.traffic.sent(subject)
 
     async def publish_encoded(self, subject: str, message_id: str, data: bytes) -> None:
         """``publish`` of a message encoded already (to know its size first)."""
         await self.nc.publish(subject, data, headers=self._headers(message_id))
+        self.traffic.sent(subject)
 
     def prepare_encoded(self, subject: str, message_id: str, data: bytes) -> Outgoing:
         """``prepare`` of a message encoded already."""
@@ -136,7 +138,9 @@ class Publisher(Connection):
 
     async def publish_persistent(self, subject: str, message: Message) -> PubAck:
         """Publish to JetStream and wait until the stream stored it; the message id de-duplicates."""
-        return await self.js.publish(subject, encode(message), headers=self._headers(message.id))
+        ack = await self.js.publish(subject, encode(message), headers=self._headers(message.id))
+        self.traffic.sent(subject)
+        return ack
 
     def prepare(self, subject: str, message: Message) -> Outgoing:
         """Encode ``message`` now, with the current span's trace context, to publish later in a batch."""
@@ -176,6 +180,8 @@ class Publisher(Connection):
                 results = [exc]
             failure = next((r for r in results if isinstance(r, BaseException)), None)
             if failure is None:
+                for o in items:
+                    self.traffic.sent(o.subject, o.messages)
                 return [ack for ack in results if isinstance(ack, PubAck)]
             if isinstance(failure, asyncio.CancelledError) or not isinstance(failure, nats.errors.Error | TimeoutError):
                 raise failure

@@ -27,6 +27,8 @@ from rrr.shared.limits import META_LIMITS, SHARES, Limits, StoreLimits
 
 # JetStream's error code for "insufficient storage resources available": a reservation does not fit the store.
 _INSUFFICIENT_STORAGE = 10047
+# "stream name already in use with a different configuration".
+_NAME_IN_USE = 10058
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,9 @@ class StreamAdmin(Connection):
         except nats.js.errors.APIError as exc:
             if exc.err_code == _INSUFFICIENT_STORAGE:
                 raise StoreTooSmallError(META_BUCKET, META_LIMITS.max_bytes, limits.max_bytes) from exc
+            if exc.err_code == _NAME_IN_USE:
+                # Made meanwhile by a service starting at the same time, and maybe brought to its limits since.
+                return await self.js.key_value(META_BUCKET)
             raise
 
     async def check_shards(self, shards: int) -> None:

@@ -16,6 +16,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from rrr.deploy.nats_server import NatsEndpoint
+from rrr.deploy.processes import free_port
 from rrr.market_data import app, live
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.venues.connection import VenueUnreachableError
@@ -23,6 +24,7 @@ from rrr.market_data.venues.recorder import ReplayCounts, read_recording
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import Quote, QuoteBatch, Trade, market_data_decoder
+from tests.support.metrics import scrape
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count
 from tests.support.venue_server import VENUES_DATA, VenueServer
@@ -74,15 +76,17 @@ async def test_the_live_service_publishes_each_venue_tick_on_its_subject_and_rep
     # One subscription: the order of what arrives is the order it was published in.
     await bus.nc.subscribe("md.*.0.*", cb=_on_md)
     await bus.nc.flush()
+    port = free_port()
     async with (
         VenueServer.running("coinbase", VENUES_DATA / "coinbase.script.jsonl") as server,
-        running_service(app.run, _live_config(nats_url, server.url), heartbeats) as md,
+        running_service(app.run, _live_config(nats_url, server.url, metrics_port=port), heartbeats) as md,
     ):
         await wait_until(lambda: len(received) >= len(expected), 30, f"{len(expected)} ticks", watch=[md.task])
         counters = await md.wait_for_counters(
             lambda c: c.get("live_published", 0) >= len(expected) and c.get("live_coinbase_reconnects", 0) >= 1,
             "every tick published and the reconnect counted",
         )
+        page = await scrape(f"http://127.0.0.1:{port}/metrics")
     # Quotes go in batches and trades one by one: each family keeps its order (they travel on other subjects).
     expected_by_id = {e["id"]: e for e in expected}
     for kind in (Quote, Trade):
@@ -98,6 +102,14 @@ async def test_the_live_service_publishes_each_venue_tick_on_its_subject_and_rep
     assert counters["live_coinbase_connected"] == 1
     assert "live_coinbase_last_frame_age_ms" in counters
     assert "live_coinbase_lag_max_us" in counters
+    # The same health on /metrics, labelled by venue.
+    venue = {"service": "market_data", "venue": "coinbase"}
+    assert page.value("rrr_feed_gaps_total", **venue) == 3
+    assert page.value("rrr_feed_malformed_total", **venue) == 5
+    assert page.value("rrr_feed_connected", **venue) == 1
+    assert page.value("rrr_feed_reconnects_total", **venue) >= 1
+    assert page.value("rrr_feed_last_frame_age_seconds", **venue) >= 0
+    assert page.value("rrr_market_data_live_published_total", service="market_data") >= len(expected)
 
 
 def _closed_port() -> int:
