@@ -484,15 +484,18 @@ def check_envelope_item(subject: str, family: str, shard: int, message: Message,
     Raises:
         MisroutedMessageError: it does not.
     """
-    tag = message.__struct_config__.tag
     if type(message) not in FAMILY_TYPES.get(family, ()):
+        tag = message.__struct_config__.tag
         raise MisroutedMessageError(subject, f"messages of {family} in its envelope", f"{tag} {message.id}")
-    own = subject_of(message, shards)  # type: ignore[arg-type]  # a type of a per-symbol family
-    if _shard_of(message.symbol, shards) != shard:  # type: ignore[attr-defined]
+    # A per-symbol message checked its symbol when it was decoded.
+    symbol: str = message.symbol  # type: ignore[attr-defined]
+    if _shard_of(symbol, shards) != shard:
+        tag = message.__struct_config__.tag
+        own = subjects.for_symbol(family, symbol, shards)
         raise MisroutedMessageError(
             subject, f"messages of shard {shard} in its envelope", f"{tag} {message.id} of {own}"
         )
-    return own
+    return f"{family}.{shard}.{symbol}"
 
 
 # Encoders and decoders are built once and reused: building them is the expensive part.

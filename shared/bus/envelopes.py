@@ -116,10 +116,8 @@ def open_envelope(
 
 
 def _item(envelope: Msg, subject: str, data: bytes, carried: dict[str, str], message_id: str) -> Msg:
-    headers = dict(carried)
-    if message_id:
-        headers[MSG_ID] = message_id
-    return Msg(envelope._client, subject=subject, reply=envelope.reply, data=data, headers=headers)
+    headers = {**carried, MSG_ID: message_id} if message_id else dict(carried)
+    return Msg(envelope._client, subject, envelope.reply, data, headers)
 
 
 def unpacked(subject: str, data: bytes) -> list[tuple[str, bytes]]:
