@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from rrr.execution.matching import Costs
 from rrr.shared.messages import Quote, Side, SubmitOrder
 
 
@@ -37,12 +38,16 @@ class PaperVenue:
         """What an order of ``side`` takes at ``quote``: the ask for a buy, the bid for a sell."""
         return quote.ask if side == "buy" else quote.bid
 
+    @property
+    def costs(self) -> Costs:
+        """Its slippage and fees, as every fill of the venue pays them (``rrr.execution.matching``)."""
+        return Costs(self.slippage_bps, self.fee_bps)
+
     def execute(self, order: SubmitOrder, quote: Quote) -> PaperFill:
         """Fill ``order`` in full at ``quote``'s touch."""
-        touch = self.touch(order.side, quote)
-        sign = 1 if order.side == "buy" else -1
-        price = touch + sign * touch * self.slippage_bps / 10_000 if self.slippage_bps else touch
-        fee = (price * order.qty * self.fee_bps / 10_000) if self.fee_bps else Decimal(0)
+        costs = self.costs
+        price = costs.taker_price(order.side, self.touch(order.side, quote))
+        fee = costs.fee(price, order.qty)
         # One fill per order: its id derives from the client order id, so a retried order maps to the
         # same fill id and a redelivery can never store a second fill.
         return PaperFill(fill_id=f"{order.id}:1", price=price, qty=order.qty, fee=fee)
