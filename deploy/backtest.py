@@ -40,6 +40,7 @@ from rrr.shared.bus import Bus
 from rrr.shared.errors import BadRowError, RRRError
 from rrr.shared.fixed import FixedPointError, rescale, to_units
 from rrr.shared.messages import (
+    OrderAccepted,
     OrderFilled,
     OrderRejected,
     PositionUpdated,
@@ -152,7 +153,9 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
                         result.fills.append(event)
                     elif isinstance(event, OrderRejected):
                         result.rejections.append(event)
-                    engine.on_order_event(event)
+                    # A market order (all a strategy sends here) is accepted and filled, or rejected.
+                    if isinstance(event, OrderAccepted | OrderRejected | OrderFilled):
+                        engine.on_order_event(event)
             _mark(curves, row, now)
     result.quotes = seq
     result.seconds = time.perf_counter() - started

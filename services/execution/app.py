@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -15,11 +16,13 @@ from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
 from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
-from rrr.shared.bus import COMMAND_STREAM, RETRY_STREAM, Consumer
+from rrr.shared.bus import COMMAND_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, Consumer
 from rrr.shared.messages import order_command_decoder
 from rrr.shared.service import Context, Plan, Service
 
 SERVICE = "execution"
+# Market-data messages waiting to be matched: beyond, the consumer that follows them waits.
+_MATCHER_QUEUE = 1024
 _log = logging.getLogger(__name__)
 
 
@@ -32,6 +35,8 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
         orders=Orders(config.max_orders),
         clock=ctx.clock,
         universe=config.universe(),
+        shard=config.shard,
+        commands=handlers.HandledCommands(config.max_orders),
     )
     snapshot_seq = await restore(book, ctx.bus, config.shard, ctx.stop)
     durable = f"{SERVICE}-{config.shard}"
@@ -77,16 +82,29 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
                  order_command_decoder, functools.partial(handle, commands=False), retries=True,
                  batch_size=config.batch_size, shards=config.shards),
     ]  # fmt: skip
+    # The market data the open orders are matched against, from the oldest quote one of them has yet to see,
+    # or from the first message after this start (not from whenever the consumer exists: what arrives from
+    # now on is matched). A bounded queue: a matcher that falls behind holds the consumer back.
+    matcher: asyncio.Queue[market.Raw] = asyncio.Queue(maxsize=_MATCHER_QUEUE)
+    unseen = [order.matched_to[0] for order in book.venue.working()]
+    start_seq = min(unseen) if unseen else (await ctx.bus.js.stream_info(MARKET_DATA_STREAM.name)).state.last_seq + 1
+    follow = functools.partial(
+        market.follow, ctx.bus, config.shard, book.market, ctx.stop, start_seq=start_seq, matcher=matcher
+    )
+    match = functools.partial(
+        market.drain, matcher, ctx.stop, functools.partial(handlers.on_market_data, book, ctx.bus, saver, ctx.stop)
+    )
     return Plan(
         consumers=consumers,
-        tasks=[functools.partial(market.follow, ctx.bus, config.shard, book.market, ctx.stop)],
+        tasks=[follow, match],
         counters=book.counters,
-        note=f"commands from stream sequence {book.command_seq + 1}",
+        note=f"commands from stream sequence {book.command_seq + 1}, market data from {start_seq}",
         gauges=lambda: {
             "positions": len(book.positions),
             "orders": len(book.orders),
             "symbols": len(book.symbols),
             "market_messages_held": len(book.market),
+            "open_orders": sum(1 for _ in book.venue.working()),
             "snapshot_failures": saver.failures,
         },
     )

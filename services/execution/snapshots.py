@@ -2,8 +2,9 @@
 
 Execution's state is the fold of its own events on RRR_EVT. A snapshot holds that fold up to stream
 sequence ``seq`` (positions as exact fractions, order statuses within the bounded LRU, the watermarks of
-every strategy and symbol); a restarted instance loads it and folds only the events after ``seq``, so its
-start takes time and memory independent of how long its history is. The events of a batch are stored
+every strategy and symbol, the open orders the venue holds and how far each got); a restarted instance
+loads it and folds only the events after ``seq``, so its start takes time and memory independent of how
+long its history is. The events of a batch are stored
 before its commands are acknowledged and before a snapshot may claim them: a snapshot never covers an
 event that is not on the stream.
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import msgspec
 import nats.errors
 
+from rrr.execution.matching import OrderType, Side, TimeInForce, WorkingOrder
 from rrr.execution.orders import Status
 from rrr.execution.positions import Position
 from rrr.shared.bus import Bus
@@ -47,6 +50,31 @@ class WatermarkState(msgspec.Struct, frozen=True, array_like=True):
     mark: Watermark
 
 
+class WorkingState(msgspec.Struct, frozen=True, array_like=True):
+    """An open order the venue holds, with how far it got (``rrr.execution.matching.WorkingOrder``)."""
+
+    id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: OrderType
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    tif: TimeInForce
+    expire_ts: int
+    post_only: bool
+    reduce_only: bool
+    ts_event: int
+    placed_at: tuple[int, int]
+    filled: Decimal
+    fills: int
+    triggered: bool
+    replaces: int
+    matched_to: tuple[int, int]
+    arriving: bool
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapshot.v1"):
     """Execution's state after every event of its shard up to RRR_EVT sequence ``seq``."""
 
@@ -58,6 +86,28 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapsho
     # Added later, so last and with a default: the last RRR_CMD sequence whose events the state holds, where
     # the command consumer resumes (0: an older snapshot, see rrr.execution.app).
     command_seq: int = 0
+    # Added with order types: the open orders the venue holds, oldest first, and the cancels and replaces
+    # handled (least recent first).
+    working: list[WorkingState] = []
+    commands: list[str] = []
+
+
+def _state(order: WorkingOrder) -> WorkingState:
+    return WorkingState(
+        order.id, order.strategy, order.symbol, order.side, order.qty, order.order_type, order.limit_price,
+        order.stop_price, order.tif, order.expire_ts, order.post_only, order.reduce_only, order.ts_event,
+        order.placed_at, order.filled, order.fills, order.triggered, order.replaces, order.matched_to, order.arriving,
+    )  # fmt: skip
+
+
+def _working(state: WorkingState) -> WorkingOrder:
+    return WorkingOrder(
+        id=state.id, strategy=state.strategy, symbol=state.symbol, side=state.side, qty=state.qty,
+        order_type=state.order_type, limit_price=state.limit_price, stop_price=state.stop_price, tif=state.tif,
+        expire_ts=state.expire_ts, post_only=state.post_only, reduce_only=state.reduce_only,
+        ts_event=state.ts_event, placed_at=state.placed_at, filled=state.filled, fills=state.fills,
+        triggered=state.triggered, replaces=state.replaces, matched_to=state.matched_to, arriving=state.arriving,
+    )  # fmt: skip
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -81,6 +131,8 @@ def encode(book: Book) -> bytes:
             orders=list(book.orders.items()),
             watermarks=[WatermarkState(strategy, symbol, mark) for (strategy, symbol), mark in book.watermarks.items()],
             command_seq=book.command_seq,
+            working=[_state(order) for order in book.venue.working()],
+            commands=book.commands.ids(),
         )
     )
 
@@ -98,6 +150,9 @@ def decode_into(data: bytes, book: Book) -> int:
     for w in snapshot.watermarks:
         book.watermarks[(w.strategy, w.symbol)] = w.mark
         book.symbols.add(w.symbol)
+    book.venue.reconcile([_working(state) for state in snapshot.working])
+    for command_id in snapshot.commands:
+        book.commands.add(command_id)
     book.seq = snapshot.seq
     book.command_seq = snapshot.command_seq
     return snapshot.seq
