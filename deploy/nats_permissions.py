@@ -186,11 +186,12 @@ _SERVICES = (
         EXECUTION,
         publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>"],
         # Commands and their retries; its own events, read back at start to rebuild its state; the market
-        # data it prices orders at, followed as it comes.
-        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM],
+        # data it prices orders at and matches open orders against, followed as it comes and read back
+        # for an order that arrives after later quotes were matched.
+        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM, MARKET_DATA_STREAM],
         # The paper venue prices an order at the quote it reads from the market-data stream itself.
         reads=[
-            *_follows(MARKET_DATA_STREAM),
+            f"{_API}.STREAM.INFO.{MARKET_DATA_STREAM.name}",
             f"{_API}.STREAM.MSG.GET.{MARKET_DATA_STREAM.name}",
             f"{_API}.DIRECT.GET.{MARKET_DATA_STREAM.name}.>",
             *_snapshots(),
