@@ -580,6 +580,79 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
     counters: Annotated[dict[Name, Count], msgspec.Meta(max_length=COUNTERS_MAX)] = {}
 
 
+# -- trading states and the account-wide risk view ------------------------------------------------------
+
+TradingStateName = Literal["active", "reducing", "halted"]
+TradingScope = Literal["account", "strategy", "symbol", "pair"]
+
+
+class TradingState(Message, frozen=True, kw_only=True, tag="trading_state.v1"):
+    """The trading state of one scope, as the trading-state bucket holds it (its key says the scope).
+
+    ``scope`` is the whole account, one strategy, one symbol, or one strategy on one symbol (``pair``);
+    ``strategy`` and ``symbol`` name it. ``active`` trades; ``reducing`` lets only orders that reduce
+    exposure through; ``halted`` none. ``reason`` says why, ``source`` who set it (``operator``, or
+    ``daily_loss`` when execution halted the account itself).
+    """
+
+    scope: TradingScope
+    strategy: Annotated[str, msgspec.Meta(max_length=NAME_MAX, pattern=r"\A[a-z0-9_]*\Z")] = ""
+    symbol: str = ""
+    state: TradingStateName
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    source: Name = "operator"
+
+    def __post_init__(self) -> None:
+        if self.symbol:
+            check_symbol(self.symbol)
+        wanted = {"account": (False, False), "strategy": (True, False), "symbol": (False, True), "pair": (True, True)}
+        if (bool(self.strategy), bool(self.symbol)) != wanted[self.scope]:
+            raise ValueError(
+                f"scope {self.scope} names {'a strategy' if wanted[self.scope][0] else 'no strategy'} and "
+                f"{'a symbol' if wanted[self.scope][1] else 'no symbol'}, got strategy {self.strategy!r} and "
+                f"symbol {self.symbol!r}"
+            )
+
+
+class TradingStateApplied(Message, frozen=True, kw_only=True, tag="trading_state_applied.v1"):
+    """An execution instance applied a trading state (``revision`` of its key in the bucket): from now on it
+    refuses what the state refuses; ``canceled`` counts the open orders it canceled for it."""
+
+    shard: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+    revision: Annotated[int, msgspec.Meta(ge=0)]
+    state: TradingStateName
+    canceled: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class CurrencyRisk(msgspec.Struct, frozen=True, array_like=True):
+    """One shard's exposure in one quote currency: gross (sum of |qty| x mark), net (sum of qty x mark), and
+    the PnL (realized and at the marks) since the start of its UTC day."""
+
+    currency: Annotated[str, msgspec.Meta(max_length=12)]
+    gross: Decimal
+    net: Decimal
+    pnl_today: Decimal
+
+
+class ShardRisk(Message, frozen=True, kw_only=True, tag="shard_risk.v1"):
+    """What one execution instance holds, as the account-wide risk view reads it (one key per shard).
+
+    ``day`` is the UTC day (days since the epoch, in event time) its ``pnl_today`` counts from.
+    """
+
+    shard: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)]
+    day: Annotated[int, msgspec.Meta(ge=0)]
+    currencies: Annotated[list[CurrencyRisk], msgspec.Meta(max_length=1000)] = []
+
+    def __post_init__(self) -> None:
+        for row in self.currencies:
+            check_number("gross", row.gross)
+            check_number("net", row.net, signed=True)
+            check_number("pnl_today", row.pnl_today, signed=True)
+
+
 MarketData = Quote | Trade | QuoteBatch
 OrderCommand = SubmitOrder | CancelOrder | ReplaceOrder
 # What happens to an order, each on ``evt.order.<shard>.<symbol>``.
@@ -612,6 +685,9 @@ AnyMessage = (
     | OrderCancelRejected
     | PositionUpdated
     | Heartbeat
+    | TradingState
+    | TradingStateApplied
+    | ShardRisk
 )
 
 # The messages each family of per-symbol subjects carries, and nothing else.
@@ -636,16 +712,26 @@ _FAMILY_OF: Final = {kind: family for family, kinds in FAMILY_TYPES.items() for 
 SymbolMessage = Quote | Trade | Signal | OrderCommand | OrderUpdate | PositionUpdated
 
 
-def subject_of(message: SymbolMessage | QuoteBatch | Heartbeat, shards: int) -> str:
+ControlMessage = TradingState | TradingStateApplied | ShardRisk
+
+
+def subject_of(message: SymbolMessage | QuoteBatch | Heartbeat | ControlMessage, shards: int) -> str:
     """The one subject ``message`` belongs on in a system of ``shards`` shards.
 
     A per-symbol message: ``<family>.<shard>.<symbol>`` of its type's family, its symbol and that symbol's
     shard. A quote batch: ``md.quotes.<shard>.<source>`` of its first symbol's shard (``check_subject``
     holds every other row to it). A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and
-    shard.
+    shard. A trading state, or a shard's holdings: the key of its scope, or of its shard, in its bucket; a
+    confirmation: ``ctl.trading.<shard>``.
     """
     if isinstance(message, Heartbeat):
         return subjects.heartbeat(message.service, message.shard)
+    if isinstance(message, TradingState):
+        return subjects.kv(subjects.TRADING_BUCKET, subjects.trading_key(message.strategy, message.symbol))
+    if isinstance(message, ShardRisk):
+        return subjects.kv(subjects.RISK_BUCKET, subjects.risk_key(message.shard))
+    if isinstance(message, TradingStateApplied):
+        return subjects.trading_applied(message.shard)
     if isinstance(message, QuoteBatch):
         return subjects.quote_batch(_shard_of(message.quotes[0].symbol, shards), message.source)
     return subjects.for_symbol(_FAMILY_OF[type(message)], message.symbol, shards)
@@ -664,7 +750,7 @@ def check_subject(subject: str, message: Message, shards: int) -> None:
     """
     original = subjects.retried_subject(subject)
     tag = message.__struct_config__.tag
-    if not isinstance(message, SymbolMessage | QuoteBatch | Heartbeat):
+    if not isinstance(message, SymbolMessage | QuoteBatch | Heartbeat | ControlMessage):
         raise MisroutedMessageError(subject, "a message that travels on a subject", f"{tag} {message.id}")
     expected = subject_of(message, shards)
     if original != expected:
@@ -685,6 +771,9 @@ signal_decoder = msgspec.msgpack.Decoder(Signal)
 order_command_decoder = msgspec.msgpack.Decoder(OrderCommand)
 order_event_decoder = msgspec.msgpack.Decoder(OrderEvent)
 heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
+trading_state_decoder = msgspec.msgpack.Decoder(TradingState)
+trading_applied_decoder = msgspec.msgpack.Decoder(TradingStateApplied)
+shard_risk_decoder = msgspec.msgpack.Decoder(ShardRisk)
 any_decoder = msgspec.msgpack.Decoder(AnyMessage)
 
 

@@ -8,13 +8,13 @@ import functools
 import logging
 
 import nats.js.errors
+from nats.js.kv import KeyValue
 
-from rrr.execution import handlers, market, snapshots
+from rrr.execution import handlers, market, snapshots, trading
 from rrr.execution.config import ExecutionConfig
 from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
-from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
 from rrr.shared.bus import COMMAND_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, Consumer
 from rrr.shared.messages import order_command_decoder
@@ -29,7 +29,7 @@ _log = logging.getLogger(__name__)
 async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     config = ctx.config
     book = handlers.Book(
-        limits=RiskLimits(max_order_qty=config.max_order_qty, max_notional_quote=config.max_notional_quote),
+        limits=config.limits(),
         venue=PaperVenue(slippage_bps=config.slippage_bps, fee_bps=config.fee_bps),
         shards=config.shards,
         orders=Orders(config.max_orders),
@@ -37,6 +37,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
         universe=config.universe(),
         shard=config.shard,
         commands=handlers.HandledCommands(config.max_orders),
+        instruments=config.instrument_table(),
     )
     snapshot_seq = await restore(book, ctx.bus, config.shard, ctx.stop)
     durable = f"{SERVICE}-{config.shard}"
@@ -69,6 +70,18 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
                 await saver.save(book)
 
     ctx.stack.push_async_callback(_final_snapshot)
+    # The trading states and the other shards' holdings as they are now, before any order is handled; then
+    # what changes, as it changes.
+    trading_kv, risk_kv = await trading.trading_bucket(ctx.bus.js), await trading.risk_bucket(ctx.bus.js)
+    on_state = functools.partial(handlers.on_trading_state, book, ctx.bus, saver, ctx.stop)
+
+    async def _on_holdings(entry: KeyValue.Entry) -> None:
+        handlers.on_shard_risk(book, entry)
+
+    states = await trading.current(trading_kv, on_state)
+    holdings = await trading.current(risk_kv, _on_holdings)
+    book.risk.dirty = True  # the others learn where this shard stands now
+    book.risk_changed.set()
     commands = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
     handle = functools.partial(handlers.on_order_commands, book, ctx.bus, saver, ctx.stop)
     consumers = [
@@ -96,7 +109,13 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     )
     return Plan(
         consumers=consumers,
-        tasks=[follow, match],
+        tasks=[
+            follow,
+            match,
+            functools.partial(trading.follow, states, ctx.stop, on_state),
+            functools.partial(trading.follow, holdings, ctx.stop, _on_holdings),
+            functools.partial(trading.keep_account, book, risk_kv, trading_kv, ctx.stop, config.risk_publish_ms / 1000),
+        ],
         counters=book.counters,
         note=f"commands from stream sequence {book.command_seq + 1}, market data from {start_seq}",
         gauges=lambda: {
@@ -106,8 +125,19 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
             "market_messages_held": len(book.market),
             "open_orders": sum(1 for _ in book.venue.working()),
             "snapshot_failures": saver.failures,
+            "trading_halted": book.risk.trading.count("halted"),
+            "trading_reducing": book.risk.trading.count("reducing"),
+            "account_shards_seen": len(book.risk.others) + 1,
+            "account_view_revision": book.risk_view_revision,
+            "risk_view_lag_max_us": _take_lag(book),
         },
     )
+
+
+def _take_lag(book: handlers.Book) -> int:
+    """The largest age of another shard's holdings when read since the last heartbeat, in us; then reset."""
+    lag, book.risk_lag_max = book.risk_lag_max, 0
+    return max(lag, 0) // 1000
 
 
 async def _take_over_durable(ctx: Context[ExecutionConfig], book: handlers.Book, durable: str) -> bool:

@@ -10,12 +10,19 @@ events, statuses and positions (``emit``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import msgspec
+import nats.errors
+from nats.js.kv import KeyValue
+
 from rrr.execution import market
+from rrr.execution.instruments import Instruments
 from rrr.execution.market import Cache, MarketCopy, NoPrice, Price, Raw, new_cache, prices, touch_of, touches
 from rrr.execution.matching import (
     Accepted,
@@ -32,7 +39,7 @@ from rrr.execution.matching import (
 )
 from rrr.execution.orders import TERMINAL, IllegalTransitionError, Orders, is_open
 from rrr.execution.positions import Position, to_decimal
-from rrr.execution.risk import RiskLimits, check_order, reference_price
+from rrr.execution.risk import OtherShard, Risk, RiskLimits, in_scope
 from rrr.execution.snapshots import Saver
 from rrr.execution.venue import Venue
 from rrr.shared import subjects
@@ -40,7 +47,7 @@ from rrr.shared.bus import Bus, Delivery, Outgoing
 from rrr.shared.bus import Rejected as RejectedDelivery
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
-from rrr.shared.errors import RRRError
+from rrr.shared.errors import InvalidSubjectError, MisroutedMessageError, RRRError
 from rrr.shared.messages import (
     QUOTE_BATCH_MAX,
     CancelOrder,
@@ -56,9 +63,15 @@ from rrr.shared.messages import (
     PositionUpdated,
     ReplaceOrder,
     SubmitOrder,
+    TradingStateApplied,
+    check_subject,
+    shard_risk_decoder,
+    trading_state_decoder,
 )
 from rrr.shared.universe import SymbolRefusedError, Universe
 from rrr.shared.watermark import Watermark
+
+_log = logging.getLogger(__name__)
 
 
 class ExecutionCounters(Counters, kw_only=True):
@@ -95,6 +108,11 @@ class ExecutionCounters(Counters, kw_only=True):
     # Market-data messages matched against the orders the venue holds, and quotes among them.
     market_messages: int = 0
     quotes_matched: int = 0
+    # Trading states applied (from the bucket every shard watches), and values there that are not one.
+    trading_states: int = 0
+    control_malformed: int = 0
+    # Times the day's loss broke its limit and this shard halted the account.
+    daily_loss_halts: int = 0
 
 
 class UnpricedFillError(RRRError):
@@ -176,6 +194,20 @@ class Book:
     market_at: At = (0, 0)
     # Cancels and replaces handled, so that one redelivered is not handled twice.
     commands: HandledCommands = field(default_factory=HandledCommands)
+    # Tick, lot and quote currency per symbol, and the state the pre-trade checks read (``rrr.execution.risk``).
+    instruments: Instruments = field(default_factory=Instruments)
+    risk: Risk = field(init=False)
+    # Set when the risk state changed: the account view is told, and the day's loss checked.
+    risk_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The largest age of another shard's holdings when read (ns), since the last heartbeat; and the newest
+    # revision of the account view read.
+    risk_lag_max: int = 0
+    risk_view_revision: int = 0
+    # Market orders accepted before a restart whose fill is not on the stream yet, with their strategy.
+    resuming: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.risk = Risk(self.limits, self.instruments)
 
     def settled(self) -> None:
         """The bus stored the refusals of the last batch."""
@@ -286,6 +318,7 @@ def emit(
                 reduce_only=order.reduce_only, quote_seq=placed[0], quote_index=placed[1],
             )  # fmt: skip
             out.append(bus.prepare(subject, accepted))
+            book.risk.on_accepted(order.strategy, order.ts_event)
             continue
         if isinstance(report, Rejected):
             if book.orders.status(order.id) is None:
@@ -305,7 +338,12 @@ def emit(
                 book.counters.orders_filled += 1
             else:
                 book.counters.partial_fills += 1
-            book.position(order.symbol).apply_fill(order.side, report.qty, report.price, report.fee)
+            book.risk.at(when)
+            position = book.position(order.symbol)
+            position.apply_fill(order.side, report.qty, report.price, report.fee)
+            book.risk.on_fill(order.strategy, order.symbol, order.side, report.qty)
+            book.resuming.pop(order.id, None)
+            book.risk.revalue(position)
             filled = OrderFilled(
                 id=f"{order.id}:{report.number}", ts_event=when, ts_init=now, client_order_id=order.id,
                 symbol=order.symbol, side=order.side, qty=report.qty, price=report.price, fee=report.fee,
@@ -422,10 +460,14 @@ def on_submit_order(book: Book, bus: Bus, order: SubmitOrder, price: Price) -> l
             return [_rejected(book, bus, order, reason, now, order.ts_event)]
         assert not isinstance(price, NoPrice)
         touch = touch_of(price, at)
-        reason = check_order(order, book.limits, reference_price(working, touch))
+        net = book.net(order.symbol)
+        book.risk.mark(order.symbol, touch, book.positions.get(order.symbol))
+        reason, reduce_only = book.risk.check_submit(working, touch, net, book.venue.working(order.symbol))
         if reason is not None:
             return [_rejected(book, bus, order, reason, now, order.ts_event)]
-        return emit(book, bus, book.venue.submit(working, touch, book.net(order.symbol)), now=now)
+        # A reducing trading state lets an order through that reduces exposure, as reduce-only.
+        working.reduce_only = working.reduce_only or reduce_only
+        return emit(book, bus, book.venue.submit(working, touch, net), now=now)
     # Accepted before a restart, its fill not on the stream: the venue takes it again from the start, and
     # the events already stored (its acceptance) are not published twice.
     if isinstance(price, NoPrice):
@@ -482,18 +524,17 @@ def on_replace_order(book: Book, bus: Bus, command: ReplaceOrder) -> list[Outgoi
     held = _open_order(book, command)
     if isinstance(held, str):
         return _refuse(book, bus, command, held, now)
-    qty = held.qty if command.qty is None else command.qty
-    probe = WorkingOrder(
-        id=held.id, strategy=held.strategy, symbol=held.symbol, side=held.side, qty=qty,
-        order_type=held.order_type,
-        limit_price=held.limit_price if command.limit_price is None else command.limit_price,
-        stop_price=held.stop_price if command.stop_price is None else command.stop_price,
-    )  # fmt: skip
-    last = book.venue.last(held.symbol)
-    if last is not None:
-        reason = check_order(probe, book.limits, reference_price(probe, last))
-        if reason is not None:
-            return _refuse(book, bus, command, reason, now)
+    reason = book.risk.check_replace(
+        held,
+        held.qty if command.qty is None else command.qty,
+        held.limit_price if command.limit_price is None else command.limit_price,
+        held.stop_price if command.stop_price is None else command.stop_price,
+        book.venue.last(held.symbol),
+        book.net(held.symbol),
+        book.venue.working(held.symbol),
+    )
+    if reason is not None:
+        return _refuse(book, bus, command, reason, now)
     try:
         reports = book.venue.replace(
             held.symbol, held.id, command.ts_event,
@@ -580,6 +621,8 @@ async def on_order_commands(
             # Only now, with the batch's events stored, may a snapshot claim its commands as handled.
             book.command_seq = max(book.command_seq, batch[-1].seq)
         book.published = True
+        if book.risk.dirty:
+            book.risk_changed.set()
         if rejected and commands:
             # Refused commands behind the position: no snapshot until their dead letters are stored.
             book.refusals_pending = True
@@ -595,17 +638,107 @@ async def on_market_data(book: Book, bus: Bus, saver: Saver, stop: asyncio.Event
         book.published = False
         out: list[Outgoing] = []
         now = book.clock()
+        risk = book.risk
         for seq, subject, data in batch:
             if seq <= book.market_at[0]:
                 continue  # delivered again (the consumer re-created after a reconnect): matched already
             book.counters.market_messages += 1
-            if book.venue.holds_any():
-                for symbol, touch in touches(seq, subject, data, book.shards, book.venue.resting, book.quotes):
-                    book.counters.quotes_matched += 1
-                    out.extend(emit(book, bus, book.venue.on_quote(symbol, touch, book.net(symbol)), now=now))
+            if book.venue.holds_any() or risk.contributions:
+                # Quotes of symbols with open orders are matched; those of symbols held mark the positions.
+                for symbol, touch in touches(seq, subject, data, book.shards, _wanted(book), book.quotes):
+                    risk.at(touch.ts_event)
+                    risk.mark(symbol, touch, book.positions.get(symbol))
+                    if book.venue.resting(symbol):
+                        book.counters.quotes_matched += 1
+                        out.extend(emit(book, bus, book.venue.on_quote(symbol, touch, book.net(symbol)), now=now))
             book.market_at = (seq, _WHOLE)
+        if out:
+            book.seq = max(book.seq, await bus.publish_state_output(out, stop, "order events"))
+        book.published = True
+        if risk.dirty:
+            book.risk_changed.set()
+        if not book.refusals_pending:
+            await saver.maybe_save(book)
+
+
+def _wanted(book: Book) -> Callable[[str], bool]:
+    """Which symbols' quotes the matcher decodes: those with open orders, and those held (their mark)."""
+    resting, positions = book.venue.resting, book.positions
+
+    def _wants(symbol: str) -> bool:
+        if resting(symbol):
+            return True
+        position = positions.get(symbol)
+        return position is not None and position.qty != 0
+
+    return _wants
+
+
+async def on_trading_state(book: Book, bus: Bus, saver: Saver, stop: asyncio.Event, entry: KeyValue.Entry) -> None:
+    """``$KV.RRR_TRADING.<key>``: apply a scope's trading state, cancel the open orders it no longer allows
+    (all of them when halted, those not reduce-only when reducing), then confirm on ``ctl.trading.<shard>``.
+
+    Applied under the lock the commands are handled under: no order is handled between the state and its
+    cancels, and the confirmation goes out once the cancels are stored.
+    """
+    try:
+        subjects.parse_trading_key(entry.key)
+        deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+        state = None if deleted else trading_state_decoder.decode(entry.value or b"")
+        if state is not None:  # its own key, never another scope's
+            check_subject(subjects.kv(subjects.TRADING_BUCKET, entry.key), state, book.shards)
+    except (InvalidSubjectError, MisroutedMessageError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        book.counters.control_malformed += 1
+        _log.error("trading state %s (revision %d) is not one: %s", entry.key, entry.revision, exc)
+        return
+    name = "active" if state is None else state.state
+    reason = "" if state is None else state.reason or "no reason given"
+    revision = entry.revision or 0
+    canceled = 0
+    async with book.lock:
+        if not book.risk.trading.set(entry.key, name, reason, revision):
+            return
+        book.counters.trading_states += 1
+        _log.warning("trading %s for %s (revision %d): %s", name, entry.key, revision, reason or "-")
+        now = book.clock()
+        ts = now if state is None else state.ts_event
+        out: list[Outgoing] = []
+        book.published = False
+        for order in list(book.venue.working()):
+            if in_scope(entry.key, order) and (name == "halted" or (name == "reducing" and not order.reduce_only)):
+                why = f"trading {name} ({entry.key}): {reason}"
+                out.extend(emit(book, bus, book.venue.cancel(order.symbol, order.id, why, ts), now=now, ts=ts))
+                canceled += 1
         if out:
             book.seq = max(book.seq, await bus.publish_state_output(out, stop, "order events"))
         book.published = True
         if not book.refusals_pending:
             await saver.maybe_save(book)
+    applied = TradingStateApplied(
+        id=f"{book.shard}:{entry.key}:{revision}", ts_event=ts, ts_init=book.clock(), shard=book.shard,
+        key=entry.key, revision=revision, state=name, canceled=canceled,
+    )  # fmt: skip
+    with contextlib.suppress(nats.errors.Error):  # a confirmation is a courtesy: the state is applied
+        await bus.publish(subjects.trading_applied(book.shard), applied)
+
+
+def on_shard_risk(book: Book, entry: KeyValue.Entry) -> None:
+    """``$KV.RRR_RISK.shard.<k>``: another shard's holdings, for the account-wide checks."""
+    try:
+        held = shard_risk_decoder.decode(entry.value or b"")
+        check_subject(subjects.kv(subjects.RISK_BUCKET, entry.key), held, book.shards)
+    except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
+        book.counters.control_malformed += 1
+        _log.error("account view %s (revision %d) is not a shard's holdings: %s", entry.key, entry.revision, exc)
+        return
+    if held.shard == book.shard or held.shards != book.shards:
+        return
+    now = book.clock()
+    book.risk_lag_max = max(book.risk_lag_max, now - held.ts_init)
+    book.risk_view_revision = max(book.risk_view_revision, entry.revision or 0)
+    book.risk.others[held.shard] = OtherShard(
+        held.day,
+        {row.currency: (Fraction(row.gross), Fraction(row.net), Fraction(row.pnl_today)) for row in held.currencies},
+        now,
+    )
+    book.risk_changed.set()

@@ -40,6 +40,8 @@ class _Fold:
         # Orders placed after the snapshot that saw no later quote yet: their arrival may be cut short.
         self.placed: set[str] = set()
         self.last_fill_ts: dict[str, int] = {}
+        # The strategy of each order accepted since the snapshot, for the fills of those not at the venue.
+        self.strategy_of: dict[str, str] = {}
 
     def _advance(self, order: WorkingOrder, seq: int, index: int) -> None:
         # An event at a quote after the order's placement: the order saw that quote, and its arrival is whole.
@@ -52,6 +54,11 @@ class _Fold:
         if isinstance(event, OrderAccepted | OrderRejected):
             book.orders.restore(event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected")
             book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
+            if isinstance(event, OrderAccepted):
+                book.risk.on_accepted(event.strategy, event.ts_event)
+                self.strategy_of[event.client_order_id] = event.strategy
+                if event.order_type == "market":
+                    book.resuming[event.client_order_id] = event.strategy
             if isinstance(event, OrderAccepted) and event.order_type != "market":
                 at = (event.quote_seq, event.quote_index)
                 held[event.client_order_id] = WorkingOrder(
@@ -93,9 +100,24 @@ class _Fold:
         status = book.orders.status(fill.client_order_id)
         if status == "filled" or (order is not None and number <= order.fills):
             return
-        book.position(fill.symbol).apply_fill(fill.side, fill.qty, fill.price, fill.fee)
+        book.risk.at(fill.ts_event)
+        position = book.position(fill.symbol)
+        position.apply_fill(fill.side, fill.qty, fill.price, fill.fee)
         book.orders.restore(fill.client_order_id, "filled" if fill.leaves_qty is None else "partially_filled")
         self.last_fill_ts[fill.symbol] = fill.ts_event
+        strategy = (
+            order.strategy
+            if order is not None
+            else self.strategy_of.get(fill.client_order_id) or book.resuming.get(fill.client_order_id)
+        )
+        if strategy is None:
+            _log.warning("fill %s: its order's strategy is unknown, its strategy position is not moved", fill.id)
+        else:
+            book.risk.on_fill(strategy, fill.symbol, fill.side, fill.qty)
+        book.risk.revalue(position)
+        if fill.leaves_qty is None:
+            book.resuming.pop(fill.client_order_id, None)
+            self.strategy_of.pop(fill.client_order_id, None)
         if order is not None:
             order.filled, order.fills = fill.filled_qty, number
             self._advance(order, fill.quote_seq, fill.quote_index)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -75,6 +76,21 @@ class WorkingState(msgspec.Struct, frozen=True, array_like=True):
     arriving: bool
 
 
+class RiskState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the pre-trade checks keep besides positions (``rrr.execution.risk.Risk``), fractions as text."""
+
+    # (strategy, symbol, net quantity)
+    strategy_positions: list[tuple[str, str, str]] = []
+    # Per strategy, the event times of its orders accepted in the last second.
+    recent_orders: list[tuple[str, list[int]]] = []
+    marks: list[tuple[str, str]] = []
+    day: int = 0
+    day_start: list[tuple[str, str]] = []
+    halted_day: int = -1
+    # Orders accepted whose fill is not on the stream yet (a crash between the two), with their strategy.
+    resuming: list[tuple[str, str]] = []
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapshot.v1"):
     """Execution's state after every event of its shard up to RRR_EVT sequence ``seq``."""
 
@@ -90,6 +106,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapsho
     # handled (least recent first).
     working: list[WorkingState] = []
     commands: list[str] = []
+    # Added with risk limits.
+    risk: RiskState = RiskState()
 
 
 def _state(order: WorkingOrder) -> WorkingState:
@@ -133,7 +151,23 @@ def encode(book: Book) -> bytes:
             command_seq=book.command_seq,
             working=[_state(order) for order in book.venue.working()],
             commands=book.commands.ids(),
+            risk=_risk(book),
         )
+    )
+
+
+def _risk(book: Book) -> RiskState:
+    risk = book.risk
+    return RiskState(
+        strategy_positions=[
+            (strategy, symbol, str(net)) for (strategy, symbol), net in risk.strategy_positions.items()
+        ],
+        recent_orders=[(strategy, list(times)) for strategy, times in risk.recent_orders.items() if times],
+        marks=[(symbol, str(mark)) for symbol, mark in risk.marks.items()],
+        day=risk.day,
+        day_start=[(currency, str(pnl)) for currency, pnl in risk.day_start.items()],
+        halted_day=risk.halted_day,
+        resuming=list(book.resuming.items()),
     )
 
 
@@ -153,6 +187,15 @@ def decode_into(data: bytes, book: Book) -> int:
     book.venue.reconcile([_working(state) for state in snapshot.working])
     for command_id in snapshot.commands:
         book.commands.add(command_id)
+    risk, held = book.risk, snapshot.risk
+    risk.strategy_positions = {(strategy, symbol): Fraction(qty) for strategy, symbol, qty in held.strategy_positions}
+    risk.recent_orders = {strategy: deque(times) for strategy, times in held.recent_orders}
+    risk.marks = {symbol: Fraction(mark) for symbol, mark in held.marks}
+    risk.day, risk.halted_day = held.day, held.halted_day
+    risk.day_start = {currency: Fraction(pnl) for currency, pnl in held.day_start}
+    book.resuming = dict(held.resuming)
+    for position in book.positions.values():
+        risk.revalue(position)
     book.seq = snapshot.seq
     book.command_seq = snapshot.command_seq
     return snapshot.seq

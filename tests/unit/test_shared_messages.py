@@ -16,6 +16,7 @@ from rrr.shared import messages, subjects
 from rrr.shared.errors import MisroutedMessageError
 from rrr.shared.messages import (
     CancelOrder,
+    CurrencyRisk,
     Heartbeat,
     Message,
     OrderAccepted,
@@ -31,9 +32,12 @@ from rrr.shared.messages import (
     QuoteBatch,
     QuoteRow,
     ReplaceOrder,
+    ShardRisk,
     Signal,
     SubmitOrder,
     Trade,
+    TradingState,
+    TradingStateApplied,
 )
 
 TS = 1_609_459_201_076_000_000
@@ -284,6 +288,21 @@ EXAMPLES: list[Message] = [
         reason="order maker:BTCUSDT:9 is filled",
     ),
 ]
+EXAMPLES += [
+    TradingState(
+        id="operator:account:1", ts_event=TS, ts_init=TS, scope="account", state="halted", reason="fat finger"
+    ),
+    TradingState(
+        id="daily-loss:0:1", ts_event=TS, ts_init=TS, scope="pair", strategy="maker", symbol="BTCUSDT",
+        state="reducing", source="daily_loss",
+    ),
+    TradingStateApplied(id="0:account:7", ts_event=TS, ts_init=TS, shard=0, key="account", revision=7, state="halted",
+                        canceled=3),
+    ShardRisk(
+        id="shard.1:1", ts_event=TS, ts_init=TS, shard=1, shards=4, day=18628,
+        currencies=[CurrencyRisk("USD", Decimal("1200.5"), Decimal("-300"), Decimal("-12.25"))],
+    ),
+]  # fmt: skip
 ORDER_UPDATES = (
     OrderAccepted,
     OrderRejected,
@@ -301,6 +320,9 @@ FAMILY_DECODERS: list[tuple[msgspec.msgpack.Decoder[Any], tuple[type[Message], .
     (messages.order_command_decoder, (SubmitOrder, CancelOrder, ReplaceOrder)),
     (messages.order_event_decoder, (*ORDER_UPDATES, PositionUpdated)),
     (messages.heartbeat_decoder, (Heartbeat,)),
+    (messages.trading_state_decoder, (TradingState,)),
+    (messages.trading_applied_decoder, (TradingStateApplied,)),
+    (messages.shard_risk_decoder, (ShardRisk,)),
 ]
 
 
@@ -363,6 +385,9 @@ def test_message_type_tags_carry_a_version():
         "order_cancel_rejected.v1",
         "position_updated.v1",
         "heartbeat.v1",
+        "trading_state.v1",
+        "trading_state_applied.v1",
+        "shard_risk.v1",
     }
 
 
@@ -758,7 +783,9 @@ def test_every_per_symbol_family_has_its_message_types_and_every_message_type_on
     assert set(messages.FAMILY_TYPES) == subjects.SYMBOL_FAMILIES - {subjects.LATEST_QUOTE}
     kinds = [kind for kinds in messages.FAMILY_TYPES.values() for kind in kinds]
     assert sorted(k.__name__ for k in kinds) == sorted(
-        k.__name__ for k in typing.get_args(messages.AnyMessage) if k not in (Heartbeat, QuoteBatch)
+        k.__name__
+        for k in typing.get_args(messages.AnyMessage)
+        if k not in (Heartbeat, QuoteBatch, *typing.get_args(messages.ControlMessage))
     )
 
 
@@ -831,3 +858,18 @@ def test_a_batch_with_a_symbol_of_another_shard_is_misrouted_naming_the_row():
     batch = QuoteBatch(id="b", ts_event=TS, ts_init=TS, source="replay", quotes=rows)
     with pytest.raises(MisroutedMessageError, match=f"{other} at index 1"):
         messages.check_subject(messages.subject_of(batch, 4), batch, 4)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"scope": "account", "symbol": "EURUSD"}, "scope account names no strategy and no symbol"),
+        ({"scope": "pair", "strategy": "s"}, "scope pair names a strategy and a symbol"),
+        ({"scope": "symbol", "symbol": "EUR.USD"}, "invalid symbol"),
+        ({"scope": "strategy", "strategy": "Not-A-Name"}, "strategy"),
+    ],
+)
+def test_a_trading_state_names_exactly_what_its_scope_needs(fields, message):
+    raw = {"type": "trading_state.v1", "id": "t", "ts_event": 1, "ts_init": 1, "state": "halted"} | fields
+    with pytest.raises(msgspec.ValidationError, match=message):
+        messages.trading_state_decoder.decode(msgspec.msgpack.encode(raw))
