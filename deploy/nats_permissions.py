@@ -119,6 +119,18 @@ def _bucket(bucket: str) -> list[str]:
     return [*_bucket_read(bucket), f"{_API}.STREAM.CREATE.KV_{bucket}", f"$KV.{bucket}.>"]
 
 
+def _watches(bucket: str) -> list[str]:
+    """A key-value bucket watched (``KeyValue.watchall``): an ordered push consumer on it, asked about."""
+    stream = f"KV_{bucket}"
+    return [
+        f"{_API}.CONSUMER.CREATE.{stream}",
+        f"{_API}.CONSUMER.CREATE.{stream}.>",
+        f"{_API}.CONSUMER.INFO.{stream}.>",
+        f"{_API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def _snapshots() -> list[str]:
     """Saving and loading snapshots in chunks (``rrr.shared.bus.snapshots``): written, purged, read back."""
     name = SNAPSHOT_STREAM.name
@@ -184,7 +196,8 @@ _SERVICES = (
     ),
     _service(
         EXECUTION,
-        publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>"],
+        # Its events, and the confirmations of the trading states it applied.
+        publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>", subjects.TRADING_APPLIED_ALL],
         # Commands and their retries; its own events, read back at start to rebuild its state; the market
         # data it prices orders at and matches open orders against, followed as it comes and read back
         # for an order that arrives after later quotes were matched.
@@ -195,7 +208,12 @@ _SERVICES = (
             f"{_API}.STREAM.MSG.GET.{MARKET_DATA_STREAM.name}",
             f"{_API}.DIRECT.GET.{MARKET_DATA_STREAM.name}.>",
             *_snapshots(),
+            # The trading states it obeys (and sets, when the day's loss halts the account) and the account
+            # view every shard tells its holdings to: both watched.
+            *_watches(subjects.TRADING_BUCKET),
+            *_watches(subjects.RISK_BUCKET),
         ],
+        buckets=[subjects.TRADING_BUCKET, subjects.RISK_BUCKET],
     ),
     _service(
         PERSISTENCE,
@@ -217,6 +235,19 @@ _TOOLS = (
     ),
     # `rrr-stack status`: heartbeats only.
     _listener("status", ["ctl.>"]),
+    # `rrr-control` (`just halt`, `just resume`): puts trading states, reads the account view, hears each shard
+    # confirm what it applied.
+    Role(
+        "control",
+        (
+            *_bucket(subjects.TRADING_BUCKET),
+            *_watches(subjects.TRADING_BUCKET),
+            *_bucket_read(subjects.RISK_BUCKET),
+            *_watches(subjects.RISK_BUCKET),
+            *_bucket_read(META_BUCKET),
+        ),
+        (subjects.TRADING_APPLIED_ALL, _inbox("control")),
+    ),
     # `rrr-dlq`: reads and deletes dead letters, hands them back to the one service that failed on them.
     Role(
         "dlq",
