@@ -17,7 +17,7 @@ from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
 from rrr.shared import subjects
 from rrr.shared.bus import COMMAND_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, Consumer
-from rrr.shared.messages import order_command_decoder
+from rrr.shared.messages import QUOTE_BATCH_MAX, order_command_decoder
 from rrr.shared.service import Context, Plan, Service
 
 SERVICE = "execution"
@@ -101,6 +101,9 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     matcher: asyncio.Queue[market.Raw] = asyncio.Queue(maxsize=_MATCHER_QUEUE)
     unseen = [order.matched_to[0] for order in book.venue.working()]
     start_seq = min(unseen) if unseen else (await ctx.bus.js.stream_info(MARKET_DATA_STREAM.name)).state.last_seq + 1
+    # Everything before is behind the matcher: an order placed at an earlier quote is caught up on the quotes
+    # after it, read back from the stream.
+    book.market_at = (start_seq - 1, QUOTE_BATCH_MAX)
     follow = functools.partial(
         market.follow, ctx.bus, config.shard, book.market, ctx.stop, start_seq=start_seq, matcher=matcher
     )

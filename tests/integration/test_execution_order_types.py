@@ -379,3 +379,22 @@ async def test_a_market_order_is_accepted_and_filled_as_before_order_types(
         ("OrderAccepted", f"{order.id}:accepted"),
         ("filled", f"{order.id}:1", D(3), D(101), D(0), D(3), "taker"),
     ]
+
+
+async def test_an_order_naming_a_quote_from_before_execution_started_is_matched_against_the_quotes_after_it(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol = unique_symbol("EARLY")
+    placed_at = await _quote(bus, symbol, "100", "101", 0)
+    await _quote(bus, symbol, "99", "99.5", 1, ask_size="2")  # before execution runs: read back for the order
+    async with running_service(app.run, config, heartbeats) as execution:
+        order = await _send(bus, _order(symbol, qty=3, order_type="limit", limit_price="100"), placed_at, 0)
+        await _quote(bus, symbol, "99", "99.8", 2, ask_size="5")  # after: matched as it comes
+        events = await _until(bus, symbol, "OrderFilled", 2)
+        await execution.wait_for_counter("orders_caught_up", 1)
+
+    assert [_brief(e) for e in events] == [
+        ("OrderAccepted", f"{order.id}:accepted"),
+        ("filled", f"{order.id}:1", D(2), D(100), D(1), D(2), "maker"),
+        ("filled", f"{order.id}:2", D(1), D(100), D(0), D(3), "maker"),
+    ]
