@@ -32,7 +32,7 @@ from fractions import Fraction
 from typing import Literal, Protocol
 
 from rrr.execution.instruments import Instruments
-from rrr.execution.matching import Side, Touch, WorkingOrder
+from rrr.execution.matching import At, Side, Touch, WorkingOrder
 from rrr.execution.positions import Position, to_decimal
 
 DAY_NS = 86_400 * 10**9
@@ -190,8 +190,10 @@ class Risk:
     strategy_positions: dict[tuple[str, str], Fraction] = field(default_factory=dict)
     # Per strategy, the event times of its orders accepted in the last second (event time).
     recent_orders: dict[str, deque[int]] = field(default_factory=dict)
-    # Per symbol, the mid of its newest quote seen: what positions are marked at.
+    # Per symbol, the mid of its newest quote seen (and where that is in the market-data stream): what
+    # positions are marked at.
     marks: dict[str, Fraction] = field(default_factory=dict)
+    marked_at: dict[str, At] = field(default_factory=dict)
     # This shard's holdings per quote currency, kept per symbol and in total as fills and marks move them.
     contributions: dict[str, tuple[str, Fraction, Fraction, Fraction]] = field(default_factory=dict)
     totals: dict[str, _Totals] = field(default_factory=dict)
@@ -238,7 +240,11 @@ class Risk:
             self.dirty = True
 
     def mark(self, symbol: str, touch: Touch, position: Position | None) -> None:
-        """A quote of ``symbol``: its mid marks the position from now on."""
+        """A quote of ``symbol``: its mid marks the position from now on, unless a later quote of the stream
+        marks it already (an order names the quote it was sent at, which may be older)."""
+        if touch.at < self.marked_at.get(symbol, (0, 0)):
+            return
+        self.marked_at[symbol] = touch.at
         mid = (Fraction(touch.bid) + Fraction(touch.ask)) / 2
         if self.marks.get(symbol) == mid:
             return

@@ -83,7 +83,8 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     strategy_positions: list[tuple[str, str, str]] = []
     # Per strategy, the event times of its orders accepted in the last second.
     recent_orders: list[tuple[str, list[int]]] = []
-    marks: list[tuple[str, str]] = []
+    # (symbol, mid, the stream sequence and index of its quote)
+    marks: list[tuple[str, str, int, int]] = []
     day: int = 0
     day_start: list[tuple[str, str]] = []
     halted_day: int = -1
@@ -163,7 +164,7 @@ def _risk(book: Book) -> RiskState:
             (strategy, symbol, str(net)) for (strategy, symbol), net in risk.strategy_positions.items()
         ],
         recent_orders=[(strategy, list(times)) for strategy, times in risk.recent_orders.items() if times],
-        marks=[(symbol, str(mark)) for symbol, mark in risk.marks.items()],
+        marks=[(symbol, str(mark), *risk.marked_at.get(symbol, (0, 0))) for symbol, mark in risk.marks.items()],
         day=risk.day,
         day_start=[(currency, str(pnl)) for currency, pnl in risk.day_start.items()],
         halted_day=risk.halted_day,
@@ -190,7 +191,8 @@ def decode_into(data: bytes, book: Book) -> int:
     risk, held = book.risk, snapshot.risk
     risk.strategy_positions = {(strategy, symbol): Fraction(qty) for strategy, symbol, qty in held.strategy_positions}
     risk.recent_orders = {strategy: deque(times) for strategy, times in held.recent_orders}
-    risk.marks = {symbol: Fraction(mark) for symbol, mark in held.marks}
+    risk.marks = {symbol: Fraction(mark) for symbol, mark, _, _ in held.marks}
+    risk.marked_at = {symbol: (seq, index) for symbol, _, seq, index in held.marks}
     risk.day, risk.halted_day = held.day, held.halted_day
     risk.day_start = {currency: Fraction(pnl) for currency, pnl in held.day_start}
     book.resuming = dict(held.resuming)

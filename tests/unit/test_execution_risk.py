@@ -312,3 +312,14 @@ def test_a_replace_is_held_to_the_same_limits_with_its_new_values():
     assert (
         risk.check_replace(order, D(1), D(100), None, TOUCH, Fraction(0), [order]) == "trading halted (account): stop"
     )
+
+
+def test_a_position_is_marked_by_the_newest_quote_of_the_stream_whatever_quote_an_order_names():
+    risk = _risk()
+    position = Position("X")
+    position.apply_fill("buy", D(1), D(100))
+    risk.mark("X", Touch(ts_event=2, bid=D(90), ask=D(90), at=(5, 0)), position)
+    risk.mark("X", Touch(ts_event=1, bid=D(100), ask=D(100), at=(3, 2)), position)  # an order's older quote
+    assert risk.marks["X"] == 90
+    risk.mark("X", Touch(ts_event=3, bid=D(95), ask=D(95), at=(5, 1)), position)
+    assert risk.marks["X"] == 95
