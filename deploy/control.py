@@ -142,31 +142,31 @@ async def set_state(
     return applied
 
 
-async def status(bus: Bus) -> dict[str, object]:
+async def status(bus: Bus) -> dict[str, dict[str, object]]:
     """The trading states that are not active, and each shard's holdings as the account view has them."""
-    out: dict[str, object] = {"trading": {}, "shards": {}}
     states: dict[str, object] = {}
-    for name, into in ((subjects.TRADING_BUCKET, states), (subjects.RISK_BUCKET, {})):
+    shards: dict[str, object] = {}
+    for name in (subjects.TRADING_BUCKET, subjects.RISK_BUCKET):
         try:
             kv = await bus.js.key_value(name)
             keys = await kv.keys()
         except (nats.js.errors.BucketNotFoundError, nats.js.errors.NoKeysError):
             continue
         for key in keys:
-            entry = await kv.get(key)
+            value = (await kv.get(key)).value or b""
             if name == subjects.TRADING_BUCKET:
-                state = trading_state_decoder.decode(entry.value or b"")
+                state = trading_state_decoder.decode(value)
                 if state.state != "active":
-                    into[key] = {"state": state.state, "reason": state.reason, "source": state.source}
+                    states[key] = {"state": state.state, "reason": state.reason, "source": state.source}
             else:
-                held = shard_risk_decoder.decode(entry.value or b"")
-                age_ms = (time.time_ns() - held.ts_init) // 1_000_000
+                held = shard_risk_decoder.decode(value)
                 rows = {c.currency or "quote": [str(c.gross), str(c.net), str(c.pnl_today)] for c in held.currencies}
-                shards = out["shards"]
-                assert isinstance(shards, dict)
-                shards[str(held.shard)] = {"day": held.day, "age_ms": age_ms, "gross_net_pnl_today": rows}
-    out["trading"] = states
-    return out
+                shards[str(held.shard)] = {
+                    "day": held.day,
+                    "age_ms": (time.time_ns() - held.ts_init) // 1_000_000,
+                    "gross_net_pnl_today": rows,
+                }
+    return {"trading": states, "shards": shards}
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -178,11 +178,8 @@ async def _main(args: argparse.Namespace) -> int:
                 print(json.dumps(found, ensure_ascii=True))
             else:
                 states = found["trading"]
-                assert isinstance(states, dict)
                 print("trading: " + (", ".join(f"{k} {printable(v)}" for k, v in states.items()) or "active"))
-                shards = found["shards"]
-                assert isinstance(shards, dict)
-                for shard, held in sorted(shards.items()):
+                for shard, held in sorted(found["shards"].items()):
                     print(f"shard {shard}: {printable(held)}")
             return 0
         state: TradingStateName = "active"

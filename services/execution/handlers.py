@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -136,7 +136,7 @@ class HandledCommands:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __iter__(self) -> object:
+    def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
 
     def ids(self) -> list[str]:
@@ -423,7 +423,8 @@ def _cancel_rejected(
 
 
 def on_submit_order(book: Book, bus: Bus, order: SubmitOrder, price: Price) -> list[Outgoing]:
-    """Take one order through risk and to the venue; return the events to publish.
+    """Take one order through the venue's rules and pre-trade risk (``rrr.execution.risk``) to the venue; return
+    the events to publish.
 
     ``price`` is the quote the order was sent at, read from the market-data stream (``rrr.execution.market``),
     or why there is none: then the order is rejected. Resumable: a market order whose acceptance is already

@@ -395,4 +395,4 @@ async def test_the_control_identity_halts_and_resumes_an_execution_that_runs_as_
             await operator.close()
     assert (halted.missing, resumed.missing) == ([], [])
     assert during["trading"] == {"symbol.EURUSD": {"state": "halted", "reason": "drill", "source": "operator"}}
-    assert "0" in during["shards"]  # type: ignore[operator]
+    assert "0" in during["shards"]
