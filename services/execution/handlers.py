@@ -644,7 +644,7 @@ async def on_market_data(book: Book, bus: Bus, saver: Saver, stop: asyncio.Event
             if seq <= book.market_at[0]:
                 continue  # delivered again (the consumer re-created after a reconnect): matched already
             book.counters.market_messages += 1
-            if book.venue.holds_any() or risk.contributions:
+            if book.venue.holds_any() or (risk.marks_every_quote and risk.contributions):
                 # Quotes of symbols with open orders are matched; those of symbols held mark the positions.
                 for symbol, touch in touches(seq, subject, data, book.shards, _wanted(book), book.quotes):
                     risk.at(touch.ts_event)
@@ -663,8 +663,11 @@ async def on_market_data(book: Book, bus: Bus, saver: Saver, stop: asyncio.Event
 
 
 def _wanted(book: Book) -> Callable[[str], bool]:
-    """Which symbols' quotes the matcher decodes: those with open orders, and those held (their mark)."""
+    """Which symbols' quotes the matcher decodes: those with open orders, and those held when an account-wide
+    limit needs their marks (decoding every quote of a held symbol costs more than the rest of the matcher)."""
     resting, positions = book.venue.resting, book.positions
+    if not book.risk.marks_every_quote:
+        return resting
 
     def _wants(symbol: str) -> bool:
         if resting(symbol):

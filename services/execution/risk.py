@@ -207,6 +207,13 @@ class Risk:
     # The UTC day this shard last halted the account for the day's loss (once a day at most).
     halted_day: int = -1
 
+    @property
+    def marks_every_quote(self) -> bool:
+        """Whether positions are marked at every quote of their symbol: only when an account-wide limit reads
+        the marks (otherwise at the quotes orders are sent at and matched against)."""
+        limits = self.limits
+        return bool(limits.max_gross_exposure_quote or limits.max_net_exposure_quote or limits.max_daily_loss_quote)
+
     # -- keeping the state ---------------------------------------------------------------------------------
 
     def on_fill(self, strategy: str, symbol: str, side: Side, qty: Decimal) -> None:
@@ -434,10 +441,17 @@ class Risk:
     ) -> str | None:
         """Position limits of the symbol and of the strategy on it, with every open order of the order's side
         filled too; only for an order that increases the position."""
+        limits = self.limits
+        if not (
+            limits.max_position_qty
+            or limits.max_position_notional_quote
+            or limits.max_strategy_position_qty
+            or limits.max_strategy_position_notional_quote
+        ):
+            return None
         same_side = [o for o in open_orders if o.side == order.side]
         pending = sum((Fraction(o.leaves) for o in same_side), Fraction(0))
         pending_own = sum((Fraction(o.leaves) for o in same_side if o.strategy == order.strategy), Fraction(0))
-        limits = self.limits
         rows = (
             ("position", order.symbol, net, pending, limits.max_position_qty, limits.max_position_notional_quote),
             (f"strategy {order.strategy} position", order.symbol, strategy_net, pending_own,
