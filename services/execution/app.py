@@ -78,8 +78,11 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     async def _on_holdings(entry: KeyValue.Entry) -> None:
         handlers.on_shard_risk(book, entry)
 
+    async def _held_at_start(entry: KeyValue.Entry) -> None:
+        handlers.on_shard_risk(book, entry, measure=False)
+
     states = await trading.current(trading_kv, on_state)
-    holdings = await trading.current(risk_kv, _on_holdings)
+    holdings = await trading.current(risk_kv, _held_at_start)
     book.risk.dirty = True  # the others learn where this shard stands now
     book.risk_changed.set()
     commands = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)

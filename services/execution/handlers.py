@@ -726,8 +726,9 @@ async def on_trading_state(book: Book, bus: Bus, saver: Saver, stop: asyncio.Eve
         await bus.publish(subjects.trading_applied(book.shard), applied)
 
 
-def on_shard_risk(book: Book, entry: KeyValue.Entry) -> None:
-    """``$KV.RRR_RISK.shard.<k>``: another shard's holdings, for the account-wide checks."""
+def on_shard_risk(book: Book, entry: KeyValue.Entry, *, measure: bool = True) -> None:
+    """``$KV.RRR_RISK.shard.<k>``: another shard's holdings, for the account-wide checks; with ``measure``, how
+    long it took them to arrive is counted (not for the values read at start, which may be of any age)."""
     try:
         held = shard_risk_decoder.decode(entry.value or b"")
         check_subject(subjects.kv(subjects.RISK_BUCKET, entry.key), held, book.shards)
@@ -738,7 +739,8 @@ def on_shard_risk(book: Book, entry: KeyValue.Entry) -> None:
     if held.shard == book.shard or held.shards != book.shards:
         return
     now = book.clock()
-    book.risk_lag_max = max(book.risk_lag_max, now - held.ts_init)
+    if measure:
+        book.risk_lag_max = max(book.risk_lag_max, now - held.ts_init)
     book.risk_view_revision = max(book.risk_view_revision, entry.revision or 0)
     book.risk.others[held.shard] = OtherShard(
         held.day,

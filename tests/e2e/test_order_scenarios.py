@@ -223,6 +223,7 @@ async def test_a_halt_under_load_on_four_shards_is_obeyed_by_all_and_no_order_is
         quotes[symbol] = ((await bus.publish_persistent(subjects.quote(symbol, shards), quote)).seq, quote)
     sent: list[tuple[int, SubmitOrder]] = []  # (when sent, the order)
     confirmations: dict[int, int] = {}  # shard: its clock when it applied the halt
+    lags: list[int] = []
 
     async def _confirmed(msg: Msg) -> None:
         applied = trading_applied_decoder.decode(msg.data)
@@ -249,6 +250,8 @@ async def test_a_halt_under_load_on_four_shards_is_obeyed_by_all_and_no_order_is
             now = time.perf_counter_ns()
             await bus.publish_persistent_many([bus.prepare(subjects.order_command(o.symbol, shards), o) for o in batch])
             sent.extend((now, o) for o in batch)
+            # How old another shard's holdings were when a shard read them, the oldest since its last heartbeat.
+            lags.extend(system.counters(f"execution-{k}").get("risk_view_lag_max_us", 0) for k in range(shards))
             # A timer paces the load; nothing is waited for by it.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(until.wait(), timeout=len(symbols) / rate_hz)
@@ -298,7 +301,8 @@ async def test_a_halt_under_load_on_four_shards_is_obeyed_by_all_and_no_order_is
         f"orders sent before the halt returned: {len(before)}, accepted {accepted_before}\n"
         f"time to halt everywhere: {slowest:.1f} ms ({per_shard}); open orders canceled by it: {canceled}\n"
         f"orders sent after it: {len(after)}, accepted {len(accepted_after_return)}; "
-        f"accepted by a shard after it applied the halt: {len(accepted_after_halt)}"
+        f"accepted by a shard after it applied the halt: {len(accepted_after_halt)}\n"
+        f"account view: another shard's holdings were at most {max(lags) / 1000:.1f} ms old when read"
     )
     assert halted.missing == []
     assert set(confirmations) == set(range(shards))
