@@ -530,7 +530,7 @@ def on_replace_order(book: Book, bus: Bus, command: ReplaceOrder) -> list[Outgoi
         held.qty if command.qty is None else command.qty,
         held.limit_price if command.limit_price is None else command.limit_price,
         held.stop_price if command.stop_price is None else command.stop_price,
-        book.venue.last(held.symbol),
+        book.venue.last(held.symbol) or book.risk.marked(held.symbol),
         book.net(held.symbol),
         book.venue.working(held.symbol),
     )

@@ -259,6 +259,15 @@ class Risk:
         if position is not None:
             self.revalue(position)
 
+    def marked(self, symbol: str) -> Touch | None:
+        """The mark of ``symbol`` as a quote at its mid (what a replace is checked against when the venue has
+        matched no quote of it since a restart), or None."""
+        mark = self.marks.get(symbol)
+        if mark is None:
+            return None
+        mid = to_decimal(mark)
+        return Touch(0, mid, mid, at=self.marked_at.get(symbol, (0, 0)))
+
     def revalue(self, position: Position) -> None:
         """Take ``position`` (after a fill, or at a new mark) into this shard's totals."""
         symbol = position.symbol

@@ -323,3 +323,16 @@ def test_a_position_is_marked_by_the_newest_quote_of_the_stream_whatever_quote_a
     assert risk.marks["X"] == 90
     risk.mark("X", Touch(ts_event=3, bid=D(95), ask=D(95), at=(5, 1)), position)
     assert risk.marks["X"] == 95
+
+
+def test_a_replace_after_a_restart_is_checked_against_the_mark_when_no_quote_was_matched_since():
+    risk = _risk(price_band_bps=D(100))
+    assert risk.marked("X") is None
+    risk.mark("X", Touch(ts_event=1, bid=D(99), ask=D(101), at=(4, 0)), None)
+    touch = risk.marked("X")
+    assert touch is not None
+    assert (touch.bid, touch.ask, touch.at) == (D(100), D(100), (4, 0))
+    order = _working(order_type="limit", limit_price=D(100))
+    assert risk.check_replace(order, D(1), D(102), None, touch, Fraction(0), [order]) == (
+        "price band: limit_price 102 is 200 bps from the mid 100 of its quote, beyond price_band_bps 100"
+    )
