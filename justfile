@@ -44,6 +44,24 @@ tap SUBJECT *FLAGS: _venv
 dlq *ARGS: _venv
     @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-dlq" "$@"
 
+# Halt trading on every shard (new orders refused, open ones canceled): just halt [--strategy S] [--symbol X] [--reduce] [--reason TEXT].
+[group('run')]
+[no-exit-message]
+halt *FLAGS: _venv
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-control" halt "$@"
+
+# Trade again after a halt: just resume [--strategy S] [--symbol X] (each scope is halted and resumed on its own).
+[group('run')]
+[no-exit-message]
+resume *FLAGS: _venv
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-control" resume "$@"
+
+# The trading states that are not active, and each execution shard's exposure and PnL today (--json).
+[group('run')]
+[no-exit-message]
+trading *FLAGS: _venv
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" exec "{{ bin }}/rrr-control" status "$@"
+
 # psql on the system's database, read-only (arguments go to psql: just psql -c 'select count(*) from fills').
 [group('run')]
 [no-exit-message]

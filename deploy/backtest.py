@@ -41,6 +41,7 @@ from rrr.shared.bus import Bus
 from rrr.shared.errors import BadRowError, RRRError
 from rrr.shared.fixed import FixedPointError, rescale, to_units
 from rrr.shared.messages import (
+    OrderAccepted,
     OrderFilled,
     OrderRejected,
     PositionUpdated,
@@ -161,7 +162,9 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
                         position.apply_fill(event.side, event.qty, event.price, event.fee)
                     elif isinstance(event, OrderRejected):
                         result.rejections.append(event)
-                    engine.on_order_event(event)
+                    # A market order (all a strategy sends here) is accepted and filled, or rejected.
+                    if isinstance(event, OrderAccepted | OrderRejected | OrderFilled):
+                        engine.on_order_event(event)
             # Every order's outcome is delivered: nothing is awaited at the next quote.
             engine.awaiting.clear()
             _mark(curves, row, now)

@@ -9,7 +9,8 @@ the command line and never ``state.json``:
   ``rrr_persistence`` (rows only: SELECT, INSERT, UPDATE), and the key that signs dead letters;
 - the tools, through ``.run/env`` (0600) for ``rrr-stack exec``: the tap's read-only user as
   ``RRR_NATS_URL``, the replay's as ``RRR_MARKET_DATA_NATS_URL`` (what ``rrr-market-data replay`` reads),
-  the dead-letter tool's as ``RRR_DLQ_NATS_URL``, and ``rrr_reader`` (SELECT only) as ``RRR_DATABASE_URL``.
+  the dead-letter tool's as ``RRR_DLQ_NATS_URL``, the trading control's (``rrr-control``: halt, resume) as
+  ``RRR_CONTROL_NATS_URL``, and ``rrr_reader`` (SELECT only) as ``RRR_DATABASE_URL``.
 
 The PostgreSQL superuser is for migrations only: ``up`` applies them itself, as the owner, before it starts
 persistence.
@@ -85,6 +86,7 @@ class Identities:
             "RRR_NATS_URL": self.nats_url("tap", nats_port),
             "RRR_MARKET_DATA_NATS_URL": self.nats_url("replay", nats_port),
             "RRR_DLQ_NATS_URL": self.nats_url("dlq", nats_port),
+            "RRR_CONTROL_NATS_URL": self.nats_url("control", nats_port),
             "RRR_DLQ_KEY": self.secrets.password(_DLQ_KEY_FILE),
             "RRR_DATABASE_URL": self.pg_url(PG_READER, pg_port),
             "RRR_SHARDS": str(shards),

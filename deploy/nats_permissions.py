@@ -126,6 +126,18 @@ def _bucket(bucket: str) -> list[str]:
     return [*_bucket_read(bucket), f"{_API}.STREAM.CREATE.KV_{bucket}", f"$KV.{bucket}.>"]
 
 
+def _watches(bucket: str) -> list[str]:
+    """A key-value bucket watched (``KeyValue.watchall``): an ordered push consumer on it, asked about."""
+    stream = f"KV_{bucket}"
+    return [
+        f"{_API}.CONSUMER.CREATE.{stream}",
+        f"{_API}.CONSUMER.CREATE.{stream}.>",
+        f"{_API}.CONSUMER.INFO.{stream}.>",
+        f"{_API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def _snapshots() -> list[str]:
     """Saving and loading snapshots in chunks (``rrr.shared.bus.snapshots``): written, purged, read back."""
     name = SNAPSHOT_STREAM.name
@@ -197,17 +209,24 @@ _SERVICES = (
     ),
     _service(
         EXECUTION,
-        publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>"],
+        # Its events, and the confirmations of the trading states it applied.
+        publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>", subjects.TRADING_APPLIED_ALL],
         # Commands and their retries; its own events, read back at start to rebuild its state; the market
-        # data it prices orders at, followed as it comes.
-        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM],
+        # data it prices orders at and matches open orders against, followed as it comes and read back
+        # for an order that arrives after later quotes were matched.
+        consumes=[COMMAND_STREAM, RETRY_STREAM, EVENT_STREAM, MARKET_DATA_STREAM],
         # The paper venue prices an order at the quote it reads from the market-data stream itself.
         reads=[
-            *_follows(MARKET_DATA_STREAM),
+            f"{_API}.STREAM.INFO.{MARKET_DATA_STREAM.name}",
             f"{_API}.STREAM.MSG.GET.{MARKET_DATA_STREAM.name}",
             f"{_API}.DIRECT.GET.{MARKET_DATA_STREAM.name}.>",
             *_snapshots(),
+            # The trading states it obeys (and sets, when the day's loss halts the account) and the account
+            # view every shard tells its holdings to: both watched.
+            *_watches(subjects.TRADING_BUCKET),
+            *_watches(subjects.RISK_BUCKET),
         ],
+        buckets=[subjects.TRADING_BUCKET, subjects.RISK_BUCKET],
     ),
     _service(
         PERSISTENCE,
@@ -232,6 +251,19 @@ _TOOLS = (
         "status",
         tuple(f"{subjects.discovery(verb)}{suffix}" for verb in subjects.DISCOVERY_VERBS for suffix in ("", ".>")),
         ("ctl.>", _inbox("status")),
+    ),
+    # `rrr-control` (`just halt`, `just resume`): puts trading states, reads the account view, hears each shard
+    # confirm what it applied.
+    Role(
+        "control",
+        (
+            *_bucket(subjects.TRADING_BUCKET),
+            *_watches(subjects.TRADING_BUCKET),
+            *_bucket_read(subjects.RISK_BUCKET),
+            *_watches(subjects.RISK_BUCKET),
+            *_bucket_read(META_BUCKET),
+        ),
+        (subjects.TRADING_APPLIED_ALL, _inbox("control")),
     ),
     # `rrr-dlq`: reads and deletes dead letters, hands them back to the one service that failed on them.
     Role(

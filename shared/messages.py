@@ -23,6 +23,9 @@ from rrr.shared.fixed import MAX_PLACES, FixedPointError, rescale, to_decimal, t
 from rrr.shared.subjects import check_symbol
 
 Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop_market", "stop_limit"]
+# Good till canceled, immediate or cancel, fill or kill, good till date (``expire_ts``, event time).
+TimeInForce = Literal["gtc", "ioc", "fok", "gtd"]
 
 
 # msgspec's ``pattern`` is a search, and ``$`` also matches before a final newline: every pattern is
@@ -261,13 +264,22 @@ class Signal(Message, frozen=True, kw_only=True, tag="signal.v1"):
 # -- order commands ------------------------------------------------------------------------------------
 
 
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+QuoteIndex = Annotated[int, msgspec.Meta(ge=0, lt=QUOTE_BATCH_MAX)]
+
+
 class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
-    """Ask execution to place an order. ``id`` is the client order id.
+    """Ask execution to place an order. ``id`` is the client order id, unique per strategy.
 
     The order names its triggering quote: ``quote_seq``, its sequence in the market-data stream, and
     ``quote_ts``, its time. The paper venue reads that quote from the stream itself and fills at its
     touch, however late the order is processed. ``quote_bid`` and ``quote_ask`` are what the sender saw,
     kept for the record: never a price.
+
+    A market order (the default) needs nothing more. A limit order carries ``limit_price``, a stop-market
+    order ``stop_price``, a stop-limit order both; ``tif`` is its time in force (``expire_ts`` for gtd, in
+    event time); ``post_only`` and ``reduce_only`` are flags. Which of them go together is execution's to
+    judge: an order that asks for what its type does not carry is rejected with the reason, not dropped.
     """
 
     id: OrderId
@@ -275,14 +287,21 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     symbol: str
     side: Side
     qty: Decimal
-    order_type: Literal["market"] = "market"
+    order_type: OrderType = "market"
     quote_ts: Nanos
     quote_bid: Decimal
     quote_ask: Decimal
     # Added later, so last and with a default: 0 (an older sender) means "the latest quote of the symbol".
-    quote_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    quote_seq: Seq = 0
     # The quote's place in the message at ``quote_seq`` when that is a QuoteBatch (0 for a single Quote).
-    quote_index: Annotated[int, msgspec.Meta(ge=0, lt=QUOTE_BATCH_MAX)] = 0
+    quote_index: QuoteIndex = 0
+    # Added with order types; at their defaults (a market order) they stay off the wire.
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = "gtc"
+    expire_ts: Nanos = 0
+    post_only: bool = False
+    reduce_only: bool = False
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
@@ -291,20 +310,71 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
         _positive("quote_ask", self.quote_ask)
         if self.quote_bid > self.quote_ask:
             raise ValueError(f"crossed trigger quote: bid {self.quote_bid} > ask {self.quote_ask}")
+        if self.limit_price is not None:
+            _positive("limit_price", self.limit_price)
+        if self.stop_price is not None:
+            _positive("stop_price", self.stop_price)
+
+
+class CancelOrder(Message, frozen=True, kw_only=True, tag="cancel_order.v1"):
+    """Ask execution to cancel what is open of the order ``client_order_id``. ``id`` is this command's own
+    (distinct from every order id: it is the stream's de-duplication key)."""
+
+    id: OrderId
+    strategy: Name
+    symbol: str
+    client_order_id: OrderId
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+
+
+class ReplaceOrder(Message, frozen=True, kw_only=True, tag="replace_order.v1"):
+    """Ask execution to change the quantity, limit or stop price of the order ``client_order_id`` (None:
+    unchanged; at least one is given). ``qty`` is the order's new total, filled part included."""
+
+    id: OrderId
+    strategy: Name
+    symbol: str
+    client_order_id: OrderId
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        if self.qty is None and self.limit_price is None and self.stop_price is None:
+            raise ValueError("a replace changes qty, limit_price or stop_price: got none of them")
+        for name, value in (("qty", self.qty), ("limit_price", self.limit_price), ("stop_price", self.stop_price)):
+            if value is not None:
+                _positive(name, value)
 
 
 # -- order events --------------------------------------------------------------------------------------
 
 
 class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1"):
-    """An order passed pre-trade risk and was sent to the venue."""
+    """An order passed pre-trade risk and the venue holds it: the whole order as it was placed.
+
+    ``quote_seq`` and ``quote_index`` name the quote it was placed at (the one it may first trade at;
+    0 for a market order, which fills there at once and never rests).
+    """
 
     client_order_id: OrderId
     strategy: Name
     symbol: str
     side: Side
     qty: Decimal
-    order_type: Literal["market"] = "market"
+    order_type: OrderType = "market"
+    # Added with order types, last and with defaults: a market order's acceptance is what it always was.
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = "gtc"
+    expire_ts: Nanos = 0
+    post_only: bool = False
+    reduce_only: bool = False
+    quote_seq: Seq = 0
+    quote_index: QuoteIndex = 0
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
@@ -312,14 +382,14 @@ class OrderAccepted(Message, frozen=True, kw_only=True, tag="order_accepted.v1")
 
 
 class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1"):
-    """An order failed pre-trade risk or was refused by the venue."""
+    """An order failed pre-trade risk or was refused by the venue; ``reason`` says which rule and by what."""
 
     client_order_id: OrderId
     strategy: Name
     symbol: str
     side: Side
     qty: Decimal
-    order_type: Literal["market"] = "market"
+    order_type: OrderType = "market"
     reason: str
 
     def __post_init__(self) -> None:
@@ -328,7 +398,16 @@ class OrderRejected(Message, frozen=True, kw_only=True, tag="order_rejected.v1")
 
 
 class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
-    """A fill of an order; ``id`` is the fill id."""
+    """A fill of an order; ``id`` is the fill id, ``<client order id>:<n>`` for its n-th fill.
+
+    ``leaves_qty`` is what stays open after it (None: nothing, the order is filled); ``cum_qty`` the
+    order's filled quantity after it when that is more than this fill's own (None: this fill is all the
+    order filled so far). Both are None on a fill of a whole order at once, so that it is on the wire what
+    a market order's fill always was (``open_qty`` and ``filled_qty`` read them as numbers). A fill at a
+    quote after the one the order was placed at names it (``quote_seq``, ``quote_index``; 0 otherwise).
+    ``liquidity`` says whether the order took at the touch (taker) or rested and filled at its own limit
+    price (maker).
+    """
 
     client_order_id: OrderId
     symbol: str
@@ -337,12 +416,123 @@ class OrderFilled(Message, frozen=True, kw_only=True, tag="order_filled.v1"):
     price: Decimal
     fee: Decimal
     venue: Name
+    # Added with order types, last and with defaults: a market order's single fill is what it always was.
+    leaves_qty: Decimal | None = None
+    cum_qty: Decimal | None = None
+    liquidity: Literal["taker", "maker"] = "taker"
+    quote_seq: Seq = 0
+    quote_index: QuoteIndex = 0
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
         _positive("qty", self.qty)
         _positive("price", self.price)
         check_number("fee", self.fee)
+        if self.leaves_qty is not None:
+            _positive("leaves_qty", self.leaves_qty)
+        if self.cum_qty is not None:
+            _positive("cum_qty", self.cum_qty)
+
+    @property
+    def filled_qty(self) -> Decimal:
+        """The order's filled quantity after this fill."""
+        return self.qty if self.cum_qty is None else self.cum_qty
+
+    @property
+    def open_qty(self) -> Decimal:
+        """What stays open of the order after this fill (0: it is filled)."""
+        return Decimal(0) if self.leaves_qty is None else self.leaves_qty
+
+
+class OrderTriggered(Message, frozen=True, kw_only=True, tag="order_triggered.v1"):
+    """A stop order's trigger was touched at the quote ``quote_seq``/``quote_index``: from then on it is a
+    market or limit order."""
+
+    client_order_id: OrderId
+    strategy: Name
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: OrderType
+    stop_price: Decimal
+    quote_seq: Seq = 0
+    quote_index: QuoteIndex = 0
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+        _positive("stop_price", self.stop_price)
+
+
+class OrderCanceled(Message, frozen=True, kw_only=True, tag="order_canceled.v1"):
+    """What was open of an order is canceled: asked for (``command_id`` names the CancelOrder), by its time in
+    force or reduce-only flag, or by a halt. ``filled_qty`` is what it filled before."""
+
+    client_order_id: OrderId
+    strategy: Name
+    symbol: str
+    side: Side
+    qty: Decimal
+    filled_qty: Decimal
+    reason: str
+    command_id: str = ""
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+        check_number("filled_qty", self.filled_qty)
+
+
+class OrderExpired(Message, frozen=True, kw_only=True, tag="order_expired.v1"):
+    """A GTD order reached its ``expire_ts`` (the event time of a quote of its symbol) with ``qty`` -
+    ``filled_qty`` still open."""
+
+    client_order_id: OrderId
+    strategy: Name
+    symbol: str
+    side: Side
+    qty: Decimal
+    filled_qty: Decimal
+    expire_ts: Nanos
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+        check_number("filled_qty", self.filled_qty)
+
+
+class OrderReplaced(Message, frozen=True, kw_only=True, tag="order_replaced.v1"):
+    """An order's quantity or prices changed (its ``replaces``-th replace, asked by ``command_id``): the
+    values it has now."""
+
+    client_order_id: OrderId
+    strategy: Name
+    symbol: str
+    side: Side
+    qty: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    replaces: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    command_id: str
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _positive("qty", self.qty)
+
+
+class OrderCancelRejected(Message, frozen=True, kw_only=True, tag="order_cancel_rejected.v1"):
+    """A cancel or replace (``response_to``) of the order ``client_order_id`` was refused: ``reason`` says
+    why (an unknown order, one already finished, another strategy's, a replace that breaks a rule)."""
+
+    client_order_id: OrderId
+    strategy: Name
+    symbol: str
+    command_id: str
+    response_to: Literal["cancel", "replace"]
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
 
 
 class PositionUpdated(Message, frozen=True, kw_only=True, tag="position_updated.v1"):
@@ -390,20 +580,114 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
     counters: Annotated[dict[Name, Count], msgspec.Meta(max_length=COUNTERS_MAX)] = {}
 
 
+# -- trading states and the account-wide risk view ------------------------------------------------------
+
+TradingStateName = Literal["active", "reducing", "halted"]
+TradingScope = Literal["account", "strategy", "symbol", "pair"]
+
+
+class TradingState(Message, frozen=True, kw_only=True, tag="trading_state.v1"):
+    """The trading state of one scope, as the trading-state bucket holds it (its key says the scope).
+
+    ``scope`` is the whole account, one strategy, one symbol, or one strategy on one symbol (``pair``);
+    ``strategy`` and ``symbol`` name it. ``active`` trades; ``reducing`` lets only orders that reduce
+    exposure through; ``halted`` none. ``reason`` says why, ``source`` who set it (``operator``, or
+    ``daily_loss`` when execution halted the account itself).
+    """
+
+    scope: TradingScope
+    strategy: Annotated[str, msgspec.Meta(max_length=NAME_MAX, pattern=r"\A[a-z0-9_]*\Z")] = ""
+    symbol: str = ""
+    state: TradingStateName
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    source: Name = "operator"
+
+    def __post_init__(self) -> None:
+        if self.symbol:
+            check_symbol(self.symbol)
+        wanted = {"account": (False, False), "strategy": (True, False), "symbol": (False, True), "pair": (True, True)}
+        if (bool(self.strategy), bool(self.symbol)) != wanted[self.scope]:
+            raise ValueError(
+                f"scope {self.scope} names {'a strategy' if wanted[self.scope][0] else 'no strategy'} and "
+                f"{'a symbol' if wanted[self.scope][1] else 'no symbol'}, got strategy {self.strategy!r} and "
+                f"symbol {self.symbol!r}"
+            )
+
+
+class TradingStateApplied(Message, frozen=True, kw_only=True, tag="trading_state_applied.v1"):
+    """An execution instance applied a trading state (``revision`` of its key in the bucket): from now on it
+    refuses what the state refuses; ``canceled`` counts the open orders it canceled for it."""
+
+    shard: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+    revision: Annotated[int, msgspec.Meta(ge=0)]
+    state: TradingStateName
+    canceled: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class CurrencyRisk(msgspec.Struct, frozen=True, array_like=True):
+    """One shard's exposure in one quote currency: gross (sum of |qty| x mark), net (sum of qty x mark), and
+    the PnL (realized and at the marks) since the start of its UTC day."""
+
+    currency: Annotated[str, msgspec.Meta(max_length=12)]
+    gross: Decimal
+    net: Decimal
+    pnl_today: Decimal
+
+
+class ShardRisk(Message, frozen=True, kw_only=True, tag="shard_risk.v1"):
+    """What one execution instance holds, as the account-wide risk view reads it (one key per shard).
+
+    ``day`` is the UTC day (days since the epoch, in event time) its ``pnl_today`` counts from.
+    """
+
+    shard: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)]
+    day: Annotated[int, msgspec.Meta(ge=0)]
+    currencies: Annotated[list[CurrencyRisk], msgspec.Meta(max_length=1000)] = []
+
+    def __post_init__(self) -> None:
+        for row in self.currencies:
+            check_number("gross", row.gross)
+            check_number("net", row.net, signed=True)
+            check_number("pnl_today", row.pnl_today, signed=True)
+
+
 MarketData = Quote | Trade | QuoteBatch
-OrderCommand = SubmitOrder
-OrderEvent = OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
+OrderCommand = SubmitOrder | CancelOrder | ReplaceOrder
+# What happens to an order, each on ``evt.order.<shard>.<symbol>``.
+OrderUpdate = (
+    OrderAccepted
+    | OrderRejected
+    | OrderFilled
+    | OrderTriggered
+    | OrderCanceled
+    | OrderExpired
+    | OrderReplaced
+    | OrderCancelRejected
+)
+OrderEvent = OrderUpdate | PositionUpdated
 AnyMessage = (
     Quote
     | Trade
     | QuoteBatch
     | Signal
     | SubmitOrder
+    | CancelOrder
+    | ReplaceOrder
     | OrderAccepted
     | OrderRejected
     | OrderFilled
+    | OrderTriggered
+    | OrderCanceled
+    | OrderExpired
+    | OrderReplaced
+    | OrderCancelRejected
     | PositionUpdated
     | Heartbeat
+    | TradingState
+    | TradingStateApplied
+    | ShardRisk
 )
 
 # The messages each family of per-symbol subjects carries, and nothing else.
@@ -411,24 +695,43 @@ FAMILY_TYPES: Final[Mapping[str, tuple[type[Message], ...]]] = {
     subjects.QUOTE: (Quote,),
     subjects.TRADE: (Trade,),
     subjects.SIGNAL: (Signal,),
-    subjects.ORDER_COMMAND: (SubmitOrder,),
-    subjects.ORDER_EVENT: (OrderAccepted, OrderRejected, OrderFilled),
+    subjects.ORDER_COMMAND: (SubmitOrder, CancelOrder, ReplaceOrder),
+    subjects.ORDER_EVENT: (
+        OrderAccepted,
+        OrderRejected,
+        OrderFilled,
+        OrderTriggered,
+        OrderCanceled,
+        OrderExpired,
+        OrderReplaced,
+        OrderCancelRejected,
+    ),
     subjects.POSITION: (PositionUpdated,),
 }
 _FAMILY_OF: Final = {kind: family for family, kinds in FAMILY_TYPES.items() for kind in kinds}
-SymbolMessage = Quote | Trade | Signal | SubmitOrder | OrderAccepted | OrderRejected | OrderFilled | PositionUpdated
+SymbolMessage = Quote | Trade | Signal | OrderCommand | OrderUpdate | PositionUpdated
 
 
-def subject_of(message: SymbolMessage | QuoteBatch | Heartbeat, shards: int) -> str:
+ControlMessage = TradingState | TradingStateApplied | ShardRisk
+
+
+def subject_of(message: SymbolMessage | QuoteBatch | Heartbeat | ControlMessage, shards: int) -> str:
     """The one subject ``message`` belongs on in a system of ``shards`` shards.
 
     A per-symbol message: ``<family>.<shard>.<symbol>`` of its type's family, its symbol and that symbol's
     shard. A quote batch: ``md.quotes.<shard>.<source>`` of its first symbol's shard (``check_subject``
     holds every other row to it). A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and
-    shard.
+    shard. A trading state, or a shard's holdings: the key of its scope, or of its shard, in its bucket; a
+    confirmation: ``ctl.trading.<shard>``.
     """
     if isinstance(message, Heartbeat):
         return subjects.heartbeat(message.service, message.shard)
+    if isinstance(message, TradingState):
+        return subjects.kv(subjects.TRADING_BUCKET, subjects.trading_key(message.strategy, message.symbol))
+    if isinstance(message, ShardRisk):
+        return subjects.kv(subjects.RISK_BUCKET, subjects.risk_key(message.shard))
+    if isinstance(message, TradingStateApplied):
+        return subjects.trading_applied(message.shard)
     if isinstance(message, QuoteBatch):
         return subjects.quote_batch(_shard_of(message.quotes[0].symbol, shards), message.source)
     return subjects.for_symbol(_FAMILY_OF[type(message)], message.symbol, shards)
@@ -447,7 +750,7 @@ def check_subject(subject: str, message: Message, shards: int) -> None:
     """
     original = subjects.retried_subject(subject)
     tag = message.__struct_config__.tag
-    if not isinstance(message, SymbolMessage | QuoteBatch | Heartbeat):
+    if not isinstance(message, SymbolMessage | QuoteBatch | Heartbeat | ControlMessage):
         raise MisroutedMessageError(subject, "a message that travels on a subject", f"{tag} {message.id}")
     expected = subject_of(message, shards)
     if original != expected:
@@ -505,6 +808,9 @@ signal_decoder = msgspec.msgpack.Decoder(Signal)
 order_command_decoder = msgspec.msgpack.Decoder(OrderCommand)
 order_event_decoder = msgspec.msgpack.Decoder(OrderEvent)
 heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
+trading_state_decoder = msgspec.msgpack.Decoder(TradingState)
+trading_applied_decoder = msgspec.msgpack.Decoder(TradingStateApplied)
+shard_risk_decoder = msgspec.msgpack.Decoder(ShardRisk)
 any_decoder = msgspec.msgpack.Decoder(AnyMessage)
 envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 

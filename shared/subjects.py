@@ -30,6 +30,8 @@ ORDER_COMMAND: Final = "cmd.order"
 ORDER_EVENT: Final = "evt.order"
 POSITION: Final = "evt.position"
 HEARTBEAT: Final = "ctl.heartbeat"
+# An execution instance says it applied a trading state: ``ctl.trading.<shard>``.
+TRADING_APPLIED: Final = "ctl.trading"
 LATEST_QUOTE: Final = "req.quote"
 DEAD_LETTER_PREFIX: Final = "dlq"
 
@@ -53,6 +55,13 @@ DEAD_LETTER_ALL: Final = "dlq.>"
 RETRY_ALL: Final = "retry.>"
 SNAPSHOT_ALL: Final = "snap.>"
 HEARTBEAT_ALL: Final = "ctl.heartbeat.>"
+TRADING_APPLIED_ALL: Final = "ctl.trading.>"
+
+# The key-value buckets of trading states (one key per scope) and of the account-wide risk view (one key per
+# execution shard). Their subjects, ``$KV.<bucket>.<key>``, are the control plane every shard watches.
+TRADING_BUCKET: Final = "RRR_TRADING"
+RISK_BUCKET: Final = "RRR_RISK"
+_NAME_TOKEN = re.compile(r"[a-z0-9_]{1,64}")
 
 
 class SymbolSubject(NamedTuple):
@@ -167,6 +176,67 @@ def plane_shard_filter(plane_all: str, shard: int) -> str:
 def heartbeat(service: str, shard: int) -> str:
     """Subject a service instance sends its heartbeats on."""
     return f"{HEARTBEAT}.{service}.{shard}"
+
+
+def trading_applied(shard: int) -> str:
+    """Subject an execution instance confirms the trading states it applied on."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{TRADING_APPLIED}.{shard}"
+
+
+def trading_key(strategy: str = "", symbol: str = "") -> str:
+    """Key of a trading state in ``TRADING_BUCKET``: ``account``, ``strategy.<S>``, ``symbol.<X>`` or
+    ``pair.<S>.<X>`` (strategy S on symbol X)."""
+    if strategy and not _NAME_TOKEN.fullmatch(strategy):
+        raise InvalidSubjectError(strategy, "a strategy name of 1-64 characters of a-z, 0-9 or '_'")
+    if symbol:
+        check_symbol(symbol)
+    if strategy and symbol:
+        return f"pair.{strategy}.{symbol}"
+    if strategy:
+        return f"strategy.{strategy}"
+    if symbol:
+        return f"symbol.{symbol}"
+    return "account"
+
+
+def parse_trading_key(key: str) -> tuple[str, str]:
+    """The (strategy, symbol) a trading-state key names ('' for neither).
+
+    Raises:
+        InvalidSubjectError: not a key ``trading_key`` makes.
+    """
+    expected = "account, strategy.<S>, symbol.<X> or pair.<S>.<X>"
+    parts = key.split(".")
+    strategy = symbol = ""
+    if parts[0] == "strategy" and len(parts) == 2:
+        strategy = parts[1]
+    elif parts[0] == "symbol" and len(parts) == 2:
+        symbol = parts[1]
+    elif parts[0] == "pair" and len(parts) == 3:
+        strategy, symbol = parts[1], parts[2]
+    elif parts != ["account"]:
+        raise InvalidSubjectError(key, expected)
+    try:
+        rebuilt = trading_key(strategy, symbol)
+    except (InvalidSubjectError, InvalidSymbolError):
+        raise InvalidSubjectError(key, expected) from None
+    if rebuilt != key:
+        raise InvalidSubjectError(key, expected)
+    return strategy, symbol
+
+
+def kv(bucket: str, key: str) -> str:
+    """The subject a key-value bucket stores ``key`` on: ``$KV.<bucket>.<key>``."""
+    return f"$KV.{bucket}.{key}"
+
+
+def risk_key(shard: int) -> str:
+    """Key of one execution shard's holdings in ``RISK_BUCKET``."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"shard.{shard}"
 
 
 def dead_letter(subject: str) -> str:

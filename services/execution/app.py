@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 
 import nats.js.errors
+from nats.js.kv import KeyValue
 
-from rrr.execution import handlers, market, snapshots
+from rrr.execution import handlers, market, snapshots, trading
 from rrr.execution.config import ExecutionConfig
 from rrr.execution.metrics import BookMetrics
 from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
-from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
-from rrr.shared.bus import COMMAND_STREAM, RETRY_STREAM, Consumer
-from rrr.shared.messages import order_command_decoder
+from rrr.shared.bus import COMMAND_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, Consumer
+from rrr.shared.messages import QUOTE_BATCH_MAX, order_command_decoder
 from rrr.shared.service import Context, Plan, Service
 
 SERVICE = "execution"
+# Market-data messages waiting to be matched: beyond, the consumer that follows them waits.
+_MATCHER_QUEUE = 1024
 _log = logging.getLogger(__name__)
 
 
 async def _start(ctx: Context[ExecutionConfig]) -> Plan:
     config = ctx.config
     book = handlers.Book(
-        limits=RiskLimits(max_order_qty=config.max_order_qty, max_notional_quote=config.max_notional_quote),
+        limits=config.limits(),
         venue=PaperVenue(slippage_bps=config.slippage_bps, fee_bps=config.fee_bps),
         shards=config.shards,
         orders=Orders(config.max_orders),
         clock=ctx.clock,
         universe=config.universe(),
+        shard=config.shard,
+        commands=handlers.HandledCommands(config.max_orders),
+        instruments=config.instrument_table(),
     )
     snapshot_seq = await restore(book, ctx.bus, config.shard, ctx.stop)
     durable = f"{SERVICE}-{config.shard}"
@@ -65,6 +71,21 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
                 await saver.save(book)
 
     ctx.stack.push_async_callback(_final_snapshot)
+    # The trading states and the other shards' holdings as they are now, before any order is handled; then
+    # what changes, as it changes.
+    trading_kv, risk_kv = await trading.trading_bucket(ctx.bus.js), await trading.risk_bucket(ctx.bus.js)
+    on_state = functools.partial(handlers.on_trading_state, book, ctx.bus, saver, ctx.stop)
+
+    async def _on_holdings(entry: KeyValue.Entry) -> None:
+        handlers.on_shard_risk(book, entry)
+
+    async def _held_at_start(entry: KeyValue.Entry) -> None:
+        handlers.on_shard_risk(book, entry, measure=False)
+
+    states = await trading.current(trading_kv, on_state)
+    holdings = await trading.current(risk_kv, _held_at_start)
+    book.risk.dirty = True  # the others learn where this shard stands now
+    book.risk_changed.set()
     commands = subjects.shard_filter(subjects.ORDER_COMMAND, config.shard)
     handle = functools.partial(handlers.on_order_commands, book, ctx.bus, saver, ctx.stop)
     consumers = [
@@ -78,20 +99,53 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
                  order_command_decoder, functools.partial(handle, commands=False), retries=True,
                  batch_size=config.batch_size, shards=config.shards),
     ]  # fmt: skip
+    # The market data the open orders are matched against, from the oldest quote one of them has yet to see,
+    # or from the first message after this start (not from whenever the consumer exists: what arrives from
+    # now on is matched). A bounded queue: a matcher that falls behind holds the consumer back.
+    matcher: asyncio.Queue[market.Raw] = asyncio.Queue(maxsize=_MATCHER_QUEUE)
+    unseen = [order.matched_to[0] for order in book.venue.working()]
+    start_seq = min(unseen) if unseen else (await ctx.bus.js.stream_info(MARKET_DATA_STREAM.name)).state.last_seq + 1
+    # Everything before is behind the matcher: an order placed at an earlier quote is caught up on the quotes
+    # after it, read back from the stream.
+    book.market_at = (start_seq - 1, QUOTE_BATCH_MAX)
+    follow = functools.partial(
+        market.follow, ctx.bus, config.shard, book.market, ctx.stop, start_seq=start_seq, matcher=matcher
+    )
+    match = functools.partial(
+        market.drain, matcher, ctx.stop, functools.partial(handlers.on_market_data, book, ctx.bus, saver, ctx.stop)
+    )
     return Plan(
         consumers=consumers,
-        tasks=[functools.partial(market.follow, ctx.bus, config.shard, book.market, ctx.stop)],
+        tasks=[
+            follow,
+            match,
+            functools.partial(trading.follow, states, ctx.stop, on_state),
+            functools.partial(trading.follow, holdings, ctx.stop, _on_holdings),
+            functools.partial(trading.keep_account, book, risk_kv, trading_kv, ctx.stop, config.risk_publish_ms / 1000),
+        ],
         counters=book.counters,
-        note=f"commands from stream sequence {book.command_seq + 1}",
+        note=f"commands from stream sequence {book.command_seq + 1}, market data from {start_seq}",
         gauges=lambda: {
             "positions": len(book.positions),
             "orders": len(book.orders),
             "symbols": len(book.symbols),
             "market_messages_held": len(book.market),
+            "open_orders": sum(1 for _ in book.venue.working()),
             "snapshot_failures": saver.failures,
+            "trading_halted": book.risk.trading.count("halted"),
+            "trading_reducing": book.risk.trading.count("reducing"),
+            "account_shards_seen": len(book.risk.others) + 1,
+            "account_view_revision": book.risk_view_revision,
+            "risk_view_lag_max_us": _take_lag(book),
         },
         metrics=[BookMetrics(book)],
     )
+
+
+def _take_lag(book: handlers.Book) -> int:
+    """The largest age of another shard's holdings when read since the last heartbeat, in us; then reset."""
+    lag, book.risk_lag_max = book.risk_lag_max, 0
+    return max(lag, 0) // 1000
 
 
 async def _take_over_durable(ctx: Context[ExecutionConfig], book: handlers.Book, durable: str) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -30,6 +30,7 @@ from cachetools import LRUCache
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from rrr.execution.matching import At, Touch
 from rrr.shared import subjects
 from rrr.shared.bus import MARKET_DATA_STREAM, Bus, stream_seq
 from rrr.shared.errors import MisroutedMessageError, TransientError
@@ -84,6 +85,14 @@ class MarketCopy:
         """The subject and payload at ``seq``, if held."""
         return self._raw.get(seq)
 
+    def oldest(self) -> int | None:
+        """The sequence of the oldest message held, None when empty."""
+        return next(iter(self._raw), None)
+
+    def between(self, first: int, last: int) -> list[tuple[int, str, bytes]]:
+        """The messages held from sequence ``first`` to ``last``, in stream order."""
+        return [(seq, *self._raw[seq]) for seq in self._raw if first <= seq <= last]
+
     def newest(self, limit: int) -> list[tuple[int, str, bytes]]:
         """The newest ``limit`` messages held, newest first."""
         out: list[tuple[int, str, bytes]] = []
@@ -95,17 +104,36 @@ class MarketCopy:
         return out
 
 
-async def follow(bus: Bus, shard: int, copy: MarketCopy, stop: asyncio.Event) -> None:
-    """Keep ``copy`` filled with this shard's market data from now on, until ``stop`` is set.
+# A market-data message as followed: its stream sequence, subject and payload.
+Raw = tuple[int, str, bytes]
 
-    An ordered push consumer from the newest message, without acknowledgements, and no decoding: a
-    message is decoded only when an order names it.
+
+async def follow(
+    bus: Bus,
+    shard: int,
+    copy: MarketCopy,
+    stop: asyncio.Event,
+    *,
+    start_seq: int | None = None,
+    matcher: asyncio.Queue[Raw] | None = None,
+) -> None:
+    """Keep ``copy`` filled with this shard's market data from now on (from ``start_seq`` if given), until
+    ``stop`` is set; hand every message to ``matcher`` too, when given, in stream order.
+
+    An ordered push consumer without acknowledgements, and no decoding: a message is decoded only when an
+    order names it or the matcher has orders of its symbols. A full ``matcher`` queue holds the consumer
+    back (JetStream's flow control then pauses the server): matching never skips a message.
     """
 
     async def _keep(msg: Msg) -> None:
-        copy.add(stream_seq(msg), msg.subject, msg.data)
+        seq = stream_seq(msg)
+        copy.add(seq, msg.subject, msg.data)
+        if matcher is not None:
+            await matcher.put((seq, msg.subject, msg.data))
 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    if start_seq is not None:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
     sub = await bus.js.subscribe(
         subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard),
         stream=MARKET_DATA_STREAM.name,
@@ -272,3 +300,108 @@ async def prices(
             raise result
         out[order.id] = result
     return out
+
+
+def touches(
+    seq: int, subject: str, data: bytes, shards: int, wanted: Callable[[str], bool], cache: Cache | None = None
+) -> list[tuple[str, Touch]]:
+    """The quotes of a market-data message whose symbol is ``wanted``, as touches at their place in the stream,
+    in order; none when the message is not a valid quote or quote batch (trades carry no touch)."""
+    if subject.startswith(f"{subjects.QUOTE}.") and not wanted(subject.rsplit(".", 1)[-1]):
+        return []  # a single quote's symbol is its subject's last token: no decoding for others' quotes
+    held = None if cache is None else cache.get(seq)
+    if held is None:
+        message: MarketData | str
+        try:
+            decoded = market_data_decoder.decode(data)
+            check_subject(subject, decoded, shards)
+            message = decoded
+        except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
+            message = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
+        held = (subject, message)
+        if cache is not None:
+            cache[seq] = held
+    message_ = held[1]
+    if isinstance(message_, Quote):
+        return [(message_.symbol, touch_of(message_, (seq, 0)))] if wanted(message_.symbol) else []
+    if isinstance(message_, QuoteBatch):
+        return [
+            (row.symbol, touch_of(message_.quote(index), (seq, index)))
+            for index, row in enumerate(message_.quotes)
+            if wanted(row.symbol)
+        ]
+    return []
+
+
+def touch_of(quote: Quote, at: At) -> Touch:
+    """``quote`` as the venue matches it, at ``at`` in the market-data stream."""
+    return Touch(quote.ts_event, quote.bid, quote.ask, quote.bid_size, quote.ask_size, at)
+
+
+async def between(bus: Bus, shard: int, copy: MarketCopy, first: int, last: int) -> AsyncGenerator[Raw, None]:
+    """This shard's market-data messages from sequence ``first`` to ``last``, in stream order: from ``copy``
+    when it holds them all, else read from the stream.
+
+    Raises:
+        TransientError: JetStream did not answer.
+    """
+    oldest = copy.oldest()
+    if oldest is not None and oldest <= first:
+        for raw in copy.between(first, last):
+            yield raw
+        return
+    try:
+        async with contextlib.aclosing(
+            bus.iter_stream(
+                MARKET_DATA_STREAM.name, subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard), start_seq=first
+            )
+        ) as msgs:
+            async for msg in msgs:
+                seq = stream_seq(msg)
+                if seq > last:
+                    return
+                yield seq, msg.subject, msg.data
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransientError(f"could not read {MARKET_DATA_STREAM.name} from sequence {first}: {exc}") from exc
+
+
+async def quote_at(bus: Bus, at: At, symbol: str, shards: int, cache: Cache, copy: MarketCopy) -> Touch | None:
+    """The quote of ``symbol`` at ``at`` in the market-data stream as a touch, None when it is not there.
+
+    Raises:
+        TransientError: JetStream did not answer.
+    """
+    seq, index = at
+    try:
+        subject, _ = await _read(bus, seq, shards, cache, copy)
+    except nats.js.errors.NotFoundError:
+        return None
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise TransientError(f"could not read {MARKET_DATA_STREAM.name} sequence {seq}: {exc}") from exc
+    raw = copy.get(seq)
+    found = touches(seq, subject, raw[1] if raw else b"", shards, lambda s: s == symbol, cache)
+    return next((touch for _, touch in found if touch.at == (seq, index)), None)
+
+
+async def drain(
+    queue: asyncio.Queue[Raw],
+    stop: asyncio.Event,
+    handle: Callable[[Sequence[Raw]], Awaitable[None]],
+    max_batch: int = 256,
+) -> None:
+    """Hand what arrives on ``queue`` to ``handle`` in order, whatever is queued at once (up to ``max_batch``)
+    as one batch, until ``stop`` is set."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            getting = asyncio.ensure_future(queue.get())
+            await asyncio.wait((getting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                return
+            batch = [getting.result()]
+            while len(batch) < max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            await handle(batch)
+    finally:
+        stopping.cancel()

@@ -8,15 +8,25 @@ from typing import Literal
 
 from rrr.shared.errors import RRRError
 
-Status = Literal["accepted", "rejected", "filled"]
+Status = Literal["accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
 
-# submitted -> accepted -> filled, or submitted -> rejected. Nothing leaves a terminal state.
+# new -> accepted -> partially filled (once per fill that leaves a remainder) -> filled, canceled or expired;
+# new -> rejected. Nothing leaves a terminal state, and nothing goes back.
 _NEXT: dict[Status | None, frozenset[Status]] = {
     None: frozenset({"accepted", "rejected"}),
-    "accepted": frozenset({"filled"}),
+    "accepted": frozenset({"partially_filled", "filled", "canceled", "expired"}),
+    "partially_filled": frozenset({"partially_filled", "filled", "canceled", "expired"}),
     "rejected": frozenset(),
     "filled": frozenset(),
+    "canceled": frozenset(),
+    "expired": frozenset(),
 }
+TERMINAL: frozenset[Status] = frozenset({"filled", "canceled", "rejected", "expired"})
+
+
+def is_open(status: Status | None) -> bool:
+    """Whether an order of ``status`` may still fill: accepted or partially filled."""
+    return status == "accepted" or status == "partially_filled"
 
 
 class IllegalTransitionError(RRRError):

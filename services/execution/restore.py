@@ -9,15 +9,21 @@ import logging
 import msgspec
 from nats.aio.msg import Msg
 
-from rrr.execution import handlers, snapshots
+from rrr.execution import handlers, market, snapshots
+from rrr.execution.matching import WorkingOrder
 from rrr.shared import subjects
 from rrr.shared.bus import EVENT_STREAM, Bus, payloads
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     OrderAccepted,
+    OrderCanceled,
+    OrderCancelRejected,
     OrderEvent,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
+    OrderReplaced,
+    OrderTriggered,
     PositionUpdated,
     order_event_decoder,
 )
@@ -25,23 +31,119 @@ from rrr.shared.messages import (
 _log = logging.getLogger(__name__)
 
 
-async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event) -> int:
-    """Rebuild order statuses, positions and watermarks of this shard from its snapshot and the events after
-    it, before trading; return the stream sequence the snapshot covered (0 without one).
+class _Fold:
+    """The events after the snapshot, applied in stream order to the book and to the open orders."""
 
-    The fills on the stream are the truth: positions are their fold, in stream order, with the same
-    exact arithmetic as live trading; the snapshot is that fold up to a sequence, and only the events after
-    it are read, one fetch at a time. The watermarks of each strategy's orders come back from the
-    accepted and rejected events, whose event time is the order's. A position whose last published
-    update misses a fill (a crash between publishing the fill and the update) is published again, so
-    downstream catches up.
+    def __init__(self, book: handlers.Book) -> None:
+        self.book = book
+        self.held = {order.id: order for order in book.venue.working()}
+        # Orders placed after the snapshot that saw no later quote yet: their arrival may be cut short.
+        self.placed: set[str] = set()
+        self.last_fill_ts: dict[str, int] = {}
+        # The strategy of each order accepted since the snapshot, for the fills of those not at the venue.
+        self.strategy_of: dict[str, str] = {}
+
+    def _advance(self, order: WorkingOrder, seq: int, index: int) -> None:
+        # An event at a quote after the order's placement: the order saw that quote, and its arrival is whole.
+        if seq:
+            order.matched_to = max(order.matched_to, (seq, index))
+            self.placed.discard(order.id)
+
+    def apply(self, event: OrderEvent) -> None:
+        book, held = self.book, self.held
+        if isinstance(event, OrderAccepted | OrderRejected):
+            book.orders.restore(event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected")
+            book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
+            if isinstance(event, OrderAccepted):
+                book.risk.on_accepted(event.strategy, event.ts_event)
+                self.strategy_of[event.client_order_id] = event.strategy
+                if event.order_type == "market":
+                    book.resuming[event.client_order_id] = event.strategy
+            if isinstance(event, OrderAccepted) and event.order_type != "market":
+                at = (event.quote_seq, event.quote_index)
+                held[event.client_order_id] = WorkingOrder(
+                    id=event.client_order_id, strategy=event.strategy, symbol=event.symbol, side=event.side,
+                    qty=event.qty, order_type=event.order_type, limit_price=event.limit_price,
+                    stop_price=event.stop_price, tif=event.tif, expire_ts=event.expire_ts,
+                    post_only=event.post_only, reduce_only=event.reduce_only, ts_event=event.ts_event,
+                    placed_at=at, matched_to=at,
+                )  # fmt: skip
+                self.placed.add(event.client_order_id)
+        elif isinstance(event, OrderFilled):
+            self._fill(event)
+        elif isinstance(event, OrderTriggered):
+            order = held.get(event.client_order_id)
+            if order is not None:
+                order.triggered = True
+                self._advance(order, event.quote_seq, event.quote_index)
+        elif isinstance(event, OrderCanceled | OrderExpired):
+            book.orders.restore(event.client_order_id, "canceled" if isinstance(event, OrderCanceled) else "expired")
+            held.pop(event.client_order_id, None)
+            if isinstance(event, OrderCanceled):
+                book.commands.add(event.command_id)
+        elif isinstance(event, OrderReplaced):
+            book.commands.add(event.command_id)
+            order = held.get(event.client_order_id)
+            if order is not None and event.replaces > order.replaces:
+                order.qty, order.limit_price = event.qty, event.limit_price
+                order.stop_price, order.replaces = event.stop_price, event.replaces
+                order.arriving = not order.post_only
+        elif isinstance(event, OrderCancelRejected):
+            book.commands.add(event.command_id)
+
+    def _fill(self, fill: OrderFilled) -> None:
+        """A fill read back: applied once, whatever copies of it the stream holds (stored again after the
+        de-duplication window)."""
+        book = self.book
+        number = int(fill.id.rsplit(":", 1)[1])
+        order = self.held.get(fill.client_order_id)
+        status = book.orders.status(fill.client_order_id)
+        if status == "filled" or (order is not None and number <= order.fills):
+            return
+        book.risk.at(fill.ts_event)
+        position = book.position(fill.symbol)
+        position.apply_fill(fill.side, fill.qty, fill.price, fill.fee)
+        book.orders.restore(fill.client_order_id, "filled" if fill.leaves_qty is None else "partially_filled")
+        self.last_fill_ts[fill.symbol] = fill.ts_event
+        strategy = (
+            order.strategy
+            if order is not None
+            else self.strategy_of.get(fill.client_order_id) or book.resuming.get(fill.client_order_id)
+        )
+        if strategy is None:
+            _log.warning("fill %s: its order's strategy is unknown, its strategy position is not moved", fill.id)
+        else:
+            book.risk.on_fill(strategy, fill.symbol, fill.side, fill.qty)
+        book.risk.revalue(position)
+        if fill.leaves_qty is None:
+            book.resuming.pop(fill.client_order_id, None)
+            self.strategy_of.pop(fill.client_order_id, None)
+        if order is not None:
+            order.filled, order.fills = fill.filled_qty, number
+            self._advance(order, fill.quote_seq, fill.quote_index)
+            if fill.leaves_qty is None:
+                del self.held[fill.client_order_id]
+
+
+async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event) -> int:
+    """Rebuild order statuses, positions, watermarks and the open orders of this shard from its snapshot and
+    the events after it, before trading; return the stream sequence the snapshot covered (0 without one).
+
+    The events on the stream are the truth: positions are the fold of the fills, in stream order, with the
+    same exact arithmetic as live trading, and an open order is its acceptance, fills, trigger and replaces;
+    the snapshot is that fold up to a sequence, and only the events after it are read, one fetch at a time.
+    The watermarks of each strategy's orders come back from the accepted and rejected events, whose event
+    time is the order's. Then the venue takes the open orders (reconciliation), an order whose arrival a
+    crash may have cut short (accepted, nothing after) is taken to the venue again at its quote and what
+    is missing of its events published, and a position whose last published update misses a fill (a
+    crash between publishing the fill and the update) is published again, so downstream catches up.
 
     Raises:
         FatalError: an event on this shard's subjects does not decode; skipping it would lose its state.
     """
     snapshot_seq = await snapshots.load(bus, snapshots.name(shard, book.shards), book)
+    fold = _Fold(book)
     read = 0
-    last_fill_ts: dict[str, int] = {}
     last: Msg | None = None
     async with contextlib.aclosing(
         bus.iter_stream(
@@ -52,19 +154,23 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
             last = msg
             for data in _payloads(msg):
                 read += 1
-                event = _decode(msg, data)
-                if isinstance(event, OrderAccepted | OrderRejected):
-                    book.orders.restore(
-                        event.client_order_id, "accepted" if isinstance(event, OrderAccepted) else "rejected"
-                    )
-                    book.watermark(event.strategy, event.symbol).advance(event.ts_event, event.client_order_id)
-                elif isinstance(event, OrderFilled):
-                    book.replay_fill(event)
-                    last_fill_ts[event.symbol] = event.ts_event
+                fold.apply(_decode(msg, data))
     if last is not None:
         # Read once, at the end: parsing every message's metadata costs a tenth of the whole read.
         book.seq = int(last.metadata.sequence.stream)
     book.counters.restored_events = read
+    arrivals = {}
+    for order_id in fold.placed:
+        order = fold.held.get(order_id)
+        if order is None:
+            continue
+        touch = await market.quote_at(bus, order.placed_at, order.symbol, book.shards, book.quotes, book.market)
+        if touch is None:
+            _log.warning("order %s: its quote at %s is gone from the market-data stream", order_id, order.placed_at)
+        else:
+            arrivals[order_id] = touch
+    now = book.clock()
+    out = handlers.emit(book, bus, book.venue.reconcile(fold.held.values(), arrivals, book.net), now=now)
     # One message per symbol: bounded by the universe, whatever the history.
     published: dict[str, int] = {}
     async with contextlib.aclosing(
@@ -74,23 +180,23 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
             update = _decode(msg, msg.data)
             if isinstance(update, PositionUpdated):
                 published[update.symbol] = update.version
-    now = book.clock()
+    settled = {o.subject for o in out}
     stale = [
         bus.prepare(
             subjects.position(symbol, book.shards),
-            handlers.position_updated(book, symbol, last_fill_ts.get(symbol, now), now),
+            handlers.position_updated(book, symbol, fold.last_fill_ts.get(symbol, now), now),
         )
         for symbol, position in book.positions.items()
-        if published.get(symbol, 0) < position.fills
+        if published.get(symbol, 0) < position.fills and subjects.position(symbol, book.shards) not in settled
     ]
-    if stale:
-        await bus.publish_persistent_many(stale, retry_until=stop)
-    open_orders = sum(1 for order_id in book.orders if book.orders.status(order_id) == "accepted")
+    if out or stale:
+        book.seq = max(book.seq, await bus.publish_state_output([*out, *stale], stop, "restored order events"))
     _log.info(
-        "restored %d orders (%d accepted without a fill yet, completed when redelivered) and %d positions "
-        "from %s and %d events after it; republished %d stale position updates",
+        "restored %d orders (%d open at the venue, %d taken to it again) and %d positions from %s and %d events "
+        "after it; republished %d stale position updates",
         len(book.orders),
-        open_orders,
+        sum(1 for _ in book.venue.working()),
+        len(fold.placed),
         len(book.positions),
         f"the snapshot at stream sequence {snapshot_seq}" if snapshot_seq else "no snapshot",
         read,

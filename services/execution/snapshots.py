@@ -2,8 +2,9 @@
 
 Execution's state is the fold of its own events on RRR_EVT. A snapshot holds that fold up to stream
 sequence ``seq`` (positions as exact fractions, order statuses within the bounded LRU, the watermarks of
-every strategy and symbol); a restarted instance loads it and folds only the events after ``seq``, so its
-start takes time and memory independent of how long its history is. The events of a batch are stored
+every strategy and symbol, the open orders the venue holds and how far each got); a restarted instance
+loads it and folds only the events after ``seq``, so its start takes time and memory independent of how
+long its history is. The events of a batch are stored
 before its commands are acknowledged and before a snapshot may claim them: a snapshot never covers an
 event that is not on the stream.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import msgspec
 import nats.errors
 
+from rrr.execution.matching import OrderType, Side, TimeInForce, WorkingOrder
 from rrr.execution.orders import Status
 from rrr.execution.positions import Position
 from rrr.shared.bus import Bus
@@ -47,6 +51,47 @@ class WatermarkState(msgspec.Struct, frozen=True, array_like=True):
     mark: Watermark
 
 
+class WorkingState(msgspec.Struct, frozen=True, array_like=True):
+    """An open order the venue holds, with how far it got (``rrr.execution.matching.WorkingOrder``)."""
+
+    id: str
+    strategy: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: OrderType
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    tif: TimeInForce
+    expire_ts: int
+    post_only: bool
+    reduce_only: bool
+    ts_event: int
+    placed_at: tuple[int, int]
+    filled: Decimal
+    fills: int
+    triggered: bool
+    replaces: int
+    matched_to: tuple[int, int]
+    arriving: bool
+
+
+class RiskState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the pre-trade checks keep besides positions (``rrr.execution.risk.Risk``), fractions as text."""
+
+    # (strategy, symbol, net quantity)
+    strategy_positions: list[tuple[str, str, str]] = []
+    # Per strategy, the event times of its orders accepted in the last second.
+    recent_orders: list[tuple[str, list[int]]] = []
+    # (symbol, mid, the stream sequence and index of its quote)
+    marks: list[tuple[str, str, int, int]] = []
+    day: int = 0
+    day_start: list[tuple[str, str]] = []
+    halted_day: int = -1
+    # Orders accepted whose fill is not on the stream yet (a crash between the two), with their strategy.
+    resuming: list[tuple[str, str]] = []
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapshot.v1"):
     """Execution's state after every event of its shard up to RRR_EVT sequence ``seq``."""
 
@@ -58,6 +103,30 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapsho
     # Added later, so last and with a default: the last RRR_CMD sequence whose events the state holds, where
     # the command consumer resumes (0: an older snapshot, see rrr.execution.app).
     command_seq: int = 0
+    # Added with order types: the open orders the venue holds, oldest first, and the cancels and replaces
+    # handled (least recent first).
+    working: list[WorkingState] = []
+    commands: list[str] = []
+    # Added with risk limits.
+    risk: RiskState = RiskState()
+
+
+def _state(order: WorkingOrder) -> WorkingState:
+    return WorkingState(
+        order.id, order.strategy, order.symbol, order.side, order.qty, order.order_type, order.limit_price,
+        order.stop_price, order.tif, order.expire_ts, order.post_only, order.reduce_only, order.ts_event,
+        order.placed_at, order.filled, order.fills, order.triggered, order.replaces, order.matched_to, order.arriving,
+    )  # fmt: skip
+
+
+def _working(state: WorkingState) -> WorkingOrder:
+    return WorkingOrder(
+        id=state.id, strategy=state.strategy, symbol=state.symbol, side=state.side, qty=state.qty,
+        order_type=state.order_type, limit_price=state.limit_price, stop_price=state.stop_price, tif=state.tif,
+        expire_ts=state.expire_ts, post_only=state.post_only, reduce_only=state.reduce_only,
+        ts_event=state.ts_event, placed_at=state.placed_at, filled=state.filled, fills=state.fills,
+        triggered=state.triggered, replaces=state.replaces, matched_to=state.matched_to, arriving=state.arriving,
+    )  # fmt: skip
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -81,7 +150,25 @@ def encode(book: Book) -> bytes:
             orders=list(book.orders.items()),
             watermarks=[WatermarkState(strategy, symbol, mark) for (strategy, symbol), mark in book.watermarks.items()],
             command_seq=book.command_seq,
+            working=[_state(order) for order in book.venue.working()],
+            commands=book.commands.ids(),
+            risk=_risk(book),
         )
+    )
+
+
+def _risk(book: Book) -> RiskState:
+    risk = book.risk
+    return RiskState(
+        strategy_positions=[
+            (strategy, symbol, str(net)) for (strategy, symbol), net in risk.strategy_positions.items()
+        ],
+        recent_orders=[(strategy, list(times)) for strategy, times in risk.recent_orders.items() if times],
+        marks=[(symbol, str(mark), *risk.marked_at.get(symbol, (0, 0))) for symbol, mark in risk.marks.items()],
+        day=risk.day,
+        day_start=[(currency, str(pnl)) for currency, pnl in risk.day_start.items()],
+        halted_day=risk.halted_day,
+        resuming=list(book.resuming.items()),
     )
 
 
@@ -98,6 +185,19 @@ def decode_into(data: bytes, book: Book) -> int:
     for w in snapshot.watermarks:
         book.watermarks[(w.strategy, w.symbol)] = w.mark
         book.symbols.add(w.symbol)
+    book.venue.reconcile([_working(state) for state in snapshot.working])
+    for command_id in snapshot.commands:
+        book.commands.add(command_id)
+    risk, held = book.risk, snapshot.risk
+    risk.strategy_positions = {(strategy, symbol): Fraction(qty) for strategy, symbol, qty in held.strategy_positions}
+    risk.recent_orders = {strategy: deque(times) for strategy, times in held.recent_orders}
+    risk.marks = {symbol: Fraction(mark) for symbol, mark, _, _ in held.marks}
+    risk.marked_at = {symbol: (seq, index) for symbol, _, seq, index in held.marks}
+    risk.day, risk.halted_day = held.day, held.halted_day
+    risk.day_start = {currency: Fraction(pnl) for currency, pnl in held.day_start}
+    book.resuming = dict(held.resuming)
+    for position in book.positions.values():
+        risk.revalue(position)
     book.seq = snapshot.seq
     book.command_seq = snapshot.command_seq
     return snapshot.seq

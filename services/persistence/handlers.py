@@ -54,6 +54,7 @@ class PersistenceCounters(Counters, kw_only=True):
     rows_fills: int = 0
     rows_positions: int = 0
     rows_orders_filled: int = 0
+    rows_order_events: int = 0
     skipped_covered: int = 0
 
     def add_rows(self, written: RowsWritten) -> None:
@@ -65,6 +66,7 @@ class PersistenceCounters(Counters, kw_only=True):
         self.rows_fills += written.fills
         self.rows_positions += written.positions
         self.rows_orders_filled += written.orders_filled
+        self.rows_order_events += written.order_events
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ made writes faster (bench/persistence_write.py, figures in bench/README.md).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -24,8 +25,14 @@ from rrr.shared.messages import (
     PLACES_MAX,
     Message,
     OrderAccepted,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
+    OrderReplaced,
+    OrderTriggered,
+    OrderUpdate,
     PositionUpdated,
     Quote,
     QuoteBatch,
@@ -89,30 +96,55 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[
                      $7::text[], $8::numeric[], $9::numeric[], $10::numeric[])
 ON CONFLICT (id) DO NOTHING"""
 
-# An order's status only moves forward (accepted -> filled); a late or repeated event never moves it back.
-# An acceptance that arrives after its fill (a batch redelivered late) is stored as filled.
-_UPSERT_ORDERS = """
-INSERT INTO orders (client_order_id, strategy, symbol, side, qty, order_type, status, reason, ts_event, ts_updated)
-SELECT u.id, u.strategy, u.symbol, u.side, u.qty, u.order_type,
-       CASE WHEN u.status = 'accepted' AND EXISTS (SELECT 1 FROM fills f WHERE f.client_order_id = u.id)
-            THEN 'filled' ELSE u.status END,
-       u.reason, u.ts_event, u.ts_updated
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
-              $7::text[], $8::text[], $9::bigint[], $10::bigint[])
-       AS u(id, strategy, symbol, side, qty, order_type, status, reason, ts_event, ts_updated)
-ON CONFLICT (client_order_id) DO UPDATE
-   SET status = excluded.status, ts_updated = excluded.ts_updated
- WHERE orders.status = 'accepted' AND excluded.status = 'filled'"""
+# Every event of an order, once (its id is the key).
+_INSERT_ORDER_EVENTS = """
+INSERT INTO order_events (id, client_order_id, symbol, kind, status, qty, filled_qty, price, reason, command_id,
+                          ts_event, ts_init)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[],
+                     $8::numeric[], $9::text[], $10::text[], $11::bigint[], $12::bigint[])
+ON CONFLICT (id) DO NOTHING"""
 
-_MARK_FILLED = """
-UPDATE orders SET status = 'filled', ts_updated = f.ts
-  FROM unnest($1::text[], $2::bigint[]) AS f(id, ts)
- WHERE orders.client_order_id = f.id AND orders.status = 'accepted'"""
+# An order's row comes with its acceptance or rejection; its status is then recomputed from the journal
+# (_ORDER_STATUS), so that an acceptance stored after its fill (a batch redelivered late) finds it filled.
+_INSERT_ORDERS = """
+INSERT INTO orders (client_order_id, strategy, symbol, side, qty, order_type, status, reason, ts_event, ts_updated,
+                    limit_price, stop_price, tif, expire_ts, post_only, reduce_only)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
+                     $8::text[], $9::bigint[], $10::bigint[], $11::numeric[], $12::numeric[], $13::text[],
+                     $14::bigint[], $15::boolean[], $16::boolean[])
+ON CONFLICT (client_order_id) DO NOTHING"""
+
+# The furthest status of each order in the journal (the fullest of its partial fills), replacing the row's
+# only when it is further along: a status never moves back, whatever order its events are stored in.
+_ORDER_STATUS = """
+UPDATE orders o
+   SET status = j.status, filled_qty = greatest(o.filled_qty, j.filled_qty), ts_updated = j.ts_event
+  FROM (SELECT e.client_order_id AS id,
+               (array_agg(e.status ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
+                   AS status,
+               (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
+                   AS ts_event,
+               coalesce(max(e.filled_qty), 0) AS filled_qty
+          FROM order_events e
+         WHERE e.client_order_id = ANY($1::text[]) AND e.status IS NOT NULL
+         GROUP BY e.client_order_id) j
+ WHERE o.client_order_id = j.id
+   AND (order_status_rank(j.status) > order_status_rank(o.status)
+        OR (j.status = 'partially_filled' AND o.status = 'partially_filled' AND j.filled_qty > o.filled_qty))"""
+
+# The values an order has after its newest replace.
+_REPLACE_ORDERS = """
+UPDATE orders o SET qty = r.qty, limit_price = r.limit_price, stop_price = r.stop_price, replaces = r.n
+  FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::bigint[])
+       AS r(id, qty, limit_price, stop_price, n)
+ WHERE o.client_order_id = r.id AND o.replaces < r.n"""
 
 _INSERT_FILLS = """
-INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, fee, venue, ts_event, ts_init)
+INSERT INTO fills (fill_id, client_order_id, symbol, side, qty, price, fee, venue, ts_event, ts_init, leaves_qty,
+                   cum_qty, liquidity)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
-                     $7::numeric[], $8::text[], $9::bigint[], $10::bigint[])
+                     $7::numeric[], $8::text[], $9::bigint[], $10::bigint[], $11::numeric[], $12::numeric[],
+                     $13::text[])
 ON CONFLICT (fill_id) DO NOTHING"""
 
 # Positions are snapshots numbered by ``version``: only a newer one replaces the stored row.
@@ -170,8 +202,9 @@ class RowsWritten(msgspec.Struct, kw_only=True):
     orders: int = 0
     fills: int = 0
     positions: int = 0
-    # Orders marked filled by a fill that came in a later batch than the order's acceptance.
+    # Order rows whose status moved (filled, partially filled, canceled, expired) with this write.
     orders_filled: int = 0
+    order_events: int = 0
 
 
 async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWritten:
@@ -184,8 +217,9 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
     quote_rows: list[tuple[Any, ...]] = []
     trades: list[tuple[Any, ...]] = []
     signals: list[tuple[Any, ...]] = []
-    orders: dict[str, list[Any]] = {}
-    filled: dict[str, int] = {}
+    orders: dict[str, tuple[Any, ...]] = {}
+    journal: list[tuple[Any, ...]] = []
+    replaced: dict[str, tuple[Any, ...]] = {}
     fills: list[tuple[Any, ...]] = []
     positions: dict[str, tuple[Any, ...]] = {}
     for m in messages:
@@ -230,30 +264,32 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
             if m.client_order_id not in orders:
                 status = "accepted" if isinstance(m, OrderAccepted) else "rejected"
                 reason = m.reason if isinstance(m, OrderRejected) else None
-                orders[m.client_order_id] = [
+                spec = (
+                    (m.limit_price, m.stop_price, m.tif, m.expire_ts or None, m.post_only, m.reduce_only)
+                    if isinstance(m, OrderAccepted)
+                    else (None, None, "gtc", None, False, False)
+                )
+                orders[m.client_order_id] = (
                     m.client_order_id, m.strategy, m.symbol, m.side, m.qty, m.order_type, status, reason,
-                    m.ts_event, m.ts_event,
-                ]  # fmt: skip
+                    m.ts_event, m.ts_event, *spec,
+                )  # fmt: skip
+            journal.append(_journal(m, status="accepted" if isinstance(m, OrderAccepted) else "rejected"))
         elif isinstance(m, OrderFilled):
-            row = orders.get(m.client_order_id)
-            if row is not None and row[6] == "accepted":
-                row[6], row[9] = "filled", m.ts_event  # accepted and filled in one batch: one upsert
-            else:
-                filled[m.client_order_id] = m.ts_event
             fills.append(
                 (
-                    m.id,
-                    m.client_order_id,
-                    m.symbol,
-                    m.side,
-                    m.qty,
-                    m.price,
-                    m.fee,
-                    m.venue,
-                    m.ts_event,
-                    m.ts_init,
+                    m.id, m.client_order_id, m.symbol, m.side, m.qty, m.price, m.fee, m.venue, m.ts_event,
+                    m.ts_init, m.open_qty, m.filled_qty, m.liquidity,
                 )
-            )
+            )  # fmt: skip
+            journal.append(_journal(m, status="filled" if m.leaves_qty is None else "partially_filled"))
+        elif isinstance(m, OrderReplaced):
+            held_replace = replaced.get(m.client_order_id)
+            if held_replace is None or held_replace[4] < m.replaces:
+                replaced[m.client_order_id] = (m.client_order_id, m.qty, m.limit_price, m.stop_price, m.replaces)
+            journal.append(_journal(m))
+        elif isinstance(m, OrderTriggered | OrderCanceled | OrderExpired | OrderCancelRejected):
+            ended = "canceled" if isinstance(m, OrderCanceled) else "expired" if isinstance(m, OrderExpired) else None
+            journal.append(_journal(m, status=ended))
         elif isinstance(m, PositionUpdated):
             held = positions.get(m.symbol)
             if held is None or held[4] < m.version:
@@ -268,12 +304,52 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
         written.trades = _count(await conn.execute(_INSERT_TRADES, *_columns(trades)))
     if signals:
         written.signals = _count(await conn.execute(_INSERT_SIGNALS, *_columns(signals)))
+    if journal:
+        written.order_events = _count(await conn.execute(_INSERT_ORDER_EVENTS, *_columns(journal)))
     if orders:
-        written.orders = _count(await conn.execute(_UPSERT_ORDERS, *_columns([tuple(r) for r in orders.values()])))
+        written.orders = _count(await conn.execute(_INSERT_ORDERS, *_columns(list(orders.values()))))
     if fills:
         written.fills = _count(await conn.execute(_INSERT_FILLS, *_columns(fills)))
+    if replaced:
+        await conn.execute(_REPLACE_ORDERS, *_columns(list(replaced.values())))
+    if journal:
+        # Statuses last, from the journal with this batch's events in it.
+        ids = list(dict.fromkeys(row[1] for row in journal))
+        written.orders_filled = _count(await conn.execute(_ORDER_STATUS, ids))
     if positions:
         written.positions = _count(await conn.execute(_UPSERT_POSITIONS, *_columns(list(positions.values()))))
-    if filled:
-        written.orders_filled = _count(await conn.execute(_MARK_FILLED, list(filled), list(filled.values())))
     return written
+
+
+_KINDS: dict[type[Message], str] = {
+    OrderAccepted: "accepted",
+    OrderRejected: "rejected",
+    OrderTriggered: "triggered",
+    OrderCanceled: "canceled",
+    OrderExpired: "expired",
+    OrderReplaced: "replaced",
+    OrderCancelRejected: "cancel_rejected",
+}
+
+
+def _journal(m: OrderUpdate, *, status: str | None = None) -> tuple[Any, ...]:
+    """The order_events row of an order event: what it is, the status it leaves, quantities, why."""
+    qty = filled = price = None
+    reason = command_id = None
+    if isinstance(m, OrderFilled):
+        kind = "filled" if m.leaves_qty is None else "partially_filled"
+        qty, filled, price = m.qty, m.filled_qty, m.price
+    else:
+        kind = _KINDS[type(m)]
+        if isinstance(m, OrderAccepted | OrderRejected | OrderTriggered | OrderReplaced):
+            qty, filled = m.qty, Decimal(0) if isinstance(m, OrderAccepted | OrderRejected) else None
+            price = m.stop_price if isinstance(m, OrderTriggered) else None
+        if isinstance(m, OrderCanceled | OrderExpired):
+            qty, filled = m.qty, m.filled_qty
+        if isinstance(m, OrderRejected | OrderCanceled | OrderCancelRejected):
+            reason = m.reason
+        if isinstance(m, OrderCanceled | OrderReplaced | OrderCancelRejected):
+            command_id = m.command_id or None
+    return (
+        m.id, m.client_order_id, m.symbol, kind, status, qty, filled, price, reason, command_id, m.ts_event, m.ts_init,
+    )  # fmt: skip

@@ -8,8 +8,8 @@ returns None:
 - ``on_quote(quote)``: a ``QuoteRow`` of one of its symbols, prices in fixed point (``bid``/``ask`` units of
   10**-``places``; ``mid2(quote)`` is bid + ask exactly, ``price(units, places)`` a Decimal).
 - ``on_trade(trade)``: a ``Trade`` of one of its symbols (no orders from here: an order needs a quote).
-- ``on_order_event(event)``: its own orders' ``OrderAccepted``, ``OrderRejected``, ``OrderFilled``. A strategy
-  that overrides it is closed-loop: each of its orders is open (``ctx.open_orders``) until its outcome, and
+- ``on_order_event(event)``: its own orders' events (``OrderAccepted``, ``OrderRejected``, ``OrderFilled`` ...).
+  A strategy that overrides it is closed-loop: each of its orders is open (``ctx.open_orders``) until its outcome, and
   ``ctx.position`` moves by the real fills (fees, slippage and risk rejections included). The outcome is
   delivered right after the quote that sent the order and before the next one, in the backtest and in the
   service alike (which waits for it: ``rrr.strategy.outcomes``). A strategy that does not override it sends
@@ -49,9 +49,7 @@ import msgspec
 from rrr.shared.errors import RRRError
 from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
-    OrderAccepted,
-    OrderFilled,
-    OrderRejected,
+    OrderUpdate,
     QuoteRow,
     Side,
     Signal,
@@ -74,7 +72,8 @@ __all__ = [
     "price",
 ]
 
-OrderEvent = OrderAccepted | OrderRejected | OrderFilled
+# Every event of a strategy's own orders (what ``evt.order.<shard>.*`` carries).
+OrderEvent = OrderUpdate
 # Turns a Fraction into a Decimal only when exact (what the wire's 46 digits can hold), else raises Inexact.
 _EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation])
 

@@ -22,7 +22,16 @@ import msgspec
 
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
-from rrr.shared.messages import OrderFilled, OrderRejected, QuoteRow, Signal, SubmitOrder, Trade
+from rrr.shared.messages import (
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    QuoteRow,
+    Signal,
+    SubmitOrder,
+    Trade,
+)
 from rrr.shared.positions import Position
 from rrr.shared.universe import Universe
 from rrr.shared.watermark import Watermark
@@ -270,8 +279,9 @@ class Engine:
         ctx = runner.ctx
         if isinstance(event, OrderFilled):
             ctx.position(event.symbol).apply_fill(event.side, event.qty, event.price, event.fee)
-            ctx.open_orders.pop(event.client_order_id, None)
-        elif isinstance(event, OrderRejected):
+            if event.open_qty == 0:
+                ctx.open_orders.pop(event.client_order_id, None)
+        elif isinstance(event, OrderRejected | OrderCanceled | OrderExpired):
             ctx.open_orders.pop(event.client_order_id, None)
         self.cursor.quote = None
         self._call(runner, f"on_order_event at {event.id}", runner.strategy.on_order_event, event)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from rrr.shared.messages import OrderFilled, OrderRejected
+from rrr.shared.messages import OrderCanceled, OrderExpired, OrderFilled, OrderRejected
 from rrr.strategy.api import OrderEvent
 from rrr.strategy.engine import Engine
 
@@ -43,8 +43,11 @@ decoder = msgspec.msgpack.Decoder(OrderEvent)
 
 
 def settles(event: OrderEvent) -> bool:
-    """Whether ``event`` is the last of its order's: a fill (market orders fill whole) or a rejection."""
-    return isinstance(event, OrderFilled | OrderRejected)
+    """Whether ``event`` is the last of its order's: a rejection, a cancel or expiry, or the fill that leaves
+    nothing open."""
+    if isinstance(event, OrderFilled):
+        return event.open_qty == 0
+    return isinstance(event, OrderRejected | OrderCanceled | OrderExpired)
 
 
 class Outcomes:

@@ -274,10 +274,18 @@ class Connection:
         return bus
 
     async def close(self) -> None:
-        """Drain: finish in-flight publishes and subscriptions, then close."""
+        """Drain: finish in-flight publishes and subscriptions, then close.
+
+        A connection that is reconnecting at that moment (the server went away) cannot drain: it is closed.
+        What had to be stored was acknowledged before; what was not is the caller's to have waited for.
+        """
         self.closing = True
-        if not self.nc.is_closed:
+        if self.nc.is_closed:
+            return
+        try:
             await self.nc.drain()
+        except nats.errors.ConnectionReconnectingError:
+            await self.nc.close()
 
     def span(self, name: str, msg: Msg) -> trace.Span:
         """Start a consumer span whose parent is the span that sent ``msg`` (use with ``with``)."""

@@ -20,8 +20,13 @@ from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
     Message,
     OrderAccepted,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderExpired,
     OrderFilled,
-    OrderRejected,
+    OrderReplaced,
+    OrderTriggered,
+    OrderUpdate,
     PositionUpdated,
     Quote,
     QuoteBatch,
@@ -48,7 +53,7 @@ from tests.support.factories import (
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import stream_messages
 
-TABLES = ("quotes", "trades", "signals", "orders", "fills", "positions")
+TABLES = ("quotes", "trades", "signals", "orders", "fills", "positions", "order_events")
 
 
 @pytest.fixture
@@ -66,7 +71,7 @@ def _subject(message: Message) -> str:
         return subjects.signal(symbol, 1)
     if isinstance(message, PositionUpdated):
         return subjects.position(symbol, 1)
-    if isinstance(message, OrderAccepted | OrderRejected | OrderFilled):
+    if isinstance(message, OrderUpdate):
         return subjects.order_event(symbol, 1)
     raise AssertionError(f"no subject for {message!r}")
 
@@ -121,7 +126,9 @@ async def test_persistence_stores_every_kind_of_message_once_even_when_each_reac
     assert counters["handled"] == 2 * len(messages)
     assert (counters["malformed"], counters["dead_lettered"]) == (1, 1)
     assert counters.get("handler_errors", 0) == 0
-    expected_counts = {"quotes": 2, "trades": 1, "signals": 1, "orders": 2, "fills": 1, "positions": 1}
+    expected_counts = {
+        "quotes": 2, "trades": 1, "signals": 1, "orders": 2, "fills": 1, "positions": 1, "order_events": 3,
+    }  # fmt: skip
     assert after_first == expected_counts
     assert await _table_counts(db) == expected_counts
     assert await _rows(db, "quotes", "id") == sorted(
@@ -140,18 +147,19 @@ async def test_persistence_stores_every_kind_of_message_once_even_when_each_reac
         [
             (
                 filled.id, "test", symbol, "buy", Decimal(2), "market", "filled", None,
-                accepted_event.ts_event, fill.ts_event,
+                accepted_event.ts_event, fill.ts_event, None, None, "gtc", None, False, False, Decimal(2), 0,
             ),
             (
                 refused.id, "test", symbol, "sell", Decimal(99), "market", "rejected",
                 "qty 99 exceeds max_order_qty 10", rejected_event.ts_event, rejected_event.ts_event,
+                None, None, "gtc", None, False, False, Decimal(0), 0,
             ),
         ]
     )  # fmt: skip
     assert await _rows(db, "fills", "fill_id") == [
         (
             fill.id, filled.id, symbol, "buy", Decimal(2), Decimal("1.1102"), Decimal(0), "paper",
-            fill.ts_event, fill.ts_init,
+            fill.ts_event, fill.ts_init, Decimal(0), Decimal(2), "taker",
         )
     ]  # fmt: skip
     assert await _rows(db, "positions", "symbol") == [
@@ -218,7 +226,8 @@ async def test_persistence_applies_the_migrations_once_and_resumes_after_its_sto
     assert [(r["version"], r["name"]) for r in applied] == [
         (1, "initial"),
         (2, "consumer_positions"),
-        (3, "strategy_positions"),
+        (3, "order_events"),
+        (4, "strategy_positions"),
     ]
     assert await db.fetch("SELECT version, name, applied_at FROM schema_migrations") == applied
     assert await migrate(db) == []
@@ -416,3 +425,113 @@ async def test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_s
     assert "refusing poison-1" in dead[0].headers[DLQ_REASON]
     assert dead[0].headers[DLQ_DELIVERIES] == "5"
     assert (counters["retried"], counters["dead_lettered"], counters.get("skipped_covered", 0)) == (4, 1, 0)
+
+
+def _limit_events(symbol: str, order_id: str) -> dict[str, OrderUpdate]:
+    """The events of a limit order's life as execution publishes them: placed, partly filled at a later quote,
+    replaced, then filled."""
+    common = {"client_order_id": order_id, "symbol": symbol, "side": "buy"}
+    named = {**common, "strategy": "maker"}
+    return {
+        "accepted": OrderAccepted(
+            id=f"{order_id}:accepted", ts_event=10, ts_init=11, **named, qty=Decimal(5), order_type="stop_limit",
+            limit_price=Decimal(100), stop_price=Decimal(99), tif="gtd", expire_ts=500, reduce_only=True, quote_seq=7,
+        ),
+        "triggered": OrderTriggered(
+            id=f"{order_id}:triggered", ts_event=15, ts_init=16, **named, qty=Decimal(5), order_type="stop_limit",
+            stop_price=Decimal(99), quote_seq=8,
+        ),
+        "partial": OrderFilled(
+            id=f"{order_id}:1", ts_event=20, ts_init=21, **common, qty=Decimal(2), price=Decimal(100), fee=Decimal(0),
+            venue="paper", leaves_qty=Decimal(3), liquidity="maker", quote_seq=9,
+        ),
+        "replaced": OrderReplaced(
+            id=f"{order_id}:replaced:1", ts_event=30, ts_init=31, **named, qty=Decimal(6), limit_price=Decimal(101),
+            stop_price=Decimal(99), replaces=1, command_id="r1",
+        ),
+        "refused": OrderCancelRejected(
+            id="c0:refused", ts_event=35, ts_init=36, client_order_id=order_id, strategy="maker", symbol=symbol,
+            command_id="c0", response_to="cancel", reason="order is strategy maker's, not taker's",
+        ),
+        "filled": OrderFilled(
+            id=f"{order_id}:2", ts_event=40, ts_init=41, **common, qty=Decimal(4), price=Decimal(101), fee=Decimal(0),
+            venue="paper", cum_qty=Decimal(6), quote_seq=10,
+        ),
+    }  # fmt: skip
+
+
+async def test_persistence_keeps_every_order_event_in_the_journal_and_each_order_as_it_stands(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("LIFE")
+    events = _limit_events(symbol, "maker-1")
+    canceled = OrderCanceled(
+        id="maker-2:canceled", ts_event=50, ts_init=51, client_order_id="maker-2", strategy="maker", symbol=symbol,
+        side="sell", qty=Decimal(3), filled_qty=Decimal(1), reason="canceled by request", command_id="c1",
+    )  # fmt: skip
+    expired = OrderExpired(
+        id="maker-3:expired", ts_event=60, ts_init=61, client_order_id="maker-3", strategy="maker", symbol=symbol,
+        side="sell", qty=Decimal(1), filled_qty=Decimal(0), expire_ts=60,
+    )  # fmt: skip
+    others = [
+        OrderAccepted(id=f"maker-{n}:accepted", ts_event=n, ts_init=n, client_order_id=f"maker-{n}", strategy="maker",
+                      symbol=symbol, side="sell", qty=Decimal(qty), order_type="limit", limit_price=Decimal(105))
+        for n, qty in ((2, 3), (3, 1))
+    ]  # fmt: skip
+    partial_2 = OrderFilled(
+        id="maker-2:1", ts_event=45, ts_init=46, client_order_id="maker-2", symbol=symbol, side="sell",
+        qty=Decimal(1), price=Decimal(105), fee=Decimal(0), venue="paper", leaves_qty=Decimal(2), liquidity="maker",
+    )  # fmt: skip
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        # One batch each, and the cancel and the expiry before the acceptances of their orders (a late batch).
+        batches: list[list[Message]] = [
+            [events["accepted"], events["triggered"], events["partial"]],
+            [canceled, expired],
+            [events["replaced"], events["refused"], *others, partial_2],
+            [events["filled"]],
+        ]
+        for n, batch in enumerate(batches):
+            await _publish(bus, batch, copy="first")
+            await persistence.wait_for_counter("handled", sum(len(b) for b in batches[: n + 1]))
+        # All of them again: nothing changes.
+        await _publish(bus, [m for b in batches for m in b], copy="second")
+        await persistence.wait_for_counter("handled", 2 * sum(len(b) for b in batches))
+
+    orders = {r["client_order_id"]: r for r in await db.fetch("SELECT * FROM orders WHERE symbol = $1", symbol)}
+    first = orders["maker-1"]
+    assert (first["status"], first["qty"], first["filled_qty"], first["limit_price"], first["replaces"]) == (
+        "filled", Decimal(6), Decimal(6), Decimal(101), 1,
+    )  # fmt: skip
+    assert (first["order_type"], first["stop_price"], first["tif"], first["expire_ts"], first["reduce_only"]) == (
+        "stop_limit", Decimal(99), "gtd", 500, True,
+    )  # fmt: skip
+    assert first["ts_updated"] == 40
+    # A cancel or expiry stored before its acceptance: the order is canceled or expired all the same.
+    assert (orders["maker-2"]["status"], orders["maker-2"]["filled_qty"]) == ("canceled", Decimal(1))
+    assert orders["maker-3"]["status"] == "expired"
+    journal = await db.fetch(
+        "SELECT id, kind, status, qty, filled_qty, reason, command_id FROM order_events WHERE symbol = $1 ORDER BY id",
+        symbol,
+    )
+    assert [tuple(r) for r in journal] == sorted([
+        ("c0:refused", "cancel_rejected", None, None, None, "order is strategy maker's, not taker's", "c0"),
+        ("maker-1:1", "partially_filled", "partially_filled", Decimal(2), Decimal(2), None, None),
+        ("maker-1:2", "filled", "filled", Decimal(4), Decimal(6), None, None),
+        ("maker-1:accepted", "accepted", "accepted", Decimal(5), Decimal(0), None, None),
+        ("maker-1:replaced:1", "replaced", None, Decimal(6), None, None, "r1"),
+        ("maker-1:triggered", "triggered", None, Decimal(5), None, None, None),
+        ("maker-2:1", "partially_filled", "partially_filled", Decimal(1), Decimal(1), None, None),
+        ("maker-2:accepted", "accepted", "accepted", Decimal(3), Decimal(0), None, None),
+        ("maker-2:canceled", "canceled", "canceled", Decimal(3), Decimal(1), "canceled by request", "c1"),
+        ("maker-3:accepted", "accepted", "accepted", Decimal(1), Decimal(0), None, None),
+        ("maker-3:expired", "expired", "expired", Decimal(1), Decimal(0), None, None),
+    ])  # fmt: skip
+    fills = await db.fetch(
+        "SELECT fill_id, leaves_qty, cum_qty, liquidity FROM fills WHERE symbol = $1 ORDER BY fill_id", symbol
+    )
+    assert [tuple(r) for r in fills] == [
+        ("maker-1:1", Decimal(3), Decimal(2), "maker"),
+        ("maker-1:2", Decimal(0), Decimal(6), "taker"),
+        ("maker-2:1", Decimal(2), Decimal(1), "maker"),
+    ]

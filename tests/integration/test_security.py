@@ -26,6 +26,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from rrr.deploy import control
 from rrr.deploy.credentials import new_password, with_userinfo
 from rrr.deploy.databases import ensure_login_role, temporary_database
 from rrr.deploy.nats_permissions import ROLES, SERVICE_ROLES
@@ -172,6 +173,10 @@ async def _until_closed(reader: asyncio.StreamReader) -> bytes:
         ("execution", "retry.persistence.evt.order.0.EURUSD"),
         ("strategy", "$JS.API.STREAM.DELETE.RRR_CMD"),
         ("market_data", "$JS.API.CONSUMER.DELETE.RRR_CMD.execution-0"),
+        # Only the operator's tool (and execution, for the day's loss) sets trading states.
+        ("strategy", "$KV.RRR_TRADING.account"),
+        ("persistence", "$KV.RRR_TRADING.account"),
+        ("strategy", "$KV.RRR_RISK.shard.0"),
     ],
 )
 async def test_a_service_publishing_outside_its_role_is_refused_and_the_message_goes_nowhere(
@@ -354,7 +359,7 @@ async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_
                 subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60, check=False
             )
             assert done.returncode == 0, done.stderr
-            assert "migrations applied now: [1, 2, 3]" in done.stdout
+            assert "migrations applied now: [1, 2, 3, 4]" in done.stdout
             assert owner_dsn.split("@")[0].rsplit(":", 1)[1] not in done.stdout + done.stderr  # no password shown
             conn = await asyncpg.connect(owner_dsn)
             try:
@@ -374,3 +379,20 @@ async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_
             await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
             await admin.close()
+
+
+async def test_the_control_identity_halts_and_resumes_an_execution_that_runs_as_its_own_user(
+    secured: NatsEndpoint, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    execution = ExecutionConfig(nats_url=secured.url_for("execution"), heartbeat_ms=100)
+    async with running_service(execution_app.run, execution, heartbeats):
+        operator = await Bus.connect(secured.url_for("control"), service="control", name=unique_id("control"))
+        try:
+            halted = await control.set_state(operator, "halted", symbol="EURUSD", reason="drill")
+            during = await control.status(operator)
+            resumed = await control.set_state(operator, "active", symbol="EURUSD")
+        finally:
+            await operator.close()
+    assert (halted.missing, resumed.missing) == ([], [])
+    assert during["trading"] == {"symbol.EURUSD": {"state": "halted", "reason": "drill", "source": "operator"}}
+    assert "0" in during["shards"]

@@ -17,7 +17,7 @@ from rrr.persistence.config import PersistenceConfig
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
 from rrr.shared.messages import Message, Quote, QuoteBatch, QuoteRow, encode, market_data_decoder
-from tests.support.factories import make_order, make_position, make_quote, unique_symbol
+from tests.support.factories import make_cancel, make_order, make_position, make_quote, unique_symbol
 from tests.support.orders import publish_quote_of
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import StoredMsg, stream_messages
@@ -41,10 +41,12 @@ async def test_execution_with_two_shards_fills_only_orders_on_their_own_subject_
     foreign = make_order(other)  # shard 1's order, sent on shard 0's subject
     relabelled = make_order(unique_symbol("ELSE", shard=0, shards=2))  # another symbol of shard 0
     retried = make_order(other)
-    misrouted = {
+    misrouted: dict[str, Message] = {
         f"cmd.order.0.{other}": foreign,
         f"cmd.order.0.{own}": relabelled,
         f"retry.execution.cmd.order.0.{other}": retried,
+        # A cancel of another symbol's order on this symbol's subject: the same rule as for orders.
+        f"cmd.order.0.{unique_symbol('CXL', shard=0, shards=2)}": make_cancel(foreign),
     }
     for subject, order in misrouted.items():
         await _send(bus, subject, order)
@@ -53,10 +55,10 @@ async def test_execution_with_two_shards_fills_only_orders_on_their_own_subject_
 
     async with running_service(execution_app.run, config, heartbeats) as execution:
         counters = await execution.wait_for_counters(
-            lambda c: c.get("handled", 0) >= 1 and c.get("mismatched", 0) >= 3, "1 handled, 3 mismatched"
+            lambda c: c.get("handled", 0) >= 1 and c.get("mismatched", 0) >= 4, "1 handled, 4 mismatched"
         )
 
-    assert (counters["orders_filled"], counters["mismatched"], counters["malformed"]) == (1, 3, 0)
+    assert (counters["orders_filled"], counters["mismatched"], counters["malformed"]) == (1, 4, 0)
     events = [m.subject for m in await stream_messages(bus.js, "RRR_EVT")]
     assert events == [subjects.order_event(own, 2)] * 2 + [subjects.position(own, 2)]
     letters = await _dead_letters(bus)

@@ -13,14 +13,18 @@ from decimal import Decimal
 
 from rrr.shared import subjects
 from rrr.shared.messages import (
+    CancelOrder,
     OrderAccepted,
     OrderFilled,
     OrderRejected,
+    OrderType,
     PositionUpdated,
     Quote,
+    ReplaceOrder,
     Side,
     Signal,
     SubmitOrder,
+    TimeInForce,
     Trade,
 )
 
@@ -131,8 +135,15 @@ def make_order(
     id: str | None = None,
     strategy: str = "test",
     quote_ts: int | None = None,
+    order_type: OrderType = "market",
+    limit_price: Number | None = None,
+    stop_price: Number | None = None,
+    tif: TimeInForce = "gtc",
+    expire_ts: int = 0,
+    post_only: bool = False,
+    reduce_only: bool = False,
 ) -> SubmitOrder:
-    """A market order command for ``symbol``; ``id`` is the client order id."""
+    """An order command for ``symbol`` (a market order unless said otherwise); ``id`` is the client order id."""
     now = time.time_ns()
     return SubmitOrder(
         id=id or unique_id("o"),
@@ -145,6 +156,49 @@ def make_order(
         quote_ts=now if quote_ts is None else quote_ts,
         quote_bid=_dec(quote_bid),
         quote_ask=_dec(quote_ask),
+        order_type=order_type,
+        limit_price=None if limit_price is None else _dec(limit_price),
+        stop_price=None if stop_price is None else _dec(stop_price),
+        tif=tif,
+        expire_ts=expire_ts,
+        post_only=post_only,
+        reduce_only=reduce_only,
+    )
+
+
+def make_cancel(order: SubmitOrder, *, id: str | None = None, strategy: str | None = None) -> CancelOrder:
+    """A cancel of ``order``, by its client order id."""
+    now = time.time_ns()
+    return CancelOrder(
+        id=id or unique_id("cancel"),
+        ts_event=now,
+        ts_init=now,
+        strategy=strategy or order.strategy,
+        symbol=order.symbol,
+        client_order_id=order.id,
+    )
+
+
+def make_replace(
+    order: SubmitOrder,
+    *,
+    qty: Number | None = None,
+    limit_price: Number | None = None,
+    stop_price: Number | None = None,
+    id: str | None = None,
+) -> ReplaceOrder:
+    """A replace of ``order``'s quantity or prices, by its client order id."""
+    now = time.time_ns()
+    return ReplaceOrder(
+        id=id or unique_id("replace"),
+        ts_event=now,
+        ts_init=now,
+        strategy=order.strategy,
+        symbol=order.symbol,
+        client_order_id=order.id,
+        qty=None if qty is None else _dec(qty),
+        limit_price=None if limit_price is None else _dec(limit_price),
+        stop_price=None if stop_price is None else _dec(stop_price),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rrr.execution.orders import IllegalTransitionError, Orders
+from rrr.execution.orders import TERMINAL, IllegalTransitionError, Orders, is_open
 from rrr.shared.errors import RRRError
 
 
@@ -34,14 +34,26 @@ def test_new_order_can_be_rejected():
     ("path", "wanted"),
     [
         ((), "filled"),
+        ((), "partially_filled"),
+        ((), "canceled"),
+        ((), "expired"),
         (("accepted",), "accepted"),
         (("accepted",), "rejected"),
         (("rejected",), "accepted"),
         (("rejected",), "filled"),
         (("rejected",), "rejected"),
+        (("rejected",), "canceled"),
         (("accepted", "filled"), "filled"),
         (("accepted", "filled"), "accepted"),
         (("accepted", "filled"), "rejected"),
+        (("accepted", "filled"), "canceled"),
+        (("accepted", "partially_filled"), "accepted"),
+        (("accepted", "partially_filled"), "rejected"),
+        (("accepted", "canceled"), "filled"),
+        (("accepted", "canceled"), "partially_filled"),
+        (("accepted", "canceled"), "expired"),
+        (("accepted", "expired"), "canceled"),
+        (("accepted", "expired"), "filled"),
     ],
 )
 def test_illegal_transition_raises_and_leaves_the_status_unchanged(path, wanted):
@@ -121,3 +133,42 @@ def test_restored_filled_order_cannot_be_filled_again():
     orders.restore("c1", "filled")
     with pytest.raises(IllegalTransitionError):
         orders.transition("c1", "filled")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("accepted", "filled"),
+        ("accepted", "partially_filled", "filled"),
+        ("accepted", "partially_filled", "partially_filled", "filled"),
+        ("accepted", "canceled"),
+        ("accepted", "partially_filled", "canceled"),
+        ("accepted", "expired"),
+        ("accepted", "partially_filled", "expired"),
+    ],
+)
+def test_an_order_moves_only_forward_to_one_terminal_state(path):
+    orders = Orders()
+    for status in path:
+        assert is_open(orders.status("c1")) == (orders.status("c1") is not None)
+        orders.transition("c1", status)
+    assert orders.status("c1") in TERMINAL
+    assert not is_open(orders.status("c1"))
+
+
+def test_restore_of_partial_fills_moves_the_order_to_the_end_as_the_live_update_did():
+    orders = Orders(max_orders=2)
+    orders.restore("c1", "accepted")
+    orders.restore("c2", "accepted")
+    orders.restore("c1", "partially_filled")
+    orders.restore("c1", "partially_filled")
+    orders.restore("c3", "accepted")
+    assert list(orders.items()) == [("c1", "partially_filled"), ("c3", "accepted")]
+
+
+def test_restore_never_moves_a_terminal_order_back_to_open():
+    orders = Orders()
+    orders.restore("c1", "canceled")
+    orders.restore("c1", "partially_filled")
+    orders.restore("c1", "accepted")
+    assert orders.status("c1") == "canceled"

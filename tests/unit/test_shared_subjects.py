@@ -351,3 +351,27 @@ def test_snapshot_subjects_keep_each_name_and_generation_in_one_token():
 def test_snapshot_name_that_could_break_its_subject_is_an_error(name):
     with pytest.raises(InvalidSubjectError, match="snapshot name"):
         subjects.snapshot_head(name)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "symbol", "key"),
+    [("", "", "account"), ("maker", "", "strategy.maker"), ("", "EURUSD", "symbol.EURUSD"),
+     ("maker", "BTC-USD", "pair.maker.BTC-USD")],
+)  # fmt: skip
+def test_a_trading_state_key_names_its_scope_and_parses_back(strategy, symbol, key):
+    assert subjects.trading_key(strategy, symbol) == key
+    assert subjects.parse_trading_key(key) == (strategy, symbol)
+
+
+@pytest.mark.parametrize("key", ["", "accounts", "strategy.", "strategy.Maker", "symbol.eur", "pair.a", "pair.a.B.C",
+                                 "symbol.>", "strategy.*"])  # fmt: skip
+def test_anything_else_is_not_a_trading_state_key(key):
+    with pytest.raises(InvalidSubjectError):
+        subjects.parse_trading_key(key)
+
+
+def test_trading_confirmations_and_shard_holdings_have_their_own_subjects_and_keys():
+    assert subjects.trading_applied(3) == "ctl.trading.3"
+    assert subjects.risk_key(3) == "shard.3"
+    with pytest.raises(InvalidSubjectError):
+        subjects.trading_key("no.dots")
