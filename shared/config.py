@@ -87,6 +87,14 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
             description="largest message a stream stores, headers included (a quote is about 300 bytes)",
         ),
     ] = DEFAULT_MAX_MSG_BYTES
+    stream_replicas: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=5,
+            description="copies of every stream and bucket, each on its own node of a NATS cluster (1 on one server)",
+        ),
+    ] = 1
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
     event_loop: Annotated[
         Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
@@ -143,6 +151,7 @@ SHARED_ENV_FIELDS = frozenset(
         "store_max_bytes",
         "store_max_msgs",
         "max_msg_bytes",
+        "stream_replicas",
         "ack_wait_s",
         "otel_exporter",
         "log_level",

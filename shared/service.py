@@ -131,6 +131,7 @@ class Service(Generic[C]):
                 max_age_s=config.stream_max_age_s,
                 duplicate_window_s=config.duplicate_window_s,
                 limits=config.store_limits(),
+                replicas=config.stream_replicas,
             )
             await bus.check_shards(config.shards)
             plan = await self.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))

@@ -81,6 +81,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
                 duplicate_window_s=config.duplicate_window_s,
                 limits=config.store_limits(),
                 update=False,
+                replicas=config.stream_replicas,
             )
             # Published to shards nobody consumes, quotes would be stored nowhere: refuse instead.
             recorded = await bus.recorded_shards()
