@@ -82,8 +82,9 @@ def _inbox(user: str) -> str:
 
 
 def _creates(streams: Iterable[StreamSpec], *, update: bool) -> list[str]:
-    """What ``ensure_streams`` sends: a create, and with ``update`` an update when the stream exists."""
-    verbs = ("CREATE", "UPDATE") if update else ("CREATE",)
+    """What ``ensure_streams`` sends: a create, with ``update`` an update when the stream exists, and on a
+    cluster the question whether each has a leader yet."""
+    verbs = ("CREATE", "UPDATE", "INFO") if update else ("CREATE", "INFO")
     return [f"{_API}.STREAM.{verb}.{s.name}" for s in streams for verb in verbs]
 
 

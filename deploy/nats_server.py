@@ -19,7 +19,24 @@ from rrr.deploy.nats_permissions import ADMIN, render_authorization
 from rrr.deploy.processes import free_port
 from rrr.shared.config import redact
 
-__all__ = ["NatsEndpoint", "NatsServer", "nats_server_binary"]
+__all__ = ["ClusterSettings", "NatsEndpoint", "NatsServer", "nats_server_binary"]
+
+# The user nodes of a cluster authenticate their routes with (a password of its own, not a client's).
+ROUTE_USER = "route"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """One node's part in a cluster: the cluster's name, its route port, and its peers' route ports.
+
+    Routes run on the node's own ``host`` and authenticate with ``ROUTE_USER`` and ``password``; the nodes
+    do not advertise one another to clients (``no_advertise``), so a client stays on the URLs it was given.
+    """
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
+    password: str
 
 
 def nats_server_binary() -> Path:
@@ -66,6 +83,9 @@ class NatsServer(EmbeddedServer):
         host: str = "127.0.0.1",
         max_store_bytes: int | None = None,
         users: Mapping[str, str] | None = None,
+        server_name: str = "rrr-nats",
+        cluster: ClusterSettings | None = None,
+        sync_always: bool = False,
     ) -> None:
         """Describe the server; nothing runs until `start`.
 
@@ -79,10 +99,18 @@ class NatsServer(EmbeddedServer):
             max_store_bytes: JetStream's file store limit (`max_file_store`); the server's default (most
                 of the disk) when None.
             users: Role name -> password of every user allowed to connect; anyone may connect when None.
+            server_name: The node's name, unique in its cluster (stream leaders are named by it).
+            cluster: The node's routes to its peers; a server of its own when None.
+            sync_always: Flush the JetStream store to disk after every write (`sync_interval: always`)
+                instead of every two minutes: an acknowledged message then survives a power loss of every
+                node at once, at a cost in throughput (bench/README.md).
         """
         super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="nats.log")
         self.max_store_bytes = max_store_bytes
         self.users = dict(users) if users is not None else None
+        self.server_name = server_name
+        self.cluster = cluster
+        self.sync_always = sync_always
         self._auto_port = port is None
         self._auto_monitor_port = monitor_port is None
         self.port = port if port is not None else free_port(host)
@@ -147,15 +175,35 @@ class NatsServer(EmbeddedServer):
         jetstream = [f"store_dir: {json.dumps(str(self.data_dir))}"]
         if self.max_store_bytes is not None:
             jetstream.append(f"max_file_store: {self.max_store_bytes}")
+        if self.sync_always:
+            jetstream.append("sync_interval: always")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Passwords in it, so readable by its owner only (as every file written here).
         write_private(
             self.config_file,
-            "server_name: rrr-nats\n"
+            f"server_name: {json.dumps(self.server_name)}\n"
             f"listen: {json.dumps(f'{self.host}:{self.port}')}\n"
             f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}\n"
             f"jetstream {{ {', '.join(jetstream)} }}\n"
+            + self._cluster_block()
             + (render_authorization(self.users) if self.users is not None else ""),
+        )
+
+    def _cluster_block(self) -> str:
+        cluster = self.cluster
+        if cluster is None:
+            return ""
+        routes = [
+            with_userinfo(f"nats-route://{self.host}:{port}", ROUTE_USER, cluster.password) for port in cluster.peers
+        ]
+        return (
+            "cluster {\n"
+            f"  name: {json.dumps(cluster.name)}\n"
+            f"  listen: {json.dumps(f'{self.host}:{cluster.port}')}\n"
+            "  no_advertise: true\n"
+            f"  authorization {{ user: {json.dumps(ROUTE_USER)}, password: {json.dumps(cluster.password)} }}\n"
+            f"  routes: {json.dumps(routes)}\n"
+            "}\n"
         )
 
     def _pick_free_ports(self) -> bool:
@@ -166,9 +214,14 @@ class NatsServer(EmbeddedServer):
         return self._auto_port or self._auto_monitor_port
 
     def _healthy(self) -> bool:
+        return self.answers("/healthz?js-enabled-only=true")
+
+    def answers(self, path: str) -> bool:
+        """Whether the monitoring endpoint `path` answers 200 now (`/healthz`: JetStream current, in a cluster
+        with a meta leader and every stream and consumer caught up)."""
         conn = http.client.HTTPConnection(self.host, self.monitor_port, timeout=1.0)
         try:
-            conn.request("GET", "/healthz?js-enabled-only=true")
+            conn.request("GET", path)
             return conn.getresponse().status == 200
         except OSError:
             return False

@@ -20,6 +20,7 @@ from rrr.deploy.pid_files import pid_alive, read_pid_file
 from rrr.deploy.postgres_server import PostgresServer, postgres_bin_dir
 from rrr.deploy.processes import log_tail, service_program
 from rrr.deploy.run_dir import RunDir, StackError, instance, read_state, service_of
+from rrr.deploy.stack_nats import nats_processes
 from rrr.deploy.supervisor import COLLECTOR, COLLECTOR_MARK, ProcessRecord, read_supervisor_state, supervisor_pid
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
@@ -31,8 +32,12 @@ from rrr.shared.messages import Heartbeat, heartbeat_decoder
 from rrr.shared.service import heartbeat_pid
 
 
-def servers(run: RunDir) -> tuple[tuple[type[NatsServer | PostgresServer], Path], ...]:
-    return ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir))
+def servers(run: RunDir) -> list[tuple[str, type[NatsServer | PostgresServer], Path]]:
+    """Each server of the system (every NATS node, PostgreSQL): its name, its kind and its data directory."""
+    nats: list[tuple[str, type[NatsServer | PostgresServer], Path]] = [
+        (name, NatsServer, data_dir) for name, data_dir in nats_processes(run, read_state(run))
+    ]
+    return [*nats, (PostgresServer.name, PostgresServer, run.pg_dir)]
 
 
 async def wait_for_heartbeats(
@@ -144,7 +149,7 @@ def status(run: RunDir, *, listen_s: float) -> int:
         rows.append(("supervisor", "running" if supervisor else "stopped", str(supervisor or "-"), "", ""))
     else:
         rows.append(("supervisor", "off (--no-supervise)", "-", "", ""))
-    server_pids = {s.name: read_pid_file(d / s.pid_name, s.name) for s, d in servers(run)}
+    server_pids = {name: read_pid_file(d / s.pid_name, s.name) for name, s, d in servers(run)}
     for name, pid in server_pids.items():
         healthy &= pid is not None
         rows.append((name, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(name)), ""))
@@ -164,9 +169,10 @@ def status(run: RunDir, *, listen_s: float) -> int:
     }
     identities = Identities(run)
     # The status user only listens to heartbeats; a run directory from before the users has none.
-    url = identities.status_url(state.nats_port) if identities.has_nats_users() else env["RRR_NATS_URL"]
+    url = identities.status_url(state.nats_ports) if identities.has_nats_users() else env["RRR_NATS_URL"]
     discovered: list[Ping] = []
-    if alive and server_pids[NatsServer.name] is not None:
+    nats_up = any(pid is not None for name, pid in server_pids.items() if name.startswith(NatsServer.name))
+    if alive and nats_up:
         with contextlib.suppress(StackError):
             beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log))
         with contextlib.suppress(RRRError):
@@ -207,6 +213,12 @@ def status(run: RunDir, *, listen_s: float) -> int:
     print(
         f"settings: feed={state.feed} shards={state.shards} supervise={'yes' if state.supervise else 'no'} "
         f"nats_port={state.nats_port} nats_monitor_port={state.nats_monitor_port} pg_port={state.pg_port}"
+        + (
+            f" cluster={len(state.nats_nodes)} nats_ports={','.join(str(p) for p in state.nats_ports)}"
+            if state.nats_nodes
+            else ""
+        )
+        + (" sync=always" if state.nats_sync_always else "")
     )
     for key, value in env.items():
         print(f"{printable(key, 64)}={printable(shown(key, value))}")
@@ -220,7 +232,8 @@ def _restarts(record: ProcessRecord | None) -> str:
 def logs(run: RunDir, service: str | None, lines: int) -> int:
     """Print the last ``lines`` lines of one service's log, or of every log."""
     files = sorted(run.logs.glob("*.log")) if run.logs.exists() else []
-    files += [p for p in (run.nats_dir / "nats.log", run.pg_dir / "postgres.log") if p.exists()]
+    nats_logs = [data_dir / "nats.log" for _, data_dir in nats_processes(run, read_state(run))]
+    files += [p for p in (*nats_logs, run.pg_dir / "postgres.log") if p.exists()]
     if service:
         wanted = service.replace("-", "_")
         files = [f for f in files if f.stem == wanted or f.stem.startswith(f"{wanted}-") or f.stem == service]
