@@ -46,9 +46,11 @@ NatsPorts = int | Sequence[int]
 class Identities:
     """The identities of the system in a run directory, their secrets in ``<run>/secrets``."""
 
-    def __init__(self, run: RunDir) -> None:
+    def __init__(self, run: RunDir, *, tls: bool = False) -> None:
         self.run = run
         self.secrets = SecretsDir(run.root / "secrets")
+        # NATS takes TLS only: its URLs say so (tls://), and the clients verify it (RRR_NATS_TLS_*).
+        self.tls = tls
 
     def status_url(self, nats_port: NatsPorts) -> str:
         """The URL `rrr-stack` watches heartbeats with: the status user's, which may only listen to ctl.>."""
@@ -62,7 +64,8 @@ class Identities:
         """The NATS URL of ``role``, with its password; with several ports, one URL per node, comma-separated."""
         password = self.secrets.password(f"nats_{role}")
         ports = [port] if isinstance(port, int) else port
-        return ",".join(with_userinfo(f"nats://{HOST}:{p}", role, password) for p in ports)
+        scheme = "tls" if self.tls else "nats"
+        return ",".join(with_userinfo(f"{scheme}://{HOST}:{p}", role, password) for p in ports)
 
     def nats_route_password(self) -> str:
         """What the nodes of a NATS cluster authenticate their routes to one another with."""

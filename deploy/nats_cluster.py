@@ -25,7 +25,7 @@ import msgspec
 
 from rrr.deploy.credentials import new_password
 from rrr.deploy.nats_permissions import ADMIN
-from rrr.deploy.nats_server import ClusterSettings, NatsEndpoint, NatsServer
+from rrr.deploy.nats_server import ClusterSettings, NatsEndpoint, NatsServer, ServerTls
 from rrr.deploy.processes import ServerStartError, free_port, poll_until
 
 __all__ = ["CLUSTER_NAME", "NatsCluster", "NodePorts", "join_urls"]
@@ -66,6 +66,7 @@ class NatsCluster:
         sync_always: bool = False,
         max_store_bytes: int | None = None,
         name: str = CLUSTER_NAME,
+        tls: ServerTls | None = None,
     ) -> None:
         """Describe the cluster; nothing runs until `start`.
 
@@ -79,6 +80,7 @@ class NatsCluster:
             sync_always: Every node flushes its store after each write (see `NatsServer`).
             max_store_bytes: Each node's JetStream file store limit.
             name: The cluster's name, the same on every node.
+            tls: TLS for clients and routes on every node (see `NatsServer`).
         """
         if size < 1:
             raise ValueError(f"size: expected at least 1 node, got {size}")
@@ -101,6 +103,7 @@ class NatsCluster:
                 cluster=self._settings(i, node.cluster),
                 sync_always=sync_always,
                 max_store_bytes=max_store_bytes,
+                tls=tls,
             )
             for i, node in enumerate(self.ports)
         ]

@@ -19,7 +19,7 @@ from rrr.deploy.nats_permissions import ADMIN, render_authorization
 from rrr.deploy.processes import free_port
 from rrr.shared.config import redact
 
-__all__ = ["ClusterSettings", "NatsEndpoint", "NatsServer", "nats_server_binary"]
+__all__ = ["ClusterSettings", "NatsEndpoint", "NatsServer", "ServerTls", "nats_server_binary"]
 
 # The user nodes of a cluster authenticate their routes with (a password of its own, not a client's).
 ROUTE_USER = "route"
@@ -37,6 +37,26 @@ class ClusterSettings:
     port: int
     peers: tuple[int, ...]
     password: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The certificate a server presents, its key, and the authority it verifies its peers' certificates by.
+
+    Used for client connections and for routes alike, with verification on both ways (`verify: true`): a
+    client or a node must present a certificate the authority signed (see `rrr.deploy.certificates`).
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def block(self) -> str:
+        """The `tls { ... }` block of nats.conf."""
+        return (
+            f"tls {{ cert_file: {json.dumps(str(self.cert_file))}, key_file: {json.dumps(str(self.key_file))}, "
+            f"ca_file: {json.dumps(str(self.ca_file))}, verify: true, timeout: 5 }}\n"
+        )
 
 
 def nats_server_binary() -> Path:
@@ -86,6 +106,7 @@ class NatsServer(EmbeddedServer):
         server_name: str = "rrr-nats",
         cluster: ClusterSettings | None = None,
         sync_always: bool = False,
+        tls: ServerTls | None = None,
     ) -> None:
         """Describe the server; nothing runs until `start`.
 
@@ -104,6 +125,7 @@ class NatsServer(EmbeddedServer):
             sync_always: Flush the JetStream store to disk after every write (`sync_interval: always`)
                 instead of every two minutes: an acknowledged message then survives a power loss of every
                 node at once, at a cost in throughput (bench/README.md).
+            tls: TLS for clients and routes, certificates verified both ways; plain TCP when None.
         """
         super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="nats.log")
         self.max_store_bytes = max_store_bytes
@@ -111,6 +133,7 @@ class NatsServer(EmbeddedServer):
         self.server_name = server_name
         self.cluster = cluster
         self.sync_always = sync_always
+        self.tls = tls
         self._auto_port = port is None
         self._auto_monitor_port = monitor_port is None
         self.port = port if port is not None else free_port(host)
@@ -118,8 +141,8 @@ class NatsServer(EmbeddedServer):
 
     @property
     def url(self) -> str:
-        """Client URL, `nats://host:port`."""
-        return f"nats://{self.host}:{self.port}"
+        """Client URL, `nats://host:port` (`tls://host:port` with TLS)."""
+        return f"{'tls' if self.tls is not None else 'nats'}://{self.host}:{self.port}"
 
     def url_for(self, role: str) -> str:
         """Client URL as `role` (`nats://role:password@host:port`); `url` when the server has no users.
@@ -185,6 +208,7 @@ class NatsServer(EmbeddedServer):
             f"listen: {json.dumps(f'{self.host}:{self.port}')}\n"
             f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}\n"
             f"jetstream {{ {', '.join(jetstream)} }}\n"
+            + (self.tls.block() if self.tls is not None else "")
             + self._cluster_block()
             + (render_authorization(self.users) if self.users is not None else ""),
         )
@@ -202,8 +226,7 @@ class NatsServer(EmbeddedServer):
             f"  listen: {json.dumps(f'{self.host}:{cluster.port}')}\n"
             "  no_advertise: true\n"
             f"  authorization {{ user: {json.dumps(ROUTE_USER)}, password: {json.dumps(cluster.password)} }}\n"
-            f"  routes: {json.dumps(routes)}\n"
-            "}\n"
+            f"  routes: {json.dumps(routes)}\n" + (f"  {self.tls.block()}" if self.tls is not None else "") + "}\n"
         )
 
     def _pick_free_ports(self) -> bool:

@@ -79,6 +79,8 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     nats_nodes: list[NodePorts] = msgspec.field(default_factory=list)
     # `up --sync always`: every node flushes its JetStream store after each write.
     nats_sync_always: bool = False
+    # `up --tls`: NATS takes TLS only, clients and routes, with the certificates in ``tls/``.
+    nats_tls: bool = False
 
     @property
     def nats_ports(self) -> list[int]:
@@ -119,6 +121,11 @@ class RunDir:
     @property
     def nats_dir(self) -> Path:
         return self.root / "nats"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The system's certificate authority and NATS certificates (``up --tls``)."""
+        return self.root / "tls"
 
     @property
     def pg_dir(self) -> Path:

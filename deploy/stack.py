@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rrr.deploy.certificates import ensure_certificates
 from rrr.deploy.collector import collect
 from rrr.deploy.identities import HOST, Identities
 from rrr.deploy.nats_server import NatsServer
@@ -147,12 +148,14 @@ def up(
     supervised: bool = True,
     nodes: int | None = None,
     sync_always: bool | None = None,
+    tls: bool | None = None,
 ) -> int:
     """Start whatever is not running (servers on their ports of last time), then the supervisor; return
     once every service is healthy.
 
     ``nodes`` NATS servers (a cluster when more than one, streams with three replicas), each flushing its
-    store after every write with ``sync_always``. A setting that would change what already runs (feed,
+    store after every write with ``sync_always``, taking TLS only with ``tls`` (certificates made into
+    ``.run/tls/`` the first time). A setting that would change what already runs (feed,
     ports, the store's sync) is refused with what to do instead; the state records only what is true, and
     what this call started is stopped again if it fails.
     """
@@ -163,8 +166,11 @@ def up(
     feed, shards, nodes = _settled(previous, feed, shards, nodes)
     if sync_always is None:
         sync_always = previous.nats_sync_always if previous is not None else False
+    if tls is None:
+        tls = previous.nats_tls if previous is not None else False
     specs = dict(previous.services) if previous is not None else {}
-    identities = Identities(run)
+    identities = Identities(run, tls=tls)
+    certificates = ensure_certificates(run.tls_dir) if tls else None
     # Held while starting anything, so that the supervisor never starts the same process at the same time.
     with run.lock():
         local = local_nats(
@@ -175,6 +181,7 @@ def up(
             monitor_port=_port("RRR_NATS_MONITOR_PORT", previous.nats_monitor_port if previous else None),
             cluster_ports=previous.nats_nodes if previous else (),
             sync_always=sync_always,
+            tls=certificates.server() if certificates is not None else None,
         )
         nats = local.first
         pg = PostgresServer(
@@ -199,6 +206,7 @@ def up(
                 collector_port=collector_port,
                 nats_nodes=local.node_ports(),
                 nats_sync_always=sync_always,
+                nats_tls=tls,
             )
             write_state(run, state)
 
@@ -216,6 +224,11 @@ def up(
                 raise StackError(
                     f"NATS runs with --sync {'always' if previous.nats_sync_always else 'default'}: `just down`, "
                     f"then `just up --sync {'always' if sync_always else 'default'}` to change it"
+                )
+            if tls != previous.nats_tls and running.get(nats.name) is not None:
+                raise StackError(
+                    f"NATS runs {'with' if previous.nats_tls else 'without'} TLS: `just down`, then "
+                    f"`just up {'--tls' if tls else '--no-tls'}` to change it"
                 )
         started: list[NatsServer | PostgresServer] = []
         to_start: list[tuple[str, NatsServer | PostgresServer, str | None]] = [
@@ -254,6 +267,8 @@ def up(
         if applied:
             print(f"applied migrations {applied}", flush=True)
         deployment = {"RRR_STREAM_REPLICAS": str(stream_replicas(nodes))}
+        if certificates is not None:
+            deployment |= certificates.client_env()
         tools = identities.write_tools_env(local.ports, pg.port, shards, deployment)
 
         # No identity in here: what is recorded for the supervisor (state.json) holds no secret. Each process
@@ -307,7 +322,9 @@ def up(
         print(f"starting the supervisor (log {run.supervisor_log}) ...", flush=True)
         start_supervisor(run)
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
-    asyncio.run(wait_for_heartbeats(identities.status_url(local.ports), set(procs), timeout_s, procs, run.service_log))
+    client_tls = certificates.client_context() if certificates is not None else None
+    status_url = identities.status_url(local.ports)
+    asyncio.run(wait_for_heartbeats(status_url, set(procs), timeout_s, procs, run.service_log, client_tls))
     print("system is up")
     for name in procs:
         if name in metrics_ports:
@@ -427,6 +444,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="JetStream store: flushed to disk after every write (always), or every 2 minutes as nats-server "
         "does by default [default: as recorded, else default]",
     )
+    p_up.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NATS takes TLS only, for clients and routes, with a certificate authority made into .run/tls/ and "
+        "every certificate verified [default: as recorded, else no]",
+    )
     p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
     p_up.add_argument(
         "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
@@ -481,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 supervised=not args.no_supervise,
                 nodes=args.cluster,
                 sync_always=None if args.sync is None else args.sync == "always",
+                tls=args.tls,
             )
         if args.command == "down":
             return down(run)

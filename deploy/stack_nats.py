@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rrr.deploy.certificates import TlsFiles
 from rrr.deploy.identities import Identities
 from rrr.deploy.nats_cluster import NatsCluster, NodePorts
-from rrr.deploy.nats_server import NatsServer
+from rrr.deploy.nats_server import NatsServer, ServerTls
 from rrr.deploy.run_dir import RunDir, StackState
 
 __all__ = ["LocalNats", "from_state", "local_nats", "nats_processes", "stream_replicas"]
@@ -62,16 +63,17 @@ def local_nats(
     monitor_port: int | None,
     cluster_ports: Sequence[NodePorts] = (),
     sync_always: bool = False,
+    tls: ServerTls | None = None,
 ) -> LocalNats:
     """The system's NATS: one server on ``port`` (free when None), or ``nodes`` routed to one another.
 
     A cluster's node 0 takes ``port`` and ``monitor_port`` when given; the other ports are ``cluster_ports``
-    (those of last time) or free ones.
+    (those of last time) or free ones. With ``tls``, clients and routes take TLS only.
     """
     users = identities.nats_users()
     if nodes == 1:
         server = NatsServer(
-            data_dir=run.nats_dir, port=port, monitor_port=monitor_port, users=users, sync_always=sync_always
+            data_dir=run.nats_dir, port=port, monitor_port=monitor_port, users=users, sync_always=sync_always, tls=tls
         )
         return LocalNats(servers=((NatsServer.name, server),), cluster=None)
     ports = list(cluster_ports) or [NodePorts.free() for _ in range(nodes)]
@@ -89,6 +91,7 @@ def local_nats(
         ports=ports,
         route_password=identities.nats_route_password(),
         sync_always=sync_always,
+        tls=tls,
     )
     named = tuple((f"{NatsServer.name}-{i}", node) for i, node in enumerate(cluster.nodes))
     return LocalNats(servers=named, cluster=cluster)
@@ -104,6 +107,7 @@ def from_state(run: RunDir, state: StackState, identities: Identities) -> LocalN
         monitor_port=state.nats_monitor_port,
         cluster_ports=state.nats_nodes,
         sync_always=state.nats_sync_always,
+        tls=TlsFiles(run.tls_dir).server() if state.nats_tls else None,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from rrr.deploy.supervisor import COLLECTOR, COLLECTOR_MARK, ProcessRecord, read
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
-from rrr.shared.config import redact
+from rrr.shared.config import redact, tls_from_env
 from rrr.shared.discovery import Ping
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
@@ -41,7 +42,12 @@ def servers(run: RunDir) -> list[tuple[str, type[NatsServer | PostgresServer], P
 
 
 async def wait_for_heartbeats(
-    url: str, expected: set[str], timeout_s: float, procs: Mapping[str, int], log_of: Callable[[str], Path]
+    url: str,
+    expected: set[str],
+    timeout_s: float,
+    procs: Mapping[str, int],
+    log_of: Callable[[str], Path],
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Heartbeat]:
     """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat from its own process.
 
@@ -54,11 +60,12 @@ async def wait_for_heartbeats(
         timeout_s: Deadline.
         procs: Pid of each instance, watched for an early exit.
         log_of: Log file of an instance, whose tail explains an early exit.
+        tls: The system's TLS for NATS, when it has some.
 
     Raises:
         StackError: a service process exited, or the deadline passed.
     """
-    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10)
+    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10, tls=tls)
     seen: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 
@@ -89,12 +96,12 @@ async def wait_for_heartbeats(
 _ping_decoder = msgspec.json.Decoder(Ping)
 
 
-async def discover(url: str, expected: int, window_s: float) -> list[Ping]:
+async def discover(url: str, expected: int, window_s: float, tls: ssl.SSLContext | None = None) -> list[Ping]:
     """The service instances that answer ``$SRV.PING`` (NATS service discovery), wherever they run.
 
     Discovery has no end: answers are taken until ``expected`` came or ``window_s`` passed.
     """
-    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10)
+    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10, tls=tls)
     found: list[Ping] = []
     enough = asyncio.Event()
 
@@ -167,16 +174,17 @@ def status(run: RunDir, *, listen_s: float) -> int:
         for name in services
         if (pid := read_pid_file(run.service_pid(name), service_program(service_of(name)))) is not None
     }
-    identities = Identities(run)
+    identities = Identities(run, tls=state.nats_tls)
     # The status user only listens to heartbeats; a run directory from before the users has none.
     url = identities.status_url(state.nats_ports) if identities.has_nats_users() else env["RRR_NATS_URL"]
+    tls = tls_from_env(env)
     discovered: list[Ping] = []
     nats_up = any(pid is not None for name, pid in server_pids.items() if name.startswith(NatsServer.name))
     if alive and nats_up:
         with contextlib.suppress(StackError):
-            beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log))
+            beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log, tls))
         with contextlib.suppress(RRRError):
-            discovered = asyncio.run(discover(url, len(alive), listen_s))
+            discovered = asyncio.run(discover(url, len(alive), listen_s, tls))
     for name in services:
         pid = alive.get(name)
         beat = beats.get(name)

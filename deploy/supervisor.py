@@ -273,7 +273,7 @@ def stack_targets(run: RunDir) -> list[Target]:
     state = read_state(run)
     if state is None:
         return []
-    identities = Identities(run)
+    identities = Identities(run, tls=state.nats_tls)
 
     def start_postgres() -> Child:
         server = PostgresServer(data_dir=run.pg_dir, port=state.pg_port, password=identities.pg_superuser_password())

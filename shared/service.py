@@ -113,6 +113,7 @@ class Service(Generic[C]):
                     dlq_key=config.dlq_key.encode() or None,
                     # Without an exporter, nothing starts a trace here: only traces begun elsewhere go on.
                     trace_roots=tracer_provider is not None or config.otel_exporter != "none",
+                    tls=config.nats_tls(),
                 )
             )
             # A service waits for NATS as long as it takes, but a stop while waiting ends it at once.

@@ -110,7 +110,7 @@ class StoreTooSmallError(RRRError):
 T = TypeVar("T")
 
 
-async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
+async def patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
     """``call()``, asked again while a cluster answers late or not at all (see ``_NOT_YET``), for a while."""
     deadline = time.monotonic() + _CLUSTER_API_PATIENCE_S
     backoff = Backoff(0.1, 2.0)
@@ -186,9 +186,9 @@ class StreamAdmin(Connection):
             for spec in STREAMS:
                 await self._wait_for_leader(spec.name)
         try:
-            meta = await _patiently(lambda: self.js.stream_info(_kv_stream(META_BUCKET)), _kv_stream(META_BUCKET))
+            meta = await patiently(lambda: self.js.stream_info(_kv_stream(META_BUCKET)), _kv_stream(META_BUCKET))
         except nats.js.errors.NotFoundError:
-            await _patiently(lambda: self._create_meta(limits), META_BUCKET)
+            await patiently(lambda: self._create_meta(limits), META_BUCKET)
         else:
             if update:
                 # A bucket created before it had limits: its stream is brought up to them.
@@ -227,7 +227,7 @@ class StreamAdmin(Connection):
         try:
             # On a cluster every create and update is agreed by the meta group while several services start at
             # once, and a new stream elects its leader: an answer late or missing is asked again, for a while.
-            await _patiently(_once, config.name or "")
+            await patiently(_once, config.name or "")
         except nats.js.errors.APIError as exc:
             if exc.err_code == _INSUFFICIENT_STORAGE:
                 raise StoreTooSmallError(config.name or "", config.max_bytes or 0, limits.max_bytes) from exc
@@ -264,15 +264,15 @@ class StreamAdmin(Connection):
             ShardCountError: the system runs with another count.
         """
         try:
-            kv = await _patiently(lambda: self.js.key_value(META_BUCKET), META_BUCKET)
+            kv = await patiently(lambda: self.js.key_value(META_BUCKET), META_BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            kv = await _patiently(lambda: self._create_meta(StoreLimits()), META_BUCKET)
+            kv = await patiently(lambda: self._create_meta(StoreLimits()), META_BUCKET)
             if self.replicas > 1:
                 await self._wait_for_leader(_kv_stream(META_BUCKET))
         try:
-            await _patiently(lambda: kv.create("shards", str(shards).encode()), META_BUCKET)
+            await patiently(lambda: kv.create("shards", str(shards).encode()), META_BUCKET)
         except nats.js.errors.KeyWrongLastSequenceError:
-            recorded = int((await _patiently(lambda: kv.get("shards"), META_BUCKET)).value or b"0")
+            recorded = int((await patiently(lambda: kv.get("shards"), META_BUCKET)).value or b"0")
             if recorded != shards:
                 raise ShardCountError(recorded, shards) from None
 
