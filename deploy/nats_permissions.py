@@ -33,6 +33,7 @@ from rrr.shared.bus import (
     COMMAND_STREAM,
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
+    LEASE_BUCKET,
     MARKET_DATA_STREAM,
     META_BUCKET,
     RETRY_STREAM,
@@ -116,6 +117,11 @@ def _reads_owned(stream: StreamSpec) -> list[str]:
     return [*_follows(stream), f"{_API}.CONSUMER.DELETE.{stream.name}.>"]
 
 
+def _fenced(stream: StreamSpec) -> list[str]:
+    """Where the shard's subjects end in ``stream``: its last message on them, read when fencing them."""
+    return [f"{_API}.STREAM.MSG.GET.{stream.name}", f"{_API}.DIRECT.GET.{stream.name}.>"]
+
+
 def _bucket_read(bucket: str) -> list[str]:
     """A key-value bucket, looked up and read (direct or not)."""
     stream = f"KV_{bucket}"
@@ -148,8 +154,10 @@ def _service(
     buckets: Iterable[str] = (),
     reads: Iterable[str] = (),
     listens: Iterable[str] = (),
+    fences: Iterable[StreamSpec] = (),
 ) -> Role:
-    """A service: its planes, heartbeats, dead letters and retries, the streams it creates and consumes."""
+    """A service: its planes, heartbeats, dead letters and retries, the streams it creates and consumes, and
+    where its shard's output ends in the streams it ``fences`` (``rrr.shared.bus.fencing``)."""
     publish = [
         *publishes,
         f"{subjects.HEARTBEAT}.{name}.>",
@@ -162,6 +170,10 @@ def _service(
         f"{_API}.STREAM.UPDATE.KV_{META_BUCKET}",
         *(subject for stream in consumes for subject in _consumes(stream)),
         *(subject for bucket in buckets for subject in _bucket(bucket)),
+        # Fail-over (--lease-ttl-ms): its shard's lease, in a bucket whose time to live it sets.
+        *_bucket(LEASE_BUCKET),
+        f"{_API}.STREAM.UPDATE.KV_{LEASE_BUCKET}",
+        *(subject for stream in fences for subject in _fenced(stream)),
         *reads,
     ]
     # Discovery (rrr.shared.discovery): it answers $SRV.<verb>, alone, with its name and with its id, on the
@@ -195,6 +207,7 @@ _SERVICES = (
         buckets=[STRATEGY_LEGACY_BUCKET],
         # Closed-loop strategies read their orders' outcomes (rrr.strategy.outcomes).
         reads=[*_snapshots(), *_reads_owned(EVENT_STREAM)],
+        fences=[SIGNAL_STREAM, COMMAND_STREAM],
     ),
     _service(
         EXECUTION,
@@ -209,6 +222,7 @@ _SERVICES = (
             f"{_API}.DIRECT.GET.{MARKET_DATA_STREAM.name}.>",
             *_snapshots(),
         ],
+        fences=[EVENT_STREAM],
     ),
     _service(
         PERSISTENCE,

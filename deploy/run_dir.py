@@ -81,6 +81,8 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     nats_sync_always: bool = False
     # `up --tls`: NATS takes TLS only, clients and routes, with the certificates in ``tls/``.
     nats_tls: bool = False
+    # `up --standby`: a second instance of every service for every shard (``strategy-0b``).
+    standby: bool = False
 
     @property
     def nats_ports(self) -> list[int]:

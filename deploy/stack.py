@@ -149,13 +149,15 @@ def up(
     nodes: int | None = None,
     sync_always: bool | None = None,
     tls: bool | None = None,
+    standby: bool | None = None,
 ) -> int:
     """Start whatever is not running (servers on their ports of last time), then the supervisor; return
     once every service is healthy.
 
     ``nodes`` NATS servers (a cluster when more than one, streams with three replicas), each flushing its
     store after every write with ``sync_always``, taking TLS only with ``tls`` (certificates made into
-    ``.run/tls/`` the first time). A setting that would change what already runs (feed,
+    ``.run/tls/`` the first time), and with ``standby`` a second instance of every service for every shard,
+    which takes over when the first one's lease lapses. A setting that would change what already runs (feed,
     ports, the store's sync) is refused with what to do instead; the state records only what is true, and
     what this call started is stopped again if it fails.
     """
@@ -168,6 +170,8 @@ def up(
         sync_always = previous.nats_sync_always if previous is not None else False
     if tls is None:
         tls = previous.nats_tls if previous is not None else False
+    if standby is None:
+        standby = previous.standby if previous is not None else False
     specs = dict(previous.services) if previous is not None else {}
     identities = Identities(run, tls=tls)
     certificates = ensure_certificates(run.tls_dir) if tls else None
@@ -207,6 +211,7 @@ def up(
                 nats_nodes=local.node_ports(),
                 nats_sync_always=sync_always,
                 nats_tls=tls,
+                standby=standby,
             )
             write_state(run, state)
 
@@ -267,6 +272,9 @@ def up(
         if applied:
             print(f"applied migrations {applied}", flush=True)
         deployment = {"RRR_STREAM_REPLICAS": str(stream_replicas(nodes))}
+        if standby:
+            # Every instance takes part in fail-over: each acts only while it holds its shard's lease.
+            deployment["RRR_LEASE_TTL_MS"] = os.environ.get("RRR_LEASE_TTL_MS") or str(DEFAULT_LEASE_TTL_MS)
         if certificates is not None:
             deployment |= certificates.client_env()
         tools = identities.write_tools_env(local.ports, pg.port, shards, deployment)
@@ -281,8 +289,7 @@ def up(
         }
         procs: dict[str, int] = {}
         for service in SERVICES:
-            for shard in range(shards):
-                name = instance(service, shard)
+            for shard, name in _shard_instances(service, shards, standby):
                 pid = read_pid_file(run.service_pid(name), service_program(service))
                 if pid is None:
                     metrics_ports[name] = _metrics_port(metrics_ports.get(name))
@@ -293,6 +300,8 @@ def up(
                         "--metrics-port",
                         str(metrics_ports[name]),
                     ]
+                    if name != instance(service, shard):
+                        argv += ["--instance", name]  # its heartbeats say which of the shard's two it is
                     spec = ServiceSpec(argv=argv, env=settings(env))
                     # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
                     process = ManagedProcess(
@@ -334,6 +343,21 @@ def up(
         print(f"{key}={shown(key, value)}")
     print(f"(written to {run.env_file}, readable by you only; the passwords are in {run.root / 'secrets'})")
     return 0
+
+
+# How long a shard waits for its standby after the active instance stops renewing, at most (RRR_LEASE_TTL_MS).
+DEFAULT_LEASE_TTL_MS = 3000
+
+
+def _instances(service: str, shard: int, standby: bool) -> list[str]:
+    """The instances of ``service`` for ``shard``: ``strategy-0``, and with a standby ``strategy-0b`` too."""
+    name = instance(service, shard)
+    return [name, f"{name}b"] if standby else [name]
+
+
+def _shard_instances(service: str, shards: int, standby: bool) -> list[tuple[int, str]]:
+    """Every instance of ``service``, with its shard."""
+    return [(shard, name) for shard in range(shards) for name in _instances(service, shard, standby)]
 
 
 def _metrics_port(previous: int | None) -> int:
@@ -451,6 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="NATS takes TLS only, for clients and routes, with a certificate authority made into .run/tls/ and "
         "every certificate verified [default: as recorded, else no]",
     )
+    p_up.add_argument(
+        "--standby",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a second instance of every service for every shard (strategy-0b ...), which takes over when the "
+        "first one's lease lapses (RRR_LEASE_TTL_MS, default 3000) [default: as recorded, else no]",
+    )
     p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
     p_up.add_argument(
         "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
@@ -506,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 nodes=args.cluster,
                 sync_always=None if args.sync is None else args.sync == "always",
                 tls=args.tls,
+                standby=args.standby,
             )
         if args.command == "down":
             return down(run)

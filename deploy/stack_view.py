@@ -70,7 +70,8 @@ async def wait_for_heartbeats(
     done = asyncio.Event()
 
     async def _on_beat(msg: Msg, beat: Heartbeat) -> None:
-        name = instance(beat.service, beat.shard)
+        # A standby is named by its instance (strategy-0b); the first instance of a shard by its service and shard.
+        name = beat.instance if beat.instance in procs else instance(beat.service, beat.shard)
         if beat.status == "ok" and name in procs and heartbeat_pid(beat) == procs[name]:
             seen[name] = beat
             if expected <= seen.keys():

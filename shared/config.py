@@ -35,6 +35,8 @@ from rrr.shared.limits import (
 
 ExporterName = Literal["none", "console", "otlp"]
 DLQ_KEY_MIN_LENGTH = 16
+# A lease renewed every quarter of its time to live: below half a second, a busy machine's pauses would lose it.
+MIN_LEASE_TTL_MS = 500
 # Never shown: a config's repr says only whether they are set.
 SECRET_FIELDS = frozenset({"dlq_key"})
 
@@ -99,6 +101,15 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
         str, msgspec.Meta(description="client certificate (PEM file) presented to NATS servers that ask for one")
     ] = ""
     nats_tls_key: Annotated[str, msgspec.Meta(description="the client certificate's private key (PEM file)")] = ""
+    lease_ttl_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=600_000,
+            description="fail-over: 0, this instance acts for its shard alone; else it acts only while it holds the "
+            "shard's lease, which lapses this long after its holder stops renewing it (a standby then takes over)",
+        ),
+    ] = 0
     stream_replicas: Annotated[
         int,
         msgspec.Meta(
@@ -132,6 +143,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "dlq_key", f"at least {DLQ_KEY_MIN_LENGTH} characters, or none", f"{len(self.dlq_key)} characters"
             )
+        if 0 < self.lease_ttl_ms < MIN_LEASE_TTL_MS:
+            raise ConfigError("lease_ttl_ms", f"0 (no lease) or at least {MIN_LEASE_TTL_MS}", self.lease_ttl_ms)
         if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
             raise ConfigError("nats_tls_key", "a client certificate and its key together, or neither", "one of them")
         if self.nats_tls_cert and not self.nats_tls_ca:
@@ -176,6 +189,7 @@ SHARED_ENV_FIELDS = frozenset(
         "store_max_msgs",
         "max_msg_bytes",
         "stream_replicas",
+        "lease_ttl_ms",
         "nats_tls_ca",
         "nats_tls_cert",
         "nats_tls_key",

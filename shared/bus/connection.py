@@ -10,7 +10,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import unquote, urlsplit
 
 import nats.errors
@@ -26,6 +26,9 @@ from rrr.shared.errors import RRRError
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.metrics import Traffic
 from rrr.shared.telemetry import extract
+
+if TYPE_CHECKING:
+    from rrr.shared.bus.fencing import Fence
 
 _log = logging.getLogger(__name__)
 
@@ -197,6 +200,8 @@ class Connection:
         # False when a message that arrives outside any trace starts none (no exporter): such a message gets
         # no span at all, the cheapest kind, instead of a non-recording one.
         self.trace_roots = trace_roots
+        # Set while this instance holds its shard's lease (a standby beside it): its output is fenced.
+        self.fence: Fence | None = None
 
     @classmethod
     async def connect(
