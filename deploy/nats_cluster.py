@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.request
@@ -188,6 +189,26 @@ class NatsCluster:
             return None
         leader = (jsz.get("meta_cluster") or {}).get("leader")
         return str(leader) if leader else None
+
+    def isolate(self, index: int) -> None:
+        """Restart node ``index`` cut off from the others: its routes lead to ports nothing listens on, and it
+        listens for routes on a new port the others do not know. Its clients may connect to it again."""
+        node = self.nodes[index]
+        settings = node.cluster
+        assert settings is not None
+        node.stop()
+        node.cluster = dataclasses.replace(
+            settings, port=free_port(self.host), peers=tuple(free_port(self.host) for _ in settings.peers)
+        )
+        node.start()
+
+    def rejoin(self, index: int, timeout_s: float = 60.0) -> None:
+        """Restart node ``index`` with its own routes again, and wait until the cluster is whole."""
+        node = self.nodes[index]
+        node.stop()
+        node.cluster = self._settings(index, self.ports[index].cluster)
+        node.start()
+        self.wait_formed(timeout_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every node that runs."""
