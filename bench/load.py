@@ -128,6 +128,10 @@ class _Resources:
         self.procs: dict[str, psutil.Process] = {}
         pid_files = {p.stem: p for p in (run_dir / "pids").glob("*.pid")}
         pid_files["nats-server"] = run_dir / "nats" / "nats.pid"
+        # The nodes of a cluster (`just up --cluster 3`), each counted on its own.
+        pid_files |= {
+            f"nats-server-{p.parent.name.removeprefix('node')}": p for p in (run_dir / "nats").glob("node*/nats.pid")
+        }
         pid_files["postgres"] = run_dir / "postgres" / "postgres.pid"
         for name, pid_file in pid_files.items():
             try:
@@ -215,8 +219,9 @@ async def run_load(
 
     order_hist = HdrHistogram(1, _MAX_US, 3)
     # Two NATS users, as `just up` gives them: the replay's publishes quotes, the tap's listens to orders.
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1)
-    listener = await nats.connect(listen_url, max_reconnect_attempts=-1)
+    # Each URL setting may name several servers (a cluster, `just up --cluster 3`), comma-separated.
+    nc = await nats.connect(nats_url.split(","), max_reconnect_attempts=-1)
+    listener = await nats.connect(listen_url.split(","), max_reconnect_attempts=-1)
     prefix = f"sma_cross-{run_id}:"
     start_ns = 0
 

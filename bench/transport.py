@@ -1,9 +1,12 @@
 """The bare transport: what nats-py and nats-server alone move on this machine, to read every other figure by.
 
-    python bench/transport.py [--messages 200000] [--size 300] [--repeats 3]
+    python bench/transport.py [--messages 200000] [--size 300] [--repeats 3] [--cluster 3] [--sync always]
 
 One nats-server (JetStream, file storage) from the embedded binary on 127.0.0.1, in a temporary directory,
 and one Python process (uvloop) doing both ends, so that the figures are a ceiling for one core of Python.
+With ``--cluster N``, N nodes routed on loopback (``rrr.deploy.nats_cluster``), the stream replicated on
+``min(N, 3)`` of them and the client given every node's URL; ``--sync always`` flushes every node's store
+after each write, as ``just up --sync always`` does.
 Each measurement runs ``--repeats`` times on a fresh stream; reported is the median in messages per second.
 
 1. core publish -> subscribe: ``--messages`` messages of ``--size`` bytes published on core NATS and
@@ -27,11 +30,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
+import nats.errors
 import nats.js.errors
 import uvloop
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
+from rrr.deploy.nats_cluster import NatsCluster
 from rrr.deploy.nats_server import NatsServer
 
 STREAM = "BENCH"
@@ -66,15 +71,21 @@ async def _core(nc: Client, payload: bytes, n: int) -> float:
     return n / seconds
 
 
-async def _fresh_stream(nc: Client) -> None:
+async def _fresh_stream(nc: Client, replicas: int) -> None:
     js = nc.jetstream()
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream(STREAM)
-    await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT], storage=StorageType.FILE))
+    await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT], storage=StorageType.FILE, num_replicas=replicas))
+    # A replicated stream answers once it has elected its leader.
+    while True:
+        with contextlib.suppress(nats.errors.TimeoutError, nats.js.errors.NotFoundError):
+            info = await js.stream_info(STREAM)
+            if info.cluster is None or info.cluster.leader:
+                return
 
 
-async def _publish(nc: Client, payload: bytes, n: int) -> float:
-    await _fresh_stream(nc)
+async def _publish(nc: Client, payload: bytes, n: int, replicas: int) -> float:
+    await _fresh_stream(nc, replicas)
     js = nc.jetstream(publish_async_max_pending=WINDOW)
     started = time.perf_counter()
     for _ in range(n):
@@ -113,14 +124,14 @@ async def _ordered(nc: Client, n: int) -> float:
     return n / seconds
 
 
-async def _measure(url: str, n: int, size: int, repeats: int) -> dict[str, list[float]]:
+async def _measure(url: str, n: int, size: int, repeats: int, replicas: int) -> dict[str, list[float]]:
     payload = b"q" * size
-    nc = await nats.connect(url, pending_size=256 * 1024 * 1024)
+    nc = await nats.connect(url.split(","), pending_size=256 * 1024 * 1024)
     results: dict[str, list[float]] = {"core": [], "publish": [], "pull": [], "ordered": []}
     try:
         for _ in range(repeats):
             results["core"].append(await _core(nc, payload, n))
-            results["publish"].append(await _publish(nc, payload, n))
+            results["publish"].append(await _publish(nc, payload, n, replicas))
             results["pull"].append(await _pull(nc, n))
             results["ordered"].append(await _ordered(nc, n))
     finally:
@@ -134,21 +145,33 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=300, help="bytes per message (a quote is about 300)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cluster", type=int, default=1, help="nats-server nodes; the stream on min(N, 3) [1]")
+    parser.add_argument("--sync", choices=("default", "always"), default="default", help="JetStream store sync")
     args = parser.parse_args()
+    replicas = min(args.cluster, 3)
+    sync_always = args.sync == "always"
     with tempfile.TemporaryDirectory() as tmp:
-        server = NatsServer(data_dir=Path(tmp) / "nats")
-        server.start()
+        servers: NatsServer | NatsCluster
+        if args.cluster > 1:
+            servers = NatsCluster(data_dir=Path(tmp) / "nats", size=args.cluster, sync_always=sync_always)
+        else:
+            servers = NatsServer(data_dir=Path(tmp) / "nats", sync_always=sync_always)
+        servers.start()
         try:
-            results = uvloop.run(_measure(server.url, args.messages, args.size, args.repeats))
+            results = uvloop.run(_measure(servers.url, args.messages, args.size, args.repeats, replicas))
         finally:
-            server.stop()
+            servers.stop()
     labels = {
         "core": "core publish -> subscribe",
         "publish": f"JetStream publish, {WINDOW} acks in flight",
         "pull": "JetStream pull, fetch 512, ack each",
         "ordered": "JetStream ordered push, no acks",
     }
-    print(f"bare nats-py transport, {args.messages:,} messages of {args.size} bytes, median of {args.repeats}:")
+    where = f"{args.cluster} nodes, R{replicas}" if args.cluster > 1 else "1 node"
+    print(
+        f"bare nats-py transport ({where}, sync {args.sync}), {args.messages:,} messages of {args.size} bytes, "
+        f"median of {args.repeats}:"
+    )
     for key, label in labels.items():
         values = results[key]
         print(f"  {label:<42} {statistics.median(values):>12,.0f} msgs/s  [{min(values):,.0f}-{max(values):,.0f}]")

@@ -39,7 +39,7 @@ from rrr.shared.bus import (
     Bus,
     signature_valid,
 )
-from rrr.shared.config import ServiceConfig, with_local_system
+from rrr.shared.config import ServiceConfig, tls_from_env, with_local_system
 from rrr.shared.errors import InvalidSubjectError, InvalidSymbolError, RRRError
 from rrr.shared.messages import any_decoder
 
@@ -223,7 +223,7 @@ async def republish(bus: Bus, letters: Sequence[DeadLetter], *, key: bytes | Non
 
 async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     key = environ.get(KEY_ENV, "").encode() or None
-    bus = await Bus.connect(args.nats_url, service="dlq", name="rrr-dlq", timeout_s=10)
+    bus = await Bus.connect(args.nats_url, service="dlq", name="rrr-dlq", timeout_s=10, tls=tls_from_env(environ))
     try:
         await bus.ensure_streams(max_age_s=ServiceConfig().stream_max_age_s, update=False)
         letters = await read_dead_letters(bus)

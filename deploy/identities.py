@@ -18,6 +18,8 @@ persistence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from rrr.deploy.credentials import SecretsDir, with_userinfo, write_private
@@ -37,16 +39,21 @@ PG_WRITER = "rrr_persistence"
 PG_READER = "rrr_reader"
 _PG_SUPERUSER_FILE = "postgres"
 _DLQ_KEY_FILE = "dlq_key"
+_NATS_ROUTE_FILE = "nats_route"
+# One client port, or every node's of a cluster: a URL then names each node (comma-separated).
+NatsPorts = int | Sequence[int]
 
 
 class Identities:
     """The identities of the system in a run directory, their secrets in ``<run>/secrets``."""
 
-    def __init__(self, run: RunDir) -> None:
+    def __init__(self, run: RunDir, *, tls: bool = False) -> None:
         self.run = run
         self.secrets = SecretsDir(run.root / "secrets")
+        # NATS takes TLS only: its URLs say so (tls://), and the clients verify it (RRR_NATS_TLS_*).
+        self.tls = tls
 
-    def status_url(self, nats_port: int) -> str:
+    def status_url(self, nats_port: NatsPorts) -> str:
         """The URL `rrr-stack` watches heartbeats with: the status user's, which may only listen to ctl.>."""
         return self.nats_url("status", nats_port)
 
@@ -54,9 +61,16 @@ class Identities:
         """Every NATS user and its password, for nats.conf."""
         return {role: self.secrets.password(f"nats_{role}") for role in ROLES}
 
-    def nats_url(self, role: str, port: int) -> str:
-        """The NATS URL of ``role``, with its password."""
-        return with_userinfo(f"nats://{HOST}:{port}", role, self.secrets.password(f"nats_{role}"))
+    def nats_url(self, role: str, port: NatsPorts) -> str:
+        """The NATS URL of ``role``, with its password; with several ports, one URL per node, comma-separated."""
+        password = self.secrets.password(f"nats_{role}")
+        ports = [port] if isinstance(port, int) else port
+        scheme = "tls" if self.tls else "nats"
+        return ",".join(with_userinfo(f"{scheme}://{HOST}:{p}", role, password) for p in ports)
+
+    def nats_route_password(self) -> str:
+        """What the nodes of a NATS cluster authenticate their routes to one another with."""
+        return self.secrets.password(_NATS_ROUTE_FILE)
 
     def has_nats_users(self) -> bool:
         """Whether this run directory's secrets were made (an older .run/ has none)."""
@@ -70,7 +84,7 @@ class Identities:
         """The DSN of ``role`` on the system's database."""
         return with_userinfo(f"postgresql://{HOST}:{pg_port}/{DATABASE}", role, self.secrets.password(f"pg_{role}"))
 
-    def service_env(self, service: str, nats_port: int, pg_port: int) -> dict[str, str]:
+    def service_env(self, service: str, nats_port: NatsPorts, pg_port: int) -> dict[str, str]:
         """The identity of one service process: its NATS user, and persistence's database role."""
         env = {
             env_name(service, "nats_url"): self.nats_url(service, nats_port),
@@ -80,8 +94,11 @@ class Identities:
             env[env_name(service, "database_url")] = self.pg_url(PG_WRITER, pg_port)
         return env
 
-    def write_tools_env(self, nats_port: int, pg_port: int, shards: int) -> dict[str, str]:
-        """Write ``.run/env`` (mode 0600) with the least identity each tool needs; return what it holds."""
+    def write_tools_env(
+        self, nats_port: NatsPorts, pg_port: int, shards: int, settings: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """Write ``.run/env`` (mode 0600) with the least identity each tool needs, and ``settings`` of the
+        deployment the tools share with the services; return what it holds."""
         env = {
             "RRR_NATS_URL": self.nats_url("tap", nats_port),
             "RRR_MARKET_DATA_NATS_URL": self.nats_url("replay", nats_port),
@@ -90,6 +107,7 @@ class Identities:
             "RRR_DLQ_KEY": self.secrets.password(_DLQ_KEY_FILE),
             "RRR_DATABASE_URL": self.pg_url(PG_READER, pg_port),
             "RRR_SHARDS": str(shards),
+            **(settings or {}),
         }
         write_private(self.run.env_file, "".join(f"{key}={value}\n" for key, value in env.items()))
         return env

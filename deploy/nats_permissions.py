@@ -33,6 +33,7 @@ from rrr.shared.bus import (
     COMMAND_STREAM,
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
+    LEASE_BUCKET,
     MARKET_DATA_STREAM,
     META_BUCKET,
     RETRY_STREAM,
@@ -82,8 +83,9 @@ def _inbox(user: str) -> str:
 
 
 def _creates(streams: Iterable[StreamSpec], *, update: bool) -> list[str]:
-    """What ``ensure_streams`` sends: a create, and with ``update`` an update when the stream exists."""
-    verbs = ("CREATE", "UPDATE") if update else ("CREATE",)
+    """What ``ensure_streams`` sends: a create, with ``update`` an update when the stream exists, and on a
+    cluster the question whether each has a leader yet."""
+    verbs = ("CREATE", "UPDATE", "INFO") if update else ("CREATE", "INFO")
     return [f"{_API}.STREAM.{verb}.{s.name}" for s in streams for verb in verbs]
 
 
@@ -113,6 +115,11 @@ def _reads_owned(stream: StreamSpec) -> list[str]:
     """A stream read from a position the reader keeps itself (``Consumer(acks=False)``): an ordered push
     consumer, created, its flow control answered, and deleted when re-created or done."""
     return [*_follows(stream), f"{_API}.CONSUMER.DELETE.{stream.name}.>"]
+
+
+def _fenced(stream: StreamSpec) -> list[str]:
+    """Where the shard's subjects end in ``stream``: its last message on them, read when fencing them."""
+    return [f"{_API}.STREAM.MSG.GET.{stream.name}", f"{_API}.DIRECT.GET.{stream.name}.>"]
 
 
 def _bucket_read(bucket: str) -> list[str]:
@@ -159,8 +166,10 @@ def _service(
     buckets: Iterable[str] = (),
     reads: Iterable[str] = (),
     listens: Iterable[str] = (),
+    fences: Iterable[StreamSpec] = (),
 ) -> Role:
-    """A service: its planes, heartbeats, dead letters and retries, the streams it creates and consumes."""
+    """A service: its planes, heartbeats, dead letters and retries, the streams it creates and consumes, and
+    where its shard's output ends in the streams it ``fences`` (``rrr.shared.bus.fencing``)."""
     publish = [
         *publishes,
         f"{subjects.HEARTBEAT}.{name}.>",
@@ -173,6 +182,10 @@ def _service(
         f"{_API}.STREAM.UPDATE.KV_{META_BUCKET}",
         *(subject for stream in consumes for subject in _consumes(stream)),
         *(subject for bucket in buckets for subject in _bucket(bucket)),
+        # Fail-over (--lease-ttl-ms): its shard's lease, in a bucket whose time to live it sets.
+        *_bucket(LEASE_BUCKET),
+        f"{_API}.STREAM.UPDATE.KV_{LEASE_BUCKET}",
+        *(subject for stream in fences for subject in _fenced(stream)),
         *reads,
     ]
     # Discovery (rrr.shared.discovery): it answers $SRV.<verb>, alone, with its name and with its id, on the
@@ -206,6 +219,7 @@ _SERVICES = (
         buckets=[STRATEGY_LEGACY_BUCKET],
         # Closed-loop strategies read their orders' outcomes (rrr.strategy.outcomes).
         reads=[*_snapshots(), *_reads_owned(EVENT_STREAM)],
+        fences=[SIGNAL_STREAM, COMMAND_STREAM],
     ),
     _service(
         EXECUTION,
@@ -227,6 +241,7 @@ _SERVICES = (
             *_watches(subjects.RISK_BUCKET),
         ],
         buckets=[subjects.TRADING_BUCKET, subjects.RISK_BUCKET],
+        fences=[EVENT_STREAM],
     ),
     _service(
         PERSISTENCE,

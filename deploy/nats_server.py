@@ -19,7 +19,44 @@ from rrr.deploy.nats_permissions import ADMIN, render_authorization
 from rrr.deploy.processes import free_port
 from rrr.shared.config import redact
 
-__all__ = ["NatsEndpoint", "NatsServer", "nats_server_binary"]
+__all__ = ["ClusterSettings", "NatsEndpoint", "NatsServer", "ServerTls", "nats_server_binary"]
+
+# The user nodes of a cluster authenticate their routes with (a password of its own, not a client's).
+ROUTE_USER = "route"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """One node's part in a cluster: the cluster's name, its route port, and its peers' route ports.
+
+    Routes run on the node's own ``host`` and authenticate with ``ROUTE_USER`` and ``password``; the nodes
+    do not advertise one another to clients (``no_advertise``), so a client stays on the URLs it was given.
+    """
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The certificate a server presents, its key, and the authority it verifies its peers' certificates by.
+
+    Used for client connections and for routes alike, with verification on both ways (`verify: true`): a
+    client or a node must present a certificate the authority signed (see `rrr.deploy.certificates`).
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def block(self) -> str:
+        """The `tls { ... }` block of nats.conf."""
+        return (
+            f"tls {{ cert_file: {json.dumps(str(self.cert_file))}, key_file: {json.dumps(str(self.key_file))}, "
+            f"ca_file: {json.dumps(str(self.ca_file))}, verify: true, timeout: 5 }}\n"
+        )
 
 
 def nats_server_binary() -> Path:
@@ -66,6 +103,10 @@ class NatsServer(EmbeddedServer):
         host: str = "127.0.0.1",
         max_store_bytes: int | None = None,
         users: Mapping[str, str] | None = None,
+        server_name: str = "rrr-nats",
+        cluster: ClusterSettings | None = None,
+        sync_always: bool = False,
+        tls: ServerTls | None = None,
     ) -> None:
         """Describe the server; nothing runs until `start`.
 
@@ -79,10 +120,20 @@ class NatsServer(EmbeddedServer):
             max_store_bytes: JetStream's file store limit (`max_file_store`); the server's default (most
                 of the disk) when None.
             users: Role name -> password of every user allowed to connect; anyone may connect when None.
+            server_name: The node's name, unique in its cluster (stream leaders are named by it).
+            cluster: The node's routes to its peers; a server of its own when None.
+            sync_always: Flush the JetStream store to disk after every write (`sync_interval: always`)
+                instead of every two minutes: an acknowledged message then survives a power loss of every
+                node at once, at a cost in throughput (bench/README.md).
+            tls: TLS for clients and routes, certificates verified both ways; plain TCP when None.
         """
         super().__init__(data_dir=data_dir, log_file=log_file, host=host, log_name="nats.log")
         self.max_store_bytes = max_store_bytes
         self.users = dict(users) if users is not None else None
+        self.server_name = server_name
+        self.cluster = cluster
+        self.sync_always = sync_always
+        self.tls = tls
         self._auto_port = port is None
         self._auto_monitor_port = monitor_port is None
         self.port = port if port is not None else free_port(host)
@@ -90,8 +141,8 @@ class NatsServer(EmbeddedServer):
 
     @property
     def url(self) -> str:
-        """Client URL, `nats://host:port`."""
-        return f"nats://{self.host}:{self.port}"
+        """Client URL, `nats://host:port` (`tls://host:port` with TLS)."""
+        return f"{'tls' if self.tls is not None else 'nats'}://{self.host}:{self.port}"
 
     def url_for(self, role: str) -> str:
         """Client URL as `role` (`nats://role:password@host:port`); `url` when the server has no users.
@@ -147,15 +198,35 @@ class NatsServer(EmbeddedServer):
         jetstream = [f"store_dir: {json.dumps(str(self.data_dir))}"]
         if self.max_store_bytes is not None:
             jetstream.append(f"max_file_store: {self.max_store_bytes}")
+        if self.sync_always:
+            jetstream.append("sync_interval: always")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Passwords in it, so readable by its owner only (as every file written here).
         write_private(
             self.config_file,
-            "server_name: rrr-nats\n"
+            f"server_name: {json.dumps(self.server_name)}\n"
             f"listen: {json.dumps(f'{self.host}:{self.port}')}\n"
             f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}\n"
             f"jetstream {{ {', '.join(jetstream)} }}\n"
+            + (self.tls.block() if self.tls is not None else "")
+            + self._cluster_block()
             + (render_authorization(self.users) if self.users is not None else ""),
+        )
+
+    def _cluster_block(self) -> str:
+        cluster = self.cluster
+        if cluster is None:
+            return ""
+        routes = [
+            with_userinfo(f"nats-route://{self.host}:{port}", ROUTE_USER, cluster.password) for port in cluster.peers
+        ]
+        return (
+            "cluster {\n"
+            f"  name: {json.dumps(cluster.name)}\n"
+            f"  listen: {json.dumps(f'{self.host}:{cluster.port}')}\n"
+            "  no_advertise: true\n"
+            f"  authorization {{ user: {json.dumps(ROUTE_USER)}, password: {json.dumps(cluster.password)} }}\n"
+            f"  routes: {json.dumps(routes)}\n" + (f"  {self.tls.block()}" if self.tls is not None else "") + "}\n"
         )
 
     def _pick_free_ports(self) -> bool:
@@ -166,9 +237,14 @@ class NatsServer(EmbeddedServer):
         return self._auto_port or self._auto_monitor_port
 
     def _healthy(self) -> bool:
+        return self.answers("/healthz?js-enabled-only=true")
+
+    def answers(self, path: str) -> bool:
+        """Whether the monitoring endpoint `path` answers 200 now (`/healthz`: JetStream current, in a cluster
+        with a meta leader and every stream and consumer caught up)."""
         conn = http.client.HTTPConnection(self.host, self.monitor_port, timeout=1.0)
         try:
-            conn.request("GET", "/healthz?js-enabled-only=true")
+            conn.request("GET", path)
             return conn.getresponse().status == 200
         except OSError:
             return False

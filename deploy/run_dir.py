@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from rrr.deploy.nats_cluster import NodePorts
 from rrr.deploy.processes import SERVICES
 from rrr.shared.errors import RRRError
 
@@ -73,6 +74,20 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     # Where each service instance serves its metrics, and the servers' collector (0: none); added later.
     metrics_ports: dict[str, int] = msgspec.field(default_factory=dict)
     collector_port: int = 0
+    # Each NATS node's ports when NATS runs as a cluster (`up --cluster N`, node 0's are the ports above); empty:
+    # one server. Added later, as the next one.
+    nats_nodes: list[NodePorts] = msgspec.field(default_factory=list)
+    # `up --sync always`: every node flushes its JetStream store after each write.
+    nats_sync_always: bool = False
+    # `up --tls`: NATS takes TLS only, clients and routes, with the certificates in ``tls/``.
+    nats_tls: bool = False
+    # `up --standby`: a second instance of every service for every shard (``strategy-0b``).
+    standby: bool = False
+
+    @property
+    def nats_ports(self) -> list[int]:
+        """Every NATS node's client port (one, on a single server)."""
+        return [node.client for node in self.nats_nodes] or [self.nats_port]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +123,11 @@ class RunDir:
     @property
     def nats_dir(self) -> Path:
         return self.root / "nats"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The system's certificate authority and NATS certificates (``up --tls``)."""
+        return self.root / "tls"
 
     @property
     def pg_dir(self) -> Path:

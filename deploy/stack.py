@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rrr.deploy.certificates import ensure_certificates
 from rrr.deploy.collector import collect
 from rrr.deploy.identities import HOST, Identities
 from rrr.deploy.nats_server import NatsServer
@@ -50,6 +51,7 @@ from rrr.deploy.run_dir import (
     write_atomic,
     write_state,
 )
+from rrr.deploy.stack_nats import local_nats, stream_replicas
 from rrr.deploy.stack_view import (
     exec_with_env,
     logs,
@@ -91,21 +93,30 @@ def _port(env: str, previous: int | None) -> int | None:
     return previous
 
 
-def _settled(previous: StackState | None, feed: str | None, shards: int | None) -> tuple[str, int]:
-    """The feed and shard count to run with: as asked, else as recorded, else the defaults.
+def _settled(
+    previous: StackState | None, feed: str | None, shards: int | None, nodes: int | None
+) -> tuple[str, int, int]:
+    """The feed, shard count and NATS nodes to run with: as asked, else as recorded, else the defaults.
 
     Raises:
-        StackError: the shard count differs from the recorded one (streams and state are split by it).
+        StackError: the shard count or the number of NATS nodes differs from the recorded one (streams and
+            state are split by the one and stored on the other).
     """
     if previous is None:
-        return feed or "sim", shards or 1
+        return feed or "sim", shards or 1, nodes or 1
     if shards is not None and shards != previous.shards:
         raise StackError(
             f"this system was set up with --shards {previous.shards}; its streams and state are split that way. "
             f"Start it with --shards {previous.shards} (or without --shards), or `just reset` to start over with "
             f"{shards}"
         )
-    return feed or previous.feed, previous.shards
+    recorded = max(len(previous.nats_nodes), 1)
+    if nodes is not None and nodes != recorded:
+        raise StackError(
+            f"this system was set up with --cluster {recorded}; its streams are stored on that many NATS nodes. "
+            f"Start it with --cluster {recorded} (or without --cluster), or `just reset` to start over with {nodes}"
+        )
+    return feed or previous.feed, previous.shards, recorded
 
 
 def _refuse_changes_to_a_running_system(
@@ -128,28 +139,55 @@ def _refuse_changes_to_a_running_system(
             )
 
 
-def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, supervised: bool = True) -> int:
+def up(
+    run: RunDir,
+    *,
+    feed: str | None,
+    shards: int | None,
+    timeout_s: float,
+    supervised: bool = True,
+    nodes: int | None = None,
+    sync_always: bool | None = None,
+    tls: bool | None = None,
+    standby: bool | None = None,
+) -> int:
     """Start whatever is not running (servers on their ports of last time), then the supervisor; return
     once every service is healthy.
 
-    A setting that would change what already runs (feed, ports) is refused with what to do instead; the
-    state records only what is true, and what this call started is stopped again if it fails.
+    ``nodes`` NATS servers (a cluster when more than one, streams with three replicas), each flushing its
+    store after every write with ``sync_always``, taking TLS only with ``tls`` (certificates made into
+    ``.run/tls/`` the first time), and with ``standby`` a second instance of every service for every shard,
+    which takes over when the first one's lease lapses. A setting that would change what already runs (feed,
+    ports, the store's sync) is refused with what to do instead; the state records only what is true, and
+    what this call started is stopped again if it fails.
     """
     run.root.mkdir(parents=True, exist_ok=True)
     run.logs.mkdir(exist_ok=True)
     run.pids.mkdir(exist_ok=True)
     previous = read_state(run)
-    feed, shards = _settled(previous, feed, shards)
+    feed, shards, nodes = _settled(previous, feed, shards, nodes)
+    if sync_always is None:
+        sync_always = previous.nats_sync_always if previous is not None else False
+    if tls is None:
+        tls = previous.nats_tls if previous is not None else False
+    if standby is None:
+        standby = previous.standby if previous is not None else False
     specs = dict(previous.services) if previous is not None else {}
-    identities = Identities(run)
+    identities = Identities(run, tls=tls)
+    certificates = ensure_certificates(run.tls_dir) if tls else None
     # Held while starting anything, so that the supervisor never starts the same process at the same time.
     with run.lock():
-        nats = NatsServer(
-            data_dir=run.nats_dir,
+        local = local_nats(
+            run,
+            identities,
+            nodes=nodes,
             port=_port("RRR_NATS_PORT", previous.nats_port if previous else None),
             monitor_port=_port("RRR_NATS_MONITOR_PORT", previous.nats_monitor_port if previous else None),
-            users=identities.nats_users(),
+            cluster_ports=previous.nats_nodes if previous else (),
+            sync_always=sync_always,
+            tls=certificates.server() if certificates is not None else None,
         )
+        nats = local.first
         pg = PostgresServer(
             data_dir=run.pg_dir,
             port=_port("RRR_PG_PORT", previous.pg_port if previous else None),
@@ -170,6 +208,10 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                 feed=feed,
                 metrics_ports=metrics_ports,
                 collector_port=collector_port,
+                nats_nodes=local.node_ports(),
+                nats_sync_always=sync_always,
+                nats_tls=tls,
+                standby=standby,
             )
             write_state(run, state)
 
@@ -183,16 +225,33 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                 if read_pid_file(server.pid_file, server.name) is not None
             }
             _refuse_changes_to_a_running_system(run, previous, feed, running)
+            if sync_always != previous.nats_sync_always and running.get(nats.name) is not None:
+                raise StackError(
+                    f"NATS runs with --sync {'always' if previous.nats_sync_always else 'default'}: `just down`, "
+                    f"then `just up --sync {'always' if sync_always else 'default'}` to change it"
+                )
+            if tls != previous.nats_tls and running.get(nats.name) is not None:
+                raise StackError(
+                    f"NATS runs {'with' if previous.nats_tls else 'without'} TLS: `just down`, then "
+                    f"`just up {'--tls' if tls else '--no-tls'}` to change it"
+                )
         started: list[NatsServer | PostgresServer] = []
+        to_start: list[tuple[str, NatsServer | PostgresServer, str | None]] = [
+            (name, node, "RRR_NATS_PORT" if i == 0 else None) for i, (name, node) in enumerate(local.servers)
+        ]
+        to_start.append((pg.name, pg, "RRR_PG_PORT"))
         try:
-            for server, port_env in ((nats, "RRR_NATS_PORT"), (pg, "RRR_PG_PORT")):
+            for name, server, port_env in to_start:
                 if read_pid_file(server.pid_file, server.name) is None:
                     # Someone else may have taken the port of last time since: fall back to a free one.
-                    if not _port(port_env, None) and not port_free(server.port):
+                    if not (port_env and _port(port_env, None)) and not port_free(server.port):
                         server.port = free_port()
-                    print(f"starting {server.name} on port {server.port} ...", flush=True)
-                    _start(server, port_env)
+                    print(f"starting {name} on port {server.port} ...", flush=True)
+                    _start(server, port_env or "RRR_NATS_PORT")
                     started.append(server)
+            if local.cluster is not None:
+                # Streams are created only once the nodes agree on a JetStream meta leader.
+                local.cluster.wait_formed(60.0)
         except BaseException:
             # Nothing half-up stays behind, and the state keeps the ports of what still runs.
             for server in reversed(started):
@@ -212,7 +271,13 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
         applied = asyncio.run(identities.provision_database(pg))
         if applied:
             print(f"applied migrations {applied}", flush=True)
-        tools = identities.write_tools_env(nats.port, pg.port, shards)
+        deployment = {"RRR_STREAM_REPLICAS": str(stream_replicas(nodes))}
+        if standby:
+            # Every instance takes part in fail-over: each acts only while it holds its shard's lease.
+            deployment["RRR_LEASE_TTL_MS"] = os.environ.get("RRR_LEASE_TTL_MS") or str(DEFAULT_LEASE_TTL_MS)
+        if certificates is not None:
+            deployment |= certificates.client_env()
+        tools = identities.write_tools_env(local.ports, pg.port, shards, deployment)
 
         # No identity in here: what is recorded for the supervisor (state.json) holds no secret. Each process
         # gets its own identity at start, from .run/secrets/.
@@ -220,11 +285,11 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
             **without_secrets(os.environ),
             "RRR_SHARDS": str(shards),
             "RRR_MARKET_DATA_FEED": feed,
+            **deployment,
         }
         procs: dict[str, int] = {}
         for service in SERVICES:
-            for shard in range(shards):
-                name = instance(service, shard)
+            for shard, name in _shard_instances(service, shards, standby):
                 pid = read_pid_file(run.service_pid(name), service_program(service))
                 if pid is None:
                     metrics_ports[name] = _metrics_port(metrics_ports.get(name))
@@ -235,6 +300,8 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                         "--metrics-port",
                         str(metrics_ports[name]),
                     ]
+                    if name != instance(service, shard):
+                        argv += ["--instance", name]  # its heartbeats say which of the shard's two it is
                     spec = ServiceSpec(argv=argv, env=settings(env))
                     # Detached: it outlives this command and a Ctrl-C in its terminal; `down` stops it.
                     process = ManagedProcess(
@@ -242,7 +309,7 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
                         spec.argv,
                         log_file=run.service_log(name),
                         pid_file=run.service_pid(name),
-                        env={**env, **identities.service_env(service, nats.port, pg.port)},
+                        env={**env, **identities.service_env(service, local.ports, pg.port)},
                     )
                     pid = process.start()
                     process.release()
@@ -264,7 +331,9 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
         print(f"starting the supervisor (log {run.supervisor_log}) ...", flush=True)
         start_supervisor(run)
     print(f"waiting for {len(procs)} services to report healthy ...", flush=True)
-    asyncio.run(wait_for_heartbeats(identities.status_url(nats.port), set(procs), timeout_s, procs, run.service_log))
+    client_tls = certificates.client_context() if certificates is not None else None
+    status_url = identities.status_url(local.ports)
+    asyncio.run(wait_for_heartbeats(status_url, set(procs), timeout_s, procs, run.service_log, client_tls))
     print("system is up")
     for name in procs:
         if name in metrics_ports:
@@ -274,6 +343,21 @@ def up(run: RunDir, *, feed: str | None, shards: int | None, timeout_s: float, s
         print(f"{key}={shown(key, value)}")
     print(f"(written to {run.env_file}, readable by you only; the passwords are in {run.root / 'secrets'})")
     return 0
+
+
+# How long a shard waits for its standby after the active instance stops renewing, at most (RRR_LEASE_TTL_MS).
+DEFAULT_LEASE_TTL_MS = 3000
+
+
+def _instances(service: str, shard: int, standby: bool) -> list[str]:
+    """The instances of ``service`` for ``shard``: ``strategy-0``, and with a standby ``strategy-0b`` too."""
+    name = instance(service, shard)
+    return [name, f"{name}b"] if standby else [name]
+
+
+def _shard_instances(service: str, shards: int, standby: bool) -> list[tuple[int, str]]:
+    """Every instance of ``service``, with its shard."""
+    return [(shard, name) for shard in range(shards) for name in _instances(service, shard, standby)]
 
 
 def _metrics_port(previous: int | None) -> int:
@@ -324,11 +408,11 @@ def down(run: RunDir) -> int:
     # All services at once; the timeout is generous because each drains in-flight batches before exiting.
     results = stop_pid_files(pid_files, signal.SIGTERM, timeout_s=30.0)
     stopped += [p.stem for p, was_running in zip(pid_files, results, strict=True) if was_running]
-    for server, data_dir in servers(run):
+    for name, server, data_dir in servers(run):
         if read_pid_file(data_dir / server.pid_name, server.name) is None:
             (data_dir / server.pid_name).unlink(missing_ok=True)
         elif server.stop_detached(data_dir):
-            stopped.append(server.name)
+            stopped.append(name)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
@@ -369,6 +453,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="instances of each service, one per shard [default: as recorded, else 1]",
     )
+    p_up.add_argument(
+        "--cluster",
+        type=int,
+        default=None,
+        metavar="N",
+        help="NATS nodes: 1, or a cluster of 3 or 5 (routes on loopback, streams replicated on 3) "
+        "[default: as recorded, else 1]",
+    )
+    p_up.add_argument(
+        "--sync",
+        choices=("default", "always"),
+        default=None,
+        help="JetStream store: flushed to disk after every write (always), or every 2 minutes as nats-server "
+        "does by default [default: as recorded, else default]",
+    )
+    p_up.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NATS takes TLS only, for clients and routes, with a certificate authority made into .run/tls/ and "
+        "every certificate verified [default: as recorded, else no]",
+    )
+    p_up.add_argument(
+        "--standby",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a second instance of every service for every shard (strategy-0b ...), which takes over when the "
+        "first one's lease lapses (RRR_LEASE_TTL_MS, default 3000) [default: as recorded, else no]",
+    )
     p_up.add_argument("--timeout-s", type=float, default=90.0, help="how long to wait for health [default 90]")
     p_up.add_argument(
         "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
@@ -408,13 +521,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"up: feed must be one of {', '.join(FEEDS)}, got {args.feed!r}")
             if args.shards is not None and not 1 <= args.shards <= 64:
                 parser.error(f"--shards: expected 1 to 64, got {args.shards}")
+            if args.cluster is not None and args.cluster not in (1, 3, 5):
+                parser.error(f"--cluster: expected 1, 3 or 5 nodes (a quorum outlives 1 or 2), got {args.cluster}")
             if (args.venue or args.symbols) and args.feed != "live":
                 parser.error("up: --venue and --symbols go with the live feed: up live --venue V --symbols S,...")
             for value, setting in ((args.venue, "RRR_MARKET_DATA_VENUES"), (args.symbols, "RRR_MARKET_DATA_SYMBOLS")):
                 if value:
                     os.environ[setting] = value
             return up(
-                run, feed=args.feed, shards=args.shards, timeout_s=args.timeout_s, supervised=not args.no_supervise
+                run,
+                feed=args.feed,
+                shards=args.shards,
+                timeout_s=args.timeout_s,
+                supervised=not args.no_supervise,
+                nodes=args.cluster,
+                sync_always=None if args.sync is None else args.sync == "always",
+                tls=args.tls,
+                standby=args.standby,
             )
         if args.command == "down":
             return down(run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,23 +21,33 @@ from rrr.deploy.pid_files import pid_alive, read_pid_file
 from rrr.deploy.postgres_server import PostgresServer, postgres_bin_dir
 from rrr.deploy.processes import log_tail, service_program
 from rrr.deploy.run_dir import RunDir, StackError, instance, read_state, service_of
+from rrr.deploy.stack_nats import nats_processes
 from rrr.deploy.supervisor import COLLECTOR, COLLECTOR_MARK, ProcessRecord, read_supervisor_state, supervisor_pid
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
-from rrr.shared.config import redact
+from rrr.shared.config import redact, tls_from_env
 from rrr.shared.discovery import Ping
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import Heartbeat, heartbeat_decoder
 from rrr.shared.service import heartbeat_pid
 
 
-def servers(run: RunDir) -> tuple[tuple[type[NatsServer | PostgresServer], Path], ...]:
-    return ((NatsServer, run.nats_dir), (PostgresServer, run.pg_dir))
+def servers(run: RunDir) -> list[tuple[str, type[NatsServer | PostgresServer], Path]]:
+    """Each server of the system (every NATS node, PostgreSQL): its name, its kind and its data directory."""
+    nats: list[tuple[str, type[NatsServer | PostgresServer], Path]] = [
+        (name, NatsServer, data_dir) for name, data_dir in nats_processes(run, read_state(run))
+    ]
+    return [*nats, (PostgresServer.name, PostgresServer, run.pg_dir)]
 
 
 async def wait_for_heartbeats(
-    url: str, expected: set[str], timeout_s: float, procs: Mapping[str, int], log_of: Callable[[str], Path]
+    url: str,
+    expected: set[str],
+    timeout_s: float,
+    procs: Mapping[str, int],
+    log_of: Callable[[str], Path],
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Heartbeat]:
     """Wait until every ``<service>-<shard>`` in ``expected`` sent an ``ok`` heartbeat from its own process.
 
@@ -49,16 +60,18 @@ async def wait_for_heartbeats(
         timeout_s: Deadline.
         procs: Pid of each instance, watched for an early exit.
         log_of: Log file of an instance, whose tail explains an early exit.
+        tls: The system's TLS for NATS, when it has some.
 
     Raises:
         StackError: a service process exited, or the deadline passed.
     """
-    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10)
+    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10, tls=tls)
     seen: dict[str, Heartbeat] = {}
     done = asyncio.Event()
 
     async def _on_beat(msg: Msg, beat: Heartbeat) -> None:
-        name = instance(beat.service, beat.shard)
+        # A standby is named by its instance (strategy-0b); the first instance of a shard by its service and shard.
+        name = beat.instance if beat.instance in procs else instance(beat.service, beat.shard)
         if beat.status == "ok" and name in procs and heartbeat_pid(beat) == procs[name]:
             seen[name] = beat
             if expected <= seen.keys():
@@ -84,12 +97,12 @@ async def wait_for_heartbeats(
 _ping_decoder = msgspec.json.Decoder(Ping)
 
 
-async def discover(url: str, expected: int, window_s: float) -> list[Ping]:
+async def discover(url: str, expected: int, window_s: float, tls: ssl.SSLContext | None = None) -> list[Ping]:
     """The service instances that answer ``$SRV.PING`` (NATS service discovery), wherever they run.
 
     Discovery has no end: answers are taken until ``expected`` came or ``window_s`` passed.
     """
-    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10)
+    bus = await Bus.connect(url, service="stack", name="rrr-stack", timeout_s=10, tls=tls)
     found: list[Ping] = []
     enough = asyncio.Event()
 
@@ -144,7 +157,7 @@ def status(run: RunDir, *, listen_s: float) -> int:
         rows.append(("supervisor", "running" if supervisor else "stopped", str(supervisor or "-"), "", ""))
     else:
         rows.append(("supervisor", "off (--no-supervise)", "-", "", ""))
-    server_pids = {s.name: read_pid_file(d / s.pid_name, s.name) for s, d in servers(run)}
+    server_pids = {name: read_pid_file(d / s.pid_name, s.name) for name, s, d in servers(run)}
     for name, pid in server_pids.items():
         healthy &= pid is not None
         rows.append((name, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(name)), ""))
@@ -162,15 +175,17 @@ def status(run: RunDir, *, listen_s: float) -> int:
         for name in services
         if (pid := read_pid_file(run.service_pid(name), service_program(service_of(name)))) is not None
     }
-    identities = Identities(run)
+    identities = Identities(run, tls=state.nats_tls)
     # The status user only listens to heartbeats; a run directory from before the users has none.
-    url = identities.status_url(state.nats_port) if identities.has_nats_users() else env["RRR_NATS_URL"]
+    url = identities.status_url(state.nats_ports) if identities.has_nats_users() else env["RRR_NATS_URL"]
+    tls = tls_from_env(env)
     discovered: list[Ping] = []
-    if alive and server_pids[NatsServer.name] is not None:
+    nats_up = any(pid is not None for name, pid in server_pids.items() if name.startswith(NatsServer.name))
+    if alive and nats_up:
         with contextlib.suppress(StackError):
-            beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log))
+            beats = asyncio.run(wait_for_heartbeats(url, set(alive), listen_s, alive, run.service_log, tls))
         with contextlib.suppress(RRRError):
-            discovered = asyncio.run(discover(url, len(alive), listen_s))
+            discovered = asyncio.run(discover(url, len(alive), listen_s, tls))
     for name in services:
         pid = alive.get(name)
         beat = beats.get(name)
@@ -207,6 +222,12 @@ def status(run: RunDir, *, listen_s: float) -> int:
     print(
         f"settings: feed={state.feed} shards={state.shards} supervise={'yes' if state.supervise else 'no'} "
         f"nats_port={state.nats_port} nats_monitor_port={state.nats_monitor_port} pg_port={state.pg_port}"
+        + (
+            f" cluster={len(state.nats_nodes)} nats_ports={','.join(str(p) for p in state.nats_ports)}"
+            if state.nats_nodes
+            else ""
+        )
+        + (" sync=always" if state.nats_sync_always else "")
     )
     for key, value in env.items():
         print(f"{printable(key, 64)}={printable(shown(key, value))}")
@@ -220,7 +241,8 @@ def _restarts(record: ProcessRecord | None) -> str:
 def logs(run: RunDir, service: str | None, lines: int) -> int:
     """Print the last ``lines`` lines of one service's log, or of every log."""
     files = sorted(run.logs.glob("*.log")) if run.logs.exists() else []
-    files += [p for p in (run.nats_dir / "nats.log", run.pg_dir / "postgres.log") if p.exists()]
+    nats_logs = [data_dir / "nats.log" for _, data_dir in nats_processes(run, read_state(run))]
+    files += [p for p in (*nats_logs, run.pg_dir / "postgres.log") if p.exists()]
     if service:
         wanted = service.replace("-", "_")
         files = [f for f in files if f.stem == wanted or f.stem.startswith(f"{wanted}-") or f.stem == service]

@@ -36,6 +36,7 @@ from rrr.deploy.pid_files import read_pid_file, stop_pid_file
 from rrr.deploy.postgres_server import PostgresServer
 from rrr.deploy.processes import SERVICES, ManagedProcess, service_program
 from rrr.deploy.run_dir import SETTINGS_PREFIXES, RunDir, ServiceSpec, read_state, service_of, write_atomic
+from rrr.deploy.stack_nats import from_state, nats_processes
 from rrr.shared.errors import RRRError
 from rrr.shared.runner import setup_logging
 
@@ -272,26 +273,28 @@ def stack_targets(run: RunDir) -> list[Target]:
     state = read_state(run)
     if state is None:
         return []
-    identities = Identities(run)
+    identities = Identities(run, tls=state.nats_tls)
 
     def start_postgres() -> Child:
         server = PostgresServer(data_dir=run.pg_dir, port=state.pg_port, password=identities.pg_superuser_password())
         server.start()
         return server
 
-    def start_nats() -> Child:
-        server = NatsServer(
-            data_dir=run.nats_dir,
-            port=state.nats_port,
-            monitor_port=state.nats_monitor_port,
-            users=identities.nats_users(),
-        )
-        server.start()
-        return server
+    def nats_starter(index: int) -> Callable[[], Child]:
+        def start() -> Child:
+            # Built when it starts, as it was configured (users, routes, sync) at `up`.
+            server = from_state(run, state, identities).servers[index][1]
+            server.start()
+            return server
+
+        return start
 
     targets = [
         Target(PostgresServer.name, run.pg_dir / PostgresServer.pid_name, PostgresServer.name, start_postgres),
-        Target(NatsServer.name, run.nats_dir / NatsServer.pid_name, NatsServer.name, start_nats),
+        *(
+            Target(name, data_dir / NatsServer.pid_name, NatsServer.name, nats_starter(i))
+            for i, (name, data_dir) in enumerate(nats_processes(run, state))
+        ),
     ]
     if state.collector_port:
 
@@ -305,7 +308,7 @@ def stack_targets(run: RunDir) -> list[Target]:
         for name, spec in sorted(state.services.items()):
             if service_of(name) == service:
                 # Read when it starts, not at every sweep.
-                identity = functools.partial(identities.service_env, service, state.nats_port, state.pg_port)
+                identity = functools.partial(identities.service_env, service, state.nats_ports, state.pg_port)
                 start = _service_starter(run, name, spec, identity)
                 targets.append(Target(name, run.service_pid(name), service_program(service), start))
     return targets

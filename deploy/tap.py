@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
@@ -18,7 +19,7 @@ from nats.aio.msg import Msg
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
-from rrr.shared.config import redact, with_local_system
+from rrr.shared.config import redact, tls_from_env, with_local_system
 from rrr.shared.errors import RRRError
 from rrr.shared.messages import QuoteBatch, any_decoder, envelope_decoder
 from rrr.shared.subjects import check_symbol
@@ -110,12 +111,14 @@ async def tap(
     count: int | None,
     out: TextIO,
     symbols: frozenset[str] = frozenset(),
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Print messages on ``subject`` until ``count`` were printed or the process is interrupted.
 
-    A line ``# tapping <subject> on <url>`` goes to stderr once the subscription is in place.
+    A line ``# tapping <subject> on <url>`` goes to stderr once the subscription is in place. ``tls``: the
+    system's TLS (``RRR_NATS_TLS_*``), when it has some.
     """
-    bus = await Bus.connect(url, service="tap", name=f"tap:{subject}", timeout_s=10)
+    bus = await Bus.connect(url, service="tap", name=f"tap:{subject}", timeout_s=10, tls=tls)
     done = asyncio.Event()
     seen = 0
 
@@ -176,10 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_symbol(symbol)
         except RRRError as exc:
             parser.error(f"--symbol: {exc}")
-    url = args.nats_url or with_local_system("rrr-tap").get("RRR_NATS_URL", "nats://127.0.0.1:4222")
+    environ = with_local_system("rrr-tap")
+    url = args.nats_url or environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
     try:
         asyncio.run(
-            tap(url, args.subject, as_json=args.json, count=args.count, out=sys.stdout, symbols=frozenset(args.symbol))
+            tap(
+                url,
+                args.subject,
+                as_json=args.json,
+                count=args.count,
+                out=sys.stdout,
+                symbols=frozenset(args.symbol),
+                tls=tls_from_env(environ),
+            )
         )
     except nats.errors.BadSubjectError:
         parser.error(f"subject: {args.subject!r} is not a valid subject or pattern (e.g. md.>, evt.order.*.EURUSD)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 import sys
 import typing
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from rrr.shared.limits import (
 
 ExporterName = Literal["none", "console", "otlp"]
 DLQ_KEY_MIN_LENGTH = 16
+# A lease renewed every quarter of its time to live: below half a second, a busy machine's pauses would lose it.
+MIN_LEASE_TTL_MS = 500
 # Never shown: a config's repr says only whether they are set.
 SECRET_FIELDS = frozenset({"dlq_key"})
 
@@ -87,6 +90,34 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
             description="largest message a stream stores, headers included (a quote is about 300 bytes)",
         ),
     ] = DEFAULT_MAX_MSG_BYTES
+    nats_tls_ca: Annotated[
+        str,
+        msgspec.Meta(
+            description="certificate authority (PEM file) that NATS servers' certificates are verified against; "
+            "set: TLS, never without verification"
+        ),
+    ] = ""
+    nats_tls_cert: Annotated[
+        str, msgspec.Meta(description="client certificate (PEM file) presented to NATS servers that ask for one")
+    ] = ""
+    nats_tls_key: Annotated[str, msgspec.Meta(description="the client certificate's private key (PEM file)")] = ""
+    lease_ttl_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=600_000,
+            description="fail-over: 0, this instance acts for its shard alone; else it acts only while it holds the "
+            "shard's lease, which lapses this long after its holder stops renewing it (a standby then takes over)",
+        ),
+    ] = 0
+    stream_replicas: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=5,
+            description="copies of every stream and bucket, each on its own node of a NATS cluster (1 on one server)",
+        ),
+    ] = 1
     otel_exporter: Annotated[ExporterName, msgspec.Meta(description="trace exporter: none, console or otlp")] = "none"
     event_loop: Annotated[
         Literal["uvloop", "asyncio"], msgspec.Meta(description="event loop: uvloop (faster) or asyncio")
@@ -112,6 +143,12 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "dlq_key", f"at least {DLQ_KEY_MIN_LENGTH} characters, or none", f"{len(self.dlq_key)} characters"
             )
+        if 0 < self.lease_ttl_ms < MIN_LEASE_TTL_MS:
+            raise ConfigError("lease_ttl_ms", f"0 (no lease) or at least {MIN_LEASE_TTL_MS}", self.lease_ttl_ms)
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ConfigError("nats_tls_key", "a client certificate and its key together, or neither", "one of them")
+        if self.nats_tls_cert and not self.nats_tls_ca:
+            raise ConfigError("nats_tls_ca", "the authority servers are verified by, with a client certificate", "none")
         if self.shard >= self.shards:
             raise ConfigError("shard", f"a shard below --shards={self.shards}", self.shard)
         if self.duplicate_window_s > self.stream_max_age_s:
@@ -119,6 +156,14 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 "duplicate_window_s", f"at most --stream-max-age-s={self.stream_max_age_s:g}", self.duplicate_window_s
             )
+
+    def nats_tls(self) -> ssl.SSLContext | None:
+        """The TLS context of this service's NATS connections, or None for plain TCP.
+
+        Raises:
+            ConfigError: a file cannot be read as what it should be.
+        """
+        return client_tls(self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key)
 
     def store_limits(self) -> StoreLimits:
         """The JetStream budget these settings describe."""
@@ -143,6 +188,11 @@ SHARED_ENV_FIELDS = frozenset(
         "store_max_bytes",
         "store_max_msgs",
         "max_msg_bytes",
+        "stream_replicas",
+        "lease_ttl_ms",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
         "ack_wait_s",
         "otel_exporter",
         "log_level",
@@ -287,6 +337,37 @@ def parse_config(
         return load_config(config_type, service, args, environ), args
     except ConfigError as exc:
         parser.error(str(exc))
+
+
+def client_tls(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext | None:
+    """A NATS client's TLS context: servers verified against the authority in ``ca`` and by name, and the
+    client certificate ``cert`` (with ``key``) presented when given; None without an authority (plain TCP).
+
+    Verification is never turned off: without ``ca`` there is no TLS at all rather than TLS that trusts anyone.
+
+    Raises:
+        ConfigError: a file cannot be read as a certificate or a key.
+    """
+    if not ca:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("nats_tls_ca", "a PEM file of the certificate authority", f"{ca} ({exc})") from None
+    if cert:
+        try:
+            context.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("nats_tls_cert", "a PEM certificate and its key", f"{cert} ({exc})") from None
+    return context
+
+
+def tls_from_env(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | None:
+    """``client_tls`` from ``RRR_NATS_TLS_CA``, ``_CERT`` and ``_KEY``: how the tools connect to a system with TLS."""
+    environ = os.environ if environ is None else environ
+    return client_tls(
+        environ.get("RRR_NATS_TLS_CA", ""), environ.get("RRR_NATS_TLS_CERT", ""), environ.get("RRR_NATS_TLS_KEY", "")
+    )
 
 
 LOCAL_SYSTEM_ENV = Path(".run") / "env"

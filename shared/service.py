@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import importlib.metadata
 import logging
 import os
@@ -25,6 +27,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from rrr.shared import discovery, metrics, subjects
 from rrr.shared.bus import BeforeAck, Bus, Consumer, Subscription
+from rrr.shared.bus.fencing import Fence, FenceSpec
+from rrr.shared.bus.lease import Lease, LeaseHolder, lease_key
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.config import ServiceConfig, redact
 from rrr.shared.counters import Counters
@@ -77,12 +81,17 @@ class Hooks:
 
 @dataclass(frozen=True, slots=True)
 class Service(Generic[C]):
-    """A service, declared."""
+    """A service, declared.
+
+    ``fences``: the streams and subjects its shard's output goes to (and its snapshot's head), fenced while it
+    holds its shard's lease (``--lease-ttl-ms``, a standby beside it): see ``rrr.shared.bus.fencing``.
+    """
 
     name: str
     config_type: type[C]
     start: Callable[[Context[C]], Awaitable[Plan]]
     description: str = ""
+    fences: Callable[[C], Sequence[FenceSpec]] | None = None
 
     async def run(
         self,
@@ -113,6 +122,7 @@ class Service(Generic[C]):
                     dlq_key=config.dlq_key.encode() or None,
                     # Without an exporter, nothing starts a trace here: only traces begun elsewhere go on.
                     trace_roots=tracer_provider is not None or config.otel_exporter != "none",
+                    tls=config.nats_tls(),
                 )
             )
             # A service waits for NATS as long as it takes, but a stop while waiting ends it at once.
@@ -131,9 +141,22 @@ class Service(Generic[C]):
                 max_age_s=config.stream_max_age_s,
                 duplicate_window_s=config.duplicate_window_s,
                 limits=config.store_limits(),
+                replicas=config.stream_replicas,
             )
             await bus.check_shards(config.shards)
+            lease = None
+            if config.lease_ttl_ms:
+                lease = await self._take_lease(bus, config, stop, clock)
+                if lease is None:
+                    return  # stopped while standing by
+                # Given up last, after the final snapshot: the standby then takes over at once.
+                stack.push_async_callback(lease.release)
+                if self.fences is not None:
+                    bus.fence = Fence(lease, self.fences(config))
+                    await bus.fence.arm(bus.js)
             plan = await self.start(Context(config=config, bus=bus, stop=stop, stack=stack, clock=clock))
+            if lease is not None:
+                plan = _holding(plan, lease, bus.fence, stop)
             for subscription in plan.subscriptions:
                 await bus.subscribe(subscription)
             metrics_url = await _serve_metrics(self.name, config, bus, plan, stack)
@@ -162,6 +185,22 @@ class Service(Generic[C]):
                 for task in plan.tasks:
                     tasks.create_task(task())
                 tasks.create_task(_heartbeats(bus, self.name, config, stop, clock, plan))
+
+    async def _take_lease(self, bus: Bus, config: C, stop: asyncio.Event, clock: Clock) -> Lease | None:
+        """Stand by, heartbeating, until this instance holds its shard's lease; None if stopped first."""
+        instance = instance_name(self.name, config)
+        holder = LeaseHolder(instance=instance, pid=os.getpid(), since_ns=clock(), ttl_ms=config.lease_ttl_ms)
+        lease = Lease(bus, lease_key(self.name, config.shard), holder, config.lease_ttl_ms / 1000)
+        standing_by = asyncio.Event()
+        standby = Plan(gauges=lease.gauges)
+        beating = asyncio.ensure_future(
+            _heartbeats(bus, self.name, config, standing_by, clock, standby, farewell=False)
+        )
+        try:
+            return lease if await lease.acquire(stop) else None
+        finally:
+            standing_by.set()
+            await beating
 
 
 class MetricsAddressError(RRRError):
@@ -234,10 +273,31 @@ def instance_name(service: str, config: ServiceConfig) -> str:
     return config.instance or f"{service}-{config.shard}@{socket.gethostname()}"
 
 
+def _holding(plan: Plan, lease: Lease, fence: Fence | None, stop: asyncio.Event) -> Plan:
+    """``plan`` with the lease renewed beside it until ``stop``, and its state in the heartbeat."""
+    gauges = plan.gauges
+
+    def _gauges() -> dict[str, int]:
+        values = {**(gauges() if gauges is not None else {}), **lease.gauges()}
+        return values | fence.gauges() if fence is not None else values
+
+    # Renewing stops the service if the lease is lost (LeaseLostError): another instance acts now.
+    renew = functools.partial(lease.renew_until, stop)
+    return dataclasses.replace(plan, tasks=[*plan.tasks, renew], gauges=_gauges)
+
+
 async def _heartbeats(
-    bus: Bus, service: str, config: ServiceConfig, stop: asyncio.Event, clock: Clock, plan: Plan
+    bus: Bus,
+    service: str,
+    config: ServiceConfig,
+    stop: asyncio.Event,
+    clock: Clock,
+    plan: Plan,
+    *,
+    farewell: bool = True,
 ) -> None:
-    """Publish a heartbeat with the service's counters every ``heartbeat_ms`` until ``stop`` is set."""
+    """Publish a heartbeat with the service's counters every ``heartbeat_ms`` until ``stop`` is set, then one
+    saying it stops (unless not ``farewell``: a standby that starts acting goes on beating)."""
     instance = instance_name(service, config)
     subject = subjects.heartbeat(service, config.shard)
     seq = 0
@@ -274,5 +334,6 @@ async def _heartbeats(
         # A periodic timer, not synchronisation: wake early when asked to stop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=config.heartbeat_ms / 1000)
-    with contextlib.suppress(Exception):
-        await _beat("stopping")
+    if farewell:
+        with contextlib.suppress(Exception):
+            await _beat("stopping")

@@ -173,6 +173,38 @@ def plane_shard_filter(plane_all: str, shard: int) -> str:
     return f"{plane}.*.{shard}.*"
 
 
+FENCE_TOKEN = "_fence"  # noqa: S105 - a subject token, not a password
+
+
+def fence_filter(family: str, shard: int) -> str:
+    """Every subject of one shard of a family, messages and envelopes and fence markers: ``cmd.order.0.>``.
+
+    ``family`` may hold a wildcard for the kind (``evt.*``: order events and positions together).
+    """
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{family}.{shard}.>"
+
+
+def fence_marker(family: str, shard: int, service: str) -> str:
+    """Where a service that takes over a shard marks the stream, ``cmd.order.0._fence.strategy``: one token
+    more than any message of the family, so no consumer of ``<family>.<shard>.*`` ever receives it."""
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{family}.{shard}.{FENCE_TOKEN}.{service}"
+
+
+def matches(subject: str, pattern: str) -> bool:
+    """Whether ``subject`` is one of ``pattern`` (NATS wildcards: ``*`` one token, ``>`` the rest)."""
+    parts, wanted = subject.split("."), pattern.split(".")
+    for i, part in enumerate(wanted):
+        if part == ">":
+            return len(parts) > i
+        if i >= len(parts) or part not in ("*", parts[i]):
+            return False
+    return len(parts) == len(wanted)
+
+
 def heartbeat(service: str, shard: int) -> str:
     """Subject a service instance sends its heartbeats on."""
     return f"{HEARTBEAT}.{service}.{shard}"

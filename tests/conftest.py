@@ -25,6 +25,7 @@ import pytest
 
 from rrr.deploy.credentials import new_password
 from rrr.deploy.databases import temporary_database
+from rrr.deploy.nats_cluster import NatsCluster
 from rrr.deploy.nats_permissions import new_users
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from rrr.deploy.pid_files import pid_alive
@@ -128,6 +129,19 @@ def nats_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nats
         yield NatsEndpoint.of(server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three nats-server nodes routed to one another, with the system's users, for one test."""
+    if os.environ.get("RRR_NATS_URL") or _use_containers():
+        pytest.skip("a cluster runs from the embedded binary only (RRR_NATS_URL or containers mode is set)")
+    cluster = NatsCluster(data_dir=tmp_path / "nats-cluster", size=3, users=new_users())
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

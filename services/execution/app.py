@@ -17,7 +17,15 @@ from rrr.execution.orders import Orders
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
 from rrr.shared import subjects
-from rrr.shared.bus import COMMAND_STREAM, MARKET_DATA_STREAM, RETRY_STREAM, Consumer
+from rrr.shared.bus import (
+    COMMAND_STREAM,
+    EVENT_STREAM,
+    MARKET_DATA_STREAM,
+    RETRY_STREAM,
+    SNAPSHOT_STREAM,
+    Consumer,
+    FenceSpec,
+)
 from rrr.shared.messages import QUOTE_BATCH_MAX, order_command_decoder
 from rrr.shared.service import Context, Plan, Service
 
@@ -161,11 +169,25 @@ async def _take_over_durable(ctx: Context[ExecutionConfig], book: handlers.Book,
     return True
 
 
+def _fences(config: ExecutionConfig) -> list[FenceSpec]:
+    """With a standby beside it: the shard's order events and positions, and its snapshot, are fenced."""
+    shard = config.shard
+    return [
+        FenceSpec(
+            EVENT_STREAM.name,
+            subjects.fence_filter("evt.*", shard),
+            subjects.fence_marker(subjects.ORDER_EVENT, shard, SERVICE),
+        ),
+        FenceSpec(SNAPSHOT_STREAM.name, subjects.snapshot_head(snapshots.name(shard, config.shards)), None),
+    ]
+
+
 service = Service(
     SERVICE,
     ExecutionConfig,
     _start,
     description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) "
     "and positions (evt.position.>).",
+    fences=_fences,
 )
 run = service.run

@@ -74,13 +74,16 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
         # The first Ctrl-C stops the replay after the window in flight, with a summary; a second one exits.
         loop.add_signal_handler(signal.SIGINT, _on_interrupt)
         loop.add_signal_handler(signal.SIGTERM, _on_interrupt)
-        bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
+        bus = await Bus.connect(
+            config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10, tls=config.nats_tls()
+        )
         try:
             await bus.ensure_streams(
                 max_age_s=config.stream_max_age_s,
                 duplicate_window_s=config.duplicate_window_s,
                 limits=config.store_limits(),
                 update=False,
+                replicas=config.stream_replicas,
             )
             # Published to shards nobody consumes, quotes would be stored nowhere: refuse instead.
             recorded = await bus.recorded_shards()
@@ -187,7 +190,9 @@ def _replay_recording(config: MarketDataConfig, path: Path) -> int:
     async def _main() -> live.RecordingReplay:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        bus = await Bus.connect(config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10)
+        bus = await Bus.connect(
+            config.nats_url, service=SERVICE, name=f"replay:{path.name}", timeout_s=10, tls=config.nats_tls()
+        )
         try:
             # As for a quote file: never publish to shards nobody consumes.
             recorded = await bus.recorded_shards()

@@ -7,7 +7,15 @@ import logging
 from typing import Any
 
 from rrr.shared import subjects
-from rrr.shared.bus import EVENT_STREAM, MARKET_DATA_STREAM, Consumer
+from rrr.shared.bus import (
+    COMMAND_STREAM,
+    EVENT_STREAM,
+    MARKET_DATA_STREAM,
+    SIGNAL_STREAM,
+    SNAPSHOT_STREAM,
+    Consumer,
+    FenceSpec,
+)
 from rrr.shared.messages import market_data_decoder
 from rrr.shared.service import Context, Plan, Service
 from rrr.strategy import handlers, outcomes, snapshots
@@ -99,6 +107,25 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
     )
 
 
+def _fences(config: StrategyConfig) -> list[FenceSpec]:
+    """With a standby beside it: the shard's signals and orders, and its snapshot, are fenced."""
+    set_name, _ = config.load()
+    shard = config.shard
+    return [
+        FenceSpec(
+            SIGNAL_STREAM.name,
+            subjects.fence_filter(subjects.SIGNAL, shard),
+            subjects.fence_marker(subjects.SIGNAL, shard, SERVICE),
+        ),
+        FenceSpec(
+            COMMAND_STREAM.name,
+            subjects.fence_filter(subjects.ORDER_COMMAND, shard),
+            subjects.fence_marker(subjects.ORDER_COMMAND, shard, SERVICE),
+        ),
+        FenceSpec(SNAPSHOT_STREAM.name, subjects.snapshot_head(snapshots.name(set_name, shard, config.shards)), None),
+    ]
+
+
 service = Service(
     SERVICE,
     StrategyConfig,
@@ -107,5 +134,6 @@ service = Service(
         "Strategy: consume md.*.<shard>.* (quotes) and, for closed-loop strategies, evt.order.<shard>.* (their"
         " orders' outcomes); publish signals (sig.>) and order commands (cmd.order.>)."
     ),
+    fences=_fences,
 )
 run = service.run

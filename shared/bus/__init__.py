@@ -7,7 +7,9 @@
 - ``batching``: natural batching of quotes into one message per shard;
 - ``consume``: durable consumers and core subscriptions, as data, with typed handlers;
 - ``dead_letters``: the dead-letter and retry streams;
-- ``snapshots``: a service's state as one blob of any size, in chunks.
+- ``snapshots``: a service's state as one blob of any size, in chunks;
+- ``lease`` and ``fencing``: which instance acts for a shard with a standby beside it, and the streams
+  refusing any other.
 
 ``Bus`` is all of them on one connection: what a service or a tool holds.
 """
@@ -20,6 +22,7 @@ from rrr.shared.bus.connection import (
     BeforeAck,
     BusCounters,
     NatsAuthorizationError,
+    NatsTlsError,
     NatsUnavailableError,
     inbox_prefix,
     url_user,
@@ -37,6 +40,8 @@ from rrr.shared.bus.dead_letters import (
     signature_valid,
 )
 from rrr.shared.bus.envelopes import open_envelope, pack, payloads, unpacked
+from rrr.shared.bus.fencing import Fence, FenceSpec
+from rrr.shared.bus.lease import LEASE_BUCKET, Lease, LeaseLostError
 from rrr.shared.bus.outgoing import MSG_ID, Outgoing
 from rrr.shared.bus.publish import Publisher
 from rrr.shared.bus.snapshots import SnapshotCorruptError, Snapshots
@@ -73,6 +78,7 @@ __all__ = [
     "DLQ_SUBJECT",
     "DUPLICATE_WINDOW_S",
     "EVENT_STREAM",
+    "LEASE_BUCKET",
     "MARKET_DATA_STREAM",
     "META_BUCKET",
     "MSG_ID",
@@ -87,8 +93,13 @@ __all__ = [
     "BusCounters",
     "Consumer",
     "Delivery",
+    "Fence",
+    "FenceSpec",
     "HandleBatch",
+    "Lease",
+    "LeaseLostError",
     "NatsAuthorizationError",
+    "NatsTlsError",
     "NatsUnavailableError",
     "Outgoing",
     "QuoteBatcher",

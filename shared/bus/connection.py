@@ -7,9 +7,10 @@ import contextlib
 import logging
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import unquote, urlsplit
 
 import nats.errors
@@ -25,6 +26,9 @@ from rrr.shared.errors import RRRError
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.metrics import Traffic
 from rrr.shared.telemetry import extract
+
+if TYPE_CHECKING:
+    from rrr.shared.bus.fencing import Fence
 
 _log = logging.getLogger(__name__)
 
@@ -94,6 +98,20 @@ class NatsAuthorizationError(RRRError):
         super().__init__(
             f"NATS at {self.url} refused {who}: expected a user and password it knows (`rrr-stack` gives each "
             "process its own, from .run/secrets/), but it answered 'Authorization Violation'"
+        )
+
+
+class NatsTlsError(RRRError):
+    """The TLS handshake with NATS failed: the server's certificate is not one the client's authority signed
+    (or not for the name dialled), or the server wants a client certificate it did not get."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = str(redact(url))
+        self.reason = reason
+        super().__init__(
+            f"TLS with NATS at {self.url} failed: expected a server certificate signed by the authority in "
+            f"RRR_NATS_TLS_CA (and a client certificate, RRR_NATS_TLS_CERT and _KEY, where the server asks for "
+            f"one), but {reason}"
         )
 
 
@@ -182,6 +200,8 @@ class Connection:
         # False when a message that arrives outside any trace starts none (no exporter): such a message gets
         # no span at all, the cheapest kind, instead of a non-recording one.
         self.trace_roots = trace_roots
+        # Set while this instance holds its shard's lease (a standby beside it): its output is fenced.
+        self.fence: Fence | None = None
 
     @classmethod
     async def connect(
@@ -195,8 +215,13 @@ class Connection:
         before_ack: BeforeAck | None = None,
         dlq_key: bytes | None = None,
         trace_roots: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> Self:
         """Connect to NATS, retrying for ever on disconnects (a service outlives a broker restart).
+
+        ``url`` may name several servers, comma-separated (the nodes of a cluster): the client moves to another
+        when its own goes away. With ``tls`` (``rrr.shared.config.client_tls``) every connection is TLS, the
+        server's certificate verified.
 
         A service waits for NATS as long as it takes (logging the failures, at most one line per
         ``_ERROR_LOG_EVERY_S``); a command-line tool passes ``timeout_s`` to fail with NatsUnavailableError
@@ -210,6 +235,7 @@ class Connection:
         bus: Self | None = None
         errors = _ErrorLog()
         refused = asyncio.Event()
+        tls_failure: list[str] = []
         user = url_user(url)
 
         async def _on_error(exc: Exception) -> None:
@@ -219,6 +245,11 @@ class Connection:
                 bus.counters.slow_consumer_drops += 1
             if bus is None and _AUTHORIZATION_VIOLATION in str(exc).lower():
                 # Refused at the first connection: wrong credentials do not heal by waiting.
+                refused.set()
+                return
+            if bus is None and isinstance(exc, ssl.SSLError):
+                # Nor does a certificate that fails verification, or one missing.
+                tls_failure.append(getattr(exc, "verify_message", None) or exc.reason or str(exc))
                 refused.set()
                 return
             errors.log(exc)
@@ -245,6 +276,7 @@ class Connection:
                 disconnected_cb=_on_disconnected,
                 reconnected_cb=_on_reconnected,
                 inbox_prefix=inbox_prefix(inbox_user) if _INBOX_NAME.fullmatch(inbox_user) else "_INBOX",
+                tls=tls,
             )
         )
         refusal = asyncio.ensure_future(refused.wait())
@@ -258,6 +290,8 @@ class Connection:
                     await connecting
                 with contextlib.suppress(Exception):
                     await nc.close()
+        if tls_failure:
+            raise NatsTlsError(url, tls_failure[0])
         if refused.is_set():
             raise NatsAuthorizationError(url, user)
         if connecting.cancelled():

@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from rrr.shared.bus.connection import Backoff, Connection
 from rrr.shared.bus.envelopes import pack
+from rrr.shared.bus.fencing import Fence, wrong_last_sequence
 from rrr.shared.bus.outgoing import MSG_ID, Outgoing
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import Message, encode
@@ -171,7 +172,21 @@ class Publisher(Connection):
     async def publish_persistent_acks(
         self, items: Sequence[Outgoing], *, retry_until: asyncio.Event | None = None, ack_timeout_s: float = 5.0
     ) -> list[PubAck]:
-        """``publish_persistent_many``, returning every acknowledgement (with its stream sequence) in order."""
+        """``publish_persistent_many``, returning every acknowledgement (with its stream sequence) in order.
+
+        With a standby beside this instance, what falls under its shard's fence is fenced
+        (``rrr.shared.bus.fencing``).
+
+        Raises:
+            LeaseLostError: another instance acts for the shard now: nothing more may be published.
+        """
+        if self.fence is not None:
+            return await self._publish_fenced(items, self.fence, retry_until, ack_timeout_s)
+        return await self._publish_acks(items, retry_until, ack_timeout_s)
+
+    async def _publish_acks(
+        self, items: Sequence[Outgoing], retry_until: asyncio.Event | None, ack_timeout_s: float
+    ) -> list[PubAck]:
         backoff = Backoff()
         while True:
             try:
@@ -205,11 +220,39 @@ class Publisher(Connection):
         Several signals, order commands or order events of one shard go in one envelope
         (``rrr.shared.bus.envelopes``).
 
+        With a standby beside this instance, its output is fenced (``rrr.shared.bus.fencing``).
+
         Raises:
             FatalError: ``stop`` was set while the broker was still away.
+            LeaseLostError: another instance acts for the shard now: nothing more may be published.
         """
         try:
             acks = await self.publish_persistent_acks(pack(items, self.max_msg_bytes), retry_until=stop)
         except (nats.errors.Error, TimeoutError) as exc:
             raise FatalError(f"could not publish {what}: {type(exc).__name__}: {exc}") from exc
         return max((ack.seq for ack in acks), default=0)
+
+    async def _publish_fenced(
+        self, items: Sequence[Outgoing], fence: Fence, retry_until: asyncio.Event | None, ack_timeout_s: float
+    ) -> list[PubAck]:
+        """Publish ``items`` in order, those under the fence one acknowledgement at a time (each moves it)."""
+        acks: list[PubAck] = []
+        for item in items:
+            spec = fence.spec_for(item.subject)
+            if spec is None:
+                acks += await self._publish_acks([item], retry_until, ack_timeout_s)
+                continue
+            while True:
+                fence.lease.check()
+                fenced = Outgoing(item.subject, item.data, fence.headers(spec, item.headers), item.messages)
+                try:
+                    [ack] = await self._publish_acks([fenced], retry_until, ack_timeout_s)
+                except APIError as exc:
+                    if not wrong_last_sequence(exc):
+                        raise
+                    await fence.rearm(self.js, spec)
+                    continue
+                fence.moved(spec, ack)
+                acks.append(ack)
+                break
+        return acks

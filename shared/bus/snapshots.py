@@ -25,6 +25,7 @@ import nats.js.errors
 from nats.js.api import PubAck
 
 from rrr.shared import subjects
+from rrr.shared.bus.fencing import publish_one
 from rrr.shared.bus.streams import SNAPSHOT_STREAM, StreamAdmin
 from rrr.shared.errors import RRRError
 from rrr.shared.limits import KiB
@@ -106,7 +107,12 @@ class Snapshots(StreamAdmin):
                 sha256=hashlib.sha256(data).hexdigest(),
                 first_seq=min((ack.seq for ack in acks), default=0),
             )
-            head_ack = await self.js.publish(subjects.snapshot_head(name), _head_encoder.encode(head))
+            head_subject, head_data = subjects.snapshot_head(name), _head_encoder.encode(head)
+            if self.fence is not None:
+                # With a standby beside this instance, a head is stored only if no other wrote one since.
+                head_ack = await publish_one(self.js, self.fence, head_subject, head_data)
+            else:
+                head_ack = await self.js.publish(head_subject, head_data)
         except BaseException:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self.js.purge_stream(SNAPSHOT_STREAM.name, subject=chunk_subject)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -21,7 +24,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from rrr.shared import subjects
-from rrr.shared.bus.connection import Connection
+from rrr.shared.bus.connection import Backoff, Connection
 from rrr.shared.errors import RRRError
 from rrr.shared.limits import META_LIMITS, SHARES, Limits, StoreLimits
 
@@ -29,6 +32,9 @@ from rrr.shared.limits import META_LIMITS, SHARES, Limits, StoreLimits
 _INSUFFICIENT_STORAGE = 10047
 # "stream name already in use with a different configuration".
 _NAME_IN_USE = 10058
+# What a JetStream cluster answers while it agrees on something (a leader, a new stream): ask again later.
+_NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
+_CLUSTER_API_PATIENCE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,17 @@ class ShardCountError(RRRError):
         )
 
 
+class StreamLeaderError(RRRError):
+    """A replicated stream has no leader: too few of its nodes are up to elect one."""
+
+    def __init__(self, stream: str, timeout_s: float, seen: str) -> None:
+        self.stream = stream
+        super().__init__(
+            f"{stream} has no leader after {timeout_s:g} s: expected a majority of its replicas' NATS nodes up to "
+            f"elect one, saw {seen}; are the cluster's nodes up (`just status`)?"
+        )
+
+
 class StoreTooSmallError(RRRError):
     """nats-server cannot reserve a stream's limit on its store."""
 
@@ -88,6 +105,22 @@ class StoreTooSmallError(RRRError):
             "bytes): expected a JetStream store with room for the whole budget, saw insufficient storage. Lower "
             "--store-max-bytes (RRR_STORE_MAX_BYTES), or give nats-server more store (max_file_store, free disk)"
         )
+
+
+T = TypeVar("T")
+
+
+async def patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """``call()``, asked again while a cluster answers late or not at all (see ``_NOT_YET``), for a while."""
+    deadline = time.monotonic() + _CLUSTER_API_PATIENCE_S
+    backoff = Backoff(0.1, 2.0)
+    while True:
+        try:
+            return await call()
+        except _NOT_YET as exc:
+            if time.monotonic() >= deadline:
+                raise StreamLeaderError(what, _CLUSTER_API_PATIENCE_S, type(exc).__name__) from exc
+            await backoff.wait(asyncio.Event())
 
 
 def _kv_stream(bucket: str) -> str:
@@ -105,6 +138,9 @@ def _limited(config: StreamConfig, limits: Limits) -> StreamConfig:
 class StreamAdmin(Connection):
     """Creating the streams, recording the shard count, reading a stream back at start-up."""
 
+    # Copies of each stream and bucket this connection creates (set by ensure_streams).
+    replicas: int = 1
+
     async def ensure_streams(
         self,
         *,
@@ -112,22 +148,25 @@ class StreamAdmin(Connection):
         duplicate_window_s: float = DUPLICATE_WINDOW_S,
         limits: StoreLimits | None = None,
         update: bool = True,
+        replicas: int = 1,
     ) -> None:
-        """Create the system's streams and the RRR_META bucket; with ``update``, bring existing ones' retention
-        and limits up to date.
+        """Create the system's streams and the RRR_META bucket; with ``update``, bring existing ones' retention,
+        limits and replicas up to date.
 
         File storage, so that acknowledged messages survive a broker restart. JetStream remembers each
         ``Nats-Msg-Id`` for ``duplicate_window_s`` to drop a re-published duplicate (what comes back later is
         stopped by the watermarks downstream). Each stream gets its share of ``limits`` and refuses new
         messages at a limit (discard "new"): lowering a limit below what a stream holds keeps every message
         and refuses new ones until it shrinks. Tools (replay, dlq) pass ``update=False``: the services own
-        the streams' settings.
+        the streams' settings. ``replicas`` is how many nodes of a cluster hold each stream (R3 on three nodes:
+        one may fail and every stream keeps its quorum); JetStream moves an existing stream to a new count.
 
         Raises:
             StoreTooSmallError: nats-server cannot reserve the budget on its store.
         """
         limits = limits or StoreLimits()
         self.max_msg_bytes = limits.max_msg_bytes
+        self.replicas = replicas
         for spec in STREAMS:
             share = limits.share(spec.share, headroom=spec.headroom)
             config = StreamConfig(
@@ -140,24 +179,55 @@ class StreamAdmin(Connection):
                 max_msgs=share.max_msgs,
                 max_msg_size=share.max_msg_size,
                 discard=DiscardPolicy.NEW,
+                num_replicas=replicas,
             )
             await self._create_or_update(config, limits, update=update)
+        if replicas > 1:
+            for spec in STREAMS:
+                await self._wait_for_leader(spec.name)
         try:
-            meta = await self.js.stream_info(_kv_stream(META_BUCKET))
+            meta = await patiently(lambda: self.js.stream_info(_kv_stream(META_BUCKET)), _kv_stream(META_BUCKET))
         except nats.js.errors.NotFoundError:
-            await self._create_meta(limits)
+            await patiently(lambda: self._create_meta(limits), META_BUCKET)
         else:
             if update:
                 # A bucket created before it had limits: its stream is brought up to them.
-                await self._create_or_update(_limited(meta.config, META_LIMITS), limits, update=True)
+                config = _limited(meta.config, META_LIMITS)
+                config.num_replicas = replicas
+                await self._create_or_update(config, limits, update=True)
+        if replicas > 1:
+            await self._wait_for_leader(_kv_stream(META_BUCKET))
+
+    async def _wait_for_leader(self, stream: str, timeout_s: float = 30.0) -> None:
+        """Wait until ``stream`` has a leader: a replicated stream just created, or moved to more replicas,
+        elects one among its nodes first, and until then nobody answers its requests."""
+        deadline = time.monotonic() + timeout_s
+        backoff = Backoff(0.05, 1.0)
+        while True:
+            try:
+                info = await self.js.stream_info(stream)
+                if info.cluster is None or info.cluster.leader:
+                    return
+                seen = "no leader yet"
+            except (*_NOT_YET, nats.js.errors.NotFoundError) as exc:
+                # Not found: created a moment ago, and the node that answered has not heard of it yet.
+                seen = type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise StreamLeaderError(stream, timeout_s, seen)
+            await backoff.wait(asyncio.Event())
 
     async def _create_or_update(self, config: StreamConfig, limits: StoreLimits, *, update: bool) -> None:
-        try:
+        async def _once() -> None:
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 if update:
                     await self.js.update_stream(config)
+
+        try:
+            # On a cluster every create and update is agreed by the meta group while several services start at
+            # once, and a new stream elects its leader: an answer late or missing is asked again, for a while.
+            await patiently(_once, config.name or "")
         except nats.js.errors.APIError as exc:
             if exc.err_code == _INSUFFICIENT_STORAGE:
                 raise StoreTooSmallError(config.name or "", config.max_bytes or 0, limits.max_bytes) from exc
@@ -172,6 +242,7 @@ class StreamAdmin(Connection):
                     storage=StorageType.FILE,
                     max_bytes=META_LIMITS.max_bytes,
                     max_value_size=META_LIMITS.max_msg_size,
+                    replicas=self.replicas,
                 )
             )
         except nats.js.errors.APIError as exc:
@@ -193,13 +264,15 @@ class StreamAdmin(Connection):
             ShardCountError: the system runs with another count.
         """
         try:
-            kv = await self.js.key_value(META_BUCKET)
+            kv = await patiently(lambda: self.js.key_value(META_BUCKET), META_BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            kv = await self._create_meta(StoreLimits())
+            kv = await patiently(lambda: self._create_meta(StoreLimits()), META_BUCKET)
+            if self.replicas > 1:
+                await self._wait_for_leader(_kv_stream(META_BUCKET))
         try:
-            await kv.create("shards", str(shards).encode())
+            await patiently(lambda: kv.create("shards", str(shards).encode()), META_BUCKET)
         except nats.js.errors.KeyWrongLastSequenceError:
-            recorded = int((await kv.get("shards")).value or b"0")
+            recorded = int((await patiently(lambda: kv.get("shards"), META_BUCKET)).value or b"0")
             if recorded != shards:
                 raise ShardCountError(recorded, shards) from None
 

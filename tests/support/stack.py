@@ -45,11 +45,14 @@ class Stack:
         return state.nats_port, state.pg_port
 
     def server_pid_file(self, name: str) -> Path:
+        """The pid file of ``nats-server``, of node ``nats-server-<i>`` of a cluster, or of ``postgres``."""
+        if name.startswith("nats-server-"):
+            return self.run.nats_dir / f"node{name.removeprefix('nats-server-')}" / "nats.pid"
         return {"nats-server": self.run.nats_dir / "nats.pid", "postgres": self.run.pg_dir / "postgres.pid"}[name]
 
     def pid(self, name: str) -> int:
-        servers = ("nats-server", "postgres")
-        pid = read_pid_file(self.server_pid_file(name) if name in servers else self.run.service_pid(name))
+        server = name.startswith("nats-server") or name == "postgres"
+        pid = read_pid_file(self.server_pid_file(name) if server else self.run.service_pid(name))
         assert pid is not None, f"{name} is not running"
         return pid
 

@@ -47,10 +47,11 @@ class ServiceProcess:
         *,
         command: ServiceCommand = service_command,
         nats_url: str | None = None,
+        suffix: str = "",
     ) -> None:
         self.service = service
         self.shard = shard
-        self.name = f"{service}-{shard}"
+        self.name = f"{service}-{shard}{suffix}"
         # Its own NATS user, as `rrr-stack up` gives it: the permissions of its role are exercised.
         self.env = {**env, **({f"RRR_{service.upper()}_NATS_URL": nats_url} if nats_url else {})}
         self.log = log_dir / f"{self.name}.log"
@@ -118,6 +119,7 @@ class System:
         shards: int = 1,
         command: ServiceCommand = service_command,
         role_urls: Mapping[str, str] | None = None,
+        standby: bool = False,
     ) -> None:
         """Describe the system; nothing runs until `start`.
 
@@ -131,6 +133,8 @@ class System:
                 test may wrap the services in a launcher of its own.
             role_urls: The URL of each NATS user (`rrr.deploy.nats_permissions`): each service runs as its
                 own, `replay` as the replay tool's. Without them every process uses `nats_url`.
+            standby: A second instance of every service for every shard (``strategy-0b``), as `up --standby`
+                runs them; give ``RRR_LEASE_TTL_MS`` in ``env``.
         """
         self.nats_url = nats_url
         self.database_url = database_url
@@ -156,16 +160,18 @@ class System:
         self.procs = {
             p.name: p
             for p in (
-                ServiceProcess(s, k, base, workdir, command=command, nats_url=self.role_urls.get(s))
+                ServiceProcess(s, k, base, workdir, command=command, nats_url=self.role_urls.get(s), suffix=suffix)
                 for s in SERVICES
                 for k in range(shards)
+                for suffix in ("", "b")[: 2 if standby else 1]
             )
         }
         self.heartbeats = Heartbeats()
         self._nc: Client | None = None
 
     async def __aenter__(self) -> Self:
-        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        # Every node of a cluster, when the URL names several.
+        self._nc = await nats.connect(self.nats_url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         self.heartbeats = await Heartbeats.watch(self._nc)
         return self
 
@@ -209,6 +215,19 @@ class System:
     def counters(self, name: str) -> dict[str, int]:
         """The counters of the latest heartbeat of instance ``name``."""
         return self.heartbeats.counters(name)
+
+    def active(self, service: str, shard: int = 0) -> str | None:
+        """Which instance of ``service`` acts for ``shard`` (holds its lease), by the newest heartbeat that says so
+        from a running process (a frozen one's last heartbeat still says it did)."""
+        acting = []
+        for suffix in ("", "b"):
+            proc = self.procs.get(f"{service}-{shard}{suffix}")
+            beat = None if proc is None else self.heartbeats.latest.get(proc.name)
+            if proc is None or beat is None or beat.id.split(":")[-2] != str(proc.pid):
+                continue
+            if beat.counters.get("lease_active") == 1:
+                acting.append((beat.ts_init, proc.name))
+        return max(acting)[1] if acting else None
 
     def replay(self, path: Path, *args: str) -> subprocess.Popen[str]:
         """Start ``rrr-market-data replay`` of ``path``; the caller waits for it."""
