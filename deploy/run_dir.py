@@ -73,6 +73,9 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     # Where each service instance serves its metrics, and the servers' collector (0: none); added later.
     metrics_ports: dict[str, int] = msgspec.field(default_factory=dict)
     collector_port: int = 0
+    # Where the dashboard serves its page (0: it is not run); added later.
+    ui_port: int = 0
+    ui_host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,14 @@ class RunDir:
     @property
     def collector_log(self) -> Path:
         return self.logs / "collector.log"
+
+    @property
+    def ui_pid(self) -> Path:
+        return self.pids / "ui.pid"
+
+    @property
+    def ui_log(self) -> Path:
+        return self.logs / "ui.log"
 
     @property
     def prometheus_targets(self) -> Path:
