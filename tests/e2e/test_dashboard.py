@@ -4,8 +4,10 @@ build/dashboard/ (dashboard.png, halt-dialog.png)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,10 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from rrr.deploy.dashboard.halt import HALT_AVAILABLE
+from rrr.deploy.pid_files import read_pid_file
+from rrr.deploy.processes import free_port, poll_until
+from rrr.deploy.stack_ui import wait_for_ui
+from rrr.deploy.supervisor import UI_PROGRAM
 from tests.support.stack import EURUSD, Stack
 from tests.support.system import permission_violations
 
@@ -198,3 +204,29 @@ def test_the_dashboard_shows_a_replayed_day_live_and_asks_before_it_halts(
     assert all("status of 503" in error for error in errors), errors
     refused = permission_violations(stack.run.nats_dir / "nats.log")
     assert not refused, "\n".join(refused)
+
+
+def test_just_ui_prints_the_address_the_supervisor_restores_it_and_it_moves_when_asked(stack: Stack) -> None:
+    url = _dashboard_url(stack.up().stdout)
+    shown = stack.cli("ui")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"dashboard: {url}" in shown.stdout
+
+    # Killed, it is started again by the supervisor, on its port.
+    pid = read_pid_file(stack.run.ui_pid, UI_PROGRAM)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert poll_until(lambda: read_pid_file(stack.run.ui_pid, UI_PROGRAM) not in (None, pid), 30)
+    assert wait_for_ui(url, 30)
+
+    # Moved to another port: the new address everywhere, nothing left on the old one.
+    port = free_port()
+    moved = stack.cli("ui", "--port", str(port))
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert f"dashboard: http://127.0.0.1:{port}/" in moved.stdout
+    assert f"dashboard: http://127.0.0.1:{port}/" in stack.status()
+    assert not wait_for_ui(url, 1)
+
+    down = stack.cli("down")
+    assert "ui" in down.stdout.split("stopped: ", 1)[1].split(", ")
+    assert read_pid_file(stack.run.ui_pid, UI_PROGRAM) is None
