@@ -21,24 +21,34 @@
     return formats.get(key);
   }
   function toNumber(x) { return x === null || x === undefined || x === "" ? null : Number(x); }
-  // Money: fixed decimals by size, so that a column lines up.
-  function money(x, sign = true) {
+  // Money: 2 decimals from 1 up, else 5 (a pip's worth of PnL on one unit of FX); a column of money takes the
+  // decimals of its largest value, so that it lines up.
+  function moneyDigits(values) {
+    const largest = Math.max(0, ...values.map((v) => Math.abs(toNumber(v) || 0)));
+    return largest >= 1 ? 2 : 5;
+  }
+  function money(x, sign = true, digits = null) {
     const n = toNumber(x);
     if (n === null || !Number.isFinite(n)) return "–";
-    const a = Math.abs(n);
-    return numberFormat(a >= 1000 ? 2 : a >= 1 ? 4 : 5, sign).format(n);
+    return numberFormat(digits ?? moneyDigits([n]), sign).format(n);
   }
-  function price(x) {
-    const n = toNumber(x);
-    if (n === null || !Number.isFinite(n)) return "–";
-    const a = Math.abs(n);
-    return numberFormat(a >= 1000 ? 2 : a >= 1 ? 5 : 6, false).format(n);
+  // Prices and quantities as the database holds them (exact decimal text): trailing zeros dropped, at least
+  // `least` decimals, thousands separated; past `most` decimals, rounded.
+  function decimal(x, least, most) {
+    if (x === null || x === undefined || x === "") return "–";
+    const parts = /^(-?)(\d+)(?:\.(\d*))?$/.exec(String(x));
+    if (!parts || (parts[3] || "").replace(/0+$/, "").length > most) {
+      const n = Number(x);
+      return Number.isFinite(n)
+        ? new Intl.NumberFormat("en-US", { minimumFractionDigits: least, maximumFractionDigits: most }).format(n)
+        : "–";
+    }
+    const fraction = (parts[3] || "").replace(/0+$/, "").padEnd(least, "0");
+    const whole = parts[2].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return parts[1] + whole + (fraction ? "." + fraction : "");
   }
-  function qty(x) {
-    const n = toNumber(x);
-    if (n === null || !Number.isFinite(n)) return "–";
-    return new Intl.NumberFormat("en-US", { maximumFractionDigits: 8 }).format(n);
-  }
+  function price(x) { return decimal(x, 2, 8); }
+  function qty(x) { return decimal(x, 0, 8); }
   function count(x) { return x === null || x === undefined ? "–" : new Intl.NumberFormat("en-US").format(x); }
   function rate(x) { return x === null || x === undefined ? "–" : numberFormat(x >= 100 ? 0 : 1, false).format(x); }
   function fixed(x, digits) { return x === null || x === undefined ? "–" : numberFormat(digits, false).format(x); }
@@ -117,7 +127,11 @@
     charts[key] = new uPlot({
       ...chartSize(el),
       series,
-      axes: [axis, { ...axis, size: 70, values: (u, vals) => vals.map((v) => (key === "equity" ? money(v) : rate(v))) }],
+      axes: [axis, {
+        ...axis,
+        size: 70,
+        values: (u, vals) => vals.map((v) => (key === "equity" ? money(v, false, moneyDigits(vals)) : rate(v))),
+      }],
       scales: { x: WINDOW_S[key] ? { time: true, range: (u, min, max) => [max - WINDOW_S[key], max] } : { time: true } },
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), timeIsEvent ? "Etc/UTC" : undefined),
       legend: { live: true },
@@ -162,15 +176,20 @@
     },
     strategies(rows) {
       setText("strategies-count", rows.length ? plural(rows.length, "line", "lines") : "");
+      const pnlDigits = moneyDigits(rows.map((r) => r[4]));
+      const feeDigits = moneyDigits(rows.map((r) => r[5]));
       fillTable("strategies-body", "strategies-empty", rows, ([strategy, symbol, q, mark, pnl, fees, fills]) => [
         [strategy, "id"], [symbol, ""], [qty(q), "num " + signClass(q)], [price(mark), "num"],
-        [money(pnl), "num " + signClass(pnl)], [money(fees, false), "num"], [count(fills), "num"],
+        [money(pnl, true, pnlDigits), "num " + signClass(pnl)], [money(fees, false, feeDigits), "num"],
+        [count(fills), "num"],
       ], { flashCells: true });
     },
     positions(rows) {
+      const digits = moneyDigits(rows.flatMap((r) => [r[4], r[5]]));
       fillTable("positions-body", "positions-empty", rows, ([symbol, q, avg, mark, realized, unrealized]) => [
-        [symbol, ""], [qty(q), "num " + signClass(q)], [price(avg), "num"], [price(mark), "num"],
-        [money(realized), "num " + signClass(realized)], [money(unrealized), "num " + signClass(unrealized)],
+        [symbol, ""], [qty(q), "num " + signClass(q)], [toNumber(q) ? price(avg) : "–", "num"], [price(mark), "num"],
+        [money(realized, true, digits), "num " + signClass(realized)],
+        [money(unrealized, true, digits), "num " + signClass(unrealized)],
       ], { flashCells: true });
     },
     orders(rows) {
@@ -180,9 +199,10 @@
       ], { key: (row) => row[0] });
     },
     fills(rows) {
+      const feeDigits = moneyDigits(rows.map((r) => r[6]));
       fillTable("fills-body", "fills-empty", rows, ([id, order, symbol, side, q, p, fee, ts]) => [
         [eventTime(ts), "", `${id} (order ${order})`], [symbol, ""], [side, side], [qty(q), "num"],
-        [price(p), "num"], [money(fee, false), "num"],
+        [price(p), "num"], [money(fee, false, feeDigits), "num"],
       ], { key: (row) => row[0] });
     },
     equity(e) {
@@ -194,10 +214,11 @@
       setText("kpi-dd", money(e.max_drawdown, false));
     },
     risk(r) {
+      const digits = moneyDigits([r.net_exposure, r.gross_exposure, r.max_drawdown]);
       setText("risk-rejected", count(r.rejected), r.rejected ? "neg" : "");
-      setText("risk-net", money(r.net_exposure));
-      setText("risk-gross", money(r.gross_exposure, false));
-      setText("risk-dd", money(r.max_drawdown, false));
+      setText("risk-net", money(r.net_exposure, true, digits));
+      setText("risk-gross", money(r.gross_exposure, false, digits));
+      setText("risk-dd", money(r.max_drawdown, false, digits));
       const list = $("risk-rejections");
       list.replaceChildren();
       if (!r.latest_rejections.length) {
