@@ -283,7 +283,8 @@ class DatabaseReader:
         self._board.update("positions", position_lines)
         self._board.update("orders", [_order(row) for row in orders])
         self._board.update("fills", [_fill(row) for row in fills])
-        self._board.update("equity", self.curve.view())
+        curve = self.curve.view()
+        self._board.update("equity", curve)
         self._board.update(
             "risk",
             Risk(
@@ -299,7 +300,7 @@ class DatabaseReader:
                 ],
                 gross_exposure=gross,
                 net_exposure=net,
-                max_drawdown=self.curve.view().max_drawdown,
+                max_drawdown=curve.max_drawdown,
             ),
         )
 

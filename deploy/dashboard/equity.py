@@ -60,6 +60,11 @@ class _Strategy:
         return self.cash + self.value
 
 
+def _drawn(value: Decimal) -> float:
+    """A value as the chart draws it: 8 significant digits, far finer than a pixel, and short in JSON."""
+    return float(f"{value:.8g}")
+
+
 class EquityCurve:
     """The curve, fed the fills in ``(ts_event, fill_id)`` order by ``apply``."""
 
@@ -126,7 +131,7 @@ class EquityCurve:
 
     def _point(self, ts: float) -> None:
         # Every strategy drawn has filled by now (it is drawn from its first fill on).
-        row: list[float | None] = [float(self._total), *(float(self._strategies[n].equity) for n in self._names)]
+        row: list[float | None] = [_drawn(self._total), *(_drawn(self._strategies[n].equity) for n in self._names)]
         if self._ts and self._ts[-1] == ts:
             # Fills at one instant are one point: the book after all of them.
             for column, value in zip(self._columns, row, strict=True):

@@ -47,7 +47,15 @@
     const whole = parts[2].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
     return parts[1] + whole + (fraction ? "." + fraction : "");
   }
-  function price(x) { return decimal(x, 2, 8); }
+  // A column of prices shows every price with as many decimals as the longest needs (2 to 8).
+  function priceDigits(values) {
+    const places = values.map((v) => {
+      const parts = /^-?\d+(?:\.(\d*))?$/.exec(String(v ?? ""));
+      return parts ? (parts[1] || "").replace(/0+$/, "").length : 2;
+    });
+    return Math.min(8, Math.max(2, ...places));
+  }
+  function price(x, digits = 2) { return decimal(x, digits, 8); }
   function qty(x) { return decimal(x, 0, 8); }
   function count(x) { return x === null || x === undefined ? "–" : new Intl.NumberFormat("en-US").format(x); }
   function rate(x) { return x === null || x === undefined ? "–" : numberFormat(x >= 100 ? 0 : 1, false).format(x); }
@@ -160,14 +168,14 @@
   const draw = {
     summary(s) {
       setText("kpi-pnl", money(s.pnl), "value " + signClass(s.pnl));
-      setText("kpi-pnl-note", `fees ${money(s.fees, false)} · at the latest mid`);
+      setText("kpi-pnl-note", `fees ${money(s.fees, false)}, at the mid`);
       const orders = Object.values(s.orders).reduce((a, b) => a + b, 0);
       setText("kpi-orders", count(orders));
       const rejected = s.orders.rejected || 0;
       setText("kpi-orders-note", Object.entries(s.orders).sort().map(([k, v]) => `${k} ${count(v)}`).join(" · ") || "none yet",
         "note" + (rejected ? " neg" : ""));
       setText("kpi-fills", count(s.fills));
-      setText("kpi-fills-note", s.last_fill_ts ? `last ${eventTime(s.last_fill_ts, 19)} UTC` : "none yet");
+      setText("kpi-fills-note", s.last_fill_ts ? `last ${eventTime(s.last_fill_ts, 19)}` : "none yet");
       setText("kpi-open", count(s.open_positions));
       setText("kpi-open-note",
         `${plural(s.position_lines, "symbol", "symbols")} · ${plural(s.strategy_lines, "strategy line", "strategy lines")}`);
@@ -178,16 +186,19 @@
       setText("strategies-count", rows.length ? plural(rows.length, "line", "lines") : "");
       const pnlDigits = moneyDigits(rows.map((r) => r[4]));
       const feeDigits = moneyDigits(rows.map((r) => r[5]));
+      const markDigits = priceDigits(rows.map((r) => r[3]));
       fillTable("strategies-body", "strategies-empty", rows, ([strategy, symbol, q, mark, pnl, fees, fills]) => [
-        [strategy, "id"], [symbol, ""], [qty(q), "num " + signClass(q)], [price(mark), "num"],
+        [strategy, "id"], [symbol, ""], [qty(q), "num " + signClass(q)], [price(mark, markDigits), "num"],
         [money(pnl, true, pnlDigits), "num " + signClass(pnl)], [money(fees, false, feeDigits), "num"],
         [count(fills), "num"],
       ], { flashCells: true });
     },
     positions(rows) {
       const digits = moneyDigits(rows.flatMap((r) => [r[4], r[5]]));
+      const places = priceDigits(rows.flatMap((r) => [r[2], r[3]]));
       fillTable("positions-body", "positions-empty", rows, ([symbol, q, avg, mark, realized, unrealized]) => [
-        [symbol, ""], [qty(q), "num " + signClass(q)], [toNumber(q) ? price(avg) : "–", "num"], [price(mark), "num"],
+        [symbol, ""], [qty(q), "num " + signClass(q)], [toNumber(q) ? price(avg, places) : "–", "num"],
+        [price(mark, places), "num"],
         [money(realized, true, digits), "num " + signClass(realized)],
         [money(unrealized, true, digits), "num " + signClass(unrealized)],
       ], { flashCells: true });
@@ -200,9 +211,10 @@
     },
     fills(rows) {
       const feeDigits = moneyDigits(rows.map((r) => r[6]));
+      const places = priceDigits(rows.map((r) => r[5]));
       fillTable("fills-body", "fills-empty", rows, ([id, order, symbol, side, q, p, fee, ts]) => [
         [eventTime(ts), "", `${id} (order ${order})`], [symbol, ""], [side, side], [qty(q), "num"],
-        [price(p), "num"], [money(fee, false, feeDigits), "num"],
+        [price(p, places), "num"], [money(fee, false, feeDigits), "num"],
       ], { key: (row) => row[0] });
     },
     equity(e) {
@@ -214,11 +226,10 @@
       setText("kpi-dd", money(e.max_drawdown, false));
     },
     risk(r) {
-      const digits = moneyDigits([r.net_exposure, r.gross_exposure, r.max_drawdown]);
       setText("risk-rejected", count(r.rejected), r.rejected ? "neg" : "");
-      setText("risk-net", money(r.net_exposure, true, digits));
-      setText("risk-gross", money(r.gross_exposure, false, digits));
-      setText("risk-dd", money(r.max_drawdown, false, digits));
+      setText("risk-net", money(r.net_exposure));
+      setText("risk-gross", money(r.gross_exposure, false));
+      setText("risk-dd", money(r.max_drawdown, false));
       const list = $("risk-rejections");
       list.replaceChildren();
       if (!r.latest_rejections.length) {
