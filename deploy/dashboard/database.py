@@ -39,8 +39,8 @@ _log = logging.getLogger("rrr.ui.database")
 POSITION_ROWS = 200
 # Fills read into the equity curve per read: a long history comes in over several reads.
 CURVE_CHUNK = 20_000
-# A curve that missed a fill stored late (earlier in event time than fills read before it) is read again
-# from the start, at most this often.
+# A curve that missed a fill stored late (earlier in event time than fills read before it) is built again
+# from the first fill, at most this often (and at most a tenth of the time).
 REBUILD_MIN_S = 10.0
 # A read's share of the time: the reader waits (1 / share - 1) times as long as a read took.
 DATABASE_SHARE = 0.1
@@ -207,7 +207,11 @@ class DatabaseReader:
         self._clock = clock
         self.curve = EquityCurve()
         self._conn: asyncpg.Connection | None = None
-        self._last_rebuild = -REBUILD_MIN_S
+        # When the curve's current build from the first fill began (None once it reached the newest), when
+        # the last one ended and how long it took: what the next build waits for.
+        self._building_since: float | None = clock()
+        self._built_at = -float("inf")
+        self._build_s = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read, publish, wait; until ``stop`` is set. A failed read is shown on the page and tried again."""
@@ -305,22 +309,24 @@ class DatabaseReader:
         )
 
     async def _read_curve(self, conn: asyncpg.Connection, fill_count: int) -> None:
-        """Bring the curve up to the snapshot's fills; start it again when a fill came in behind its cursor."""
-        curve = self.curve
+        """Bring the curve up to the snapshot's fills; build it again when a fill came in behind its cursor."""
+        curve, now = self.curve, self._clock()
         if fill_count < curve.applied:
             curve.reset()  # fills were deleted (a database started over)
+            self._building_since = now
         after = curve.cursor or (-(2**63), "")
         rows = await conn.fetch(_FILLS_AFTER, after[0], after[1], CURVE_CHUNK)
-        if len(rows) < CURVE_CHUNK and curve.applied + len(rows) != fill_count:
-            # A fill stored after later ones (another shard's, say) lies behind the cursor: read all again,
-            # though not at every read while shards keep interleaving.
-            now = self._clock()
-            if now - self._last_rebuild < REBUILD_MIN_S:
-                curve.apply(_fill_row(row) for row in rows)
-                return
-            self._last_rebuild = now
-            curve.reset()
-            rows = await conn.fetch(_FILLS_AFTER, -(2**63), "", CURVE_CHUNK)
+        if len(rows) < CURVE_CHUNK:  # at the newest fill
+            if self._building_since is not None:
+                self._build_s, self._built_at, self._building_since = now - self._building_since, now, None
+            # A fill stored after later ones (another shard's, say) lies behind the cursor: build the curve again,
+            # but only once the last build is done, and at most every REBUILD_MIN_S and a tenth of the time, so
+            # that a long history whose shards keep interleaving is still drawn whole between builds.
+            late = curve.applied + len(rows) != fill_count
+            if late and now - self._built_at >= max(REBUILD_MIN_S, self._build_s / DATABASE_SHARE):
+                curve.reset()
+                self._building_since = now
+                rows = await conn.fetch(_FILLS_AFTER, -(2**63), "", CURVE_CHUNK)
         curve.apply(_fill_row(row) for row in rows)
 
 

@@ -99,7 +99,7 @@ async def test_the_reader_gives_each_part_of_the_page_its_rows_and_totals(
     assert _section(board, "equity")["fills"] == 1
 
 
-async def test_a_fill_stored_after_later_ones_starts_the_curve_again_and_it_ends_as_a_whole_reading(
+async def test_a_fill_stored_after_later_ones_gets_the_curve_built_again_as_a_whole_reading_gives_it(
     database_url: str, db: asyncpg.Connection
 ) -> None:
     await migrate(db)
@@ -114,6 +114,9 @@ async def test_a_fill_stored_after_later_ones_starts_the_curve_again_and_it_ends
         assert reader.curve.applied == 3
         # Another shard's fill, earlier in event time than the cursor, committed only now.
         await _order_and_fill(db, "b", 4, "X", "sell", "1", "13", 15 * S)
+        # Not at once after the last build: the curve goes on without it for a while.
+        await reader.read_once(conn)
+        assert reader.curve.applied == 3
         clock.now += REBUILD_MIN_S
         await reader.read_once(conn)
         rows = await conn.fetch(
