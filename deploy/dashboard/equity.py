@@ -94,9 +94,10 @@ class EquityCurve:
     def apply(self, fills: Iterable[FillRow]) -> None:
         """Add ``fills``, each after ``cursor``, in order."""
         for fill in fills:
-            self._apply(fill)
+            self.add(fill)
 
-    def _apply(self, fill: FillRow) -> None:
+    def add(self, fill: FillRow) -> None:
+        """Add one fill, after ``cursor``."""
         price, previous = fill.price, self._price.get(fill.symbol)
         if previous is not None and price != previous:
             # A new price of the symbol revalues whoever holds it.
