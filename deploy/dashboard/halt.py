@@ -1,10 +1,10 @@
 """The halt button's one action, in one function: ask every execution shard to stop trading.
 
 The page asks for a confirmation, the server checks the request (``rrr.deploy.dashboard.web``) and logs it,
-then calls ``publish_halt``. This version of the system has no halt control subject yet: every shard obeying
-one control subject is the trading-states work (``ctl.halt``, with ``just halt``). Until it exists,
-``publish_halt`` publishes nothing and says so, and the page shows that the halt is not available: a kill
-switch that reports success while nothing stops would be worse than none.
+then calls ``publish_halt``. This version of the system has no halt control yet: a trading state that every
+execution shard obeys, set by ``just halt``, is the trading-states work. Until it is there, ``publish_halt``
+publishes nothing and says so, and the page shows that the halt is not available: a kill switch that reports
+success while nothing stops would be worse than none.
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ class HaltUnavailableError(RRRError):
         )
 
 
-async def publish_halt(bus: Bus | None, request: HaltRequest) -> None:
-    """Publish the halt of all trading, account-wide, on every shard.
+async def publish_halt(bus: Bus | None, request: HaltRequest) -> str:
+    """Halt all trading, account-wide, on every shard; return what came of it in one line for the operator
+    (which shards confirmed, and how fast).
 
     Raises:
         HaltUnavailableError: the system has no halt control yet; nothing was published.
     """
-    # Once the halt control subject exists, this is the one place to send it, e.g.
-    #   await bus.publish(subjects.HALT, Halt(id=request.id, ts_event=request.ts_ns, ts_init=request.ts_ns,
-    #                                         scope="account", reason=request.reason, by=request.requested_by))
-    # with `subjects.HALT` added to the ui role's publish permissions (rrr.deploy.nats_permissions).
+    # The one place to wire the halt once the system has it: set the account's trading state to halted, as
+    # `just halt` does, with the request's reason and who asked, and describe the shards' confirmations; then
+    # set HALT_AVAILABLE and give the ui role (rrr.deploy.nats_permissions) what `just halt`'s role has.
     del bus, request
     raise HaltUnavailableError()

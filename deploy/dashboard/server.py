@@ -86,8 +86,8 @@ async def serve(
     reader = DatabaseReader(config.database_url, board, refresh_s=config.refresh_ms / 1000, rows=config.rows)
     watch = HealthWatch(config.nats_url, board)
 
-    async def halter(request: HaltRequest) -> None:
-        await publish_halt(watch.bus, request)
+    async def halter(request: HaltRequest) -> str:
+        return await publish_halt(watch.bus, request)
 
     app = create_app(
         board,

@@ -156,7 +156,7 @@ def create_app(
     hub: Hub,
     *,
     token: str,
-    halter: Callable[[HaltRequest], Awaitable[None]],
+    halter: Callable[[HaltRequest], Awaitable[str]],
     halt_available: bool,
     allowed_hosts: Iterable[str] = (),
     wall_clock_ns: Callable[[], int] = time.time_ns,
@@ -168,7 +168,7 @@ def create_app(
         board: The sections the page shows.
         hub: Sends them to the browsers.
         token: The page's secret for the halt request: in the page, required in the request's header.
-        halter: Publishes a confirmed halt (``rrr.deploy.dashboard.halt.publish_halt``).
+        halter: Publishes a confirmed halt and says what came of it (``rrr.deploy.dashboard.halt.publish_halt``).
         halt_available: Whether the system has a halt control; the page says so beside the button.
         allowed_hosts: Names the page may be asked for besides IP addresses and localhost.
         wall_clock_ns: The time of a halt request.
@@ -223,15 +223,15 @@ def create_app(
         _log.warning("HALT requested by %s (id %s, reason %s)", asked.requested_by, asked.id,
                      printable(asked.reason, 200) or "-")  # fmt: skip
         try:
-            await halter(asked)
+            outcome = await halter(asked)
         except HaltUnavailableError as exc:
             _log.warning("halt %s not sent: %s", asked.id, exc)
             return _error(503, str(exc))
         except Exception as exc:  # NATS down or refusing: said to the operator, who must stop trading otherwise
             _log.error("halt %s failed: %s", asked.id, exc)
             return _error(503, f"the halt could not be sent ({type(exc).__name__}: {exc}); stop trading otherwise")
-        _log.warning("halt %s published", asked.id)
-        return JSONResponse({"ok": True, "id": asked.id})
+        _log.warning("halt %s published: %s", asked.id, printable(outcome, 500))
+        return JSONResponse({"ok": True, "id": asked.id, "outcome": outcome})
 
     async def websocket(socket: WebSocket) -> None:
         if not _same_origin(socket.headers):

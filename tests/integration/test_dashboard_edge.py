@@ -27,9 +27,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rrr.deploy.dashboard.board import Board
 from rrr.deploy.dashboard.config import UiConfig
+from rrr.deploy.dashboard.halt import HaltRequest
 from rrr.deploy.dashboard.hub import CLOSE_BUSY, CLOSE_POLICY, Hub
 from rrr.deploy.dashboard.server import serve
-from rrr.deploy.dashboard.web import HALT_BODY_MAX, TOKEN_HEADER
+from rrr.deploy.dashboard.web import HALT_BODY_MAX, TOKEN_HEADER, create_app
 from rrr.deploy.nats_server import NatsEndpoint
 from rrr.deploy.processes import free_port
 from rrr.persistence.schema import migrate
@@ -328,15 +329,49 @@ async def test_a_websocket_frame_over_4_kib_closes_the_socket(dashboard: Dashboa
     assert browser.close_code == 1009  # message too big
 
 
-async def test_one_browser_gets_at_most_push_hz_messages_a_second_whatever_the_board_does() -> None:
-    board = Board()
-    hub = Hub(board, max_clients=4, push_hz=5)
-    app = Starlette(routes=[WebSocketRoute("/ws", hub.serve)])
+@contextlib.asynccontextmanager
+async def _app_served(app: Any) -> AsyncIterator[int]:
+    """An ASGI application served by uvicorn on a free port of this machine."""
     listening = socket.create_server(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="websockets-sansio"))
     serving_task = asyncio.create_task(server.serve(sockets=[listening]))
     try:
+        yield listening.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving_task, 10)
+
+
+async def test_a_halt_the_system_carries_out_is_answered_with_what_came_of_it_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="rrr.ui")
+    asked: list[HaltRequest] = []
+
+    async def halter(request: HaltRequest) -> str:
+        asked.append(request)
+        return "halted account: 2/2 shards confirmed in 3.1 ms"
+
+    board = Board()
+    app = create_app(board, Hub(board, max_clients=1, push_hz=1), token="t0ken", halter=halter, halt_available=True)
+    async with _app_served(app) as port:
+        dashboard = Dashboard(f"http://127.0.0.1:{port}/")
+        status, answer = await dashboard.halt(b'{"confirm": "HALT", "reason": "news"}', **{TOKEN_HEADER: "t0ken"})
+
+    assert status == 200, answer
+    assert answer["outcome"] == "halted account: 2/2 shards confirmed in 3.1 ms"
+    [request] = asked
+    assert answer["id"] == request.id
+    assert request.reason == "news"
+    assert request.requested_by.startswith("rrr-ui@127.0.0.1:")
+    assert f"halt {request.id} published: halted account: 2/2 shards confirmed" in caplog.text
+    assert json.loads(board.sections["halt"]) == {"available": True}
+
+
+async def test_one_browser_gets_at_most_push_hz_messages_a_second_whatever_the_board_does() -> None:
+    board = Board()
+    hub = Hub(board, max_clients=4, push_hz=5)
+    async with _app_served(Starlette(routes=[WebSocketRoute("/ws", hub.serve)])) as port:
         async with connect(f"ws://127.0.0.1:{port}/ws", proxy=None) as browser:
             await _first(browser)
             received: list[dict[str, Any]] = []
@@ -361,9 +396,6 @@ async def test_one_browser_gets_at_most_push_hz_messages_a_second_whatever_the_b
         assert n > 100
         assert 2 <= len(received) <= 2.5 * 5 + 1, len(received)
         assert received[-1]["counter"] == n
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving_task, 10)
 
 
 async def test_started_before_the_servers_it_serves_the_page_and_says_what_it_cannot_reach(tmp_path: Path) -> None:

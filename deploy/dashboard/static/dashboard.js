@@ -347,7 +347,7 @@
     }
     const when = new Date().toISOString().slice(11, 19);
     if (answer.ok) {
-      setText("halt-result", `${when} UTC: halt sent (${answer.id})`, "note pos");
+      setText("halt-result", `${when} UTC: halt sent (${answer.id}): ${answer.outcome}`, "note pos");
       dialog.close();
     } else {
       $("halt-error").textContent = answer.error;
