@@ -18,6 +18,12 @@ default:
 up FEED="sim" *FLAGS: _venv
     @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" up "$@"
 
+# The live dashboard in the browser: starts it if it does not run and prints its address (--host H, --port P to move it).
+[group('run')]
+[no-exit-message]
+ui *FLAGS: _venv
+    @"{{ bin }}/rrr-stack" --run-dir "{{ run_dir }}" ui "$@"
+
 # Publish a quote file (.csv or .parquet) into the running system, with a progress bar; FILE is relative to where you are.
 [group('run')]
 [no-exit-message]

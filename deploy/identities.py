@@ -10,7 +10,9 @@ the command line and never ``state.json``:
 - the tools, through ``.run/env`` (0600) for ``rrr-stack exec``: the tap's read-only user as
   ``RRR_NATS_URL``, the replay's as ``RRR_MARKET_DATA_NATS_URL`` (what ``rrr-market-data replay`` reads),
   the dead-letter tool's as ``RRR_DLQ_NATS_URL``, the trading control's (``rrr-control``: halt, resume) as
-  ``RRR_CONTROL_NATS_URL``, and ``rrr_reader`` (SELECT only) as ``RRR_DATABASE_URL``.
+  ``RRR_CONTROL_NATS_URL``, the dashboard's as ``RRR_UI_NATS_URL``, and ``rrr_reader`` (SELECT only) as
+  ``RRR_DATABASE_URL``;
+- the dashboard (``rrr-ui``) the ``ui`` NATS user and ``rrr_reader``, through its environment.
 
 The PostgreSQL superuser is for migrations only: ``up`` applies them itself, as the owner, before it starts
 persistence.
@@ -94,6 +96,13 @@ class Identities:
             env[env_name(service, "database_url")] = self.pg_url(PG_WRITER, pg_port)
         return env
 
+    def ui_env(self, nats_port: NatsPorts, pg_port: int) -> dict[str, str]:
+        """The identity of the dashboard: the ``ui`` NATS user, and the read-only database role."""
+        return {
+            "RRR_UI_NATS_URL": self.nats_url("ui", nats_port),
+            "RRR_UI_DATABASE_URL": self.pg_url(PG_READER, pg_port),
+        }
+
     def write_tools_env(
         self, nats_port: NatsPorts, pg_port: int, shards: int, settings: dict[str, str] | None = None
     ) -> dict[str, str]:
@@ -104,6 +113,7 @@ class Identities:
             "RRR_MARKET_DATA_NATS_URL": self.nats_url("replay", nats_port),
             "RRR_DLQ_NATS_URL": self.nats_url("dlq", nats_port),
             "RRR_CONTROL_NATS_URL": self.nats_url("control", nats_port),
+            "RRR_UI_NATS_URL": self.nats_url("ui", nats_port),
             "RRR_DLQ_KEY": self.secrets.password(_DLQ_KEY_FILE),
             "RRR_DATABASE_URL": self.pg_url(PG_READER, pg_port),
             "RRR_SHARDS": str(shards),

@@ -8,7 +8,8 @@ own heartbeats, dead letters and its own retries; it may call the JetStream API 
 creates and the ones it consumes, and the key-value buckets it uses, and nothing else; it may subscribe to
 its own inbox (`_INBOX_<user>.>`, the prefix `rrr.shared.bus` gives each connection) and to what it reads
 on core NATS. The tools get less: `tap` and `status` only listen, `replay` only publishes market data,
-`dlq` reads and deletes dead letters and hands them back. `admin` (rrr-stack itself, the test fixtures)
+`dlq` reads and deletes dead letters and hands them back, `ui` (the dashboard) listens to heartbeats and
+asks for discovery's STATS. `admin` (rrr-stack itself, the test fixtures)
 may do everything.
 
 The JetStream API subjects are those nats-py sends (`nats/js/manager.py`, `client.py`, `kv.py`):
@@ -279,6 +280,21 @@ _TOOLS = (
             *_bucket_read(META_BUCKET),
         ),
         (subjects.TRADING_APPLIED_ALL, _inbox("control")),
+    ),
+    # `rrr-ui`, the dashboard: listens to heartbeats and asks the services for their STATS (NATS service
+    # discovery), answered on its inbox.
+    # Its halt button does what `just halt` does, and its risk panel reads the trading states: `control`'s rights.
+    Role(
+        "ui",
+        (
+            subjects.discovery("STATS"),
+            *_bucket(subjects.TRADING_BUCKET),
+            *_watches(subjects.TRADING_BUCKET),
+            *_bucket_read(subjects.RISK_BUCKET),
+            *_watches(subjects.RISK_BUCKET),
+            *_bucket_read(META_BUCKET),
+        ),
+        (subjects.HEARTBEAT_ALL, subjects.TRADING_APPLIED_ALL, _inbox("ui")),
     ),
     # `rrr-dlq`: reads and deletes dead letters, hands them back to the one service that failed on them.
     Role(

@@ -83,6 +83,9 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     nats_tls: bool = False
     # `up --standby`: a second instance of every service for every shard (``strategy-0b``).
     standby: bool = False
+    # Where the dashboard serves its page (0: it is not run); added later.
+    ui_port: int = 0
+    ui_host: str = "127.0.0.1"
 
     @property
     def nats_ports(self) -> list[int]:
@@ -148,6 +151,14 @@ class RunDir:
     @property
     def collector_log(self) -> Path:
         return self.logs / "collector.log"
+
+    @property
+    def ui_pid(self) -> Path:
+        return self.pids / "ui.pid"
+
+    @property
+    def ui_log(self) -> Path:
+        return self.logs / "ui.log"
 
     @property
     def prometheus_targets(self) -> Path:

@@ -52,6 +52,7 @@ from rrr.deploy.run_dir import (
     write_state,
 )
 from rrr.deploy.stack_nats import local_nats, stream_replicas
+from rrr.deploy.stack_ui import UI_READY_S, dashboard_installed, start_ui, ui, ui_ready, ui_running
 from rrr.deploy.stack_view import (
     exec_with_env,
     logs,
@@ -65,6 +66,7 @@ from rrr.deploy.stack_view import (
 from rrr.deploy.supervisor import (
     COLLECTOR,
     COLLECTOR_MARK,
+    UI,
     collector_process,
     start_supervisor,
     stop_supervisor,
@@ -196,8 +198,9 @@ def up(
 
         metrics_ports = dict(previous.metrics_ports) if previous is not None else {}
         collector_port = previous.collector_port if previous is not None else 0
+        ui_at = (previous.ui_host, previous.ui_port) if previous is not None else ("127.0.0.1", 0)
 
-        def record() -> None:
+        def record() -> StackState:
             state = StackState(
                 nats_port=nats.port,
                 nats_monitor_port=nats.monitor_port,
@@ -212,8 +215,11 @@ def up(
                 nats_sync_always=sync_always,
                 nats_tls=tls,
                 standby=standby,
+                ui_host=ui_at[0],
+                ui_port=ui_at[1],
             )
             write_state(run, state)
+            return state
 
         if previous is not None:
             running = {
@@ -320,7 +326,11 @@ def up(
             collector = collector_process(run, nats.monitor_port, pg.port, collector_port, identities)
             collector.start()
             collector.release()
-        record()
+        state = record()
+        if dashboard_installed() and ui_running(run) is None:
+            state = start_ui(run, state, identities)
+            ui_at = (state.ui_host, state.ui_port)
+            state = record()
         write_prometheus_targets(
             run, [*(metrics_ports[name] for name in procs if name in metrics_ports), collector_port]
         )
@@ -339,6 +349,12 @@ def up(
         if name in metrics_ports:
             print(f"metrics of {name}: {metrics_url(metrics_ports[name])}")
     print(f"metrics of nats-server and postgres: {metrics_url(collector_port)}")
+    if not dashboard_installed():
+        print("dashboard: not installed (pip install -e '.[ui]', which just does)")
+    elif (url := ui_ready(run, state)) is not None:
+        print(f"dashboard: {url}")
+    else:
+        print(f"dashboard: did not answer within {UI_READY_S:g} s; see {run.ui_log}", file=sys.stderr)
     for key, value in tools.items():
         print(f"{key}={shown(key, value)}")
     print(f"(written to {run.env_file}, readable by you only; the passwords are in {run.root / 'secrets'})")
@@ -398,6 +414,10 @@ def down(run: RunDir) -> int:
         run.collector_pid.unlink(missing_ok=True)
     elif stop_pid_files([run.collector_pid], signal.SIGTERM, timeout_s=10.0)[0]:
         stopped.append(COLLECTOR)
+    if ui_running(run) is None:
+        run.ui_pid.unlink(missing_ok=True)
+    elif stop_pid_files([run.ui_pid], signal.SIGTERM, timeout_s=10.0)[0]:
+        stopped.append(UI)
     pid_files = []
     for name in run.service_instances():
         pid_file = run.service_pid(name)
@@ -486,6 +506,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument(
         "--no-supervise", action="store_true", help="run no supervisor: nothing restarts what dies [default: one runs]"
     )
+    p_ui = commands.add_parser("ui", help="start the live dashboard if it does not run, and print its address")
+    p_ui.add_argument("--host", default=None, help="address to serve it on [default: as last time, else 127.0.0.1]")
+    p_ui.add_argument(
+        "--port", type=int, default=None, help="port to serve it on; 0: a free one [default: as last time]"
+    )
     commands.add_parser("down", help="stop everything, keep data")
     p_reset = commands.add_parser("reset", help="stop everything and delete .run/ (asks first in a terminal)")
     p_reset.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
@@ -539,6 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls=args.tls,
                 standby=args.standby,
             )
+        if args.command == "ui":
+            if args.port is not None and not 0 <= args.port <= 65535:
+                parser.error(f"--port: expected 0 to 65535, got {args.port}")
+            return ui(run, host=args.host, port=args.port)
         if args.command == "down":
             return down(run)
         if args.command == "reset":

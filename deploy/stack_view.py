@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.msg import Msg
 
+from rrr.deploy.dashboard.config import url_of
 from rrr.deploy.identities import HOST, Identities
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import pid_alive, read_pid_file
@@ -22,7 +23,15 @@ from rrr.deploy.postgres_server import PostgresServer, postgres_bin_dir
 from rrr.deploy.processes import log_tail, service_program
 from rrr.deploy.run_dir import RunDir, StackError, instance, read_state, service_of
 from rrr.deploy.stack_nats import nats_processes
-from rrr.deploy.supervisor import COLLECTOR, COLLECTOR_MARK, ProcessRecord, read_supervisor_state, supervisor_pid
+from rrr.deploy.supervisor import (
+    COLLECTOR,
+    COLLECTOR_MARK,
+    UI,
+    UI_PROGRAM,
+    ProcessRecord,
+    read_supervisor_state,
+    supervisor_pid,
+)
 from rrr.deploy.terminal import printable
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
@@ -167,6 +176,10 @@ def status(run: RunDir, *, listen_s: float) -> int:
         rows.append(
             (COLLECTOR, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(COLLECTOR)), "")
         )
+    if state.ui_port:
+        pid = read_pid_file(run.ui_pid, UI_PROGRAM)
+        healthy &= pid is not None
+        rows.append((UI, "running" if pid else "stopped", str(pid or "-"), _restarts(records.get(UI)), ""))
     env = read_env(run)
     beats: dict[str, Heartbeat] = {}
     services = run.service_instances()
@@ -217,6 +230,8 @@ def status(run: RunDir, *, listen_s: float) -> int:
     metrics = {**state.metrics_ports, **({COLLECTOR: state.collector_port} if state.collector_port else {})}
     for name, port in sorted(metrics.items()):
         print(f"metrics of {printable(name, 64)}: http://{HOST}:{port}/metrics")
+    if state.ui_port:
+        print(f"dashboard: {url_of(state.ui_host, state.ui_port)}")
     if metrics:
         print(f"prometheus targets: {run.prometheus_targets} (deploy/prometheus/prometheus.yml reads them)")
     print(

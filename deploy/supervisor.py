@@ -30,7 +30,7 @@ from typing import Protocol
 import msgspec
 
 from rrr.deploy.collector import DATABASE_URL_ENV
-from rrr.deploy.identities import HOST, PG_READER, Identities
+from rrr.deploy.identities import HOST, PG_READER, Identities, NatsPorts
 from rrr.deploy.nats_server import NatsServer
 from rrr.deploy.pid_files import read_pid_file, stop_pid_file
 from rrr.deploy.postgres_server import PostgresServer
@@ -44,6 +44,8 @@ __all__ = [
     "COLLECTOR",
     "COLLECTOR_MARK",
     "MARK",
+    "UI",
+    "UI_PROGRAM",
     "ProcessRecord",
     "RestartPolicy",
     "Supervisor",
@@ -56,6 +58,7 @@ __all__ = [
     "stop_supervisor",
     "supervise",
     "supervisor_pid",
+    "ui_process",
 ]
 
 _log = logging.getLogger("rrr.supervisor")
@@ -65,6 +68,9 @@ MARK = "supervise"
 # The servers' metrics collector: its name, and what its command line holds (`rrr-stack ... collect`).
 COLLECTOR = "collector"
 COLLECTOR_MARK = "collect"
+# The dashboard: its name, and its program (what its command line holds).
+UI = "ui"
+UI_PROGRAM = "rrr-ui"
 _POLL_S = 0.25
 # A server start blocks the supervisor for up to a minute (PostgreSQL's recovery); `down` waits it out.
 _STOP_TIMEOUT_S = 90.0
@@ -304,6 +310,14 @@ def stack_targets(run: RunDir) -> list[Target]:
             return process
 
         targets.append(Target(COLLECTOR, run.collector_pid, COLLECTOR_MARK, start_collector))
+    if state.ui_port:
+
+        def start_ui() -> Child:
+            process = ui_process(run, state.nats_ports, state.pg_port, state.ui_host, state.ui_port, identities)
+            process.start()
+            return process
+
+        targets.append(Target(UI, run.ui_pid, UI_PROGRAM, start_ui))
     for service in SERVICES:
         for name, spec in sorted(state.services.items()):
             if service_of(name) == service:
@@ -354,6 +368,17 @@ def collector_process(
         "--nats-monitor-url", f"http://{HOST}:{nats_monitor_port}", "--metrics-port", str(port),
     ]  # fmt: skip
     return ManagedProcess(COLLECTOR, argv, log_file=run.collector_log, pid_file=run.collector_pid, env=env)
+
+
+def ui_process(
+    run: RunDir, nats_port: NatsPorts, pg_port: int, host: str, port: int, identities: Identities
+) -> ManagedProcess:
+    """The dashboard (``rrr-ui``), detached, as the ``ui`` NATS user and ``rrr_reader``, given by its environment."""
+    exe = Path(sys.executable).parent / UI_PROGRAM
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "rrr.deploy.dashboard"]
+    env = {**os.environ, **identities.ui_env(nats_port, pg_port)}
+    argv = [*command, "--host", host, "--port", str(port)]
+    return ManagedProcess(UI, argv, log_file=run.ui_log, pid_file=run.ui_pid, env=env)
 
 
 def _stack_command() -> list[str]:

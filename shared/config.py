@@ -203,7 +203,8 @@ SHARED_ENV_FIELDS = frozenset(
 
 _PASSWORD_IN_URL = re.compile(r"(//[^:/@]+:)[^@]*@")
 
-C = TypeVar("C", bound=ServiceConfig)
+# Any frozen settings struct: the services' (ServiceConfig) and the tools' own (the dashboard's).
+C = TypeVar("C", bound=msgspec.Struct)
 
 
 def redact(value: object) -> object:
@@ -232,7 +233,7 @@ def _is_list(hint: object) -> bool:
     return typing.get_origin(_unannotated(hint)) in (list, tuple)
 
 
-def build_parser(config_type: type[ServiceConfig], service: str, parser: argparse.ArgumentParser) -> None:
+def build_parser(config_type: type[msgspec.Struct], service: str, parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per config field to ``parser``, with the field's description and env var."""
     hints = typing.get_type_hints(config_type, include_extras=True)
     defaults = {f.name: f.default for f in msgspec.structs.fields(config_type)}

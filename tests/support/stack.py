@@ -66,11 +66,11 @@ class Stack:
         rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
         return done.stdout, {row[0]: row[1:] for row in rows}
 
-    def replay(self) -> subprocess.Popen[str]:
+    def replay(self, path: Path = EURUSD) -> subprocess.Popen[str]:
         replay = subprocess.Popen(
             [
                 *(str(BIN / "rrr-stack"), "--run-dir", str(self.run.root), "exec"),
-                *(str(BIN / "rrr-market-data"), "replay", str(EURUSD), "--no-progress"),
+                *(str(BIN / "rrr-market-data"), "replay", str(path), "--no-progress"),
             ],
             env=self.env,
             stdin=subprocess.DEVNULL,
