@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import ssl
 import sys
@@ -179,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_symbol(symbol)
         except RRRError as exc:
             parser.error(f"--symbol: {exc}")
-    environ = with_local_system("rrr-tap")
+    # Given a URL, the tap uses it as it is: no local system is looked for (nor said to be used).
+    environ = with_local_system("rrr-tap") if args.nats_url is None else dict(os.environ)
     url = args.nats_url or environ.get("RRR_NATS_URL", "nats://127.0.0.1:4222")
     try:
         asyncio.run(

@@ -271,10 +271,23 @@ class StreamAdmin(Connection):
                 await self._wait_for_leader(_kv_stream(META_BUCKET))
         try:
             await patiently(lambda: kv.create("shards", str(shards).encode()), META_BUCKET)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            recorded = int((await patiently(lambda: kv.get("shards"), META_BUCKET)).value or b"0")
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            # Recorded already by another service. On a cluster, the read that tells a deleted key from a live
+            # one may reach a replica that has not seen the record yet (key not found): it is read until seen.
+            recorded = int((await self._read_recorded(kv)).value or b"0")
             if recorded != shards:
                 raise ShardCountError(recorded, shards) from None
+
+    async def _read_recorded(self, kv: KeyValue) -> KeyValue.Entry:
+        deadline = time.monotonic() + _CLUSTER_API_PATIENCE_S
+        backoff = Backoff(0.05, 1.0)
+        while True:
+            try:
+                return await patiently(lambda: kv.get("shards"), META_BUCKET)
+            except nats.js.errors.KeyNotFoundError:
+                if time.monotonic() >= deadline:
+                    raise
+                await backoff.wait(asyncio.Event())
 
     async def recorded_shards(self) -> int | None:
         """The shard count the system's services run with, or None if none of them has started yet."""
