@@ -121,7 +121,8 @@ async def _write(
                 skipped = len(batch) - len(fresh)
                 batch = fresh
             if batch:
-                written = await write_batch(conn, [d.message for d in batch])
+                # With a position, the batch comes in stream order after everything before it.
+                written = await write_batch(conn, [d.message for d in batch], in_order=position is not None)
                 if position is not None and advance:
                     await position.advance(conn, batch[-1].seq)
     except Exception as exc:

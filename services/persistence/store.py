@@ -112,7 +112,14 @@ INSERT INTO orders (client_order_id, strategy, symbol, side, qty, order_type, st
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[],
                      $8::text[], $9::bigint[], $10::bigint[], $11::numeric[], $12::numeric[], $13::text[],
                      $14::bigint[], $15::boolean[], $16::boolean[])
-ON CONFLICT (client_order_id) DO NOTHING"""
+ON CONFLICT (client_order_id) DO NOTHING
+RETURNING client_order_id"""
+
+# Of the orders whose rows a batch inserted, those with events in the journal from before the batch (events
+# stored ahead of their order's acceptance): their statuses are recomputed from the whole journal.
+_EARLIER_EVENTS = """
+SELECT DISTINCT client_order_id FROM order_events
+ WHERE client_order_id = ANY($1::text[]) AND id <> ALL($2::text[])"""
 
 # The furthest status of each order in the journal (the fullest of its partial fills), replacing the row's
 # only when it is further along: a status never moves back, whatever order its events are stored in.
@@ -131,6 +138,16 @@ UPDATE orders o
  WHERE o.client_order_id = j.id
    AND (order_status_rank(j.status) > order_status_rank(o.status)
         OR (j.status = 'partially_filled' AND o.status = 'partially_filled' AND j.filled_qty > o.filled_qty))"""
+
+# The furthest status each order reached in a batch (``_furthest``), where it is further along than the row's:
+# what _ORDER_STATUS finds from the whole journal, when every earlier event of the orders was applied already.
+_ADVANCE_ORDERS = """
+UPDATE orders o
+   SET status = u.status, filled_qty = greatest(o.filled_qty, u.filled_qty), ts_updated = u.ts_event
+  FROM unnest($1::text[], $2::text[], $3::numeric[], $4::bigint[]) AS u(id, status, filled_qty, ts_event)
+ WHERE o.client_order_id = u.id
+   AND (order_status_rank(u.status) > order_status_rank(o.status)
+        OR (u.status = 'partially_filled' AND o.status = 'partially_filled' AND u.filled_qty > o.filled_qty))"""
 
 # The values an order has after its newest replace.
 _REPLACE_ORDERS = """
@@ -207,11 +224,16 @@ class RowsWritten(msgspec.Struct, kw_only=True):
     order_events: int = 0
 
 
-async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWritten:
+async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order: bool = False) -> RowsWritten:
     """Write a batch of messages in the caller's transaction; return rows written per table.
 
     Messages of a batch keep their order where it matters: an order's fill is applied after its
     acceptance, and of several positions of a symbol the highest version wins.
+
+    ``in_order``: the batch comes from a stream read in order from a stored position, after every earlier
+    message of it was written (an order's acceptance, its first event, always before its other events). Its
+    orders' statuses then move by this batch's own events alone. Otherwise (retries, dead letters handed
+    back: an acceptance may come after its fill), each status is recomputed from the whole journal.
     """
     quotes: list[tuple[Any, ...]] = []
     quote_rows: list[tuple[Any, ...]] = []
@@ -306,19 +328,58 @@ async def write_batch(conn: Connection, messages: Iterable[Message]) -> RowsWrit
         written.signals = _count(await conn.execute(_INSERT_SIGNALS, *_columns(signals)))
     if journal:
         written.order_events = _count(await conn.execute(_INSERT_ORDER_EVENTS, *_columns(journal)))
+    inserted: list[str] = []
     if orders:
-        written.orders = _count(await conn.execute(_INSERT_ORDERS, *_columns(list(orders.values()))))
+        inserted = [r[0] for r in await conn.fetch(_INSERT_ORDERS, *_columns(list(orders.values())))]
+        written.orders = len(inserted)
     if fills:
         written.fills = _count(await conn.execute(_INSERT_FILLS, *_columns(fills)))
     if replaced:
         await conn.execute(_REPLACE_ORDERS, *_columns(list(replaced.values())))
-    if journal:
+    if journal and in_order:
+        # Statuses last: each order's furthest in this batch, where further than its row's; and from the whole
+        # journal for an order whose row came only now, after events of it that found no row.
+        furthest = _furthest(journal)
+        if furthest:
+            written.orders_filled = _count(await conn.execute(_ADVANCE_ORDERS, *_columns(furthest)))
+        if inserted:
+            ids = [row[0] for row in journal if row[1] in orders]
+            late = [r[0] for r in await conn.fetch(_EARLIER_EVENTS, inserted, ids)]
+            if late:
+                written.orders_filled += _count(await conn.execute(_ORDER_STATUS, late))
+    elif journal:
         # Statuses last, from the journal with this batch's events in it.
         ids = list(dict.fromkeys(row[1] for row in journal))
         written.orders_filled = _count(await conn.execute(_ORDER_STATUS, ids))
     if positions:
         written.positions = _count(await conn.execute(_UPSERT_POSITIONS, *_columns(list(positions.values()))))
     return written
+
+
+_RANK = {"accepted": 1, "partially_filled": 2}  # the rest (filled, canceled, rejected, expired): 3
+
+
+def _furthest(journal: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Per order, ``(id, status, filled_qty, ts_event)`` of its furthest event in ``journal`` (rows of
+    ``_journal``) past acceptance: the status of the highest rank, the most filled among equals, as
+    _ORDER_STATUS orders them, and the most it filled."""
+    best: dict[str, tuple[tuple[int, Decimal], str, int]] = {}
+    filled: dict[str, Decimal] = {}
+    for row in journal:
+        order_id, status, filled_qty, ts_event = row[1], row[4], row[6], row[10]
+        if status is None:
+            continue
+        amount = Decimal(0) if filled_qty is None else filled_qty
+        key = (_RANK.get(status, 3), amount)
+        held = best.get(order_id)
+        if held is None or key > held[0]:
+            best[order_id] = (key, status, ts_event)
+        filled[order_id] = max(filled.get(order_id, amount), amount)
+    return [
+        (order_id, status, filled[order_id], ts_event)
+        for order_id, (key, status, ts_event) in best.items()
+        if key[0] > 1
+    ]
 
 
 _KINDS: dict[type[Message], str] = {

@@ -45,3 +45,25 @@ def test_full_quote_batches_go_one_per_transaction_when_two_exceed_the_bound() -
 def test_small_messages_are_gathered_up_to_the_bound_in_stream_order_and_a_larger_one_goes_alone() -> None:
     messages: list[Message] = [_batch(1500), make_quote(), make_quote(), _batch(498), _batch(3000), make_quote()]
     assert _sizes(messages, 2000) == [[1500, 1, 1, 498], [3000], [1]]
+
+
+def test_an_orders_furthest_status_in_a_batch_is_the_highest_rank_then_the_most_filled() -> None:
+    from decimal import Decimal
+
+    from rrr.persistence.store import _furthest
+
+    def row(event: str, order: str, status: str | None, filled: str | None, ts: int) -> tuple[object, ...]:
+        return (event, order, "X", "k", status, None, None if filled is None else Decimal(filled), None, None, None, ts)
+
+    journal = [
+        row("a:acc", "a", "accepted", "0", 1),
+        row("a:1", "a", "partially_filled", "1", 2),
+        row("a:2", "a", "partially_filled", "3", 3),
+        row("a:trig", "a", None, None, 4),
+        row("b:acc", "b", "accepted", "0", 5),
+        row("c:acc", "c", "accepted", "0", 6),
+        row("c:1", "c", "filled", "2", 7),
+        row("c:late", "c", "partially_filled", "1", 8),
+    ]
+    # Only moves past acceptance are updates; the most filled of equals; a later, lesser event changes nothing.
+    assert _furthest(journal) == [("a", "partially_filled", Decimal(3), 3), ("c", "filled", Decimal(2), 7)]
