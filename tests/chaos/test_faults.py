@@ -97,24 +97,32 @@ async def test_3_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted
     print(f"restarted strategy: {system.counters('strategy-0')}")
 
 
-async def test_3b_a_user_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted_run(system: System) -> None:
-    # A strategy that is not built in, from a module of the tests (as a user's own), with what sma_cross does not
-    # use: event-time timers, its own position, state in a msgspec Struct. Its reference is computed apart.
+async def _user_strategy_killed_mid_replay(
+    system: System, strategy: str, params: str, strategy_id: str, crash_before_ack: int
+) -> None:
+    """Replay EURUSD with a user's strategy (a module of the tests) that is SIGKILLed mid-replay with a snapshot
+    every 10 ms and one message per fetch, then restarted; return once the replay is done."""
     user = {
-        "RRR_STRATEGY_STRATEGY": "tests.support.strategies:TimedMomentum",
-        "RRR_STRATEGY_PARAMS": '{"every_ms": 30000}',
-        "RRR_STRATEGY_STRATEGY_ID": "momentum",
+        "RRR_STRATEGY_STRATEGY": f"tests.support.strategies:{strategy}",
+        "RRR_STRATEGY_PARAMS": params,
+        "RRR_STRATEGY_STRATEGY_ID": strategy_id,
         "PYTHONPATH": str(ROOT),
     }
     await system.start("persistence-0", "market_data-0", "execution-0")
-    # One message (a batch of up to 512 quotes) per fetch: killed after 8 of the replay's 19, about 4,000 quotes in,
-    # however fast the replay published, so the restarted strategy surely has the rest to handle.
     crashing = {**user, "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "10", "RRR_STRATEGY_BATCH_SIZE": "1"}
-    await system.start("strategy-0", extra_env=crashing, crash_before_ack=8)
+    await system.start("strategy-0", extra_env=crashing, crash_before_ack=crash_before_ack)
     replay = system.replay(EURUSD)
     assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
     await system.start("strategy-0", extra_env=user)
     await finish(replay)
+
+
+async def test_3b_a_user_strategy_killed_mid_replay_sends_the_orders_of_an_uninterrupted_run(system: System) -> None:
+    # A strategy that is not built in, from a module of the tests (as a user's own), with what sma_cross does not
+    # use: event-time timers, its own position, state in a msgspec Struct. Its reference is computed apart.
+    # One message (a batch of up to 512 quotes) per fetch: killed after 8 of the replay's 19, about 4,000 quotes in,
+    # however fast the replay published, so the restarted strategy surely has the rest to handle.
+    await _user_strategy_killed_mid_replay(system, "TimedMomentum", '{"every_ms": 30000}', "momentum", 8)
     expected = timed_momentum_expectations(EURUSD, every_ms=30_000)
     result = await wait_for_exact(system.database_url, EURUSD, timeout_s=120, strategy="momentum", expected=expected)
     await wait_until(
@@ -133,21 +141,9 @@ async def test_3c_a_closed_loop_strategy_killed_mid_replay_sends_the_orders_of_a
     # A user's strategy that decides on its orders' outcomes (its real fills, its rejections: every third order
     # is beyond execution's order limit), delivered before the next quote. Killed while orders and their events
     # are in flight; restarted, it reads the events again from its snapshot's position.
-    user = {
-        "RRR_STRATEGY_STRATEGY": "tests.support.strategies:FollowsFills",
-        "RRR_STRATEGY_PARAMS": '{"every": 25}',
-        "RRR_STRATEGY_STRATEGY_ID": "follows",
-        "PYTHONPATH": str(ROOT),
-    }
-    await system.start("persistence-0", "market_data-0", "execution-0")
     # Messages handled count quotes (a batch of up to 512 per message) and order events (two per order, an
     # order every 25 quotes): about 42 per batch of quotes, so 300 is about 7 of the replay's 19 batches in.
-    crashing = {**user, "RRR_STRATEGY_SNAPSHOT_EVERY_MS": "10", "RRR_STRATEGY_BATCH_SIZE": "1"}
-    await system.start("strategy-0", extra_env=crashing, crash_before_ack=300)
-    replay = system.replay(EURUSD)
-    assert await system.wait_exit(system.procs["strategy-0"], 60) == -signal.SIGKILL
-    await system.start("strategy-0", extra_env=user)
-    await finish(replay)
+    await _user_strategy_killed_mid_replay(system, "FollowsFills", '{"every": 25}', "follows", 300)
     expected = follows_fills_expectations(EURUSD, every=25)
     result = await wait_for_exact(system.database_url, EURUSD, timeout_s=120, strategy="follows", expected=expected)
     _report("closed-loop strategy kill -9", result)
