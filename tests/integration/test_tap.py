@@ -23,8 +23,14 @@ async def _start_tap(*args: str) -> asyncio.subprocess.Process:
     )
     assert proc.stderr is not None
     # The tap says so on stderr once it is subscribed; only then is a publish sure to reach it.
-    ready = await asyncio.wait_for(proc.stderr.readline(), timeout=20)
-    assert ready.startswith(b"# tapping"), ready
+    try:
+        ready = await asyncio.wait_for(proc.stderr.readline(), timeout=20)
+        assert ready.startswith(b"# tapping"), ready
+    except BaseException:
+        # A tap that did not start as expected is not left behind, waiting for messages that never come.
+        proc.kill()
+        await proc.wait()
+        raise
     return proc
 
 
