@@ -185,6 +185,8 @@ class _Resources:
         return {
             name: {
                 "cpu_percent": round(100 * (self._cpu(name) - self.cpu_start.get(name, 0.0)) / elapsed, 1),
+                # Process CPU time over the run and its drain: what it cost, whatever else ran on the machine.
+                "cpu_s": round(self._cpu(name) - self.cpu_start.get(name, 0.0), 3),
                 "peak_rss_mb": round(self.peak_rss[name] / 1e6, 1),
                 "rss_mb_every_10s": self.rss_timeline[name],
             }

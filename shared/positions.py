@@ -15,11 +15,24 @@ WIRE_PLACES = 12
 
 def to_decimal(value: Fraction) -> Decimal:
     """``value`` as a Decimal with the fewest places (at most WIRE_PLACES) that hold it, else rounded."""
-    for places in range(WIRE_PLACES + 1):
-        scaled = value * 10**places
-        if scaled.denominator == 1:
-            break
-    return Decimal(f"{round(scaled)}E-{places}")  # from text: exact at any size
+    numerator, denominator = value.numerator, value.denominator
+    # The fewest places that hold n/d are those of the power of ten d divides: d = 2^a * 5^b needs max(a, b).
+    # Counted on integers: the same answer as trying 10^0, 10^1, ... in turn, at a fraction of the cost.
+    twos = (denominator & -denominator).bit_length() - 1
+    rest = denominator >> twos
+    fives = 0
+    while rest % 5 == 0 and fives <= WIRE_PLACES:
+        rest //= 5
+        fives += 1
+    places = max(twos, fives)
+    if rest == 1 and places <= WIRE_PLACES:
+        units = numerator * (10**places // denominator)
+    else:  # not a decimal of WIRE_PLACES places or fewer: rounded half-even at WIRE_PLACES, as round() does
+        places = WIRE_PLACES
+        units, remainder = divmod(numerator * 10**places, denominator)
+        if 2 * remainder > denominator or (2 * remainder == denominator and units % 2):
+            units += 1
+    return Decimal(f"{units}E-{places}")  # from text: exact at any size
 
 
 @dataclass(slots=True)
@@ -41,23 +54,41 @@ class Position:
         """Apply one fill; ``fee`` is charged to realized PnL."""
         if qty <= 0:
             raise ValueError(f"fill qty must be > 0, got {qty}")
-        signed = Fraction(qty) if side == "buy" else -Fraction(qty)
-        px = Fraction(price)
-        self.realized_pnl -= Fraction(fee)
+        # Exact, on the integers of each fraction: a Fraction operator builds and normalises an object per
+        # step, which made this the costliest part of a fill. Each field is normalised once, when stored.
+        sn, sd = qty.as_integer_ratio()  # |signed|, a positive decimal
+        pn, pd = price.as_integer_ratio()
+        held = self.qty
+        qn, qd = held.numerator, held.denominator
+        if fee:
+            self.realized_pnl -= Fraction(fee)
         self.fills += 1
-        if self.qty == 0 or (self.qty > 0) == (signed > 0):
-            total = self.qty + signed
-            self.avg_price = (self.avg_price * abs(self.qty) + px * abs(signed)) / abs(total)
-            self.qty = total
+        buy = side == "buy"
+        if qn == 0 or (qn > 0) == buy:
+            # Adding: the average moves to (avg * |held| + price * qty) / |held + qty|.
+            avg = self.avg_price
+            an, ad = avg.numerator, avg.denominator
+            total = abs(qn) * sd + sn * qd  # |held + qty| * qd * sd
+            self.avg_price = Fraction(an * abs(qn) * pd * sd + pn * sn * ad * qd, ad * pd * total)
+            self.qty = Fraction(total if buy else -total, qd * sd)
             return
-        closed = min(abs(signed), abs(self.qty))
-        direction = 1 if self.qty > 0 else -1
-        self.realized_pnl += (px - self.avg_price) * closed * direction
-        self.qty += signed
+        # Reducing: (price - avg) * closed realized (negated for a short), the average kept; what crosses zero
+        # opens at the fill's price.
+        direction = 1 if qn > 0 else -1
+        avg = self.avg_price
+        an, ad = avg.numerator, avg.denominator
+        closes_all = sn * qd >= abs(qn) * sd  # qty >= |held|
+        cn, cd = (abs(qn), qd) if closes_all else (sn, sd)
+        realized = self.realized_pnl
+        rn, rd = realized.numerator, realized.denominator
+        gain = (pn * ad - an * pd) * cn * direction  # / (pd * ad * cd)
+        self.realized_pnl = Fraction(rn * pd * ad * cd + gain * rd, rd * pd * ad * cd)
+        signed = sn if buy else -sn
+        self.qty = Fraction(qn * sd + signed * qd, qd * sd)
         if self.qty == 0:
             self.avg_price = Fraction(0)
         elif (self.qty > 0) != (direction > 0):
-            self.avg_price = px  # flipped: the remainder opened at this fill's price
+            self.avg_price = Fraction(pn, pd)  # flipped: the remainder opened at this fill's price
 
     def unrealized_pnl(self, mark: Decimal) -> Fraction:
         """PnL of the open quantity valued at ``mark``."""

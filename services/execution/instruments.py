@@ -93,6 +93,12 @@ class Instruments:
         listed = self._listed.get(symbol)
         return listed if listed is not None else replace(self.default, symbol=symbol)
 
+    def rules(self, symbol: str) -> Instrument:
+        """The tick, lot and quote currency ``symbol`` trades with: ``get`` without naming the default for it
+        (what the checks of every order read: no instrument built per order)."""
+        listed = self._listed.get(symbol)
+        return listed if listed is not None else self.default
+
 
 # Text or an integer: a TOML float is a binary number, and a tick of 0.1 must be exactly one tenth.
 _Number = str | int

@@ -39,6 +39,7 @@ DAY_NS = 86_400 * 10**9
 SECOND_NS = 10**9
 State = Literal["active", "reducing", "halted"]
 _SEVERITY: dict[State, int] = {"active": 0, "reducing": 1, "halted": 2}
+_ACTIVE: tuple[State, str, str] = ("active", "", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,29 @@ def _show(value: Fraction) -> str:
 
 def _signed(side: Side, qty: Decimal | Fraction) -> Fraction:
     return Fraction(qty) if side == "buy" else -Fraction(qty)
+
+
+_ZERO = Fraction(0)
+
+
+def _moved_by(total: Fraction, before: Fraction, after: Fraction) -> Fraction:
+    """``total - before + after``, exactly, as one Fraction."""
+    tn, td, bn, bd, an, ad = (
+        total.numerator,
+        total.denominator,
+        before.numerator,
+        before.denominator,
+        after.numerator,
+        after.denominator,
+    )
+    return Fraction(tn * bd * ad - bn * td * ad + an * td * bd, td * bd * ad)
+
+
+def _mid(touch: Touch) -> Fraction:
+    """The exact mid of a quote (built from the integers of its prices: one Fraction, not four)."""
+    bn, bd = touch.bid.as_integer_ratio()
+    an, ad = touch.ask.as_integer_ratio()
+    return Fraction(bn * ad + an * bd, 2 * bd * ad)
 
 
 def reducible(side: Side, net: Fraction) -> Fraction:
@@ -194,18 +218,50 @@ class Risk:
     # positions are marked at.
     marks: dict[str, Fraction] = field(default_factory=dict)
     marked_at: dict[str, At] = field(default_factory=dict)
-    # This shard's holdings per quote currency, kept per symbol and in total as fills and marks move them.
-    contributions: dict[str, tuple[str, Fraction, Fraction, Fraction]] = field(default_factory=dict)
-    totals: dict[str, _Totals] = field(default_factory=dict)
+    # This shard's holdings per quote currency, kept per symbol and in total as fills and marks move them
+    # (``contributions`` and ``totals``: what is read is always up to date).
+    _contributions: dict[str, tuple[str, Fraction, Fraction, Fraction]] = field(default_factory=dict, init=False)
+    _totals: dict[str, _Totals] = field(default_factory=dict, init=False)
+    # Positions moved (a fill, a new mark) whose contributions are not taken into the totals yet: an order moves
+    # its symbol's mark and position, often several in a batch, and the totals are read far less often than
+    # that (the account view, the account-wide checks), so each is revalued once, when next read.
+    _moved: dict[str, Position] = field(default_factory=dict, init=False)
     # The UTC day (event time) the day's PnL counts from, and each currency's PnL at its start.
     day: int = 0
     day_start: dict[str, Fraction] = field(default_factory=dict)
     # The other shards, by shard, as last read from the account view.
     others: dict[int, OtherShard] = field(default_factory=dict)
-    # Something changed that the account view has not been told yet.
-    dirty: bool = False
+    # Something changed that the account view has not been told yet (``dirty``).
+    _dirty: bool = field(default=False, init=False)
     # The UTC day this shard last halted the account for the day's loss (once a day at most).
     halted_day: int = -1
+
+    @property
+    def dirty(self) -> bool:
+        """Whether something changed that the account view has not been told yet."""
+        if self._moved:
+            self._revalue_moved()
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        if self._moved:
+            self._revalue_moved()
+        self._dirty = value
+
+    @property
+    def contributions(self) -> dict[str, tuple[str, Fraction, Fraction, Fraction]]:
+        """Per symbol held: its quote currency, and its gross, net and PnL there."""
+        if self._moved:
+            self._revalue_moved()
+        return self._contributions
+
+    @property
+    def totals(self) -> dict[str, _Totals]:
+        """This shard's gross, net and PnL per quote currency."""
+        if self._moved:
+            self._revalue_moved()
+        return self._totals
 
     @property
     def marks_every_quote(self) -> bool:
@@ -219,7 +275,12 @@ class Risk:
     def on_fill(self, strategy: str, symbol: str, side: Side, qty: Decimal) -> None:
         """A fill of ``strategy``'s order moved its position in ``symbol``."""
         key = (strategy, symbol)
-        held = self.strategy_positions.get(key, Fraction(0)) + _signed(side, qty)
+        n, d = qty.as_integer_ratio()
+        if side != "buy":
+            n = -n
+        before = self.strategy_positions.get(key)
+        held = Fraction(n, d) if before is None else Fraction(before.numerator * d + n * before.denominator,
+                                                              before.denominator * d)  # fmt: skip
         if held:
             self.strategy_positions[key] = held
         else:
@@ -244,7 +305,7 @@ class Risk:
         if day > self.day:
             self.day = day
             self.day_start = {ccy: t.pnl for ccy, t in self.totals.items()}
-            self.dirty = True
+            self._dirty = True
 
     def mark(self, symbol: str, touch: Touch, position: Position | None) -> None:
         """A quote of ``symbol``: its mid marks the position from now on, unless a later quote of the stream
@@ -252,7 +313,7 @@ class Risk:
         if touch.at < self.marked_at.get(symbol, (0, 0)):
             return
         self.marked_at[symbol] = touch.at
-        mid = (Fraction(touch.bid) + Fraction(touch.ask)) / 2
+        mid = _mid(touch)
         if self.marks.get(symbol) == mid:
             return
         self.marks[symbol] = mid
@@ -269,29 +330,57 @@ class Risk:
         return Touch(0, mid, mid, at=self.marked_at.get(symbol, (0, 0)))
 
     def revalue(self, position: Position) -> None:
-        """Take ``position`` (after a fill, or at a new mark) into this shard's totals."""
+        """Take ``position`` (after a fill, or at a new mark) into this shard's totals, by the time they are read
+        next."""
+        self._moved[position.symbol] = position
+
+    def _revalue_moved(self) -> None:
+        moved, self._moved = self._moved, {}
+        for position in moved.values():
+            self._revalue(position)
+
+    def _revalue(self, position: Position) -> None:
+        # Exact, on the integers of each fraction: each value is normalised once (a Fraction operator builds
+        # one per step, which made this the costliest part of an order).
         symbol = position.symbol
-        currency = self.instruments.get(symbol).quote_currency
-        mark = self.marks.get(symbol, position.avg_price)
-        qty = position.qty
+        currency = self.instruments.rules(symbol).quote_currency
+        qty, avg, realized = position.qty, position.avg_price, position.realized_pnl
+        mark = self.marks.get(symbol, avg)
+        qn, qd, mn, md, an, ad = (
+            qty.numerator,
+            qty.denominator,
+            mark.numerator,
+            mark.denominator,
+            avg.numerator,
+            avg.denominator,
+        )
+        rn, rd = realized.numerator, realized.denominator
         contribution = (
             currency,
-            abs(qty) * mark,
-            qty * mark,
-            position.realized_pnl + (mark - position.avg_price) * qty,
-        )
-        before = self.contributions.get(symbol)
+            Fraction(abs(qn) * mn, qd * md),
+            Fraction(qn * mn, qd * md),
+            # realized + (mark - avg) * qty
+            Fraction(rn * md * ad * qd + (mn * ad - an * md) * qn * rd, rd * md * ad * qd),
+        )  # fmt: skip
+        before = self._contributions.get(symbol)
         if before == contribution:
             return
-        if before is not None:
-            total = self.totals[before[0]]
-            total.gross, total.net, total.pnl = total.gross - before[1], total.net - before[2], total.pnl - before[3]
-        total = self.totals.setdefault(currency, _Totals())
+        if before is not None and before[0] != currency:
+            total = self._totals[before[0]]
+            total.gross, total.net, total.pnl = (
+                _moved_by(total.gross, before[1], _ZERO), _moved_by(total.net, before[2], _ZERO),
+                _moved_by(total.pnl, before[3], _ZERO),
+            )  # fmt: skip
+            before = None
+        total = self._totals.setdefault(currency, _Totals())
+        if before is None:
+            before = (currency, _ZERO, _ZERO, _ZERO)
         total.gross, total.net, total.pnl = (
-            total.gross + contribution[1], total.net + contribution[2], total.pnl + contribution[3],
+            _moved_by(total.gross, before[1], contribution[1]), _moved_by(total.net, before[2], contribution[2]),
+            _moved_by(total.pnl, before[3], contribution[3]),
         )  # fmt: skip
-        self.contributions[symbol] = contribution
-        self.dirty = True
+        self._contributions[symbol] = contribution
+        self._dirty = True
 
     def pnl_today(self, currency: str) -> Fraction:
         """This shard's PnL in ``currency`` since the start of its day."""
@@ -340,7 +429,10 @@ class Risk:
         """Why ``order`` (sent at ``touch``, its symbol's position ``net``) is refused, or None; and whether it
         goes to the venue as reduce-only (a reducing trading state makes it so)."""
         strategy_net = self.strategy_positions.get((order.strategy, order.symbol), Fraction(0))
-        state, key, why = self.trading.effective(scope_keys(order.strategy, order.symbol))
+        # Every scope active (the usual case): no keys to build and look up.
+        state, key, why = (
+            self.trading.effective(scope_keys(order.strategy, order.symbol)) if self.trading.by_key else _ACTIVE
+        )
         reduce_only = False
         if state == "halted":
             return f"trading halted ({key}): {why}", False
@@ -400,7 +492,9 @@ class Risk:
     def _instrument(
         self, symbol: str, qty: Decimal, limit_price: Decimal | None, stop_price: Decimal | None
     ) -> str | None:
-        instrument = self.instruments.get(symbol)
+        instrument = self.instruments.rules(symbol)
+        if instrument.tick is None and instrument.lot is None:
+            return None
         for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
             if price is not None and instrument.off_tick(price):
                 return f"{name} {price} is not a multiple of {symbol}'s tick {instrument.tick}"
@@ -412,7 +506,7 @@ class Risk:
         band = self.limits.price_band_bps
         if not band:
             return None
-        mid = (Fraction(touch.bid) + Fraction(touch.ask)) / 2
+        mid = _mid(touch)
         for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
             if price is None:
                 continue
@@ -487,7 +581,7 @@ class Risk:
         limits = self.limits
         if not (limits.max_gross_exposure_quote or limits.max_net_exposure_quote):
             return None
-        currency = self.instruments.get(order.symbol).quote_currency
+        currency = self.instruments.rules(order.symbol).quote_currency
         gross, account_net, _ = self.account(currency)
         mark = self.marks.get(order.symbol, Fraction(price))
         signed = _signed(order.side, qty)

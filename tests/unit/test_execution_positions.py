@@ -243,3 +243,24 @@ def test_to_decimal_of_any_value_with_at_most_twelve_places_is_exact(value):
 @given(st.fractions(max_denominator=10**6))
 def test_to_decimal_is_within_half_a_unit_of_the_twelfth_place(value):
     assert abs(F(to_decimal(value)) - value) <= F(1, 2 * 10**12)
+
+
+def _to_decimal_by_definition(value: Fraction) -> Decimal:
+    """The fewest places, tried one after the other; else rounded half-even at WIRE_PLACES."""
+    for places in range(WIRE_PLACES + 1):
+        scaled = value * 10**places
+        if scaled.denominator == 1:
+            break
+    return D(f"{round(scaled)}E-{places}")
+
+
+@given(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.integers(min_value=0, max_value=16),
+    st.integers(min_value=0, max_value=16),
+    st.sampled_from([1, 1, 1, 3, 7, 9, 11, 10**6 + 3]),
+)
+def test_to_decimal_gives_the_same_digits_and_places_as_trying_each_number_of_places(numerator, twos, fives, other):
+    value = F(numerator, 2**twos * 5**fives * other)
+    expected = _to_decimal_by_definition(value)
+    assert to_decimal(value).as_tuple() == expected.as_tuple()
