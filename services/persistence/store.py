@@ -146,20 +146,22 @@ SELECT DISTINCT client_order_id FROM order_events
  WHERE client_order_id = ANY($1::text[]) AND id <> ALL($2::text[])"""
 
 # The furthest status of each order in the journal (the fullest of its partial fills), replacing the row's
-# only when it is further along: a status never moves back, whatever order its events are stored in.
+# only when it is further along: a status never moves back, whatever order its events are stored in. Each order
+# of the array is joined to its own events (not grouped from = ANY, which the planner took for a dozen rows per
+# order and answered with a read of all of orders).
 _ORDER_STATUS = """
 UPDATE orders o
    SET status = j.status, filled_qty = greatest(o.filled_qty, j.filled_qty), ts_updated = j.ts_event
-  FROM (SELECT e.client_order_id AS id,
-               (array_agg(e.status ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
-                   AS status,
-               (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
-                   AS ts_event,
-               coalesce(max(e.filled_qty), 0) AS filled_qty
-          FROM order_events e
-         WHERE e.client_order_id = ANY($1::text[]) AND e.status IS NOT NULL
-         GROUP BY e.client_order_id) j
- WHERE o.client_order_id = j.id
+  FROM unnest($1::text[]) AS l(id)
+       CROSS JOIN LATERAL (
+           SELECT (array_agg(e.status ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
+                      AS status,
+                  (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
+                      AS ts_event,
+                  coalesce(max(e.filled_qty), 0) AS filled_qty
+             FROM order_events e
+            WHERE e.client_order_id = l.id AND e.status IS NOT NULL) j
+ WHERE o.client_order_id = l.id AND j.status IS NOT NULL
    AND (order_status_rank(j.status) > order_status_rank(o.status)
         OR (j.status = 'partially_filled' AND o.status = 'partially_filled' AND j.filled_qty > o.filled_qty))"""
 
@@ -187,6 +189,11 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric
                      $7::numeric[], $8::text[], $9::bigint[], $10::bigint[], $11::numeric[], $12::numeric[],
                      $13::text[])
 ON CONFLICT (fill_id) DO NOTHING"""
+
+# For the rest of the caller's transaction, each statement planned for its own arrays and the tables as they are
+# (migration 0006 says why): the order statements below look orders and their events up by key once the tables
+# are larger than a page or two, instead of keeping a plan made while they were small.
+_CUSTOM_PLANS = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 # Positions are snapshots numbered by ``version``: only a newer one replaces the stored row.
 _UPSERT_POSITIONS = """
@@ -380,6 +387,7 @@ async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order
     if signals:
         written.signals = _count(await conn.execute(_INSERT_SIGNALS, *_columns(signals)))
     if journal:
+        await conn.execute(_CUSTOM_PLANS)
         written.order_events = _count(await conn.execute(_INSERT_ORDER_EVENTS, *_columns(journal)))
     inserted: list[str] = []
     if orders:
