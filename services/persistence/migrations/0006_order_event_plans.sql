@@ -9,9 +9,11 @@
 -- growing with every order stored (bench/order_event_writes.py --stale). Custom plans see the tables' current
 -- size and the arrays' lengths, and look the batch's orders up by key once a table is more than a page or two.
 --
--- The journal's recount for orders stored after their events grouped order_events by order and joined the
--- groups to orders: the planner took the groups for as many as the events it expected per order (a dozen for
--- one order) and read orders whole even in a custom plan. It now joins the array itself, an order at a time.
+-- The read of earlier events and the journal's recount for orders stored after their events filtered the journal
+-- with = ANY(array): without statistics on the column (before autovacuum's first ANALYZE) the planner takes that
+-- for a twentieth of the rows per element and reads the journal whole, and it took the recount's groups for a
+-- dozen rows per order and read orders whole too, even in custom plans. Both now start from the array and probe
+-- the journal and orders by key, an order at a time.
 --
 -- CREATE OR REPLACE keeps the function's owner and grants (EXECUTE for the writer role only).
 
@@ -104,9 +106,12 @@ BEGIN
 
     -- ... and from the whole journal for an order whose row came only now, after events of it that found no row.
     IF n_orders > 0 THEN
-        SELECT array_agg(DISTINCT e.client_order_id) INTO late
-          FROM order_events e
-         WHERE e.client_order_id = ANY(inserted) AND e.id <> ALL(p_e_id);
+        -- Per inserted order, whether it has an event from before the batch (a probe of the journal by order,
+        -- not = ANY: without the column's statistics the planner took that for a twentieth of the journal and
+        -- read it whole).
+        SELECT array_agg(i.id) INTO late
+          FROM unnest(inserted) AS i(id)
+         WHERE EXISTS (SELECT FROM order_events e WHERE e.client_order_id = i.id AND e.id <> ALL(p_e_id));
         IF late IS NOT NULL THEN
             -- Per order of the array, its events (a join, not = ANY: the planner then counts one row per order
             -- and looks each up by key).
