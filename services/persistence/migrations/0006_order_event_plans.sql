@@ -10,8 +10,8 @@
 -- size and the arrays' lengths, and look the batch's orders up by key once a table is more than a page or two.
 --
 -- The read of earlier events and the journal's recount for orders stored after their events filtered the journal
--- with = ANY(array): without statistics on the column (before autovacuum's first ANALYZE) the planner takes that
--- for a twentieth of the rows per element and reads the journal whole, and it took the recount's groups for a
+-- with = ANY(array): without statistics on the column (before autovacuum's first ANALYZE) the planner takes each
+-- element for 0.5 % of the rows (its default) and reads the journal whole, and it took the recount's groups for a
 -- dozen rows per order and read orders whole too, even in custom plans. Both now start from the array and probe
 -- the journal and orders by key, an order at a time.
 --
@@ -107,8 +107,8 @@ BEGIN
     -- ... and from the whole journal for an order whose row came only now, after events of it that found no row.
     IF n_orders > 0 THEN
         -- Per inserted order, whether it has an event from before the batch (a probe of the journal by order,
-        -- not = ANY: without the column's statistics the planner took that for a twentieth of the journal and
-        -- read it whole).
+        -- not = ANY: without the column's statistics the planner took each element for 0.5 % of the journal
+        -- and read it whole).
         SELECT array_agg(i.id) INTO late
           FROM unnest(inserted) AS i(id)
          WHERE EXISTS (SELECT FROM order_events e WHERE e.client_order_id = i.id AND e.id <> ALL(p_e_id));
