@@ -193,7 +193,7 @@ ON CONFLICT (fill_id) DO NOTHING"""
 
 # For the rest of the caller's transaction, each statement planned for its own arrays and the tables as they are
 # (migration 0006 says why): the order statements below look orders and their events up by key once the tables
-# are larger than a page or two, instead of keeping a plan made while they were small.
+# hold more than a few thousand rows, instead of keeping a plan made while they were small.
 _CUSTOM_PLANS = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 # Positions are snapshots numbered by ``version``: only a newer one replaces the stored row.

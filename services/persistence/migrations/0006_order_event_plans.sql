@@ -4,10 +4,10 @@
 -- PL/pgSQL keeps a plan per statement for the session and, after five calls, a generic one: made without the
 -- arrays' sizes, from the table statistics of that moment, and kept until an ANALYZE of the table. A connection
 -- that started on a small orders table (a fresh database, the first minutes of a day) got a hash join over a
--- sequential scan of orders for the status update (one page read is cheaper than an index probe per row then)
+-- sequential scan of orders for the status update (reading a few pages is cheaper than an index probe per row then)
 -- and kept it while the table grew, until autovacuum next analyzed it: every batch read the whole table, a cost
 -- growing with every order stored (bench/order_event_writes.py --stale). Custom plans see the tables' current
--- size and the arrays' lengths, and look the batch's orders up by key once a table is more than a page or two.
+-- size and the arrays' lengths, and look the batch's orders up by key once a table holds a few thousand rows.
 --
 -- The read of earlier events and the journal's recount for orders stored after their events filtered the journal
 -- with = ANY(array): without statistics on the column (before autovacuum's first ANALYZE) the planner takes each
