@@ -12,7 +12,7 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 
 from rrr.persistence.positions import Position
-from rrr.persistence.store import RowsWritten, rows_of, write_batch, write_quote_batches_at
+from rrr.persistence.store import RowsWritten, rows_of, write_batch, write_batch_at, write_quote_batches_at
 from rrr.shared.bus import Bus, Delivery, Rejected
 from rrr.shared.counters import Counters
 from rrr.shared.errors import TransientError
@@ -102,14 +102,20 @@ async def _write(
     skipped, written = 0, RowsWritten()
     started = time.perf_counter()
     try:
-        if position is not None and advance and batch and all(isinstance(d.message, QuoteBatch) for d in batch):
-            # The hot path: quote batches and the position in one statement, when nothing of them is stored.
+        if position is not None and advance and batch:
+            # The hot path: the batch and the position in one statement, when nothing of it is stored.
+            messages = [d.message for d in batch]
+            first, last = batch[0].seq, batch[-1].seq
             async with writer.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                inserted = await write_quote_batches_at(
-                    conn, [d.message for d in batch], position.consumer, position.stream, batch[0].seq, batch[-1].seq
-                )
-            if inserted is not None:
-                writer.counters.add_rows(RowsWritten(quotes=inserted))
+                if all(isinstance(m, QuoteBatch) for m in messages):
+                    inserted = await write_quote_batches_at(
+                        conn, messages, position.consumer, position.stream, first, last
+                    )
+                    done = None if inserted is None else RowsWritten(quotes=inserted)
+                else:
+                    done = await write_batch_at(conn, messages, position.consumer, position.stream, first, last)
+            if done is not None:
+                writer.counters.add_rows(done)
                 writer.written(family, time.perf_counter() - started)
                 return len(batch)
         async with writer.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():

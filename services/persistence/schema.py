@@ -1,8 +1,9 @@
 """Versioned SQL migrations, applied in order, each exactly once, by the database's owner only.
 
 ``rrr-stack up`` applies them as the owner (``rrr-persistence migrate``) and grants the service's own
-role what it needs to write (``grant_writer``: SELECT, INSERT, UPDATE on the tables, nothing else). The
-service checks the schema is current at start; connected as the owner it applies what is missing itself.
+role what it needs to write (``grant_writer``: SELECT, INSERT, UPDATE on the tables, EXECUTE on the functions
+that write them, nothing else). The service checks the schema is current at start; connected as the owner it
+applies what is missing itself.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class SchemaNotCurrentError(RRRError):
 
 # The tables persistence writes; the migrations' own bookkeeping is only read.
 _BOOKKEEPING = "schema_migrations"
+# The functions persistence writes with (their migrations take EXECUTE from PUBLIC). They run with the
+# caller's rights: EXECUTE lets the writer do nothing its table grants do not.
+_WRITER_FUNCTIONS = ("write_order_events",)
 
 
 def available() -> list[Migration]:
@@ -130,7 +134,8 @@ async def ensure_current(conn: Connection) -> list[int]:
 
 
 async def grant_writer(conn: Connection, role: str) -> None:
-    """Let ``role`` read and write the rows of every table, and nothing else: no DDL, no DELETE.
+    """Let ``role`` read and write the rows of every table, and call the functions that write them; nothing
+    else: no DDL, no DELETE.
 
     Run after each migration (a new table needs its grant too).
     """
@@ -140,6 +145,8 @@ async def grant_writer(conn: Connection, role: str) -> None:
         for table in await _tables(conn):
             privileges = "SELECT" if table == _BOOKKEEPING else "SELECT, INSERT, UPDATE"
             await conn.execute(f"GRANT {privileges} ON TABLE public.{_quote_ident(table)} TO {name}")
+        for function in _WRITER_FUNCTIONS:
+            await conn.execute(f"GRANT EXECUTE ON FUNCTION public.{_quote_ident(function)} TO {name}")
 
 
 async def grant_reader(conn: Connection, role: str) -> None:

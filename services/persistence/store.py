@@ -13,6 +13,7 @@ made writes faster (bench/persistence_write.py, figures in bench/README.md).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -85,6 +86,29 @@ ins AS (
     RETURNING 1)
 SELECT (SELECT count(*) FROM pos) AS advanced, (SELECT count(*) FROM ins) AS inserted"""
 
+# Signals and the consumer's new position in one statement, as _INSERT_QUOTE_ROWS_AT.
+_INSERT_SIGNALS_AT = """
+WITH pos AS (
+    UPDATE consumer_positions SET last_seq = $14, updated_at = now()
+     WHERE consumer = $11 AND stream = $12 AND last_seq < $13
+    RETURNING 1),
+ins AS (
+    INSERT INTO signals (id, strategy, symbol, quote_id, ts_event, ts_init, direction, fast, slow, target)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                         $7::text[], $8::numeric[], $9::numeric[], $10::numeric[])
+     WHERE EXISTS (SELECT 1 FROM pos)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT count(*) FROM pos) AS advanced, (SELECT count(*) FROM ins) AS inserted"""
+
+# Order events, fills, positions and the consumer's new position in one call (migration 0005: the statements of
+# write_batch's in-order path, in its order, run by the server).
+_WRITE_ORDER_EVENTS = """
+SELECT * FROM write_order_events(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+    $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40,
+    $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58, $59, $60)"""
+
 _INSERT_TRADES = """
 INSERT INTO trades (id, symbol, ts_event, ts_init, price, size, aggressor)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::numeric[], $6::numeric[], $7::text[])
@@ -116,26 +140,29 @@ ON CONFLICT (client_order_id) DO NOTHING
 RETURNING client_order_id"""
 
 # Of the orders whose rows a batch inserted, those with events in the journal from before the batch (events
-# stored ahead of their order's acceptance): their statuses are recomputed from the whole journal.
+# stored ahead of their order's acceptance): their statuses are recomputed from the whole journal. A probe of
+# the journal per order, not = ANY, which without the column's statistics the planner answers with a full read.
 _EARLIER_EVENTS = """
-SELECT DISTINCT client_order_id FROM order_events
- WHERE client_order_id = ANY($1::text[]) AND id <> ALL($2::text[])"""
+SELECT i.id FROM unnest($1::text[]) AS i(id)
+ WHERE EXISTS (SELECT FROM order_events e WHERE e.client_order_id = i.id AND e.id <> ALL($2::text[]))"""
 
 # The furthest status of each order in the journal (the fullest of its partial fills), replacing the row's
-# only when it is further along: a status never moves back, whatever order its events are stored in.
+# only when it is further along: a status never moves back, whatever order its events are stored in. Each order
+# of the array is joined to its own events (not grouped from = ANY, which the planner took for a dozen rows per
+# order and answered with a read of all of orders).
 _ORDER_STATUS = """
 UPDATE orders o
    SET status = j.status, filled_qty = greatest(o.filled_qty, j.filled_qty), ts_updated = j.ts_event
-  FROM (SELECT e.client_order_id AS id,
-               (array_agg(e.status ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
-                   AS status,
-               (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
-                   AS ts_event,
-               coalesce(max(e.filled_qty), 0) AS filled_qty
-          FROM order_events e
-         WHERE e.client_order_id = ANY($1::text[]) AND e.status IS NOT NULL
-         GROUP BY e.client_order_id) j
- WHERE o.client_order_id = j.id
+  FROM unnest($1::text[]) AS l(id)
+       CROSS JOIN LATERAL (
+           SELECT (array_agg(e.status ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
+                      AS status,
+                  (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC, e.filled_qty DESC NULLS LAST))[1]
+                      AS ts_event,
+                  coalesce(max(e.filled_qty), 0) AS filled_qty
+             FROM order_events e
+            WHERE e.client_order_id = l.id AND e.status IS NOT NULL) j
+ WHERE o.client_order_id = l.id AND j.status IS NOT NULL
    AND (order_status_rank(j.status) > order_status_rank(o.status)
         OR (j.status = 'partially_filled' AND o.status = 'partially_filled' AND j.filled_qty > o.filled_qty))"""
 
@@ -164,6 +191,11 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric
                      $13::text[])
 ON CONFLICT (fill_id) DO NOTHING"""
 
+# For the rest of the caller's transaction, each statement planned for its own arrays and the tables as they are
+# (migration 0006 says why): the order statements below look orders and their events up by key once the tables
+# hold more than a few thousand rows, instead of keeping a plan made while they were small.
+_CUSTOM_PLANS = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"
+
 # Positions are snapshots numbered by ``version``: only a newer one replaces the stored row.
 _UPSERT_POSITIONS = """
 INSERT INTO positions (symbol, qty, avg_price, realized_pnl, version, ts_event)
@@ -181,6 +213,11 @@ def rows_of(message: Message) -> int:
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _columns_of(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    # Also for no rows: one empty array per column.
+    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(width)]
 
 
 def _count(status: str) -> int:
@@ -224,17 +261,24 @@ class RowsWritten(msgspec.Struct, kw_only=True):
     order_events: int = 0
 
 
-async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order: bool = False) -> RowsWritten:
-    """Write a batch of messages in the caller's transaction; return rows written per table.
+@dataclass(slots=True)
+class _Rows:
+    """A batch's rows, per table, as ``write_batch`` writes them."""
 
-    Messages of a batch keep their order where it matters: an order's fill is applied after its
-    acceptance, and of several positions of a symbol the highest version wins.
+    quotes: list[tuple[Any, ...]]
+    quote_rows: list[tuple[Any, ...]]
+    trades: list[tuple[Any, ...]]
+    signals: list[tuple[Any, ...]]
+    orders: dict[str, tuple[Any, ...]]
+    journal: list[tuple[Any, ...]]
+    replaced: dict[str, tuple[Any, ...]]
+    fills: list[tuple[Any, ...]]
+    positions: dict[str, tuple[Any, ...]]
 
-    ``in_order``: the batch comes from a stream read in order from a stored position, after every earlier
-    message of it was written (an order's acceptance, its first event, always before its other events). Its
-    orders' statuses then move by this batch's own events alone. Otherwise (retries, dead letters handed
-    back: an acceptance may come after its fill), each status is recomputed from the whole journal.
-    """
+
+def _rows(messages: Iterable[Message]) -> _Rows:
+    """The rows of ``messages``: an order's fill after its acceptance, of several replaces of an order and of
+    several positions of a symbol the newest."""
     quotes: list[tuple[Any, ...]] = []
     quote_rows: list[tuple[Any, ...]] = []
     trades: list[tuple[Any, ...]] = []
@@ -317,6 +361,23 @@ async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order
             if held is None or held[4] < m.version:
                 positions[m.symbol] = (m.symbol, m.qty, m.avg_price, m.realized_pnl, m.version, m.ts_event)
 
+    return _Rows(quotes, quote_rows, trades, signals, orders, journal, replaced, fills, positions)
+
+
+async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order: bool = False) -> RowsWritten:
+    """Write a batch of messages in the caller's transaction; return rows written per table.
+
+    Messages of a batch keep their order where it matters: an order's fill is applied after its
+    acceptance, and of several positions of a symbol the highest version wins.
+
+    ``in_order``: the batch comes from a stream read in order from a stored position, after every earlier
+    message of it was written (an order's acceptance, its first event, always before its other events). Its
+    orders' statuses then move by this batch's own events alone. Otherwise (retries, dead letters handed
+    back: an acceptance may come after its fill), each status is recomputed from the whole journal.
+    """
+    rows = _rows(messages)
+    quotes, quote_rows, trades, signals = rows.quotes, rows.quote_rows, rows.trades, rows.signals
+    orders, journal, replaced, fills, positions = rows.orders, rows.journal, rows.replaced, rows.fills, rows.positions
     written = RowsWritten()
     if quote_rows:
         written.quotes = _count(await conn.execute(_INSERT_QUOTE_ROWS, *_columns(quote_rows), _SCALES))
@@ -327,6 +388,7 @@ async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order
     if signals:
         written.signals = _count(await conn.execute(_INSERT_SIGNALS, *_columns(signals)))
     if journal:
+        await conn.execute(_CUSTOM_PLANS)
         written.order_events = _count(await conn.execute(_INSERT_ORDER_EVENTS, *_columns(journal)))
     inserted: list[str] = []
     if orders:
@@ -354,6 +416,53 @@ async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order
     if positions:
         written.positions = _count(await conn.execute(_UPSERT_POSITIONS, *_columns(list(positions.values()))))
     return written
+
+
+async def write_batch_at(
+    conn: Connection, messages: Sequence[Message], consumer: str, stream: str, first_seq: int, last_seq: int
+) -> RowsWritten | None:
+    """Store ``messages`` (stream sequences ``first_seq`` to ``last_seq``, read in stream order after everything
+    before them) and move ``consumer``'s position to ``last_seq``, in one statement; return the rows written.
+
+    Signals, or order events with their fills and positions, go in one round trip (quote batches:
+    ``write_quote_batches_at``). None: nothing was written, because the position was not below ``first_seq``
+    or because the batch holds rows no single statement here writes (trades, single quotes, or signals with
+    order events); the caller writes it in a transaction that reads the position.
+    """
+    rows = _rows(messages)
+    if rows.quotes or rows.quote_rows or rows.trades:
+        return None
+    events = rows.journal or rows.orders or rows.fills or rows.replaced or rows.positions
+    if rows.signals:
+        if events:
+            return None
+        row = await conn.fetchrow(_INSERT_SIGNALS_AT, *_columns(rows.signals), consumer, stream, first_seq, last_seq)
+        assert row is not None
+        return RowsWritten(signals=int(row["inserted"])) if row["advanced"] else None
+    # Also a batch without rows (messages persistence passes over): the position moves all the same.
+    row = await conn.fetchrow(
+        _WRITE_ORDER_EVENTS,
+        consumer,
+        stream,
+        first_seq,
+        last_seq,
+        *_columns_of(rows.journal, 12),
+        *_columns_of(rows.orders.values(), 16),
+        *_columns_of(rows.fills, 13),
+        *_columns_of(rows.replaced.values(), 5),
+        *_columns_of(_furthest(rows.journal), 4),
+        *_columns_of(rows.positions.values(), 6),
+    )
+    assert row is not None
+    if not row["advanced"]:
+        return None
+    return RowsWritten(
+        orders=row["n_orders"],
+        fills=row["n_fills"],
+        positions=row["n_positions"],
+        orders_filled=row["n_orders_filled"],
+        order_events=row["n_order_events"],
+    )
 
 
 _RANK = {"accepted": 1, "partially_filled": 2}  # the rest (filled, canceled, rejected, expired): 3

@@ -41,7 +41,15 @@ from rrr.persistence.schema import SchemaNotCurrentError, grant_writer, migrate
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, NatsAuthorizationError, inbox_prefix, url_user
 from rrr.shared.messages import OrderFilled, PositionUpdated, encode
-from tests.support.factories import make_order, make_quote, unique_id, unique_symbol
+from tests.support.factories import (
+    make_order,
+    make_order_accepted,
+    make_order_filled,
+    make_quote,
+    make_signal,
+    unique_id,
+    unique_symbol,
+)
 from tests.support.orders import publish_quote_of, submit_priced
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import count
@@ -306,14 +314,25 @@ async def _persistence_role_writes_only(
             await owner.close()
 
         quote = make_quote(unique_symbol("LP"))
+        signal = make_signal(quote.symbol)
+        order = make_order(quote.symbol)
         await bus.publish_persistent(subjects.quote(quote.symbol, 1), quote)
+        await bus.publish_persistent(subjects.signal(quote.symbol, 1), signal)
+        for event in (make_order_accepted(order), make_order_filled(order)):
+            await bus.publish_persistent(subjects.order_event(quote.symbol, 1), event)
         config = msgspec.structs.replace(config, heartbeat_ms=100, batch_max_ms=20)
         async with running_service(persistence_app.run, config, heartbeats) as persisting:
             await persisting.wait_for_counter("rows_quotes", 1)
+            await persisting.wait_for_counter("rows_signals", 1)
+            await persisting.wait_for_counter("rows_fills", 1)
 
         conn = await asyncpg.connect(role_dsn)
         try:
             assert await conn.fetchval("SELECT count(*) FROM quotes WHERE id = $1", quote.id) == 1
+            # Signals and order events go through their one-statement writes, with the role's grants alone.
+            assert await conn.fetchval("SELECT count(*) FROM signals WHERE id = $1", signal.id) == 1
+            status = await conn.fetchval("SELECT status FROM orders WHERE client_order_id = $1", order.id)
+            assert status == "filled"
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -359,7 +378,7 @@ async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_
                 subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60, check=False
             )
             assert done.returncode == 0, done.stderr
-            assert "migrations applied now: [1, 2, 3, 4]" in done.stdout
+            assert "migrations applied now: [1, 2, 3, 4, 5, 6]" in done.stdout
             assert owner_dsn.split("@")[0].rsplit(":", 1)[1] not in done.stdout + done.stderr  # no password shown
             conn = await asyncpg.connect(owner_dsn)
             try:

@@ -1,0 +1,139 @@
+"""Persistence's order writes look orders and their events up by key, however small the tables were when the
+connection first ran them: no statement of a batch reads a whole table, whose cost would grow with the day."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from rrr.persistence.positions import Position
+from rrr.persistence.schema import migrate
+from rrr.persistence.store import write_batch, write_batch_at
+from rrr.shared.messages import (
+    Message,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderReplaced,
+    PositionUpdated,
+)
+
+CONSUMER, STREAM = "plans", "RRR_EVT"
+# Enough orders that an index probe per batch row is far cheaper than reading the table (about 90 pages).
+ORDERS = 6_000
+# More calls than PostgreSQL's five custom plans before it settles on a generic one.
+CALLS = 8
+
+_FILL = [
+    """
+INSERT INTO orders (client_order_id, strategy, symbol, side, qty, order_type, status, ts_event, ts_updated,
+                    filled_qty)
+SELECT 'pre-' || n, 'pre', 'PRE', 'buy', 1, 'market', 'filled', n, n, 1 FROM generate_series(1, $1) AS n""",
+    """
+INSERT INTO order_events (id, client_order_id, symbol, kind, status, qty, filled_qty, ts_event, ts_init)
+SELECT 'pre-' || n || ':' || k, 'pre-' || n, 'PRE', 'filled', 'filled', 1, 1, n, n
+  FROM generate_series(1, $1) AS n, generate_series(1, 2) AS k""",
+]
+
+
+def _events(tag: str, n: int) -> list[Message]:
+    """A batch of every kind the order statements handle: orders accepted, filled, replaced and canceled, a
+    position, and the acceptance of the order whose fill came in the batch before (``_early``)."""
+    oid, limit = f"{tag}{n}", f"{tag}{n}-limit"
+    common: dict[str, Any] = {"symbol": "PLN", "side": "buy", "qty": Decimal(2)}
+    return [
+        OrderAccepted(id=f"{oid}:accepted", ts_event=n, ts_init=n, client_order_id=oid, strategy="s", **common),
+        OrderFilled(id=f"{oid}:1", ts_event=n, ts_init=n, client_order_id=oid, price=Decimal(100), fee=Decimal(0),
+                    venue="paper", leaves_qty=Decimal(1), liquidity="maker", **common),
+        OrderAccepted(id=f"{limit}:accepted", ts_event=n, ts_init=n, client_order_id=limit, strategy="s",
+                      order_type="limit", limit_price=Decimal(99), **common),
+        OrderReplaced(id=f"{limit}:replaced", ts_event=n, ts_init=n, client_order_id=limit, strategy="s",
+                      limit_price=Decimal(98), replaces=1, command_id="r1", **common),
+        OrderCanceled(id=f"{limit}:canceled", ts_event=n, ts_init=n, client_order_id=limit, strategy="s",
+                      filled_qty=Decimal(0), reason="canceled by request", command_id="c1", **common),
+        OrderAccepted(id=f"e{n - 1}:accepted", ts_event=n, ts_init=n, client_order_id=f"e{n - 1}", strategy="s",
+                      **common),
+        _early(n),
+        PositionUpdated(id=f"{oid}:position", ts_event=n, ts_init=n, symbol="PLN", qty=Decimal(1),
+                        avg_price=Decimal(100), realized_pnl=Decimal(0), version=n),
+    ]  # fmt: skip
+
+
+def _early(n: int) -> OrderFilled:
+    """The fill of an order whose acceptance comes only in the next batch."""
+    oid = f"e{n}"
+    return OrderFilled(
+        id=f"{oid}:1", ts_event=n, ts_init=n, client_order_id=oid, symbol="PLN", side="buy", qty=Decimal(2),
+        price=Decimal(100), fee=Decimal(0), venue="paper",
+    )  # fmt: skip
+
+
+class _Writes:
+    """Each way persistence writes order events, each call a fresh batch after the one before."""
+
+    def __init__(self, db: asyncpg.Connection) -> None:
+        self.db = db
+        self.seq = 0
+        self.n = 0
+
+    def _next(self, tag: str) -> tuple[list[Message], int, int]:
+        self.n += 1
+        messages = _events(tag, self.n)
+        first = self.seq + 1
+        self.seq += len(messages)
+        return messages, first, self.seq
+
+    async def one_call(self) -> None:
+        messages, first, last = self._next("a")
+        assert await write_batch_at(self.db, messages, CONSUMER, STREAM, first, last) is not None
+
+    async def in_a_transaction(self, *, in_order: bool) -> None:
+        # The way a redelivered batch (in order) and the retries (not) are written.
+        messages, _, last = self._next("b" if in_order else "c")
+        async with self.db.transaction():
+            await write_batch(self.db, messages, in_order=in_order)
+            if in_order:
+                await Position(CONSUMER, STREAM).advance(self.db, last)
+
+    async def every_way(self) -> None:
+        await self.one_call()
+        await self.in_a_transaction(in_order=True)
+        await self.in_a_transaction(in_order=False)
+
+
+async def test_persistence_order_writes_use_indexes_after_the_tables_grew_under_the_cached_plans(
+    db: asyncpg.Connection,
+) -> None:
+    await migrate(db)
+    await db.execute("INSERT INTO consumer_positions (consumer, stream, last_seq) VALUES ($1, $2, 0)", CONSUMER, STREAM)
+    # Only the statements' own plans may change what they read: no ANALYZE comes between.
+    for table in ("orders", "order_events"):
+        await db.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    writes = _Writes(db)
+    # Plans made while the tables hold a few rows (a fresh database, the first minutes of a day) ...
+    for _ in range(CALLS):
+        await writes.every_way()
+    # ... and the tables grown to thousands of orders under them.
+    for statement in _FILL:
+        await db.execute(statement, ORDERS)
+
+    notices: list[str] = []
+    db.add_log_listener(lambda _conn, message: notices.append(message.message))
+    await db.execute("LOAD 'auto_explain'")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice"):
+        await db.execute(f"SET auto_explain.{setting}")
+    await writes.every_way()
+    await db.execute("SET auto_explain.log_min_duration = -1")
+
+    plans = [n for n in notices if "Query Text" in n]
+    by_key = [p for p in plans if "orders_pkey" in p or "order_events_order" in p]
+    scans = [p for p in plans if "Seq Scan on orders" in p or "Seq Scan on order_events" in p]
+    assert by_key, plans
+    assert scans == [], "\n\n".join(scans)
+    # And the writes did what they always did.
+    assert await db.fetchval("SELECT count(*) FROM orders WHERE status = 'canceled' AND replaces = 1") == CALLS * 3 + 3
+    # Each order accepted after its fill, filled (e0 had no fill; the last batch's fill has no acceptance yet).
+    late = await db.fetch("SELECT status FROM orders WHERE client_order_id ~ '^e[0-9]+$' AND client_order_id <> 'e0'")
+    assert [r["status"] for r in late] == ["filled"] * (writes.n - 1)
