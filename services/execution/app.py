@@ -139,6 +139,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
             "symbols": len(book.symbols),
             "market_messages_held": len(book.market),
             "open_orders": sum(1 for _ in book.venue.working()),
+            "lockstep_gates": len(book.gates),
             "snapshot_failures": saver.failures,
             "trading_halted": book.risk.trading.count("halted"),
             "trading_reducing": book.risk.trading.count("reducing"),

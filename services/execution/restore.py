@@ -15,6 +15,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import EVENT_STREAM, Bus, payloads
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
+    MatchedThrough,
     OrderAccepted,
     OrderCanceled,
     OrderCancelRejected,
@@ -90,6 +91,8 @@ class _Fold:
                 order.arriving = not order.post_only
         elif isinstance(event, OrderCancelRejected):
             book.commands.add(event.command_id)
+        elif isinstance(event, MatchedThrough):
+            book.gates.restore(event.strategy, event.marker, event.through, event.ts_event)
 
     def _fill(self, fill: OrderFilled) -> None:
         """A fill read back: applied once, whatever copies of it the stream holds (stored again after the

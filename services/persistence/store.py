@@ -23,6 +23,7 @@ import msgspec
 from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
     PLACES_MAX,
+    MatchedThrough,
     Message,
     OrderAccepted,
     OrderCanceled,
@@ -37,6 +38,7 @@ from rrr.shared.messages import (
     Quote,
     QuoteBatch,
     Signal,
+    StrategyAt,
     Trade,
 )
 
@@ -316,6 +318,10 @@ async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order
             held = positions.get(m.symbol)
             if held is None or held[4] < m.version:
                 positions[m.symbol] = (m.symbol, m.qty, m.avg_price, m.realized_pnl, m.version, m.ts_event)
+        elif isinstance(m, MatchedThrough | StrategyAt):
+            # The strategies' lockstep with execution: how far each got, not a row of any table. Passed over
+            # with the rest, so that the position covers them.
+            continue
 
     written = RowsWritten()
     if quote_rows:
