@@ -115,8 +115,11 @@ async def _lockstep(
     wants = outcomes.needs(dict.fromkeys(ids, want))
     if wants:
         sent = outcomes.markers_sent
-        through_previous = None if previous is None else (*previous, 1)
-        pending = [sid for sid in wants if sent.get(sid, (0, 0, 0)) < position and sent.get(sid) != through_previous]
+        # A marker through the quote just before says what one before this quote would.
+        covers = (position,) if previous is None or position[2] else (position, (*previous, 1))
+        pending = [
+            sid for sid in wants if sent.get(sid, (0, 0, 0)) not in covers and sent.get(sid, (0, 0, 0)) < position
+        ]
         if pending:
             out.append(marker(strategies, bus, row, pending, position))
             outcomes.markers_sent.update(dict.fromkeys(pending, position))

@@ -13,6 +13,7 @@ from rrr.deploy.backtest_report import build_report, drawdown
 from rrr.market_data.replay import source_id
 from rrr.shared.messages import OrderCanceled, OrderTriggered
 from rrr.strategy import loading
+from tests.support.lockstep import RESTS_PARAMS
 from tests.support.reference import (
     Expected,
     RestsExpected,
@@ -108,17 +109,9 @@ def test_the_backtest_command_says_in_one_line_what_was_wrong(capsys: pytest.Cap
     assert "missing.csv" in capsys.readouterr().err
 
 
-# What RestsLimits is run with on each file: prices a few ticks around the mid, so that its orders rest, fill in
-# parts (BTC/USDT's displayed sizes), trigger, are moved and canceled.
-RESTS_PARAMS = {
-    BTCUSDT: {"qty": "0.5", "tick": "0.01", "below": 200, "chase": 300, "take": 500, "stop": 500, "max_age": 20},
-    EURUSD: {"qty": "1", "tick": "0.00001", "below": 2, "chase": 3, "take": 5, "stop": 5, "max_age": 30},
-}
-
-
 def rests_limits_reference(path: Path, fee_bps: str = "0", slippage_bps: str = "0") -> RestsExpected:
     """The reference of RestsLimits over ``path`` with its parameters here."""
-    params = RESTS_PARAMS[path]
+    params = RESTS_PARAMS[path.name]
     return rests_limits_expectations(
         path, qty=Fraction(str(params["qty"])), tick=Fraction(str(params["tick"])), below=int(params["below"]),
         chase=int(params["chase"]), take=int(params["take"]), stop=int(params["stop"]), max_age=int(params["max_age"]),
@@ -179,7 +172,7 @@ def _frac(value: Decimal | None) -> Fraction | None:
 def test_the_backtest_of_a_strategy_resting_moving_and_canceling_orders_equals_its_reference_exactly(
     path: Path,
 ) -> None:
-    spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[path])
+    spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[path.name])
     result = backtest.run([path], [spec])
     expected = rests_limits_reference(path)
     check_rests_limits(result, expected, path)
@@ -194,6 +187,6 @@ def test_the_backtest_of_a_strategy_resting_moving_and_canceling_orders_equals_i
 
 
 def test_the_backtest_of_resting_orders_charges_fees_and_slippage_as_the_rules_say() -> None:
-    spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[BTCUSDT])
+    spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[BTCUSDT.name])
     result = backtest.run([BTCUSDT], [spec], backtest.VenueSettings(fee_bps=Decimal("7.5"), slippage_bps=Decimal(1)))
     check_rests_limits(result, rests_limits_reference(BTCUSDT, fee_bps="7.5", slippage_bps="1"), BTCUSDT)

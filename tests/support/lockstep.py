@@ -1,0 +1,213 @@
+"""What the services made of a strategy with resting orders, read from the streams, side by side with the backtest.
+
+The backtest (``rrr.deploy.backtest``) runs the lockstep rule in one process with execution's own handlers; the
+services run it across processes, the strategy and execution in step. Run on the same quote file, they must send
+the same orders, cancels and replaces and publish the same events, in the same order, to the same final position.
+Only what depends on where a quote is stored differs (a quote's stream sequence; execution's own clock), and is
+left out of the comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from rrr.deploy import backtest
+from rrr.shared import subjects
+from rrr.shared.bus import Bus
+from rrr.shared.messages import (
+    CancelOrder,
+    MatchedThrough,
+    OrderUpdate,
+    PositionUpdated,
+    ReplaceOrder,
+    StrategyAt,
+    SubmitOrder,
+    any_decoder,
+)
+from rrr.strategy import loading
+from tests.support.reference import quote_rows
+from tests.support.streams import stream_messages
+
+DATA = Path(__file__).parents[1] / "data"
+BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"
+EURUSD = DATA / "eurusd_quotes_2020-01-01.csv"
+STRATEGY = "tests.support.strategies:RestsLimits"
+# What RestsLimits is run with on each file: prices a few ticks around the mid, so that its orders rest, fill in
+# parts (BTC/USDT's displayed sizes), trigger, are moved and canceled.
+RESTS_PARAMS: dict[str, dict[str, Any]] = {
+    BTCUSDT.name: {"qty": "0.5", "tick": "0.01", "below": 200, "chase": 300, "take": 500, "stop": 500, "max_age": 20},
+    EURUSD.name: {"qty": "1", "tick": "0.00001", "below": 2, "chase": 3, "take": 5, "stop": 5, "max_age": 30},
+}
+# Fees and slippage of the lockstep scenarios: execution's settings, and the backtest's.
+FEE_BPS = Decimal("7.5")
+SLIPPAGE_BPS = Decimal(1)
+VENUE_ENV = {"RRR_EXECUTION_FEE_BPS": str(FEE_BPS), "RRR_EXECUTION_SLIPPAGE_BPS": str(SLIPPAGE_BPS)}
+# Fields that say where a quote is stored (a backtest numbers its quotes itself) or when a process made a message.
+_PLACE = frozenset({"ts_init", "quote_seq", "quote_index"})
+
+
+def renamed(path: Path, into: Path, symbol: str) -> Path:
+    """A copy of the quote file ``path`` in ``into`` with every row's symbol ``symbol`` (a test of its own)."""
+    header, *rows = path.read_text().splitlines(keepends=True)
+    column = header.strip().split(",").index("symbol")
+    out = into / f"{symbol.lower()}-{path.name}"
+    lines = []
+    for row in rows:
+        cells = row.rstrip("\n").split(",")
+        cells[column] = symbol
+        lines.append(",".join(cells) + "\n")
+    out.write_text(header + "".join(lines))
+    return out
+
+
+def expected(path: Path, strategy_id: str = "rests", params: dict[str, Any] | None = None) -> backtest.Result:
+    """The backtest of RestsLimits over ``path`` with the scenarios' venue."""
+    spec = loading.spec(strategy_id, STRATEGY, params or RESTS_PARAMS[_original(path)])
+    return backtest.run([path], [spec], backtest.VenueSettings(fee_bps=FEE_BPS, slippage_bps=SLIPPAGE_BPS))
+
+
+def _original(path: Path) -> str:
+    return next(name for name in RESTS_PARAMS if path.name.endswith(name))
+
+
+def strategy_env(path: Path, strategy_id: str = "rests") -> dict[str, str]:
+    """The strategy service's settings that run RestsLimits as the backtest does over ``path``."""
+    return {
+        "RRR_STRATEGY_STRATEGY": STRATEGY,
+        "RRR_STRATEGY_PARAMS": msgspec.json.encode(RESTS_PARAMS[_original(path)]).decode(),
+        "RRR_STRATEGY_STRATEGY_ID": strategy_id,
+    }
+
+
+def _shown(message: msgspec.Struct) -> dict[str, Any]:
+    fields: dict[str, Any] = msgspec.to_builtins(message)
+    return {k: v for k, v in fields.items() if k not in _PLACE}
+
+
+@dataclass(slots=True)
+class Record:
+    """What one run sent and published for one symbol, each message as far as it does not depend on where quotes
+    are stored."""
+
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    cancels: list[dict[str, Any]] = field(default_factory=list)
+    replaces: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # The last position: qty, average price and realized PnL exactly, and the fills it counts.
+    position: tuple[Fraction, Fraction, Fraction, int] | None = None
+    # The services' lockstep traffic (no backtest has any).
+    markers: int = 0
+    progress: int = 0
+    # Messages the streams hold twice (the same id grouped in another envelope after a restart): read once.
+    copies: int = 0
+    # Messages there that are no message of the system (a test's garbage): passed over.
+    undecodable: int = 0
+
+    def differences(self, other: Record) -> list[str]:
+        """Where ``other`` differs from this one, briefly (empty: the same)."""
+        out = []
+        for name in ("orders", "cancels", "replaces", "events"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                first = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+                at = min(len(mine), len(theirs)) if first is None else first
+                out.append(
+                    f"{name}: {len(mine)} against {len(theirs)}, first difference at {at}: "
+                    f"{mine[at] if at < len(mine) else None} | {theirs[at] if at < len(theirs) else None}"
+                )
+        if self.position != other.position:
+            out.append(f"position: {self.position} against {other.position}")
+        return out
+
+    def summary(self) -> str:
+        """Counts, for the test's output."""
+        fills = sum(1 for e in self.events if e["type"] == "order_filled.v1")
+        return (
+            f"orders={len(self.orders)} cancels={len(self.cancels)} replaces={len(self.replaces)} "
+            f"events={len(self.events)} fills={fills} markers={self.markers} progress={self.progress} "
+            f"position={self.position}"
+        )
+
+
+def from_backtest(result: backtest.Result) -> Record:
+    """What the backtest sent and published."""
+    record = Record(
+        orders=[_shown(o) for o in result.orders],
+        cancels=[_shown(c) for c in result.cancels],
+        replaces=[_shown(r) for r in result.replaces],
+        events=[_shown(e) for e in result.events],
+    )
+    if result.positions:
+        (position,) = result.positions.values()
+        record.position = _position(position)
+    return record
+
+
+def _position(update: PositionUpdated) -> tuple[Fraction, Fraction, Fraction, int]:
+    return (
+        Fraction(update.qty),
+        Fraction(update.exact_avg_price),
+        Fraction(update.exact_realized_pnl),
+        update.version,
+    )
+
+
+async def from_streams(bus: Bus, symbol: str, shards: int = 1) -> Record:
+    """What the services sent (RRR_CMD) and published (RRR_EVT) for ``symbol``, and their lockstep traffic on its
+    shard."""
+    shard = subjects.shard_of(symbol, shards)
+    record = Record()
+    seen: set[str] = set()
+
+    def _decoded(data: bytes) -> Any:
+        try:
+            return any_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            record.undecodable += 1
+            return None
+
+    def _new(message: msgspec.Struct) -> bool:
+        message_id: str = message.id  # type: ignore[attr-defined]
+        if message_id in seen:
+            record.copies += 1
+            return False
+        seen.add(message_id)
+        return True
+
+    for msg in await stream_messages(bus.js, "RRR_CMD", subjects.order_command(symbol, shards)):
+        command = _decoded(msg.data)
+        if command is None or not _new(command):
+            continue
+        if isinstance(command, SubmitOrder):
+            record.orders.append(_shown(command))
+        elif isinstance(command, CancelOrder):
+            record.cancels.append(_shown(command))
+        elif isinstance(command, ReplaceOrder):
+            record.replaces.append(_shown(command))
+    record.markers = sum(
+        isinstance(_decoded(m.data), StrategyAt)
+        for m in await stream_messages(bus.js, "RRR_CMD", subjects.step(subjects.ORDER_COMMAND, shard))
+    )
+    for msg in await stream_messages(bus.js, "RRR_EVT", subjects.order_event(symbol, shards)):
+        event = _decoded(msg.data)
+        if isinstance(event, OrderUpdate) and _new(event):
+            record.events.append(_shown(event))
+    record.progress = sum(
+        isinstance(_decoded(m.data), MatchedThrough)
+        for m in await stream_messages(bus.js, "RRR_EVT", subjects.step(subjects.ORDER_EVENT, shard))
+    )
+    positions = [_decoded(m.data) for m in await stream_messages(bus.js, "RRR_EVT", subjects.position(symbol, shards))]
+    latest = max((p for p in positions if isinstance(p, PositionUpdated)), key=lambda p: p.version, default=None)
+    record.position = None if latest is None else _position(latest)
+    return record
+
+
+def quote_rows_ts(path: Path) -> list[int]:
+    """The event time of each quote of ``path``, in file order."""
+    return [row.ts for row in quote_rows(path)]
