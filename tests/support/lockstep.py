@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from rrr.deploy import backtest
@@ -211,3 +212,100 @@ async def from_streams(bus: Bus, symbol: str, shards: int = 1) -> Record:
 def quote_rows_ts(path: Path) -> list[int]:
     """The event time of each quote of ``path``, in file order."""
     return [row.ts for row in quote_rows(path)]
+
+
+@dataclass(slots=True)
+class Rows:
+    """What PostgreSQL holds of one strategy's orders: each order's status, quantity (after its replaces) and
+    filled quantity, each fill, and the symbol's position."""
+
+    orders: dict[str, tuple[str, Fraction, Fraction]] = field(default_factory=dict)
+    # fill id -> qty, price, fee, liquidity, event time
+    fills: dict[str, tuple[Fraction, Fraction, Fraction, str, int]] = field(default_factory=dict)
+    position: tuple[Fraction, Fraction, Fraction, int] | None = None
+    # Rows beyond one per id (none: the keys forbid it) and order events stored, for the report.
+    events: int = 0
+
+
+def rows_of(result: backtest.Result) -> Rows:
+    """What the database must hold after the services ran what ``result`` ran."""
+    rows = Rows()
+    statuses = {
+        "order_accepted.v1": "accepted",
+        "order_rejected.v1": "rejected",
+        "order_canceled.v1": "canceled",
+        "order_expired.v1": "expired",
+    }
+    quantities = {o.id: (Fraction(o.qty), Fraction(0)) for o in result.orders}
+    for event in result.events:
+        tag = event.__struct_config__.tag
+        order_id = event.client_order_id
+        qty, filled = quantities[order_id]
+        status = rows.orders.get(order_id, ("accepted", qty, filled))[0]
+        if tag == "order_filled.v1":
+            assert isinstance(event, backtest.OrderFilled)
+            filled = Fraction(event.filled_qty)
+            status = "filled" if event.leaves_qty is None else "partially_filled"
+            rows.fills[event.id] = (
+                Fraction(event.qty),
+                Fraction(event.price),
+                Fraction(event.fee),
+                event.liquidity,
+                event.ts_event,
+            )
+        elif tag == "order_replaced.v1":
+            qty = Fraction(event.qty)  # type: ignore[union-attr]
+        elif tag in statuses:
+            status = statuses[tag]
+        if tag != "order_cancel_rejected.v1":
+            quantities[order_id] = (qty, filled)
+            rows.orders[order_id] = (status, qty, filled)
+        rows.events += 1
+    if result.positions:
+        # As the table holds it: the decimals of the wire (exact up to 12 places, else rounded there).
+        (position,) = result.positions.values()
+        rows.position = (
+            Fraction(position.qty),
+            Fraction(position.avg_price),
+            Fraction(position.realized_pnl),
+            position.version,
+        )
+    return rows
+
+
+async def stored_rows(dsn: str, strategy: str, symbol: str) -> Rows:
+    """What PostgreSQL holds of ``strategy``'s orders on ``symbol``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = Rows()
+        for r in await conn.fetch(
+            "SELECT client_order_id, status, qty, filled_qty FROM orders WHERE strategy = $1 AND symbol = $2",
+            strategy,
+            symbol,
+        ):
+            rows.orders[r["client_order_id"]] = (r["status"], Fraction(r["qty"]), Fraction(r["filled_qty"]))
+        for r in await conn.fetch(
+            "SELECT fill_id, qty, price, fee, liquidity, ts_event FROM fills WHERE client_order_id LIKE $1",
+            f"{strategy}-%",
+        ):
+            rows.fills[r["fill_id"]] = (
+                Fraction(r["qty"]),
+                Fraction(r["price"]),
+                Fraction(r["fee"]),
+                r["liquidity"],
+                r["ts_event"],
+            )
+        rows.events = await conn.fetchval(
+            "SELECT count(*) FROM order_events WHERE client_order_id LIKE $1", f"{strategy}-%"
+        )
+        position = await conn.fetchrow(
+            "SELECT qty, avg_price, realized_pnl, version FROM positions WHERE symbol = $1", symbol
+        )
+        if position is not None:
+            rows.position = (
+                Fraction(position["qty"]), Fraction(position["avg_price"]), Fraction(position["realized_pnl"]),
+                position["version"],
+            )  # fmt: skip
+        return rows
+    finally:
+        await conn.close()
