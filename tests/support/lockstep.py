@@ -19,11 +19,14 @@ import asyncpg
 import msgspec
 
 from rrr.deploy import backtest
+from rrr.market_data.replay import source_id
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
 from rrr.shared.messages import (
     CancelOrder,
     MatchedThrough,
+    OrderCanceled,
+    OrderTriggered,
     OrderUpdate,
     PositionUpdated,
     ReplaceOrder,
@@ -32,7 +35,7 @@ from rrr.shared.messages import (
     any_decoder,
 )
 from rrr.strategy import loading
-from tests.support.reference import quote_rows
+from tests.support.reference import RestsExpected, quote_rows, rests_limits_expectations
 from tests.support.streams import stream_messages
 
 DATA = Path(__file__).parents[1] / "data"
@@ -309,3 +312,68 @@ async def stored_rows(dsn: str, strategy: str, symbol: str) -> Rows:
         return rows
     finally:
         await conn.close()
+
+
+# -- the backtest against the independent reference ------------------------------------------------------------
+
+
+def reference(path: Path, fee_bps: str = "0", slippage_bps: str = "0") -> RestsExpected:
+    """The independent reference of RestsLimits over ``path`` (a test file, or a renamed copy of one) with its
+    parameters here."""
+    params = RESTS_PARAMS[_original(path)]
+    return rests_limits_expectations(
+        path, qty=Fraction(str(params["qty"])), tick=Fraction(str(params["tick"])), below=int(params["below"]),
+        chase=int(params["chase"]), take=int(params["take"]), stop=int(params["stop"]), max_age=int(params["max_age"]),
+        fee_bps=Fraction(fee_bps), slippage_bps=Fraction(slippage_bps),
+    )  # fmt: skip
+
+
+def check_against_reference(
+    result: backtest.Result, expected: RestsExpected, path: Path, strategy: str = "rests"
+) -> None:
+    """``result`` (of RestsLimits as ``strategy`` over ``path``) is exactly what ``expected`` says."""
+    source = source_id(path)
+    ts_of = {q.line: q.ts for q in quote_rows(path)}
+
+    def line(order_id: str) -> int:
+        assert order_id.startswith(f"{strategy}-{source}:")
+        return int(order_id.rsplit(":", 1)[1])
+
+    assert [
+        (line(o.id), o.side, Fraction(o.qty), o.order_type, _frac(o.limit_price), _frac(o.stop_price), o.post_only,
+         o.reduce_only, o.lockstep)
+        for o in result.orders
+    ] == [(*order, True) for order in expected.orders]  # fmt: skip
+    assert [(c.id.split(":cancel")[0], line(c.client_order_id)) for c in result.cancels] == [
+        (f"{strategy}-{source}:{at}", order) for at, order in expected.cancels
+    ]
+    assert [(c.id.split(":replace")[0], line(c.client_order_id), _frac(c.limit_price)) for c in result.replaces] == [
+        (f"{strategy}-{source}:{at}", order, limit) for at, order, limit in expected.replaces
+    ]
+    assert [
+        (line(f.client_order_id), f.id.rsplit(":", 1)[1], f.ts_event, Fraction(f.qty), Fraction(f.price),
+         Fraction(f.fee), f.liquidity)
+        for f in result.fills
+    ] == [
+        (f.order, str(f.number), ts_of[f.at], f.qty, f.price, f.fee, f.liquidity) for f in expected.fills
+    ]  # fmt: skip
+    ended = {
+        line(e.client_order_id): "canceled" if e.reason == "canceled by request" else e.reason.split(":")[0]
+        for e in result.events
+        if isinstance(e, OrderCanceled)
+    }
+    ended |= {line(f.client_order_id): "filled" for f in result.fills if f.leaves_qty is None}
+    assert ended == {order: how for order, how in expected.ends.items() if how != "open"}
+    assert [line(e.client_order_id) for e in result.events if isinstance(e, OrderTriggered)] == expected.triggered
+    assert not result.rejections
+    assert not result.stopped
+    (position,) = result.positions.values()
+    ref = expected.position
+    assert (Fraction(position.qty), Fraction(position.exact_avg_price), Fraction(position.exact_realized_pnl)) == (
+        ref.qty, ref.avg_price, ref.realized_pnl,
+    )  # fmt: skip
+    assert position.version == ref.fills == len(result.fills)
+
+
+def _frac(value: Decimal | None) -> Fraction | None:
+    return None if value is None else Fraction(value)

@@ -11,15 +11,12 @@ import pytest
 from rrr.deploy import backtest
 from rrr.deploy.backtest_report import build_report, drawdown
 from rrr.market_data.replay import source_id
-from rrr.shared.messages import OrderCanceled, OrderTriggered
 from rrr.strategy import loading
+from tests.support import lockstep
 from tests.support.lockstep import RESTS_PARAMS
 from tests.support.reference import (
     Expected,
-    RestsExpected,
     follows_fills_expectations,
-    quote_rows,
-    rests_limits_expectations,
     sma_cross_expectations,
     timed_momentum_expectations,
 )
@@ -109,73 +106,14 @@ def test_the_backtest_command_says_in_one_line_what_was_wrong(capsys: pytest.Cap
     assert "missing.csv" in capsys.readouterr().err
 
 
-def rests_limits_reference(path: Path, fee_bps: str = "0", slippage_bps: str = "0") -> RestsExpected:
-    """The reference of RestsLimits over ``path`` with its parameters here."""
-    params = RESTS_PARAMS[path.name]
-    return rests_limits_expectations(
-        path, qty=Fraction(str(params["qty"])), tick=Fraction(str(params["tick"])), below=int(params["below"]),
-        chase=int(params["chase"]), take=int(params["take"]), stop=int(params["stop"]), max_age=int(params["max_age"]),
-        fee_bps=Fraction(fee_bps), slippage_bps=Fraction(slippage_bps),
-    )  # fmt: skip
-
-
-def check_rests_limits(result: backtest.Result, expected: RestsExpected, path: Path, strategy: str = "rests") -> None:
-    """``result`` (of RestsLimits as ``strategy`` over ``path``) is exactly what ``expected`` says."""
-    source = source_id(path)
-    ts_of = {q.line: q.ts for q in quote_rows(path)}
-
-    def line(order_id: str) -> int:
-        assert order_id.startswith(f"{strategy}-{source}:")
-        return int(order_id.rsplit(":", 1)[1])
-
-    assert [
-        (line(o.id), o.side, Fraction(o.qty), o.order_type, _frac(o.limit_price), _frac(o.stop_price), o.post_only,
-         o.reduce_only, o.lockstep)
-        for o in result.orders
-    ] == [(*order, True) for order in expected.orders]  # fmt: skip
-    assert [(c.id.split(":cancel")[0], line(c.client_order_id)) for c in result.cancels] == [
-        (f"{strategy}-{source}:{at}", order) for at, order in expected.cancels
-    ]
-    assert [(c.id.split(":replace")[0], line(c.client_order_id), _frac(c.limit_price)) for c in result.replaces] == [
-        (f"{strategy}-{source}:{at}", order, limit) for at, order, limit in expected.replaces
-    ]
-    assert [
-        (line(f.client_order_id), f.id.rsplit(":", 1)[1], f.ts_event, Fraction(f.qty), Fraction(f.price),
-         Fraction(f.fee), f.liquidity)
-        for f in result.fills
-    ] == [
-        (f.order, str(f.number), ts_of[f.at], f.qty, f.price, f.fee, f.liquidity) for f in expected.fills
-    ]  # fmt: skip
-    ended = {
-        line(e.client_order_id): "canceled" if e.reason == "canceled by request" else e.reason.split(":")[0]
-        for e in result.events
-        if isinstance(e, OrderCanceled)
-    }
-    ended |= {line(f.client_order_id): "filled" for f in result.fills if f.leaves_qty is None}
-    assert ended == {order: how for order, how in expected.ends.items() if how != "open"}
-    assert [line(e.client_order_id) for e in result.events if isinstance(e, OrderTriggered)] == expected.triggered
-    assert not result.rejections
-    assert not result.stopped
-    (position,) = result.positions.values()
-    ref = expected.position
-    assert (Fraction(position.qty), Fraction(position.exact_avg_price), Fraction(position.exact_realized_pnl)) == (
-        ref.qty, ref.avg_price, ref.realized_pnl,
-    )  # fmt: skip
-    assert position.version == ref.fills == len(result.fills)
-
-
-def _frac(value: Decimal | None) -> Fraction | None:
-    return None if value is None else Fraction(value)
-
-
 @pytest.mark.parametrize("path", [BTCUSDT, EURUSD], ids=["btcusdt", "eurusd"])
 def test_the_backtest_of_a_strategy_resting_moving_and_canceling_orders_equals_its_reference_exactly(
     path: Path,
 ) -> None:
     spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[path.name])
     result = backtest.run([path], [spec])
-    expected = rests_limits_reference(path)
-    check_rests_limits(result, expected, path)
+    expected = lockstep.reference(path)
+    lockstep.check_against_reference(result, expected, path)
     # It did what it is for: orders rested and filled later, were moved, canceled, triggered.
     assert len(expected.cancels) >= 15
     assert len(expected.replaces) >= 15
@@ -189,4 +127,4 @@ def test_the_backtest_of_a_strategy_resting_moving_and_canceling_orders_equals_i
 def test_the_backtest_of_resting_orders_charges_fees_and_slippage_as_the_rules_say() -> None:
     spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[BTCUSDT.name])
     result = backtest.run([BTCUSDT], [spec], backtest.VenueSettings(fee_bps=Decimal("7.5"), slippage_bps=Decimal(1)))
-    check_rests_limits(result, rests_limits_reference(BTCUSDT, fee_bps="7.5", slippage_bps="1"), BTCUSDT)
+    lockstep.check_against_reference(result, lockstep.reference(BTCUSDT, fee_bps="7.5", slippage_bps="1"), BTCUSDT)
