@@ -43,6 +43,7 @@ strategy sends its markers again under the same ids.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ _log = logging.getLogger(__name__)
 At3 = tuple[int, int, int]
 # Strategies with a gate: bounded, so that markers naming ever new strategies cannot grow execution's state.
 MAX_GATES = 10_000
+# Messages read back from the stream at once for a gate behind the matcher's copy, and kept for the next steps.
+_READ_AHEAD = 4096
 
 # Messages of the market-data stream read for markers and replaces before a batch is handled: subject and
 # decoded message (or why it is not a valid one), by sequence.
@@ -101,6 +104,9 @@ class Gates:
 
     gates: dict[str, Gate] = field(default_factory=dict)
     max_gates: int = MAX_GATES
+    # Market data read back from the stream for a strategy behind what the matcher still holds (it ran ahead):
+    # kept, so that the next steps read on from there instead of reading the stream again each time.
+    behind: market.MarketCopy = field(default_factory=lambda: market.MarketCopy(maxlen=_READ_AHEAD))
 
     def __len__(self) -> int:
         return len(self.gates)
@@ -365,11 +371,32 @@ def _emit(book: Book, bus: Bus, reports: list[Report], now: int) -> list[Outgoin
 
 
 async def _messages(book: Book, bus: Bus, first: int, last: int) -> AsyncIterator[market.Raw]:
-    """The shard's market-data messages from ``first`` to ``last``: from the matcher's copy, else the stream."""
+    """The shard's market-data messages from ``first`` to ``last``, in stream order: from the matcher's copy when it
+    reaches back that far; else from what was read back before, then from the stream, ``_READ_AHEAD`` messages at
+    a time, each kept for the steps that follow (a strategy far behind reads the stream once, not at every step).
+
+    Raises:
+        TransientError: JetStream did not answer.
+    """
     held = book.market.since(first, last)
     if held is not None:
         for raw in held:
             yield raw
         return
-    async for raw in market.between(bus, book.shard, book.market, first, last):
-        yield raw
+    behind = book.gates.behind
+    seq = first
+    while seq <= last:
+        for raw in behind.since(seq, last) or ():
+            yield raw
+            seq = raw[0] + 1
+        read = 0
+        async with contextlib.aclosing(market.between(bus, book.shard, market.MarketCopy(), seq, last)) as stream:
+            async for raw in stream:
+                behind.add(*raw)
+                yield raw
+                seq = raw[0] + 1
+                read += 1
+                if read >= _READ_AHEAD:
+                    break
+        if read == 0:
+            return

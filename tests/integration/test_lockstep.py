@@ -14,6 +14,7 @@ import pytest
 
 from rrr.deploy import backtest
 from rrr.execution import app as execution_app
+from rrr.execution import lockstep as execution_lockstep
 from rrr.execution.config import ExecutionConfig
 from rrr.market_data.feeds import replay_file
 from rrr.shared import subjects
@@ -110,6 +111,24 @@ async def test_a_strategy_with_resting_orders_gets_exactly_the_backtests_orders_
     assert got.markers > 0
     assert got.progress > 0
     assert not any(c.get("lockstep_markers_refused", 0) for c in counters.values())
+
+
+async def test_execution_started_after_the_day_reads_it_back_a_few_messages_at_a_time_and_matches_it_exactly(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behind everything its matcher holds (it starts after the day was published), a gate reads the day back from
+    # the stream, here three messages at a time, each kept for the steps after it.
+    monkeypatch.setattr(execution_lockstep, "_READ_AHEAD", 3)
+    symbol = unique_symbol("BACK")
+    path = lockstep.renamed(lockstep.BTCUSDT, tmp_path, symbol)
+    want = lockstep.from_backtest(lockstep.expected(path))
+    async with running_service(strategy_app.run, _strategy(nats_url, path), heartbeats):
+        await replay_file(bus, path, shards=1, window=4, skip_bad_rows=False)
+        async with running_service(execution_app.run, _execution(nats_url), heartbeats) as execution:
+            got = await _same_as(bus, symbol, want)
+            counters = execution.counters()
+    assert not want.differences(got)
+    assert counters.get("lockstep_read_failures", 0) == 0
 
 
 async def test_a_strategy_that_sends_and_forgets_sends_no_marker_and_never_waits(
