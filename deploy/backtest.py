@@ -41,9 +41,9 @@ from opentelemetry import trace
 from rrr.deploy.backtest_report import Report, build_report
 from rrr.execution import handlers as execution
 from rrr.execution.market import touch_of
-from rrr.execution.matching import Touch
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.risk import RiskLimits
+from rrr.market_data.replay import QuoteRow as FileRow
 from rrr.market_data.replay import UnsupportedFileError, read_quotes, source_id, to_quote
 from rrr.shared.bus import Bus, Outgoing
 from rrr.shared.errors import BadRowError, RRRError
@@ -146,32 +146,37 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
     result = Result(equity={spec.id: EquityCurve() for spec in specs})
     curves = list(result.equity.values())
     # The newest quote of each symbol, where it is: a replace is judged at the one it names.
-    touches: dict[str, Touch] = {}
+    latest: dict[str, tuple[int, FileRow]] = {}
     seq = 0
     started = time.perf_counter()
     for path in files:
         source = source_id(path)
         for file_row in read_quotes(path):
-            # One quote a message: its place in the stream is (seq, 0).
+            # One quote a message: its place in the stream is (seq, 0). Its Quote is made only where it is needed.
             seq += 1
             now = file_row.ts_ns
-            quote = to_quote(file_row, source, now)
-            touch = touches[quote.symbol] = touch_of(quote, (seq, 0))
+            symbol = file_row.symbol
+            latest[symbol] = (seq, file_row)
+            quote: Quote | None = None
             # 1. The venue matches its resting orders at this quote; 2. their strategies see it before the quote.
-            if book.venue.resting(quote.symbol):
-                _deliver(engine, result, execution.match_touch(book, bus, quote.symbol, touch, now))
+            if book.venue.resting(symbol):
+                quote = to_quote(file_row, source, now)
+                touch = touch_of(quote, (seq, 0))
+                _deliver(engine, result, execution.match_touch(book, bus, symbol, touch, now))
             try:
-                row = _row(file_row.line, quote, source)
+                row = _row(file_row, source)
                 out = engine.on_row(row, seq, 0)
             except (FixedPointError, SymbolRefusedError):
                 result.refused += 1
                 continue
             # 3. Their commands take effect, and their outcomes reach them before the next quote.
-            engine.sent.clear()
-            events: list[Outgoing] = []
-            for message in out:
-                events.extend(_command(book, bus, result, message, quote, touches))
-            _deliver(engine, result, events)
+            if out:
+                engine.sent.clear()
+                quote = quote or to_quote(file_row, source, now)
+                events: list[Outgoing] = []
+                for message in out:
+                    events.extend(_command(book, bus, result, message, quote, latest, source))
+                _deliver(engine, result, events)
             _mark(curves, row, now)
     result.quotes = seq
     result.seconds = time.perf_counter() - started
@@ -179,23 +184,30 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
     return result
 
 
-def _row(line: int, quote: Quote, source: str) -> QuoteRow:
+def _row(file_row: FileRow, source: str) -> QuoteRow:
     """The quote as the strategy sees it from the replay: a batch's row, or (beyond a batch's fixed point) a quote
     sent alone, whose prices the strategy service turns into fixed point itself.
 
     Raises:
         FixedPointError: its prices do not fit the strategy's fixed point.
     """
-    quote_id = f"{source}:{line}"
-    row = fixed_row(quote_id, quote.symbol, quote.ts_event, quote.bid, quote.ask, quote.bid_size, quote.ask_size)
+    quote_id = f"{source}:{file_row.line}"
+    symbol, ts, bid, ask = file_row.symbol, file_row.ts_ns, file_row.bid, file_row.ask
+    row = fixed_row(quote_id, symbol, ts, bid, ask, file_row.bid_size, file_row.ask_size)
     if row is None:
-        bid, ask, places = _fixed(quote.bid, quote.ask)
-        row = QuoteRow(quote_id, quote.symbol, quote.ts_event, bid, ask, places)
+        bid_units, ask_units, places = _fixed(bid, ask)
+        row = QuoteRow(quote_id, symbol, ts, bid_units, ask_units, places)
     return row
 
 
 def _command(
-    book: execution.Book, bus: Bus, result: Result, message: Output, quote: Quote, touches: dict[str, Touch]
+    book: execution.Book,
+    bus: Bus,
+    result: Result,
+    message: Output,
+    quote: Quote,
+    latest: dict[str, tuple[int, FileRow]],
+    source: str,
 ) -> list[Outgoing]:
     """One signal or command the engine sent at ``quote``, handled as execution handles it; its events."""
     if isinstance(message, Signal):
@@ -208,8 +220,9 @@ def _command(
         result.cancels.append(message)
         return execution.on_cancel_order(book, bus, message)
     result.replaces.append(message)
-    named = touches.get(message.symbol)
-    touch = named if named is not None and named.at == (message.quote_seq, message.quote_index) else None
+    seq, newest = latest.get(message.symbol, (0, None))
+    named = newest is not None and (seq, 0) == (message.quote_seq, message.quote_index)
+    touch = touch_of(to_quote(newest, source, newest.ts_ns), (seq, 0)) if named and newest is not None else None
     return execution.on_replace_order(book, bus, message, touch)
 
 

@@ -393,6 +393,57 @@ class Context:
         if side != "buy" and side != "sell":
             raise StrategyApiError(self.strategy_id, f"order side must be 'buy' or 'sell', got {side!r}")
         amount = self._number("qty", qty, positive=True)
+        try:
+            if (
+                limit is None and stop is None and tif == "gtc" and type(expire_ts) is int and expire_ts == 0
+                and post_only is False and reduce_only is False
+            ):  # fmt: skip
+                # A plain market order (all a strategy that sends and forgets sends): on the wire as it always was,
+                # at what it always cost.
+                order = SubmitOrder(
+                    id=f"{self.strategy_id}-{row.id}",
+                    ts_event=row.ts_event,
+                    ts_init=self._clock(),
+                    strategy=self.strategy_id,
+                    symbol=row.symbol,
+                    side=side,
+                    qty=amount,
+                    quote_ts=row.ts_event,
+                    quote_bid=to_decimal(row.bid, row.places),
+                    quote_ask=to_decimal(row.ask, row.places),
+                    quote_seq=self._cursor.seq,
+                    quote_index=self._cursor.index,
+                    # Closed-loop: matched at later quotes only as far as this strategy handled them (its markers).
+                    lockstep=not self._assume_fills,
+                )
+            else:
+                order = self._typed_order(row, side, amount, limit, stop, tif, expire_ts, post_only, reduce_only)
+        except ValueError as exc:
+            # A Decimal is checked by the message itself (checking it here first would cost every order twice).
+            raise StrategyApiError(self.strategy_id, f"invalid order: {exc}") from None
+        self._order_quote = row
+        self.out.append(order)
+        if self._assume_fills:
+            self._unapplied.append((row.symbol, side, amount, order.quote_ask if side == "buy" else order.quote_bid))
+            if len(self._unapplied) >= 1024:
+                self.apply_fills()
+        else:
+            self.track(OpenOrder.of(order))
+        return order
+
+    def _typed_order(
+        self,
+        row: QuoteRow,
+        side: Side,
+        amount: Decimal,
+        limit: object,
+        stop: object,
+        tif: object,
+        expire_ts: object,
+        post_only: object,
+        reduce_only: object,
+    ) -> SubmitOrder:
+        """``submit``'s order with prices, a time in force or flags, after checking they go together."""
         limit_price = None if limit is None else self._number("limit", limit, positive=True)
         stop_price = None if stop is None else self._number("stop", stop, positive=True)
         order_type: OrderType = (
@@ -401,7 +452,7 @@ class Context:
             else ("limit" if limit_price is not None else "market")
         )
         self._check_terms(order_type, row, tif, expire_ts, post_only, reduce_only)
-        order = SubmitOrder(
+        return SubmitOrder(
             id=f"{self.strategy_id}-{row.id}",
             ts_event=row.ts_event,
             ts_init=self._clock(),
@@ -417,22 +468,12 @@ class Context:
             order_type=order_type,
             limit_price=limit_price,
             stop_price=stop_price,
-            tif=tif,
-            expire_ts=expire_ts,
-            post_only=post_only,
-            reduce_only=reduce_only,
-            # Closed-loop: matched at later quotes only as far as this strategy handled them (its markers).
+            tif=tif,  # type: ignore[arg-type]  # checked by _check_terms
+            expire_ts=expire_ts,  # type: ignore[arg-type]
+            post_only=bool(post_only),
+            reduce_only=bool(reduce_only),
             lockstep=not self._assume_fills,
         )
-        self._order_quote = row
-        self.out.append(order)
-        if self._assume_fills:
-            self._unapplied.append((row.symbol, side, amount, order.quote_ask if side == "buy" else order.quote_bid))
-            if len(self._unapplied) >= 1024:
-                self.apply_fills()
-        else:
-            self.track(OpenOrder.of(order))
-        return order
 
     def cancel(self, order_id: str) -> CancelOrder:
         """Cancel what is open of one of this strategy's open orders (``open_orders``). It takes effect once the
@@ -477,9 +518,9 @@ class Context:
         order = self._commandable("replace", order_id, row)
         if qty is None and limit is None and stop is None:
             raise StrategyApiError(self.strategy_id, f"replace of {order_id}: give qty, limit or stop, got none")
-        new_qty = None if qty is None else self._number("qty", qty, positive=True)
-        new_limit = None if limit is None else self._number("limit", limit, positive=True)
-        new_stop = None if stop is None else self._number("stop", stop, positive=True)
+        new_qty = None if qty is None else self._number("qty", qty, positive=True, strict=True)
+        new_limit = None if limit is None else self._number("limit", limit, positive=True, strict=True)
+        new_stop = None if stop is None else self._number("stop", stop, positive=True, strict=True)
         if new_qty is not None and new_qty <= order.filled_qty:
             raise StrategyApiError(
                 self.strategy_id, f"replace of {order_id}: qty {new_qty} must be above the {order.filled_qty} filled"
@@ -491,10 +532,25 @@ class Context:
         if new_stop is not None and (order.stop_price is None or order.triggered):
             what = "it triggered already" if order.triggered else f"a {order.order_type} order has no stop price"
             raise StrategyApiError(self.strategy_id, f"replace of {order_id}: cannot change its stop: {what}")
+        try:
+            command = self._replace_order(row, order, new_qty, new_limit, new_stop)
+        except ValueError as exc:
+            raise StrategyApiError(self.strategy_id, f"invalid replace of {order_id}: {exc}") from None
+        self.out.append(command)
+        return command
+
+    def _replace_order(
+        self,
+        row: QuoteRow,
+        order: OpenOrder,
+        new_qty: Decimal | None,
+        new_limit: Decimal | None,
+        new_stop: Decimal | None,
+    ) -> ReplaceOrder:
         # Judged at the newest quote of its symbol (the order's own may be another symbol's).
         seq, index = self._latest_at.get(order.symbol, (0, 0))
         latest = self._latest.get(order.symbol)
-        command = ReplaceOrder(
+        return ReplaceOrder(
             id=self._command_id(row, "replace"),
             ts_event=row.ts_event,
             ts_init=self._clock(),
@@ -508,8 +564,6 @@ class Context:
             quote_index=index if latest is not None else 0,
             quote_ts=latest.ts_event if latest is not None and seq else 0,
         )
-        self.out.append(command)
-        return command
 
     def signal(
         self,
@@ -719,13 +773,15 @@ class Context:
             )
         return quote
 
-    def _number(self, name: str, value: object, *, positive: bool = False, signed: bool = False) -> Decimal:
+    def _number(
+        self, name: str, value: object, *, positive: bool = False, signed: bool = False, strict: bool = False
+    ) -> Decimal:
         if isinstance(value, bool | float) or not isinstance(value, Decimal | int | str | Fraction):
             raise StrategyApiError(self.strategy_id, f"{name} must be a Decimal, int, str or Fraction, got {value!r}")
+        if isinstance(value, Decimal) and not strict:
+            return value  # the message checks its bounds and sign when built (the caller says so if it is wrong)
         try:
-            if isinstance(value, Decimal):
-                number = value
-            elif isinstance(value, Fraction):  # a position's quantity: exact, or refused
+            if isinstance(value, Fraction):  # a position's quantity: exact, or refused
                 number = _EXACT.divide(Decimal(value.numerator), Decimal(value.denominator))
             else:
                 number = Decimal(value)

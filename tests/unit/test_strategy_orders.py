@@ -108,7 +108,8 @@ def test_time_in_force_and_flags_go_on_the_order_as_given() -> None:
     [
         ({"side": "long"}, "order side must be 'buy' or 'sell', got 'long'"),
         ({"qty": 0}, "invalid qty 0: qty must be > 0"),
-        ({"qty": Decimal(-1)}, "invalid qty Decimal('-1'): qty must be > 0"),
+        ({"qty": Decimal(-1)}, "invalid order: qty must be > 0, got -1"),
+        ({"limit": Decimal("1e-40")}, "invalid order: limit_price 1E-40 is out of range"),
         ({"qty": Decimal("NaN")}, "qty must be a finite number"),
         ({"qty": 1.5}, "qty must be a Decimal, int, str or Fraction, got 1.5"),
         ({"qty": "10e30"}, "is out of range"),
