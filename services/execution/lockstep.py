@@ -75,7 +75,8 @@ Prefetched = Mapping[int, tuple[str, MarketData | str]]
 
 
 class MarkerRefusedError(RRRError):
-    """A lockstep marker that cannot be applied: it names no valid quote of the shard, or too many strategies."""
+    """A lockstep marker that cannot be applied: it names no valid quote of the shard at its time, or a strategy
+    there is no room for a gate of."""
 
     def __init__(self, marker_id: str, reason: str) -> None:
         super().__init__(f"lockstep marker {marker_id} refused: {reason}")

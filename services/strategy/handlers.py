@@ -120,13 +120,15 @@ async def _lockstep(
         pending = [
             sid for sid in wants if sent.get(sid, (0, 0, 0)) not in covers and sent.get(sid, (0, 0, 0)) < position
         ]
+        if out:
+            strategies.counters.published += len(out)
         if pending:
             out.append(marker(strategies, bus, row, pending, position))
             outcomes.markers_sent.update(dict.fromkeys(pending, position))
             strategies.counters.lockstep_markers += 1
         if out:
-            await bus.publish_state_output(out, stop, "signals and orders")
-            strategies.counters.published += len(out)
+            # The commands before the marker: stored in this order, so execution applies them before it.
+            await bus.publish_state_output(out, stop, "signals, orders and a lockstep marker")
             out.clear()
         if not await outcomes.wait(stop, wants):
             return False
