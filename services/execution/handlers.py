@@ -126,6 +126,8 @@ class ExecutionCounters(Counters, kw_only=True):
     lockstep_progress: int = 0
     lockstep_quotes_matched: int = 0
     lockstep_read_failures: int = 0
+    # Chunks of market data read back from the stream for a strategy behind what the matcher still holds.
+    lockstep_read_back: int = 0
 
 
 class UnpricedFillError(RRRError):

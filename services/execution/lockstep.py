@@ -99,6 +99,52 @@ class Gate:
         return self.marker >= (through[0], through[1], 1)
 
 
+class ReadBack:
+    """A stretch of the shard's market data read back from the stream, by sequence, in stream order: every message
+    of the shard from ``first`` to ``end`` (others' sequences are gaps). Bounded: the oldest go."""
+
+    __slots__ = ("_raw", "end", "first")
+
+    def __init__(self) -> None:
+        self._raw: dict[int, tuple[str, bytes]] = {}
+        self.first = 0
+        self.end = -1
+
+    def covers(self, seq: int) -> bool:
+        """Whether every message of the shard at ``seq`` is here (or ``seq`` holds none of it)."""
+        return self.first <= seq <= self.end
+
+    async def read(self, bus: Bus, shard: int, seq: int, last: int) -> bool:
+        """Read the shard's messages from ``seq`` on (up to ``last``, at most ``_READ_AHEAD`` of them) from the
+        stream; False when there is none.
+
+        Raises:
+            TransientError: JetStream did not answer.
+        """
+        if not self.covers(seq - 1):
+            self._raw.clear()
+            self.first = seq
+        read = 0
+        async with contextlib.aclosing(market.between(bus, shard, market.MarketCopy(), seq, last)) as stream:
+            async for at, subject, data in stream:
+                self._raw[at] = (subject, data)
+                self.end = at
+                read += 1
+                if read >= _READ_AHEAD:
+                    break
+        if read and read < _READ_AHEAD:
+            self.end = last  # the shard has nothing more up to ``last``
+        while len(self._raw) > 2 * _READ_AHEAD:
+            oldest = next(iter(self._raw))
+            del self._raw[oldest]
+            self.first = oldest + 1
+        return read > 0
+
+    def get(self, seq: int) -> tuple[str, bytes] | None:
+        """The shard's message at ``seq``, if it is one and is here."""
+        return self._raw.get(seq)
+
+
 @dataclass(slots=True)
 class Gates:
     """The gate of every lockstep strategy of the shard."""
@@ -107,7 +153,7 @@ class Gates:
     max_gates: int = MAX_GATES
     # Market data read back from the stream for a strategy behind what the matcher still holds (it ran ahead):
     # kept, so that the next steps read on from there instead of reading the stream again each time.
-    behind: market.MarketCopy = field(default_factory=lambda: market.MarketCopy(maxlen=_READ_AHEAD))
+    behind: ReadBack = field(default_factory=lambda: ReadBack())
 
     def __len__(self) -> int:
         return len(self.gates)
@@ -372,32 +418,35 @@ def _emit(book: Book, bus: Bus, reports: list[Report], now: int) -> list[Outgoin
 
 
 async def _messages(book: Book, bus: Bus, first: int, last: int) -> AsyncIterator[market.Raw]:
-    """The shard's market-data messages from ``first`` to ``last``, in stream order: from the matcher's copy when it
-    reaches back that far; else from what was read back before, then from the stream, ``_READ_AHEAD`` messages at
-    a time, each kept for the steps that follow (a strategy far behind reads the stream once, not at every step).
+    """The shard's market-data messages from ``first`` to ``last``, in stream order, as far as the caller reads
+    them: from the matcher's copy when it reaches back that far; else from what was read back before, and from the
+    stream, ``_READ_AHEAD`` messages at a time, each kept for the steps that follow (a strategy far behind reads the
+    stream once a chunk, not at every step).
+
+    Sequences are walked one by one (the other shards' and streams' are gaps): a step costs what it reads, not
+    what the copy holds.
 
     Raises:
         TransientError: JetStream did not answer.
     """
-    held = book.market.since(first, last)
-    if held is not None:
-        for raw in held:
-            yield raw
+    copy = book.market
+    oldest = copy.oldest()
+    if oldest is not None and oldest <= first:
+        for seq in range(first, last + 1):
+            held = copy.get(seq)
+            if held is not None:
+                yield seq, *held
         return
     behind = book.gates.behind
     seq = first
     while seq <= last:
-        for raw in behind.since(seq, last) or ():
-            yield raw
-            seq = raw[0] + 1
-        read = 0
-        async with contextlib.aclosing(market.between(bus, book.shard, market.MarketCopy(), seq, last)) as stream:
-            async for raw in stream:
-                behind.add(*raw)
-                yield raw
-                seq = raw[0] + 1
-                read += 1
-                if read >= _READ_AHEAD:
-                    break
-        if read == 0:
-            return
+        if not behind.covers(seq):
+            if not await behind.read(bus, book.shard, seq, last):
+                return
+            book.counters.lockstep_read_back += 1
+        end = min(behind.end, last)
+        while seq <= end:
+            held = behind.get(seq)
+            if held is not None:
+                yield seq, *held
+            seq += 1

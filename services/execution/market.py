@@ -93,24 +93,6 @@ class MarketCopy:
         """The messages held from sequence ``first`` to ``last``, in stream order."""
         return [(seq, *self._raw[seq]) for seq in self._raw if first <= seq <= last]
 
-    def since(self, first: int, last: int) -> list[tuple[int, str, bytes]] | None:
-        """The messages held from sequence ``first`` to ``last``, in stream order, found from the newest back (so
-        it costs what lies after ``first``, not the whole copy); None when the copy does not reach back to
-        ``first``."""
-        oldest = self.oldest()
-        if oldest is None or oldest > first:
-            return None
-        out: list[tuple[int, str, bytes]] = []
-        raw = self._raw
-        for seq in reversed(raw):
-            if seq < first:
-                break
-            if seq <= last:
-                subject, data = raw[seq]
-                out.append((seq, subject, data))
-        out.reverse()
-        return out
-
     def newest(self, limit: int) -> list[tuple[int, str, bytes]]:
         """The newest ``limit`` messages held, newest first."""
         out: list[tuple[int, str, bytes]] = []

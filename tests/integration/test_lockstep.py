@@ -16,6 +16,7 @@ from rrr.deploy import backtest
 from rrr.execution import app as execution_app
 from rrr.execution import lockstep as execution_lockstep
 from rrr.execution.config import ExecutionConfig
+from rrr.execution.market import MarketCopy
 from rrr.market_data.feeds import replay_file
 from rrr.shared import subjects
 from rrr.shared.bus import Bus
@@ -113,22 +114,32 @@ async def test_a_strategy_with_resting_orders_gets_exactly_the_backtests_orders_
     assert not any(c.get("lockstep_markers_refused", 0) for c in counters.values())
 
 
-async def test_execution_started_after_the_day_reads_it_back_a_few_messages_at_a_time_and_matches_it_exactly(
-    nats_url: str, bus: Bus, heartbeats: Heartbeats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("order", ["execution_late", "together"])
+async def test_a_strategy_behind_the_matchers_copy_is_matched_from_the_stream_read_back_a_chunk_at_a_time(
+    nats_url: str, bus: Bus, heartbeats: Heartbeats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str
 ) -> None:
-    # Behind everything its matcher holds (it starts after the day was published), a gate reads the day back from
-    # the stream, here three messages at a time, each kept for the steps after it.
+    # The matcher keeps the newest 8 messages here (4,096 in the service) and a gate reads the stream back three at
+    # a time: execution started after the day was published, or the day at one quote a message with the matcher
+    # running far ahead of the strategy, which waits for execution at every quote.
     monkeypatch.setattr(execution_lockstep, "_READ_AHEAD", 3)
+    monkeypatch.setattr(MarketCopy.__init__, "__defaults__", (8, 16 * 1024 * 1024))
     symbol = unique_symbol("BACK")
     path = lockstep.renamed(lockstep.BTCUSDT, tmp_path, symbol)
     want = lockstep.from_backtest(lockstep.expected(path))
-    async with running_service(strategy_app.run, _strategy(nats_url, path), heartbeats):
-        await replay_file(bus, path, shards=1, window=4, skip_bad_rows=False)
-        async with running_service(execution_app.run, _execution(nats_url), heartbeats) as execution:
+    async with (
+        running_service(strategy_app.run, _strategy(nats_url, path, batch_size=1), heartbeats),
+        _maybe(order == "together", execution_app.run, _execution(nats_url), heartbeats) as first,
+    ):
+        await replay_file(bus, path, shards=1, window=1 if order == "together" else 4, skip_bad_rows=False)
+        async with _maybe(order == "execution_late", execution_app.run, _execution(nats_url), heartbeats) as late:
             got = await _same_as(bus, symbol, want)
+            execution = first or late
+            assert execution is not None
             counters = execution.counters()
     assert not want.differences(got)
     assert counters.get("lockstep_read_failures", 0) == 0
+    assert counters["market_messages_held"] <= 8
+    assert counters["lockstep_read_back"] > 0
 
 
 async def test_a_strategy_that_sends_and_forgets_sends_no_marker_and_never_waits(
