@@ -187,8 +187,8 @@ service = Service(
     SERVICE,
     ExecutionConfig,
     _start,
-    description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) "
-    "and positions (evt.position.>).",
+    description="Execution: consume cmd.order.<shard>.* (orders, cancels, replaces, lockstep markers), publish "
+    "order events, fills and lockstep progress (evt.order.>) and positions (evt.position.>).",
     fences=_fences,
 )
 run = service.run

@@ -132,7 +132,8 @@ service = Service(
     _start,
     description=(
         "Strategy: consume md.*.<shard>.* (quotes) and, for closed-loop strategies, evt.order.<shard>.* (their"
-        " orders' outcomes); publish signals (sig.>) and order commands (cmd.order.>)."
+        " orders' events, execution's lockstep progress); publish signals (sig.>), order commands and lockstep"
+        " markers (cmd.order.>)."
     ),
     fences=_fences,
 )
