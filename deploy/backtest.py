@@ -17,7 +17,7 @@ paper venue and positions), in the order the lockstep rule says (``rrr.execution
 
 The service does the same across processes, the strategy and execution in lockstep where it matters, so the
 orders and fills are exactly those of the services (``tests/unit/test_backtest.py`` holds the backtest to
-independent references; ``tests/e2e/test_lockstep.py`` holds the services to the backtest).
+independent references; ``tests/e2e/test_lockstep_processes.py`` holds the services to the backtest).
 
 Why here: ``rrr.deploy`` is the one layer allowed to import services (pyproject's import-linter contracts), so
 the backtest composes strategy and execution as they are, with no module moved and nothing duplicated.

@@ -612,10 +612,9 @@ async def _submit(book: Book, bus: Bus, order: SubmitOrder, priced: dict[str, Pr
     # An order finished by the other consumer meanwhile was not priced: it is a duplicate.
     out = on_submit_order(book, bus, order, priced.get(order.id, _DUPLICATE))
     held = book.venue.get(order.symbol, order.id)
-    if gated:
-        if fresh:
-            out.extend(await lockstep.on_placed(book, bus, order, held, others, book.clock()))
-    elif held is not None:
+    if gated and fresh:
+        out.extend(await lockstep.on_placed(book, bus, order, held, others, book.clock()))
+    if held is not None and not book.gates.holds(held):
         out.extend(await _catch_up(book, bus, held, book.clock()))
     return out
 

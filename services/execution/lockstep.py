@@ -203,10 +203,6 @@ class Gates:
         gate.published = (gate.marker, gate.through)
 
 
-def _working_of(book: Book, strategy: str) -> list[WorkingOrder]:
-    return [order for order in book.venue.working() if order.strategy == strategy]
-
-
 def _progress(book: Book, bus: Bus, strategy: str, gate: Gate, now: int) -> list[Outgoing]:
     """The progress event of ``strategy``, unless the same one went out last."""
     state = (gate.marker, gate.through)
@@ -314,10 +310,11 @@ async def on_placed(
     nothing else resting is matched through the order's quote (the order trades from the next one on). An
     order resting behind its gate's ``through`` (a strategy that sent it late) is caught up to it on its own.
     """
+    if not order.quote_seq:
+        return []  # no quote named (an older sender): no place to start a gate from
     gate = book.gates.open(order.strategy, book.venue.working)
-    if gate is None or not order.quote_seq:
-        # No room (a flood of strategy names), or no quote named: it is matched as any other order, as it comes.
-        return []
+    if gate is None:
+        return []  # no room (a flood of strategy names): it is matched as any other order, as it comes
     placed = (order.quote_seq, order.quote_index)
     gate.ts = max(gate.ts, order.ts_event)
     if not others:
