@@ -6,17 +6,23 @@
 Quote files are read by the replay's reader (``rrr.market_data.replay``: the same rows, ids
 ``<file hash>:<line>``, repeats skipped), files one after the other as ``just replay`` publishes them. Each
 quote goes through the strategy service's engine (``rrr.strategy.engine``, the very strategy code the service
-runs); each order it sends goes through the execution service's own handler (``rrr.execution.handlers.
-on_submit_order``: its risk limits, order state machine, paper venue and positions), priced at the order's
-triggering quote as execution prices it from the market-data stream. So the orders and fills are exactly
-those of the services (``tests/unit/test_backtest.py`` holds it to the reference the e2e tests check).
+runs) and the execution service's own handlers (``rrr.execution.handlers``: risk limits, order state machine,
+paper venue and positions), in the order the lockstep rule says (``rrr.execution.lockstep``), at each quote q:
+
+1. the venue matches its resting orders at q, as execution's matcher does (``match_touch``);
+2. the events of those orders reach their closed-loop strategies (``on_order_event``), then the engine handles q;
+3. the commands sent at q go through ``on_submit_order`` (priced at q, as execution prices an order at the quote
+   it names), ``on_cancel_order`` and ``on_replace_order`` (judged at the newest quote of the order's symbol it
+   names), in the order they were sent, and their events reach the closed-loop strategies before the next quote.
+
+The service does the same across processes, the strategy and execution in lockstep where it matters, so the
+orders and fills are exactly those of the services (``tests/unit/test_backtest.py`` holds the backtest to
+independent references; ``tests/e2e/test_lockstep_processes.py`` holds the services to the backtest).
 
 Why here: ``rrr.deploy`` is the one layer allowed to import services (pyproject's import-linter contracts), so
 the backtest composes strategy and execution as they are, with no module moved and nothing duplicated.
-Execution's handler is given a bus that never connects: it only encodes the events, which are decoded back.
-The events of closed-loop strategies' orders reach them (``on_order_event``) right after the quote that caused
-them, before the next quote, exactly where the service delivers them (``rrr.strategy.outcomes``). Each
-strategy's PnL is kept here from the real fills, whatever its context assumes.
+Execution's handlers are given a bus that never connects: they only encode the events, which are decoded back.
+Each strategy's PnL is kept here from the real fills, whatever its context assumes.
 """
 
 from __future__ import annotations
@@ -34,26 +40,32 @@ from opentelemetry import trace
 
 from rrr.deploy.backtest_report import Report, build_report
 from rrr.execution import handlers as execution
+from rrr.execution.market import touch_of
 from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.risk import RiskLimits
-from rrr.market_data.replay import UnsupportedFileError, read_quotes, source_id
-from rrr.shared.bus import Bus
+from rrr.market_data.replay import QuoteRow as FileRow
+from rrr.market_data.replay import UnsupportedFileError, read_quotes, source_id, to_quote
+from rrr.shared.bus import Bus, Outgoing
 from rrr.shared.errors import BadRowError, RRRError
 from rrr.shared.fixed import FixedPointError, rescale, to_units
 from rrr.shared.messages import (
-    OrderAccepted,
+    CancelOrder,
     OrderFilled,
     OrderRejected,
+    OrderUpdate,
     PositionUpdated,
+    Quote,
     QuoteRow,
+    ReplaceOrder,
     Signal,
     SubmitOrder,
+    fixed_row,
     order_event_decoder,
 )
 from rrr.shared.positions import Position
 from rrr.shared.universe import SymbolRefusedError
 from rrr.strategy import loading
-from rrr.strategy.engine import Engine, StrategySpec
+from rrr.strategy.engine import Engine, Output, StrategySpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,10 @@ class Result:
     seconds: float = 0.0
     signals: list[Signal] = field(default_factory=list)
     orders: list[SubmitOrder] = field(default_factory=list)
+    cancels: list[CancelOrder] = field(default_factory=list)
+    replaces: list[ReplaceOrder] = field(default_factory=list)
+    # Every order event, in the order execution would publish them.
+    events: list[OrderUpdate] = field(default_factory=list)
     fills: list[OrderFilled] = field(default_factory=list)
     rejections: list[OrderRejected] = field(default_factory=list)
     # Per symbol, all strategies together: what execution's positions (and the positions table) hold.
@@ -129,49 +145,108 @@ def run(files: Sequence[Path], specs: Sequence[StrategySpec], venue: VenueSettin
     bus = Bus(nats.aio.client.Client(), service="backtest", tracer=trace.NoOpTracer())
     result = Result(equity={spec.id: EquityCurve() for spec in specs})
     curves = list(result.equity.values())
+    # The newest quote of each symbol, where it is: a replace is judged at the one it names.
+    latest: dict[str, tuple[int, FileRow]] = {}
     seq = 0
     started = time.perf_counter()
     for path in files:
         source = source_id(path)
         for file_row in read_quotes(path):
+            # One quote a message: its place in the stream is (seq, 0). Its Quote is made only where it is needed.
             seq += 1
             now = file_row.ts_ns
+            symbol = file_row.symbol
+            latest[symbol] = (seq, file_row)
+            quote: Quote | None = None
+            # 1. The venue matches its resting orders at this quote; 2. their strategies see it before the quote.
+            if book.venue.resting(symbol):
+                quote = to_quote(file_row, source, now)
+                touch = touch_of(quote, (seq, 0))
+                _deliver(engine, result, execution.match_touch(book, bus, symbol, touch, now))
             try:
-                bid, ask, places = _fixed(file_row.bid, file_row.ask)
-                row = QuoteRow(f"{source}:{file_row.line}", file_row.symbol, file_row.ts_ns, bid, ask, places)
+                row = _row(file_row, source)
                 out = engine.on_row(row, seq, 0)
             except (FixedPointError, SymbolRefusedError):
                 result.refused += 1
                 continue
-            for message in out:
-                if isinstance(message, Signal):
-                    result.signals.append(message)
-                    continue
-                result.orders.append(message)
-                for outgoing in execution.on_submit_order(book, bus, message, row.to_quote(now)):
-                    event = order_event_decoder.decode(outgoing.data)
-                    if isinstance(event, PositionUpdated):
-                        result.positions[event.symbol] = event
-                        continue
-                    if isinstance(event, OrderFilled):
-                        result.fills.append(event)
-                        curve = result.equity[message.strategy]
-                        position = curve.positions.get(event.symbol)
-                        if position is None:
-                            position = curve.positions[event.symbol] = Position(event.symbol)
-                        position.apply_fill(event.side, event.qty, event.price, event.fee)
-                    elif isinstance(event, OrderRejected):
-                        result.rejections.append(event)
-                    # A market order (all a strategy sends here) is accepted and filled, or rejected.
-                    if isinstance(event, OrderAccepted | OrderRejected | OrderFilled):
-                        engine.on_order_event(event)
-            # Every order's outcome is delivered: nothing is awaited at the next quote.
-            engine.awaiting.clear()
+            # 3. Their commands take effect, and their outcomes reach them before the next quote.
+            if out:
+                engine.sent.clear()
+                quote = quote or to_quote(file_row, source, now)
+                events: list[Outgoing] = []
+                for message in out:
+                    events.extend(_command(book, bus, result, message, quote, latest, source))
+                _deliver(engine, result, events)
             _mark(curves, row, now)
     result.quotes = seq
     result.seconds = time.perf_counter() - started
     result.stopped = {runner.spec.id: runner.stopped for runner in engine.runners if runner.stopped}
     return result
+
+
+def _row(file_row: FileRow, source: str) -> QuoteRow:
+    """The quote as the strategy sees it from the replay: a batch's row, or (beyond a batch's fixed point) a quote
+    sent alone, whose prices the strategy service turns into fixed point itself.
+
+    Raises:
+        FixedPointError: its prices do not fit the strategy's fixed point.
+    """
+    quote_id = f"{source}:{file_row.line}"
+    symbol, ts, bid, ask = file_row.symbol, file_row.ts_ns, file_row.bid, file_row.ask
+    row = fixed_row(quote_id, symbol, ts, bid, ask, file_row.bid_size, file_row.ask_size)
+    if row is None:
+        bid_units, ask_units, places = _fixed(bid, ask)
+        row = QuoteRow(quote_id, symbol, ts, bid_units, ask_units, places)
+    return row
+
+
+def _command(
+    book: execution.Book,
+    bus: Bus,
+    result: Result,
+    message: Output,
+    quote: Quote,
+    latest: dict[str, tuple[int, FileRow]],
+    source: str,
+) -> list[Outgoing]:
+    """One signal or command the engine sent at ``quote``, handled as execution handles it; its events."""
+    if isinstance(message, Signal):
+        result.signals.append(message)
+        return []
+    if isinstance(message, SubmitOrder):
+        result.orders.append(message)
+        return execution.on_submit_order(book, bus, message, quote)
+    if isinstance(message, CancelOrder):
+        result.cancels.append(message)
+        return execution.on_cancel_order(book, bus, message)
+    result.replaces.append(message)
+    seq, newest = latest.get(message.symbol, (0, None))
+    named = newest is not None and (seq, 0) == (message.quote_seq, message.quote_index)
+    touch = touch_of(to_quote(newest, source, newest.ts_ns), (seq, 0)) if named and newest is not None else None
+    return execution.on_replace_order(book, bus, message, touch)
+
+
+def _deliver(engine: Engine, result: Result, events: Sequence[Outgoing]) -> None:
+    """Record execution's events, and hand those of closed-loop strategies' orders to them, in order."""
+    for outgoing in events:
+        event = order_event_decoder.decode(outgoing.data)
+        if isinstance(event, PositionUpdated):
+            result.positions[event.symbol] = event
+            continue
+        if not isinstance(event, OrderUpdate):
+            continue
+        result.events.append(event)
+        if isinstance(event, OrderFilled):
+            result.fills.append(event)
+            curve = result.equity.get(event.client_order_id.partition("-")[0])
+            if curve is not None:
+                position = curve.positions.get(event.symbol)
+                if position is None:
+                    position = curve.positions[event.symbol] = Position(event.symbol)
+                position.apply_fill(event.side, event.qty, event.price, event.fee)
+        elif isinstance(event, OrderRejected):
+            result.rejections.append(event)
+        engine.on_order_event(event)
 
 
 def _mark(curves: Sequence[EquityCurve], row: QuoteRow, ts: int) -> None:

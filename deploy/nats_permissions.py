@@ -214,6 +214,8 @@ _SERVICES = (
     ),
     _service(
         STRATEGY,
+        # Its signals and order commands; among them, on cmd.order.<shard>._step, its lockstep markers (how far its
+        # closed-loop strategies handled the quotes, rrr.execution.lockstep).
         publishes=[subjects.SIGNAL_ALL, f"{subjects.ORDER_COMMAND}.>"],
         consumes=[MARKET_DATA_STREAM],
         # The key-value bucket earlier versions kept their snapshot in: read once, then deleted.
@@ -224,7 +226,8 @@ _SERVICES = (
     ),
     _service(
         EXECUTION,
-        # Its events, and the confirmations of the trading states it applied.
+        # Its events (among them, on evt.order.<shard>._step, its lockstep progress), and the confirmations of the
+        # trading states it applied.
         publishes=[f"{subjects.ORDER_EVENT}.>", f"{subjects.POSITION}.>", subjects.TRADING_APPLIED_ALL],
         # Commands and their retries; its own events, read back at start to rebuild its state; the market
         # data it prices orders at and matches open orders against, followed as it comes and read back

@@ -22,9 +22,11 @@ from rrr.shared import subjects
 from rrr.shared.bus import Bus, Subscription
 from rrr.shared.config import redact, tls_from_env, with_local_system
 from rrr.shared.errors import RRRError
-from rrr.shared.messages import QuoteBatch, any_decoder, envelope_decoder
+from rrr.shared.messages import SHARD_TYPES, QuoteBatch, any_decoder, envelope_decoder
 from rrr.shared.subjects import check_symbol
 
+# The strategies' lockstep messages (no symbol: shown on their shard's ``<family>.<shard>._step``).
+_STEP_TAGS = frozenset(kind.__struct_config__.tag for kinds in SHARD_TYPES.values() for kind in kinds)
 # Symbols one tap may filter on.
 _SYMBOLS_MAX = 1000
 # Longer texts than any valid message holds (an id is at most 256 characters) are cut in JSON output too.
@@ -73,7 +75,12 @@ def _describe_envelope(msg: Msg, family: str, shard: int, symbols: frozenset[str
         symbol = fields.get("symbol")
         if symbols and symbol not in symbols:
             continue
-        subject = f"{family}.{shard}.{symbol}" if isinstance(symbol, str) else f"{msg.subject}[{index}]"
+        if isinstance(symbol, str):
+            subject = f"{family}.{shard}.{symbol}"
+        elif fields.get("type") in _STEP_TAGS and family in subjects.STEP_FAMILIES:
+            subject = subjects.step(family, shard)  # a lockstep marker or progress: its shard's own subject
+        else:
+            subject = f"{msg.subject}[{index}]"
         records.append({"type": fields.pop("type"), "subject": subject, **fields})
     return records
 

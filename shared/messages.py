@@ -302,6 +302,9 @@ class SubmitOrder(Message, frozen=True, kw_only=True, tag="submit_order.v1"):
     expire_ts: Nanos = 0
     post_only: bool = False
     reduce_only: bool = False
+    # Added with the strategy's lockstep: its sender publishes ``StrategyAt`` markers, and the order is matched
+    # at later quotes only as far as they allow (``rrr.execution.lockstep``).
+    lockstep: bool = False
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
@@ -331,7 +334,12 @@ class CancelOrder(Message, frozen=True, kw_only=True, tag="cancel_order.v1"):
 
 class ReplaceOrder(Message, frozen=True, kw_only=True, tag="replace_order.v1"):
     """Ask execution to change the quantity, limit or stop price of the order ``client_order_id`` (None:
-    unchanged; at least one is given). ``qty`` is the order's new total, filled part included."""
+    unchanged; at least one is given). ``qty`` is the order's new total, filled part included.
+
+    ``quote_seq``, ``quote_index`` and ``quote_ts`` name the quote of the order's symbol the replace is judged
+    at (a post-only limit moved through it is refused, the price band is measured from it): the newest one the
+    sender had seen. 0 (an older sender): the newest quote execution matched.
+    """
 
     id: OrderId
     strategy: Name
@@ -340,6 +348,10 @@ class ReplaceOrder(Message, frozen=True, kw_only=True, tag="replace_order.v1"):
     qty: Decimal | None = None
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
+    # Added with the strategy's lockstep, last and with defaults.
+    quote_seq: Seq = 0
+    quote_index: QuoteIndex = 0
+    quote_ts: Nanos = 0
 
     def __post_init__(self) -> None:
         check_symbol(self.symbol)
@@ -348,6 +360,66 @@ class ReplaceOrder(Message, frozen=True, kw_only=True, tag="replace_order.v1"):
         for name, value in (("qty", self.qty), ("limit_price", self.limit_price), ("stop_price", self.stop_price)):
             if value is not None:
                 _positive(name, value)
+
+
+# -- the strategy's lockstep with execution (rrr.execution.lockstep) ------------------------------------
+
+Shard = Annotated[int, msgspec.Meta(ge=0, le=1023)]
+# The strategies one instance runs (rrr.strategy.loading allows at most 32).
+STRATEGIES_MAX = 32
+
+
+class StrategyAt(Message, frozen=True, kw_only=True, tag="strategy_at.v1"):
+    """A strategy instance's marker in its shard's order commands: how far ``strategies`` handled the shard's
+    quotes. ``inclusive``: every quote up to and including the one at ``quote_seq``/``quote_index`` (a valid
+    quote of the shard in the market-data stream, at ``ts_event``), with every command they sent for them
+    before this marker; else every quote strictly before it.
+
+    It travels on ``cmd.order.<shard>._step``. Execution matches those strategies' resting orders at a quote
+    only once a marker says every quote before it was handled (``rrr.execution.lockstep``).
+    """
+
+    shard: Shard
+    strategies: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=STRATEGIES_MAX)]
+    quote_seq: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    quote_index: QuoteIndex = 0
+    inclusive: bool = True
+
+    def __post_init__(self) -> None:
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies must be distinct, got {self.strategies}")
+
+    @property
+    def position(self) -> tuple[int, int, int]:
+        """Where it puts its strategies: ``(quote_seq, quote_index, 1)`` through the quote, ``(..., 0)`` before it."""
+        return (self.quote_seq, self.quote_index, int(self.inclusive))
+
+
+class MatchedThrough(Message, frozen=True, kw_only=True, tag="matched_through.v1"):
+    """Execution's progress for one lockstep strategy: it applied the strategy's markers up to ``marker_*`` (and
+    every command before them), and matched the strategy's resting orders at every quote of the shard up to
+    and including the one at ``through_seq``/``through_index``. Published after the events it covers.
+
+    It travels on ``evt.order.<shard>._step``.
+    """
+
+    shard: Shard
+    strategy: Name
+    marker_seq: Seq
+    marker_index: QuoteIndex = 0
+    marker_inclusive: bool = True
+    through_seq: Seq
+    through_index: QuoteIndex = 0
+
+    @property
+    def marker(self) -> tuple[int, int, int]:
+        """The last marker applied, as ``StrategyAt.position`` says it."""
+        return (self.marker_seq, self.marker_index, int(self.marker_inclusive))
+
+    @property
+    def through(self) -> tuple[int, int]:
+        """The last quote matched."""
+        return (self.through_seq, self.through_index)
 
 
 # -- order events --------------------------------------------------------------------------------------
@@ -655,6 +727,8 @@ class ShardRisk(Message, frozen=True, kw_only=True, tag="shard_risk.v1"):
 
 MarketData = Quote | Trade | QuoteBatch
 OrderCommand = SubmitOrder | CancelOrder | ReplaceOrder
+# What ``cmd.order.<shard>.*`` carries: the commands, and the strategies' lockstep markers.
+Command = OrderCommand | StrategyAt
 # What happens to an order, each on ``evt.order.<shard>.<symbol>``.
 OrderUpdate = (
     OrderAccepted
@@ -666,7 +740,8 @@ OrderUpdate = (
     | OrderReplaced
     | OrderCancelRejected
 )
-OrderEvent = OrderUpdate | PositionUpdated
+# What ``evt.*.<shard>.*`` carries: order events, positions, and execution's lockstep progress.
+OrderEvent = OrderUpdate | PositionUpdated | MatchedThrough
 AnyMessage = (
     Quote
     | Trade
@@ -675,6 +750,8 @@ AnyMessage = (
     | SubmitOrder
     | CancelOrder
     | ReplaceOrder
+    | StrategyAt
+    | MatchedThrough
     | OrderAccepted
     | OrderRejected
     | OrderFilled
@@ -710,20 +787,30 @@ FAMILY_TYPES: Final[Mapping[str, tuple[type[Message], ...]]] = {
 }
 _FAMILY_OF: Final = {kind: family for family, kinds in FAMILY_TYPES.items() for kind in kinds}
 SymbolMessage = Quote | Trade | Signal | OrderCommand | OrderUpdate | PositionUpdated
+# Messages of one shard of a family, on ``<family>.<shard>._step``: no symbol, their shard in a field.
+ShardMessage = StrategyAt | MatchedThrough
+SHARD_TYPES: Final[Mapping[str, tuple[type[Message], ...]]] = {
+    subjects.ORDER_COMMAND: (StrategyAt,),
+    subjects.ORDER_EVENT: (MatchedThrough,),
+}
+_SHARD_FAMILY_OF: Final = {kind: family for family, kinds in SHARD_TYPES.items() for kind in kinds}
 
 
 ControlMessage = TradingState | TradingStateApplied | ShardRisk
 
 
-def subject_of(message: SymbolMessage | QuoteBatch | Heartbeat | ControlMessage, shards: int) -> str:
+def subject_of(message: SymbolMessage | ShardMessage | QuoteBatch | Heartbeat | ControlMessage, shards: int) -> str:
     """The one subject ``message`` belongs on in a system of ``shards`` shards.
 
     A per-symbol message: ``<family>.<shard>.<symbol>`` of its type's family, its symbol and that symbol's
     shard. A quote batch: ``md.quotes.<shard>.<source>`` of its first symbol's shard (``check_subject``
     holds every other row to it). A heartbeat: ``ctl.heartbeat.<service>.<shard>`` of its own service and
     shard. A trading state, or a shard's holdings: the key of its scope, or of its shard, in its bucket; a
-    confirmation: ``ctl.trading.<shard>``.
+    confirmation: ``ctl.trading.<shard>``. A lockstep marker or progress: ``<family>.<shard>._step`` of its
+    family and its own shard.
     """
+    if isinstance(message, StrategyAt | MatchedThrough):
+        return subjects.step(_SHARD_FAMILY_OF[type(message)], message.shard)
     if isinstance(message, Heartbeat):
         return subjects.heartbeat(message.service, message.shard)
     if isinstance(message, TradingState):
@@ -750,7 +837,7 @@ def check_subject(subject: str, message: Message, shards: int) -> None:
     """
     original = subjects.retried_subject(subject)
     tag = message.__struct_config__.tag
-    if not isinstance(message, SymbolMessage | QuoteBatch | Heartbeat | ControlMessage):
+    if not isinstance(message, SymbolMessage | ShardMessage | QuoteBatch | Heartbeat | ControlMessage):
         raise MisroutedMessageError(subject, "a message that travels on a subject", f"{tag} {message.id}")
     expected = subject_of(message, shards)
     if original != expected:
@@ -787,6 +874,13 @@ def check_envelope_item(subject: str, family: str, shard: int, message: Message,
     Raises:
         MisroutedMessageError: it does not.
     """
+    if isinstance(message, StrategyAt | MatchedThrough) and type(message) in SHARD_TYPES.get(family, ()):
+        if message.shard != shard:
+            tag = message.__struct_config__.tag
+            raise MisroutedMessageError(
+                subject, f"messages of shard {shard} in its envelope", f"{tag} {message.id} of shard {message.shard}"
+            )
+        return subjects.step(family, shard)
     if type(message) not in FAMILY_TYPES.get(family, ()):
         tag = message.__struct_config__.tag
         raise MisroutedMessageError(subject, f"messages of {family} in its envelope", f"{tag} {message.id}")
@@ -805,7 +899,7 @@ def check_envelope_item(subject: str, family: str, shard: int, message: Message,
 encoder = msgspec.msgpack.Encoder()
 market_data_decoder = msgspec.msgpack.Decoder(MarketData)
 signal_decoder = msgspec.msgpack.Decoder(Signal)
-order_command_decoder = msgspec.msgpack.Decoder(OrderCommand)
+order_command_decoder = msgspec.msgpack.Decoder(Command)
 order_event_decoder = msgspec.msgpack.Decoder(OrderEvent)
 heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
 trading_state_decoder = msgspec.msgpack.Decoder(TradingState)

@@ -174,6 +174,33 @@ def plane_shard_filter(plane_all: str, shard: int) -> str:
 
 
 FENCE_TOKEN = "_fence"  # noqa: S105 - a subject token, not a password
+# The strategies' lockstep with execution (rrr.execution.lockstep): their markers among a shard's order
+# commands, ``cmd.order.<shard>._step``, and execution's progress among its order events,
+# ``evt.order.<shard>._step``. Like an envelope's, the last token is no symbol, and a filter on the family's
+# shard (``cmd.order.3.*``) takes them in stream order with the rest.
+STEP_TOKEN: Final = "_step"  # noqa: S105 - a subject token, not a secret
+STEP_FAMILIES: Final = frozenset({ORDER_COMMAND, ORDER_EVENT})
+
+
+def step(family: str, shard: int) -> str:
+    """Subject of the lockstep messages of ``family`` (order commands: markers; order events: progress) in
+    shard ``shard``: ``cmd.order.3._step``."""
+    if family not in STEP_FAMILIES:
+        raise InvalidSubjectError(family, f"one of the families {', '.join(sorted(STEP_FAMILIES))}")
+    if shard < 0:
+        raise ValueError(f"shard must be >= 0, got {shard}")
+    return f"{family}.{shard}.{STEP_TOKEN}"
+
+
+def parse_step(subject: str) -> tuple[str, int] | None:
+    """The family and shard of a lockstep subject, or None when ``subject`` is not one."""
+    if not subject.endswith(STEP_TOKEN):
+        return None
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[3] != STEP_TOKEN or not _SHARD.fullmatch(parts[2]):
+        return None
+    family = f"{parts[0]}.{parts[1]}"
+    return (family, int(parts[2])) if family in STEP_FAMILIES else None
 
 
 def fence_filter(family: str, shard: int) -> str:

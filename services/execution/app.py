@@ -139,6 +139,7 @@ async def _start(ctx: Context[ExecutionConfig]) -> Plan:
             "symbols": len(book.symbols),
             "market_messages_held": len(book.market),
             "open_orders": sum(1 for _ in book.venue.working()),
+            "lockstep_gates": len(book.gates),
             "snapshot_failures": saver.failures,
             "trading_halted": book.risk.trading.count("halted"),
             "trading_reducing": book.risk.trading.count("reducing"),
@@ -186,8 +187,8 @@ service = Service(
     SERVICE,
     ExecutionConfig,
     _start,
-    description="Execution: consume cmd.order.<shard>.*, publish order events and fills (evt.order.>) "
-    "and positions (evt.position.>).",
+    description="Execution: consume cmd.order.<shard>.* (orders, cancels, replaces, lockstep markers), publish "
+    "order events, fills and lockstep progress (evt.order.>) and positions (evt.position.>).",
     fences=_fences,
 )
 run = service.run

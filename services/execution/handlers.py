@@ -21,8 +21,9 @@ import msgspec
 import nats.errors
 from nats.js.kv import KeyValue
 
-from rrr.execution import market
+from rrr.execution import lockstep, market
 from rrr.execution.instruments import Instruments
+from rrr.execution.lockstep import Gates, MarkerRefusedError
 from rrr.execution.market import Cache, MarketCopy, NoPrice, Price, Raw, new_cache, prices, touch_of, touches
 from rrr.execution.matching import (
     Accepted,
@@ -33,6 +34,7 @@ from rrr.execution.matching import (
     Rejected,
     Replaced,
     Report,
+    Touch,
     Triggered,
     WorkingOrder,
     invalid,
@@ -52,10 +54,10 @@ from rrr.shared.errors import InvalidSubjectError, MisroutedMessageError, RRRErr
 from rrr.shared.messages import (
     QUOTE_BATCH_MAX,
     CancelOrder,
+    Command,
     OrderAccepted,
     OrderCanceled,
     OrderCancelRejected,
-    OrderCommand,
     OrderExpired,
     OrderFilled,
     OrderRejected,
@@ -63,6 +65,7 @@ from rrr.shared.messages import (
     OrderTriggered,
     PositionUpdated,
     ReplaceOrder,
+    StrategyAt,
     SubmitOrder,
     TradingStateApplied,
     check_subject,
@@ -114,6 +117,17 @@ class ExecutionCounters(Counters, kw_only=True):
     control_malformed: int = 0
     # Times the day's loss broke its limit and this shard halted the account.
     daily_loss_halts: int = 0
+    # The lockstep of closed-loop strategies (rrr.execution.lockstep): markers applied, those at or behind their
+    # gate already (sent again), those refused (dead-lettered with the reason), progress events published, quotes
+    # at which a gated strategy's orders were matched, and walks stopped by a stream that did not answer.
+    lockstep_markers: int = 0
+    lockstep_markers_stale: int = 0
+    lockstep_markers_refused: int = 0
+    lockstep_progress: int = 0
+    lockstep_quotes_matched: int = 0
+    lockstep_read_failures: int = 0
+    # Chunks of market data read back from the stream for a strategy behind what the matcher still holds.
+    lockstep_read_back: int = 0
 
 
 class UnpricedFillError(RRRError):
@@ -208,6 +222,8 @@ class Book:
     risk_view_revision: int = 0
     # Market orders accepted before a restart whose fill is not on the stream yet, with their strategy.
     resuming: dict[str, str] = field(default_factory=dict)
+    # Lockstep strategies: how far their orders may be, and were, matched (rrr.execution.lockstep).
+    gates: Gates = field(default_factory=Gates)
 
     def __post_init__(self) -> None:
         self.risk = Risk(self.limits, self.instruments)
@@ -404,6 +420,7 @@ _SPANS = {
     SubmitOrder: "execution.on_submit_order",
     CancelOrder: "execution.on_cancel_order",
     ReplaceOrder: "execution.on_replace_order",
+    StrategyAt: "execution.on_strategy_at",
 }
 
 
@@ -527,8 +544,12 @@ def on_cancel_order(book: Book, bus: Bus, command: CancelOrder) -> list[Outgoing
     return emit(book, bus, reports, now=now, ts=command.ts_event, command_id=command.id)
 
 
-def on_replace_order(book: Book, bus: Bus, command: ReplaceOrder) -> list[Outgoing]:
-    """Change an open order's quantity or prices; return the events (replaced, or the refusal and why)."""
+def on_replace_order(book: Book, bus: Bus, command: ReplaceOrder, touch: Touch | str | None = None) -> list[Outgoing]:
+    """Change an open order's quantity or prices; return the events (replaced, or the refusal and why).
+
+    ``touch`` is the quote the replace names (``quote_seq``), read from the market-data stream, or why it has
+    none; None when it names none: then it is judged at the newest quote the venue matched.
+    """
     if command.id in book.commands:
         book.counters.duplicate_commands += 1
         return []
@@ -537,12 +558,14 @@ def on_replace_order(book: Book, bus: Bus, command: ReplaceOrder) -> list[Outgoi
     held = _open_order(book, command)
     if isinstance(held, str):
         return _refuse(book, bus, command, held, now)
+    if isinstance(touch, str):
+        return _refuse(book, bus, command, f"no market price: {touch}", now)
     reason = book.risk.check_replace(
         held,
         held.qty if command.qty is None else command.qty,
         held.limit_price if command.limit_price is None else command.limit_price,
         held.stop_price if command.stop_price is None else command.stop_price,
-        book.venue.last(held.symbol) or book.risk.marked(held.symbol),
+        touch or book.venue.last(held.symbol) or book.risk.marked(held.symbol),
         book.net(held.symbol),
         book.venue.working(held.symbol),
     )
@@ -551,7 +574,7 @@ def on_replace_order(book: Book, bus: Bus, command: ReplaceOrder) -> list[Outgoi
     try:
         reports = book.venue.replace(
             held.symbol, held.id, command.ts_event,
-            qty=command.qty, limit_price=command.limit_price, stop_price=command.stop_price,
+            qty=command.qty, limit_price=command.limit_price, stop_price=command.stop_price, touch=touch,
         )  # fmt: skip
     except ValueError as exc:
         return _refuse(book, bus, command, str(exc), now)
@@ -573,9 +596,26 @@ async def _catch_up(book: Book, bus: Bus, order: WorkingOrder, now: int) -> list
         for symbol, touch in touches(seq, subject, data, book.shards, lambda s: s == order.symbol, book.quotes):
             if touch.at <= order.placed_at or touch.at > last:
                 continue
-            out.extend(emit(book, bus, book.venue.on_quote(symbol, touch, book.net(symbol)), now=now))
+            reports = book.venue.on_quote(symbol, touch, book.net(symbol), book.gates.holds if book.gates else None)
+            out.extend(emit(book, bus, reports, now=now))
             if book.venue.get(order.symbol, order.id) is None:
                 return out
+    return out
+
+
+async def _submit(book: Book, bus: Bus, order: SubmitOrder, priced: dict[str, Price]) -> list[Outgoing]:
+    """An order of the command stream: handled, then caught up on the quotes the matcher passed since its own,
+    or, for a lockstep strategy's, left to its gate (``rrr.execution.lockstep``)."""
+    gated = order.lockstep or order.strategy in book.gates
+    fresh = book.orders.status(order.id) is None
+    others = gated and fresh and any(o.strategy == order.strategy for o in book.venue.working())
+    # An order finished by the other consumer meanwhile was not priced: it is a duplicate.
+    out = on_submit_order(book, bus, order, priced.get(order.id, _DUPLICATE))
+    held = book.venue.get(order.symbol, order.id)
+    if gated and fresh:
+        out.extend(await lockstep.on_placed(book, bus, order, held, others, book.clock()))
+    if held is not None and not book.gates.holds(held):
+        out.extend(await _catch_up(book, bus, held, book.clock()))
     return out
 
 
@@ -584,13 +624,15 @@ async def on_order_commands(
     bus: Bus,
     saver: Saver,
     stop: asyncio.Event,
-    batch: Sequence[Delivery[OrderCommand]],
+    batch: Sequence[Delivery[Command]],
     *,
     commands: bool = True,
 ) -> list[RejectedDelivery]:
-    """``cmd.order.<shard>.*``: handle orders, cancels and replaces in stream order, publish their events.
+    """``cmd.order.<shard>.*``: handle orders, cancels, replaces and lockstep markers in stream order, publish
+    their events.
 
-    Each order not yet finished is priced first, from the market-data stream (all of the batch at once).
+    Each order not yet finished is priced first, from the market-data stream (all of the batch at once), and so
+    are the quotes the markers and replaces name (``rrr.execution.lockstep``).
     Every event of the batch is stored by JetStream before anything claims the batch as handled: a broker
     outage is waited out, publishing the same events (same ids) again until they are stored. Then
     ``commands`` (the command consumer, not the retries) moves execution's position in RRR_CMD past the
@@ -605,6 +647,10 @@ async def on_order_commands(
         if isinstance(d.message, SubmitOrder) and book.orders.status(d.message.id) not in TERMINAL
     ]
     priced = await prices(bus, pending, book.shards, book.quotes, book.market)
+    named = [
+        d.message.quote_seq for d in batch if isinstance(d.message, StrategyAt | ReplaceOrder) and d.message.quote_seq
+    ]
+    read = await market.messages_at(bus, named, book.shards, book.quotes, book.market) if named else {}
     async with book.lock:
         book.published = False
         for delivery in batch:
@@ -612,15 +658,17 @@ async def on_order_commands(
             with bus.handling(_SPANS[type(command)], delivery.msg):
                 try:
                     if isinstance(command, SubmitOrder):
-                        # An order finished by the other consumer meanwhile was not priced: it is a duplicate.
-                        out.extend(on_submit_order(book, bus, command, priced.get(command.id, _DUPLICATE)))
-                        held = book.venue.get(command.symbol, command.id)
-                        if held is not None:
-                            out.extend(await _catch_up(book, bus, held, book.clock()))
+                        out.extend(await _submit(book, bus, command, priced))
                     elif isinstance(command, CancelOrder):
                         out.extend(on_cancel_order(book, bus, command))
+                    elif isinstance(command, ReplaceOrder):
+                        out.extend(on_replace_order(book, bus, command, lockstep.replace_touch(command, read)))
                     else:
-                        out.extend(on_replace_order(book, bus, command))
+                        lockstep.check_marker(book, command, read)
+                        out.extend(await lockstep.on_marker(book, bus, command, book.clock()))
+                except MarkerRefusedError as exc:
+                    book.counters.lockstep_markers_refused += 1
+                    rejected.append(RejectedDelivery(delivery, f"execution: {exc}", retry=False))
                 except (IllegalTransitionError, UnpricedFillError) as exc:
                     rejected.append(RejectedDelivery(delivery, f"execution: {exc}", retry=False))
                 except SymbolRefusedError as exc:
@@ -659,12 +707,11 @@ async def on_market_data(book: Book, bus: Bus, saver: Saver, stop: asyncio.Event
             if book.venue.holds_any() or (risk.marks_every_quote and risk.contributions):
                 # Quotes of symbols with open orders are matched; those of symbols held mark the positions.
                 for symbol, touch in touches(seq, subject, data, book.shards, _wanted(book), book.quotes):
-                    risk.at(touch.ts_event)
-                    risk.mark(symbol, touch, book.positions.get(symbol))
-                    if book.venue.resting(symbol):
-                        book.counters.quotes_matched += 1
-                        out.extend(emit(book, bus, book.venue.on_quote(symbol, touch, book.net(symbol)), now=now))
+                    out.extend(match_touch(book, bus, symbol, touch, now))
             book.market_at = (seq, _WHOLE)
+        if book.gates:
+            # Lockstep strategies' orders, as far as their gates allow (rrr.execution.lockstep).
+            out.extend(await lockstep.after_market(book, bus, now))
         if out:
             book.seq = max(book.seq, await bus.publish_state_output(out, stop, "order events"))
         book.published = True
@@ -672,6 +719,20 @@ async def on_market_data(book: Book, bus: Bus, saver: Saver, stop: asyncio.Event
             book.risk_changed.set()
         if not book.refusals_pending:
             await saver.maybe_save(book)
+
+
+def match_touch(book: Book, bus: Bus, symbol: str, touch: Touch, now: int) -> list[Outgoing]:
+    """One quote of the market data as the matcher follows it: it marks the symbol's position, and the venue's
+    resting orders of the symbol are matched against it (but those of lockstep strategies, which their gates
+    match, ``rrr.execution.lockstep``); return the events."""
+    risk = book.risk
+    risk.at(touch.ts_event)
+    risk.mark(symbol, touch, book.positions.get(symbol))
+    if not book.venue.resting(symbol):
+        return []
+    book.counters.quotes_matched += 1
+    reports = book.venue.on_quote(symbol, touch, book.net(symbol), book.gates.holds if book.gates else None)
+    return emit(book, bus, reports, now=now)
 
 
 def _wanted(book: Book) -> Callable[[str], bool]:

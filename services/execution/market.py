@@ -365,6 +365,44 @@ async def between(bus: Bus, shard: int, copy: MarketCopy, first: int, last: int)
         raise TransientError(f"could not read {MARKET_DATA_STREAM.name} from sequence {first}: {exc}") from exc
 
 
+def decoded(seq: int, subject: str, data: bytes, shards: int, cache: Cache) -> MarketData | str:
+    """The market-data message ``data`` at ``seq``, decoded and held to its subject (kept in ``cache``), or why it
+    is not a valid one: the same reading as ``touches``."""
+    held = cache.get(seq)
+    if held is None:
+        message: MarketData | str
+        try:
+            message = market_data_decoder.decode(data)
+            check_subject(subject, message, shards)
+        except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
+            message = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
+        held = cache[seq] = (subject, message)
+    return held[1]
+
+
+async def messages_at(
+    bus: Bus, seqs: Sequence[int], shards: int, cache: Cache, copy: MarketCopy
+) -> dict[int, tuple[str, MarketData | str]]:
+    """The subject and decoded message (or why it is not a valid one) at each of ``seqs`` in RRR_MD, read all at
+    once; a sequence that holds no message is left out.
+
+    Raises:
+        TransientError: JetStream did not answer.
+    """
+    wanted = sorted(set(seqs))
+    found = await asyncio.gather(*(_read(bus, seq, shards, cache, copy) for seq in wanted), return_exceptions=True)
+    out: dict[int, tuple[str, MarketData | str]] = {}
+    for seq, result in zip(wanted, found, strict=True):
+        if isinstance(result, nats.js.errors.NotFoundError):
+            continue
+        if isinstance(result, nats.errors.Error | TimeoutError):
+            raise TransientError(f"could not read {MARKET_DATA_STREAM.name} sequence {seq}: {result}") from result
+        if isinstance(result, BaseException):
+            raise result
+        out[seq] = result
+    return out
+
+
 async def quote_at(bus: Bus, at: At, symbol: str, shards: int, cache: Cache, copy: MarketCopy) -> Touch | None:
     """The quote of ``symbol`` at ``at`` in the market-data stream as a touch, None when it is not there.
 

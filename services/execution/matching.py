@@ -32,7 +32,7 @@ computed as the paper venue always computed them.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -328,17 +328,21 @@ class SymbolBook:
         out.extend(self._arrive(order, touch, [net]))
         return out
 
-    def on_quote(self, touch: Touch, net: Fraction = Fraction(0)) -> list[Report]:
+    def on_quote(
+        self, touch: Touch, net: Fraction = Fraction(0), hold: Callable[[WorkingOrder], bool] | None = None
+    ) -> list[Report]:
         """Match every order that has not seen ``touch`` yet against it; return what happened, in order.
 
         A quote at or before an order's ``matched_to`` leaves it alone: feeding the quotes after an order's
-        placement to the book again (an order that arrived late, a restart) never matches one twice.
+        placement to the book again (an order that arrived late, a restart) never matches one twice. An order
+        ``hold`` says yes to is left alone too, without seeing the quote: it sees it when shown it again
+        (a lockstep strategy's, see ``rrr.execution.lockstep``).
         """
         self._see(touch)
         out: list[Report] = []
         position = [net]
         for order in list(self.orders.values()):
-            if order.matched_to >= touch.at:
+            if order.matched_to >= touch.at or (hold is not None and hold(order)):
                 continue
             order.matched_to = touch.at
             if order.tif == "gtd" and touch.ts_event >= order.expire_ts:
@@ -370,11 +374,13 @@ class SymbolBook:
         qty: Decimal | None = None,
         limit_price: Decimal | None = None,
         stop_price: Decimal | None = None,
+        touch: Touch | None = None,
     ) -> list[Report]:
         """Change an order's quantity, limit or stop price (None: unchanged), from the next quote on, which it
         trades at as an order arriving there: a limit moved through the market takes at the touch, a stop
         moved through its trigger triggers (it saw the newest quote already, and sees no quote twice). A
-        post-only limit moved through the newest quote is refused and left as it was.
+        post-only limit moved through ``touch`` (by default the newest quote matched) is refused and left as
+        it was.
 
         Returns [Replaced] or [Rejected] (the replace refused, the order unchanged).
 
@@ -389,7 +395,7 @@ class SymbolBook:
             raise ValueError(f"order {order_id}: a {order.order_type} order has no limit_price to replace")
         if stop_price is not None and (order.stop_price is None or order.triggered):
             raise ValueError(f"order {order_id}: a {order.order_type} order has no stop_price to replace")
-        touch = self.last
+        touch = self.last if touch is None else touch
         new_limit = order.limit_price if limit_price is None else limit_price
         if order.post_only and touch is not None and new_limit is not None and _crosses(order.side, new_limit, touch):
             return [Rejected(order, _would_take(order.side, new_limit, touch))]

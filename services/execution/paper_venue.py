@@ -96,6 +96,7 @@ class PaperVenue:
         qty: Decimal | None = None,
         limit_price: Decimal | None = None,
         stop_price: Decimal | None = None,
+        touch: Touch | None = None,
     ) -> list[Report]:
         """Change an open order (see ``SymbolBook.replace``).
 
@@ -106,12 +107,18 @@ class PaperVenue:
         book = self.books.get(symbol)
         if book is None:
             raise KeyError(order_id)
-        return book.replace(order_id, ts_event, qty=qty, limit_price=limit_price, stop_price=stop_price)
+        return book.replace(order_id, ts_event, qty=qty, limit_price=limit_price, stop_price=stop_price, touch=touch)
 
-    def on_quote(self, symbol: str, touch: Touch, net: Fraction = Fraction(0)) -> list[Report]:
-        """Match the open orders of ``symbol`` against ``touch``."""
+    def on_quote(
+        self,
+        symbol: str,
+        touch: Touch,
+        net: Fraction = Fraction(0),
+        hold: Callable[[WorkingOrder], bool] | None = None,
+    ) -> list[Report]:
+        """Match the open orders of ``symbol`` (those ``hold`` does not hold back) against ``touch``."""
         book = self.books.get(symbol)
-        return [] if book is None else self._tidy(symbol, book.on_quote(touch, net))
+        return [] if book is None else self._tidy(symbol, book.on_quote(touch, net, hold))
 
     def get(self, symbol: str, order_id: str) -> WorkingOrder | None:
         """An open order, or None."""

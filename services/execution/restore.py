@@ -15,6 +15,7 @@ from rrr.shared import subjects
 from rrr.shared.bus import EVENT_STREAM, Bus, payloads
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
+    MatchedThrough,
     OrderAccepted,
     OrderCanceled,
     OrderCancelRejected,
@@ -90,6 +91,8 @@ class _Fold:
                 order.arriving = not order.post_only
         elif isinstance(event, OrderCancelRejected):
             book.commands.add(event.command_id)
+        elif isinstance(event, MatchedThrough):
+            book.gates.restore(event.strategy, event.marker, event.through, event.ts_event)
 
     def _fill(self, fill: OrderFilled) -> None:
         """A fill read back: applied once, whatever copies of it the stream holds (stored again after the
@@ -152,6 +155,12 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
     ) as events:
         async for msg in events:
             last = msg
+            if subjects.parse_step(msg.subject) is not None:
+                progress = _progress(msg, shard)
+                if progress is not None:
+                    read += 1
+                    fold.apply(progress)
+                continue
             for data in _payloads(msg):
                 read += 1
                 fold.apply(_decode(msg, data))
@@ -214,6 +223,26 @@ def _payloads(msg: Msg) -> list[bytes]:
             f"restore: expected an envelope of execution's own events on {msg.subject!r} (stream "
             f"{EVENT_STREAM.name} sequence {msg.metadata.sequence.stream}) to decode, got: {exc}"
         ) from exc
+
+
+def _progress(msg: Msg, shard: int) -> MatchedThrough | None:
+    """A lockstep progress event on this shard's ``evt.order.<shard>._step``, or None (with a warning) when it is
+    not one of this shard's: unlike a fill, it is no state that would be lost (a gate it would have moved goes on
+    from where the snapshot and the progress before it left it, matching again what yields nothing new)."""
+    try:
+        event = order_event_decoder.decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        event = None
+        why = str(exc)
+    else:
+        why = f"a {type(event).__name__}" if not isinstance(event, MatchedThrough) else f"shard {event.shard}'s"
+    if isinstance(event, MatchedThrough) and event.shard == shard:
+        return event
+    _log.warning(
+        "restore: skipped %s (stream %s sequence %s): expected this shard's lockstep progress, got %s",
+        msg.subject, EVENT_STREAM.name, msg.metadata.sequence.stream, why,
+    )  # fmt: skip
+    return None
 
 
 def _decode(msg: Msg, data: bytes) -> OrderEvent:

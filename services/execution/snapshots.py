@@ -92,6 +92,15 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     resuming: list[tuple[str, str]] = []
 
 
+class GateState(msgspec.Struct, frozen=True, array_like=True):
+    """A lockstep strategy's gate (``rrr.execution.lockstep.Gate``)."""
+
+    strategy: str
+    marker: tuple[int, int, int]
+    through: tuple[int, int]
+    ts: int
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapshot.v1"):
     """Execution's state after every event of its shard up to RRR_EVT sequence ``seq``."""
 
@@ -109,6 +118,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="execution_snapsho
     commands: list[str] = []
     # Added with risk limits.
     risk: RiskState = RiskState()
+    # Added with the strategies' lockstep.
+    gates: list[GateState] = []
 
 
 def _state(order: WorkingOrder) -> WorkingState:
@@ -153,6 +164,7 @@ def encode(book: Book) -> bytes:
             working=[_state(order) for order in book.venue.working()],
             commands=book.commands.ids(),
             risk=_risk(book),
+            gates=[GateState(name, g.marker, g.through, g.ts) for name, g in book.gates.items()],
         )
     )
 
@@ -196,6 +208,8 @@ def decode_into(data: bytes, book: Book) -> int:
     risk.day, risk.halted_day = held.day, held.halted_day
     risk.day_start = {currency: Fraction(pnl) for currency, pnl in held.day_start}
     book.resuming = dict(held.resuming)
+    for gate in snapshot.gates:
+        book.gates.restore(gate.strategy, gate.marker, gate.through, gate.ts)
     for position in book.positions.values():
         risk.revalue(position)
     book.seq = snapshot.seq

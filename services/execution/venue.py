@@ -52,8 +52,10 @@ class Venue(Protocol):
         qty: Decimal | None = None,
         limit_price: Decimal | None = None,
         stop_price: Decimal | None = None,
+        touch: Touch | None = None,
     ) -> list[Report]:
-        """Change an open order's quantity or prices (None: unchanged).
+        """Change an open order's quantity or prices (None: unchanged), judged at ``touch`` (by default the
+        newest quote the venue matched the symbol's orders against).
 
         Raises:
             KeyError: the venue holds no such open order.
@@ -62,8 +64,11 @@ class Venue(Protocol):
         """
         ...
 
-    def on_quote(self, symbol: str, touch: Touch, net: Fraction) -> list[Report]:
-        """Show the venue a quote of ``symbol``: what its open orders did there."""
+    def on_quote(
+        self, symbol: str, touch: Touch, net: Fraction, hold: Callable[[WorkingOrder], bool] | None = None
+    ) -> list[Report]:
+        """Show the venue a quote of ``symbol``: what its open orders did there. The orders ``hold`` says yes
+        to do not see it (they are shown it again later)."""
         ...
 
     def get(self, symbol: str, order_id: str) -> WorkingOrder | None:

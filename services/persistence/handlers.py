@@ -16,7 +16,7 @@ from rrr.persistence.store import RowsWritten, rows_of, write_batch, write_batch
 from rrr.shared.bus import Bus, Delivery, Rejected
 from rrr.shared.counters import Counters
 from rrr.shared.errors import TransientError
-from rrr.shared.messages import AnyMessage, MarketData, OrderEvent, QuoteBatch, Signal
+from rrr.shared.messages import AnyMessage, MarketData, MatchedThrough, OrderEvent, QuoteBatch, Signal
 from rrr.shared.metrics import Histogram
 
 _log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class PersistenceCounters(Counters, kw_only=True):
     rows_orders_filled: int = 0
     rows_order_events: int = 0
     skipped_covered: int = 0
+    # Execution's lockstep progress events (rrr.execution.lockstep) read on evt.order.<shard>._step: no rows.
+    progress_skipped: int = 0
 
     def add_rows(self, written: RowsWritten) -> None:
         """Count the rows of one write."""
@@ -204,9 +206,11 @@ async def on_signals(writer: Writer, position: Position, batch: Sequence[Deliver
 
 
 async def on_events(writer: Writer, position: Position, batch: Sequence[Delivery[OrderEvent]]) -> list[Rejected]:
-    """``evt.*.<shard>.*``: order events, fills and positions."""
+    """``evt.*.<shard>.*``: order events, fills and positions; execution's lockstep progress is no row, passed
+    over and counted."""
     stored, rejected = await _store(writer, batch, "evt", position)
     writer.counters.evt_messages += stored
+    writer.counters.progress_skipped += sum(isinstance(d.message, MatchedThrough) for d in batch)
     return rejected
 
 

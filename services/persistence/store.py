@@ -24,6 +24,7 @@ import msgspec
 from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import (
     PLACES_MAX,
+    MatchedThrough,
     Message,
     OrderAccepted,
     OrderCanceled,
@@ -38,6 +39,7 @@ from rrr.shared.messages import (
     Quote,
     QuoteBatch,
     Signal,
+    StrategyAt,
     Trade,
 )
 
@@ -360,6 +362,10 @@ def _rows(messages: Iterable[Message]) -> _Rows:
             held = positions.get(m.symbol)
             if held is None or held[4] < m.version:
                 positions[m.symbol] = (m.symbol, m.qty, m.avg_price, m.realized_pnl, m.version, m.ts_event)
+        elif isinstance(m, MatchedThrough | StrategyAt):
+            # The strategies' lockstep with execution: how far each got, not a row of any table. Passed over
+            # with the rest, so that the position covers them.
+            continue
 
     return _Rows(quotes, quote_rows, trades, signals, orders, journal, replaced, fills, positions)
 

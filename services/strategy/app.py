@@ -67,9 +67,9 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
         settled=strategies.settled,
     )
     consumers: list[Consumer[Any]] = [quotes]
-    if any(runner.closed_loop for runner in engine.runners):
-        # Closed-loop strategies see what happened to their orders: the shard's order events, read from the
-        # position in the snapshot (rrr.strategy.outcomes).
+    if engine.closed_loop:
+        # Closed-loop strategies see what happened to their orders: the shard's order events and execution's
+        # lockstep progress, read from the position in the snapshot (rrr.strategy.outcomes).
         strategies.outcomes = outcomes.Outcomes(engine)
         strategies.outcomes.start_at(covered.event_seq)
         consumers.append(
@@ -95,7 +95,7 @@ async def _start(ctx: Context[StrategyConfig]) -> Plan:
             "snapshot_failures": saver.failures,
             "strategies": len(engine.runners),
             "strategies_stopped": engine.stopped,
-            "orders_awaited": len(engine.awaiting),
+            "orders_open": sum(len(runner.ctx.open_orders) for runner in engine.runners),
             "order_events_held": 0 if held is None else held.held,
             "order_events_delivered": 0 if held is None else held.delivered,
             "order_events_stale": 0 if held is None else held.stale,
@@ -132,7 +132,8 @@ service = Service(
     _start,
     description=(
         "Strategy: consume md.*.<shard>.* (quotes) and, for closed-loop strategies, evt.order.<shard>.* (their"
-        " orders' outcomes); publish signals (sig.>) and order commands (cmd.order.>)."
+        " orders' events, execution's lockstep progress); publish signals (sig.>), order commands and lockstep"
+        " markers (cmd.order.>)."
     ),
     fences=_fences,
 )

@@ -22,23 +22,16 @@ import msgspec
 
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.counters import Counters
-from rrr.shared.messages import (
-    OrderCanceled,
-    OrderExpired,
-    OrderFilled,
-    OrderRejected,
-    QuoteRow,
-    Signal,
-    SubmitOrder,
-    Trade,
-)
+from rrr.shared.messages import CancelOrder, QuoteRow, ReplaceOrder, Signal, SubmitOrder, Trade
 from rrr.shared.positions import Position
 from rrr.shared.universe import Universe
 from rrr.shared.watermark import Watermark
-from rrr.strategy.api import Context, Cursor, OrderEvent, Params, Strategy, Timer
+from rrr.strategy.api import Context, Cursor, OpenOrder, OrderEvent, Params, Strategy, Timer
 
 _log = logging.getLogger(__name__)
-Output = Signal | SubmitOrder
+Output = Signal | SubmitOrder | CancelOrder | ReplaceOrder
+# A lockstep marker's place among the shard's quotes: (seq, index, 1) through a quote, (seq, index, 0) before it.
+At3 = tuple[int, int, int]
 
 
 class StrategyCounters(Counters, kw_only=True):
@@ -58,6 +51,8 @@ class StrategyCounters(Counters, kw_only=True):
     snapshots: int = 0
     # Strategies stopped because a handler raised or returned something other than None.
     strategies_failed: int = 0
+    # Lockstep markers published (closed-loop strategies with resting orders or commands, rrr.strategy.outcomes).
+    lockstep_markers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +82,17 @@ def closed_loop(cls: type[Strategy[Any]]) -> bool:
 class Runner:
     """One strategy instance, its context, and whether it was stopped (and why)."""
 
-    __slots__ = ("closed_loop", "ctx", "on_quote", "spec", "stopped", "strategy")
+    __slots__ = ("closed_loop", "ctx", "marker", "on_quote", "spec", "stopped", "strategy", "through")
 
     def __init__(self, spec: StrategySpec, ctx: Context) -> None:
         self.spec = spec
         self.ctx = ctx
         self.closed_loop = closed_loop(spec.cls)
         self.stopped = ""
+        # A closed-loop strategy's progress as execution last reported it and its events were delivered up to
+        # (rrr.strategy.outcomes): the marker execution applied, and the last quote it matched the orders at.
+        self.marker: At3 = (0, 0, 0)
+        self.through: tuple[int, int] = (0, 0)
         try:
             self.strategy = spec.cls(ctx, spec.params)
         except Exception as exc:  # a user's __init__: stopped like any other failing handler
@@ -133,9 +132,15 @@ class RunnerState(msgspec.Struct, frozen=True, kw_only=True):
     state: msgspec.Raw
     stopped: str = ""
     positions: dict[str, PositionState] = {}
+    # What strategy_snapshot.v3 held of a closed-loop strategy's orders awaiting their outcome: read, not written.
     open_orders: list[SubmitOrder] = []
     timers: list[Timer] = []
     timer_seq: int = 0
+    # Added in strategy_snapshot.v4: a closed-loop strategy's open orders as their events say they are, and its
+    # progress as execution reported it (rrr.strategy.outcomes).
+    orders: list[OpenOrder] = []
+    marker: tuple[int, int, int] = (0, 0, 0)
+    through: tuple[int, int] = (0, 0)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -170,6 +175,9 @@ class Engine:
         self.universe = universe or Universe()
         self.counters = counters or StrategyCounters()
         self.latest: dict[str, QuoteRow] = {}
+        # Per symbol, where its latest quote is in the market-data stream: kept when a strategy is closed-loop
+        # (its replaces name the newest quote of their order's symbol).
+        self.latest_at: dict[str, tuple[int, int]] = {}
         # Per symbol: the newest quote applied (see rrr.shared.watermark), snapshotted with the strategies.
         self.watermarks: dict[str, Watermark] = {}
         # The quote being handled, shared by every strategy's context.
@@ -178,15 +186,17 @@ class Engine:
             Runner(
                 spec,
                 Context(
-                    spec.id, clock=clock, latest=self.latest, assume_fills=not closed_loop(spec.cls), cursor=self.cursor
+                    spec.id, clock=clock, latest=self.latest, assume_fills=not closed_loop(spec.cls),
+                    cursor=self.cursor, latest_at=self.latest_at,
                 ),
             )
             for spec in specs
-        ]
-        # Orders of closed-loop strategies whose outcome (fill or rejection) was not delivered yet, in the
-        # order sent. The engine's driver delivers them (``on_order_event``) and clears this before the next
-        # quote: the service waits for them, the backtest has them at once (see rrr.strategy.outcomes).
-        self.awaiting: list[SubmitOrder] = []
+        ]  # fmt: skip
+        self.closed_loop = any(runner.closed_loop for runner in self.runners)
+        # The closed-loop strategies that sent orders, cancels or replaces at the quote just handled, in the
+        # configured order. The engine's driver delivers their outcomes (``on_order_event``) and clears this
+        # before the next quote: the service waits for them, the backtest has them at once (rrr.strategy.outcomes).
+        self.sent: list[str] = []
         self._by_id = {runner.spec.id: runner for runner in self.runners}
         # The runners trading each symbol, in the configured order; built on a symbol's first quote.
         self._by_symbol: dict[str, tuple[Runner, ...]] = {}
@@ -229,6 +239,8 @@ class Engine:
             return []
         mark.advance(row.ts_event, row.id)
         self.latest[symbol] = row
+        if self.closed_loop:
+            self.latest_at[symbol] = (seq, index)
         runners = self._by_symbol.get(symbol)
         if runners is None:
             runners = self._by_symbol[symbol] = tuple(r for r in self.runners if r.trades(symbol))
@@ -249,11 +261,19 @@ class Engine:
                 self._stop(runner, f"on_quote at quote {row.id}", exc)
                 continue
             if ctx.out:
-                if runner.closed_loop:
-                    self.awaiting.extend(m for m in ctx.out if isinstance(m, SubmitOrder))
+                if runner.closed_loop and any(not isinstance(m, Signal) for m in ctx.out):
+                    self.sent.append(runner.spec.id)
                 out.extend(ctx.out)
                 ctx.out.clear()
         return out
+
+    def resting(self, symbol: str) -> list[str]:
+        """The running closed-loop strategies trading ``symbol`` that hold open orders of it, in the configured
+        order: before a quote of ``symbol`` they must see what the venue did at it (rrr.strategy.outcomes)."""
+        runners = self._by_symbol.get(symbol)
+        if not runners:
+            return []  # no quote of it applied yet: nobody holds an order of it
+        return [r.spec.id for r in runners if r.closed_loop and not r.stopped and symbol in r.ctx.open_symbols]
 
     def on_trade(self, trade: Trade) -> None:
         """Feed one trade to the strategies trading its symbol (they cannot send orders from it)."""
@@ -267,24 +287,23 @@ class Engine:
 
         The order's strategy is the part of its id before the first ``-`` (ids are ``<strategy>-<quote id>``).
         """
-        runner = self._by_id.get(client_order_id.partition("-")[0])
+        return self.closed_loop_strategy(client_order_id.partition("-")[0])
+
+    def closed_loop_strategy(self, strategy_id: str) -> Runner | None:
+        """The running closed-loop strategy ``strategy_id``, if any."""
+        runner = self._by_id.get(strategy_id)
         return runner if runner is not None and runner.closed_loop and not runner.stopped else None
 
-    def on_order_event(self, event: OrderEvent) -> None:
-        """Apply an event of a closed-loop strategy's order to its context (fills move its position), then hand
-        it over. Events of other strategies' orders are not theirs to see: ignored."""
+    def on_order_event(self, event: OrderEvent) -> bool:
+        """Apply an event of a closed-loop strategy's order to its context (fills move its position, its open
+        orders follow), then hand it over; False when it was not handed over: another strategy's (not theirs to
+        see), or no news (an order not open any more, a copy of an event applied already)."""
         runner = self.closed_loop_runner(event.client_order_id)
-        if runner is None:
-            return
-        ctx = runner.ctx
-        if isinstance(event, OrderFilled):
-            ctx.position(event.symbol).apply_fill(event.side, event.qty, event.price, event.fee)
-            if event.open_qty == 0:
-                ctx.open_orders.pop(event.client_order_id, None)
-        elif isinstance(event, OrderRejected | OrderCanceled | OrderExpired):
-            ctx.open_orders.pop(event.client_order_id, None)
+        if runner is None or not runner.ctx.apply_event(event):
+            return False
         self.cursor.quote = None
         self._call(runner, f"on_order_event at {event.id}", runner.strategy.on_order_event, event)
+        return True
 
     def _fire_timers(self, runner: Runner, ts: int) -> None:
         timers = runner.ctx.timers
@@ -334,9 +353,11 @@ class Engine:
                         symbol: PositionState(str(p.qty), str(p.avg_price), str(p.realized_pnl), p.fills)
                         for symbol, p in ctx.positions.items()
                     },
-                    open_orders=list(ctx.open_orders.values()),
+                    orders=list(ctx.open_orders.values()),
                     timers=sorted(ctx.timers),
                     timer_seq=ctx._timer_seq,
+                    marker=runner.marker,
+                    through=runner.through,
                 )
             )
         return states
@@ -358,7 +379,9 @@ class Engine:
                 symbol: Position(symbol, Fraction(p.qty), Fraction(p.avg_price), Fraction(p.realized_pnl), p.fills)
                 for symbol, p in saved.positions.items()
             }
-            ctx.open_orders = {order.id: order for order in saved.open_orders}
+            for order in saved.orders or [OpenOrder.of(order) for order in saved.open_orders]:
+                ctx.track(order)
+            runner.marker, runner.through = saved.marker, saved.through
             ctx.timers = list(saved.timers)
             heapq.heapify(ctx.timers)
             ctx._timer_seq = saved.timer_seq

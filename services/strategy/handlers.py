@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,13 +12,12 @@ from opentelemetry import trace
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Delivery, Outgoing, Rejected
 from rrr.shared.fixed import FixedPointError, rescale, to_units
-from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, Signal, Trade
+from rrr.shared.messages import MarketData, Quote, QuoteBatch, QuoteRow, Signal, StrategyAt, Trade
 from rrr.shared.universe import SymbolRefusedError
 from rrr.shared.watermark import Watermark
 from rrr.strategy import snapshots
-from rrr.strategy.api import OrderEvent
-from rrr.strategy.engine import Engine, Output, StrategyCounters
-from rrr.strategy.outcomes import Outcomes
+from rrr.strategy.engine import At3, Engine, Output, StrategyCounters
+from rrr.strategy.outcomes import Item, Outcomes, Want, marker_applied, through_quote
 from rrr.strategy.snapshots import Saver
 
 __all__ = ["Strategies", "StrategyCounters", "on_order_events", "on_quote", "on_quotes", "on_row"]
@@ -42,6 +42,8 @@ class Strategies:
     # True from a batch that refused quotes until the bus has stored their dead letters (``settled``): no
     # snapshot may claim a refused quote before its dead letter exists.
     refusals_pending: bool = False
+    # The place of the last quote handled in the stream (kept when closed-loop strategies run).
+    previous: tuple[int, int] | None = None
 
     def settled(self) -> None:
         """The bus stored the refusals of the last batch."""
@@ -74,6 +76,64 @@ def _prepare(bus: Bus, shards: int, out: list[Output]) -> list[Outgoing]:
         )
         for m in out
     ]
+
+
+def marker(strategies: Strategies, bus: Bus, row: QuoteRow | Quote, ids: Sequence[str], position: At3) -> Outgoing:
+    """The lockstep marker of the strategies ``ids`` at ``position`` (rrr.strategy.outcomes), on its shard's
+    ``cmd.order.<shard>._step``; its id is the same whenever the same quote is handled again."""
+    seq, index, inclusive = position
+    names = "+".join(ids)
+    if len(names) > 160:
+        names = hashlib.blake2b(names.encode(), digest_size=16).hexdigest()
+    shard = subjects.shard_of(row.symbol, strategies.shards)
+    at = StrategyAt(
+        id=f"{names}@{seq}.{index}{'+' if inclusive else '-'}", ts_event=row.ts_event,
+        ts_init=strategies.engine.clock(), shard=shard, strategies=list(ids), quote_seq=seq, quote_index=index,
+        inclusive=bool(inclusive),
+    )  # fmt: skip
+    return bus.prepare(subjects.step(subjects.ORDER_COMMAND, shard), at)
+
+
+async def _lockstep(
+    strategies: Strategies,
+    bus: Bus,
+    stop: asyncio.Event,
+    out: list[Outgoing],
+    row: QuoteRow | Quote,
+    ids: Sequence[str],
+    want: Want,
+    position: At3,
+    previous: tuple[int, int] | None,
+) -> bool:
+    """Publish what is pending with the marker of ``ids`` at ``position`` where they need one, wait until
+    execution's progress meets ``want`` for each, then deliver their events up to it; False if stopped first.
+
+    ``previous`` is the quote handled just before this one: a marker through it says "before this one" already.
+    """
+    outcomes = strategies.outcomes
+    assert outcomes is not None
+    wants = outcomes.needs(dict.fromkeys(ids, want))
+    if wants:
+        sent = outcomes.markers_sent
+        # A marker through the quote just before says what one before this quote would.
+        covers = (position,) if previous is None or position[2] else (position, (*previous, 1))
+        pending = [
+            sid for sid in wants if sent.get(sid, (0, 0, 0)) not in covers and sent.get(sid, (0, 0, 0)) < position
+        ]
+        if out:
+            strategies.counters.published += len(out)
+        if pending:
+            out.append(marker(strategies, bus, row, pending, position))
+            outcomes.markers_sent.update(dict.fromkeys(pending, position))
+            strategies.counters.lockstep_markers += 1
+        if out:
+            # The commands before the marker: stored in this order, so execution applies them before it.
+            await bus.publish_state_output(out, stop, "signals, orders and a lockstep marker")
+            out.clear()
+        if not await outcomes.wait(stop, wants):
+            return False
+        outcomes.deliver(wants)
+    return True
 
 
 def on_quote(strategies: Strategies, bus: Bus, quote: Quote, seq: int = 0, index: int = 0) -> list[Outgoing]:
@@ -122,6 +182,8 @@ async def on_quotes(
     rejected: list[Rejected] = []
     engine = strategies.engine
     outcomes = strategies.outcomes
+    # The quote handled last (closed-loop strategies: a marker through it is one before the next).
+    previous = strategies.previous
     for delivery in batch:
         seq = delivery.seq
         if seq <= strategies.seq:
@@ -138,6 +200,15 @@ async def on_quotes(
             rows: Sequence[QuoteRow | Quote] = message.quotes if isinstance(message, QuoteBatch) else (message,)
             strategies.counters.quotes += len(rows)
             for index, row in enumerate(rows):
+                if outcomes is not None:
+                    resting = engine.resting(row.symbol)
+                    # Closed-loop strategies with orders resting in the symbol see what the venue did at this
+                    # quote before they handle it (rrr.strategy.outcomes).
+                    if resting and not await _lockstep(
+                        strategies, bus, stop, out, row, resting, through_quote(seq, index), (seq, index, 0), previous
+                    ):
+                        return []  # stopped: the last snapshot stays, and a restart handles these again
+                    previous = (seq, index)
                 try:
                     if isinstance(row, QuoteRow):
                         out.extend(on_row(strategies, bus, row, seq, index))
@@ -148,17 +219,19 @@ async def on_quotes(
                 except SymbolRefusedError as exc:
                     strategies.counters.symbols_refused += 1
                     refused.append(str(exc))
-                if engine.awaiting and outcomes is not None:
-                    # Closed-loop orders: sent now, and their outcomes delivered before the next quote.
-                    await bus.publish_state_output(out, stop, "signals and orders")
-                    strategies.counters.published += len(out)
-                    out = []
-                    if not await outcomes.wait(stop):
-                        return []  # stopped: the last snapshot stays, and a restart sends these again
-                    outcomes.deliver()
+                if engine.sent and outcomes is not None:
+                    # Closed-loop commands: sent now with a marker, and their outcomes delivered before the next
+                    # quote.
+                    sent, engine.sent = engine.sent, []
+                    position = (seq, index, 1)
+                    if not await _lockstep(
+                        strategies, bus, stop, out, row, sent, marker_applied(position), position, None
+                    ):
+                        return []
             if refused:
                 more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
                 rejected.append(Rejected(delivery, f"strategy: {refused[0]}{more}", retry=False))
+    strategies.previous = previous
     if out:
         # On a stop during an outage: the strategy continues from its last snapshot on restart.
         await bus.publish_state_output(out, stop, "signals and orders")
@@ -173,8 +246,8 @@ async def on_quotes(
     return rejected
 
 
-async def on_order_events(outcomes: Outcomes, stop: asyncio.Event, batch: Sequence[Delivery[OrderEvent]]) -> None:
-    """``evt.order.<shard>.*``: hold the events closed-loop strategies may need (rrr.strategy.outcomes).
+async def on_order_events(outcomes: Outcomes, stop: asyncio.Event, batch: Sequence[Delivery[Item]]) -> None:
+    """``evt.order.<shard>.*``: hold the events and progress closed-loop strategies may need (rrr.strategy.outcomes).
 
     The strategies' snapshots hold the position in this stream; nothing is acknowledged.
     """

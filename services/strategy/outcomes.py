@@ -1,22 +1,31 @@
-"""The outcomes of closed-loop strategies' orders, delivered at a point that does not depend on timing.
+"""Closed-loop strategies' order events, delivered at the point the rule says, whatever the timing.
 
-A closed-loop strategy (one that overrides ``on_order_event``, see ``rrr.strategy.engine.closed_loop``) decides
-on what happened to its orders. In the service the events come back from execution on ``evt.order.<shard>.*``
-at whatever moment the round trip ends, while the quotes go on arriving: delivered as they come, they would fall
-between other quotes from one run to the next, and a restarted strategy would not send the orders of an
-uninterrupted run. So the point is fixed: after a quote on which closed-loop strategies sent orders, the
-service publishes them and applies no further quote until each of them is settled (filled or rejected); then
-their events go to the strategies, order by order in the order sent, each order's in the order execution
-published them. The backtest delivers the venue's events at that same point, so the two agree. The price is
-one round trip to execution per closed-loop order, paid by the shard's quotes; orders of other strategies
-never wait.
+The rule (``rrr.execution.lockstep``, the same in the backtest, ``rrr.deploy.backtest``), at each quote q of the
+shard: the venue matches the resting orders at q; the events of a closed-loop strategy's orders at q reach it
+before its ``on_quote(q)``; the commands it sends at q take effect after that matching, and their outcomes reach
+it right after ``on_quote(q)``, before anything else.
 
-Events of other orders are dropped as they arrive. Those of closed-loop orders are held until delivered: after
-a restart they may come before the quote that sends their order again (the order was sent, and settled, before
-the crash). An event is dropped as stale once its order's quote is behind the symbol's watermark without the
-order awaiting it (a repeat of an order delivered already). The position kept in the strategy's snapshot is the
-sequence before the oldest event held, else the last one received: a restart reads the events again from there,
-so nothing a re-sent order needs is skipped.
+In the service the events come back from execution on ``evt.order.<shard>.*`` whenever the round trip ends, and
+execution matches a closed-loop strategy's orders only as far as the strategy's markers allow. So the strategy
+instance (``rrr.strategy.handlers``):
+
+- before a quote of a symbol in which a closed-loop strategy holds open orders, publishes a marker "every quote
+  before q handled" for it (unless one says so already) and waits until execution's progress for it
+  (``MatchedThrough``) says it matched through q: every event at or before q is then on the stream, before that
+  progress event; those events are delivered, then q is handled;
+- after a quote at which a closed-loop strategy sent orders, cancels or replaces, publishes them with a marker
+  "every quote up to q handled, commands included" and waits for the progress that says execution applied it:
+  the outcomes are the strategy's events before it.
+
+Events and progress are held per strategy, in stream order, until a wait cuts them: the events before the first
+progress that meets the wait are delivered, in order, and what the strategy knows of its progress moves to it
+(``Runner.marker``, ``Runner.through``, snapshotted). Other strategies' events are dropped as they arrive. A
+strategy without open orders that sends nothing never waits, and a strategy that does not read its orders'
+events (it sends market orders and forgets) never does: their quotes cost nothing more.
+
+The position kept in the strategy's snapshot is the sequence before the oldest item held, else the last one
+received: a restart reads the events again from there, so a quote handled again finds what it waits for. An
+event that is no news (of an order not open any more, or a copy of one applied) is dropped at delivery.
 """
 
 from __future__ import annotations
@@ -24,48 +33,63 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import msgspec
 
-from rrr.shared.messages import OrderCanceled, OrderExpired, OrderFilled, OrderRejected
-from rrr.strategy.api import OrderEvent
-from rrr.strategy.engine import Engine
+from rrr.shared.messages import MatchedThrough, OrderUpdate
+from rrr.strategy.engine import At3, Engine, Runner
 
 _log = logging.getLogger(__name__)
 # Events held at once before the event consumer stops taking more (the server holds the rest). Only a
 # restart holds many: the events of the orders sent again since the snapshot.
 MAX_HELD = 65_536
-# How often a wait that goes on is reported, naming the orders.
+# How often a wait that goes on is reported, naming the strategies.
 _REPORT_EVERY_S = 10.0
-# What ``evt.order.<shard>.*`` carries.
-decoder = msgspec.msgpack.Decoder(OrderEvent)
+Item = OrderUpdate | MatchedThrough
+# What ``evt.order.<shard>.*`` carries: order events, and execution's lockstep progress.
+decoder = msgspec.msgpack.Decoder(Item)
+
+# What a strategy waits for: execution matched its orders through a quote ((seq, index, 1): before handling it),
+# or applied its marker at or past a position (after its commands, with their outcomes).
+Want = tuple[str, At3]
 
 
-def settles(event: OrderEvent) -> bool:
-    """Whether ``event`` is the last of its order's: a rejection, a cancel or expiry, or the fill that leaves
-    nothing open."""
-    if isinstance(event, OrderFilled):
-        return event.open_qty == 0
-    return isinstance(event, OrderRejected | OrderCanceled | OrderExpired)
+def through_quote(seq: int, index: int) -> Want:
+    """Wait until execution matched the strategy's orders at the quote (``seq``, ``index``) and before."""
+    return ("through", (seq, index, 1))
+
+
+def marker_applied(position: At3) -> Want:
+    """Wait until execution applied the strategy's marker at ``position`` (and the commands before it)."""
+    return ("marker", position)
+
+
+def _meets(marker: At3, through: tuple[int, int], want: Want) -> bool:
+    kind, at = want
+    if kind == "through":
+        return through >= at[:2]
+    return marker >= at
 
 
 class Outcomes:
-    """The order events of one engine's closed-loop strategies, held until their orders are delivered."""
+    """The order events and progress of one engine's closed-loop strategies, held until a wait delivers them."""
 
     def __init__(self, engine: Engine, *, max_held: int = MAX_HELD) -> None:
         self._engine = engine
         self._max_held = max_held
-        # Per order id: its events in stream order, with their sequences.
-        self._held: dict[str, list[tuple[int, OrderEvent]]] = {}
+        # Per strategy id: its events and progress in stream order, with their sequences.
+        self._held: dict[str, list[tuple[int, Item]]] = {}
         self._events_held = 0
-        # The sequence of the last event received (held or not).
+        # The sequence of the last item received (held or not).
         self._received = 0
         self._changed = asyncio.Event()
-        # Events handed to the strategies, and events dropped as repeats of what was delivered.
+        # The furthest marker sent per strategy (this run): one that covers a wait already is not sent again.
+        self.markers_sent: dict[str, At3] = {}
+        # Events handed to the strategies, and events dropped as no news at delivery.
         self.delivered = 0
         self.stale = 0
-        # Waits for outcomes and the time they took (what closed-loop orders cost the shard's quotes).
+        # Waits and the time they took (what the lockstep costs the shard's quotes).
         self.waits = 0
         self.waited_s = 0.0
 
@@ -75,86 +99,112 @@ class Outcomes:
 
     @property
     def position(self) -> int:
-        """The event sequence a snapshot may claim: every event after it is still to be read or held."""
-        if not self._held:
-            return self._received
-        return min(events[0][0] for events in self._held.values()) - 1
+        """The event sequence a snapshot may claim: every item after it is still to be read or held."""
+        firsts = [items[0][0] for items in self._held.values() if items]
+        return min(firsts) - 1 if firsts else self._received
 
     @property
     def held(self) -> int:
-        """How many events are held."""
+        """How many items are held."""
         return self._events_held
 
-    def receive(self, seq: int, event: OrderEvent) -> None:
-        """Take the event at stream sequence ``seq``: held if a closed-loop strategy of the engine may need it."""
+    def receive(self, seq: int, item: Item) -> None:
+        """Take the item at stream sequence ``seq``: held if it is a closed-loop strategy's of the engine."""
         self._received = seq
-        if self._engine.closed_loop_runner(event.client_order_id) is None:
+        if isinstance(item, MatchedThrough):
+            runner = self._engine.closed_loop_strategy(item.strategy)
+        else:
+            runner = self._engine.closed_loop_runner(item.client_order_id)
+        if runner is None:
             return
-        if self._stale(event.client_order_id, event):
-            self.stale += 1
+        items = self._held.setdefault(runner.spec.id, [])
+        if isinstance(item, MatchedThrough) and items and isinstance(items[-1][1], MatchedThrough):
+            # Two progress events with no event between cut the same events: the later one stands for both.
+            items[-1] = (items[-1][0], item)
+            self._changed.set()
             return
-        events = self._held.setdefault(event.client_order_id, [])
-        if any(held.id == event.id for _, held in events):
-            return  # the same event published twice (a restarted execution): delivered once
-        events.append((seq, event))
+        items.append((seq, item))
         self._events_held += 1
         self._changed.set()
 
-    def settled(self) -> bool:
-        """Whether every order the engine awaits has its last event held."""
-        for order in self._engine.awaiting:
-            events = self._held.get(order.id)
-            if not events or not any(settles(event) for _, event in events):
-                return False
-        return True
+    def needs(self, wants: Mapping[str, Want]) -> dict[str, Want]:
+        """The wants not met yet by what the strategies know of their progress."""
+        engine = self._engine
+        return {
+            sid: want
+            for sid, want in wants.items()
+            if not _meets((runner := engine.runner(sid)).marker, runner.through, want)
+        }
 
-    def deliver(self) -> None:
-        """Hand the events of the awaited orders to the strategies, order by order; the engine awaits none after.
+    def ready(self, wants: Mapping[str, Want]) -> bool:
+        """Whether every want is met, by what is known or by a progress event held."""
+        return all(self._cut(sid, want) is not None for sid, want in wants.items())
 
-        Call only when ``settled()``; then drop the held events that turned stale.
-        """
-        for order in self._engine.awaiting:
-            events = self._held.pop(order.id, [])
-            self._events_held -= len(events)
-            for _, event in events:
-                self._engine.on_order_event(event)
-            self.delivered += len(events)
-        self._engine.awaiting.clear()
-        self._prune()
+    def deliver(self, wants: Mapping[str, Want]) -> None:
+        """Hand each strategy its events before the first progress that meets its want, in the engine's order of
+        strategies; call only when ``ready``."""
+        engine = self._engine
+        for runner in engine.runners:
+            want = wants.get(runner.spec.id)
+            if want is None:
+                continue
+            cut = self._cut(runner.spec.id, want)
+            assert cut is not None, f"deliver before ready: {runner.spec.id} waits for {want}"
+            if cut < 0:
+                continue
+            items = self._held[runner.spec.id]
+            taken, self._held[runner.spec.id] = items[: cut + 1], items[cut + 1 :]
+            self._events_held -= len(taken)
+            for _, item in taken:
+                if isinstance(item, MatchedThrough):
+                    _know(runner, item)
+                elif engine.on_order_event(item):
+                    self.delivered += 1
+                else:
+                    self.stale += 1
         self._changed.set()
 
-    async def wait(self, stop: asyncio.Event) -> bool:
-        """Wait until the awaited orders are settled; False if ``stop`` came first."""
+    def _cut(self, sid: str, want: Want) -> int | None:
+        """Where the wait of ``sid`` cuts its items: -1 when what it knows meets it already, the index of the first
+        progress held that meets it, or None when none does yet."""
+        runner = self._engine.runner(sid)
+        if _meets(runner.marker, runner.through, want):
+            return -1
+        for index, (_, item) in enumerate(self._held.get(sid, ())):
+            if isinstance(item, MatchedThrough) and _meets(item.marker, item.through, want):
+                return index
+        return None
+
+    async def wait(self, stop: asyncio.Event, wants: Mapping[str, Want]) -> bool:
+        """Wait until every want is met; False if ``stop`` came first."""
         started = reported = time.monotonic()
         self.waits += 1
         try:
-            return await self._wait(stop, started, reported)
+            while not self.ready(wants):
+                if stop.is_set():
+                    return False
+                self._changed.clear()
+                waiter = asyncio.ensure_future(self._changed.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({waiter, stopper}, timeout=_REPORT_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+                if time.monotonic() - reported >= _REPORT_EVERY_S:
+                    reported = time.monotonic()
+                    _log.warning(
+                        "no progress from execution yet, after %.0f s, for %s: quotes wait (is execution running "
+                        "for this shard?)",
+                        reported - started,
+                        ", ".join(f"{sid} ({want[0]} {want[1]})" for sid, want in self.needs(wants).items()),
+                    )
+            return True
         finally:
             self.waited_s += time.monotonic() - started
 
-    async def _wait(self, stop: asyncio.Event, started: float, reported: float) -> bool:
-        while not self.settled():
-            if stop.is_set():
-                return False
-            self._changed.clear()
-            waiter = asyncio.ensure_future(self._changed.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=_REPORT_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
-            if time.monotonic() - reported >= _REPORT_EVERY_S:
-                reported = time.monotonic()
-                _log.warning(
-                    "no outcome yet, after %.0f s, for orders %s: quotes wait (is execution running for this shard?)",
-                    reported - started,
-                    ", ".join(order.id for order in self._engine.awaiting if not self._has_outcome(order.id)),
-                )
-        return True
-
     async def room(self, stop: asyncio.Event) -> None:
-        """Wait while the held events are at their bound (or until ``stop``): the consumer takes no more."""
+        """Wait while the held items are at their bound (or until ``stop``): the consumer takes no more."""
         while self._events_held >= self._max_held and not stop.is_set():
             self._changed.clear()
             waiter = asyncio.ensure_future(self._changed.wait())
@@ -165,21 +215,7 @@ class Outcomes:
                 waiter.cancel()
                 stopper.cancel()
 
-    def _has_outcome(self, order_id: str) -> bool:
-        return any(settles(event) for _, event in self._held.get(order_id, ()))
 
-    def _stale(self, order_id: str, event: OrderEvent) -> bool:
-        """Whether the order's quote is behind its symbol's watermark and the engine does not await the order."""
-        mark = self._engine.watermarks.get(event.symbol)
-        if mark is None or not mark.seen(event.ts_event, order_id.partition("-")[2]):
-            return False
-        return not any(order.id == order_id for order in self._engine.awaiting)
-
-    def _prune(self) -> None:
-        stale: Sequence[str] = [
-            order_id for order_id, events in self._held.items() if self._stale(order_id, events[0][1])
-        ]
-        for order_id in stale:
-            dropped = len(self._held.pop(order_id))
-            self._events_held -= dropped
-            self.stale += dropped
+def _know(runner: Runner, progress: MatchedThrough) -> None:
+    runner.marker = max(runner.marker, progress.marker)
+    runner.through = max(runner.through, progress.through)

@@ -9,12 +9,14 @@ Snapshots are saved in chunks on RRR_SNAPSHOTS, so they may be of any size. A sn
 bucket RRR_STRATEGY_STATE (one entry, at most 1 MiB, what earlier versions saved) is still read when there
 is no newer one, and deleted once a newer one is saved: the move is one way.
 
-Snapshots are ``strategy_snapshot.v3``: every strategy of the instance (rrr.strategy.engine), each with
+Snapshots are ``strategy_snapshot.v4``: every strategy of the instance (rrr.strategy.engine), each with
 its id, how it was named, its parameters, its own state (what its ``snapshot`` returned), its position per
-symbol, open orders, timers and whether it was stopped; and per symbol the watermark and the latest quote.
-``strategy_snapshot.v2`` (one ``sma_cross``: each symbol's window in fixed-point integers with its places)
-and ``strategy_snapshot.v1`` (the window as Decimal sums) are still read, and converted exactly into the
-state of the ``sma_cross`` strategy of the same name and parameters; an earlier version refuses a newer
+symbol, open orders (as their events say they are), lockstep progress, timers and whether it was stopped; and
+per symbol the watermark, the latest quote and where it is in the stream. ``strategy_snapshot.v3`` (whose open
+orders were the orders awaiting an outcome) is still read as it is; ``strategy_snapshot.v2`` (one
+``sma_cross``: each symbol's window in fixed-point integers with its places) and ``strategy_snapshot.v1`` (the
+window as Decimal sums) are still read, and converted exactly into the state of the ``sma_cross`` strategy of the
+same name and parameters; an earlier version refuses a newer
 snapshot rather than misreading it. ``encode`` and ``decode`` are the v2 format's, kept for that reading.
 """
 
@@ -58,7 +60,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot
 
 
 class SnapshotV3(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot.v3"):
-    """Every strategy of one instance after stream sequence ``seq``, and per symbol what the engine holds."""
+    """Every strategy of one instance after stream sequence ``seq``, and per symbol what the engine holds (read,
+    no longer written: its closed-loop strategies' open orders are the orders awaiting an outcome)."""
 
     seq: int
     strategies: list[RunnerState]
@@ -66,6 +69,19 @@ class SnapshotV3(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapsh
     latest: dict[str, QuoteRow] = {}
     # The order-event stream's sequence covered (rrr.strategy.outcomes): the events after it are read again.
     event_seq: int = 0
+
+
+class SnapshotV4(msgspec.Struct, frozen=True, kw_only=True, tag="strategy_snapshot.v4"):
+    """As v3, with each closed-loop strategy's open orders as their events say they are and its lockstep
+    progress (``RunnerState.orders``, ``marker``, ``through``), and where each symbol's latest quote is in the
+    market-data stream (``latest_at``)."""
+
+    seq: int
+    strategies: list[RunnerState]
+    watermarks: dict[str, Watermark]
+    latest: dict[str, QuoteRow] = {}
+    event_seq: int = 0
+    latest_at: dict[str, tuple[int, int]] = {}
 
 
 class SmaCrossStateV1(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -128,7 +144,7 @@ class SnapshotMismatchError(RRRError):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(SnapshotV3 | Snapshot | SnapshotV1)
+_decoder = msgspec.msgpack.Decoder(SnapshotV4 | SnapshotV3 | Snapshot | SnapshotV1)
 
 
 def name(strategy: str, shard: int, shards: int) -> str:
@@ -168,7 +184,7 @@ async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> Covere
     if not data:
         return Covered()
     snapshot = decode_any(data)
-    if not isinstance(snapshot, SnapshotV3):
+    if isinstance(snapshot, Snapshot):
         snapshot = _upgrade_sma_cross(snapshot, engine, where)
     for saved in snapshot.strategies:
         if saved.id not in {runner.spec.id for runner in engine.runners}:
@@ -190,6 +206,8 @@ async def load(bus: Bus, name_: str, legacy_key_: str, engine: Engine) -> Covere
     # In place: every strategy's context reads the engine's latest quotes.
     engine.watermarks.update(snapshot.watermarks)
     engine.latest.update(snapshot.latest)
+    if isinstance(snapshot, SnapshotV4):
+        engine.latest_at.update(snapshot.latest_at)
     _log.info(
         "restored %d strategies and %d symbols from snapshot %s at stream sequence %d",
         len(snapshot.strategies) - len(dropped),
@@ -228,8 +246,8 @@ def _upgrade_sma_cross(snapshot: Snapshot, engine: Engine, where: str) -> Snapsh
     return SnapshotV3(seq=snapshot.seq, strategies=[state], watermarks=watermarks)
 
 
-def decode_any(data: bytes) -> SnapshotV3 | Snapshot:
-    """The snapshot ``data`` holds: v3 as it is, v1 converted to v2 exactly."""
+def decode_any(data: bytes) -> SnapshotV4 | SnapshotV3 | Snapshot:
+    """The snapshot ``data`` holds: v4 and v3 as they are, v1 converted to v2 exactly."""
     snapshot = _decoder.decode(data)
     return snapshot.upgrade() if isinstance(snapshot, SnapshotV1) else snapshot
 
@@ -237,17 +255,18 @@ def decode_any(data: bytes) -> SnapshotV3 | Snapshot:
 def decode(data: bytes) -> Snapshot:
     """The v1 or v2 snapshot ``data`` holds, as v2 (v1 converted exactly)."""
     snapshot = decode_any(data)
-    if isinstance(snapshot, SnapshotV3):
-        raise msgspec.ValidationError("a strategy_snapshot.v3, not the single sma_cross of v1 or v2")
+    if isinstance(snapshot, SnapshotV4 | SnapshotV3):
+        raise msgspec.ValidationError("a strategy_snapshot.v3 or v4, not the single sma_cross of v1 or v2")
     return snapshot
 
 
 def encode_engine(seq: int, engine: Engine, event_seq: int = 0) -> bytes:
-    """The v3 snapshot of ``engine`` as covering every quote up to stream sequence ``seq`` and every order
+    """The v4 snapshot of ``engine`` as covering every quote up to stream sequence ``seq`` and every order
     event up to ``event_seq``."""
-    snapshot = SnapshotV3(
-        seq=seq, strategies=engine.state(), watermarks=engine.watermarks, latest=engine.latest, event_seq=event_seq
-    )
+    snapshot = SnapshotV4(
+        seq=seq, strategies=engine.state(), watermarks=engine.watermarks, latest=engine.latest, event_seq=event_seq,
+        latest_at=engine.latest_at,
+    )  # fmt: skip
     return _encoder.encode(snapshot)
 
 

@@ -40,7 +40,7 @@ from rrr.persistence.config import PersistenceConfig
 from rrr.persistence.schema import SchemaNotCurrentError, grant_writer, migrate
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, NatsAuthorizationError, inbox_prefix, url_user
-from rrr.shared.messages import OrderFilled, PositionUpdated, encode
+from rrr.shared.messages import MatchedThrough, Message, OrderFilled, PositionUpdated, StrategyAt, encode
 from tests.support.factories import (
     make_order,
     make_order_accepted,
@@ -185,6 +185,11 @@ async def _until_closed(reader: asyncio.StreamReader) -> bytes:
         ("strategy", "$KV.RRR_TRADING.account"),
         ("persistence", "$KV.RRR_TRADING.account"),
         ("strategy", "$KV.RRR_RISK.shard.0"),
+        # The lockstep: only a strategy marks how far it handled the quotes, only execution how far it matched.
+        ("strategy", "evt.order.0._step"),
+        ("market_data", "cmd.order.0._step"),
+        ("execution", "cmd.order.0._step"),
+        ("persistence", "evt.order.0._step"),
     ],
 )
 async def test_a_service_publishing_outside_its_role_is_refused_and_the_message_goes_nowhere(
@@ -228,6 +233,28 @@ async def test_a_position_of_version_2_63_minus_1_from_any_identity_but_executio
     )  # fmt: skip
     async with Watcher.on(secured.url, "evt.>") as watcher, connected(secured.url_for(role)) as identity:
         await identity.nc.publish(subject, encode(freeze))
+        await identity.refused("publish", subject)
+    assert subject not in watcher.seen
+
+
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [(role, "marker") for role in sorted(set(ROLES) - {"strategy", "admin"})]
+    + [(role, "progress") for role in sorted(set(ROLES) - {"execution", "admin"})],
+)
+async def test_a_lockstep_marker_from_anyone_but_the_strategy_or_a_progress_from_anyone_but_execution_goes_nowhere(
+    secured: NatsEndpoint, role: str, message: str
+) -> None:
+    if message == "marker":
+        subject = subjects.step(subjects.ORDER_COMMAND, 0)
+        forged: Message = StrategyAt(id="m", ts_event=1, ts_init=1, shard=0, strategies=["rests"], quote_seq=10**9)
+    else:
+        subject = subjects.step(subjects.ORDER_EVENT, 0)
+        forged = MatchedThrough(
+            id="p", ts_event=1, ts_init=1, shard=0, strategy="rests", marker_seq=10**9, through_seq=10**9
+        )
+    async with Watcher.on(secured.url, ">") as watcher, connected(secured.url_for(role)) as identity:
+        await identity.nc.publish(subject, encode(forged))
         await identity.refused("publish", subject)
     assert subject not in watcher.seen
 

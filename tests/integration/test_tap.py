@@ -11,7 +11,8 @@ from pathlib import Path
 import nats
 
 from rrr.shared import subjects
-from rrr.shared.messages import Quote, encode
+from rrr.shared.bus import MSG_ID, Outgoing, pack
+from rrr.shared.messages import Quote, StrategyAt, encode
 from tests.support.factories import make_order, make_order_rejected
 
 TAP = Path(sys.executable).parent / "rrr-tap"
@@ -105,3 +106,28 @@ async def test_tap_prints_control_characters_of_a_message_escaped_in_both_format
             assert len(out) < 1000
         else:
             assert json.loads(out)["reason"].startswith("\x1b[2J\x1b]0;owned\x07\u202e")
+
+
+async def test_tap_shows_lockstep_markers_and_progress_on_their_shards_step_subject_alone_or_in_an_envelope(
+    nats_url: str,
+) -> None:
+    proc = await _start_tap("cmd.order.>", "--json", "--count", "3", "--nats-url", nats_url)
+    marker = StrategyAt(id="rests@7.0-", ts_event=1, ts_init=2, shard=0, strategies=["rests"], quote_seq=7)
+    order = make_order("EURUSD")
+    envelope = pack([Outgoing(subjects.order_command("EURUSD", 1), encode(order), {MSG_ID: order.id}),
+                     Outgoing(subjects.step(subjects.ORDER_COMMAND, 0), encode(marker), {MSG_ID: marker.id})],
+                    64 * 1024)  # fmt: skip
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.publish(subjects.step(subjects.ORDER_COMMAND, 0), encode(marker))
+        (together,) = envelope
+        await nc.publish(together.subject, together.data)
+        await nc.flush()
+    finally:
+        await nc.close()
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 0, err
+    alone, first, second = (json.loads(line) for line in out.decode().splitlines())
+    assert (alone["type"], alone["subject"], alone["strategies"]) == ("strategy_at.v1", "cmd.order.0._step", ["rests"])
+    assert (first["type"], first["subject"]) == ("submit_order.v1", "cmd.order.0.EURUSD")
+    assert (second["type"], second["subject"], second["quote_seq"]) == ("strategy_at.v1", "cmd.order.0._step", 7)

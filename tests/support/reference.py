@@ -9,10 +9,13 @@ floating point would get wrong. ``sma_cross_expectations`` is the exact answer f
 from __future__ import annotations
 
 import csv
+import itertools
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -288,3 +291,269 @@ def mean_reversion_targets(
         if new != target:
             target = new
             yield index, new
+
+
+# -- RestsLimits: resting orders, moved and canceled (tests.support.strategies.RestsLimits) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RefQuoteRow:
+    """One quote of a file: its line, time, prices and displayed sizes (None: the file has none)."""
+
+    line: int
+    ts: int
+    bid: Fraction
+    ask: Fraction
+    bid_size: Fraction | None
+    ask_size: Fraction | None
+
+
+@dataclass(slots=True)
+class _Resting:
+    """An order the reference venue holds."""
+
+    line: int  # of the quote it was sent at: its id
+    side: str
+    qty: Fraction
+    kind: str  # limit or stop_market
+    limit: Fraction | None
+    stop: Fraction | None
+    post_only: bool
+    reduce_only: bool
+    seen: int  # index of the last quote it saw
+    filled: Fraction = Fraction(0)
+    fills: int = 0
+    triggered: bool = False
+    arriving: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RefRestingFill:
+    """A fill: the order (by the line it was sent at), its number, the quote it was made at (line), how much, at
+    what price and fee, and whether the order rested (maker) or took (taker)."""
+
+    order: int
+    number: int
+    at: int
+    qty: Fraction
+    price: Fraction
+    fee: Fraction
+    liquidity: str
+
+
+@dataclass(slots=True)
+class RestsExpected:
+    """What RestsLimits must send over a one-symbol file, and what the venue's rules do with it."""
+
+    # (line, side, qty, kind, limit, stop, post_only, reduce_only)
+    orders: list[tuple[int, str, Fraction, str, Fraction | None, Fraction | None, bool, bool]] = field(
+        default_factory=list
+    )
+    # (line sent at, order line)
+    cancels: list[tuple[int, int]] = field(default_factory=list)
+    # (line sent at, order line, new limit)
+    replaces: list[tuple[int, int, Fraction]] = field(default_factory=list)
+    fills: list[RefRestingFill] = field(default_factory=list)
+    # order line -> how it ended: filled, canceled (by request), reduce-only (canceled by the venue), or open
+    ends: dict[int, str] = field(default_factory=dict)
+    triggered: list[int] = field(default_factory=list)
+    position: ExpectedPosition = field(default_factory=ExpectedPosition)
+
+
+def _decimal(value: Fraction) -> Decimal:
+    """A price or size of a file (a finite decimal) as the Decimal it was written as."""
+    return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def quote_rows(path: Path) -> list[RefQuoteRow]:
+    """The file's quotes, exactly, read here with ``csv`` (sizes when the file has them)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rows = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            delta = datetime.fromisoformat(row["ts"]) - epoch
+            ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+            sizes = [Fraction(row[k]) if row.get(k) else None for k in ("bid_size", "ask_size")]
+            rows.append(RefQuoteRow(reader.line_num, ns, Fraction(row["bid"]), Fraction(row["ask"]), *sizes))
+    assert all(a.ts <= b.ts for a, b in itertools.pairwise(rows)), "the reference assumes time order"
+    return rows
+
+
+def rests_limits_expectations(
+    path: Path,
+    *,
+    qty: Fraction,
+    tick: Fraction,
+    below: int,
+    chase: int,
+    take: int,
+    stop: int,
+    max_age: int,
+    fee_bps: Fraction = Fraction(0),
+    slippage_bps: Fraction = Fraction(0),
+) -> RestsExpected:
+    """What ``RestsLimits`` must do over a one-symbol file, and what the paper venue's rules (README, Orders) make of
+    it, written from the rules alone: at each quote the resting orders are matched first (in the order they were
+    placed, each on its own), then the strategy decides on what it knows (its fills and open orders up to and at
+    this quote), then its cancels, replaces and order take effect in the order sent, before the next quote."""
+    expected = RestsExpected()
+    quotes = quote_rows(path)
+    # Fees and slippage are figured as the paper venue always figured them: in Decimal, at its default 28
+    # significant digits (a fee of a size with float artefacts rounds there).
+    slip, fee_rate = (
+        Decimal(slippage_bps.numerator) / slippage_bps.denominator,
+        Decimal(fee_bps.numerator) / fee_bps.denominator,
+    )
+
+    def taker(side: str, price: Fraction) -> Fraction:
+        touch = _decimal(price)
+        return Fraction(touch + (1 if side == "buy" else -1) * touch * slip / 10_000) if slip else price
+
+    def fee_of(price: Fraction, amount: Fraction) -> Fraction:
+        return Fraction(_decimal(price) * _decimal(amount) * fee_rate / 10_000) if fee_rate else Fraction(0)
+
+    book: list[_Resting] = []  # placement order
+    ages: dict[int, int] = {}
+    exits = 0
+    pos = expected.position
+
+    def net() -> Fraction:
+        return pos.qty
+
+    def reducible(order: _Resting) -> Fraction:
+        held = net()
+        if order.side == "sell":
+            return held if held > 0 else Fraction(0)
+        return -held if held < 0 else Fraction(0)
+
+    def touch(order: _Resting, q: RefQuoteRow) -> tuple[Fraction, Fraction | None]:
+        return (q.ask, q.ask_size) if order.side == "buy" else (q.bid, q.bid_size)
+
+    def reaches(side: str, limit: Fraction, q: RefQuoteRow) -> bool:
+        return q.ask <= limit if side == "buy" else q.bid >= limit
+
+    def fill(order: _Resting, amount: Fraction, price: Fraction, q: RefQuoteRow, liquidity: str) -> None:
+        order.filled += amount
+        order.fills += 1
+        fee = fee_of(price, amount)
+        expected.fills.append(RefRestingFill(order.line, order.fills, q.line, amount, price, fee, liquidity))
+        _apply(pos, amount if order.side == "buy" else -amount, price)
+        pos.realized_pnl -= fee
+        if order.filled == order.qty:
+            book.remove(order)
+            expected.ends[order.line] = "filled"
+
+    def end(order: _Resting, how: str) -> None:
+        book.remove(order)
+        expected.ends[order.line] = how
+
+    def arrive(order: _Resting, q: RefQuoteRow) -> None:
+        """Its first chance to trade (placed, replaced, or a stop not triggered yet)."""
+        if order.kind == "stop_market" and not order.triggered:
+            price, _ = touch(order, q)
+            assert order.stop is not None
+            if not (price >= order.stop if order.side == "buy" else price <= order.stop):
+                return
+            order.triggered = True
+            expected.triggered.append(order.line)
+        price, size = touch(order, q)
+        left = order.qty - order.filled
+        if order.kind == "stop_market":
+            amount = left
+        else:
+            assert order.limit is not None
+            if not reaches(order.side, order.limit, q):
+                return
+            amount = left if size is None else min(left, size)
+        if order.reduce_only:
+            amount = min(amount, reducible(order))
+        paid = taker(order.side, price)
+        if order.limit is not None:
+            paid = min(paid, order.limit) if order.side == "buy" else max(paid, order.limit)
+        if amount > 0:
+            fill(order, amount, paid, q, "taker")
+        if order in book and order.reduce_only and reducible(order) == 0:
+            end(order, "reduce-only")
+
+    def rest(order: _Resting, q: RefQuoteRow) -> None:
+        """A resting limit at a later quote: at its limit, up to the displayed size."""
+        assert order.limit is not None
+        if not reaches(order.side, order.limit, q):
+            return
+        _, size = touch(order, q)
+        left = order.qty - order.filled
+        amount = left if size is None else min(left, size)
+        if order.reduce_only:
+            amount = min(amount, reducible(order))
+            if amount == 0:
+                end(order, "reduce-only")
+                return
+        if amount == 0:
+            return
+        fill(order, amount, order.limit, q, "maker")
+        if order in book and order.reduce_only and reducible(order) == 0:
+            end(order, "reduce-only")
+
+    for index, q in enumerate(quotes):
+        # 1. The venue: every order placed before this quote sees it, in the order they were placed (a copy of the
+        # book: a filled order leaves it).
+        for order in book[:]:
+            if order not in book or order.seen >= index:
+                continue
+            order.seen = index
+            if (order.kind == "stop_market" and not order.triggered) or order.arriving:
+                order.arriving = False
+                arrive(order, q)
+            else:
+                rest(order, q)
+        # 2. The strategy, on what it knows: its open orders (in the order sent) and position.
+        mid_ticks = (q.bid + q.ask) / 2 / tick
+        ages = {line: age for line, age in ages.items() if any(o.line == line for o in book)}
+        canceled: list[_Resting] = []
+        for order in book:
+            ages[order.line] = ages.get(order.line, 0) + 1
+            if ages[order.line] >= max_age:
+                expected.cancels.append((q.line, order.line))
+                canceled.append(order)
+        buys = [o for o in book if o.side == "buy"]
+        moved: list[tuple[_Resting, Fraction]] = []
+        for order in buys:
+            assert order.limit is not None
+            if order not in canceled and mid_ticks - order.limit / tick > below + chase:
+                new_limit = (math.floor(mid_ticks) - below) * tick
+                expected.replaces.append((q.line, order.line, new_limit))
+                moved.append((order, new_limit))
+        placed: _Resting | None = None
+        if pos.qty > 0 and not any(o.side == "sell" for o in book):
+            exits += 1
+            if exits % 2:
+                limit = (math.ceil(mid_ticks) + take) * tick
+                placed = _Resting(q.line, "sell", qty, "limit", limit, None, False, True, index)
+            else:
+                stop_at = (math.floor(mid_ticks) - stop) * tick
+                placed = _Resting(q.line, "sell", qty, "stop_market", None, stop_at, False, True, index)
+        elif pos.qty == 0 and not buys:
+            limit = (math.floor(mid_ticks) - below) * tick
+            placed = _Resting(q.line, "buy", qty, "limit", limit, None, True, False, index)
+        # 3. Its commands, in the order sent: cancels, replaces, then its order, each after the matching above.
+        for order in canceled:
+            end(order, "canceled")
+        for order, new_limit in moved:
+            # Post-only: refused if it would take at this quote (never, a tick or more under the mid).
+            assert not reaches(order.side, new_limit, q)
+            order.limit = new_limit
+            order.arriving = not order.post_only
+        if placed is not None:
+            expected.orders.append(
+                (placed.line, placed.side, placed.qty, placed.kind, placed.limit, placed.stop, placed.post_only,
+                 placed.reduce_only)
+            )  # fmt: skip
+            if placed.reduce_only and reducible(placed) == 0:
+                raise AssertionError("the strategy sends a reduce-only sell only when long")
+            assert not (placed.post_only and placed.limit is not None and reaches(placed.side, placed.limit, q))
+            book.append(placed)
+            arrive(placed, q)
+    for order in book:
+        expected.ends[order.line] = "open"
+    return expected

@@ -3,12 +3,14 @@
 ``TimedMomentum`` uses what the built-ins do not: event-time timers, its own position from the context, and
 state kept as a msgspec Struct in ``self.state`` (snapshotted without hooks). ``FollowsFills`` is closed-loop:
 it decides on what happened to its orders (its position from the real fills, its rejections). Their references
-(``tests.support.reference``) compute what they must do independently. The others misbehave, for the isolation
+(``tests.support.reference``) compute what they must do independently. ``RestsLimits`` rests limit and stop
+orders, moves and cancels them: what the lockstep with execution is for. The others misbehave, for the isolation
 tests.
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated
@@ -154,3 +156,84 @@ class TwoOrdersOnAQuote(Strategy[Params]):
 
 class NotAStrategy:
     """Named as a strategy by mistake."""
+
+
+class RestsLimitsParams(Params, frozen=True, kw_only=True):
+    """Prices in ``tick``s of the mid: buy ``below`` under it, chase it when it runs ``chase`` further, take profit
+    ``take`` above it, stop out ``stop`` under it; an order resting ``max_age`` quotes is canceled."""
+
+    qty: Decimal = Decimal(1)
+    tick: Decimal = Decimal("0.00001")
+    below: Annotated[int, msgspec.Meta(ge=1)] = 2
+    chase: Annotated[int, msgspec.Meta(ge=0)] = 3
+    take: Annotated[int, msgspec.Meta(ge=1)] = 5
+    stop: Annotated[int, msgspec.Meta(ge=1)] = 5
+    max_age: Annotated[int, msgspec.Meta(ge=1)] = 20
+
+
+class RestsLimitsState(msgspec.Struct):
+    """Quotes each open order has rested, exits placed per symbol, and what its orders' events said."""
+
+    ages: dict[str, int] = msgspec.field(default_factory=dict)
+    exits: dict[str, int] = msgspec.field(default_factory=dict)
+    events: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class RestsLimits(Strategy[RestsLimitsParams]):
+    """Closed-loop, with resting orders. At each quote of a symbol, in this order:
+
+    1. every open order of the symbol ages by one quote; one that has rested ``max_age`` quotes is canceled;
+    2. a buy limit (not canceled now) whose distance under the mid grew beyond ``below + chase`` ticks is moved up
+       to ``below`` ticks under the mid (rounded down to a tick);
+    3. long (its position from its fills) with no sell open: a reduce-only sell of ``qty``, alternately a limit
+       ``take`` ticks over the mid (rounded up) and a stop-market ``stop`` ticks under it (rounded down);
+       else flat with no buy open: a post-only buy limit of ``qty`` ``below`` ticks under the mid (rounded down).
+
+    Its open orders and position come from its orders' events; it counts those events by kind. Its reference
+    (``tests.support.reference.rests_limits_expectations``) computes all of it from the rules alone.
+    """
+
+    state_type = RestsLimitsState
+
+    def on_start(self) -> None:
+        self.state = RestsLimitsState()
+
+    def on_quote(self, quote: QuoteRow) -> None:
+        params, state, ctx = self.params, self.state, self.ctx
+        symbol = quote.symbol
+        tick = Fraction(params.tick)
+        ticks = Fraction(quote.bid + quote.ask, 2 * 10**quote.places) / tick
+        state.ages = {order_id: age for order_id, age in state.ages.items() if order_id in ctx.open_orders}
+        mine = [order for order in ctx.open_orders.values() if order.symbol == symbol]
+        canceled = set()
+        for order in mine:
+            age = state.ages[order.id] = state.ages.get(order.id, 0) + 1
+            if age >= params.max_age:
+                ctx.cancel(order.id)
+                canceled.add(order.id)
+        buys = [order for order in mine if order.side == "buy"]
+        for order in buys:
+            limit = order.limit_price
+            if (
+                order.id not in canceled
+                and limit is not None
+                and ticks - Fraction(limit) / tick > params.below + params.chase
+            ):
+                ctx.replace(order.id, limit=Decimal(math.floor(ticks) - params.below) * params.tick)
+        held = ctx.position(symbol).qty
+        if held > 0 and not any(order.side == "sell" for order in mine):
+            exits = state.exits[symbol] = state.exits.get(symbol, 0) + 1
+            if exits % 2:
+                ctx.submit(
+                    "sell", params.qty, limit=Decimal(math.ceil(ticks) + params.take) * params.tick, reduce_only=True
+                )
+            else:
+                ctx.submit(
+                    "sell", params.qty, stop=Decimal(math.floor(ticks) - params.stop) * params.tick, reduce_only=True
+                )
+        elif held == 0 and not buys:
+            ctx.submit("buy", params.qty, limit=Decimal(math.floor(ticks) - params.below) * params.tick, post_only=True)
+
+    def on_order_event(self, event: OrderEvent) -> None:
+        kind = type(event).__name__
+        self.state.events[kind] = self.state.events.get(kind, 0) + 1

@@ -54,8 +54,9 @@ async def stream_messages(
         else:
             family, shard = envelope
             for data in payloads(raw):
-                symbol = any_decoder.decode(data).symbol  # type: ignore[union-attr]
-                subject = f"{family}.{shard}.{symbol}"
+                # A lockstep marker or progress has no symbol: it travels on its shard's own subject.
+                symbol = getattr(any_decoder.decode(data), "symbol", None)
+                subject = f"{family}.{shard}.{symbol}" if symbol else subjects.step(family, shard)
                 if _matches(filter_subject, subject):
                     out.append(StoredMsg(raw.seq, subject, data, dict(raw.headers or {})))
         seq = raw.seq + 1

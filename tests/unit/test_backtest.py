@@ -12,6 +12,8 @@ from rrr.deploy import backtest
 from rrr.deploy.backtest_report import build_report, drawdown
 from rrr.market_data.replay import source_id
 from rrr.strategy import loading
+from tests.support import lockstep
+from tests.support.lockstep import RESTS_PARAMS
 from tests.support.reference import (
     Expected,
     follows_fills_expectations,
@@ -22,6 +24,7 @@ from tests.support.reference import (
 DATA = Path(__file__).parents[1] / "data"
 EURUSD = DATA / "eurusd_quotes_2020-01-01.csv"
 USDJPY = DATA / "usdjpy_quotes_2013-01-01.csv"
+BTCUSDT = DATA / "btcusdt_quotes_2021-01-08.csv"
 
 
 def _check(result: backtest.Result, expected: Expected, path: Path, strategy: str) -> None:
@@ -101,3 +104,27 @@ def test_the_backtest_command_says_in_one_line_what_was_wrong(capsys: pytest.Cap
     assert "at `$.slow`" in err
     assert backtest.main([str(DATA / "missing.csv"), "--strategy", "sma_cross"]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", [BTCUSDT, EURUSD], ids=["btcusdt", "eurusd"])
+def test_the_backtest_of_a_strategy_resting_moving_and_canceling_orders_equals_its_reference_exactly(
+    path: Path,
+) -> None:
+    spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[path.name])
+    result = backtest.run([path], [spec])
+    expected = lockstep.reference(path)
+    lockstep.check_against_reference(result, expected, path)
+    # It did what it is for: orders rested and filled later, were moved, canceled, triggered.
+    assert len(expected.cancels) >= 15
+    assert len(expected.replaces) >= 15
+    assert len(expected.triggered) >= 4
+    assert sum(f.liquidity == "maker" for f in expected.fills) >= 20
+    if path == BTCUSDT:  # displayed sizes: fills in parts, and reduce-only sells cut to the position
+        assert sum(1 for f in result.fills if f.leaves_qty is not None) >= 10
+        assert "reduce-only" in expected.ends.values()
+
+
+def test_the_backtest_of_resting_orders_charges_fees_and_slippage_as_the_rules_say() -> None:
+    spec = loading.spec("rests", "tests.support.strategies:RestsLimits", RESTS_PARAMS[BTCUSDT.name])
+    result = backtest.run([BTCUSDT], [spec], backtest.VenueSettings(fee_bps=Decimal("7.5"), slippage_bps=Decimal(1)))
+    lockstep.check_against_reference(result, lockstep.reference(BTCUSDT, fee_bps="7.5", slippage_bps="1"), BTCUSDT)

@@ -11,6 +11,7 @@ import pytest
 from rrr.deploy.credentials import SecretError, SecretsDir, new_password, with_userinfo
 from rrr.deploy.databases import scram_verifier
 from rrr.deploy.nats_permissions import ROLES, SERVICE_ROLES, render_authorization
+from rrr.shared import subjects
 from rrr.shared.config import redact
 
 
@@ -73,3 +74,21 @@ def test_only_execution_may_publish_order_events_and_only_strategy_order_command
     assert [r for r in ROLES if r != "admin" and may_publish(r, "evt.")] == ["execution"]
     assert [r for r in ROLES if r != "admin" and may_publish(r, "cmd.")] == ["strategy"]
     assert sorted(r for r in ROLES if r != "admin" and may_publish(r, "md.")) == ["market_data", "replay"]
+
+
+@pytest.mark.parametrize("shard", [0, 3])
+def test_only_the_strategy_publishes_lockstep_markers_and_only_execution_their_progress(shard: int) -> None:
+    marker, progress = subjects.step(subjects.ORDER_COMMAND, shard), subjects.step(subjects.ORDER_EVENT, shard)
+
+    def publishers(subject: str) -> set[str]:
+        return {
+            name
+            for name, role in ROLES.items()
+            if role.publish is None or any(subjects.matches(subject, allowed) for allowed in role.publish)
+        }
+
+    assert publishers(marker) == {"strategy", "admin"}
+    assert publishers(progress) == {"execution", "admin"}
+    # Those who read the streams see them with the rest of their shard's commands and events.
+    assert subjects.matches(marker, subjects.shard_filter(subjects.ORDER_COMMAND, shard))
+    assert subjects.matches(progress, subjects.shard_filter(subjects.ORDER_EVENT, shard))

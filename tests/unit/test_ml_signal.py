@@ -45,7 +45,7 @@ def test_ml_signal_backtests_deterministically_and_continues_exactly_after_a_sna
     engine = Engine([spec], clock=lambda: 0)
     restored = Engine([spec], clock=lambda: 0)
     snapshot = snapshots.decode_any(snapshots.encode_engine(1, engine))
-    assert isinstance(snapshot, snapshots.SnapshotV3)
+    assert isinstance(snapshot, snapshots.SnapshotV4)
     restored.restore(snapshot.strategies)
     assert not restored.runner("ml").stopped
 
@@ -75,6 +75,6 @@ def test_a_model_file_changed_since_the_snapshot_stops_the_strategy_rather_than_
     copy.write_text(model_file.read_text().replace('"horizon": 20', '"horizon": 21'))
     restored = Engine([spec], clock=lambda: 0)
     snapshot = snapshots.decode_any(data)
-    assert isinstance(snapshot, snapshots.SnapshotV3)
+    assert isinstance(snapshot, snapshots.SnapshotV4)
     restored.restore(snapshot.strategies)
     assert "changed since the snapshot" in restored.runner("ml").stopped

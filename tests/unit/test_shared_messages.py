@@ -18,6 +18,7 @@ from rrr.shared.messages import (
     CancelOrder,
     CurrencyRisk,
     Heartbeat,
+    MatchedThrough,
     Message,
     OrderAccepted,
     OrderCanceled,
@@ -34,6 +35,7 @@ from rrr.shared.messages import (
     ReplaceOrder,
     ShardRisk,
     Signal,
+    StrategyAt,
     SubmitOrder,
     Trade,
     TradingState,
@@ -190,6 +192,9 @@ EXAMPLES: list[Message] = [
         symbol="BTCUSDT",
         client_order_id="maker:BTCUSDT:9",
         limit_price=Decimal("39399.5"),
+        quote_seq=8,
+        quote_index=2,
+        quote_ts=TS - 1,
     ),
     OrderAccepted(
         id="maker:BTCUSDT:9:accepted",
@@ -289,6 +294,28 @@ EXAMPLES: list[Message] = [
     ),
 ]
 EXAMPLES += [
+    StrategyAt(
+        id="maker+taker@8.2-",
+        ts_event=TS,
+        ts_init=TS,
+        shard=0,
+        strategies=["maker", "taker"],
+        quote_seq=8,
+        quote_index=2,
+        inclusive=False,
+    ),
+    MatchedThrough(
+        id="maker@8.2-/8.2",
+        ts_event=TS,
+        ts_init=TS,
+        shard=0,
+        strategy="maker",
+        marker_seq=8,
+        marker_index=2,
+        marker_inclusive=False,
+        through_seq=8,
+        through_index=2,
+    ),
     TradingState(
         id="operator:account:1", ts_event=TS, ts_init=TS, scope="account", state="halted", reason="fat finger"
     ),
@@ -317,8 +344,8 @@ ORDER_UPDATES = (
 FAMILY_DECODERS: list[tuple[msgspec.msgpack.Decoder[Any], tuple[type[Message], ...]]] = [
     (messages.market_data_decoder, (Quote, Trade, QuoteBatch)),
     (messages.signal_decoder, (Signal,)),
-    (messages.order_command_decoder, (SubmitOrder, CancelOrder, ReplaceOrder)),
-    (messages.order_event_decoder, (*ORDER_UPDATES, PositionUpdated)),
+    (messages.order_command_decoder, (SubmitOrder, CancelOrder, ReplaceOrder, StrategyAt)),
+    (messages.order_event_decoder, (*ORDER_UPDATES, PositionUpdated, MatchedThrough)),
     (messages.heartbeat_decoder, (Heartbeat,)),
     (messages.trading_state_decoder, (TradingState,)),
     (messages.trading_applied_decoder, (TradingStateApplied,)),
@@ -375,6 +402,8 @@ def test_message_type_tags_carry_a_version():
         "submit_order.v1",
         "cancel_order.v1",
         "replace_order.v1",
+        "strategy_at.v1",
+        "matched_through.v1",
         "order_accepted.v1",
         "order_rejected.v1",
         "order_filled.v1",
@@ -785,8 +814,46 @@ def test_every_per_symbol_family_has_its_message_types_and_every_message_type_on
     assert sorted(k.__name__ for k in kinds) == sorted(
         k.__name__
         for k in typing.get_args(messages.AnyMessage)
-        if k not in (Heartbeat, QuoteBatch, *typing.get_args(messages.ControlMessage))
+        if k not in (Heartbeat, QuoteBatch, *typing.get_args(messages.ControlMessage), StrategyAt, MatchedThrough)
     )
+
+
+def test_every_shard_family_has_its_lockstep_message_and_each_travels_on_its_own_shards_step_subject():
+    assert set(messages.SHARD_TYPES) == subjects.STEP_FAMILIES
+    marker = next(m for m in EXAMPLES if isinstance(m, StrategyAt))
+    progress = next(m for m in EXAMPLES if isinstance(m, MatchedThrough))
+    assert messages.subject_of(marker, 4) == "cmd.order.0._step"
+    assert messages.subject_of(progress, 4) == "evt.order.0._step"
+    messages.check_subject("cmd.order.0._step", marker, 4)
+    messages.check_subject("retry.execution.cmd.order.0._step", marker, 4)
+    for wrong in ("cmd.order.1._step", "evt.order.0._step", "cmd.order.0.BTCUSDT", "cmd.order.0._batch"):
+        with pytest.raises(MisroutedMessageError):
+            messages.check_subject(wrong, marker, 4)
+    with pytest.raises(MisroutedMessageError):
+        messages.check_subject("cmd.order.0._step", progress, 4)
+    # In an envelope of its family and shard, and no other.
+    assert messages.check_envelope_item("cmd.order.0._batch", "cmd.order", 0, marker, 4) == "cmd.order.0._step"
+    with pytest.raises(MisroutedMessageError, match="shard 2"):
+        messages.check_envelope_item("cmd.order.2._batch", "cmd.order", 2, marker, 4)
+    with pytest.raises(MisroutedMessageError):
+        messages.check_envelope_item("evt.order.0._batch", "evt.order", 0, marker, 4)
+
+
+def test_a_lockstep_marker_names_distinct_strategies_and_a_quote_that_can_be_one():
+    marker = next(m for m in EXAMPLES if isinstance(m, StrategyAt))
+    raw = msgspec.to_builtins(marker)
+    for bad, match in (
+        ({"strategies": []}, "length >= 1"),
+        ({"strategies": ["a"] * 2}, "distinct"),
+        ({"strategies": [f"s{i}" for i in range(33)]}, "length <= 32"),
+        ({"strategies": ["Not A Name"]}, "regex"),
+        ({"quote_seq": 0}, ">= 1"),
+        ({"quote_index": 4096}, "<= 4095"),
+        ({"shard": 1024}, "<= 1023"),
+    ):
+        with pytest.raises(msgspec.ValidationError, match=match):
+            messages.order_command_decoder.decode(msgspec.msgpack.encode(raw | bad))
+    assert marker.position == (8, 2, 0)
 
 
 # -- quote batches ------------------------------------------------------------------------------------

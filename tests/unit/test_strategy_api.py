@@ -206,7 +206,7 @@ def test_an_engine_restored_from_its_snapshot_continues_exactly_like_an_uninterr
 
     restored = _engine(_specs())
     snapshot = snapshots.decode_any(data)
-    assert isinstance(snapshot, snapshots.SnapshotV3)
+    assert isinstance(snapshot, snapshots.SnapshotV4)
     restored.restore(snapshot.strategies)
     restored.watermarks.update(snapshot.watermarks)
     restored.latest.update(snapshot.latest)

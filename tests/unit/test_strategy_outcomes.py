@@ -1,5 +1,6 @@
-"""Closed-loop strategies (rrr.strategy.engine.closed_loop, rrr.strategy.outcomes): their orders' outcomes are
-delivered after the quote that sent them and before the next, however the events arrive, restarts included."""
+"""Closed-loop strategies (rrr.strategy.engine.closed_loop, rrr.strategy.outcomes): their orders' events are delivered
+where execution's progress cuts them (after the quote that sent the orders, before a quote the venue matched), however
+the events arrive, restarts included."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from fractions import Fraction
 from typing import get_args
 
 from rrr.shared import subjects
-from rrr.shared.messages import FAMILY_TYPES, OrderAccepted, OrderFilled, OrderRejected, QuoteRow, SubmitOrder
+from rrr.shared.messages import (
+    FAMILY_TYPES,
+    MatchedThrough,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    QuoteRow,
+    SubmitOrder,
+)
 from rrr.strategy import api, loading
-from rrr.strategy.engine import Engine, closed_loop
-from rrr.strategy.outcomes import Outcomes
+from rrr.strategy.engine import At3, Engine, closed_loop
+from rrr.strategy.outcomes import Outcomes, marker_applied, through_quote
 from tests.support.strategies import FollowsFills, TimedMomentum
 
 STRATEGIES = "tests.support.strategies"
@@ -54,6 +63,14 @@ def _rejected(order: SubmitOrder) -> OrderRejected:
     )  # fmt: skip
 
 
+def _progress(strategy: str, marker: At3, through: tuple[int, int]) -> MatchedThrough:
+    return MatchedThrough(
+        id=f"{strategy}@{marker}/{through}".replace(" ", ""), ts_event=1, ts_init=9, shard=0, strategy=strategy,
+        marker_seq=marker[0], marker_index=marker[1], marker_inclusive=bool(marker[2]), through_seq=through[0],
+        through_index=through[1],
+    )  # fmt: skip
+
+
 def test_a_strategy_is_closed_loop_when_it_overrides_on_order_event_and_only_then() -> None:
     assert closed_loop(FollowsFills)
     assert not closed_loop(TimedMomentum)
@@ -66,48 +83,83 @@ def test_the_strategy_api_knows_every_event_the_order_event_subjects_carry() -> 
     assert set(get_args(api.OrderEvent)) == set(FAMILY_TYPES[subjects.ORDER_EVENT])
 
 
-def test_only_closed_loop_orders_are_awaited_and_their_events_move_the_position_not_the_sending() -> None:
+def test_only_closed_loop_commands_wait_and_their_events_up_to_the_progress_move_the_position() -> None:
     engine = _engine()
     outcomes = Outcomes(engine)
-    engine.on_row(_row(1))
-    out = engine.on_row(_row(2))  # FollowsFills' first order (every 2nd quote); TimedMomentum's first look
+    engine.on_row(_row(1), 1)
+    out = engine.on_row(_row(2), 2)  # FollowsFills' first order (every 2nd quote); TimedMomentum's first look
     orders = [m for m in out if isinstance(m, SubmitOrder)]
-    assert [o.strategy for o in orders] == ["follows", "momentum"]
-    (mine,) = engine.awaiting
-    assert mine.strategy == "follows"
+    assert [(o.strategy, o.lockstep) for o in orders] == [("follows", True), ("momentum", False)]
+    assert engine.sent == ["follows"]
+    mine = orders[0]
     follows = engine.runner("follows").ctx
     assert follows.position("EURUSD").qty == 0
-    assert mine.id in follows.open_orders
-    # The open-loop strategy's position moved when it sent its order; it awaits nothing.
+    assert follows.open_orders[mine.id].status == "sent"
+    # The open-loop strategy's position moved when it sent its order; it waits for nothing.
     assert engine.runner("momentum").ctx.position("EURUSD").qty != 0
 
+    wants = {"follows": marker_applied((2, 0, 1))}
     outcomes.receive(10, _accepted(mine))
-    assert not outcomes.settled()
     outcomes.receive(11, _filled(orders[1]))  # another strategy's: not held
     outcomes.receive(12, _filled(mine))
-    assert outcomes.settled()
-    assert outcomes.held == 2
-    outcomes.deliver()
-    assert engine.awaiting == []
+    assert not outcomes.ready(wants)
+    outcomes.receive(13, _progress("follows", (1, 0, 1), (1, 0)))  # an older progress: not this one
+    assert not outcomes.ready(wants)
+    outcomes.receive(14, _progress("follows", (2, 0, 1), (2, 0)))
+    assert outcomes.ready(wants)
+    assert outcomes.held == 3  # two events, and the two progress events in a row as one
+    outcomes.deliver(wants)
     assert outcomes.held == 0
     assert outcomes.delivered == 2
     assert follows.position("EURUSD").qty == 1
     assert not follows.open_orders
-    assert outcomes.position == 12
+    assert (engine.runner("follows").marker, engine.runner("follows").through) == ((2, 0, 1), (2, 0))
+    assert outcomes.position == 14
 
 
-def test_a_rejection_settles_an_order_and_leaves_the_position() -> None:
+def test_a_wait_delivers_only_the_events_before_the_progress_that_meets_it() -> None:
+    engine = _engine()
+    outcomes = Outcomes(engine)
+    engine.on_row(_row(1), 1)
+    (mine, _) = [m for m in engine.on_row(_row(2), 2) if isinstance(m, SubmitOrder)]
+    outcomes.receive(20, _accepted(mine))
+    outcomes.receive(21, _progress("follows", (2, 0, 1), (2, 0)))
+    outcomes.receive(22, _filled(mine))  # at the next quote: after the progress that covers quote 2
+    outcomes.receive(23, _progress("follows", (2, 0, 1), (3, 0)))
+    outcomes.deliver({"follows": marker_applied((2, 0, 1))})
+    ctx = engine.runner("follows").ctx
+    assert ctx.open_orders[mine.id].status == "accepted"
+    assert ctx.position("EURUSD").qty == 0
+    assert outcomes.position == 21  # the fill is still held, and read again after a restart
+    # Before quote 3: what the venue did at it.
+    assert outcomes.ready({"follows": through_quote(3, 0)})
+    outcomes.deliver({"follows": through_quote(3, 0)})
+    assert ctx.position("EURUSD").qty == 1
+    assert outcomes.position == 23
+
+
+def test_a_rejection_ends_an_order_and_leaves_the_position() -> None:
     engine = _engine()
     outcomes = Outcomes(engine)
     sides = []
+    seq = 100
     for i in range(1, 13):
-        engine.on_row(_row(i))
-        for order in list(engine.awaiting):
+        engine.on_row(_row(i), i)
+        for sid in engine.sent:
+            (order,) = engine.runner(sid).ctx.open_orders.values()
             sides.append((order.side, order.qty))
-            outcome = _rejected(order) if order.qty > 1000 else _filled(order)
-            outcomes.receive(100 + i, outcome)
-        assert outcomes.settled()
-        outcomes.deliver()
+            submit = SubmitOrder(
+                id=order.id, ts_event=order.ts_event, ts_init=1, strategy=sid, symbol=order.symbol, side=order.side,
+                qty=order.qty, quote_ts=order.ts_event, quote_bid=Decimal(1), quote_ask=Decimal(1),
+            )  # fmt: skip
+            seq += 1
+            outcomes.receive(seq, _rejected(submit) if order.qty > 1000 else _filled(submit))
+            seq += 1
+            outcomes.receive(seq, _progress(sid, (i, 0, 1), (i, 0)))
+            wants = {sid: marker_applied((i, 0, 1))}
+            assert outcomes.ready(wants)
+            outcomes.deliver(wants)
+        engine.sent.clear()
     # buy 1, sell 1, a big buy rejected (still flat), so buy again, then sell, then a big buy rejected.
     assert sides == [("buy", 1), ("sell", 1), ("buy", 5000), ("buy", 1), ("sell", 1), ("buy", 5000)]
     state = engine.runner("follows").strategy.state  # type: ignore[attr-defined]
@@ -115,98 +167,80 @@ def test_a_rejection_settles_an_order_and_leaves_the_position() -> None:
     assert engine.runner("follows").ctx.position("EURUSD").qty == Fraction(0)
 
 
-def test_events_read_before_their_order_is_sent_again_after_a_restart_are_held_and_then_delivered() -> None:
+def test_events_read_again_after_a_restart_are_held_until_the_order_is_sent_again_then_delivered() -> None:
     first = _engine()
-    first.on_row(_row(1))
-    first.on_row(_row(2))
-    (order,) = first.awaiting
-    # A restarted engine from before quote 2: the order's events come back first, from the event stream.
+    first.on_row(_row(1), 1)
+    first.on_row(_row(2), 2)
+    order = next(iter(first.runner("follows").ctx.open_orders.values()))
+    # A restarted engine from before quote 2: the order's events and progress come back first, from the stream.
     again = _engine()
     outcomes = Outcomes(again)
     outcomes.start_at(40)
-    again.on_row(_row(1))
-    outcomes.receive(41, _accepted(order))
-    outcomes.receive(42, _filled(order))
-    assert outcomes.held == 2
+    again.on_row(_row(1), 1)
+    submit = next(m for m in again.on_row(_row(2), 2) if isinstance(m, SubmitOrder))
+    assert submit.id == order.id
+    outcomes.receive(41, _accepted(submit))
+    outcomes.receive(42, _filled(submit))
+    outcomes.receive(43, _progress("follows", (2, 0, 1), (2, 0)))
+    assert outcomes.held == 3
     assert outcomes.position == 40
-    again.on_row(_row(2))
-    assert [o.id for o in again.awaiting] == [order.id]
-    assert outcomes.settled()
-    outcomes.deliver()
+    outcomes.deliver({"follows": marker_applied((2, 0, 1))})
     assert again.runner("follows").ctx.position("EURUSD").qty == 1
-    assert outcomes.position == 42
+    assert outcomes.position == 43
 
 
-def test_a_repeated_event_is_delivered_once_and_one_of_an_order_delivered_already_is_dropped() -> None:
+def test_a_copy_of_an_event_applied_already_is_dropped_and_a_known_progress_needs_no_wait() -> None:
     engine = _engine()
     outcomes = Outcomes(engine)
-    engine.on_row(_row(1))
-    engine.on_row(_row(2))
-    (order,) = engine.awaiting
-    for seq, event in enumerate([_accepted(order), _accepted(order), _filled(order)], start=1):
-        outcomes.receive(seq, event)
-    outcomes.deliver()
-    assert outcomes.delivered == 2
-    # The same events published again later (a restarted execution): the order's quote is applied and the
-    # order awaits nothing, so they are stale, never held.
-    outcomes.receive(4, _filled(order))
-    assert outcomes.held == 0
-    assert outcomes.stale == 1
-    assert outcomes.position == 4
+    engine.on_row(_row(1), 1)
+    submit = next(m for m in engine.on_row(_row(2), 2) if isinstance(m, SubmitOrder))
+    for seq, item in enumerate(
+        [_accepted(submit), _accepted(submit), _filled(submit), _progress("follows", (2, 0, 1), (2, 0))], start=1
+    ):
+        outcomes.receive(seq, item)
+    outcomes.deliver({"follows": marker_applied((2, 0, 1))})
+    assert (outcomes.delivered, outcomes.stale) == (2, 1)
+    # The fill published again later (a restarted execution): its order is not open, so it is no news.
+    outcomes.receive(5, _filled(submit))
+    outcomes.receive(6, _progress("follows", (3, 0, 0), (3, 0)))
+    outcomes.deliver({"follows": through_quote(3, 0)})
+    assert outcomes.stale == 2
     assert engine.runner("follows").ctx.position("EURUSD").qty == 1
+    # What is known already meets a wait: nothing to wait for, nothing held is delivered.
+    assert outcomes.needs({"follows": through_quote(2, 0)}) == {}
 
 
-def test_held_events_whose_order_is_never_sent_again_are_dropped_once_its_quote_is_passed() -> None:
-    first = _engine()
-    first.on_row(_row(1))
-    first.on_row(_row(2))
-    (order,) = first.awaiting
-    again = _engine()
-    outcomes = Outcomes(again)
-    outcomes.receive(5, _filled(order))
-    assert outcomes.held == 1
-    assert outcomes.position == 4
-    # Quote 2 applied without the order being sent (another event time, say): the next delivery prunes it.
-    again.runner("follows").stopped = "stopped for the test"
-    again.on_row(_row(2))
-    again.on_row(_row(3))
-    outcomes.deliver()
-    assert outcomes.held == 0
-    assert outcomes.position == 5
-
-
-async def test_waiting_ends_when_the_outcome_arrives_or_the_service_stops() -> None:
+async def test_waiting_ends_when_the_progress_arrives_or_the_service_stops() -> None:
     engine = _engine()
     outcomes = Outcomes(engine)
-    engine.on_row(_row(1))
-    engine.on_row(_row(2))
-    (order,) = engine.awaiting
     stop = asyncio.Event()
-    waiting = asyncio.ensure_future(outcomes.wait(stop))
+    wants = {"follows": through_quote(5, 3)}
+    waiting = asyncio.ensure_future(outcomes.wait(stop, wants))
     await asyncio.sleep(0)
     assert not waiting.done()
-    outcomes.receive(1, _filled(order))
+    outcomes.receive(1, _progress("follows", (5, 3, 0), (5, 2)))  # not as far
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    outcomes.receive(2, _progress("follows", (5, 3, 0), (5, 3)))
     assert await asyncio.wait_for(waiting, 5) is True
 
-    engine.awaiting.append(order)
-    outcomes = Outcomes(engine)
-    waiting = asyncio.ensure_future(outcomes.wait(stop))
+    waiting = asyncio.ensure_future(outcomes.wait(stop, {"follows": through_quote(9, 0)}))
     await asyncio.sleep(0)
     stop.set()
     assert await asyncio.wait_for(waiting, 5) is False
+    assert outcomes.waits == 2
 
 
 async def test_the_event_reader_stops_taking_events_at_its_bound_until_some_are_delivered() -> None:
     engine = _engine()
     outcomes = Outcomes(engine, max_held=1)
-    engine.on_row(_row(1))
-    engine.on_row(_row(2))
-    (order,) = engine.awaiting
-    outcomes.receive(1, _accepted(order))
+    engine.on_row(_row(1), 1)
+    submit = next(m for m in engine.on_row(_row(2), 2) if isinstance(m, SubmitOrder))
+    outcomes.receive(1, _accepted(submit))
     stop = asyncio.Event()
     room = asyncio.ensure_future(outcomes.room(stop))
     await asyncio.sleep(0)
     assert not room.done()
-    outcomes.receive(2, _filled(order))
-    outcomes.deliver()
+    outcomes.receive(2, _progress("follows", (2, 0, 1), (2, 0)))
+    outcomes.deliver({"follows": marker_applied((2, 0, 1))})
     await asyncio.wait_for(room, 5)

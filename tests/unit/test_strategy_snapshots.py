@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from rrr.shared.messages import QuoteRow, SubmitOrder
 from rrr.shared.watermark import Watermark
 from rrr.strategy import loading, snapshots
 from rrr.strategy.engine import Engine
@@ -160,3 +161,44 @@ def test_a_v2_snapshot_becomes_the_state_of_the_sma_cross_of_its_name_and_parame
     renamed = Engine([loading.spec("cross", "sma_cross")])
     with pytest.raises(snapshots.SnapshotMismatchError, match=r"runs with cross \(sma_cross\)"):
         snapshots._upgrade_sma_cross(v2, renamed, "test")
+
+
+def _rests_engine() -> Engine:
+    params = {"qty": "1", "tick": "0.0001", "below": 2, "chase": 3, "take": 5, "stop": 5, "max_age": 5}
+    return Engine([loading.spec("rests", "tests.support.strategies:RestsLimits", params)], clock=lambda: 1)
+
+
+def test_a_v4_snapshot_keeps_a_closed_loop_strategys_open_orders_progress_and_where_its_quotes_are() -> None:
+    engine = _rests_engine()
+    row = QuoteRow("q:1", "EURUSD", 1_000, 11_000, 11_002, 4)
+    (order,) = engine.on_row(row, 41, 3)
+    assert isinstance(order, SubmitOrder)
+    runner = engine.runner("rests")
+    runner.marker, runner.through = (41, 3, 1), (41, 3)
+    snapshot = snapshots.decode_any(snapshots.encode_engine(41, engine, 17))
+    assert isinstance(snapshot, snapshots.SnapshotV4)
+    restored = _rests_engine()
+    restored.restore(snapshot.strategies)
+    restored.latest_at.update(snapshot.latest_at)
+    again = restored.runner("rests")
+    assert dict(again.ctx.open_orders) == dict(runner.ctx.open_orders)
+    assert again.ctx.open_orders[order.id].status == "sent"
+    assert again.ctx.open_symbols == {"EURUSD": 1}
+    assert (again.marker, again.through) == ((41, 3, 1), (41, 3))
+    assert restored.latest_at == {"EURUSD": (41, 3)}
+
+
+def test_a_v3_snapshot_still_loads_its_orders_awaiting_an_outcome_as_open_orders_sent() -> None:
+    engine = _rests_engine()
+    (order,) = engine.on_row(QuoteRow("q:1", "EURUSD", 1_000, 11_000, 11_002, 4), 41, 0)
+    assert isinstance(order, SubmitOrder)
+    (state,) = engine.state()
+    v3 = snapshots.SnapshotV3(
+        seq=41, strategies=[msgspec.structs.replace(state, orders=[], open_orders=[order])], watermarks={}
+    )
+    loaded = snapshots.decode_any(msgspec.msgpack.encode(v3))
+    assert isinstance(loaded, snapshots.SnapshotV3)
+    restored = _rests_engine()
+    restored.restore(loaded.strategies)
+    held = restored.runner("rests").ctx.open_orders[order.id]
+    assert (held.status, held.limit_price, held.post_only) == ("sent", order.limit_price, True)
