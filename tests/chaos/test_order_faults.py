@@ -55,9 +55,18 @@ async def test_execution_killed_with_resting_orders_brings_them_back_exactly_and
     first = await scenario.first_quote(bus)
     await scenario.send_orders(bus, first, "kill")
     await finish(replay)
-    await wait_until(
-        lambda: system.counters("execution-0").get("market_messages", 0) >= 50, 60, "the first 200 quotes matched"
-    )
+    sent = len(scenario.ORDERS)
+
+    def _first_part_done() -> bool:
+        # One heartbeat that has every order handled (open, or finished one way or another) and every message of
+        # the first part matched: what it holds is then what execution holds when killed.
+        c = system.counters("execution-0")
+        handled = c.get("open_orders", 0) + sum(
+            c.get(name, 0) for name in ("orders_filled", "orders_rejected", "orders_canceled", "orders_expired")
+        )
+        return c.get("market_messages", 0) >= 50 and handled == sent
+
+    await wait_until(_first_part_done, 60, "every order handled and the first 200 quotes matched")
     fills_at_kill = await scenario.fill_events(bus, "kill")
     before = system.counters("execution-0")
     system.procs["execution-0"].kill()
