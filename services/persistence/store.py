@@ -194,7 +194,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric
 ON CONFLICT (fill_id) DO NOTHING"""
 
 # For the rest of the caller's transaction, each statement planned for its own arrays and the tables as they are
-# (migration 0006 says why): the order statements below look orders and their events up by key once the tables
+# (migration 0005 says why): the order statements below look orders and their events up by key once the tables
 # hold more than a few thousand rows, instead of keeping a plan made while they were small.
 _CUSTOM_PLANS = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"
 

@@ -11,6 +11,21 @@
 --
 -- SECURITY INVOKER (the default): it runs with the caller's rights, so persistence's role needs no more than
 -- the rows it writes. EXECUTE is taken from PUBLIC and granted to the writer role (schema.grant_writer).
+--
+-- Planned for each call (plan_cache_mode = force_custom_plan), and by key. PL/pgSQL keeps a plan per statement
+-- for the session and, after five calls, a generic one: made without the arrays' sizes, from the table statistics
+-- of that moment, and kept until an ANALYZE of the table. A connection that started on a small orders table (a
+-- fresh database, the first minutes of a day) would get a hash join over a sequential scan of orders for the
+-- status update (reading a few pages is cheaper than an index probe per row then) and keep it while the table
+-- grew: every batch would read the whole table, a cost growing with every order stored
+-- (bench/order_event_writes.py --stale). Custom plans see the tables' current size and the arrays' lengths, and
+-- look the batch's orders up by key once a table holds a few thousand rows.
+--
+-- The read of earlier events and the journal's recount for orders stored after their events start from the
+-- array and probe the journal and orders by key, an order at a time: filtered with = ANY(array) instead, and
+-- without statistics on the column (before autovacuum's first ANALYZE), the planner takes each element for
+-- 0.5 % of the rows (its default) and reads the journal whole, and takes the recount's groups for a dozen rows
+-- per order and reads orders whole too, even in custom plans.
 
 CREATE FUNCTION write_order_events(
     p_consumer text, p_stream text, p_first_seq bigint, p_last_seq bigint,
@@ -35,7 +50,9 @@ CREATE FUNCTION write_order_events(
     p_p_ts_event bigint[],
     OUT advanced boolean, OUT n_order_events int, OUT n_orders int, OUT n_fills int, OUT n_orders_filled int,
     OUT n_positions int)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     inserted text[];
     late text[];
@@ -99,22 +116,27 @@ BEGIN
 
     -- ... and from the whole journal for an order whose row came only now, after events of it that found no row.
     IF n_orders > 0 THEN
-        SELECT array_agg(DISTINCT e.client_order_id) INTO late
-          FROM order_events e
-         WHERE e.client_order_id = ANY(inserted) AND e.id <> ALL(p_e_id);
+        -- Per inserted order, whether it has an event from before the batch (a probe of the journal by order,
+        -- not = ANY: without the column's statistics the planner took each element for 0.5 % of the journal
+        -- and read it whole).
+        SELECT array_agg(i.id) INTO late
+          FROM unnest(inserted) AS i(id)
+         WHERE EXISTS (SELECT FROM order_events e WHERE e.client_order_id = i.id AND e.id <> ALL(p_e_id));
         IF late IS NOT NULL THEN
+            -- Per order of the array, its events (a join, not = ANY: the planner then counts one row per order
+            -- and looks each up by key).
             UPDATE orders o
                SET status = j.status, filled_qty = greatest(o.filled_qty, j.filled_qty), ts_updated = j.ts_event
-              FROM (SELECT e.client_order_id AS id,
-                           (array_agg(e.status ORDER BY order_status_rank(e.status) DESC,
-                                      e.filled_qty DESC NULLS LAST))[1] AS status,
-                           (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC,
-                                      e.filled_qty DESC NULLS LAST))[1] AS ts_event,
-                           coalesce(max(e.filled_qty), 0) AS filled_qty
-                      FROM order_events e
-                     WHERE e.client_order_id = ANY(late) AND e.status IS NOT NULL
-                     GROUP BY e.client_order_id) j
-             WHERE o.client_order_id = j.id
+              FROM unnest(late) AS l(id)
+                   CROSS JOIN LATERAL (
+                       SELECT (array_agg(e.status ORDER BY order_status_rank(e.status) DESC,
+                                         e.filled_qty DESC NULLS LAST))[1] AS status,
+                              (array_agg(e.ts_event ORDER BY order_status_rank(e.status) DESC,
+                                         e.filled_qty DESC NULLS LAST))[1] AS ts_event,
+                              coalesce(max(e.filled_qty), 0) AS filled_qty
+                         FROM order_events e
+                        WHERE e.client_order_id = l.id AND e.status IS NOT NULL) j
+             WHERE o.client_order_id = l.id AND j.status IS NOT NULL
                AND (order_status_rank(j.status) > order_status_rank(o.status)
                     OR (j.status = 'partially_filled' AND o.status = 'partially_filled'
                         AND j.filled_qty > o.filled_qty));
