@@ -398,24 +398,8 @@ class Context:
                 limit is None and stop is None and tif == "gtc" and type(expire_ts) is int and expire_ts == 0
                 and post_only is False and reduce_only is False
             ):  # fmt: skip
-                # A plain market order (all a strategy that sends and forgets sends): on the wire as it always was,
-                # at what it always cost.
-                order = SubmitOrder(
-                    id=f"{self.strategy_id}-{row.id}",
-                    ts_event=row.ts_event,
-                    ts_init=self._clock(),
-                    strategy=self.strategy_id,
-                    symbol=row.symbol,
-                    side=side,
-                    qty=amount,
-                    quote_ts=row.ts_event,
-                    quote_bid=to_decimal(row.bid, row.places),
-                    quote_ask=to_decimal(row.ask, row.places),
-                    quote_seq=self._cursor.seq,
-                    quote_index=self._cursor.index,
-                    # Closed-loop: matched at later quotes only as far as this strategy handled them (its markers).
-                    lockstep=not self._assume_fills,
-                )
+                # A plain market order (all a strategy that sends and forgets sends): on the wire as it always was.
+                order = self._order(row, side, amount)
             else:
                 order = self._typed_order(row, side, amount, limit, stop, tif, expire_ts, post_only, reduce_only)
         except ValueError as exc:
@@ -452,6 +436,22 @@ class Context:
             else ("limit" if limit_price is not None else "market")
         )
         self._check_terms(order_type, row, tif, expire_ts, post_only, reduce_only)
+        return self._order(
+            row,
+            side,
+            amount,
+            order_type=order_type,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            tif=tif,
+            expire_ts=expire_ts,
+            post_only=bool(post_only),
+            reduce_only=bool(reduce_only),
+        )
+
+    def _order(self, row: QuoteRow, side: Side, amount: Decimal, **terms: Any) -> SubmitOrder:
+        """The order sent at ``row``: its id, times and quote from the quote being handled; ``terms`` (checked by
+        the caller) its type, prices, time in force and flags, left at a market order's when not given."""
         return SubmitOrder(
             id=f"{self.strategy_id}-{row.id}",
             ts_event=row.ts_event,
@@ -465,14 +465,9 @@ class Context:
             quote_ask=to_decimal(row.ask, row.places),
             quote_seq=self._cursor.seq,
             quote_index=self._cursor.index,
-            order_type=order_type,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            tif=tif,  # type: ignore[arg-type]  # checked by _check_terms
-            expire_ts=expire_ts,  # type: ignore[arg-type]
-            post_only=bool(post_only),
-            reduce_only=bool(reduce_only),
+            # Closed-loop: matched at later quotes only as far as this strategy handled them (its markers).
             lockstep=not self._assume_fills,
+            **terms,
         )
 
     def cancel(self, order_id: str) -> CancelOrder:
