@@ -49,7 +49,7 @@ from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.risk import RiskLimits
 from rrr.shared.bus import SNAPSHOT_STREAM, Bus
 from rrr.shared.config import ServiceConfig
-from rrr.shared.messages import SubmitOrder
+from rrr.shared.messages import Quote, SubmitOrder
 
 _BATCH = 3000
 _START_NS = 1_577_836_800_000_000_000
@@ -88,7 +88,12 @@ async def _history(url: str, first: int, fills: int, symbols: int) -> None:
         batch = []
         published = 0
         for order in _orders(first, fills, symbols):
-            batch.extend(handlers.on_submit_order(book, bus, order))
+            # Priced at the quote it names, as execution prices it from the market-data stream.
+            quote = Quote(
+                id=f"q-{order.id}", ts_event=order.quote_ts, ts_init=order.quote_ts, symbol=order.symbol,
+                bid=order.quote_bid, ask=order.quote_ask,
+            )  # fmt: skip
+            batch.extend(handlers.on_submit_order(book, bus, order, quote))
             if len(batch) >= _BATCH:
                 published += await bus.publish_persistent_many(batch, ack_timeout_s=60)
                 batch = []
