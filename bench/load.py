@@ -14,15 +14,16 @@ Method
 - Quote -> row in PostgreSQL: after the run, each stored quote's ``stored_at`` (the start of the
   transaction that wrote it; the commit follows within that batch's write) minus its intended time.
 - Loss: quotes published against quotes stored, exactly, after a drain of at most ``--drain-s``.
-  Signals, orders and fills of the run are counted in PostgreSQL too.
+  Signals, orders and fills of the run are counted in PostgreSQL too; the orders the strategy sent (seen on
+  ``cmd.order.>``) must all be answered by execution and stored within the drain.
 - Resources: CPU (share of one core) and peak RSS of every service, nats-server and PostgreSQL (all of
   its processes), sampled every 0.5 s with psutil.
 - Histograms: HDR (1 us .. 1 h, 3 significant digits); p50, p90, p99, p99.9, max.
 
 Each run writes ``<out-dir>/load-<time>.json`` and ``.png`` (latency percentiles and throughput over
 time) and prints a table. ``--find-max`` steps the rate up and reports the highest that held for the whole
-duration: every quote stored, no lag of a second or more (the largest quote -> row and quote -> order
-latencies both under 1 s), and the generator keeping up with the rate.
+duration: every quote stored, every order answered and stored, no lag of a second or more (the largest
+quote -> row and quote -> order latencies both under 1 s), and the generator keeping up with the rate.
 
 Run it with the system up without the simulator: ``just up none`` then ``just load --rate 5000``.
 """
@@ -51,7 +52,17 @@ from tqdm import tqdm
 from rrr.shared import subjects
 from rrr.shared.bus import MSG_ID, fitted, payloads
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
-from rrr.shared.messages import QUOTE_BATCH_MAX, OrderAccepted, QuoteBatch, QuoteRow, encode, order_event_decoder
+from rrr.shared.messages import (
+    QUOTE_BATCH_MAX,
+    OrderAccepted,
+    OrderRejected,
+    QuoteBatch,
+    QuoteRow,
+    SubmitOrder,
+    encode,
+    order_command_decoder,
+    order_event_decoder,
+)
 
 _MAX_US = 3_600_000_000  # 1 h
 # The hops of quote -> order accepted: the generator's own lateness (a quote's intended time to its batch's
@@ -75,7 +86,11 @@ class RunResult:
     stored: int = 0
     lost: int = 0
     signals: int = 0
+    # Orders the strategy sent for the run's quotes, and those execution answered (accepted or rejected) in
+    # time to be seen: an order not answered by the end of the drain is a lag of more than the run itself.
+    orders_sent: int = 0
     orders_accepted_seen: int = 0
+    orders_rejected_seen: int = 0
     orders_stored: int = 0
     fills_stored: int = 0
     drain_seconds: float = 0.0
@@ -103,6 +118,12 @@ class RunResult:
             reasons.append(f"quote -> row reached {_human(store_max)} (limit 1 s)")
         if self.order_latency_us.get("max", 0) >= 1_000_000:
             reasons.append(f"quote -> order reached {_human(self.order_latency_us['max'])} (limit 1 s)")
+        unanswered = self.orders_sent - self.orders_accepted_seen - self.orders_rejected_seen
+        if unanswered > 0:
+            reasons.append(f"{unanswered:,} of {self.orders_sent:,} orders not answered by execution within the drain")
+        if self.orders_stored < self.orders_accepted_seen + self.orders_rejected_seen:
+            missing = self.orders_accepted_seen + self.orders_rejected_seen - self.orders_stored
+            reasons.append(f"{missing:,} answered orders not stored within the drain")
         if self.achieved_rate < 0.99 * self.rate:
             reasons.append(f"the generator reached {self.achieved_rate:,.0f}/s of {self.rate:,.0f}/s")
         return reasons
@@ -234,6 +255,8 @@ async def run_load(
         except Exception:
             return
         for event in events:
+            if isinstance(event, OrderRejected) and event.client_order_id.startswith(prefix):
+                result.orders_rejected_seen += 1
             if isinstance(event, OrderAccepted) and event.client_order_id.startswith(prefix):
                 n = int(event.client_order_id[len(prefix) :])
                 intended = start_ns + n * interval_ns
@@ -243,7 +266,16 @@ async def run_load(
 
     # Per order seen: when execution accepted it (its ts_init) and when it arrived here, by quote number.
     accepted: dict[int, tuple[int, int]] = {}
+
+    async def _on_command(msg: Msg) -> None:
+        try:
+            commands = [order_command_decoder.decode(data) for data in payloads(msg)]
+        except Exception:
+            return
+        result.orders_sent += sum(1 for c in commands if isinstance(c, SubmitOrder) and c.id.startswith(prefix))
+
     await listener.subscribe("evt.order.>", cb=_on_event)
+    await listener.subscribe("cmd.order.>", cb=_on_command)
     await listener.flush()
     resources = _Resources(run_dir)
     resources.start()
@@ -299,7 +331,7 @@ async def run_load(
     result.publish_seconds = time.monotonic() - start
     result.achieved_rate = sent / result.publish_seconds
 
-    # Drain: wait until every quote is stored, or the drain deadline passes.
+    # Drain: wait until every quote is stored and every order sent is answered and stored, or the deadline passes.
     conn = await asyncpg.connect(database_url)
     try:
         drain_start = time.monotonic()
@@ -307,7 +339,10 @@ async def run_load(
         while True:
             resources.sample()
             stored = await conn.fetchval("SELECT count(*) FROM quotes WHERE id LIKE $1", pattern)
-            if stored >= sent or time.monotonic() - drain_start > drain_s:
+            answered = result.orders_accepted_seen + result.orders_rejected_seen
+            orders = await conn.fetchval("SELECT count(*) FROM orders WHERE client_order_id LIKE $1", f"{prefix}%")
+            done = stored >= sent and answered >= result.orders_sent and orders >= answered
+            if done or time.monotonic() - drain_start > drain_s:
                 break
             await asyncio.sleep(0.25)  # polling the database, bounded by the drain deadline
         result.drain_seconds = time.monotonic() - drain_start
@@ -388,7 +423,9 @@ def print_table(result: RunResult) -> None:
     print(f"  published {result.published:,} at {result.achieved_rate:,.0f}/s in {result.messages:,} messages; "
           f"stored {result.stored:,}; "
           f"lost {result.lost:,}; drained in {result.drain_seconds:.1f} s")  # fmt: skip
-    print(f"  signals {result.signals:,}; orders accepted seen {result.orders_accepted_seen:,}; "
+    print(f"  signals {result.signals:,}; orders sent {result.orders_sent:,}, "
+          f"accepted seen {result.orders_accepted_seen:,}, "
+          f"rejected seen {result.orders_rejected_seen:,}; "
           f"orders stored {result.orders_stored:,}; fills stored {result.fills_stored:,}")  # fmt: skip
     print(f"  quote -> order accepted: {_fmt_us(result.order_latency_us)}")
     print(f"  quote -> row stored:     {_fmt_us(result.store_latency_us)}")
