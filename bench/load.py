@@ -459,6 +459,7 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
         (("quote -> order accepted", last.order_latency_us), ("quote -> row stored", last.store_latency_us))
     ):
         if not values:
+            left.plot([], [], " ", label=f"{name}: none seen")  # said, not left out without a word
             continue
         xs = [i + (offset - 0.5) * width for i in range(len(keys))]
         bars = left.bar(xs, [values[k] / 1000 for k in keys], width, label=name)
@@ -475,7 +476,9 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
     right.set_ylabel("quotes per second")
     right.set_title(f"throughput ({'held' if last.held else 'did not hold'})")
     right.legend(loc="lower right")
-    fig.tight_layout()
+    if not last.held:
+        fig.text(0.5, 0.01, "did not hold: " + "; ".join(last.missed), ha="center", fontsize=8, color="firebrick")
+    fig.tight_layout(rect=(0, 0.04 if not last.held else 0, 1, 1))
     png = path.with_suffix(".png")
     fig.savefig(png, dpi=90)
     plt.close(fig)
