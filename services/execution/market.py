@@ -12,7 +12,7 @@ its newest quote among the latest batches execution holds.
 
 Execution follows its shard's market data itself (``follow``, raw, into a bounded ``MarketCopy``): the
 message an order names is almost always there already. Otherwise one request to JetStream per message the
-orders of a batch name, all in flight together. Each message is decoded once and kept in a small cache
+orders of a batch name, at most 32 in flight. Each message is decoded once and kept in a small cache
 (``bench/micro.py``, ``venue_price``, measures the requests).
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -49,7 +49,7 @@ Price = Quote | NoPrice
 
 # Messages of the market-data stream by sequence, decoded: a stored message never changes, and the orders
 # of one batch of quotes name the same message. Bounded, least recently used goes.
-Cache = LRUCache[int, tuple[str, MarketData | str]]
+Cache = MutableMapping[int, tuple[str, MarketData | str]]
 
 
 class MarketCopy:
@@ -134,21 +134,24 @@ async def follow(
     config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
     if start_seq is not None:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1))
-    sub = await bus.js.subscribe(
-        subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard),
-        stream=MARKET_DATA_STREAM.name,
-        cb=_keep,
-        ordered_consumer=True,
-        config=config,
-    )
-    try:
-        await stop.wait()
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+    # On a connection of its own: under a backlog its window would otherwise share the server's bound with the
+    # commands' (Bus.own_connection), and the quotes execution asks for would queue behind it.
+    async with bus.own_connection("market-data") as (_, js):
+        sub = await js.subscribe(
+            subjects.plane_shard_filter(subjects.MARKET_DATA_ALL, shard),
+            stream=MARKET_DATA_STREAM.name,
+            cb=_keep,
+            ordered_consumer=True,
+            config=config,
+        )
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
 
-def new_cache(max_quotes: int = 65_536) -> Cache:
+def new_cache(max_quotes: int = 65_536) -> LRUCache[int, tuple[str, MarketData | str]]:
     """An empty cache of decoded market-data messages, bounded by the quotes they hold (a decoded batch
     takes about six times its size on the wire)."""
     return LRUCache(maxsize=max_quotes, getsizeof=_quotes_held)
@@ -185,6 +188,24 @@ async def _read(
         decoded = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
     cache[seq] = (subject, decoded)
     return subject, decoded
+
+
+# Requests for market-data messages in flight at once: their replies (up to a full batch each) share the
+# service's connection with its commands and acknowledgements, and a backlog of orders names many messages.
+_READS_IN_FLIGHT = 32
+
+
+async def _read_all(
+    bus: Bus, seqs: Sequence[int], shards: int, cache: Cache, copy: MarketCopy | None
+) -> list[tuple[str, MarketData | str] | BaseException]:
+    """``_read`` of each of ``seqs``, in order, at most ``_READS_IN_FLIGHT`` requests at a time."""
+    out: list[tuple[str, MarketData | str] | BaseException] = []
+    for first in range(0, len(seqs), _READS_IN_FLIGHT):
+        chunk = seqs[first : first + _READS_IN_FLIGHT]
+        out.extend(
+            await asyncio.gather(*(_read(bus, seq, shards, cache, copy) for seq in chunk), return_exceptions=True)
+        )
+    return out
 
 
 # An order without ``quote_seq`` looks this far back among the newest quote batches for its symbol.
@@ -278,28 +299,50 @@ async def price(
 async def prices(
     bus: Bus, orders: Sequence[SubmitOrder], shards: int, cache: Cache | None = None, copy: MarketCopy | None = None
 ) -> dict[str, Price]:
-    """The price of each order by its id: one request per message of the stream the orders name, all in
-    flight together, each message decoded once.
+    """The price of each order by its id: one request per message of the stream the orders name not held in
+    ``copy`` (at most ``_READS_IN_FLIGHT`` at a time), each message decoded once.
 
     Raises:
         TransientError: JetStream did not answer for one of them.
     """
     cache = new_cache() if cache is None else cache
-    # Read each message once, then price the orders from the cache.
-    seqs = sorted({order.quote_seq for order in orders if order.quote_seq and order.quote_seq not in cache})
-    warmed = await asyncio.gather(*(_read(bus, seq, shards, cache, copy) for seq in seqs), return_exceptions=True)
-    for failure in warmed:
-        if isinstance(failure, BaseException) and not isinstance(failure, nats.js.errors.NotFoundError):
-            if isinstance(failure, nats.errors.Error | TimeoutError):
-                raise TransientError(f"could not read quotes from {MARKET_DATA_STREAM.name}: {failure}") from failure
-            raise failure
-    found = await asyncio.gather(*(price(bus, order, shards, cache, copy) for order in orders), return_exceptions=True)
-    out: dict[str, Price] = {}
-    for order, result in zip(orders, found, strict=True):
-        if isinstance(result, BaseException):
+    # Read each message once, then price the orders from what was read. Held here, not only in ``cache``: a
+    # backlog's batch names more quotes than the cache keeps, and an entry evicted before its orders were
+    # priced would be asked for again, once per order.
+    named = {order.quote_seq for order in orders if order.quote_seq}
+    held: dict[int, tuple[str, MarketData | str]] = {seq: entry for seq in named if (entry := cache.get(seq))}
+    seqs = sorted(named - held.keys())
+    missing: set[int] = set()
+    for seq, result in zip(seqs, await _read_all(bus, seqs, shards, cache, copy), strict=True):
+        if isinstance(result, nats.js.errors.NotFoundError):
+            missing.add(seq)
+        elif isinstance(result, nats.errors.Error | TimeoutError):
+            raise TransientError(f"could not read quotes from {MARKET_DATA_STREAM.name}: {result}") from result
+        elif isinstance(result, BaseException):
             raise result
-        out[order.id] = result
+        else:
+            held[seq] = result
+    out: dict[str, Price] = {}
+    for first in range(0, len(orders), _READS_IN_FLIGHT):
+        chunk = list(orders[first : first + _READS_IN_FLIGHT])
+        priced = await asyncio.gather(
+            *(_priced(bus, order, shards, held, copy, missing) for order in chunk), return_exceptions=True
+        )
+        for order, outcome in zip(chunk, priced, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            out[order.id] = outcome
     return out
+
+
+async def _priced(
+    bus: Bus, order: SubmitOrder, shards: int, held: Cache, copy: MarketCopy | None, missing: set[int]
+) -> Price:
+    if order.quote_seq in missing:
+        return NoPrice(
+            f"no quote at sequence {order.quote_seq} in {MARKET_DATA_STREAM.name} (expired, or never published)"
+        )
+    return await price(bus, order, shards, held, copy)
 
 
 def touches(
@@ -390,7 +433,7 @@ async def messages_at(
         TransientError: JetStream did not answer.
     """
     wanted = sorted(set(seqs))
-    found = await asyncio.gather(*(_read(bus, seq, shards, cache, copy) for seq in wanted), return_exceptions=True)
+    found = await _read_all(bus, wanted, shards, cache, copy)
     out: dict[int, tuple[str, MarketData | str]] = {}
     for seq, result in zip(wanted, found, strict=True):
         if isinstance(result, nats.js.errors.NotFoundError):

@@ -9,7 +9,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Self
 from urllib.parse import unquote, urlsplit
 
@@ -170,6 +170,83 @@ class _ErrorLog:
         self._last, self._suppressed = now, 0
 
 
+async def _open_client(
+    url: str,
+    *,
+    name: str,
+    service: str,
+    timeout_s: float | None,
+    tls: ssl.SSLContext | None,
+    errors: _ErrorLog,
+    count: Callable[[Exception], None],
+    closing: Callable[[], bool],
+) -> Client:
+    """A client connected to ``url`` that reconnects for ever once connected (see ``Connection.connect``)."""
+    connected = False
+    refused = asyncio.Event()
+    tls_failure: list[str] = []
+    user = url_user(url)
+
+    async def _on_error(exc: Exception) -> None:
+        count(exc)
+        if not connected and _AUTHORIZATION_VIOLATION in str(exc).lower():
+            # Refused at the first connection: wrong credentials do not heal by waiting.
+            refused.set()
+            return
+        if not connected and isinstance(exc, ssl.SSLError):
+            # Nor does a certificate that fails verification, or one missing.
+            tls_failure.append(getattr(exc, "verify_message", None) or exc.reason or str(exc))
+            refused.set()
+            return
+        errors.log(exc)
+
+    async def _on_disconnected() -> None:
+        if not closing():
+            _log.warning("nats: %s disconnected", name)
+
+    async def _on_reconnected() -> None:
+        _log.info("nats: %s reconnected", name)
+
+    # Each user may subscribe to its own inbox only, so every reply (requests, JetStream acknowledgements
+    # and API answers) comes to _INBOX_<user>.
+    inbox_user = user or service
+    nc = Client()
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=[u.strip() for u in url.split(",")],
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; annotated int, any number works
+            connect_timeout=5,
+            error_cb=_on_error,
+            disconnected_cb=_on_disconnected,
+            reconnected_cb=_on_reconnected,
+            inbox_prefix=inbox_prefix(inbox_user) if _INBOX_NAME.fullmatch(inbox_user) else "_INBOX",
+            tls=tls,
+        )
+    )
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait((connecting, refusal), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refusal.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+    if tls_failure:
+        raise NatsTlsError(url, tls_failure[0])
+    if refused.is_set():
+        raise NatsAuthorizationError(url, user)
+    if connecting.cancelled():
+        raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s")
+    connecting.result()
+    connected = True
+    return nc
+
+
 class Connection:
     """A service's connection to NATS; the bus's roles (streams, publish, consume, dead letters) build on it."""
 
@@ -202,6 +279,32 @@ class Connection:
         self.trace_roots = trace_roots
         # Set while this instance holds its shard's lease (a standby beside it): its output is fenced.
         self.fence: Fence | None = None
+        # Opens another connection like this one (same servers, user, TLS), named for what it carries; set by
+        # ``connect``. None (a bus built around a client): everything shares the one connection.
+        self.open_another: Callable[[str], Awaitable[Client]] | None = None
+
+    @contextlib.asynccontextmanager
+    async def own_connection(self, purpose: str) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+        """A connection of its own for one flow-controlled push consumer, drained when the block ends.
+
+        nats-server holds at most 64 MiB for a client that has not read it yet, and lets each flow-controlled
+        consumer's window grow to 32 MiB: two such consumers on one connection, behind a busy event loop, fill
+        it, and the server drops the connection as a slow consumer, again after every reconnect. One per
+        connection keeps every window inside the server's bound, and the replies on the service's own
+        connection from queueing behind a backlog.
+        """
+        if self.open_another is None:
+            yield self.nc, self.js
+            return
+        nc = await self.open_another(purpose)
+        try:
+            yield nc, nc.jetstream()
+        finally:
+            if not nc.is_closed:
+                try:
+                    await nc.drain()
+                except nats.errors.Error:
+                    await nc.close()
 
     @classmethod
     async def connect(
@@ -234,69 +337,20 @@ class Connection:
                 raise NatsUnavailableError(url, unreachable)
         bus: Self | None = None
         errors = _ErrorLog()
-        refused = asyncio.Event()
-        tls_failure: list[str] = []
-        user = url_user(url)
 
-        async def _on_error(exc: Exception) -> None:
+        def _count(exc: Exception) -> None:
             if isinstance(exc, nats.errors.SlowConsumerError) and bus is not None:
                 # A subscription's queue was full and the client dropped a message: consumers that own
                 # their position re-create themselves from it (see Consuming._consume_owned).
                 bus.counters.slow_consumer_drops += 1
-            if bus is None and _AUTHORIZATION_VIOLATION in str(exc).lower():
-                # Refused at the first connection: wrong credentials do not heal by waiting.
-                refused.set()
-                return
-            if bus is None and isinstance(exc, ssl.SSLError):
-                # Nor does a certificate that fails verification, or one missing.
-                tls_failure.append(getattr(exc, "verify_message", None) or exc.reason or str(exc))
-                refused.set()
-                return
-            errors.log(exc)
 
-        async def _on_disconnected() -> None:
-            if bus is None or not bus.closing:
-                _log.warning("nats: disconnected")
+        def _closing() -> bool:
+            return bus is not None and bus.closing
 
-        async def _on_reconnected() -> None:
-            _log.info("nats: reconnected")
-
-        # Each user may subscribe to its own inbox only, so every reply (requests, JetStream acknowledgements
-        # and API answers) comes to _INBOX_<user>.
-        inbox_user = user or service
-        nc = Client()
-        connecting = asyncio.ensure_future(
-            nc.connect(
-                servers=[u.strip() for u in url.split(",")],
-                name=name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; annotated int, any number works
-                connect_timeout=5,
-                error_cb=_on_error,
-                disconnected_cb=_on_disconnected,
-                reconnected_cb=_on_reconnected,
-                inbox_prefix=inbox_prefix(inbox_user) if _INBOX_NAME.fullmatch(inbox_user) else "_INBOX",
-                tls=tls,
-            )
-        )
-        refusal = asyncio.ensure_future(refused.wait())
-        try:
-            await asyncio.wait((connecting, refusal), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            refusal.cancel()
-            if not connecting.done():
-                connecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await connecting
-                with contextlib.suppress(Exception):
-                    await nc.close()
-        if tls_failure:
-            raise NatsTlsError(url, tls_failure[0])
-        if refused.is_set():
-            raise NatsAuthorizationError(url, user)
-        if connecting.cancelled():
-            raise NatsUnavailableError(url, f"no connection within {timeout_s or 0:g} s")
-        connecting.result()
+        nc = await _open_client(
+            url, name=name, service=service, timeout_s=timeout_s, tls=tls, errors=errors, count=_count,
+            closing=_closing,
+        )  # fmt: skip
         bus = cls(
             nc,
             service=service,
@@ -305,6 +359,14 @@ class Connection:
             dlq_key=dlq_key,
             trace_roots=trace_roots,
         )
+
+        async def _another(purpose: str) -> Client:
+            return await _open_client(
+                url, name=f"{name}/{purpose}", service=service, timeout_s=None, tls=tls, errors=errors, count=_count,
+                closing=_closing,
+            )  # fmt: skip
+
+        bus.open_another = _another
         return bus
 
     async def close(self) -> None:

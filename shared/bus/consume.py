@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
@@ -285,13 +286,20 @@ class Consuming(DeadLetters):
         control replies and with them the server. Batches are whatever is queued when the handler is free,
         up to ``batch_size``: one message when the stream is quiet, many under load. After a reconnect the
         consumer is re-created from the message after the last one handled, and what was queued is dropped.
+        It reads on a connection of its own (``own_connection``), so that its window never shares the server's
+        bound on what a client has yet to read.
         """
+        async with self.own_connection(consumer.durable) as (nc, js):
+            await self._consume_owned_on(consumer, stop, nc, js)
 
+    async def _consume_owned_on(
+        self, consumer: Consumer[M], stop: asyncio.Event, nc: Client, js: JetStreamContext
+    ) -> None:
         async def _open(start: int) -> NatsSubscription:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start, 1))
             # No callback: messages wait in the subscription's own queue, and the client answers the
             # server's flow control only once they are taken from it, which is the back-pressure.
-            return await self.js.subscribe(
+            return await js.subscribe(
                 consumer.filter_subject,
                 stream=consumer.stream.name,
                 ordered_consumer=True,
@@ -312,11 +320,11 @@ class Consuming(DeadLetters):
                 await old.unsubscribe()
             if name:
                 with contextlib.suppress(nats.errors.Error):
-                    await self.js.delete_consumer(consumer.stream.name, name)
+                    await js.delete_consumer(consumer.stream.name, name)
 
         assert consumer.start_seq is not None  # Consumer.__post_init__
         next_seq = consumer.start_seq
-        reconnects = self.nc.stats["reconnects"]
+        reconnects = nc.stats["reconnects"]
         sub = await _open(next_seq)
         # The consumer sequence of the last message taken: the server numbers a consumer's deliveries 1, 2,
         # 3 ... and 1 again for a consumer the client re-created itself (from the last message it received).
@@ -327,11 +335,11 @@ class Consuming(DeadLetters):
         backoff = Backoff()
         try:
             while not stop.is_set():
-                if self.nc.stats["reconnects"] != reconnects:
+                if nc.stats["reconnects"] != reconnects:
                     reopen = "a reconnect"
                 if reopen is not None:
                     # Re-created from the first message not yet handled; what was queued goes.
-                    seen = self.nc.stats["reconnects"]
+                    seen = nc.stats["reconnects"]
                     try:
                         await _close(sub)
                         sub = await _open(next_seq)
@@ -380,7 +388,7 @@ class Consuming(DeadLetters):
                 backoff.reset()
                 next_seq = last_seq + 1
         finally:
-            if not self.nc.is_closed:
+            if not nc.is_closed:
                 await _close(sub)
 
     async def _process(self, msgs: list[Msg], consumer: Consumer[M], stop: asyncio.Event) -> bool:

@@ -16,7 +16,7 @@ from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
 from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
-from rrr.shared.bus import DLQ_REASON, MSG_ID, Bus
+from rrr.shared.bus import DLQ_REASON, MARKET_DATA_STREAM, MSG_ID, Bus
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     ID_MAX,
@@ -490,3 +490,29 @@ async def test_an_order_without_its_quote_named_fills_at_the_newest_quote_even_w
 
     fills = {e.client_order_id: e for e in await _order_events(bus, symbol) if isinstance(e, OrderFilled)}
     assert fills[unnamed.id].price == Decimal("120.05")  # the batch's ask, not the older single quote's 100.5
+
+
+async def test_pricing_a_backlog_reads_each_quote_once_however_small_the_cache(bus: Bus) -> None:
+    # A backlog's batch of orders names more quotes than the cache keeps: each is read from the stream once,
+    # and no order asks for its quote again (the requests of a backlog once filled the connection).
+    symbol = unique_symbol("BACKLOG")
+    orders = [
+        await publish_quote_of(
+            bus, make_order(symbol, side="buy", qty=1, quote_bid=str(100 + n), quote_ask=str(101 + n))
+        )
+        for n in range(100)
+    ]
+    requests = 0
+
+    async def _count(_: object) -> None:
+        nonlocal requests
+        requests += 1
+
+    sub = await bus.nc.subscribe(f"$JS.API.STREAM.MSG.GET.{MARKET_DATA_STREAM.name}", cb=_count)
+    try:
+        priced = await market.prices(bus, orders, 1, cache=market.new_cache(max_quotes=4), copy=None)
+        await bus.nc.flush()
+    finally:
+        await sub.unsubscribe()
+    assert requests == len(orders)
+    assert [priced[order.id].ask for order in orders] == [Decimal(101 + n) for n in range(100)]  # type: ignore[union-attr]
