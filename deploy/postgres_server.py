@@ -253,6 +253,14 @@ class PostgresServer(EmbeddedServer):
         _run_blocking(reload_config(self.admin_dsn))
 
     def _accepts_connections(self, bin_dir: Path) -> bool:
+        # Asked only once the postmaster says it is ready (the status line of postmaster.pid, as pg_ctl reads
+        # it): a connection tried while it starts up is refused with a FATAL line in its log.
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            return False
         argv = [
             str(bin_dir / "pg_isready"),
             "--quiet",
