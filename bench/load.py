@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -68,6 +69,8 @@ _MAX_US = 3_600_000_000  # 1 h
 # The hops of quote -> order accepted: the generator's own lateness (a quote's intended time to its batch's
 # ts_init, stamped when it was sent), the batch to the strategy's decision, the decision to execution's
 # acceptance, the acceptance to its arrival at the harness.
+# The generator wakes at most this often: at high rates the quotes due meanwhile go out as one batch.
+_TICK_S = 0.0002
 _HOPS = ("generator (due -> sent)", "sent -> strategy", "strategy -> execution", "execution -> harness")
 
 
@@ -243,10 +246,9 @@ async def run_load(
     order_hist = HdrHistogram(1, _MAX_US, 3)
     # Two NATS users, as `just up` gives them: the replay's publishes quotes, the tap's listens to orders.
     # Each URL setting may name several servers (a cluster, `just up --cluster 3`), comma-separated.
-    nc = await nats.connect(nats_url.split(","), max_reconnect_attempts=-1)
     listener = await nats.connect(listen_url.split(","), max_reconnect_attempts=-1)
     prefix = f"sma_cross-{run_id}:"
-    start_ns = 0
+    clock = {"start_ns": 0}  # set by the generator before its first quote: every intended time counts from it
 
     async def _on_event(msg: Msg) -> None:
         arrived = time.time_ns()
@@ -259,7 +261,7 @@ async def run_load(
                 result.orders_rejected_seen += 1
             if isinstance(event, OrderAccepted) and event.client_order_id.startswith(prefix):
                 n = int(event.client_order_id[len(prefix) :])
-                intended = start_ns + n * interval_ns
+                intended = clock["start_ns"] + n * interval_ns
                 order_hist.record_value(max(int((arrived - intended) / 1000), 1))
                 result.orders_accepted_seen += 1
                 accepted[n] = (event.ts_init, arrived)
@@ -280,55 +282,80 @@ async def run_load(
     resources = _Resources(run_dir)
     resources.start()
     published_per_s: Counter[int] = Counter()
-
     bar = tqdm(total=total, unit="quote", desc=f"{rate:,.0f}/s", disable=not progress, file=sys.stderr)
-    start_ns = time.time_ns()
-    start = time.monotonic()
     sent = batches = 0
-    next_sample = start
-    while sent < total:
-        now = time.monotonic()
-        due = min(int((now - start) * rate) + 1, total)
-        burst = due - sent
-        # Natural batching, as the market-data feed does it: the quotes that came due while the generator
-        # was asleep or busy go out together, one batch per shard.
-        by_shard: dict[int, list[QuoteRow]] = {}
-        for n in range(sent, due):
-            symbol = names[n % symbols]
-            mid = mids[symbol] = max(mids[symbol] + rng.choice((-1, 0, 1)), 100)
-            intended = start_ns + int(n * interval_ns)
-            row = QuoteRow(f"{run_id}:{n}", symbol, intended, mid - 1, mid + 1, 4)
-            if single:
-                await nc.publish(subject_of[symbol], encode(row.to_quote(intended)))
-            else:
-                by_shard.setdefault(shard_of[symbol], []).append(row)
-        for shard, rows in by_shard.items():
-            now_ns = time.time_ns()
 
-            def _build(part: list[QuoteRow], now_ns: int = now_ns) -> QuoteBatch:
-                nonlocal batches
-                batches += 1
-                return QuoteBatch(
-                    id=f"{run_id}:b{batches}", ts_event=part[0].ts_event, ts_init=now_ns, source="load", quotes=part
-                )
+    async def _generate() -> None:
+        # On a thread and an event loop of its own, with a connection of its own: the listener's callbacks never
+        # delay a quote, and the pacing sleeps the thread for the exact time left (an event loop's timers wake
+        # up to a millisecond late, which every latency from the intended time would count).
+        nonlocal sent, batches
+        nc = await nats.connect(nats_url.split(","), max_reconnect_attempts=-1)
+        try:
+            start_ns = clock["start_ns"] = time.time_ns()
+            start = time.monotonic()
+            while sent < total:
+                now = time.monotonic()
+                due = min(int((now - start) * rate) + 1, total)
+                burst = due - sent
+                # Natural batching, as the market-data feed does it: the quotes that came due while the
+                # generator was asleep or busy go out together, one batch per shard.
+                by_shard: dict[int, list[QuoteRow]] = {}
+                for n in range(sent, due):
+                    symbol = names[n % symbols]
+                    mid = mids[symbol] = max(mids[symbol] + rng.choice((-1, 0, 1)), 100)
+                    intended = start_ns + int(n * interval_ns)
+                    row = QuoteRow(f"{run_id}:{n}", symbol, intended, mid - 1, mid + 1, 4)
+                    if single:
+                        await nc.publish(subject_of[symbol], encode(row.to_quote(intended)))
+                    else:
+                        by_shard.setdefault(shard_of[symbol], []).append(row)
+                for shard, rows in by_shard.items():
+                    now_ns = time.time_ns()
 
-            # As the feeds do: split to fit the stream's largest message (a stall makes a large burst).
-            for first in range(0, len(rows), QUOTE_BATCH_MAX):
-                for batch, data in fitted(rows[first : first + QUOTE_BATCH_MAX], _build, DEFAULT_MAX_MSG_BYTES):
-                    await nc.publish(subjects.quote_batch(shard, "load"), data, headers={MSG_ID: batch.id})
-        sent = due
-        published_per_s[int(now - start)] += burst
-        bar.update(burst)
-        if now >= next_sample:
+                    def _build(part: list[QuoteRow], now_ns: int = now_ns) -> QuoteBatch:
+                        nonlocal batches
+                        batches += 1
+                        return QuoteBatch(
+                            id=f"{run_id}:b{batches}", ts_event=part[0].ts_event, ts_init=now_ns, source="load",
+                            quotes=part,
+                        )  # fmt: skip
+
+                    # As the feeds do: split to fit the stream's largest message (a stall makes a large burst).
+                    for first in range(0, len(rows), QUOTE_BATCH_MAX):
+                        for batch, data in fitted(rows[first : first + QUOTE_BATCH_MAX], _build, DEFAULT_MAX_MSG_BYTES):
+                            await nc.publish(subjects.quote_batch(shard, "load"), data, headers={MSG_ID: batch.id})
+                sent = due
+                published_per_s[int(now - start)] += burst
+                bar.update(burst)
+                # Written to the socket before the thread sleeps (a round trip to the server).
+                await nc.flush()
+                # Pacing of an open loop: sleep until the next quote is due, waking at most every _TICK_S (a late
+                # wake-up is caught up above). Blocking: this thread's loop has nothing else to do.
+                delay = start + sent / rate - time.monotonic()
+                if delay > 0 and sent < total:
+                    time.sleep(max(delay, _TICK_S))  # noqa: ASYNC251
+            result.publish_seconds = time.monotonic() - start
+        finally:
+            await nc.close()
+
+    async def _sample(done: asyncio.Event) -> None:
+        while not done.is_set():
             resources.sample()
-            next_sample = now + 0.5
-        # Pacing of an open loop: sleep until the next quote is due (a late wake-up is caught up above).
-        await asyncio.sleep(max(start + sent / rate - time.monotonic(), 0))
-    await nc.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.5)  # a sampling period, ended early by the run's end
+
+    generated = asyncio.Event()
+    sampler = asyncio.create_task(_sample(generated))
+    try:
+        await asyncio.to_thread(asyncio.run, _generate())
+    finally:
+        generated.set()
+        await sampler
+    start_ns = clock["start_ns"]
     bar.close()
     result.published = sent
     result.messages = batches if not single else sent
-    result.publish_seconds = time.monotonic() - start
     result.achieved_rate = sent / result.publish_seconds
 
     # Drain: wait until every quote is stored and every order sent is answered and stored, or the deadline passes.
@@ -395,7 +422,6 @@ async def run_load(
         )
     finally:
         await conn.close()
-        await nc.close()
         await listener.close()
     result.order_latency_us = _percentiles(order_hist)
     result.store_latency_us = _percentiles(store_hist)

@@ -1,0 +1,192 @@
+"""The floor of quote -> order accepted on this machine: the system's hops with no work in them.
+
+    python bench/hop_floor.py [--rate 1000] [--seconds 10] [--repeats 3]
+
+One nats-server (JetStream, file storage) from the embedded binary on 127.0.0.1, in a temporary directory,
+and three Python processes (uvloop, nats-py) laid out as `just up none` and `just load` lay out the quote
+path, each doing nothing but pass the message on:
+
+- the *generator* publishes a 200-byte message on core NATS into a file-stored stream (as the load harness
+  publishes quote batches into RRR_MD), ``--rate`` a second, each stamped with the time it was sent;
+- the *strategy relay* reads that stream with an ordered push consumer and no acknowledgements, taking
+  what is queued as the services do (``rrr.shared.bus.consume``), and publishes one message per message into
+  a second stream, waiting for JetStream's acknowledgement (as a strategy publishes its orders);
+- the *execution relay* does the same from the second stream into a third (as execution publishes events);
+- the *listener* (in the generator's process, as in the load harness) receives the third stream's messages
+  on a core subscription and records when they arrived.
+
+Each relay stamps when it took the message and when it published; reported per hop, p50 / p90 / p99 in
+microseconds, median of ``--repeats`` runs, and the whole path from sent to arrived. This is the least any
+design with a stored hop between the processes pays here, before a strategy or a risk check runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+import nats.errors
+import uvloop
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from rrr.deploy.nats_server import NatsServer
+
+STAGES = ("md", "cmd", "evt")
+# Times stamped along the way, ns: sent, strategy took, strategy published, execution took, execution published.
+_STAMP = struct.Struct("<5q")
+_PAD = b"q" * (200 - _STAMP.size)
+_HOPS = (
+    "sent -> strategy took it",
+    "strategy: took -> published",
+    "strategy published -> execution took it",
+    "execution: took -> published",
+    "execution published -> listener",
+    "sent -> listener (the path)",
+)
+
+
+def _relay(url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int) -> None:
+    uvloop.run(_relay_async(url, source, target, index, ready, stop_after))
+
+
+async def _relay_async(
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int
+) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.subscribe(
+        f"floor.{source}",
+        stream=source.upper(),
+        ordered_consumer=True,
+        idle_heartbeat=2.0,
+        pending_msgs_limit=0,
+        pending_bytes_limit=0,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
+    ready.set()
+    handled = 0
+    try:
+        while handled < stop_after:
+            try:
+                first = await sub.next_msg(timeout=30)
+            except nats.errors.TimeoutError:
+                return
+            # What is queued meanwhile is taken at once and published together, their acknowledgements in
+            # flight at the same time, as the services handle a batch (rrr.shared.bus.consume).
+            batch = [first]
+            while not sub._pending_queue.empty():
+                batch.append(sub._pending_queue.get_nowait())
+                sub._pending_queue.task_done()
+            publishing = []
+            for msg in batch:
+                taken = time.time_ns()
+                stamps = list(_STAMP.unpack_from(msg.data))
+                stamps[index] = taken
+                stamps[index + 1] = time.time_ns()
+                publishing.append(js.publish(f"floor.{target}", _STAMP.pack(*stamps) + _PAD))
+            await asyncio.gather(*publishing)
+            handled += len(batch)
+    finally:
+        await nc.close()
+
+
+async def _run(url: str, rate: float, seconds: float) -> dict[str, list[int]]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for stage in STAGES:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stage.upper())
+        await js.add_stream(StreamConfig(name=stage.upper(), subjects=[f"floor.{stage}"], storage=StorageType.FILE))
+    total = int(rate * seconds)
+    context = multiprocessing.get_context("spawn")
+    readies = [context.Event(), context.Event()]
+    relays = [
+        context.Process(target=_relay, args=(url, "md", "cmd", 1, readies[0], total), daemon=True),
+        context.Process(target=_relay, args=(url, "cmd", "evt", 3, readies[1], total), daemon=True),
+    ]
+    for relay in relays:
+        relay.start()
+    for ready in readies:
+        while not ready.wait(0.05):  # a process starting up: waited on with a deadline below
+            if not all(relay.is_alive() for relay in relays):
+                raise RuntimeError("a relay process ended before it was ready")
+    arrived: list[tuple[tuple[int, ...], int]] = []
+    done = asyncio.Event()
+
+    async def _on(msg: nats.aio.msg.Msg) -> None:
+        arrived.append((_STAMP.unpack_from(msg.data), time.time_ns()))
+        if len(arrived) == total:
+            done.set()
+
+    await nc.subscribe("floor.evt", cb=_on)
+    await nc.flush()
+    await asyncio.to_thread(uvloop.run, _generate(url, rate, total))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), 30)
+    await nc.close()
+    for relay in relays:
+        relay.join(10)
+    hops: dict[str, list[int]] = {name: [] for name in _HOPS}
+    for (sent, s_took, s_pub, e_took, e_pub), at in arrived:
+        for name, value in zip(_HOPS, (s_took - sent, s_pub - s_took, e_took - s_pub, e_pub - e_took, at - e_pub,
+                                       at - sent), strict=True):  # fmt: skip
+            hops[name].append(value // 1000)
+    return hops
+
+
+async def _generate(url: str, rate: float, total: int) -> None:
+    # On a thread and an event loop of its own, paced by sleeping the thread to the moment each message is
+    # due: an event loop's timers wake up to a millisecond late, and the listener's loop is never blocked.
+    nc = await nats.connect(url)
+    try:
+        start = time.monotonic()
+        for n in range(total):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # noqa: ASYNC251
+            await nc.publish("floor.md", _STAMP.pack(time.time_ns(), 0, 0, 0, 0) + _PAD)
+            await nc.flush()
+    finally:
+        await nc.close()
+
+
+def _percentile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else 0
+
+
+def main() -> int:
+    """Run the relays ``--repeats`` times; print each hop's median p50 / p90 / p99 over the runs."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=1000.0, help="messages a second (default 1000)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of a run (default 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs; the median is reported (default 3)")
+    args = parser.parse_args()
+    if args.rate <= 0 or args.seconds <= 0 or args.repeats < 1:
+        parser.error("--rate and --seconds must be positive, --repeats at least 1")
+    with tempfile.TemporaryDirectory(prefix="rrr-hop-floor-") as tmp:
+        server = NatsServer(data_dir=Path(tmp) / "nats")
+        server.start()
+        try:
+            runs = [uvloop.run(_run(server.url, args.rate, args.seconds)) for _ in range(args.repeats)]
+        finally:
+            server.stop()
+    print(f"hops with no work, {args.rate:,.0f} messages/s for {args.seconds:g} s, median of {args.repeats} runs (us)")
+    for name in _HOPS:
+        cells = [f"{statistics.median(_percentile(run[name], q) for run in runs):,.0f}" for q in (0.5, 0.9, 0.99)]
+        counts = min(len(run[name]) for run in runs)
+        print(f"  {name:<42} p50 {cells[0]:>6}  p90 {cells[1]:>6}  p99 {cells[2]:>6}   ({counts:,} messages)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
