@@ -69,8 +69,6 @@ _MAX_US = 3_600_000_000  # 1 h
 # The hops of quote -> order accepted: the generator's own lateness (a quote's intended time to its batch's
 # ts_init, stamped when it was sent), the batch to the strategy's decision, the decision to execution's
 # acceptance, the acceptance to its arrival at the harness.
-# The generator wakes at most this often: at high rates the quotes due meanwhile go out as one batch.
-_TICK_S = 0.0002
 _HOPS = ("generator (due -> sent)", "sent -> strategy", "strategy -> execution", "execution -> harness")
 
 
@@ -81,6 +79,8 @@ class RunResult:
     rate: float
     symbols: int
     duration_s: float
+    # The generator woke at most this often (--tick-us): what came due meanwhile went out as one batch per shard.
+    tick_us: float = 200.0
     published: int = 0
     # Messages the quotes went out in (batches, or one per quote with --single).
     messages: int = 0
@@ -231,9 +231,10 @@ async def run_load(
     drain_s: float,
     progress: bool,
     single: bool = False,
+    tick_s: float = 0.0002,
 ) -> RunResult:
     """One open-loop run at ``rate`` quotes/s over ``symbols`` symbols for ``duration_s`` seconds."""
-    result = RunResult(rate=rate, symbols=symbols, duration_s=duration_s)
+    result = RunResult(rate=rate, symbols=symbols, duration_s=duration_s, tick_us=tick_s * 1e6)
     run_id = f"load{time.time_ns() // 1_000_000}"
     names = [f"LD{i:05d}" for i in range(symbols)]
     subject_of = {s: subjects.quote(s, shards) for s in names}
@@ -296,6 +297,8 @@ async def run_load(
             start = time.monotonic()
             while sent < total:
                 now = time.monotonic()
+                # The next wake-up: when the next quote is due, but not sooner than a tick after this one.
+                wake = now + tick_s
                 due = min(int((now - start) * rate) + 1, total)
                 burst = due - sent
                 # Natural batching, as the market-data feed does it: the quotes that came due while the
@@ -328,13 +331,14 @@ async def run_load(
                 sent = due
                 published_per_s[int(now - start)] += burst
                 bar.update(burst)
-                # Written to the socket before the thread sleeps (a round trip to the server).
-                await nc.flush()
-                # Pacing of an open loop: sleep until the next quote is due, waking at most every _TICK_S (a late
+                # Written to the socket before the thread sleeps: the client's flusher has written what was
+                # published (nats-py 2.x; ``flush`` would wait for a round trip to the server as well).
+                await nc._flush_pending(force_flush=True)
+                # Pacing of an open loop: sleep until the next quote is due, waking at most every tick_s (a late
                 # wake-up is caught up above). Blocking: this thread's loop has nothing else to do.
-                delay = start + sent / rate - time.monotonic()
+                delay = max(start + sent / rate, wake) - time.monotonic()
                 if delay > 0 and sent < total:
-                    time.sleep(max(delay, _TICK_S))  # noqa: ASYNC251
+                    time.sleep(delay)  # noqa: ASYNC251
             result.publish_seconds = time.monotonic() - start
         finally:
             await nc.close()
@@ -445,7 +449,8 @@ def _human(us: float) -> str:
 
 def print_table(result: RunResult) -> None:
     """The run's figures, one per line."""
-    print(f"rate target {result.rate:,.0f}/s over {result.symbols} symbols for {result.duration_s:g} s")
+    print(f"rate target {result.rate:,.0f}/s over {result.symbols} symbols for {result.duration_s:g} s "
+          f"(generator tick {result.tick_us:g} us)")  # fmt: skip
     print(f"  published {result.published:,} at {result.achieved_rate:,.0f}/s in {result.messages:,} messages; "
           f"stored {result.stored:,}; "
           f"lost {result.lost:,}; drained in {result.drain_seconds:.1f} s")  # fmt: skip
@@ -532,8 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--single", action="store_true", help="one message per quote (md.quote.<shard>.<symbol>) instead of batches"
     )
+    parser.add_argument(
+        "--tick-us",
+        type=float,
+        default=200,
+        help="the generator wakes at most this often; what came due meanwhile goes out as one batch per shard, "
+        "as market-data's natural batching sends it [200; 1000 batches as the harness did before it paced itself]",
+    )
     args = parser.parse_args(argv)
     for flag, value, low in (
+        ("--tick-us", args.tick_us, 10),
         ("--symbols", args.symbols, 1),
         ("--rate", args.rate, 1),
         ("--duration", args.duration, 1),
@@ -562,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                 drain_s=args.drain_s,
                 progress=not args.no_progress,
                 single=args.single,
+                tick_s=args.tick_us / 1e6,
             )
         )
         print_table(result)
