@@ -3,9 +3,12 @@
 Method
 ------
 - Quotes for ``--symbols`` symbols are published on core NATS in batches per shard
-  (``md.quotes.<shard>.load``), at a fixed ``--rate`` for ``--duration`` seconds: the quotes that came
-  due while the generator slept go out together, as the market-data feed batches them (``--single``
-  sends one message per quote on ``md.quote.<shard>.<symbol>`` instead). Open loop: the
+  (``md.quotes.<shard>.load``), at a fixed ``--rate`` for ``--duration`` seconds. The generator runs on a
+  thread, event loop and connection of its own and sleeps the thread until the next quote is due, but
+  wakes at most every ``--tick-us`` (200): the quotes that came due meanwhile go out together, as the
+  market-data feed batches them (``--single`` sends one message per quote on ``md.quote.<shard>.<symbol>``
+  instead). An event loop's own timers would wake up to a millisecond late, which every latency would
+  count. Open loop: the
   n-th quote is due at ``start + n / rate`` whatever the system does, and every latency is counted from
   that intended time, so a stalled system cannot hide its stall (coordinated omission corrected).
 - Quote -> order accepted: the harness listens to ``evt.order.>``; an ``OrderAccepted`` names the quote
@@ -497,7 +500,7 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
         left.bar_label(bars, labels=[_human(values[k]) for k in keys], fontsize=7, padding=2)
     left.set_xticks(range(len(keys)), keys)
     left.set_ylabel("latency (ms)")
-    left.set_title(f"latency at {last.rate:,.0f} quotes/s over {last.symbols} symbols")
+    left.set_title(f"latency at {last.rate:,.0f} quotes/s over {last.symbols} symbols (tick {last.tick_us:g} us)")
     left.legend(loc="upper left")
     right.plot(range(1, len(last.published_per_s) + 1), last.published_per_s, label="published/s")
     right.plot(range(1, len(last.stored_per_s) + 1), last.stored_per_s, label="stored/s")
