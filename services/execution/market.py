@@ -180,14 +180,7 @@ async def _read(
     else:
         raw = await bus.js.get_msg(MARKET_DATA_STREAM.name, seq=seq)
         subject, data = raw.subject or "", raw.data or b""
-    decoded: MarketData | str
-    try:
-        decoded = market_data_decoder.decode(data)
-        check_subject(subject, decoded, shards)
-    except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
-        decoded = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
-    cache[seq] = (subject, decoded)
-    return subject, decoded
+    return subject, decoded(seq, subject, data, shards, cache)
 
 
 # Requests for market-data messages in flight at once: their replies (up to a full batch each) share the
@@ -218,17 +211,7 @@ def _newest_batched(copy: MarketCopy, symbol: str, shards: int, cache: Cache) ->
     for seq, subject, data in copy.newest(_LATEST_SCAN):
         if not subject.startswith(prefix):
             continue
-        held = cache.get(seq)
-        if held is None:
-            message: MarketData | str
-            try:
-                decoded = market_data_decoder.decode(data)
-                check_subject(subject, decoded, shards)
-                message = decoded
-            except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
-                message = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
-            cache[seq] = held = (subject, message)
-        batch = held[1]
+        batch = decoded(seq, subject, data, shards, cache)
         if isinstance(batch, QuoteBatch):
             for index in range(len(batch.quotes) - 1, -1, -1):
                 if batch.quotes[index].symbol == symbol:
@@ -346,25 +329,13 @@ async def _priced(
 
 
 def touches(
-    seq: int, subject: str, data: bytes, shards: int, wanted: Callable[[str], bool], cache: Cache | None = None
+    seq: int, subject: str, data: bytes, shards: int, wanted: Callable[[str], bool], cache: Cache
 ) -> list[tuple[str, Touch]]:
     """The quotes of a market-data message whose symbol is ``wanted``, as touches at their place in the stream,
     in order; none when the message is not a valid quote or quote batch (trades carry no touch)."""
     if subject.startswith(f"{subjects.QUOTE}.") and not wanted(subject.rsplit(".", 1)[-1]):
         return []  # a single quote's symbol is its subject's last token: no decoding for others' quotes
-    held = None if cache is None else cache.get(seq)
-    if held is None:
-        message: MarketData | str
-        try:
-            decoded = market_data_decoder.decode(data)
-            check_subject(subject, decoded, shards)
-            message = decoded
-        except (msgspec.DecodeError, msgspec.ValidationError, MisroutedMessageError) as exc:
-            message = f"{MARKET_DATA_STREAM.name} sequence {seq} is not a valid quote: {exc}"
-        held = (subject, message)
-        if cache is not None:
-            cache[seq] = held
-    message_ = held[1]
+    message_ = decoded(seq, subject, data, shards, cache)
     if isinstance(message_, Quote):
         return [(message_.symbol, touch_of(message_, (seq, 0)))] if wanted(message_.symbol) else []
     if isinstance(message_, QuoteBatch):
@@ -409,8 +380,8 @@ async def between(bus: Bus, shard: int, copy: MarketCopy, first: int, last: int)
 
 
 def decoded(seq: int, subject: str, data: bytes, shards: int, cache: Cache) -> MarketData | str:
-    """The market-data message ``data`` at ``seq``, decoded and held to its subject (kept in ``cache``), or why it
-    is not a valid one: the same reading as ``touches``."""
+    """The market-data message ``data`` at ``seq``, decoded and held to its subject (kept in ``cache``, or taken
+    from it), or why it is not a valid one: every reading of a market-data message goes through here."""
     held = cache.get(seq)
     if held is None:
         message: MarketData | str
