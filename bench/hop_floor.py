@@ -1,6 +1,6 @@
 """The floor of quote -> order accepted on this machine: the system's hops with no work in them.
 
-    python bench/hop_floor.py [--rate 1000] [--seconds 10] [--repeats 3]
+    python bench/hop_floor.py [--rate 1000] [--seconds 10] [--repeats 3] [--core]
 
 One nats-server (JetStream, file storage) from the embedded binary on 127.0.0.1, in a temporary directory,
 and three Python processes (uvloop, nats-py) laid out as `just up none` and `just load` lay out the quote
@@ -17,7 +17,8 @@ path, each doing nothing but pass the message on:
 
 Each relay stamps when it took the message and when it published; reported per hop, p50 / p90 / p99 in
 microseconds, median of ``--repeats`` runs, and the whole path from sent to arrived. This is the least any
-design with a stored hop between the processes pays here, before a strategy or a risk check runs.
+design with a stored hop between the processes pays here, before a strategy or a risk check runs. ``--core``
+runs the same processes on core NATS subjects without streams: the difference is what storing costs.
 """
 
 from __future__ import annotations
@@ -54,24 +55,29 @@ _HOPS = (
 )
 
 
-def _relay(url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int) -> None:
-    uvloop.run(_relay_async(url, source, target, index, ready, stop_after))
+def _relay(
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int, core: bool
+) -> None:
+    uvloop.run(_relay_async(url, source, target, index, ready, stop_after, core))
 
 
 async def _relay_async(
-    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int, core: bool
 ) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
-    sub = await js.subscribe(
-        f"floor.{source}",
-        stream=source.upper(),
-        ordered_consumer=True,
-        idle_heartbeat=2.0,
-        pending_msgs_limit=0,
-        pending_bytes_limit=0,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
-    )
+    if core:
+        sub = await nc.subscribe(f"floor.{source}", pending_msgs_limit=0, pending_bytes_limit=0)
+    else:
+        sub = await js.subscribe(
+            f"floor.{source}",
+            stream=source.upper(),
+            ordered_consumer=True,
+            idle_heartbeat=2.0,
+            pending_msgs_limit=0,
+            pending_bytes_limit=0,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+        )
     ready.set()
     handled = 0
     try:
@@ -92,26 +98,31 @@ async def _relay_async(
                 stamps = list(_STAMP.unpack_from(msg.data))
                 stamps[index] = taken
                 stamps[index + 1] = time.time_ns()
-                publishing.append(js.publish(f"floor.{target}", _STAMP.pack(*stamps) + _PAD))
+                data = _STAMP.pack(*stamps) + _PAD
+                if core:
+                    await nc.publish(f"floor.{target}", data)
+                else:
+                    publishing.append(js.publish(f"floor.{target}", data))
             await asyncio.gather(*publishing)
             handled += len(batch)
     finally:
         await nc.close()
 
 
-async def _run(url: str, rate: float, seconds: float) -> dict[str, list[int]]:
+async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, list[int]]:
     nc = await nats.connect(url)
     js = nc.jetstream()
     for stage in STAGES:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stage.upper())
-        await js.add_stream(StreamConfig(name=stage.upper(), subjects=[f"floor.{stage}"], storage=StorageType.FILE))
+        if not core:
+            await js.add_stream(StreamConfig(name=stage.upper(), subjects=[f"floor.{stage}"], storage=StorageType.FILE))
     total = int(rate * seconds)
     context = multiprocessing.get_context("spawn")
     readies = [context.Event(), context.Event()]
     relays = [
-        context.Process(target=_relay, args=(url, "md", "cmd", 1, readies[0], total), daemon=True),
-        context.Process(target=_relay, args=(url, "cmd", "evt", 3, readies[1], total), daemon=True),
+        context.Process(target=_relay, args=(url, "md", "cmd", 1, readies[0], total, core), daemon=True),
+        context.Process(target=_relay, args=(url, "cmd", "evt", 3, readies[1], total, core), daemon=True),
     ]
     for relay in relays:
         relay.start()
@@ -170,6 +181,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="messages a second (default 1000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a run (default 10)")
     parser.add_argument("--repeats", type=int, default=3, help="runs; the median is reported (default 3)")
+    parser.add_argument(
+        "--core", action="store_true", help="the same path on core NATS, no streams: what the stored hops add"
+    )
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.repeats < 1:
         parser.error("--rate and --seconds must be positive, --repeats at least 1")
@@ -177,10 +191,12 @@ def main() -> int:
         server = NatsServer(data_dir=Path(tmp) / "nats")
         server.start()
         try:
-            runs = [uvloop.run(_run(server.url, args.rate, args.seconds)) for _ in range(args.repeats)]
+            runs = [uvloop.run(_run(server.url, args.rate, args.seconds, args.core)) for _ in range(args.repeats)]
         finally:
             server.stop()
-    print(f"hops with no work, {args.rate:,.0f} messages/s for {args.seconds:g} s, median of {args.repeats} runs (us)")
+    how = "core NATS, no streams" if args.core else "stored hops"
+    print(f"hops with no work ({how}), {args.rate:,.0f} messages/s for {args.seconds:g} s, "
+          f"median of {args.repeats} runs (us)")  # fmt: skip
     for name in _HOPS:
         cells = [f"{statistics.median(_percentile(run[name], q) for run in runs):,.0f}" for q in (0.5, 0.9, 0.99)]
         counts = min(len(run[name]) for run in runs)
