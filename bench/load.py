@@ -556,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value < low:
             parser.error(f"{flag}: expected at least {low}, got {value}")
+    if args.tick_us > 100_000:
+        parser.error(f"--tick-us: expected at most 100000 (a tenth of a second), got {args.tick_us:,.0f}")
     listen_url = os.environ.get("RRR_NATS_URL")
     # The replay tool's user publishes market data; without one (a system without users) RRR_NATS_URL does.
     nats_url = os.environ.get("RRR_MARKET_DATA_NATS_URL") or listen_url
