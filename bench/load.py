@@ -499,6 +499,8 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
         bars = left.bar(xs, [values[k] / 1000 for k in keys], width, label=name)
         left.bar_label(bars, labels=[_human(values[k]) for k in keys], fontsize=7, padding=2)
     left.set_xticks(range(len(keys)), keys)
+    # Headroom above the tallest bar: the legend sits there, never over a bar's label.
+    left.set_ylim(0, left.get_ylim()[1] * 1.3)
     left.set_ylabel("latency (ms)")
     left.set_title(f"latency at {last.rate:,.0f} quotes/s over {last.symbols} symbols (tick {last.tick_us:g} us)")
     left.legend(loc="upper left")
