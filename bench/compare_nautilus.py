@@ -17,7 +17,7 @@ What it does:
 3. RRR: per repeat, a fresh nats-server and PostgreSQL from the embedded binaries and the four services as
    separate processes (tests.support.system.System, feed none), then ``rrr-market-data replay FILE
    --no-progress``. Timed from the start of the replay command until the strategy has handled every quote,
-   execution has filled (or rejected) every order the strategy emitted (the count of RRR_CMD) and
+   execution has filled (or rejected) every order the strategy emitted (the orders in RRR_CMD) and
    persistence has stored every quote, as the services' heartbeat counters report (every 100 ms).
    Also reported: the replay's own publish rate, and the time until signals, orders and fills are in
    PostgreSQL too.
@@ -421,6 +421,19 @@ def _server_versions() -> dict[str, str]:
     return out
 
 
+async def _items(js: Any, stream: str) -> int:
+    """The messages ``stream`` holds, an envelope counted as the messages in it (the strategy sends the
+    signals and orders of a batch in one envelope each)."""
+    from rrr.shared.bus.envelopes import unpacked
+
+    state = (await js.stream_info(stream)).state
+    total = 0
+    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        stored = await js.get_msg(stream, seq)
+        total += len(unpacked(stored.subject, stored.data))
+    return total
+
+
 async def _rrr_system(
     csv_path: Path, n: int, nats_url: str, dsn: str, workdir: Path, label: str, timeout_s: float, ack_wait_s: int
 ) -> dict[str, Any]:
@@ -459,7 +472,7 @@ async def _rrr_system(
                         # Everything up to the last quote is published before the batch is acknowledged
                         # and counted, so RRR_CMD now holds every order the strategy emitted for the file.
                         handled_at = time.perf_counter() - started
-                        cmd_total = (await js.stream_info("RRR_CMD")).state.messages
+                        cmd_total = await _items(js, "RRR_CMD")
                     done_orders = execution.get("orders_filled", 0) + execution.get("orders_rejected", 0)
                     if cmd_total is not None and done_orders >= cmd_total and stored >= n:
                         seconds = time.perf_counter() - started
@@ -477,7 +490,7 @@ async def _rrr_system(
             match = _RATE.search(out)
             if match is None:
                 raise RuntimeError(f"no rate= in the replay's output:\n{out}")
-            signals_total = (await js.stream_info("RRR_SIG")).state.messages
+            signals_total = await _items(js, "RRR_SIG")
             filled = system.counters("execution-0").get("orders_filled", 0)
 
             async def table_counts() -> dict[str, int]:
@@ -759,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         ),
         "rrr_timing": "wall clock from starting `rrr-market-data replay FILE --no-progress` until strategy handled "
-        "every quote, execution filled or rejected every order the strategy emitted (RRR_CMD count) and "
+        "every quote, execution filled or rejected every order the strategy emitted (the orders in RRR_CMD) and "
         "persistence stored every quote (heartbeat counters, every 100 ms); fresh nats-server, PostgreSQL and "
         "services per repeat",
         "rrr_env": {"RRR_ACK_WAIT_S": str(args.ack_wait_s), "RRR_*_HEARTBEAT_MS": "100", "RRR_LOG_LEVEL": "WARNING"},
