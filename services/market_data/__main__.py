@@ -15,8 +15,8 @@ from tqdm import tqdm
 from rrr.market_data import live
 from rrr.market_data.app import SERVICE, service
 from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.feeds import ReplayReport, replay_file
-from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes
+from rrr.market_data.feeds import ReplayReport, check_file, replay_file
+from rrr.market_data.replay import ReadLimits
 from rrr.market_data.venues.connection import VenueFeed
 from rrr.market_data.venues.recorder import Recorder, ReplayCounts
 from rrr.shared import runner
@@ -52,14 +52,12 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     limits = ReadLimits(
         max_file_mb=config.replay_max_file_mb, max_rows=config.replay_max_rows, max_symbols=config.replay_max_symbols
     )
-    # Read the whole file once before publishing anything: a bad row (without --skip-bad-rows) or a file beyond
-    # the limits stops the replay with nothing sent, so fixing the file and replaying it again cannot leave half
-    # of an old version behind. The publishing pass reads it with the very same reader, so it meets the same
-    # rows, and this pass counts the quotes it will send.
-    checked = ReadCounts()
-    for _ in read_quotes(path, skip_bad_rows=skip_bad_rows, counts=checked, limits=limits):
-        pass
-    total = checked.rows - checked.bad_rows - checked.duplicate_rows
+    # Read the whole file before publishing anything: a bad row (without --skip-bad-rows) or a file beyond the
+    # limits stops the replay with nothing sent, so fixing the file and replaying it again cannot leave half of
+    # an old version behind. What is published is what this read checked (rrr.market_data.feeds.CheckedFile).
+    with tqdm(unit="row", desc=f"checking {path.name}", disable=not progress, file=sys.stderr) as bar:
+        checked = check_file(path, skip_bad_rows=skip_bad_rows, limits=limits, on_progress=bar.update)
+    total = checked.quotes
 
     async def _main() -> ReplayReport:
         stop = asyncio.Event()
@@ -98,6 +96,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
                 return await replay_file(
                     bus,
                     path,
+                    checked=checked,
                     shards=config.shards,
                     window=config.replay_window,
                     skip_bad_rows=skip_bad_rows,
@@ -109,7 +108,10 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
         finally:
             await bus.close()
 
-    report = asyncio.run(_main())
+    try:
+        report = asyncio.run(_main())
+    finally:
+        checked.close()
     for line in report.bad_rows:
         print(f"skipped bad row: {line}", file=sys.stderr)
     if report.counts.bad_rows > len(report.bad_rows):

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
+import struct
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+import msgspec
 import nats.errors
 
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import MarketDataCounters
-from rrr.market_data.replay import ReadCounts, ReadLimits, read_quotes, source_id, to_quote
+from rrr.market_data.replay import ReadCounts, ReadLimits, check_regular_file, read_quotes, source_id, to_quote
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing, QuoteBatcher, fitted
@@ -105,6 +110,119 @@ MAX_BAD_ROWS_LISTED = 100
 BATCH_ROWS = 512
 
 
+# Wire rows per frame of a checked file's spill (``CheckedFile``).
+_SPILL_ROWS = 4096
+_FRAME_LENGTH = struct.Struct("<I")
+
+
+class _Rows(msgspec.Struct, frozen=True, array_like=True, tag=1):
+    """Consecutive rows of a checked file, as a quote batch carries them."""
+
+    rows: list[QuoteRow]
+
+
+class _Alone(msgspec.Struct, frozen=True, array_like=True, tag=2):
+    """A row beyond a batch's fixed point (more than 18 digits or places): it travels alone, as a Quote."""
+
+    quote: Quote
+
+
+_frame_decoder = msgspec.msgpack.Decoder(_Rows | _Alone)
+
+
+@dataclass(slots=True)
+class CheckedFile:
+    """A quote file read to its end and found publishable (``check_file``): its rows, in file order and as the
+    wire carries them, in a temporary file of about 60 bytes a row (bounded by ``ReadLimits``: the file's size
+    and rows), and what the reading counted. Publishing reads them from there, not from the file again: what
+    goes out is what was checked, even if the file changes meanwhile, and no row is parsed twice."""
+
+    path: Path
+    source: str
+    spill: BinaryIO
+    counts: ReadCounts = field(default_factory=ReadCounts)
+    # The errors of the first MAX_BAD_ROWS_LISTED rows that could not be read (with skip_bad_rows).
+    bad_rows: list[str] = field(default_factory=list)
+    quotes: int = 0
+
+    def frames(self) -> Iterator[_Rows | _Alone]:
+        """The spilled rows, in file order, from the start."""
+        spill = self.spill
+        spill.seek(0)
+        while header := spill.read(_FRAME_LENGTH.size):
+            (length,) = _FRAME_LENGTH.unpack(header)
+            yield _frame_decoder.decode(spill.read(length))
+
+    def close(self) -> None:
+        """Remove the spill."""
+        self.spill.close()
+
+
+def check_file(
+    path: Path,
+    *,
+    skip_bad_rows: bool,
+    limits: ReadLimits | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> CheckedFile:
+    """Read every row of ``path`` (``read_quotes``) before anything is published: a bad row (unless
+    ``skip_bad_rows``) or a file beyond ``limits`` raises here, with nothing sent. Each row is made the wire's
+    row as it is read, with its id ``<source>:<line>``. ``on_progress`` is told of rows read, now and then.
+
+    Raises:
+        BadRowError: a row cannot be read and ``skip_bad_rows`` is false.
+        UnsupportedFileError: the file cannot be read, or is beyond ``limits``.
+    """
+    # What the file is, before reading all of it for its id.
+    check_regular_file(path, None if limits is None else limits.max_file_mb)
+    # Closed by CheckedFile.close once published (an unnamed file: gone with the process, whatever happens).
+    spill = tempfile.TemporaryFile(prefix="rrr-replay-")  # noqa: SIM115
+    checked = CheckedFile(path=path, source=source_id(path), spill=spill)
+    source = checked.source
+    encoder = msgspec.msgpack.Encoder()
+
+    def _write(frame: _Rows | _Alone) -> None:
+        data = encoder.encode(frame)
+        spill.write(_FRAME_LENGTH.pack(len(data)))
+        spill.write(data)
+
+    def _bad(error: BadRowError) -> None:
+        # The first ones say what is wrong; a million lines of it would say nothing more.
+        if len(checked.bad_rows) < MAX_BAD_ROWS_LISTED:
+            checked.bad_rows.append(str(error))
+
+    rows: list[QuoteRow] = []
+    try:
+        for row in read_quotes(
+            path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=checked.counts, limits=limits
+        ):
+            wire = fixed_row(
+                f"{source}:{row.line}", row.symbol, row.ts_ns, row.bid, row.ask, row.bid_size, row.ask_size
+            )
+            if wire is None:
+                if rows:
+                    _write(_Rows(rows))
+                    rows = []
+                _write(_Alone(to_quote(row, source, row.ts_ns)))
+            else:
+                rows.append(wire)
+                if len(rows) == _SPILL_ROWS:
+                    _write(_Rows(rows))
+                    rows = []
+            checked.quotes += 1
+            if on_progress is not None and checked.quotes % _SPILL_ROWS == 0:
+                on_progress(_SPILL_ROWS)
+        if rows:
+            _write(_Rows(rows))
+        if on_progress is not None:
+            on_progress(checked.quotes % _SPILL_ROWS)
+        spill.flush()
+    except BaseException:
+        checked.close()
+        raise
+    return checked
+
+
 @dataclass(slots=True)
 class ReplayReport:
     """What a replay did: of ``rows`` read, ``published`` were stored, ``duplicates`` had been stored before.
@@ -141,8 +259,12 @@ async def replay_file(
     clock: Clock = wall_clock,
     stop: asyncio.Event | None = None,
     max_msg_bytes: int = DEFAULT_MAX_MSG_BYTES,
+    checked: CheckedFile | None = None,
 ) -> ReplayReport:
     """Publish every quote of ``path`` to JetStream in file order, as fast as the streams acknowledge them.
+
+    The whole file is read first (``check_file``, unless ``checked`` is that already done): a bad row or a
+    file beyond ``limits`` stops the replay with nothing sent.
 
     Quotes travel in batches per shard (``md.quotes.<shard>.replay``). At most ``window`` quotes await
     their acknowledgement at once, which is the back-pressure: the replay goes as fast as the system
@@ -154,16 +276,36 @@ async def replay_file(
     is stored once.
 
     Raises:
-        BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing after it is published.
-        UnsupportedFileError: the file cannot be read, or is beyond ``limits``.
+        BadRowError: a row cannot be read and ``skip_bad_rows`` is false. Nothing is published.
+        UnsupportedFileError: the file cannot be read, or is beyond ``limits``. Nothing is published.
     """
-    report = ReplayReport(path=str(path), source=await asyncio.to_thread(source_id, path))
     started = time.monotonic()
+    if checked is None:
+        checked = await asyncio.to_thread(check_file, path, skip_bad_rows=skip_bad_rows, limits=limits)
+    try:
+        return await _publish_checked(
+            bus, checked, shards=shards, window=window, on_progress=on_progress, clock=clock, stop=stop,
+            max_msg_bytes=max_msg_bytes, started=started,
+        )  # fmt: skip
+    finally:
+        checked.close()
 
-    def _bad(error: BadRowError) -> None:
-        # The first ones say what is wrong; a million lines of it would say nothing more.
-        if len(report.bad_rows) < MAX_BAD_ROWS_LISTED:
-            report.bad_rows.append(str(error))
+
+async def _publish_checked(
+    bus: Bus,
+    checked: CheckedFile,
+    *,
+    shards: int,
+    window: int,
+    on_progress: Callable[[int], None] | None,
+    clock: Clock,
+    stop: asyncio.Event | None,
+    max_msg_bytes: int,
+    started: float,
+) -> ReplayReport:
+    report = ReplayReport(
+        path=str(checked.path), source=checked.source, bad_rows=checked.bad_rows, counts=checked.counts
+    )
 
     # Rows gathered per shard, in file order, until ``window`` of them are waiting: then every shard's
     # rows go out as quote batches of at most BATCH_ROWS, all acknowledgements in flight together. The
@@ -215,24 +357,31 @@ async def replay_file(
         if on_progress is not None:
             on_progress(sum(sizes))
 
-    for row in read_quotes(path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=report.counts, limits=limits):
+    @functools.lru_cache(maxsize=65_536)
+    def shard_of(symbol: str) -> int:
+        return subjects.shard_of(symbol, shards)
+
+    for frame in checked.frames():
         if stop.is_set():
             report.interrupted = True
             break
-        shard = subjects.shard_of(row.symbol, shards)
-        batch_row = fixed_row(
-            f"{report.source}:{row.line}", row.symbol, row.ts_ns, row.bid, row.ask, row.bid_size, row.ask_size
-        )
-        if batch_row is None:
-            # Beyond a batch's fixed point (more than 18 digits or places): sent alone, as a Quote, after
-            # what its shard gathered before it, so that the symbol's quotes stay in file order.
-            _close_shard(shard)
-            outgoing.append((bus.prepare(subjects.quote(row.symbol, shards), to_quote(row, report.source, clock())), 1))
-        else:
-            pending.setdefault(shard, []).append(batch_row)
-        waiting += 1
-        if waiting >= window:
-            await _flush()
+        if isinstance(frame, _Alone):
+            # Sent alone, as a Quote, after what its shard gathered before it, so that the symbol's quotes
+            # stay in file order.
+            quote = msgspec.structs.replace(frame.quote, ts_init=clock())
+            _close_shard(shard_of(quote.symbol))
+            outgoing.append((bus.prepare(subjects.quote(quote.symbol, shards), quote), 1))
+            waiting += 1
+            if waiting >= window:
+                await _flush()
+            continue
+        for batch_row in frame.rows:
+            pending.setdefault(shard_of(batch_row.symbol), []).append(batch_row)
+            waiting += 1
+            if waiting >= window:
+                await _flush()
+                if stop.is_set():
+                    break
     if (pending or outgoing) and not stop.is_set():
         await _flush()
     report.interrupted = report.interrupted or stop.is_set()

@@ -360,7 +360,7 @@ def read_quotes(
             it claims to be.
     """
     limits = ReadLimits() if limits is None else limits
-    _check_regular_file(path, limits.max_file_mb)
+    check_regular_file(path, limits.max_file_mb)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
@@ -413,7 +413,8 @@ def _too_many(what: str, limit: int, flag: str, got: str) -> str:
     return f"expected at most {limit:,} {what} ({flag} raises the limit), got {got}"
 
 
-def _check_regular_file(path: Path, max_file_mb: int | None) -> None:
+def check_regular_file(path: Path, max_file_mb: int | None) -> None:
+    """Raise UnsupportedFileError unless ``path`` is a regular file of at most ``max_file_mb``."""
     try:
         status = path.stat()
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import zlib
 from datetime import UTC, datetime
@@ -15,10 +16,11 @@ from nats.aio.msg import Msg
 from rrr.deploy.nats_server import NatsEndpoint
 from rrr.market_data import app
 from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.feeds import replay_file
+from rrr.market_data.feeds import check_file, replay_file
 from rrr.market_data.replay import source_id
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, Bus
+from rrr.shared.errors import BadRowError
 from rrr.shared.messages import Heartbeat, Quote, QuoteBatch, Trade, encode, market_data_decoder
 from tests.support.factories import make_quote, make_signal, unique_id, unique_symbol
 from tests.support.services import Heartbeats, running_service
@@ -275,3 +277,46 @@ async def test_market_data_answers_latest_quote_requests_only_on_an_inbox(
     assert market_data_decoder.decode(reply.data) == quote
     assert counters["replies_refused"] == 1000
     assert await count(bus.js, "RRR_MD") == stored
+
+
+async def test_replay_file_publishes_what_it_checked_in_file_order_even_if_the_file_changes_meanwhile(
+    bus: Bus, tmp_path: Path
+) -> None:
+    symbol = unique_symbol("CHK")
+    path = tmp_path / "quotes.csv"
+    # The second row is beyond a batch's fixed point (19 digits): it travels alone, between the batches
+    # of the rows around it.
+    path.write_text(
+        "ts,symbol,bid,ask\n"
+        f"2024-01-02T00:00:00.001Z,{symbol},1.10001,1.10003\n"
+        f"2024-01-02T00:00:00.002Z,{symbol},1.234567890123456789,1.234567890123456790\n"
+        f"2024-01-02T00:00:00.003Z,{symbol},1.10002,1.10004\n"
+    )
+    source = source_id(path)
+    checked = await asyncio.to_thread(check_file, path, skip_bad_rows=False)
+    path.write_text(f"ts,symbol,bid,ask\n2024-01-02T00:00:00.009Z,{symbol},9,10\n")
+
+    report = await replay_file(bus, path, shards=1, window=100, skip_bad_rows=False, checked=checked)
+
+    assert (report.rows, report.published, report.source) == (3, 3, source)
+    stored = await stored_quotes(bus.js, {symbol})
+    assert [(q.quote.id, str(q.quote.bid)) for q in stored] == [
+        (f"{source}:2", "1.10001"),
+        (f"{source}:3", "1.234567890123456789"),
+        (f"{source}:4", "1.10002"),
+    ]
+    assert [q.subject for q in stored] == ["md.quotes.0.replay", f"md.quote.0.{symbol}", "md.quotes.0.replay"]
+    assert len({q.seq for q in stored}) == 3
+    assert checked.spill.closed
+
+
+async def test_replay_file_of_a_bad_row_publishes_nothing_not_even_the_rows_before_it(bus: Bus, tmp_path: Path) -> None:
+    symbol = unique_symbol("BAD")
+    path = tmp_path / "quotes.csv"
+    good = "".join(f"2024-01-02T00:00:00.{i:03d}Z,{symbol},1.1,1.2\n" for i in range(1, 600))
+    path.write_text(f"ts,symbol,bid,ask\n{good}2024-01-02T00:00:01Z,{symbol},1.3,1.2\n")
+
+    with pytest.raises(BadRowError, match=":601: crossed quote"):
+        await replay_file(bus, path, shards=1, window=100, skip_bad_rows=False)
+
+    assert await stored_quotes(bus.js, {symbol}) == []
