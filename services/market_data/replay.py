@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import hashlib
 import os
 import re
 import stat
+import sys
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,8 +39,12 @@ _MAX_LINE_CHARS = 1 << 20
 # What the surrogateescape error handler turns a byte that is not UTF-8 into.
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-# Per process: a file cannot be made so that two different quotes share a digest (see _SymbolRows).
+# Per process: a file cannot be made so that two different quotes share a digest (see _SymbolRows). A str's
+# hash is SipHash keyed with a secret of the process's own, unless PYTHONHASHSEED fixed it: then BLAKE2b with
+# this key (five times slower).
 _DIGEST_KEY = os.urandom(16)
+_KEYED_HASH = bool(sys.flags.hash_randomization)
+_U64 = (1 << 64) - 1
 # Wider than the 46 digits of the largest price or size the wire accepts.
 _EXACT = Context(prec=64)
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -117,23 +123,35 @@ def parse_ts(text: str) -> int:
     Up to nine fractional digits are kept: the fraction is read as an integer of nanoseconds, since
     ``datetime`` itself stops at microseconds.
     """
-    not_a_time = f"ts {excerpt(text)} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z"
-    no_zone = f"ts {excerpt(text)} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z"
     match = _ISO_TIME.fullmatch(text.strip())
     if match is None:
         try:
             naive = datetime.fromisoformat(text).tzinfo is None
         except ValueError:
             naive = False
-        raise ValueError(no_zone if naive else not_a_time)
+        raise _no_zone(text) if naive else _not_a_time(text)
     base, fraction, zone = match.groups()
     if zone is None:
-        raise ValueError(no_zone)
+        raise _no_zone(text)
     try:
-        ts = datetime.fromisoformat(base + ("+00:00" if zone in ("Z", "z") else zone))
+        seconds = _whole_seconds_ns(base, zone)
     except ValueError:
-        raise ValueError(not_a_time) from None
-    return _datetime_ns(ts) + int((fraction or "").ljust(9, "0"))
+        raise _not_a_time(text) from None
+    return seconds + int((fraction or "").ljust(9, "0"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _whole_seconds_ns(base: str, zone: str) -> int:
+    # The rows of a file mostly share their second with the rows around them: each is read once.
+    return _datetime_ns(datetime.fromisoformat(base + ("+00:00" if zone in ("Z", "z") else zone)))
+
+
+def _not_a_time(text: str) -> ValueError:
+    return ValueError(f"ts {excerpt(text)} is not an ISO-8601 time such as 2020-01-01T17:00:00.065Z")
+
+
+def _no_zone(text: str) -> ValueError:
+    return ValueError(f"ts {excerpt(text)} has no zone; expected UTC such as 2020-01-01T17:00:00.065Z")
 
 
 def _decimal(name: str, text: str) -> Decimal:
@@ -441,8 +459,10 @@ def _digest(row: QuoteRow) -> int:
         "" if v is None else str(v.normalize(_EXACT)) if v else "0"
         for v in (row.bid, row.ask, row.bid_size, row.ask_size)
     )
-    digest = hashlib.blake2b("|".join(parts).encode(), digest_size=8, key=_DIGEST_KEY).digest()
-    return int.from_bytes(digest)
+    text = "|".join(parts)
+    if _KEYED_HASH:
+        return hash(text) & _U64
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8, key=_DIGEST_KEY).digest())
 
 
 class _SymbolRows:
