@@ -41,12 +41,20 @@ class DatabaseUnavailableError(RRRError):
         super().__init__(f"cannot connect to PostgreSQL at {dsn}: {reason}")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection given back to the pool is reset with: nothing beyond the rollback of a transaction
+    left open, which the pool does itself. asyncpg's default resets the whole session (advisory locks,
+    cursors, listeners, settings), a round trip per write; persistence never leaves any of those behind:
+    its settings and locks are the transaction's own (``set_config(..., true)``, ``pg_advisory_xact_lock``)."""
+
+
 async def _open_pool(config: PersistenceConfig) -> asyncpg.Pool:
     try:
         # A statement stuck on a vanished server fails after command_timeout instead of blocking shutdown.
         pool = await asyncpg.create_pool(
-            config.database_url, min_size=1, max_size=config.pool_max_size, timeout=10, command_timeout=60
-        )
+            config.database_url, min_size=1, max_size=config.pool_max_size, timeout=10, command_timeout=60,
+            reset=_keep_session,
+        )  # fmt: skip
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailableError(str(redact(config.database_url)), str(exc)) from None
     assert pool is not None

@@ -7,6 +7,7 @@ from fractions import Fraction
 from typing import Any
 
 import asyncpg
+import msgspec
 import nats.js.errors
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -536,3 +537,35 @@ async def test_persistence_keeps_every_order_event_in_the_journal_and_each_order
         ("maker-1:2", Decimal(0), Decimal(6), "taker"),
         ("maker-2:1", Decimal(2), Decimal(1), "maker"),
     ]
+
+
+async def test_persistence_gives_a_connection_back_without_a_session_reset_but_never_inside_a_transaction(
+    config: PersistenceConfig, db: asyncpg.Connection
+) -> None:
+    await migrate(db)
+    # One connection: each acquire below takes the same one back.
+    pool = await app._open_pool(msgspec.structs.replace(config, pool_max_size=1))
+    try:
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SELECT 41 + 1")
+        # The backend's last statement is the one persistence ran: no reset round trip after it (asyncpg's
+        # default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` with every release).
+        last = await db.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", backend)
+        assert last == "SELECT 41 + 1"
+
+        # A connection handed back with its transaction still open (a write cut short) is rolled back.
+        symbol = unique_symbol("RST")
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute(
+            "INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask) VALUES ($1, $2, 1, 1, 1, 2)",
+            f"{symbol}:1",
+            symbol,
+        )
+        await pool.release(conn)
+        async with pool.acquire() as again:
+            assert not again.is_in_transaction()
+        assert await db.fetchval("SELECT count(*) FROM quotes WHERE symbol = $1", symbol) == 0
+    finally:
+        await pool.close()
