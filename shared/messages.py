@@ -809,6 +809,8 @@ def subject_of(message: SymbolMessage | ShardMessage | QuoteBatch | Heartbeat | 
     confirmation: ``ctl.trading.<shard>``. A lockstep marker or progress: ``<family>.<shard>._step`` of its
     family and its own shard.
     """
+    if isinstance(message, QuoteBatch):
+        return subjects.quote_batch(_shard_of(message.quotes[0].symbol, shards), message.source)
     if isinstance(message, StrategyAt | MatchedThrough):
         return subjects.step(_SHARD_FAMILY_OF[type(message)], message.shard)
     if isinstance(message, Heartbeat):
@@ -819,8 +821,6 @@ def subject_of(message: SymbolMessage | ShardMessage | QuoteBatch | Heartbeat | 
         return subjects.kv(subjects.RISK_BUCKET, subjects.risk_key(message.shard))
     if isinstance(message, TradingStateApplied):
         return subjects.trading_applied(message.shard)
-    if isinstance(message, QuoteBatch):
-        return subjects.quote_batch(_shard_of(message.quotes[0].symbol, shards), message.source)
     return subjects.for_symbol(_FAMILY_OF[type(message)], message.symbol, shards)
 
 
@@ -844,11 +844,14 @@ def check_subject(subject: str, message: Message, shards: int) -> None:
         raise MisroutedMessageError(subject, f"{tag} {message.id} on {expected} (shards: {shards})", original)
     if isinstance(message, QuoteBatch):
         shard = _shard_of(message.quotes[0].symbol, shards)
-        for index, row in enumerate(message.quotes):
-            if _shard_of(row.symbol, shards) != shard:
-                raise MisroutedMessageError(
-                    subject, f"every quote of {tag} {message.id} in shard {shard}", f"{row.symbol} at index {index}"
-                )
+        # Each symbol once: a batch names few symbols many times.
+        if shards > 1 and any(_shard_of(symbol, shards) != shard for symbol in {row.symbol for row in message.quotes}):
+            index, symbol = next(
+                (i, row.symbol) for i, row in enumerate(message.quotes) if _shard_of(row.symbol, shards) != shard
+            )
+            raise MisroutedMessageError(
+                subject, f"every quote of {tag} {message.id} in shard {shard}", f"{symbol} at index {index}"
+            )
 
 
 # The most messages one envelope carries.

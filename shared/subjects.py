@@ -8,6 +8,7 @@ machines and Python versions (unlike ``hash()``), so every instance agrees on wh
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from typing import Final, NamedTuple
@@ -90,8 +91,12 @@ def shard_of(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
+@functools.lru_cache(maxsize=16_384)
 def for_symbol(family: str, symbol: str, shards: int) -> str:
-    """Build ``<family>.<shard>.<symbol>`` for one of the per-symbol families (QUOTE, SIGNAL, ...)."""
+    """Build ``<family>.<shard>.<symbol>`` for one of the per-symbol families (QUOTE, SIGNAL, ...).
+
+    Every event of an order names a subject or two of its symbol: the most recent are kept made (a refused
+    symbol raises and is not kept)."""
     check_symbol(symbol)
     return f"{family}.{shard_of(symbol, shards)}.{symbol}"
 

@@ -375,3 +375,17 @@ def test_trading_confirmations_and_shard_holdings_have_their_own_subjects_and_ke
     assert subjects.risk_key(3) == "shard.3"
     with pytest.raises(InvalidSubjectError):
         subjects.trading_key("no.dots")
+
+
+def test_a_subject_refused_once_is_refused_every_time_and_the_subjects_kept_made_are_bounded():
+    for _ in range(3):
+        with pytest.raises(InvalidSymbolError):
+            subjects.for_symbol(subjects.ORDER_EVENT, "EUR.USD", 4)
+    for i in range(subjects.for_symbol.cache_info().maxsize + 10):
+        symbol = f"S{i}"
+        assert (
+            subjects.for_symbol(subjects.POSITION, symbol, 4)
+            == f"{subjects.POSITION}.{subjects.shard_of(symbol, 4)}.{symbol}"
+        )
+    info = subjects.for_symbol.cache_info()
+    assert info.currsize == info.maxsize
