@@ -1,7 +1,7 @@
 """CPU time per quote and per order of every process of the system, two checkouts side by side, alternating.
 
     python bench/cpu_by_process.py before=/path/to/checkout after=. [--rounds 3] [--rate 10000]
-        [--symbols 100] [--duration 20]
+        [--symbols 100] [--duration 20] [--tick-us 200]
 
 For each round and each checkout in turn (A B A B ...): ``just reset --yes`` and ``just up none`` in that
 checkout (its own run directory, its own code), then this checkout's load harness against it (the same
@@ -36,14 +36,14 @@ def _just(checkout: Path, *args: str, env: dict[str, str] | None = None) -> None
     subprocess.run(["just", *args], cwd=checkout, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def _one(checkout: Path, rate: float, symbols: int, duration: float) -> dict[str, object]:
+def _one(checkout: Path, rate: float, symbols: int, duration: float, tick_us: float) -> dict[str, object]:
     _just(checkout, "reset", "--yes")
     _just(checkout, "up", "none")
     try:
         with tempfile.TemporaryDirectory() as out:
             env = {**os.environ, "RRR_RUN_DIR": str(checkout / ".run")}
             _just(_HERE, "load", "--rate", str(rate), "--symbols", str(symbols), "--duration", str(duration),
-                  "--no-progress", "--out-dir", out, env=env)  # fmt: skip
+                  "--tick-us", str(tick_us), "--no-progress", "--out-dir", out, env=env)  # fmt: skip
             [report] = Path(out).glob("load-*.json")
             run: dict[str, object] = json.loads(report.read_text())["runs"][0]
             return run
@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10_000)
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument(
+        "--tick-us", type=float, default=200, help="the load generator's tick: quotes due within one go in one batch"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_by_process.json"))
     args = parser.parse_args()
     checkouts = {label: Path(path).resolve() for label, _, path in (c.partition("=") for c in args.checkouts)}
@@ -79,7 +82,7 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):
         for label, checkout in checkouts.items():
             print(f"round {round_}: {label} ({checkout})", file=sys.stderr, flush=True)
-            run = _one(checkout, args.rate, args.symbols, args.duration)
+            run = _one(checkout, args.rate, args.symbols, args.duration, args.tick_us)
             runs[label].append(run)
             print(f"  {run['published']:,} quotes, {run['orders_stored']:,} orders, held {run.get('held')}",
                   file=sys.stderr, flush=True)  # fmt: skip
@@ -87,8 +90,9 @@ def main() -> None:
     args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": runs}, indent=2))
     per = {label: [_per_unit(run) for run in label_runs] for label, label_runs in runs.items()}
     labels = list(checkouts)
+    messages = statistics.median(int(str(run["messages"])) for label_runs in runs.values() for run in label_runs)
     print(f"us of CPU per quote / per order, median of {args.rounds} ({args.rate:,.0f} quotes/s, {args.symbols} "
-          f"symbols, {args.duration:g} s)")  # fmt: skip
+          f"symbols, {args.duration:g} s, tick {args.tick_us:g} us: {messages:,.0f} quote messages a run)")  # fmt: skip
     print("| process | " + " | ".join(f"{label} per quote | {label} per order" for label in labels) + " |")
     print("| --- |" + " --- | --- |" * len(labels))
     for name in (*_SHOWN, "other", "all"):
