@@ -55,7 +55,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     # Read the whole file before publishing anything: a bad row (without --skip-bad-rows) or a file beyond the
     # limits stops the replay with nothing sent, so fixing the file and replaying it again cannot leave half of
     # an old version behind. What is published is what this read checked (rrr.market_data.feeds.CheckedFile).
-    with tqdm(unit="row", desc=f"checking {path.name}", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(unit=" rows", desc=f"checking {path.name}", disable=not progress, file=sys.stderr) as bar:
         checked = check_file(path, skip_bad_rows=skip_bad_rows, limits=limits, on_progress=bar.update)
     total = checked.quotes
 
