@@ -32,6 +32,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -140,7 +141,7 @@ async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, l
 
     await nc.subscribe("floor.evt", cb=_on)
     await nc.flush()
-    await asyncio.to_thread(uvloop.run, _generate(url, rate, total))
+    await asyncio.to_thread(uvloop.run, paced_publish(url, "floor.md", rate, total, _stamped))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 30)
     await nc.close()
@@ -154,9 +155,13 @@ async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, l
     return hops
 
 
-async def _generate(url: str, rate: float, total: int) -> None:
-    # On a thread and an event loop of its own, paced by sleeping the thread to the moment each message is
-    # due: an event loop's timers wake up to a millisecond late, and the listener's loop is never blocked.
+async def paced_publish(url: str, subject: str, rate: float, total: int, payload: Callable[[], bytes]) -> None:
+    """Publish ``total`` messages made by ``payload`` (when each is sent) on core NATS, ``rate`` a second.
+
+    For a thread and an event loop of its own: paced by sleeping the thread to the moment each message is due,
+    since an event loop's timers wake up to a millisecond late, and another loop (a listener's) is never
+    blocked by it.
+    """
     nc = await nats.connect(url)
     try:
         start = time.monotonic()
@@ -164,10 +169,14 @@ async def _generate(url: str, rate: float, total: int) -> None:
             delay = start + n / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # noqa: ASYNC251
-            await nc.publish("floor.md", _STAMP.pack(time.time_ns(), 0, 0, 0, 0) + _PAD)
+            await nc.publish(subject, payload())
             await nc.flush()
     finally:
         await nc.close()
+
+
+def _stamped() -> bytes:
+    return _STAMP.pack(time.time_ns(), 0, 0, 0, 0) + _PAD
 
 
 def _percentile(values: list[int], q: float) -> int:

@@ -38,6 +38,7 @@ from pathlib import Path
 import nats
 import psutil
 import uvloop
+from hop_floor import paced_publish  # bench/, beside this file
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from rrr.deploy.nats_server import NatsServer
@@ -71,20 +72,6 @@ async def _consume_async(url: str, mode: str, count: int, out: Queue[object]) ->
     await nc.close()
 
 
-async def _publish(url: str, rate: float, count: int) -> None:
-    nc = await nats.connect(url)
-    try:
-        start = time.monotonic()
-        for n in range(count):
-            delay = start + n / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # noqa: ASYNC251 - a thread of its own, paced to the due time
-            await nc.publish(SUBJECT, _PAYLOAD)
-            await nc.flush()
-    finally:
-        await nc.close()
-
-
 def _run(server: NatsServer, mode: str, consumers: int, rate: float, count: int) -> tuple[float, float]:
     """One run: the consumers' median and nats-server's CPU per message, in microseconds."""
     context = multiprocessing.get_context("spawn")
@@ -98,7 +85,9 @@ def _run(server: NatsServer, mode: str, consumers: int, rate: float, count: int)
     assert server.pid is not None
     nats_server = psutil.Process(server.pid)
     before = sum(nats_server.cpu_times()[:2])
-    publisher = threading.Thread(target=lambda: asyncio.run(_publish(server.url, rate, count)))
+    publisher = threading.Thread(
+        target=lambda: asyncio.run(paced_publish(server.url, SUBJECT, rate, count, lambda: _PAYLOAD))
+    )
     publisher.start()
     publisher.join()
     server_us = (sum(nats_server.cpu_times()[:2]) - before) / count * 1e6
