@@ -175,10 +175,10 @@ def check_file(
     """
     # What the file is, before reading all of it for its id.
     check_regular_file(path, None if limits is None else limits.max_file_mb)
+    source = source_id(path)
     # Closed by CheckedFile.close once published (an unnamed file: gone with the process, whatever happens).
     spill = tempfile.TemporaryFile(prefix="rrr-replay-")  # noqa: SIM115
-    checked = CheckedFile(path=path, source=source_id(path), spill=spill)
-    source = checked.source
+    checked = CheckedFile(path=path, source=source, spill=spill)
     encoder = msgspec.msgpack.Encoder()
 
     def _write(frame: _Rows | _Alone) -> None:
