@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -130,6 +131,39 @@ class _Alone(msgspec.Struct, frozen=True, array_like=True, tag=2):
 _frame_decoder = msgspec.msgpack.Decoder(_Rows | _Alone)
 
 
+class _FixedRows:
+    """``fixed_row``, with the fixed point of each combination of prices and sizes worked out once: the reader
+    hands out one number object per distinct text (``1.10`` and ``1.1`` are two), so the objects themselves
+    are the key. An entry holds its numbers, so no other object can take their ids while it is kept."""
+
+    __slots__ = ("_known",)
+    _MAX_KEPT = 65_536
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[int, ...] | None]] = {}
+
+    def __call__(
+        self,
+        quote_id: str,
+        symbol: str,
+        ts_event: int,
+        bid: Decimal,
+        ask: Decimal,
+        bid_size: Decimal | None,
+        ask_size: Decimal | None,
+    ) -> QuoteRow | None:
+        key = (id(bid), id(ask), id(bid_size), id(ask_size))
+        known = self._known.get(key)
+        if known is None:
+            row = fixed_row("", "", 0, bid, ask, bid_size, ask_size)
+            numbers = None if row is None else msgspec.structs.astuple(row)[3:]
+            if len(self._known) >= self._MAX_KEPT:
+                self._known.clear()
+            known = self._known[key] = ((bid, ask, bid_size, ask_size), numbers)
+        numbers = known[1]
+        return None if numbers is None else QuoteRow(quote_id, symbol, ts_event, *numbers)
+
+
 @dataclass(slots=True)
 class CheckedFile:
     """A quote file read to its end and found publishable (``check_file``): its rows, in file order and as the
@@ -192,13 +226,12 @@ def check_file(
             checked.bad_rows.append(str(error))
 
     rows: list[QuoteRow] = []
+    fixed = _FixedRows()
     try:
         for row in read_quotes(
             path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=checked.counts, limits=limits
         ):
-            wire = fixed_row(
-                f"{source}:{row.line}", row.symbol, row.ts_ns, row.bid, row.ask, row.bid_size, row.ask_size
-            )
+            wire = fixed(f"{source}:{row.line}", row.symbol, row.ts_ns, row.bid, row.ask, row.bid_size, row.ask_size)
             if wire is None:
                 if rows:
                     _write(_Rows(rows))

@@ -169,41 +169,58 @@ def _decimal(name: str, text: str) -> Decimal:
     return value
 
 
-def _row(line: int, values: dict[str, Any]) -> QuoteRow:
-    def text(name: str) -> str:
-        value = values.get(name)
-        if value is None or value == "":
-            raise ValueError(f"{name} is empty")
-        # Parquet floats are taken at their shortest round-trip text, which is what their writer meant.
-        return value if isinstance(value, str) else str(value)
+# Prices and sizes repeat from row to row: each distinct text is read and checked once per this many (an error
+# is not kept, so a bad one is refused again wherever it appears).
+_NUMBERS_CACHED = 16_384
 
+
+@functools.lru_cache(maxsize=_NUMBERS_CACHED)
+def _price(name: str, text: str) -> Decimal:
+    value = _decimal(name, text)
+    # The same checks the wire applies, so that a file that reads cleanly also publishes cleanly.
+    check_number(name, value, positive=True)
+    return value
+
+
+@functools.lru_cache(maxsize=_NUMBERS_CACHED)
+def _size(name: str, text: str) -> Decimal:
+    value = _decimal(name, text)
+    check_number(name, value)
+    return value
+
+
+def _text(values: dict[str, Any], name: str) -> str:
+    value = values.get(name)
+    if value is None or value == "":
+        raise ValueError(f"{name} is empty")
+    # Parquet floats are taken at their shortest round-trip text, which is what their writer meant.
+    return value if isinstance(value, str) else str(value)
+
+
+def _row(line: int, values: dict[str, Any]) -> QuoteRow:
     ts_value = values.get("ts")
     # Parquet timestamps arrive as integer nanoseconds (see _parquet_records, which refuses plain integers).
     if isinstance(ts_value, int):
         ts_ns, ts_text = ts_value, _ns_text(ts_value)
     else:
-        ts_text = text("ts")
+        ts_text = _text(values, "ts")
         ts_ns = parse_ts(ts_text)
     # The wire's bounds (Nanos): outside them a quote would fail to encode, or be dead-lettered downstream.
     if not NANOS_MIN <= ts_ns <= NANOS_MAX:
         raise ValueError(
             f"ts: expected a time from {_ns_text(NANOS_MIN)} to {_ns_text(NANOS_MAX)}, got {excerpt(ts_text)}"
         )
-    symbol = check_symbol(text("symbol"))
-    bid, ask = _decimal("bid", text("bid")), _decimal("ask", text("ask"))
-    # The same checks the wire applies, so that a file that reads cleanly also publishes cleanly.
-    check_number("bid", bid, positive=True)
-    check_number("ask", ask, positive=True)
+    raw_symbol, raw_bid, raw_ask = values.get("symbol"), values.get("bid"), values.get("ask")
+    # A CSV's values are text; anything else (empty, or a Parquet number) goes through _text.
+    symbol = check_symbol(raw_symbol if raw_symbol and isinstance(raw_symbol, str) else _text(values, "symbol"))
+    bid = _price("bid", raw_bid if raw_bid and isinstance(raw_bid, str) else _text(values, "bid"))
+    ask = _price("ask", raw_ask if raw_ask and isinstance(raw_ask, str) else _text(values, "ask"))
     if bid > ask:
         raise ValueError(f"crossed quote: bid {bid} > ask {ask}")
-    sizes = []
-    for name in OPTIONAL:
-        raw = values.get(name)
-        size = None if raw is None or raw == "" else _decimal(name, raw if isinstance(raw, str) else str(raw))
-        if size is not None:
-            check_number(name, size)
-        sizes.append(size)
-    return QuoteRow(line, ts_ns, symbol, bid, ask, sizes[0], sizes[1])
+    raw_bid_size, raw_ask_size = values.get("bid_size"), values.get("ask_size")
+    bid_size = None if raw_bid_size is None or raw_bid_size == "" else _size("bid_size", _text(values, "bid_size"))
+    ask_size = None if raw_ask_size is None or raw_ask_size == "" else _size("ask_size", _text(values, "ask_size"))
+    return QuoteRow(line, ts_ns, symbol, bid, ask, bid_size, ask_size)
 
 
 def to_quote(row: QuoteRow, source: str, ts_init: int) -> Quote:
@@ -453,12 +470,15 @@ def check_regular_file(path: Path, max_file_mb: int | None) -> None:
 
 
 def _digest(row: QuoteRow) -> int:
-    # By value, so 1.10 and 1.1 are one price: no consumer tells them apart. Normalised in a context wider
-    # than any number the reader accepts, so normalising never rounds.
-    parts = (
-        "" if v is None else str(v.normalize(_EXACT)) if v else "0"
-        for v in (row.bid, row.ask, row.bid_size, row.ask_size)
-    )
+    return _digest_of(row.bid, row.ask, row.bid_size, row.ask_size)
+
+
+@functools.lru_cache(maxsize=_NUMBERS_CACHED)
+def _digest_of(bid: Decimal, ask: Decimal, bid_size: Decimal | None, ask_size: Decimal | None) -> int:
+    # By value, so 1.10 and 1.1 are one price: no consumer tells them apart (nor does this cache, which holds
+    # equal numbers as one). Normalised in a context wider than any number the reader accepts, so normalising
+    # never rounds.
+    parts = ("" if v is None else str(v.normalize(_EXACT)) if v else "0" for v in (bid, ask, bid_size, ask_size))
     text = "|".join(parts)
     if _KEYED_HASH:
         return hash(text) & _U64

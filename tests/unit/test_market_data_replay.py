@@ -29,6 +29,7 @@ from rrr.market_data.replay import (
     to_quote,
 )
 from rrr.shared.errors import BadRowError
+from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import encode, market_data_decoder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -951,3 +952,59 @@ def test_an_unclosed_quote_in_the_header_is_refused_naming_line_1(tmp_path: Path
     with pytest.raises(UnsupportedFileError) as info:
         list(read_quotes(path))
     assert str(info.value) == f"{path}:1: not readable as CSV from this line on: field larger than field limit (131072)"
+
+
+# -- numbers read once per spelling ---------------------------------------------------------------------
+
+
+def test_a_bad_price_is_refused_on_every_row_it_appears_on_not_only_the_first(tmp_path: Path) -> None:
+    # Prices are read and checked once per distinct text; a refusal must not be remembered as a value.
+    path = _csv(tmp_path, HEADER, _quote(1, bid="0"), _quote(2), _quote(3, bid="0"), _quote(4, ask="abc"),
+                _quote(5, ask="abc"))  # fmt: skip
+    reported: list[BadRowError] = []
+    assert [r.line for r in read_quotes(path, skip_bad_rows=True, on_bad_row=reported.append)] == [3]
+    assert [(e.line, e.reason) for e in reported] == [
+        (2, "bid must be > 0, got 0"),
+        (4, "bid must be > 0, got 0"),
+        (5, "ask 'abc' is not a decimal number"),
+        (6, "ask 'abc' is not a decimal number"),
+    ]
+
+
+def test_a_price_written_two_ways_keeps_its_spelling_on_each_row_and_on_the_wire(tmp_path: Path) -> None:
+    from rrr.market_data.feeds import check_file
+
+    # 1.10 and 1.1 are one value but not one spelling: each row keeps its own, in the reader and in the fixed
+    # point of the rows checked for publishing, whichever came first.
+    path = _csv(tmp_path, HEADER, _quote(1, bid="1.10", ask="1.20"), _quote(2, bid="1.1", ask="1.2"),
+                _quote(3, bid="1.10", ask="1.20"), _quote(4, bid="1.1", ask="1.2", size="2.50"))  # fmt: skip
+    assert [(str(r.bid), str(r.ask)) for r in read_quotes(path)] == [("1.10", "1.20"), ("1.1", "1.2")] * 2
+    checked = check_file(path, skip_bad_rows=False)
+    try:
+        rows = [row for frame in checked.frames() for row in frame.rows]  # type: ignore[union-attr]
+    finally:
+        checked.close()
+    assert [(r.bid, r.ask, r.places, r.bid_size, r.bid_size_places) for r in rows] == [
+        (110, 120, 2, None, 0),
+        (11, 12, 1, None, 0),
+        (110, 120, 2, None, 0),
+        (11, 12, 1, 250, 2),
+    ]
+    assert [r.ts_event % 60_000_000_000 // 1_000_000_000 for r in rows] == [1, 2, 3, 4]
+
+
+def test_the_fixed_point_of_checked_rows_is_right_after_its_memory_is_cleared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rrr.market_data import feeds
+
+    monkeypatch.setattr(feeds._FixedRows, "_MAX_KEPT", 3)
+    prices = [f"1.{n:0{places}d}" for places in (1, 2, 3) for n in range(1, 6)]
+    path = _csv(tmp_path, HEADER, *(_quote(i, bid=p, ask="2") for i, p in enumerate(prices + prices[::-1])))
+    checked = feeds.check_file(path, skip_bad_rows=False)
+    try:
+        rows = [row for frame in checked.frames() for row in frame.rows]  # type: ignore[union-attr]
+    finally:
+        checked.close()
+    assert [to_decimal(r.bid, r.places) for r in rows] == [Decimal(p) for p in prices + prices[::-1]]
+    assert [r.places for r in rows] == [len(p) - 2 for p in prices + prices[::-1]]
