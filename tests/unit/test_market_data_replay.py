@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -98,6 +98,34 @@ def test_parse_ts_without_a_zone_raises_saying_utc_is_expected(text):
 def test_parse_ts_of_something_else_raises_showing_an_example(text):
     with pytest.raises(ValueError, match=r"not an ISO-8601 time such as 2020-01-01T17:00:00\.065Z"):
         parse_ts(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2020-13-01T17:00:00.065Z",  # the shape of the common spelling, each with something wrong
+        "2020-02-30T17:00:00.065Z",
+        "2020-01-01T24:00:00.065Z",
+        "2020-01-01T17:00:60.065Z",
+        "2020-01-01T17:00:00.0\u0666\u0665Z",
+        "2020-01-01T17:00:00.06xZ",
+        "2020-01-01\u00a017:00:00.065Z",
+        "2020-01-01T17:00:0\u0660.065Z",
+    ],
+)
+def test_parse_ts_of_the_common_spelling_gone_wrong_raises_as_any_other(text):
+    with pytest.raises(ValueError, match=r"not an ISO-8601 time such as 2020-01-01T17:00:00\.065Z"):
+        parse_ts(text)
+
+
+@given(st.integers(min_value=-(10**11), max_value=253_402_300_799_999))
+def test_parse_ts_of_any_millisecond_in_the_common_spelling_is_exact(millis):
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis % 1000:03d}Z"
+    if len(text) != 24:  # a year before 1000 is written with fewer digits
+        return
+    assert parse_ts(text) == millis * 1_000_000
+    assert parse_ts(text.replace("Z", "+00:00")) == millis * 1_000_000  # the long way agrees
 
 
 # -- the bundled data ----------------------------------------------------------------------------------
