@@ -13,7 +13,8 @@ from rrr.persistence import handlers
 from rrr.persistence.config import PersistenceConfig
 from rrr.persistence.metrics import WriterMetrics
 from rrr.persistence.positions import Position
-from rrr.persistence.schema import ensure_current
+from rrr.persistence.schema import ensure_current, ensure_writer
+from rrr.persistence.store import prepare_session
 from rrr.shared import subjects
 from rrr.shared.bus import (
     EVENT_STREAM,
@@ -53,7 +54,7 @@ async def _open_pool(config: PersistenceConfig) -> asyncpg.Pool:
         # A statement stuck on a vanished server fails after command_timeout instead of blocking shutdown.
         pool = await asyncpg.create_pool(
             config.database_url, min_size=1, max_size=config.pool_max_size, timeout=10, command_timeout=60,
-            reset=_keep_session,
+            reset=_keep_session, init=prepare_session,
         )  # fmt: skip
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailableError(str(redact(config.database_url)), str(exc)) from None
@@ -87,6 +88,7 @@ async def _start(ctx: Context[PersistenceConfig]) -> Plan:
     positions = {family: Position(f"{SERVICE}-{family}-{shard}", stream.name) for family, stream in planes.items()}
     async with pool.acquire() as conn:
         await ensure_current(conn)
+        await ensure_writer(conn)
         start = {family: await p.resume(conn, ctx.bus.js) for family, p in positions.items()}
     md, sig, evt = (subjects.plane_shard_filter(p, shard) for p in (MARKET_DATA_ALL, SIGNAL_ALL, EVENT_ALL))
     consumers: list[Consumer[Any]] = [

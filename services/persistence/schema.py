@@ -52,6 +52,34 @@ class SchemaNotCurrentError(RRRError):
         )
 
 
+class WriterNotGrantedError(RRRError):
+    """The connected role lacks a right persistence writes with (granted by ``grant_writer``)."""
+
+    def __init__(self, role: str, database: str, what: str) -> None:
+        self.role = role
+        super().__init__(
+            f"role {role!r} may not {what} in database {database!r}: run `rrr-persistence migrate --grant-writer "
+            f"{role}` once with the database owner's DSN in RRR_DATABASE_URL (`rrr-stack up` does), then start "
+            "persistence again"
+        )
+
+
+async def ensure_writer(conn: Connection) -> None:
+    """Raise WriterNotGrantedError unless ``conn``'s role has the rights ``grant_writer`` gives beyond its
+    tables' (those the schema's check covers).
+
+    Raises:
+        WriterNotGrantedError: the role may not create temporary tables.
+    """
+    row = await conn.fetchrow(
+        "SELECT current_user AS role, current_database() AS db, "
+        "has_database_privilege(current_database(), 'TEMPORARY') AS temporary"
+    )
+    assert row is not None
+    if not row["temporary"]:
+        raise WriterNotGrantedError(row["role"], row["db"], "create temporary tables (quotes arrive by COPY in one)")
+
+
 # The tables persistence writes; the migrations' own bookkeeping is only read.
 _BOOKKEEPING = "schema_migrations"
 # The functions persistence writes with (their migrations take EXECUTE from PUBLIC). They run with the
@@ -135,12 +163,14 @@ async def ensure_current(conn: Connection) -> list[int]:
 
 async def grant_writer(conn: Connection, role: str) -> None:
     """Let ``role`` read and write the rows of every table, and call the functions that write them; nothing
-    else: no DDL, no DELETE.
+    else: no DDL but the temporary tables of its own sessions (quotes arrive by COPY in one), no DELETE.
 
     Run after each migration (a new table needs its grant too).
     """
     name = _quote_ident(role)
+    database = _quote_ident(await conn.fetchval("SELECT current_database()"))
     async with conn.transaction():
+        await conn.execute(f"GRANT TEMPORARY ON DATABASE {database} TO {name}")
         await conn.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
         for table in await _tables(conn):
             privileges = "SELECT" if table == _BOOKKEEPING else "SELECT, INSERT, UPDATE"

@@ -367,6 +367,30 @@ async def test_persistence_skips_a_batch_its_stored_position_already_covers(
     assert await _position(db, "md") == last
 
 
+async def test_persistence_stores_once_the_quotes_a_later_batch_brings_again_and_moves_on(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("AGN")
+    price = {"bid": 100, "ask": 101, "places": 2}
+
+    async with running_service(app.run, config, heartbeats) as persistence:
+        await _publish_batch(bus, _quote_rows(symbol, 0, 3, **price))
+        await persistence.wait_for_counter("handled", 1)
+        # A file replayed again, say: new messages bringing quotes stored before, some beside new ones. Each
+        # such batch goes in again passing over what is there, and the position moves past it.
+        again = [await _publish_batch(bus, rows) for rows in (_quote_rows(symbol, 1, 4, **price),
+                                                               _quote_rows(symbol, 0, 3, **price))]  # fmt: skip
+        last = await _publish_batch(bus, _quote_rows(symbol, 10, 2, **price))
+        counters = await persistence.wait_for_counter("handled", 4)
+
+    assert again == [2, 3]
+    assert (counters["md_messages"], counters["rows_quotes"]) == (4, 7)
+    assert (counters["retried"], counters["dead_lettered"], counters["handler_rejected"]) == (0, 0, 0)
+    ids = await db.fetch("SELECT id FROM quotes ORDER BY ts_event")
+    assert [r["id"] for r in ids] == [f"{symbol}:{n}" for n in (0, 1, 2, 3, 4, 10, 11)]
+    assert await _position(db, "md") == last
+
+
 async def test_persistence_upgraded_from_a_durable_consumer_resumes_after_its_ack_floor_and_deletes_it(
     config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
 ) -> None:

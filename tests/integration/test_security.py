@@ -37,10 +37,19 @@ from rrr.execution import app as execution_app
 from rrr.execution.config import ExecutionConfig
 from rrr.persistence import app as persistence_app
 from rrr.persistence.config import PersistenceConfig
-from rrr.persistence.schema import SchemaNotCurrentError, grant_writer, migrate
+from rrr.persistence.schema import SchemaNotCurrentError, WriterNotGrantedError, grant_writer, migrate
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, NatsAuthorizationError, inbox_prefix, url_user
-from rrr.shared.messages import MatchedThrough, Message, OrderFilled, PositionUpdated, StrategyAt, encode
+from rrr.shared.messages import (
+    MatchedThrough,
+    Message,
+    OrderFilled,
+    PositionUpdated,
+    QuoteBatch,
+    QuoteRow,
+    StrategyAt,
+    encode,
+)
 from tests.support.factories import (
     make_order,
     make_order_accepted,
@@ -337,25 +346,35 @@ async def _persistence_role_writes_only(
         try:
             await migrate(owner)
             await grant_writer(owner, role)
+            # Quote batches arrive by COPY in a temporary table of the session: without that right the service
+            # says so, and how to grant it, instead of refusing every batch.
+            await owner.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM "{role}"')
+            with pytest.raises(WriterNotGrantedError, match=f"--grant-writer {role}`"):
+                await persistence_app.run(config, asyncio.Event())
+            await grant_writer(owner, role)
         finally:
             await owner.close()
 
         quote = make_quote(unique_symbol("LP"))
         signal = make_signal(quote.symbol)
         order = make_order(quote.symbol)
+        row = QuoteRow(id=f"{quote.symbol}:b1", symbol=quote.symbol, ts_event=1, bid=110_000, ask=110_002, places=5)
+        batch = QuoteBatch(id=unique_id("b"), ts_event=1, ts_init=1, source="test", quotes=[row])
+        await bus.publish_persistent(subjects.quote_batch(0, "test"), batch)
         await bus.publish_persistent(subjects.quote(quote.symbol, 1), quote)
         await bus.publish_persistent(subjects.signal(quote.symbol, 1), signal)
         for event in (make_order_accepted(order), make_order_filled(order)):
             await bus.publish_persistent(subjects.order_event(quote.symbol, 1), event)
         config = msgspec.structs.replace(config, heartbeat_ms=100, batch_max_ms=20)
         async with running_service(persistence_app.run, config, heartbeats) as persisting:
-            await persisting.wait_for_counter("rows_quotes", 1)
+            await persisting.wait_for_counter("rows_quotes", 2)
             await persisting.wait_for_counter("rows_signals", 1)
             await persisting.wait_for_counter("rows_fills", 1)
 
         conn = await asyncpg.connect(role_dsn)
         try:
             assert await conn.fetchval("SELECT count(*) FROM quotes WHERE id = $1", quote.id) == 1
+            assert await conn.fetchval("SELECT bid::text FROM quotes WHERE id = $1", row.id) == "1.10000"
             # Signals and order events go through their one-statement writes, with the role's grants alone.
             assert await conn.fetchval("SELECT count(*) FROM signals WHERE id = $1", signal.id) == 1
             status = await conn.fetchval("SELECT status FROM orders WHERE client_order_id = $1", order.id)
