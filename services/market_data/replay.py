@@ -13,6 +13,7 @@ import bisect
 import csv
 import functools
 import hashlib
+import operator
 import os
 import re
 import stat
@@ -32,6 +33,7 @@ from rrr.shared.subjects import check_symbol
 
 REQUIRED = ("ts", "symbol", "bid", "ask")
 OPTIONAL = ("bid_size", "ask_size")
+_COLUMNS = REQUIRED + OPTIONAL
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MB = 1 << 20
 # A quote row is under 300 characters; a line this long is a broken or hostile file, not a row.
@@ -200,37 +202,43 @@ def _size(name: str, text: str) -> Decimal:
     return value
 
 
-def _text(values: dict[str, Any], name: str) -> str:
-    value = values.get(name)
+def _text(value: Any, name: str) -> str:
     if value is None or value == "":
         raise ValueError(f"{name} is empty")
     # Parquet floats are taken at their shortest round-trip text, which is what their writer meant.
     return value if isinstance(value, str) else str(value)
 
 
-def _row(line: int, values: dict[str, Any]) -> QuoteRow:
-    ts_value = values.get("ts")
+# A row's values in the order of the canonical columns (ts, symbol, bid, ask, bid_size, ask_size), None for a
+# column the file does not have. The readers yield the reason instead for a row that has no values.
+_Values = tuple[Any, Any, Any, Any, Any, Any]
+
+
+def _row(line: int, values: _Values) -> QuoteRow:
+    ts_value, raw_symbol, raw_bid, raw_ask, raw_bid_size, raw_ask_size = values
     # Parquet timestamps arrive as integer nanoseconds (see _parquet_records, which refuses plain integers).
     if isinstance(ts_value, int):
         ts_ns, ts_text = ts_value, _ns_text(ts_value)
     else:
-        ts_text = ts_value if ts_value and isinstance(ts_value, str) else _text(values, "ts")
+        ts_text = ts_value if ts_value and isinstance(ts_value, str) else _text(ts_value, "ts")
         ts_ns = parse_ts(ts_text)
     # The wire's bounds (Nanos): outside them a quote would fail to encode, or be dead-lettered downstream.
     if not NANOS_MIN <= ts_ns <= NANOS_MAX:
         raise ValueError(
             f"ts: expected a time from {_ns_text(NANOS_MIN)} to {_ns_text(NANOS_MAX)}, got {excerpt(ts_text)}"
         )
-    raw_symbol, raw_bid, raw_ask = values.get("symbol"), values.get("bid"), values.get("ask")
     # A CSV's values are text; anything else (empty, or a Parquet number) goes through _text.
-    symbol = check_symbol(raw_symbol if raw_symbol and isinstance(raw_symbol, str) else _text(values, "symbol"))
-    bid = _price("bid", raw_bid if raw_bid and isinstance(raw_bid, str) else _text(values, "bid"))
-    ask = _price("ask", raw_ask if raw_ask and isinstance(raw_ask, str) else _text(values, "ask"))
+    symbol = check_symbol(raw_symbol if raw_symbol and isinstance(raw_symbol, str) else _text(raw_symbol, "symbol"))
+    bid = _price("bid", raw_bid if raw_bid and isinstance(raw_bid, str) else _text(raw_bid, "bid"))
+    ask = _price("ask", raw_ask if raw_ask and isinstance(raw_ask, str) else _text(raw_ask, "ask"))
     if bid > ask:
         raise ValueError(f"crossed quote: bid {bid} > ask {ask}")
-    raw_bid_size, raw_ask_size = values.get("bid_size"), values.get("ask_size")
-    bid_size = None if raw_bid_size is None or raw_bid_size == "" else _size("bid_size", _text(values, "bid_size"))
-    ask_size = None if raw_ask_size is None or raw_ask_size == "" else _size("ask_size", _text(values, "ask_size"))
+    bid_size = (
+        None if raw_bid_size is None or raw_bid_size == "" else _size("bid_size", _text(raw_bid_size, "bid_size"))
+    )
+    ask_size = (
+        None if raw_ask_size is None or raw_ask_size == "" else _size("ask_size", _text(raw_ask_size, "ask_size"))
+    )
     return QuoteRow(line, ts_ns, symbol, bid, ask, bid_size, ask_size)
 
 
@@ -284,7 +292,7 @@ def _check_columns(path: Path, columns: list[str]) -> None:
         )
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(path: Path) -> Iterator[tuple[int, _Values | str]]:
     # utf-8-sig: a byte-order mark some spreadsheet programs write is not part of the first column's name.
     # surrogateescape: a byte that is not UTF-8 is kept, for _text_lines to name it with its line; a strict
     # decoder fails on a whole buffer, lines ahead of the row being read.
@@ -297,15 +305,21 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise BadRowError(str(path), 1, "file is empty; expected a header line")
             columns = [c.strip() for c in header]
             _check_columns(path, columns)
+            width = len(columns)
+            # The fields in the canonical order; a column the file lacks reads the None appended to its rows.
+            canonical = operator.itemgetter(*(columns.index(c) if c in columns else width for c in _COLUMNS))
+            complete = all(c in columns for c in _COLUMNS)
             start = 2
             for fields in reader:
                 start = reader.line_num + 1  # where the next row begins, if this one is fine
                 if not fields:
                     continue
-                if len(fields) != len(columns):
-                    yield reader.line_num, {"__error__": f"expected {len(columns)} fields, got {len(fields)}"}
+                if len(fields) != width:
+                    yield reader.line_num, f"expected {width} fields, got {len(fields)}"
                     continue
-                yield reader.line_num, dict(zip(columns, fields, strict=True))
+                if not complete:
+                    fields.append(None)  # type: ignore[arg-type]
+                yield reader.line_num, canonical(fields)
         except csv.Error as exc:
             # An unclosed quote runs on to the field size limit, lines later: name the line the row began on.
             raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=start) from None
@@ -333,7 +347,7 @@ def _text_lines(path: Path, fh: TextIO) -> Iterator[str]:
         yield line
 
 
-def _parquet_rows(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parquet_rows(path: Path, max_rows: int | None) -> Iterator[tuple[int, _Values | str]]:
     try:
         import pyarrow as pa
     except ImportError:
@@ -348,7 +362,7 @@ def _parquet_rows(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[
         raise UnsupportedFileError(path, f"not readable as Parquet: {excerpt(reason, 200, quoted=False)}") from None
 
 
-def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[int, _Values]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -375,6 +389,10 @@ def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[int, di
     # the nanoseconds, and Arrow's cast to nanoseconds fails a whole batch at one time past 2262 instead of
     # letting that row say so. A timestamp without a zone is taken as UTC, as Parquet writers mean it.
     scale = _UNIT_NS[ts_type.unit] if pa.types.is_timestamp(ts_type) else None
+
+    def canonical(record: dict[str, Any]) -> _Values:
+        return tuple(record.get(c) for c in _COLUMNS)  # type: ignore[return-value]
+
     for batch in parquet.iter_batches(batch_size=65_536):
         if scale is not None:
             batch = batch.set_column(batch.schema.get_field_index("ts"), "ts", batch.column("ts").cast(pa.int64()))
@@ -382,7 +400,7 @@ def _parquet_records(path: Path, max_rows: int | None) -> Iterator[tuple[int, di
             row += 1
             if scale is not None and record["ts"] is not None:
                 record["ts"] *= scale
-            yield row, record
+            yield row, canonical(record)
 
 
 def read_quotes(
@@ -424,8 +442,8 @@ def read_quotes(
                     path, _too_many("data rows", limits.max_rows, "--replay-max-rows", "more"), line=line
                 )
             try:
-                if "__error__" in values:
-                    raise ValueError(values["__error__"])
+                if isinstance(values, str):
+                    raise ValueError(values)
                 row = _row(line, values)
             except ValueError as exc:
                 counts.bad_rows += 1

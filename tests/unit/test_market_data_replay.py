@@ -398,6 +398,18 @@ def _columns(rows: list[QuoteRow]) -> dict[str, list[object]]:
     }
 
 
+def test_a_file_with_one_size_column_of_two_reads_it_as_that_size_in_csv_and_parquet(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    header, row = "ask,ask_size,symbol,ts,bid", "1.2,7.5,EURUSD,2020-01-01T17:00:01Z,1.1"
+    csv_path = _csv(tmp_path, header, row)
+    parquet_path = tmp_path / "quotes.parquet"
+    pq.write_table(pa.table({n: [v] for n, v in zip(header.split(","), row.split(","), strict=True)}), parquet_path)
+    for path in (csv_path, parquet_path):
+        (quote,) = read_quotes(path)
+        assert (str(quote.bid), str(quote.ask), quote.bid_size, str(quote.ask_size)) == ("1.1", "1.2", None, "7.5")
+
+
 def test_parquet_with_text_columns_reads_back_the_same_quotes_as_the_csv(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
