@@ -13,6 +13,7 @@ made writes faster (bench/persistence_write.py, figures in bench/README.md).
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -153,11 +154,12 @@ ON CONFLICT (client_order_id) DO NOTHING
 RETURNING client_order_id"""
 
 # Of the orders whose rows a batch inserted, those with events in the journal from before the batch (events
-# stored ahead of their order's acceptance): their statuses are recomputed from the whole journal. A probe of
-# the journal per order, not = ANY, which without the column's statistics the planner answers with a full read.
+# stored ahead of their order's acceptance): more events in the journal than the batch brought of it. Their
+# statuses are recomputed from the whole journal. A count by a probe of the journal per order, not = ANY, which
+# without the column's statistics the planner answers with a full read.
 _EARLIER_EVENTS = """
-SELECT i.id FROM unnest($1::text[]) AS i(id)
- WHERE EXISTS (SELECT FROM order_events e WHERE e.client_order_id = i.id AND e.id <> ALL($2::text[]))"""
+SELECT i.id FROM unnest($1::text[], $2::bigint[]) AS i(id, n)
+ WHERE (SELECT count(*) FROM order_events e WHERE e.client_order_id = i.id) > i.n"""
 
 # The furthest status of each order in the journal (the fullest of its partial fills), replacing the row's
 # only when it is further along: a status never moves back, whatever order its events are stored in. Each order
@@ -441,8 +443,10 @@ async def write_batch(conn: Connection, messages: Iterable[Message], *, in_order
         if furthest:
             written.orders_filled = _count(await conn.execute(_ADVANCE_ORDERS, *_columns(furthest)))
         if inserted:
-            ids = [row[0] for row in journal if row[1] in orders]
-            late = [r[0] for r in await conn.fetch(_EARLIER_EVENTS, inserted, ids)]
+            # The distinct events of each inserted order in this batch (a repeat of one is stored once).
+            brought = Counter(order for _, order in {(row[0], row[1]) for row in journal})
+            counts = [brought[order] for order in inserted]
+            late = [r[0] for r in await conn.fetch(_EARLIER_EVENTS, inserted, counts)]
             if late:
                 written.orders_filled += _count(await conn.execute(_ORDER_STATUS, late))
     elif journal:

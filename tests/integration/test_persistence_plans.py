@@ -137,3 +137,21 @@ async def test_persistence_order_writes_use_indexes_after_the_tables_grew_under_
     # Each order accepted after its fill, filled (e0 had no fill; the last batch's fill has no acceptance yet).
     late = await db.fetch("SELECT status FROM orders WHERE client_order_id ~ '^e[0-9]+$' AND client_order_id <> 'e0'")
     assert [r["status"] for r in late] == ["filled"] * (writes.n - 1)
+
+
+async def test_an_order_status_ranks_as_before_and_is_worked_out_in_the_statement_not_called(
+    db: asyncpg.Connection,
+) -> None:
+    await migrate(db)
+    ranks = await db.fetch(
+        "SELECT s, order_status_rank(s) AS rank FROM unnest($1::text[]) AS s",
+        ["accepted", "partially_filled", "filled", "canceled", "rejected", "expired", None],
+    )
+    assert [(r["s"], r["rank"]) for r in ranks] == [
+        ("accepted", 1), ("partially_filled", 2), ("filled", 3), ("canceled", 3), ("rejected", 3), ("expired", 3),
+        (None, None),
+    ]  # fmt: skip
+    # Inlined: a status update compares the CASE itself on every row, no function call per row.
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN (VERBOSE) SELECT order_status_rank(status) FROM orders"))
+    assert "CASE" in plan
+    assert "order_status_rank" not in plan

@@ -424,7 +424,7 @@ async def test_rrr_persistence_migrate_applies_the_migrations_as_the_owner_with_
                 subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60, check=False
             )
             assert done.returncode == 0, done.stderr
-            assert "migrations applied now: [1, 2, 3, 4, 5]" in done.stdout
+            assert "migrations applied now: [1, 2, 3, 4, 5, 6]" in done.stdout
             assert owner_dsn.split("@")[0].rsplit(":", 1)[1] not in done.stdout + done.stderr  # no password shown
             conn = await asyncpg.connect(owner_dsn)
             try:
