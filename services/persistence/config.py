@@ -38,4 +38,4 @@ class PersistenceConfig(ServiceConfig, frozen=True, kw_only=True):
             "transactions; 0: write at once)",
         ),
     ] = 2
-    pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=100, description="PostgreSQL connections, at most")] = 4
+    pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=100, description="PostgreSQL connections, at most")] = 6

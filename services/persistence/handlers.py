@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -157,6 +159,99 @@ def _chunks(batch: Sequence[Delivery[Any]], max_rows: int) -> Iterator[Sequence[
         yield batch[start:]
 
 
+# Chunks of quote batches written at the same time: the rows of one go in while the one before commits.
+OVERLAPPED_WRITES = 2
+
+
+async def _write_quotes_overlapped(
+    writer: Writer, chunks: list[Sequence[Delivery[Any]]], family: str, position: Position
+) -> tuple[int, int]:
+    """Write the leading chunks of ``chunks`` that hold quote batches only, OVERLAPPED_WRITES at a time, each on
+    a connection of its own; return how many were committed (a prefix of them) and their messages.
+
+    PostgreSQL inserts the rows of each chunk in parallel; each chunk's position moves, and its transaction
+    commits, only after the chunk before it committed (``write_quote_batches_at``'s ``after``): what is
+    committed is always everything up to a point, as when written one at a time. The first chunk that is not
+    committed (refused, an outage, a position that already covers it) and all after it are left to the caller,
+    written one at a time. So is a chunk sharing a quote with the one before (a file replayed twice at once):
+    its rows would wait for the other's commit, which waits for this one.
+    """
+    loop = asyncio.get_running_loop()
+    in_flight: list[tuple[asyncio.Task[int | None], int, float]] = []
+    committed = stored = 0
+    previous: asyncio.Future[bool] | None = None
+    previous_ids: set[str] = set()
+    stopped = False
+
+    async def settle() -> None:
+        # The oldest write in flight: counted if committed; if not, nothing after it commits either.
+        nonlocal committed, stored, stopped
+        task, size, started = in_flight.pop(0)
+        try:
+            inserted = await task
+        except Exception:
+            inserted = None  # written again one at a time, which says what is wrong
+        if inserted is None:
+            stopped = True
+            return
+        writer.counters.add_rows(RowsWritten(quotes=inserted))
+        writer.written(family, time.perf_counter() - started)
+        committed += 1
+        stored += size
+
+    try:
+        for chunk in chunks:
+            messages = [d.message for d in chunk]
+            if stopped or not all(isinstance(m, QuoteBatch) for m in messages):
+                break
+            ids = {row.id for m in messages for row in m.quotes}
+            if not ids.isdisjoint(previous_ids):
+                break
+            acquired: asyncio.Future[None] = loop.create_future()
+            done: asyncio.Future[bool] = loop.create_future()
+            task = asyncio.create_task(_write_quote_chunk(writer, chunk, messages, position, previous, acquired, done))
+            in_flight.append((task, len(chunk), time.perf_counter()))
+            previous, previous_ids = done, ids
+            # The next chunk asks for a connection only once this one holds its own: a chunk never holds the
+            # connection the one before it waits for.
+            await acquired
+            if len(in_flight) == OVERLAPPED_WRITES:
+                await settle()
+        while in_flight:
+            await settle()
+    finally:
+        for task, _, _ in in_flight:
+            task.cancel()
+        for task, _, _ in in_flight:
+            with contextlib.suppress(BaseException):
+                await task
+    return committed, stored
+
+
+async def _write_quote_chunk(
+    writer: Writer,
+    chunk: Sequence[Delivery[Any]],
+    messages: list[QuoteBatch],
+    position: Position,
+    after: asyncio.Future[bool] | None,
+    acquired: asyncio.Future[None],
+    done: asyncio.Future[bool],
+) -> int | None:
+    inserted = None
+    try:
+        async with writer.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+            acquired.set_result(None)
+            inserted = await write_quote_batches_at(
+                conn, messages, position.consumer, position.stream, chunk[0].seq, chunk[-1].seq, after=after
+            )
+        return inserted
+    finally:
+        # Committed or not, and the connection given back, whatever happened (an outage, a cancellation).
+        if not acquired.done():
+            acquired.set_result(None)
+        done.set_result(inserted is not None)
+
+
 async def _store(
     writer: Writer, batch: Sequence[Delivery[Any]], family: str, position: Position | None
 ) -> tuple[int, list[Rejected]]:
@@ -174,7 +269,11 @@ async def _store(
     ) as span:
         span.set_attribute("messaging.batch.message_count", len(batch))
         stored, rejected = 0, list[Rejected]()
-        for chunk in _chunks(batch, writer.max_rows):
+        chunks = list(_chunks(batch, writer.max_rows))
+        done = 0
+        if position is not None and len(chunks) > 1:
+            done, stored = await _write_quotes_overlapped(writer, chunks, family, position)
+        for chunk in chunks[done:]:
             try:
                 stored += await _write(writer, chunk, family, position, advance=not rejected)
                 continue

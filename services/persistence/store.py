@@ -12,6 +12,7 @@ made writes faster (bench/persistence_write.py, figures in bench/README.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -77,28 +78,21 @@ CREATE TEMPORARY TABLE IF NOT EXISTS quote_rows_in (
     bid_size bigint, ask_size bigint, bid_size_places smallint, ask_size_places smallint
 ) ON COMMIT DELETE ROWS"""
 
-# Then, in the same transaction, the rows and the consumer's new position in one statement: the position
-# moves from below the batch's first sequence to its last, and the rows go in only if it did. A position
-# already at or past the first sequence (the batch, or part of it, was stored before) changes nothing here:
-# the caller takes the transaction that sorts that out. Without ON CONFLICT, which costs PostgreSQL a third
-# of the insert: a quote stored before under another message (a file replayed again) fails the statement,
-# and the batch is written again with _INSERT_QUOTE_ROWS_AT_ONCE.
-_INSERT_NEW_QUOTE_ROWS_AT = """
-WITH pos AS (
-    UPDATE consumer_positions SET last_seq = $4, updated_at = now()
-     WHERE consumer = $1 AND stream = $2 AND last_seq < $3
-    RETURNING 1),
-ins AS (
-    INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
-    SELECT u.id, u.symbol, u.ts_event, u.ts_init, u.bid * k.s[u.places + 1], u.ask * k.s[u.places + 1],
-           u.bid_size * k.s[u.bid_size_places + 1], u.ask_size * k.s[u.ask_size_places + 1]
-      FROM quote_rows_in AS u, (SELECT $5::numeric[] AS s) AS k
-     WHERE EXISTS (SELECT 1 FROM pos)
-    RETURNING 1)
-SELECT (SELECT count(*) FROM pos) AS advanced, (SELECT count(*) FROM ins) AS inserted"""
-_INSERT_QUOTE_ROWS_AT_ONCE = _INSERT_NEW_QUOTE_ROWS_AT.replace(
-    "    RETURNING 1)\nSELECT", "    ON CONFLICT (id) DO NOTHING\n    RETURNING 1)\nSELECT"
-)
+# Then, in the same transaction, the rows; then the consumer's position moves from below the batch's first
+# sequence to its last, and the transaction commits only if it did. A position already at or past the first
+# sequence (the batch, or part of it, was stored before) rolls the rows back: the caller takes the transaction
+# that sorts that out. Without ON CONFLICT, which costs PostgreSQL a third of the insert: a quote stored before
+# under another message (a file replayed again) fails the statement, and the batch is written again with
+# _INSERT_QUOTE_ROWS_ONCE.
+_INSERT_NEW_QUOTE_ROWS = """
+INSERT INTO quotes (id, symbol, ts_event, ts_init, bid, ask, bid_size, ask_size)
+SELECT u.id, u.symbol, u.ts_event, u.ts_init, u.bid * k.s[u.places + 1], u.ask * k.s[u.places + 1],
+       u.bid_size * k.s[u.bid_size_places + 1], u.ask_size * k.s[u.ask_size_places + 1]
+  FROM quote_rows_in AS u, (SELECT $1::numeric[] AS s) AS k"""
+_INSERT_QUOTE_ROWS_ONCE = _INSERT_NEW_QUOTE_ROWS + "\nON CONFLICT (id) DO NOTHING"
+_ADVANCE_POSITION = """
+UPDATE consumer_positions SET last_seq = $4, updated_at = now()
+ WHERE consumer = $1 AND stream = $2 AND last_seq < $3"""
 
 # Signals and the consumer's new position in one statement, as _INSERT_QUOTE_ROWS_AT.
 _INSERT_SIGNALS_AT = """
@@ -256,29 +250,58 @@ async def prepare_session(conn: Connection) -> None:
         await conn.execute(_CREATE_QUOTE_ROWS_IN)
 
 
+class _NotAdvancedError(Exception):
+    """The position did not move: the transaction's rows are rolled back."""
+
+
 async def write_quote_batches_at(
-    conn: Connection, batches: Sequence[QuoteBatch], consumer: str, stream: str, first_seq: int, last_seq: int
+    conn: Connection,
+    batches: Sequence[QuoteBatch],
+    consumer: str,
+    stream: str,
+    first_seq: int,
+    last_seq: int,
+    *,
+    after: asyncio.Future[bool] | None = None,
 ) -> int | None:
     """Store ``batches`` (stream sequences ``first_seq`` to ``last_seq``) and move ``consumer``'s position
-    to ``last_seq``, in one transaction; return the rows inserted, or None if the position was not below
-    ``first_seq`` (nothing written: the caller checks what is covered, in a transaction). ``conn``'s session
-    was prepared (``prepare_session``)."""
+    to ``last_seq``, in one transaction; return the rows inserted, or None if nothing was written: the position
+    was not below ``first_seq`` (the caller checks what is covered, in a transaction), or ``after`` said False.
+
+    ``after``, if given, is awaited once the rows are in and before the position moves: the write of the
+    batches before these, on another connection, whose position must be committed before this one's moves
+    (True) or was not (False). The rows of both go in at the same time; the positions, and so the commits, in
+    stream order. ``conn``'s session was prepared (``prepare_session``).
+    """
     rows = _quote_rows(batches)
     try:
-        return await _quote_rows_at(conn, rows, _INSERT_NEW_QUOTE_ROWS_AT, consumer, stream, first_seq, last_seq)
+        return await _quote_rows_at(conn, rows, _INSERT_NEW_QUOTE_ROWS, consumer, stream, first_seq, last_seq, after)
     except asyncpg.UniqueViolationError:
         # Some of them were stored before, under another message: all of it again, passing over those.
-        return await _quote_rows_at(conn, rows, _INSERT_QUOTE_ROWS_AT_ONCE, consumer, stream, first_seq, last_seq)
+        return await _quote_rows_at(conn, rows, _INSERT_QUOTE_ROWS_ONCE, consumer, stream, first_seq, last_seq, after)
 
 
 async def _quote_rows_at(
-    conn: Connection, rows: list[tuple[Any, ...]], insert: str, consumer: str, stream: str, first: int, last: int
+    conn: Connection,
+    rows: list[tuple[Any, ...]],
+    insert: str,
+    consumer: str,
+    stream: str,
+    first: int,
+    last: int,
+    after: asyncio.Future[bool] | None,
 ) -> int | None:
-    async with conn.transaction():
-        await conn.copy_records_to_table(_QUOTE_ROWS_IN, records=rows)
-        row = await conn.fetchrow(insert, consumer, stream, first, last, _SCALES)
-    assert row is not None
-    return int(row["inserted"]) if row["advanced"] else None
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(_QUOTE_ROWS_IN, records=rows)
+            inserted = _count(await conn.execute(insert, _SCALES))
+            if after is not None and not await after:
+                raise _NotAdvancedError
+            if _count(await conn.execute(_ADVANCE_POSITION, consumer, stream, first, last)) == 0:
+                raise _NotAdvancedError
+    except _NotAdvancedError:
+        return None
+    return inserted
 
 
 class RowsWritten(msgspec.Struct, kw_only=True):

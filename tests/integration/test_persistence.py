@@ -454,6 +454,43 @@ async def test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_s
     assert (counters["retried"], counters["dead_lettered"], counters.get("skipped_covered", 0)) == (4, 1, 0)
 
 
+async def test_persistence_writes_a_backlog_of_quote_batches_two_at_a_time_and_each_once_in_stream_order(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    await migrate(db)
+    # As test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_stores_the_others, in a backlog read
+    # in batches of many transactions: the rows of the one after a refused batch may be in by then, uncommitted.
+    await db.execute(
+        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.id LIKE 'poison%' THEN RAISE EXCEPTION 'refusing %', NEW.id; END IF; RETURN NEW; END $$;
+           CREATE TRIGGER refuse_poison BEFORE INSERT ON quotes FOR EACH ROW EXECUTE FUNCTION refuse_poison();"""
+    )
+    symbol = unique_symbol("OVL")
+    price = {"bid": 100, "ask": 101, "places": 2}
+    seqs: list[int] = []
+    # Three rows a transaction: each handler batch of this backlog is many transactions.
+    small = msgspec.structs.replace(config, batch_max_rows=3, batch_linger_ms=200)
+    for n in range(0, 60, 3):
+        rows = _quote_rows(symbol, n, 3, **price)
+        if n == 27:
+            rows[1] = QuoteRow(id="poison-ovl", symbol=symbol, ts_event=n + 1, **price)
+        if n == 42:
+            rows[2] = QuoteRow(id=f"{symbol}:40", symbol=symbol, ts_event=n + 2, **price)  # stored 2 batches before
+        seqs.append(await _publish_batch(bus, rows))
+
+    async with running_service(app.run, small, heartbeats) as persistence:
+        counters = await persistence.wait_for_counter("dead_lettered", 1)
+        last = await _publish_batch(bus, _quote_rows(symbol, 60, 3, **price))
+        counters = await persistence.wait_for_counter("md_messages", 20)
+
+    stored = [r["id"] for r in await db.fetch("SELECT id FROM quotes ORDER BY ts_event, id")]
+    want = [f"{symbol}:{n}" for n in range(63) if n not in (27, 28, 29, 44)]
+    assert stored == want
+    assert await db.fetchval("SELECT count(*) FROM quotes") == len(want)
+    assert await _position(db, "md") == last
+    assert (counters["rows_quotes"], counters["dead_lettered"], counters.get("skipped_covered", 0)) == (59, 1, 0)
+
+
 def _limit_events(symbol: str, order_id: str) -> dict[str, OrderUpdate]:
     """The events of a limit order's life as execution publishes them: placed, partly filled at a later quote,
     replaced, then filled."""
