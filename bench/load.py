@@ -42,14 +42,17 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import nats
+import nats.errors
 import psutil
 from hdrh.histogram import HdrHistogram
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from tqdm import tqdm
 
@@ -174,7 +177,10 @@ class _Resources:
     def _family(self, name: str) -> list[psutil.Process]:
         proc = self.procs[name]
         # PostgreSQL works in child processes (one per connection, plus its writers).
-        return [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
+        try:
+            return [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
+        except psutil.Error:
+            return []  # gone: the system was taken down under the run, which ends saying so
 
     def _cpu(self, name: str) -> float:
         total = 0.0
@@ -250,7 +256,7 @@ async def run_load(
     order_hist = HdrHistogram(1, _MAX_US, 3)
     # Two NATS users, as `just up` gives them: the replay's publishes quotes, the tap's listens to orders.
     # Each URL setting may name several servers (a cluster, `just up --cluster 3`), comma-separated.
-    listener = await nats.connect(listen_url.split(","), max_reconnect_attempts=-1)
+    listener = await _connect(listen_url)
     prefix = f"sma_cross-{run_id}:"
     clock = {"start_ns": 0}  # set by the generator before its first quote: every intended time counts from it
 
@@ -294,7 +300,7 @@ async def run_load(
         # delay a quote, and the pacing sleeps the thread for the exact time left (an event loop's timers wake
         # up to a millisecond late, which every latency from the intended time would count).
         nonlocal sent, batches
-        nc = await nats.connect(nats_url.split(","), max_reconnect_attempts=-1)
+        nc = await _connect(nats_url)
         try:
             start_ns = clock["start_ns"] = time.time_ns()
             start = time.monotonic()
@@ -335,8 +341,12 @@ async def run_load(
                 published_per_s[int(now - start)] += burst
                 bar.update(burst)
                 # Written to the socket before the thread sleeps: the client's flusher has written what was
-                # published (nats-py 2.x; ``flush`` would wait for a round trip to the server as well).
-                await nc._flush_pending(force_flush=True)
+                # published (nats-py 2.x; ``flush`` would wait for a round trip to the server as well). Not while
+                # the client reconnects (what is published waits in its buffer), nor once it gave up.
+                if nc.is_closed:
+                    raise nats.errors.ConnectionClosedError
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nc._flush_pending(force_flush=True), timeout=1.0)
                 # Pacing of an open loop: sleep until the next quote is due, waking at most every tick_s (a late
                 # wake-up is caught up above). Blocking: this thread's loop has nothing else to do.
                 delay = max(start + sent / rate, wake) - time.monotonic()
@@ -521,6 +531,20 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
     return [path, png]
 
 
+# Reconnects half a second apart (also for the first connection): a server restarting comes back within them; a
+# stack taken down or never started does not, and the run ends saying so (main), instead of retrying for ever.
+_RECONNECTS = 10
+
+
+async def _connect(url: str) -> Client:
+    async def _quiet(exc: Exception) -> None:
+        """Reconnect attempts are expected; if they run out, the run ends with one line saying why."""
+
+    return await nats.connect(
+        url.split(","), max_reconnect_attempts=_RECONNECTS, reconnect_time_wait=0.5, error_cb=_quiet
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``just load``."""
     parser = argparse.ArgumentParser(
@@ -569,6 +593,13 @@ def main(argv: list[str] | None = None) -> int:
     shards = int(os.environ.get("RRR_SHARDS", "1"))
 
     def _one(rate: float) -> RunResult:
+        try:
+            return _measured(rate)
+        except (nats.errors.Error, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The system went away under the run (`just down`, a crash) or was never up: one line, not a trace.
+            raise _SystemGoneError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    def _measured(rate: float) -> RunResult:
         result = asyncio.run(
             run_load(
                 nats_url,
@@ -588,6 +619,18 @@ def main(argv: list[str] | None = None) -> int:
         print_table(result)
         return result
 
+    try:
+        return _drive(args, _one)
+    except _SystemGoneError as exc:
+        print(f"just load: lost the system ({exc}); is it up? Start it with `just up none`.", file=sys.stderr)
+        return 2
+
+
+class _SystemGoneError(Exception):
+    """NATS or PostgreSQL could not be reached, or went away during a run."""
+
+
+def _drive(args: argparse.Namespace, _one: Callable[[float], RunResult]) -> int:
     if not args.find_max:
         result = _one(args.rate)
         print("report: " + ", ".join(str(p) for p in write_report([result], args.out_dir, "load")))
