@@ -475,9 +475,14 @@ async def _rrr_system(
                         cmd_total = await _items(js, "RRR_CMD")
                     done_orders = execution.get("orders_filled", 0) + execution.get("orders_rejected", 0)
                     if cmd_total is not None and done_orders >= cmd_total and stored >= n:
-                        seconds = time.perf_counter() - started
-                        cpu = meter.stop()
-                        break
+                        # The strategy counts a batch's quotes before its orders are acknowledged: a heartbeat
+                        # between the two showed every quote with the last orders still on their way.
+                        latest = await _items(js, "RRR_CMD")
+                        if latest == cmd_total:
+                            seconds = time.perf_counter() - started
+                            cpu = meter.stop()
+                            break
+                        cmd_total = latest
                     if time.perf_counter() > deadline:
                         raise TimeoutError(
                             f"{label}: not done after {timeout_s:g} s: strategy={strategy} execution={execution} "
@@ -504,6 +509,10 @@ async def _rrr_system(
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"{label}: rows {counts}, expected {want}")
                 await asyncio.sleep(0.05)  # polling PostgreSQL with a deadline
+                signals_total = await _items(js, "RRR_SIG")
+                cmd_total = await _items(js, "RRR_CMD")
+                filled = system.counters("execution-0").get("orders_filled", 0)
+                want = {"signals": signals_total, "orders": cmd_total, "fills": filled}
             all_stored_s = time.perf_counter() - started
             quotes_rows = int(await conn.fetchval("SELECT count(*) FROM quotes"))
             rows = await conn.fetch(
