@@ -8,20 +8,26 @@ QuoteBatch message of that many quotes, all with sizes: the most a row can hold)
 batch starts, as persistence writes. Each run writes ``--rows`` rows of 100 symbols into an empty
 ``quotes`` table (truncated before each run), and times everything from the decoded QuoteBatch objects to
 the last commit: building the parameters in Python, sending them, the insert and the commit. Reported:
-the median of ``--repeats`` runs, in rows/s. Methods:
+the median of ``--repeats`` runs, in rows/s, and the CPU per row of this process (client) and of the server's
+backend (``/proc`` of ``pg_backend_pid()``). Methods:
 
 1. ``unnest numeric``: today's ``INSERT ... SELECT FROM unnest($1::text[], ..., $5::numeric[], ...) ON
    CONFLICT (id) DO NOTHING``, prices and sizes as Decimals from ``to_decimal()``.
 2. ``COPY numeric -> staging``: ``copy_records_to_table`` (binary COPY) of Decimals into a temporary table
    (``ON COMMIT DELETE ROWS``, made once per connection), then ``INSERT INTO quotes SELECT ... FROM staging
    ON CONFLICT (id) DO NOTHING``.
-3. ``unnest units``: what persistence ships (``rrr.persistence.store.write_batch``): the unnest INSERT with
+3. ``unnest units``: persistence's write of a batch in a transaction (``rrr.persistence.store.write_batch``,
+   the way of a redelivered batch and of the retries; its stream's batches went this way before): the unnest INSERT with
    prices and sizes as integer units and places (``bigint[]``, ``smallint[]``), made NUMERIC in SQL
    (``units * 10^-places``, exact, at that scale).
 4. ``COPY units -> staging``: binary COPY of integer units into the staging table, the same conversion
    in the ``INSERT ... SELECT ... ON CONFLICT``.
 5. ``COPY numeric -> quotes`` (reference only: no ON CONFLICT, so it cannot take a duplicate quote; a file
    replayed after the duplicate window brings those).
+6. ``COPY units, INSERT, position``: what persistence ships for the batches of its market-data stream
+   (``rrr.persistence.store.write_quote_batches_at``): binary COPY of units into the session's temporary table,
+   a plain INSERT from it (ON CONFLICT only if a quote was stored before, which these runs never meet), the
+   consumer's position moved, in one transaction of its own.
 
 Every server and this process share the machine's cores; run it on an otherwise idle machine.
 """
@@ -42,7 +48,7 @@ import asyncpg
 
 from rrr.deploy.postgres_server import PostgresServer
 from rrr.persistence.schema import migrate
-from rrr.persistence.store import write_batch
+from rrr.persistence.store import prepare_session, write_batch, write_quote_batches_at
 from rrr.shared.fixed import to_decimal
 from rrr.shared.messages import PLACES_MAX, QuoteBatch, QuoteRow
 
@@ -157,26 +163,52 @@ async def _copy_direct(conn: asyncpg.Connection, m: QuoteBatch) -> None:
     )
 
 
+_SEQ = {"last": 0}
+
+
+async def _copy_units_at(conn: asyncpg.Connection, m: QuoteBatch) -> None:
+    first = _SEQ["last"] + 1
+    _SEQ["last"] = first
+    # Its own transaction (COPY, INSERT, the position moved, COMMIT), as persistence writes a chunk.
+    inserted = await write_quote_batches_at(conn, [m], "bench", "RRR_MD", first, first)
+    assert inserted == len(m.quotes)
+
+
 METHODS: dict[str, Callable[[asyncpg.Connection, QuoteBatch], Awaitable[None]]] = {
     "unnest numeric": _unnest_numeric,
     "COPY numeric -> staging": _copy_numeric,
     "unnest units (store.write_batch)": _unnest_units,
     "COPY units -> staging": _copy_units,
     "COPY numeric -> quotes (reference)": _copy_direct,
+    "COPY units, INSERT, position (shipped)": _copy_units_at,
 }
 
 
-async def _run(conn: asyncpg.Connection, write: Callable[..., Awaitable[None]], batches: list[QuoteBatch]) -> float:
+def _backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the server process ``pid``, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run(
+    conn: asyncpg.Connection, write: Callable[..., Awaitable[None]], batches: list[QuoteBatch]
+) -> tuple[float, float, float]:
+    """Rows/s, and microseconds of this process's and of the server backend's CPU per row."""
     await conn.execute("TRUNCATE quotes")
     await conn.execute("CHECKPOINT")
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
     rows = sum(len(b.quotes) for b in batches)
-    start = time.perf_counter()
+    client, server, start = time.process_time(), _backend_cpu(backend), time.perf_counter()
     for m in batches:
+        if write is _copy_units_at:
+            await write(conn, m)
+            continue
         async with conn.transaction():
             await write(conn, m)
     elapsed = time.perf_counter() - start
+    client, server = time.process_time() - client, _backend_cpu(backend) - server
     assert await conn.fetchval("SELECT count(*) FROM quotes") == rows
-    return rows / elapsed
+    return rows / elapsed, client / rows * 1e6, server / rows * 1e6
 
 
 async def _check_exact(conn: asyncpg.Connection) -> None:
@@ -205,6 +237,10 @@ async def main(rows: int, sizes: list[int], repeats: int) -> None:
             await migrate(conn)
             await conn.execute(_STAGE_NUMERIC)
             await conn.execute(_STAGE_UNITS)
+            await prepare_session(conn)
+            await conn.execute(
+                "INSERT INTO consumer_positions (consumer, stream, last_seq) VALUES ('bench', 'RRR_MD', 0)"
+            )
             settings = {n: await conn.fetchval(f"SHOW {n}") for n in ("fsync", "synchronous_commit", "server_version")}
             print(f"PostgreSQL {settings}, {os.cpu_count()} cores, {rows} rows per run, median of {repeats}")
             await _check_exact(conn)
@@ -212,8 +248,12 @@ async def main(rows: int, sizes: list[int], repeats: int) -> None:
                 batches = _batches(rows, size)
                 for name, write in METHODS.items():
                     runs = [await _run(conn, write, batches) for _ in range(repeats)]
-                    print(f"batch {size:>5}  {name:<36} {statistics.median(runs):>9,.0f} rows/s"
-                          f"  (runs: {', '.join(f'{r:,.0f}' for r in runs)})")  # fmt: skip
+                    rates = [r[0] for r in runs]
+                    client = statistics.median(r[1] for r in runs)
+                    server = statistics.median(r[2] for r in runs)
+                    print(f"batch {size:>5}  {name:<38} {statistics.median(rates):>9,.0f} rows/s  CPU per row: "
+                          f"client {client:.2f} us, backend {server:.2f} us"
+                          f"  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")  # fmt: skip
             await conn.close()
         finally:
             await asyncio.to_thread(pg.stop)
