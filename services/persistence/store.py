@@ -1,13 +1,14 @@
 """Batched, idempotent writes of wire messages to PostgreSQL.
 
 Each table is written with one statement per batch: ``INSERT ... SELECT FROM unnest($1, $2, ...)`` with
-one array parameter per column. Unique keys make every write idempotent: a redelivered message, or a quote
+one array parameter per column; the quote batches of the market-data stream arrive by binary COPY instead
+(``write_quote_batches_at``). Unique keys make every write idempotent: a redelivered message, or a quote
 of a file replayed after JetStream's duplicate window, finds its row already there and changes nothing, so
 nothing is stored twice.
 
 Quotes of a QuoteBatch go as they travel, integer units and places, and become NUMERIC in SQL
-(``units * 10^-places``, exact and at that scale): no Decimal per value in Python. That, not COPY, is what
-made writes faster (bench/persistence_write.py, figures in bench/README.md).
+(``units * 10^-places``, exact and at that scale): no Decimal per value in Python (bench/persistence_write.py,
+figures in bench/README.md).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ SELECT u.id, u.symbol, u.ts_event, u.ts_init, u.bid * k.s[u.places + 1], u.ask *
 ON CONFLICT (id) DO NOTHING"""
 
 # The quote batches of one stream batch arrive by binary COPY in this table of the session (one per pooled
-# connection, made by ``prepare_session``), emptied by each commit: COPY encodes a row in C, where the arrays
-# of an unnest parameter cost the writer four times as much Python per quote.
+# connection, made by ``prepare_session``), emptied by each commit: COPY encodes a row in C, where asyncpg
+# checks every element of an unnest parameter's arrays in Python (2.5 times the writer's CPU per quote).
 _QUOTE_ROWS_IN = "quote_rows_in"
 _CREATE_QUOTE_ROWS_IN = """
 CREATE TEMPORARY TABLE IF NOT EXISTS quote_rows_in (
@@ -94,7 +95,8 @@ _ADVANCE_POSITION = """
 UPDATE consumer_positions SET last_seq = $4, updated_at = now()
  WHERE consumer = $1 AND stream = $2 AND last_seq < $3"""
 
-# Signals and the consumer's new position in one statement, as _INSERT_QUOTE_ROWS_AT.
+# Signals and the consumer's new position in one statement: the position moves from below the batch's first
+# sequence to its last, and the rows go in only if it did (write_batch_at says what happens otherwise).
 _INSERT_SIGNALS_AT = """
 WITH pos AS (
     UPDATE consumer_positions SET last_seq = $14, updated_at = now()

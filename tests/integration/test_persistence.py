@@ -418,16 +418,21 @@ async def test_persistence_upgraded_from_a_durable_consumer_resumes_after_its_ac
         await bus.js.consumer_info("RRR_MD", durable)
 
 
-async def test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_stores_the_others(
-    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
-) -> None:
+async def _refusing_poison(db: asyncpg.Connection) -> None:
+    """The schema, and the database refusing any quote whose id starts with ``poison``: a trigger stands in for
+    any refusal of the database for data that decodes."""
     await migrate(db)
-    # A refusal of the database for data that decodes: a trigger stands in for any such refusal.
     await db.execute(
         """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN IF NEW.id LIKE 'poison%' THEN RAISE EXCEPTION 'refusing %', NEW.id; END IF; RETURN NEW; END $$;
            CREATE TRIGGER refuse_poison BEFORE INSERT ON quotes FOR EACH ROW EXECUTE FUNCTION refuse_poison();"""
     )
+
+
+async def test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_stores_the_others(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    await _refusing_poison(db)
     symbol = unique_symbol("BAD")
     price = {"bid": 100, "ask": 101, "places": 2}
     poisoned = [*_quote_rows(symbol, 10, 2, **price), QuoteRow(id="poison-1", symbol=symbol, ts_event=12, **price)]
@@ -457,14 +462,9 @@ async def test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_s
 async def test_persistence_writes_a_backlog_of_quote_batches_two_at_a_time_and_each_once_in_stream_order(
     config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
 ) -> None:
-    await migrate(db)
     # As test_persistence_dead_letters_a_quote_batch_the_database_refuses_and_stores_the_others, in a backlog read
     # in batches of many transactions: the rows of the one after a refused batch may be in by then, uncommitted.
-    await db.execute(
-        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN IF NEW.id LIKE 'poison%' THEN RAISE EXCEPTION 'refusing %', NEW.id; END IF; RETURN NEW; END $$;
-           CREATE TRIGGER refuse_poison BEFORE INSERT ON quotes FOR EACH ROW EXECUTE FUNCTION refuse_poison();"""
-    )
+    await _refusing_poison(db)
     symbol = unique_symbol("OVL")
     price = {"bid": 100, "ask": 101, "places": 2}
     seqs: list[int] = []
