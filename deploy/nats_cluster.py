@@ -150,14 +150,24 @@ class NatsCluster:
         """Start every node not running, then wait until the cluster is whole: a JetStream meta leader known
         to every node, and every node's `/healthz` at 200.
 
+        A start that fails stops the nodes it started: nothing is left running that no one will stop (a
+        `with` block's exit does not run when its entry fails).
+
         Raises:
             ServerStartError: a node did not start, or the cluster did not form before the deadline.
         """
         deadline = time.monotonic() + timeout_s
-        for node in self.nodes:
-            if not node.running:
-                node.start(max(deadline - time.monotonic(), 1.0))
-        self.wait_formed(max(deadline - time.monotonic(), 1.0))
+        started: list[NatsServer] = []
+        try:
+            for node in self.nodes:
+                if not node.running:
+                    started.append(node)
+                    node.start(max(deadline - time.monotonic(), 1.0))
+            self.wait_formed(max(deadline - time.monotonic(), 1.0))
+        except BaseException:
+            for node in started:
+                node.stop()
+            raise
 
     def wait_formed(self, timeout_s: float, nodes: Sequence[int] | None = None) -> None:
         """Wait until the nodes (all by default) agree on a meta leader and answer `/healthz` with 200.

@@ -4,10 +4,14 @@ through the loss of a node, and the same users and permissions on every node."""
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
 
+import msgspec
 import pytest
 
-from rrr.deploy.nats_cluster import NatsCluster
+from rrr.deploy.nats_cluster import NatsCluster, NodePorts
+from rrr.deploy.processes import ServerStartError
 from rrr.shared import subjects
 from rrr.shared.bus import META_BUCKET, STREAMS, Bus
 from rrr.shared.config import ServiceConfig
@@ -93,3 +97,31 @@ async def test_every_node_holds_the_same_users_and_refuses_what_a_role_may_not_p
         await strategy.refused("publish", "evt.order.0.EURUSD")
         await wait_until(lambda: fence in watcher.seen, 10, f"{fence} to cross the routes")
     assert "evt.order.0.EURUSD" not in watcher.seen
+
+
+def test_a_cluster_that_fails_to_start_stops_the_nodes_it_started(tmp_path: Path) -> None:
+    # The last node's route port taken by someone else, as a port picked free and then taken meanwhile can be.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = [NodePorts.free() for _ in range(2)]
+        ports.append(msgspec.structs.replace(NodePorts.free(), cluster=taken.getsockname()[1]))
+        cluster = NatsCluster(data_dir=tmp_path / "cluster", size=3, ports=ports)
+        with pytest.raises(ServerStartError, match="address already in use"):
+            cluster.start(timeout_s=30)
+    assert [node.running for node in cluster.nodes] == [False, False, False]
+    # No nats-server of this cluster is left on the machine, running or unreaped.
+    assert _processes_naming(str(tmp_path)) == []
+
+
+def _processes_naming(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+            if text in line:
+                found.append(f"{entry.name}: {line}")
+    return found
