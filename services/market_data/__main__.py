@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from rrr.market_data import live
 from rrr.market_data.app import SERVICE, service
+from rrr.market_data.checked import check_file
 from rrr.market_data.config import MarketDataConfig
-from rrr.market_data.feeds import ReplayReport, check_file, replay_file
+from rrr.market_data.feeds import ReplayReport, replay_file
 from rrr.market_data.replay import ReadLimits
 from rrr.market_data.venues.connection import VenueFeed
 from rrr.market_data.venues.recorder import Recorder, ReplayCounts
@@ -54,7 +55,7 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     )
     # Read the whole file before publishing anything: a bad row (without --skip-bad-rows) or a file beyond the
     # limits stops the replay with nothing sent, so fixing the file and replaying it again cannot leave half of
-    # an old version behind. What is published is what this read checked (rrr.market_data.feeds.CheckedFile).
+    # an old version behind. What is published is what this read checked (rrr.market_data.checked.CheckedFile).
     with tqdm(unit=" rows", desc=f"checking {path.name}", disable=not progress, file=sys.stderr) as bar:
         checked = check_file(path, skip_bad_rows=skip_bad_rows, limits=limits, on_progress=bar.update)
     total = checked.quotes

@@ -7,28 +7,24 @@ import contextlib
 import functools
 import itertools
 import logging
-import struct
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 import nats.errors
 
+from rrr.market_data.checked import CheckedFile, _Alone, check_file
 from rrr.market_data.config import MarketDataConfig
 from rrr.market_data.handlers import MarketDataCounters
-from rrr.market_data.replay import ReadCounts, ReadLimits, check_regular_file, read_quotes, source_id, to_quote
+from rrr.market_data.replay import ReadCounts, ReadLimits
 from rrr.market_data.simulator import RandomWalk
 from rrr.shared import subjects
 from rrr.shared.bus import Bus, Outgoing, QuoteBatcher, fitted
 from rrr.shared.clock import Clock, wall_clock
-from rrr.shared.errors import BadRowError
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
-from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, Trade, fixed_row
+from rrr.shared.messages import Quote, QuoteBatch, QuoteRow, Trade
 
 _log = logging.getLogger(__name__)
 
@@ -106,154 +102,8 @@ async def _publish_live(bus: Bus, counters: MarketDataCounters, subject: str, me
     return True
 
 
-MAX_BAD_ROWS_LISTED = 100
 # Quotes per batch a replay sends: large enough that a message's own cost is small beside its quotes'.
 BATCH_ROWS = 512
-
-
-# Wire rows per frame of a checked file's spill (``CheckedFile``).
-_SPILL_ROWS = 4096
-_FRAME_LENGTH = struct.Struct("<I")
-
-
-class _Rows(msgspec.Struct, frozen=True, array_like=True, tag=1):
-    """Consecutive rows of a checked file, as a quote batch carries them."""
-
-    rows: list[QuoteRow]
-
-
-class _Alone(msgspec.Struct, frozen=True, array_like=True, tag=2):
-    """A row beyond a batch's fixed point (more than 18 digits or places): it travels alone, as a Quote."""
-
-    quote: Quote
-
-
-_frame_decoder = msgspec.msgpack.Decoder(_Rows | _Alone)
-
-
-class _FixedRows:
-    """``fixed_row``, with the fixed point of each combination of prices and sizes worked out once: the reader
-    hands out one number object per distinct text (``1.10`` and ``1.1`` are two), so the objects themselves
-    are the key. An entry holds its numbers, so no other object can take their ids while it is kept."""
-
-    __slots__ = ("_known",)
-    _MAX_KEPT = 65_536
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[int, ...], tuple[tuple[object, ...], tuple[int, ...] | None]] = {}
-
-    def __call__(
-        self,
-        quote_id: str,
-        symbol: str,
-        ts_event: int,
-        bid: Decimal,
-        ask: Decimal,
-        bid_size: Decimal | None,
-        ask_size: Decimal | None,
-    ) -> QuoteRow | None:
-        key = (id(bid), id(ask), id(bid_size), id(ask_size))
-        known = self._known.get(key)
-        if known is None:
-            row = fixed_row("", "", 0, bid, ask, bid_size, ask_size)
-            numbers = None if row is None else msgspec.structs.astuple(row)[3:]
-            if len(self._known) >= self._MAX_KEPT:
-                self._known.clear()
-            known = self._known[key] = ((bid, ask, bid_size, ask_size), numbers)
-        numbers = known[1]
-        return None if numbers is None else QuoteRow(quote_id, symbol, ts_event, *numbers)
-
-
-@dataclass(slots=True)
-class CheckedFile:
-    """A quote file read to its end and found publishable (``check_file``): its rows, in file order and as the
-    wire carries them, in a temporary file of about 60 bytes a row (bounded by ``ReadLimits``: the file's size
-    and rows), and what the reading counted. Publishing reads them from there, not from the file again: what
-    goes out is what was checked, even if the file changes meanwhile, and no row is parsed twice."""
-
-    path: Path
-    source: str
-    spill: BinaryIO
-    counts: ReadCounts = field(default_factory=ReadCounts)
-    # The errors of the first MAX_BAD_ROWS_LISTED rows that could not be read (with skip_bad_rows).
-    bad_rows: list[str] = field(default_factory=list)
-    quotes: int = 0
-
-    def frames(self) -> Iterator[_Rows | _Alone]:
-        """The spilled rows, in file order, from the start."""
-        spill = self.spill
-        spill.seek(0)
-        while header := spill.read(_FRAME_LENGTH.size):
-            (length,) = _FRAME_LENGTH.unpack(header)
-            yield _frame_decoder.decode(spill.read(length))
-
-    def close(self) -> None:
-        """Remove the spill."""
-        self.spill.close()
-
-
-def check_file(
-    path: Path,
-    *,
-    skip_bad_rows: bool,
-    limits: ReadLimits | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> CheckedFile:
-    """Read every row of ``path`` (``read_quotes``) before anything is published: a bad row (unless
-    ``skip_bad_rows``) or a file beyond ``limits`` raises here, with nothing sent. Each row is made the wire's
-    row as it is read, with its id ``<source>:<line>``. ``on_progress`` is told of rows read, now and then.
-
-    Raises:
-        BadRowError: a row cannot be read and ``skip_bad_rows`` is false.
-        UnsupportedFileError: the file cannot be read, or is beyond ``limits``.
-    """
-    # What the file is, before reading all of it for its id.
-    check_regular_file(path, None if limits is None else limits.max_file_mb)
-    source = source_id(path)
-    # Closed by CheckedFile.close once published (an unnamed file: gone with the process, whatever happens).
-    spill = tempfile.TemporaryFile(prefix="rrr-replay-")  # noqa: SIM115
-    checked = CheckedFile(path=path, source=source, spill=spill)
-    encoder = msgspec.msgpack.Encoder()
-
-    def _write(frame: _Rows | _Alone) -> None:
-        data = encoder.encode(frame)
-        spill.write(_FRAME_LENGTH.pack(len(data)))
-        spill.write(data)
-
-    def _bad(error: BadRowError) -> None:
-        # The first ones say what is wrong; a million lines of it would say nothing more.
-        if len(checked.bad_rows) < MAX_BAD_ROWS_LISTED:
-            checked.bad_rows.append(str(error))
-
-    rows: list[QuoteRow] = []
-    fixed = _FixedRows()
-    try:
-        for row in read_quotes(
-            path, skip_bad_rows=skip_bad_rows, on_bad_row=_bad, counts=checked.counts, limits=limits
-        ):
-            wire = fixed(f"{source}:{row.line}", row.symbol, row.ts_ns, row.bid, row.ask, row.bid_size, row.ask_size)
-            if wire is None:
-                if rows:
-                    _write(_Rows(rows))
-                    rows = []
-                _write(_Alone(to_quote(row, source, row.ts_ns)))
-            else:
-                rows.append(wire)
-                if len(rows) == _SPILL_ROWS:
-                    _write(_Rows(rows))
-                    rows = []
-            checked.quotes += 1
-            if on_progress is not None and checked.quotes % _SPILL_ROWS == 0:
-                on_progress(_SPILL_ROWS)
-        if rows:
-            _write(_Rows(rows))
-        if on_progress is not None:
-            on_progress(checked.quotes % _SPILL_ROWS)
-        spill.flush()
-    except BaseException:
-        checked.close()
-        raise
-    return checked
 
 
 @dataclass(slots=True)

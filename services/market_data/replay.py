@@ -13,6 +13,8 @@ import bisect
 import csv
 import functools
 import hashlib
+import io
+import mmap
 import operator
 import os
 import re
@@ -93,6 +95,16 @@ class ReadLimits:
     max_file_mb: int | None = None
     max_rows: int | None = None
     max_symbols: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """A stretch of a CSV file read on its own (``csv_spans``): bytes ``start`` to ``end`` (None: the end of the
+    file), whose first line is line ``first_line`` of the file. The header is read from the top all the same."""
+
+    start: int
+    end: int | None
+    first_line: int
 
 
 class UnsupportedFileError(RRRError):
@@ -292,13 +304,15 @@ def _check_columns(path: Path, columns: list[str]) -> None:
         )
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, _Values | str]]:
+def _csv_rows(path: Path, span: FileSpan | None = None) -> Iterator[tuple[int, _Values | str]]:
     # utf-8-sig: a byte-order mark some spreadsheet programs write is not part of the first column's name.
     # surrogateescape: a byte that is not UTF-8 is kept, for _text_lines to name it with its line; a strict
     # decoder fails on a whole buffer, lines ahead of the row being read.
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-        reader = csv.reader(_text_lines(path, fh))
-        start = 1
+    with path.open("rb") as raw:
+        start, end, first_line = (0, None, 1) if span is None else (span.start, span.end, span.first_line)
+        fh = _decoded(raw, 0, end if start == 0 else None, "utf-8-sig")
+        lines = _text_lines(path, fh, 1)
+        reader = csv.reader(lines)
         try:
             header = next(reader, None)
             if header is None:
@@ -309,28 +323,63 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, _Values | str]]:
             # The fields in the canonical order; a column the file lacks reads the None appended to its rows.
             canonical = operator.itemgetter(*(columns.index(c) if c in columns else width for c in _COLUMNS))
             complete = all(c in columns for c in _COLUMNS)
-            start = 2
+        except csv.Error as exc:
+            raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=1) from None
+        if start > 0:
+            # A stretch further on: no byte-order mark there, and its lines numbered from where it starts.
+            reader = csv.reader(_text_lines(path, _decoded(raw, start, end, "utf-8"), first_line))
+        offset = first_line - 1 if start > 0 else 0
+        begins = offset + reader.line_num + 1
+        try:
             for fields in reader:
-                start = reader.line_num + 1  # where the next row begins, if this one is fine
+                line = offset + reader.line_num
+                begins = line + 1  # where the next row begins, if this one is fine
                 if not fields:
                     continue
                 if len(fields) != width:
-                    yield reader.line_num, f"expected {width} fields, got {len(fields)}"
+                    yield line, f"expected {width} fields, got {len(fields)}"
                     continue
                 if not complete:
                     fields.append(None)  # type: ignore[arg-type]
-                yield reader.line_num, canonical(fields)
+                yield line, canonical(fields)
         except csv.Error as exc:
             # An unclosed quote runs on to the field size limit, lines later: name the line the row began on.
-            raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=start) from None
+            raise UnsupportedFileError(path, f"not readable as CSV from this line on: {exc}", line=begins) from None
 
 
-def _text_lines(path: Path, fh: TextIO) -> Iterator[str]:
-    """The lines of a CSV file (ended by CR, LF or CRLF), each checked to be UTF-8 and of a bounded length.
+def _decoded(raw: io.BufferedReader, start: int, end: int | None, encoding: str) -> TextIO:
+    """The text of bytes ``start`` to ``end`` (None: to the end) of ``raw``, lines ended by CR, LF or CRLF."""
+    raw.seek(start)
+    region: io.BufferedReader = raw if end is None else io.BufferedReader(_Region(raw, end - start))
+    return io.TextIOWrapper(region, encoding=encoding, errors="surrogateescape", newline="")
+
+
+class _Region(io.RawIOBase):
+    """The next ``size`` bytes of a file, then its end."""
+
+    def __init__(self, raw: io.BufferedReader, size: int) -> None:
+        super().__init__()
+        self._raw, self._left = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._left)
+        if want <= 0:
+            return 0
+        got = self._raw.readinto(memoryview(buffer)[:want])
+        self._left -= got
+        return got
+
+
+def _text_lines(path: Path, fh: TextIO, first: int) -> Iterator[str]:
+    """The lines of a CSV file (ended by CR, LF or CRLF) from line ``first`` on, each checked to be UTF-8 and of a
+    bounded length.
 
     A file of one endless line must not be read into memory whole.
     """
-    number = 0
+    number = first - 1
     while line := fh.readline(_MAX_LINE_CHARS + 1):
         number += 1
         if len(line) > _MAX_LINE_CHARS:
@@ -410,6 +459,8 @@ def read_quotes(
     on_bad_row: Callable[[BadRowError], None] | None = None,
     counts: ReadCounts | None = None,
     limits: ReadLimits | None = None,
+    span: FileSpan | None = None,
+    times: dict[str, tuple[int, int]] | None = None,
 ) -> Iterator[QuoteRow]:
     """Yield the quotes of a CSV or Parquet file in file order, each row that repeats an earlier one skipped.
 
@@ -427,7 +478,9 @@ def read_quotes(
     check_regular_file(path, limits.max_file_mb)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = _csv_rows(path)
+        rows = _csv_rows(path, span)
+    elif span is not None:
+        raise UnsupportedFileError(path, "only a CSV file is read in stretches")
     elif suffix == ".parquet":
         rows = _parquet_rows(path, limits.max_rows)
     else:
@@ -471,6 +524,44 @@ def read_quotes(
             yield row
     except OSError as exc:
         raise UnsupportedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if times is not None:
+        times.update((symbol, (held.oldest, held.newest)) for symbol, held in seen.items())
+
+
+def csv_spans(path: Path, parts: int, min_bytes: int) -> list[FileSpan] | None:
+    """``parts`` stretches of about equal size that together are all of the CSV file ``path``, each starting at a
+    line of its own, to be read each on its own (``read_quotes(span=...)``); None when the file is smaller than
+    ``min_bytes`` or cannot be cut so. A file holding a double quote is not cut: a quoted field can span lines,
+    and only the reader that started the row can tell. Nor is one that has no LF (a line ended by CR alone
+    could be half of a CRLF on the far side of a cut).
+    """
+    try:
+        size = path.stat().st_size
+        if parts < 2 or size < max(min_bytes, 1):
+            return None
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data.find(b'"') != -1:
+                return None
+            header_end = data.find(b"\n") + 1
+            if header_end == 0:
+                return None
+            cuts = [0]
+            for part in range(1, parts):
+                cut = data.find(b"\n", max(size * part // parts, header_end, cuts[-1])) + 1
+                if cut in (0, size) or cut <= cuts[-1]:
+                    break
+                cuts.append(cut)
+            if len(cuts) < 2:
+                return None
+            spans = []
+            for start, end in zip(cuts, [*cuts[1:], None], strict=True):
+                before = data[:start]
+                # Lines end at LF, CR or CRLF, as the reader sees them.
+                first_line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+                spans.append(FileSpan(start, end, first_line))
+            return spans
+    except (OSError, ValueError):
+        return None  # read as one, which says what is wrong
 
 
 def _too_many(what: str, limit: int, flag: str, got: str) -> str:
@@ -543,6 +634,16 @@ class _SymbolRows:
         self._between: set[int] = set()  # time << 64 | digest
         self._at_newest: set[int] = set()  # digests of the rows at the newest time, wherever they are
         self._at_oldest: set[int] = set()  # and at the oldest time
+
+    @property
+    def oldest(self) -> int:
+        """The earliest time of the symbol's rows read so far."""
+        return -self._earlier_ts[-1] if self._earlier_ts else self._later_ts[0]
+
+    @property
+    def newest(self) -> int:
+        """The latest time of the symbol's rows read so far."""
+        return self._later_ts[-1]
 
     def add(self, ts: int, digest: int) -> Literal["new", "late", "repeat"]:
         """Record a row unless it repeats one: in time order (new), earlier than a row before it (late)."""

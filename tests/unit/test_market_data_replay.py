@@ -1012,7 +1012,7 @@ def test_a_bad_price_is_refused_on_every_row_it_appears_on_not_only_the_first(tm
 
 
 def test_a_price_written_two_ways_keeps_its_spelling_on_each_row_and_on_the_wire(tmp_path: Path) -> None:
-    from rrr.market_data.feeds import check_file
+    from rrr.market_data.checked import check_file
 
     # 1.10 and 1.1 are one value but not one spelling: each row keeps its own, in the reader and in the fixed
     # point of the rows checked for publishing, whichever came first.
@@ -1036,15 +1036,15 @@ def test_a_price_written_two_ways_keeps_its_spelling_on_each_row_and_on_the_wire
 def test_the_fixed_point_of_checked_rows_is_right_after_its_memory_is_cleared(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rrr.market_data import feeds
+    from rrr.market_data import checked
 
-    monkeypatch.setattr(feeds._FixedRows, "_MAX_KEPT", 3)
+    monkeypatch.setattr(checked._FixedRows, "_MAX_KEPT", 3)
     prices = [f"1.{n:0{places}d}" for places in (1, 2, 3) for n in range(1, 6)]
     path = _csv(tmp_path, HEADER, *(_quote(i, bid=p, ask="2") for i, p in enumerate(prices + prices[::-1])))
-    checked = feeds.check_file(path, skip_bad_rows=False)
+    found = checked.check_file(path, skip_bad_rows=False)
     try:
-        rows = [row for frame in checked.frames() for row in frame.rows]  # type: ignore[union-attr]
+        rows = [row for frame in found.frames() for row in frame.rows]  # type: ignore[union-attr]
     finally:
-        checked.close()
+        found.close()
     assert [to_decimal(r.bid, r.places) for r in rows] == [Decimal(p) for p in prices + prices[::-1]]
     assert [r.places for r in rows] == [len(p) - 2 for p in prices + prices[::-1]]
