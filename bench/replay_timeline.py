@@ -6,8 +6,9 @@ panel per checkout, side by side.
 
 For each checkout in turn: that checkout's own ``bench/compare_nautilus.py --only rrr --repeats 1`` (fresh
 nats-server, PostgreSQL and services, its own code, the same generated quotes), while this script reads the CPU
-time (user + system) of every process of the run every ``--interval`` seconds: the replay, the four services,
-nats-server and PostgreSQL (all of its processes). Time 0 is the replay's start, as in the comparison's own
+time (user + system) of every process of the run every ``--interval`` seconds: the replay (with the processes it
+starts to check a file in parts, all of whose CPU counts), the four services, nats-server and PostgreSQL (all of
+its processes). Time 0 is the replay's start, as in the comparison's own
 timing. Writes ``<out>.json`` (the samples, and each run's throughput from the comparison's JSON) and
 ``<out>.png``: per checkout, the cores each process used over time, stacked, against the machine's cores.
 """
@@ -15,6 +16,7 @@ timing. Writes ``<out>.json`` (the samples, and each run's throughput from the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -46,15 +48,22 @@ def _group(process: psutil.Process) -> str | None:
         line = " ".join(process.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    return next((name for name, marker in _GROUPS if marker in line), None)
+    found = next((name for name, marker in _GROUPS if marker in line), None)
+    if found is None and "multiprocessing" in line:
+        # A process the replay started to check a part of the file: the replay's work.
+        with contextlib.suppress(psutil.Error):
+            parent = process.parent()
+            return None if parent is None else _group(parent)
+    return found
 
 
-def _cpu(process: psutil.Process) -> float | None:
+def _cpu(process: psutil.Process) -> tuple[float, float] | None:
+    """The process's own CPU time, and that of its children it has waited for."""
     try:
         times = process.cpu_times()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    return float(times.user + times.system)
+    return float(times.user + times.system), float(times.children_user + times.children_system)
 
 
 def _run(checkout: Path, quotes: int, interval: float) -> dict[str, object]:
@@ -66,6 +75,11 @@ def _run(checkout: Path, quotes: int, interval: float) -> dict[str, object]:
         compare = subprocess.Popen(argv, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         known: dict[int, tuple[str, psutil.Process]] = {}
         last: dict[int, float] = {}
+        # The replay's processes checking parts of the file: counted while they run, and what they used after the
+        # last sample from the replay's children's times once they end (ended: what was counted of them).
+        parts: set[int] = set()
+        waited: dict[int, float] = {}
+        ended = 0.0
         samples: list[dict[str, float]] = []
         started: float | None = None
         try:
@@ -74,16 +88,30 @@ def _run(checkout: Path, quotes: int, interval: float) -> dict[str, object]:
                 for process in psutil.process_iter():
                     if process.pid not in known and (name := _group(process)) is not None:
                         known[process.pid] = (name, process)
+                        if started is not None:
+                            last[process.pid] = 0.0  # begun during the run: all of its CPU is the run's
+                        with contextlib.suppress(psutil.Error):
+                            if name == "replay" and "multiprocessing" in " ".join(process.cmdline()):
+                                parts.add(process.pid)
                 used = dict.fromkeys(_NAMES, 0.0)
                 for pid, (name, process) in list(known.items()):
-                    cpu = _cpu(process)
-                    if cpu is None:
+                    read = _cpu(process)
+                    if read is None:
+                        if pid in parts:
+                            # Its CPU since the last sample shows in the replay's children once it is waited for.
+                            ended += last.get(pid, 0.0)
                         del known[pid]
                         continue
+                    cpu, children = read
                     used[name] += cpu - last.get(pid, cpu)
                     last[pid] = cpu
-                    if name == "replay" and started is None:
-                        started = now
+                    if name == "replay" and pid not in parts:
+                        grown = children - waited.get(pid, children)
+                        waited[pid] = children
+                        used[name] += max(0.0, grown - ended)
+                        ended = max(0.0, ended - grown)
+                        if started is None:
+                            started = now
                 if started is not None:
                     samples.append({"t": now - started, **{k: v / interval for k, v in used.items()}})
                 time.sleep(max(0.0, interval - (time.monotonic() - now)))
