@@ -67,8 +67,9 @@ def _consumer(
     decoder: msgspec.msgpack.Decoder[M], handler: HandleBatch[M], start_seq: int | None = None,
 ) -> Consumer[M]:  # fmt: skip
     # Whatever is queued batch_linger_ms after a message arrived, up to batch_max_rows messages, as one batch
-    # (the handler writes it in transactions of at most batch_max_rows rows): a transaction costs about as
-    # much as a thousand rows. With acknowledgements, waiting at most batch_max_ms for one to fill.
+    # (the handler writes it in transactions of at most batch_max_rows rows, quote_batch_max_rows for market
+    # data): a transaction costs about as much as a thousand rows. With acknowledgements, waiting at most
+    # batch_max_ms for one to fill.
     return Consumer(
         stream, f"{SERVICE}-{family}-{config.shard}", filter_subject, decoder, handler,
         retries=True, batch_size=config.batch_max_rows, max_wait_s=config.batch_max_ms / 1000,
@@ -81,7 +82,7 @@ async def _start(ctx: Context[PersistenceConfig]) -> Plan:
     pool = await _open_pool(config)
     # Closed once the consumers have stopped, so every batch in hand has committed first.
     ctx.stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), timeout=config.drain_timeout_s))
-    writer = handlers.Writer(pool, ctx.bus, max_rows=config.batch_max_rows)
+    writer = handlers.Writer(pool, ctx.bus, max_rows=config.batch_max_rows, max_quote_rows=config.quote_batch_max_rows)
     # md, sig and evt: persistence owns its position in each stream (stored with the rows), so they are read
     # without acknowledgements from the message after it.
     planes = {"md": MARKET_DATA_STREAM, "sig": SIGNAL_STREAM, "evt": EVENT_STREAM}

@@ -23,6 +23,15 @@ class PersistenceConfig(ServiceConfig, frozen=True, kw_only=True):
             description="messages per batch and rows per transaction, at most (a larger QuoteBatch alone)",
         ),
     ] = 2000
+    quote_batch_max_rows: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=100_000,
+            description="rows per transaction of market data, at most (a larger QuoteBatch alone): a quote row "
+            "costs a tenth of a message row, so its transactions are larger",
+        ),
+    ] = 8192
     batch_max_ms: Annotated[
         int,
         msgspec.Meta(

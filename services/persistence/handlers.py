@@ -76,11 +76,12 @@ class PersistenceCounters(Counters, kw_only=True):
 @dataclass(slots=True)
 class Writer:
     """What the handlers write with: the pool, the bus (for trace links), the counters, and the most rows
-    one transaction writes (a single message larger than that goes alone)."""
+    one transaction writes, of market data and of the rest (a single message larger than that goes alone)."""
 
     pool: asyncpg.Pool
     bus: Bus
     max_rows: int
+    max_quote_rows: int
     counters: PersistenceCounters = field(default_factory=PersistenceCounters)
     # Time of each committed write (a pooled connection taken, the statements, the commit), by plane.
     write_s: dict[str, Histogram] = field(
@@ -269,7 +270,9 @@ async def _store(
     ) as span:
         span.set_attribute("messaging.batch.message_count", len(batch))
         stored, rejected = 0, list[Rejected]()
-        chunks = list(_chunks(batch, writer.max_rows))
+        # A quote row costs PostgreSQL a few microseconds, a transaction's statements and commit a few
+        # milliseconds: market data goes in larger transactions.
+        chunks = list(_chunks(batch, writer.max_quote_rows if family == "md" else writer.max_rows))
         done = 0
         if position is not None and len(chunks) > 1:
             done, stored = await _write_quotes_overlapped(writer, chunks, family, position)

@@ -469,7 +469,7 @@ async def test_persistence_writes_a_backlog_of_quote_batches_two_at_a_time_and_e
     price = {"bid": 100, "ask": 101, "places": 2}
     seqs: list[int] = []
     # Three rows a transaction: each handler batch of this backlog is many transactions.
-    small = msgspec.structs.replace(config, batch_max_rows=3, batch_linger_ms=200)
+    small = msgspec.structs.replace(config, batch_max_rows=3, quote_batch_max_rows=3, batch_linger_ms=200)
     for n in range(0, 60, 3):
         rows = _quote_rows(symbol, n, 3, **price)
         if n == 27:
@@ -489,6 +489,28 @@ async def test_persistence_writes_a_backlog_of_quote_batches_two_at_a_time_and_e
     assert await db.fetchval("SELECT count(*) FROM quotes") == len(want)
     assert await _position(db, "md") == last
     assert (counters["rows_quotes"], counters["dead_lettered"], counters.get("skipped_covered", 0)) == (59, 1, 0)
+
+
+async def test_persistence_writes_market_data_in_transactions_of_its_own_size_not_the_messages_size(
+    config: PersistenceConfig, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    # Rows one transaction inserted share its id (xmin): twenty batches of three quotes, in a backlog read five
+    # messages at a time, go in transactions of up to twelve rows, not of up to five as other messages do.
+    symbol = unique_symbol("TXN")
+    for n in range(0, 60, 3):
+        last = await _publish_batch(bus, _quote_rows(symbol, n, 3, bid=100, ask=101, places=2))
+    sized = msgspec.structs.replace(config, batch_max_rows=5, quote_batch_max_rows=12, batch_linger_ms=200)
+
+    async with running_service(app.run, sized, heartbeats) as persistence:
+        await persistence.wait_for_counter("md_messages", 20)
+
+    per_transaction = [
+        r["n"] for r in await db.fetch("SELECT count(*) AS n FROM quotes WHERE symbol = $1 GROUP BY xmin", symbol)
+    ]
+    assert sum(per_transaction) == 60
+    assert max(per_transaction) == 12
+    assert len(per_transaction) < 20
+    assert await _position(db, "md") == last
 
 
 def _limit_events(symbol: str, order_id: str) -> dict[str, OrderUpdate]:
