@@ -94,14 +94,16 @@ def _run(checkout: Path, quotes: int, interval: float) -> dict[str, object]:
                             if name == "replay" and "multiprocessing" in " ".join(process.cmdline()):
                                 parts.add(process.pid)
                 used = dict.fromkeys(_NAMES, 0.0)
-                for pid, (name, process) in list(known.items()):
-                    read = _cpu(process)
+                reads = {pid: _cpu(process) for pid, (_, process) in known.items()}
+                for pid, read in reads.items():
                     if read is None:
                         if pid in parts:
                             # Its CPU since the last sample shows in the replay's children once it is waited for.
                             ended += last.get(pid, 0.0)
                         del known[pid]
-                        continue
+                for pid, (name, _) in known.items():
+                    read = reads[pid]
+                    assert read is not None
                     cpu, children = read
                     used[name] += cpu - last.get(pid, cpu)
                     last[pid] = cpu
