@@ -25,8 +25,12 @@ STANDBY_ENV = {**FAST_HEARTBEATS, "RRR_LEASE_TTL_MS": str(LEASE_TTL_MS)}
 CLUSTER_ENV = {**FAST_HEARTBEATS, "RRR_STREAM_REPLICAS": "3"}
 
 
-def _report(scenario: str, result: Comparison) -> None:
+def _report(scenario: str, result: Comparison, system: System) -> None:
     print(f"\n[{scenario}]\n{result}")
+    if not result.exact:
+        # What each process counted and last logged: all a rare failure leaves to look at once the test is over.
+        for name, process in system.procs.items():
+            print(f"\n--- {name}: {system.counters(name)}\n{process.log_tail(30)}")
     assert result.exact, f"{scenario}: PostgreSQL does not hold exactly what the file implies:\n{result}"
 
 
@@ -106,7 +110,7 @@ async def test_the_market_data_streams_leader_node_sigkilled_mid_replay_loses_no
         f"\nRRR_MD's leader {leader} SIGKILLed mid-replay: a new leader in {elected_s:.2f} s, "
         f"PostgreSQL exact {time.monotonic() - killed_at:.1f} s after the kill"
     )
-    _report("stream leader's node kill -9", result)
+    _report("stream leader's node kill -9", result, system)
 
 
 async def test_a_node_cut_off_from_the_others_mid_replay_and_back_loses_nothing(
@@ -131,7 +135,7 @@ async def test_a_node_cut_off_from_the_others_mid_replay_and_back_loses_nothing(
         f"\nnode {leader} cut off from the others for 5 s mid-replay: whole again after {healed_s:.1f} s, "
         f"PostgreSQL exact {time.monotonic() - cut_at:.1f} s after the cut"
     )
-    _report("node cut off", result)
+    _report("node cut off", result, system)
 
 
 async def test_active_strategy_and_execution_sigkilled_mid_replay_are_replaced_by_their_standbys_exactly(
@@ -162,7 +166,7 @@ async def test_active_strategy_and_execution_sigkilled_mid_replay_are_replaced_b
         f"\nactive {killed['strategy']} and {killed['execution']} SIGKILLed mid-replay (lease {LEASE_TTL_MS} ms): "
         + ", ".join(f"{service} taken over in {seconds:.2f} s" for service, seconds in took.items())
     )
-    _report("active strategy and execution kill -9, standbys running", result)
+    _report("active strategy and execution kill -9, standbys running", result, system)
 
 
 async def test_an_active_strategy_frozen_past_its_lease_is_replaced_and_on_waking_publishes_nothing(
@@ -191,4 +195,4 @@ async def test_an_active_strategy_frozen_past_its_lease_is_replaced_and_on_wakin
         f"\nactive {frozen} frozen (SIGSTOP) mid-replay: the standby took over in {took_s:.2f} s "
         f"(lease {LEASE_TTL_MS} ms); woken (SIGCONT), it stopped with exit status {code}"
     )
-    _report("active strategy frozen past its lease, then resumed", result)
+    _report("active strategy frozen past its lease, then resumed", result, system)
