@@ -5,6 +5,7 @@ are (up to four); the parts are put together as if read in one pass, or the file
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -121,9 +122,13 @@ class CheckedFile:
 
     def listed(self, error: BadRowError | str) -> None:
         """Keep the reason a row could not be read, if it is among the first MAX_BAD_ROWS_LISTED."""
-        # The first ones say what is wrong; a million lines of it would say nothing more.
-        if len(self.bad_rows) < MAX_BAD_ROWS_LISTED:
-            self.bad_rows.append(str(error))
+        _keep(self.bad_rows, error)
+
+
+def _keep(reasons: list[str], error: BadRowError | str) -> None:
+    # The first ones say what is wrong; a million lines of it would say nothing more.
+    if len(reasons) < MAX_BAD_ROWS_LISTED:
+        reasons.append(str(error))
 
 
 def check_file(
@@ -260,10 +265,6 @@ def _read_part(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     found = _PartRead()
 
-    def _listed(error: BadRowError) -> None:
-        if len(found.bad_rows) < MAX_BAD_ROWS_LISTED:
-            found.bad_rows.append(str(error))
-
     def _read(rows: int) -> None:
         read.value = rows
 
@@ -276,8 +277,8 @@ def _read_part(
         with spill:
             try:
                 rows = read_quotes(
-                    path, skip_bad_rows=skip_bad_rows, on_bad_row=_listed, counts=found.counts, limits=limits,
-                    span=span, times=found.times,
+                    path, skip_bad_rows=skip_bad_rows, on_bad_row=functools.partial(_keep, found.bad_rows),
+                    counts=found.counts, limits=limits, span=span, times=found.times,
                 )  # fmt: skip
                 found.quotes = _spill(rows, source, spill, _read)
             except Exception as exc:  # whatever it is, the one pass meets it again and says what it is
@@ -305,19 +306,19 @@ def _check_in_parts(
     def _opened(index: int, wait: bool) -> None:
         process, receiving, _ = workers[index]
         if index in names and (wait or receiving.poll(0)):
-            _receive(process, receiving, progress, lambda: mine + _others())
+            _receive(process, receiving, progress, _all_read)
             with contextlib.suppress(OSError):
                 os.unlink(names.pop(index))
 
-    def _others() -> int:
-        return sum(read.value for _, _, read in workers)
-
     mine = 0
+
+    def _all_read() -> int:
+        return mine + sum(int(read.value) for _, _, read in workers)
 
     def _read(rows: int) -> None:
         nonlocal mine
         mine = rows
-        progress.told(mine + _others())
+        progress.told(_all_read())
         for index in list(names):
             _opened(index, wait=False)
 
@@ -348,7 +349,7 @@ def _check_in_parts(
         parts = []
         for index, (process, receiving, _) in enumerate(workers):
             _opened(index, wait=True)
-            parts.append(_receive(process, receiving, progress, lambda: mine + _others()))
+            parts.append(_receive(process, receiving, progress, _all_read))
         if not _put_together(checked, times, parts, limits):
             checked.close()
             return None
