@@ -37,8 +37,9 @@ MAX_BAD_ROWS_LISTED = 100
 # Wire rows per frame of a checked file's spill (``CheckedFile``).
 _SPILL_ROWS = 4096
 _FRAME_LENGTH = struct.Struct("<I")
-# A CSV file from this size on is read in parts (about 130,000 rows): below it, starting a process costs more
-# than it saves. At most this many parts: beyond them, putting the parts together is the longer work.
+# A CSV file from this size on is read in parts (130,000 to 170,000 rows): below it, starting a process (about
+# 0.3 s) costs more than it saves. At most this many parts: each costs a process and its own memory for telling
+# repeats.
 _PARTS_MIN_BYTES = 8 << 20
 _MAX_PARTS = 4
 
