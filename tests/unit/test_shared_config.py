@@ -263,6 +263,28 @@ def test_a_jetstream_budget_out_of_range_is_an_error_naming_the_variable(environ
         _load(StrategyConfig, "strategy", environ=environ)
 
 
+@pytest.mark.parametrize(
+    ("argv", "environ", "source", "expected"),
+    [
+        ((), {"RRR_PERSISTENCE_QUOTE_BATCH_MAX_ROWS": "0"}, "RRR_PERSISTENCE_QUOTE_BATCH_MAX_ROWS", "`int` >= 1"),
+        (("--quote-batch-max-rows", "100001"), {}, "--quote-batch-max-rows", "`int` <= 100000"),
+        (("--quote-batch-max-rows", "lots"), {}, "--quote-batch-max-rows", "`int`"),
+    ],
+)
+def test_a_quote_transaction_size_out_of_range_is_an_error_naming_where_it_came_from(argv, environ, source, expected):
+    with pytest.raises(ConfigError) as info:
+        _load(PersistenceConfig, "persistence", argv, environ)
+    assert info.value.source == source
+    assert expected in info.value.expected
+
+
+def test_a_quote_transaction_size_is_read_apart_from_the_messages_batch_size():
+    config = _load(
+        PersistenceConfig, "persistence", ["--quote-batch-max-rows", "4096"], {"RRR_PERSISTENCE_BATCH_MAX_ROWS": "500"}
+    )
+    assert (config.quote_batch_max_rows, config.batch_max_rows) == (4096, 500)
+
+
 def test_negative_shard_is_an_error():
     with pytest.raises(ConfigError, match=">= 0"):
         _load(StrategyConfig, "strategy", ["--shard", "-1"])
