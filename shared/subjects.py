@@ -44,7 +44,7 @@ SYMBOL_FAMILIES: Final = frozenset({QUOTE, TRADE, SIGNAL, ORDER_COMMAND, ORDER_E
 # Several messages of one of these families and one shard, published together, travel as one JetStream message
 # (an envelope, rrr.shared.messages.Envelope) on ``<family>.<shard>._batch``. The last token is no symbol (a
 # symbol starts with A-Z or 0-9), so a filter on a family's shard (``evt.order.3.*``) takes its envelopes too.
-ENVELOPE_FAMILIES: Final = frozenset({SIGNAL, ORDER_COMMAND, ORDER_EVENT})
+ENVELOPE_FAMILIES: Final = frozenset({SIGNAL, ORDER_COMMAND, ORDER_EVENT, POSITION})
 ENVELOPE_TOKEN: Final = "_batch"  # noqa: S105 - a subject token, not a secret
 
 # What each JetStream stream captures, by plane.

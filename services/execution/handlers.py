@@ -106,6 +106,8 @@ class ExecutionCounters(Counters, kw_only=True):
     symbols_refused: int = 0
     # Events of this shard read back from the event stream at start: those after the snapshot.
     restored_events: int = 0
+    # Positions published again at start: the crash came between a fill and the position it made.
+    positions_republished: int = 0
     snapshots: int = 0
     # Orders rejected because their quote is not in the market-data stream, or is not what they say.
     unpriced_orders: int = 0

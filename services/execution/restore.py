@@ -145,6 +145,8 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
         FatalError: an event on this shard's subjects does not decode; skipping it would lose its state.
     """
     snapshot_seq = await snapshots.load(bus, snapshots.name(shard, book.shards), book)
+    # A snapshot is saved only once its batch's events are stored, the positions they made among them.
+    published = {symbol: position.fills for symbol, position in book.positions.items()}
     fold = _Fold(book)
     read = 0
     last: Msg | None = None
@@ -180,15 +182,15 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
             arrivals[order_id] = touch
     now = book.clock()
     out = handlers.emit(book, bus, book.venue.reconcile(fold.held.values(), arrivals, book.net), now=now)
-    # One message per symbol: bounded by the universe, whatever the history.
-    published: dict[str, int] = {}
+    # The positions published since the snapshot, alone or in envelopes.
     async with contextlib.aclosing(
-        bus.iter_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), last_per_subject=True)
+        bus.iter_stream(EVENT_STREAM.name, subjects.shard_filter(subjects.POSITION, shard), start_seq=snapshot_seq + 1)
     ) as updates:
         async for msg in updates:
-            update = _decode(msg, msg.data)
-            if isinstance(update, PositionUpdated):
-                published[update.symbol] = update.version
+            for data in _payloads(msg):
+                update = _decode(msg, data)
+                if isinstance(update, PositionUpdated):
+                    published[update.symbol] = max(published.get(update.symbol, 0), update.version)
     settled = {o.subject for o in out}
     stale = [
         bus.prepare(
@@ -198,6 +200,7 @@ async def restore(book: handlers.Book, bus: Bus, shard: int, stop: asyncio.Event
         for symbol, position in book.positions.items()
         if published.get(symbol, 0) < position.fills and subjects.position(symbol, book.shards) not in settled
     ]
+    book.counters.positions_republished = len(stale)
     if out or stale:
         book.seq = max(book.seq, await bus.publish_state_output([*out, *stale], stop, "restored order events"))
     _log.info(

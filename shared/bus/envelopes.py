@@ -1,12 +1,13 @@
 """Envelopes: the messages a handler publishes together, one JetStream message per family and shard.
 
 A strategy's batch of quotes yields its signals and orders at once, execution's batch of orders their events
-at once. Each alone would cost a JetStream message: a store, an acknowledgement, and a delivery to every
-consumer. ``pack`` puts those of one family (signals, order commands, order events) and one shard into an
-``Envelope`` on ``<family>.<shard>._batch``; a lone message still goes alone, on its own subject, at no extra
-cost. ``open_envelope`` gives a consumer the messages back, each checked against the envelope's family and
-shard and dressed as if it had come alone: its own subject, its own message id, the envelope's stream
-sequence (the messages of one envelope share it, so a position in the stream covers all of them or none).
+at once, and the positions those events make. Each alone would cost a JetStream message: a store, an
+acknowledgement, and a delivery to every consumer. ``pack`` puts those of one family (signals, order commands,
+order events, positions) and one shard into an ``Envelope`` on ``<family>.<shard>._batch``; a lone message still
+goes alone, on its own subject, at no extra cost. ``open_envelope`` gives a consumer the messages back, each
+checked against the envelope's family and shard and dressed as if it had come alone: its own subject, its own
+message id, the envelope's stream sequence (the messages of one envelope share it, so a consumer's place in the
+stream covers all of them or none).
 
 The envelope's message id is derived from its messages' ids: the same messages sent again (a restart) are the
 same envelope, which JetStream drops within its de-duplication window; beyond it, or grouped otherwise, each

@@ -217,7 +217,7 @@ class Publisher(Connection):
         output: the service stops instead, and rebuilds from durable state (snapshot, event stream) on
         restart, where the unacknowledged batch comes again.
 
-        Several signals, order commands or order events of one shard go in one envelope
+        Several signals, order commands, order events or positions of one shard go in one envelope
         (``rrr.shared.bus.envelopes``).
 
         With a standby beside this instance, its output is fenced (``rrr.shared.bus.fencing``).

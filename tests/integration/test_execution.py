@@ -16,7 +16,7 @@ from rrr.execution.paper_venue import PaperVenue
 from rrr.execution.restore import restore
 from rrr.execution.risk import RiskLimits
 from rrr.shared import subjects
-from rrr.shared.bus import DLQ_REASON, MARKET_DATA_STREAM, MSG_ID, Bus
+from rrr.shared.bus import DLQ_REASON, MARKET_DATA_STREAM, MSG_ID, Bus, Outgoing, pack
 from rrr.shared.errors import FatalError
 from rrr.shared.messages import (
     ID_MAX,
@@ -220,6 +220,44 @@ async def test_execution_after_a_restart_continues_from_the_restored_position_an
         ("position", f"{symbol}:1", Decimal(2), Decimal("100.5"), Decimal(0), 1),
         ("position", f"{symbol}:2", Decimal(1), Decimal("100.5"), Decimal("3.5"), 2),
     ]
+
+
+async def test_a_batchs_positions_are_one_message_and_a_restart_publishes_none_of_them_again(
+    config: ExecutionConfig, bus: Bus, heartbeats: Heartbeats
+) -> None:
+    symbol, other = unique_symbol("PENV"), unique_symbol("PENV")
+    orders = [
+        make_order(symbol, side="buy", qty=1, quote_bid="99.5", quote_ask="100"),
+        make_order(symbol, side="buy", qty=2, quote_bid="100.5", quote_ask="101"),
+        make_order(other, side="sell", qty=1, quote_bid="50", quote_ask="50.5"),
+    ]
+    named = [await publish_quote_of(bus, order) for order in orders]
+    # As the strategy sends a batch's orders: one envelope, so execution handles them as one batch.
+    (envelope,) = pack(
+        [Outgoing(subjects.order_command(o.symbol, 1), encode(o), {MSG_ID: o.id}) for o in named], 64 * 1024
+    )
+    await bus.js.publish(envelope.subject, envelope.data, headers=envelope.headers)
+    async with running_service(app.run, config, heartbeats) as first:
+        await first.wait_for_counter("handled", 3)
+
+    # Three positions, each fill's, in one message after the events' own.
+    stored = await stream_messages(bus.js, "RRR_EVT", "evt.*.0.*", open_envelopes=False)
+    assert [m.subject for m in stored] == ["evt.order.0._batch", "evt.position.0._batch"]
+    assert [(p.qty, p.avg_price, p.version) for p in await _positions(bus, symbol)] == [
+        (Decimal(1), Decimal(100), 1),
+        (Decimal(3), Decimal("100.666666666667"), 2),
+    ]
+    assert [(p.qty, p.version) for p in await _positions(bus, other)] == [(Decimal(-1), 1)]
+
+    # Restarted from its snapshot, then from the whole stream: every position is known as published.
+    for snapshot in (True, False):
+        if not snapshot:
+            await bus.js.purge_stream("RRR_SNAPSHOTS", subject=f"snap.{snapshots.name(0, 1)}.>")
+        async with running_service(app.run, config, heartbeats) as again:
+            counters = await again.wait_for_counter("positions", 2)
+        assert counters["restored_events"] == (0 if snapshot else 6)
+        assert counters.get("positions_republished", 0) == 0
+    assert len(await stream_messages(bus.js, "RRR_EVT", "evt.position.0.*", open_envelopes=False)) == 1
 
 
 async def test_execution_after_a_restart_realizes_the_same_pnl_as_an_uninterrupted_run(

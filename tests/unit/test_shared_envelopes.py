@@ -19,7 +19,14 @@ from rrr.shared.messages import (
     order_event_decoder,
     subject_of,
 )
-from tests.support.factories import make_order, make_order_accepted, make_position, make_signal, unique_symbol
+from tests.support.factories import (
+    make_order,
+    make_order_accepted,
+    make_order_filled,
+    make_position,
+    make_signal,
+    unique_symbol,
+)
 
 SHARDS = 4
 
@@ -61,6 +68,31 @@ def test_a_lone_message_goes_as_it_is_and_other_families_pass_in_their_place() -
     # The events' envelope where the first event was: before the position it is followed by.
     assert [o.subject for o in packed] == ["evt.order.0._batch", position.subject]
     assert [order_event_decoder.decode(d) for d in payloads(_delivered(packed[0]))] == accepted
+
+
+def test_the_positions_a_batch_of_fills_makes_go_in_one_envelope_after_the_fills_every_version_kept() -> None:
+    orders = [make_order(s) for s in _symbols(3, shard=1)]
+    # Two fills of the first symbol, then one of each other: a position after each, as execution makes them.
+    fills = [make_order_filled(o) for o in (orders[0], orders[0], *orders[1:])]
+    positions = [
+        make_position(orders[0].symbol, qty=1, version=1),
+        make_position(orders[0].symbol, qty=2, version=2),
+        make_position(orders[1].symbol),
+        make_position(orders[2].symbol),
+    ]
+    out = [_out(m) for pair in zip(fills, positions, strict=True) for m in pair]
+    packed = pack(out, 64 * 1024)
+    # One message for the events, one for the positions: every fill is stored before any position it made.
+    assert [o.subject for o in packed] == ["evt.order.1._batch", "evt.position.1._batch"]
+    opened, refused = open_envelope(_delivered(packed[1]), "evt.position", 1, order_event_decoder, SHARDS)
+    assert refused == []
+    assert [m for _, m in opened] == positions
+    assert [msg.subject for msg, _ in opened] == [subjects.position(p.symbol, SHARDS) for p in positions]
+    # A position in the envelope of another family, or of another shard, is refused as misrouted.
+    for family, shard in (("evt.order", 1), ("evt.position", 2)):
+        _, refused = open_envelope(_delivered(packed[1]), family, shard, order_event_decoder, SHARDS)
+        assert len(refused) == len(positions)
+        assert all("misrouted" in reason for _, reason, _ in refused)
 
 
 def test_envelopes_are_split_by_family_shard_size_and_count() -> None:
@@ -118,8 +150,9 @@ def test_what_is_not_an_envelope_within_bounds_is_refused_whole(data: bytes) -> 
 
 def test_only_the_envelope_families_have_envelope_subjects() -> None:
     assert subjects.parse_envelope("evt.order.12._batch") == ("evt.order", 12)
-    for subject in ("evt.position.1._batch", "md.quote.1._batch", "evt.order.x._batch", "evt.order.1.EURUSD",
+    assert subjects.parse_envelope("evt.position.3._batch") == ("evt.position", 3)
+    for subject in ("md.trade.1._batch", "md.quote.1._batch", "evt.order.x._batch", "evt.order.1.EURUSD",
                     "evt.order.1._batch.x", "retry.execution.cmd.order.0._batch"):  # fmt: skip
         assert subjects.parse_envelope(subject) is None
     with pytest.raises(InvalidSubjectError):
-        subjects.envelope("evt.position", 0)
+        subjects.envelope("md.quote", 0)
