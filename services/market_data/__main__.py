@@ -48,6 +48,7 @@ INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command a Ctrl-C ended
 
 
 def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress: bool) -> int:
+    runner.tune_gc()
     if path.suffix == ".jsonl":
         return _replay_recording(config, path)
     limits = ReadLimits(
