@@ -20,7 +20,8 @@ C = TypeVar("C", bound=ServiceConfig)
 # Container objects allocated between two collections of the youngest generation (CPython: 700). A service
 # allocates a batch's messages, rows and futures at once and frees them by reference counting moments later;
 # at 700 they outlive a collection or two, are promoted, and make full collections of the whole heap due
-# (55-72 ms each in persistence and execution over the million-quote replay, a sixth of their CPU).
+# (55-72 ms each in persistence and execution over the million-quote replay; with the younger ones, a sixth
+# to a quarter of their CPU).
 GC_YOUNG_THRESHOLD = 50_000
 
 
