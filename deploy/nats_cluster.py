@@ -27,7 +27,7 @@ import msgspec
 from rrr.deploy.credentials import new_password
 from rrr.deploy.nats_permissions import ADMIN
 from rrr.deploy.nats_server import ClusterSettings, NatsEndpoint, NatsServer, ServerTls
-from rrr.deploy.processes import ServerStartError, free_port, poll_until
+from rrr.deploy.processes import ServerStartError, free_ports, poll_until
 
 __all__ = ["CLUSTER_NAME", "NatsCluster", "NodePorts", "join_urls"]
 
@@ -48,8 +48,14 @@ class NodePorts(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> NodePorts:
-        """Three ports nothing listens on now."""
-        return cls(client=free_port(host), monitor=free_port(host), cluster=free_port(host))
+        """Three different ports nothing listens on now."""
+        return cls.free_for(1, host)[0]
+
+    @classmethod
+    def free_for(cls, nodes: int, host: str = "127.0.0.1") -> list[NodePorts]:
+        """The ports of ``nodes`` nodes, all different, nothing listening on any of them now."""
+        ports = free_ports(3 * nodes, host)
+        return [cls(client=ports[i], monitor=ports[i + 1], cluster=ports[i + 2]) for i in range(0, 3 * nodes, 3)]
 
 
 class NatsCluster:
@@ -88,7 +94,7 @@ class NatsCluster:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.name = name
-        self.ports = list(ports) if ports is not None else [NodePorts.free(host) for _ in range(size)]
+        self.ports = list(ports) if ports is not None else NodePorts.free_for(size, host)
         if len(self.ports) != size:
             raise ValueError(f"ports: expected {size} nodes' ports, got {len(self.ports)}")
         self.route_password = route_password or new_password()
@@ -207,9 +213,8 @@ class NatsCluster:
         settings = node.cluster
         assert settings is not None
         node.stop()
-        node.cluster = dataclasses.replace(
-            settings, port=free_port(self.host), peers=tuple(free_port(self.host) for _ in settings.peers)
-        )
+        port, *peers = free_ports(1 + len(settings.peers), self.host)
+        node.cluster = dataclasses.replace(settings, port=port, peers=tuple(peers))
         node.start()
 
     def rejoin(self, index: int, timeout_s: float = 60.0) -> None:

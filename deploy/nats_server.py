@@ -16,7 +16,7 @@ from pathlib import Path
 from rrr.deploy.credentials import with_userinfo, write_private
 from rrr.deploy.embedded_server import EmbeddedServer, ServerBinaryMissingError
 from rrr.deploy.nats_permissions import ADMIN, render_authorization
-from rrr.deploy.processes import free_port
+from rrr.deploy.processes import free_ports
 from rrr.shared.config import redact
 
 __all__ = ["ClusterSettings", "NatsEndpoint", "NatsServer", "ServerTls", "nats_server_binary"]
@@ -136,8 +136,9 @@ class NatsServer(EmbeddedServer):
         self.tls = tls
         self._auto_port = port is None
         self._auto_monitor_port = monitor_port is None
-        self.port = port if port is not None else free_port(host)
-        self.monitor_port = monitor_port if monitor_port is not None else free_port(host)
+        chosen = free_ports(2, host)
+        self.port = port if port is not None else chosen[0]
+        self.monitor_port = monitor_port if monitor_port is not None else chosen[1]
 
     @property
     def url(self) -> str:
@@ -230,10 +231,11 @@ class NatsServer(EmbeddedServer):
         )
 
     def _pick_free_ports(self) -> bool:
+        chosen = free_ports(2, self.host)
         if self._auto_port:
-            self.port = free_port(self.host)
+            self.port = chosen[0]
         if self._auto_monitor_port:
-            self.monitor_port = free_port(self.host)
+            self.monitor_port = chosen[1]
         return self._auto_port or self._auto_monitor_port
 
     def _healthy(self) -> bool:
@@ -246,7 +248,8 @@ class NatsServer(EmbeddedServer):
         try:
             conn.request("GET", path)
             return conn.getresponse().status == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # Not answering, or answering in another protocol: not this server's monitoring endpoint (yet).
             return False
         finally:
             conn.close()

@@ -31,6 +31,7 @@ __all__ = [
     "ServerStartError",
     "ServerStopError",
     "free_port",
+    "free_ports",
     "kill_group",
     "log_tail",
     "poll_until",
@@ -114,10 +115,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     Returns:
         A port number chosen by the kernel.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Return `count` different TCP ports on `host` that nothing listens on right now.
+
+    Each is held until all are chosen: ports asked for one at a time may repeat (the kernel may hand out again
+    a port given back a moment ago), and a server given the same port twice fails to start.
+
+    Args:
+        count: How many ports.
+        host: Address to probe.
+
+    Returns:
+        Port numbers chosen by the kernel, all different.
+    """
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -76,7 +76,7 @@ def local_nats(
             data_dir=run.nats_dir, port=port, monitor_port=monitor_port, users=users, sync_always=sync_always, tls=tls
         )
         return LocalNats(servers=((NatsServer.name, server),), cluster=None)
-    ports = list(cluster_ports) or [NodePorts.free() for _ in range(nodes)]
+    ports = list(cluster_ports) or NodePorts.free_for(nodes)
     if port is not None or monitor_port is not None:
         first = ports[0]
         ports[0] = NodePorts(

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from rrr.deploy.databases import temporary_database
 from rrr.deploy.nats_server import NatsEndpoint, NatsServer
 from rrr.deploy.pid_files import pid_alive, stop_pid_file
 from rrr.deploy.postgres_server import PostgresEndpoint, PostgresServer
-from rrr.deploy.processes import ServerStartError, port_free
+from rrr.deploy.processes import ServerStartError, free_ports, port_free
 
 
 def _unique(prefix: str) -> str:
@@ -100,6 +101,44 @@ def test_nats_server_start_on_a_busy_port_reports_the_server_log(tmp_path: Path)
     assert "exited" in caught.value.seen
     assert server.pid is None
     assert not server.pid_file.exists()
+
+
+def test_a_nats_server_given_one_port_twice_starts_on_other_ports(tmp_path: Path) -> None:
+    server = NatsServer(data_dir=tmp_path)
+    # What choosing its ports one at a time could do: the kernel handed the client port out again.
+    server.monitor_port = server.port
+    try:
+        server.start(timeout_s=30)
+        assert server.port != server.monitor_port
+        assert server.answers("/healthz")
+    finally:
+        server.stop()
+
+
+def test_a_monitoring_port_that_answers_in_another_protocol_is_not_healthy_and_raises_nothing(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def speak_nats() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b'INFO {"server_id":"other","port":4222}\r\n')
+
+        talker = threading.Thread(target=speak_nats, daemon=True)
+        talker.start()
+        server = NatsServer(data_dir=tmp_path, monitor_port=listener.getsockname()[1])
+        assert not server.answers("/healthz")
+        talker.join(timeout=10)
+        assert not talker.is_alive()
+
+
+def test_free_ports_are_all_different_and_free() -> None:
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+    assert all(port_free(port) for port in ports)
 
 
 def test_a_port_whose_last_server_died_is_free_despite_its_connections_in_time_wait() -> None:
