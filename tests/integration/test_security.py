@@ -185,6 +185,9 @@ async def _until_closed(reader: asyncio.StreamReader) -> bytes:
         ("execution", "cmd.order.0.EURUSD"),
         ("execution", "sig.signal.0.EURUSD"),
         ("persistence", "evt.position.0.EURUSD"),
+        # A batch's positions travel in one envelope: only execution publishes it.
+        ("strategy", "evt.position.0._batch"),
+        ("persistence", "evt.position.0._batch"),
         ("persistence", "md.quote.0.EURUSD"),
         ("strategy", "ctl.heartbeat.execution.0"),
         ("execution", "retry.persistence.evt.order.0.EURUSD"),

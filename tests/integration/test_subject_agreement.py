@@ -6,7 +6,10 @@ A message whose subject and payload disagree is dead-lettered by the bus with th
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import asyncpg
+import msgspec
 
 from rrr.execution import app as execution_app
 from rrr.execution.config import ExecutionConfig
@@ -16,8 +19,24 @@ from rrr.persistence import app as persistence_app
 from rrr.persistence.config import PersistenceConfig
 from rrr.shared import subjects
 from rrr.shared.bus import DLQ_REASON, DLQ_SERVICE, DLQ_SUBJECT, MSG_ID, Bus
-from rrr.shared.messages import Message, Quote, QuoteBatch, QuoteRow, encode, market_data_decoder
-from tests.support.factories import make_cancel, make_order, make_position, make_quote, unique_symbol
+from rrr.shared.messages import (
+    Envelope,
+    Message,
+    Quote,
+    QuoteBatch,
+    QuoteRow,
+    encode,
+    encoder,
+    market_data_decoder,
+)
+from tests.support.factories import (
+    make_cancel,
+    make_order,
+    make_order_accepted,
+    make_position,
+    make_quote,
+    unique_symbol,
+)
 from tests.support.orders import publish_quote_of
 from tests.support.services import Heartbeats, running_service
 from tests.support.streams import StoredMsg, stream_messages
@@ -101,6 +120,31 @@ async def test_persistence_stores_nothing_that_arrives_on_a_subject_not_its_own(
     assert {m.headers[DLQ_SUBJECT]: data for data, m in letters.items()} == {
         subjects.retried_subject(s): encode(m) for s, m in misrouted.items()
     }
+
+
+async def test_persistence_stores_the_positions_of_a_position_envelope_and_dead_letters_what_else_it_holds(
+    nats_url: str, database_url: str, bus: Bus, heartbeats: Heartbeats, db: asyncpg.Connection
+) -> None:
+    symbol = unique_symbol("PENV")
+    genuine = make_position(symbol, qty=3, version=2)
+    smuggled = make_order_accepted(make_order(symbol))  # an order event inside the positions' envelope
+    envelope = Envelope([msgspec.Raw(encode(m)) for m in (genuine, smuggled)])
+    await bus.js.publish(
+        subjects.envelope(subjects.POSITION, 0), encoder.encode(envelope), headers={MSG_ID: f"{symbol}-envelope"}
+    )
+    config = PersistenceConfig(nats_url=nats_url, database_url=database_url, heartbeat_ms=100, batch_max_ms=20)
+
+    async with running_service(persistence_app.run, config, heartbeats) as persistence:
+        counters = await persistence.wait_for_counters(
+            lambda c: c.get("rows_positions", 0) >= 1 and c.get("mismatched", 0) >= 1, "1 position, 1 mismatched"
+        )
+
+    assert counters["mismatched"] == 1
+    assert await db.fetch("SELECT symbol, qty, version FROM positions") == [(symbol, Decimal(3), 2)]
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0
+    (letter,) = (await _dead_letters(bus)).values()
+    assert letter.data == encode(smuggled)
+    assert letter.headers[DLQ_REASON].startswith("subject: misrouted message")
 
 
 def _batch(symbol: str, source: str) -> QuoteBatch:

@@ -182,22 +182,41 @@ def test_unknown_service_env_var_holding_a_password_does_not_print_it():
 
 
 @pytest.mark.parametrize(
-    ("argv", "environ", "source", "expected"),
+    ("config_type", "service", "argv", "environ", "source", "expected"),
     [
-        ((), {"RRR_STRATEGY_FAST": "x"}, "RRR_STRATEGY_FAST", "`int`"),
-        (("--fast", "x"), {}, "--fast", "`int`"),
-        ((), {"RRR_SHARDS": "many"}, "RRR_SHARDS", "`int`"),
-        ((), {"RRR_SHARDS": "2", "RRR_STRATEGY_SHARDS": "0"}, "RRR_STRATEGY_SHARDS", "`int` >= 1"),
-        (("--shards", "2000"), {}, "--shards", "`int` <= 1024"),
-        (("--qty", "abc"), {}, "--qty", "a decimal number"),
-        (("--heartbeat-ms", "10"), {}, "--heartbeat-ms", "`int` >= 50"),
-        ((), {"RRR_LOG_LEVEL": "TRACE"}, "RRR_LOG_LEVEL", "one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'"),
-        (("--drain-timeout-s", "0"), {}, "--drain-timeout-s", "`float` > 0"),
+        *[
+            (StrategyConfig, "strategy", *case)
+            for case in [
+                ((), {"RRR_STRATEGY_FAST": "x"}, "RRR_STRATEGY_FAST", "`int`"),
+                (("--fast", "x"), {}, "--fast", "`int`"),
+                ((), {"RRR_SHARDS": "many"}, "RRR_SHARDS", "`int`"),
+                ((), {"RRR_SHARDS": "2", "RRR_STRATEGY_SHARDS": "0"}, "RRR_STRATEGY_SHARDS", "`int` >= 1"),
+                (("--shards", "2000"), {}, "--shards", "`int` <= 1024"),
+                (("--qty", "abc"), {}, "--qty", "a decimal number"),
+                (("--heartbeat-ms", "10"), {}, "--heartbeat-ms", "`int` >= 50"),
+                ((), {"RRR_LOG_LEVEL": "TRACE"}, "RRR_LOG_LEVEL", "one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'"),
+                (("--drain-timeout-s", "0"), {}, "--drain-timeout-s", "`float` > 0"),
+            ]
+        ],
+        # The quote transaction size of persistence, bounded apart from its fetch size.
+        *[
+            (PersistenceConfig, "persistence", *case)
+            for case in [
+                (
+                    (),
+                    {"RRR_PERSISTENCE_QUOTE_BATCH_MAX_ROWS": "0"},
+                    "RRR_PERSISTENCE_QUOTE_BATCH_MAX_ROWS",
+                    "`int` >= 1",
+                ),
+                (("--quote-batch-max-rows", "100001"), {}, "--quote-batch-max-rows", "`int` <= 100000"),
+                (("--quote-batch-max-rows", "lots"), {}, "--quote-batch-max-rows", "`int`"),
+            ]
+        ],
     ],
 )
-def test_bad_value_is_an_error_naming_where_it_came_from(argv, environ, source, expected):
+def test_bad_value_is_an_error_naming_where_it_came_from(config_type, service, argv, environ, source, expected):
     with pytest.raises(ConfigError) as info:
-        _load(StrategyConfig, "strategy", argv, environ)
+        _load(config_type, service, argv, environ)
     assert info.value.source == source
     assert expected in info.value.expected
     assert str(info.value).startswith(f"{source}: expected ")
@@ -261,21 +280,6 @@ def test_the_jetstream_budget_is_read_by_every_service_from_the_deployment_wide_
 def test_a_jetstream_budget_out_of_range_is_an_error_naming_the_variable(environ, source):
     with pytest.raises(ConfigError, match=source):
         _load(StrategyConfig, "strategy", environ=environ)
-
-
-@pytest.mark.parametrize(
-    ("argv", "environ", "source", "expected"),
-    [
-        ((), {"RRR_PERSISTENCE_QUOTE_BATCH_MAX_ROWS": "0"}, "RRR_PERSISTENCE_QUOTE_BATCH_MAX_ROWS", "`int` >= 1"),
-        (("--quote-batch-max-rows", "100001"), {}, "--quote-batch-max-rows", "`int` <= 100000"),
-        (("--quote-batch-max-rows", "lots"), {}, "--quote-batch-max-rows", "`int`"),
-    ],
-)
-def test_a_quote_transaction_size_out_of_range_is_an_error_naming_where_it_came_from(argv, environ, source, expected):
-    with pytest.raises(ConfigError) as info:
-        _load(PersistenceConfig, "persistence", argv, environ)
-    assert info.value.source == source
-    assert expected in info.value.expected
 
 
 def test_a_quote_transaction_size_is_read_apart_from_the_messages_batch_size():
