@@ -231,6 +231,7 @@ async def test_persistence_applies_the_migrations_once_and_resumes_after_its_sto
         (4, "strategy_positions"),
         (5, "order_event_writes"),
         (6, "order_event_write_costs"),
+        (7, "orders_inserted_as_they_stand"),
     ]
     assert await db.fetch("SELECT version, name, applied_at FROM schema_migrations") == applied
     assert await migrate(db) == []

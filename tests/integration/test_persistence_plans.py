@@ -155,3 +155,59 @@ async def test_an_order_status_ranks_as_before_and_is_worked_out_in_the_statemen
     plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN (VERBOSE) SELECT order_status_rank(status) FROM orders"))
     assert "CASE" in plan
     assert "order_status_rank" not in plan
+
+
+async def _written_once(db: asyncpg.Connection, messages: list[Message], first: int, last: int) -> tuple[Any, ...]:
+    """``write_batch_at`` of ``messages`` in a transaction of its own: the rows written, and the row versions of
+    ``orders`` it inserted and updated (PostgreSQL's counts, which hold what the backend has not reported yet:
+    read before and after, within the transaction)."""
+    versions = (
+        "SELECT pg_stat_get_xact_tuples_inserted('orders'::regclass),"
+        " pg_stat_get_xact_tuples_updated('orders'::regclass)"
+    )
+    async with db.transaction():
+        before = await db.fetchrow(versions)
+        written = await write_batch_at(db, messages, CONSUMER, STREAM, first, last)
+        after = await db.fetchrow(versions)
+    assert written is not None
+    assert before is not None
+    assert after is not None
+    return written.orders, written.orders_filled, after[0] - before[0], after[1] - before[1]
+
+
+async def test_an_order_accepted_and_filled_in_one_batch_is_inserted_as_it_stands_not_inserted_and_updated(
+    db: asyncpg.Connection,
+) -> None:
+    await migrate(db)
+    await db.execute("INSERT INTO consumer_positions (consumer, stream, last_seq) VALUES ($1, $2, 0)", CONSUMER, STREAM)
+    common: dict[str, Any] = {"symbol": "ONE", "side": "buy", "qty": Decimal(2), "strategy": "s"}
+    fill: dict[str, Any] = {"symbol": "ONE", "side": "buy", "qty": Decimal(1), "price": Decimal(100),
+                            "fee": Decimal(0), "venue": "paper"}  # fmt: skip
+    first = [
+        # Filled at once, filled in part, resting.
+        OrderAccepted(id="m:accepted", ts_event=1, ts_init=1, client_order_id="m", **common),
+        OrderFilled(id="m:1", ts_event=2, ts_init=2, client_order_id="m", **{**fill, "qty": Decimal(2)}),
+        OrderAccepted(id="p:accepted", ts_event=3, ts_init=3, client_order_id="p", **common),
+        OrderFilled(id="p:1", ts_event=4, ts_init=4, client_order_id="p", leaves_qty=Decimal(1), cum_qty=Decimal(1),
+                    **fill),
+        OrderAccepted(id="r:accepted", ts_event=5, ts_init=5, client_order_id="r", order_type="limit",
+                      limit_price=Decimal(99), **common),
+    ]  # fmt: skip
+    # Three orders, two past their acceptance, and not one row version more than the three inserted.
+    assert await _written_once(db, first, 1, 5) == (3, 2, 3, 0)
+    rows = {r["client_order_id"]: r for r in await db.fetch("SELECT * FROM orders")}
+    assert {k: (r["status"], r["filled_qty"], r["ts_updated"]) for k, r in rows.items()} == {
+        "m": ("filled", Decimal(2), 2),
+        "p": ("partially_filled", Decimal(1), 4),
+        "r": ("accepted", Decimal(0), 5),
+    }
+    # Orders stored by an earlier batch move by an update, as before.
+    later = [
+        OrderFilled(id="p:2", ts_event=6, ts_init=6, client_order_id="p", cum_qty=Decimal(2), **fill),
+        OrderFilled(id="r:1", ts_event=7, ts_init=7, client_order_id="r", **{**fill, "qty": Decimal(2)}),
+    ]
+    assert await _written_once(db, later, 6, 7) == (0, 2, 0, 2)
+    statuses = await db.fetch("SELECT client_order_id, status, filled_qty FROM orders ORDER BY client_order_id")
+    assert [tuple(r) for r in statuses] == [
+        ("m", "filled", Decimal(2)), ("p", "filled", Decimal(2)), ("r", "filled", Decimal(2)),
+    ]  # fmt: skip
