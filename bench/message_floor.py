@@ -13,7 +13,10 @@ nats-py, spawned fresh for each run) each read every message and do nothing with
   reads quote batches);
 - ``ordered push``: an ordered push consumer of the stream with no acknowledgements, ``await
   sub.next_msg()`` per message (as the strategy, persistence and execution's market-data follower read
-  RRR_MD, ``rrr.shared.bus.consume``).
+  RRR_MD, ``rrr.shared.bus.consume``);
+- ``bare socket``: no client library: a uvloop protocol that speaks the NATS text protocol itself (CONNECT,
+  SUB, PONG to a PING) and only counts the ``MSG`` lines that arrive, so what it costs is the kernel's and the
+  event loop's share of a wake-up, the floor under the other two modes.
 
 Each consumer measures its own CPU time (user + system) from its first message to its last; nats-server's is
 read from the kernel over the same publishing window. Reported: microseconds of CPU per message, the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import statistics
 import sys
@@ -34,6 +38,8 @@ import threading
 import time
 from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import cast
+from urllib.parse import unquote, urlsplit
 
 import nats
 import psutil
@@ -45,7 +51,7 @@ from rrr.deploy.nats_server import NatsServer
 
 SUBJECT = "floor.quotes"
 STREAM = "FLOOR"
-MODES = ("core", "ordered push")
+MODES = ("core", "ordered push", "bare socket")
 _PAYLOAD = b"q" * 300
 
 
@@ -53,7 +59,61 @@ def _consume(url: str, mode: str, count: int, out: Queue[object]) -> None:
     uvloop.run(_consume_async(url, mode, count, out))
 
 
+class _Bare(asyncio.Protocol):
+    """A NATS subscriber without a client library: it counts the messages that arrive and does nothing else."""
+
+    def __init__(self, count: int, first: asyncio.Future[float], last: asyncio.Future[float]) -> None:
+        self.count, self.first, self.last = count, first, last
+        self.seen = 0
+        self.tail = b""  # the last bytes of the previous read: a MSG line may be split across two
+        self.transport: asyncio.Transport | None = None
+        # The server's answer to the PING sent after SUB: it holds the subscription by then.
+        self.subscribed: asyncio.Future[None] = first.get_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+
+    def data_received(self, data: bytes) -> None:
+        if b"PING\r\n" in data and self.transport is not None:
+            self.transport.write(b"PONG\r\n")
+        if b"PONG\r\n" in data and not self.subscribed.done():
+            self.subscribed.set_result(None)
+        if b"-ERR" in data and not self.subscribed.done():
+            self.subscribed.set_exception(RuntimeError(data.decode(errors="replace").strip()))
+        arrived = (self.tail + data).count(b"MSG ")
+        self.tail = data[-3:]
+        if not arrived:
+            return
+        if self.seen == 0:
+            self.first.set_result(time.process_time())
+        self.seen += arrived
+        if self.seen >= self.count and not self.last.done():
+            self.last.set_result(time.process_time())
+
+
+async def _bare(url: str, count: int, out: Queue[object]) -> None:
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    first, last = loop.create_future(), loop.create_future()
+    transport, protocol = await loop.create_connection(
+        lambda: _Bare(count, first, last), parts.hostname, parts.port or 4222
+    )
+    connect = {"verbose": False, "pedantic": False, "lang": "bare", "version": "0", "protocol": 1}
+    if parts.username:
+        connect.update(user=unquote(parts.username), **{"pass": unquote(parts.password or "")})
+    transport.write(f"CONNECT {json.dumps(connect)}\r\nSUB {SUBJECT} 1\r\nPING\r\n".encode())
+    await asyncio.wait_for(protocol.subscribed, 10)
+    out.put("ready")
+    started = await asyncio.wait_for(first, 60)
+    ended = await asyncio.wait_for(last, 60)
+    out.put((ended - started) / (count - 1) * 1e6)
+    transport.close()
+
+
 async def _consume_async(url: str, mode: str, count: int, out: Queue[object]) -> None:
+    if mode == "bare socket":
+        await _bare(url, count, out)
+        return
     nc = await nats.connect(url)
     if mode == "core":
         sub = await nc.subscribe(SUBJECT, pending_msgs_limit=0, pending_bytes_limit=0)
