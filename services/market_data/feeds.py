@@ -40,7 +40,7 @@ async def run_simulator(
 
     Open loop: the n-th quote is due at start + n / rate, so a slow iteration is caught up rather than
     stretching the schedule. Quotes go out in batches (``QuoteBatcher``: the quotes due at one wake-up
-    travel together) on core NATS; the market-data stream captures them. Trades go out one by one.
+    travel together, each wake-up after the stream acknowledged the last). Trades go out one by one.
     """
     symbols = [s for s in config.symbols if subjects.shard_of(subjects.check_symbol(s), config.shards) == config.shard]
     if not symbols:
@@ -83,6 +83,7 @@ async def run_simulator(
         counters.published = batcher.counters.quotes
         counters.dropped_disconnected += batcher.counters.dropped - quotes_dropped
         quotes_dropped = batcher.counters.dropped
+        counters.quotes_unconfirmed = batcher.counters.unconfirmed
         # Pacing, not synchronisation: wake at the next quote's due time, or at once when asked to stop.
         next_due = start + sent / config.rate_hz
         with contextlib.suppress(TimeoutError):

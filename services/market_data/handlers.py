@@ -25,6 +25,8 @@ class MarketDataCounters(Counters, kw_only=True):
     live_published: int = 0
     # Live ticks dropped while the broker was away (stale by the time they could be sent).
     dropped_disconnected: int = 0
+    # Quotes of batches the market-data stream did not acknowledge in time: stored or not.
+    quotes_unconfirmed: int = 0
     # Latest-quote requests not answered: their reply subject was no inbox.
     replies_refused: int = 0
 

@@ -52,6 +52,7 @@ class BusTickSink:
     _batchers: dict[str, QuoteBatcher] = field(default_factory=dict)
     _dropped: int = 0
     _published_quotes: int = 0
+    _unconfirmed: int = 0
 
     def _batcher(self, venue: str) -> QuoteBatcher:
         batcher = self._batchers.get(venue)
@@ -82,9 +83,11 @@ class BusTickSink:
             await batcher.close()
         quotes = sum(b.counters.quotes for b in self._batchers.values())
         dropped = sum(b.counters.dropped for b in self._batchers.values())
+        unconfirmed = sum(b.counters.unconfirmed for b in self._batchers.values())
         self.counters.live_published += quotes - self._published_quotes
         self.counters.dropped_disconnected += dropped - self._dropped
-        self._published_quotes, self._dropped = quotes, dropped
+        self.counters.quotes_unconfirmed += unconfirmed - self._unconfirmed
+        self._published_quotes, self._dropped, self._unconfirmed = quotes, dropped, unconfirmed
 
 
 class CountingSink:

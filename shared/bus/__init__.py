@@ -102,6 +102,7 @@ __all__ = [
     "NatsTlsError",
     "NatsUnavailableError",
     "Outgoing",
+    "Publisher",
     "QuoteBatcher",
     "Rejected",
     "ShardCountError",

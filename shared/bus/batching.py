@@ -1,12 +1,15 @@
-"""Natural batching of quotes: one message per shard for every quote made while the bus was busy.
+"""Natural batching of quotes: one message per shard for every quote made while the last batch was unacknowledged.
 
 A feed hands each quote to ``QuoteBatcher.add`` and goes on. The first quote after a quiet spell is sent
 on the next turn of the event loop, alone: a low rate keeps the lowest latency. Quotes that arrive while
-a batch is being sent wait, and go out together, one ``QuoteBatch`` per shard, as soon as the send ends:
-a high rate gets large batches and far fewer messages. Nothing waits on a timer.
+a batch is in flight, from its publish until the market-data stream acknowledges it, wait, and go out
+together, one ``QuoteBatch`` per shard, as soon as the acknowledgement comes: a high rate, or a busy
+broker, gets large batches and far fewer messages, so the batches grow with the load of the whole
+system rather than with the feed's own pace. Nothing waits on a timer.
 
-The batches go out on core NATS (the market-data stream captures them): a live feed cannot wait for a
-broker that is away, so what cannot be sent is dropped and counted, as single live ticks are.
+A live feed cannot wait for a broker that is away: a batch the stream refuses, or that no stream takes, is
+dropped and counted, as single live ticks are; one unacknowledged within ``ack_timeout_s`` is counted as
+unconfirmed (it may be stored) and the next goes out.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import nats.errors
+from nats.js.api import PubAck
 
 from rrr.shared import subjects
+from rrr.shared.bus.outgoing import Outgoing
 from rrr.shared.bus.publish import Publisher
 from rrr.shared.clock import Clock, wall_clock
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
@@ -46,11 +50,13 @@ _log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class BatchCounters:
-    """What a batcher did: quotes and batches sent, quotes dropped while the broker was away."""
+    """What a batcher did: quotes and batches stored (acknowledged), quotes dropped (refused, no stream, the
+    broker away) and quotes whose batch went unacknowledged (stored or not)."""
 
     quotes: int = 0
     batches: int = 0
     dropped: int = 0
+    unconfirmed: int = 0
 
 
 @dataclass(slots=True)
@@ -70,11 +76,15 @@ class QuoteBatcher:
     # The largest message the market-data stream takes (--max-msg-bytes): a batch is split to fit.
     max_bytes: int = DEFAULT_MAX_MSG_BYTES
     counters: BatchCounters = field(default_factory=BatchCounters)
-    # Called with every batch once it is handed to the client (the latest-quote cache, say).
+    # Called with every batch once the stream acknowledged it (the latest-quote cache, say).
     on_sent: Callable[[QuoteBatch], None] | None = None
+    # The longest wait for a batch's acknowledgement before the next batch goes out.
+    ack_timeout_s: float = 2.0
     _pending: dict[int, list[QuoteRow]] = field(default_factory=dict)
     _sending: asyncio.Task[None] | None = None
     _count: int = 0
+    # Batches published and not acknowledged yet.
+    in_flight: int = 0
 
     def __post_init__(self) -> None:
         subjects.quote_batch(0, self.source)  # a source that cannot be a subject token fails here, not later
@@ -100,13 +110,24 @@ class QuoteBatcher:
         try:
             while self._pending:
                 pending, self._pending = self._pending, {}
+                batches: list[QuoteBatch] = []
+                outgoing: list[Outgoing] = []
                 for shard, rows in pending.items():
                     for start in range(0, len(rows), self.max_rows):
-                        await self._send(shard, rows[start : start + self.max_rows])
+                        for batch, item in self._batches(shard, rows[start : start + self.max_rows]):
+                            batches.append(batch)
+                            outgoing.append(item)
+                self.in_flight = len(outgoing)
+                try:
+                    results = await self.bus.publish_acked(outgoing, self.ack_timeout_s)
+                finally:
+                    self.in_flight = 0
+                for batch, result in zip(batches, results, strict=True):
+                    self._count_result(batch, result)
         finally:
             self._sending = None
 
-    async def _send(self, shard: int, rows: list[QuoteRow]) -> None:
+    def _batches(self, shard: int, rows: list[QuoteRow]) -> list[tuple[QuoteBatch, Outgoing]]:
         now = self.clock()
 
         def _build(part: list[QuoteRow]) -> QuoteBatch:
@@ -117,15 +138,22 @@ class QuoteBatcher:
             )  # fmt: skip
 
         subject = subjects.quote_batch(shard, self.source)
-        for batch, data in fitted(rows, _build, self.max_bytes):
-            try:
-                await self.bus.publish_encoded(subject, batch.id, data)
-            except nats.errors.Error as exc:
-                # Stale by the time the broker is back: a live feed does not wait for it.
-                self.counters.dropped += len(batch.quotes)
-                _log.debug("dropped a batch of %d quotes: %s", len(batch.quotes), exc)
-                continue
-            self.counters.quotes += len(batch.quotes)
-            self.counters.batches += 1
-            if self.on_sent is not None:
-                self.on_sent(batch)
+        return [
+            (batch, self.bus.prepare_encoded(subject, batch.id, data))
+            for batch, data in fitted(rows, _build, self.max_bytes)
+        ]
+
+    def _count_result(self, batch: QuoteBatch, result: PubAck | BaseException) -> None:
+        if isinstance(result, TimeoutError):
+            self.counters.unconfirmed += len(batch.quotes)
+            _log.debug("no acknowledgement of a batch of %d quotes within %s s", len(batch.quotes), self.ack_timeout_s)
+            return
+        if isinstance(result, BaseException):
+            # Refused, or no stream takes it, or the broker is away: stale by the time it could be sent again.
+            self.counters.dropped += len(batch.quotes)
+            _log.debug("dropped a batch of %d quotes: %s", len(batch.quotes), result)
+            return
+        self.counters.quotes += len(batch.quotes)
+        self.counters.batches += 1
+        if self.on_sent is not None:
+            self.on_sent(batch)

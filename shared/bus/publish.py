@@ -116,6 +116,19 @@ class Publisher(Connection):
             for f in futures
         ]
 
+    async def publish_acked(self, items: Sequence[Outgoing], timeout_s: float) -> list[PubAck | BaseException]:
+        """Publish ``items`` to JetStream with their acknowledgements in flight together and wait for them; each
+        result is the acknowledgement or why there is none (the stream's error, no stream, the client's error, a
+        timeout: then the message may be stored or not). Nothing is retried: for what may be dropped when late."""
+        try:
+            results = await self._publish_acked(items, timeout_s)
+        except nats.errors.Error as exc:  # the client could not even send (closed, reconnect buffer full)
+            return [exc] * len(items)
+        for o, result in zip(items, results, strict=True):
+            if not isinstance(result, BaseException):
+                self.traffic.sent(o.subject, o.messages)
+        return results
+
     def _headers(self, msg_id: str | None) -> dict[str, str]:
         # Outside any trace there is nothing to carry: the propagators' work is skipped.
         headers = inject({}) if trace.get_current_span().get_span_context().is_valid else {}

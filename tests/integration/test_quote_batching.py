@@ -120,3 +120,39 @@ async def test_a_burst_larger_than_the_streams_largest_message_is_stored_whole_i
 
 async def _at_least(count: Awaitable[int], least: int) -> bool:
     return await count >= least
+
+
+async def test_quotes_made_while_a_batch_awaits_its_acknowledgement_wait_and_go_out_together_after_it(
+    bus: Bus,
+) -> None:
+    source = unique_id("ack").replace("-", "_").lower()[:30]
+    symbol = unique_symbol("ACK")
+    got = await _listen(bus, source)
+    batcher = QuoteBatcher(bus, source, 1, batch_id_prefix=f"{source}-run")
+    batcher.add(_row(symbol, 0))
+    # Polled every turn of the loop: the batch is published and its acknowledgement not back yet.
+    await wait_until(lambda: batcher.in_flight, 5, "the first batch in flight", interval_s=0)
+    for n in range(1, 10):
+        batcher.add(_row(symbol, n))
+    assert batcher.counters.batches == 0  # nothing acknowledged yet: the nine wait
+    await batcher.close()
+
+    assert (batcher.counters.batches, batcher.counters.quotes, batcher.in_flight) == (2, 10, 0)
+    await wait_until(lambda: len(got) == 2, 5, "both batches on the bus")
+    assert [[q.id for q in batch.quotes] for _, batch in got] == [
+        [f"{symbol}:0"],
+        [f"{symbol}:{n}" for n in range(1, 10)],
+    ]
+
+
+async def test_a_batch_the_stream_refuses_is_counted_dropped_not_sent(bus: Bus) -> None:
+    # A batcher told the stream takes 1 MB (it takes 64 KiB): a 200 KB batch goes out whole, and is refused.
+    source = unique_id("ref").replace("-", "_").lower()[:30]
+    symbol = unique_symbol("REF")
+    batcher = QuoteBatcher(bus, source, 1, batch_id_prefix=f"{source}-run", max_bytes=1_000_000)
+    for n in range(2000):
+        batcher.add(QuoteRow(f"{source}:{'x' * 60}:{n}", symbol, 1_000 + n, 10_000, 10_002, 4))
+    await batcher.close()
+
+    assert (batcher.counters.quotes, batcher.counters.batches, batcher.counters.dropped) == (0, 0, 2000)
+    assert await count_quotes(bus.js, [symbol]) == 0
