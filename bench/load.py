@@ -2,13 +2,14 @@
 
 Method
 ------
-- Quotes for ``--symbols`` symbols are published on core NATS in batches per shard
-  (``md.quotes.<shard>.load``), at a fixed ``--rate`` for ``--duration`` seconds. The generator runs on a
+- Quotes for ``--symbols`` symbols are made at a fixed ``--rate`` for ``--duration`` seconds and published in
+  batches per shard (``md.quotes.<shard>.load``) the way the market-data feeds publish them
+  (``rrr.shared.bus.QuoteBatcher``: a batch goes out when the one before it is acknowledged by the stream,
+  with every quote made meanwhile, so the batches grow with the system's load). The generator runs on a
   thread, event loop and connection of its own and sleeps the thread until the next quote is due, but
-  wakes at most every ``--tick-us`` (200): the quotes that came due meanwhile go out together, as the
-  market-data feed batches them (``--single`` sends one message per quote on ``md.quote.<shard>.<symbol>``
-  instead). An event loop's own timers would wake up to a millisecond late, which every latency would
-  count. Open loop: the
+  wakes at most every ``--tick-us`` (200) to make the quotes that came due (``--single`` sends one message
+  per quote on ``md.quote.<shard>.<symbol>`` on core NATS instead). An event loop's own timers would wake
+  up to a millisecond late, which every latency would count. Open loop: the
   n-th quote is due at ``start + n / rate`` whatever the system does, and every latency is counted from
   that intended time, so a stalled system cannot hide its stall (coordinated omission corrected).
 - Quote -> order accepted: the harness listens to ``evt.order.>``; an ``OrderAccepted`` names the quote
@@ -52,18 +53,17 @@ import nats
 import nats.errors
 import psutil
 from hdrh.histogram import HdrHistogram
-from nats.aio.client import Client
+from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
 from nats.aio.msg import Msg
+from opentelemetry import trace
 from tqdm import tqdm
 
 from rrr.shared import subjects
-from rrr.shared.bus import MSG_ID, fitted, payloads
+from rrr.shared.bus import Publisher, QuoteBatcher, inbox_prefix, payloads, url_user
 from rrr.shared.limits import DEFAULT_MAX_MSG_BYTES
 from rrr.shared.messages import (
-    QUOTE_BATCH_MAX,
     OrderAccepted,
     OrderRejected,
-    QuoteBatch,
     QuoteRow,
     SubmitOrder,
     encode,
@@ -72,6 +72,9 @@ from rrr.shared.messages import (
 )
 
 _MAX_US = 3_600_000_000  # 1 h
+# Turns of the generator's event loop after each wake-up: enough to read an acknowledgement that came, hand it to
+# the batcher and send the next batch before the thread sleeps again.
+_TURNS = 4
 # The hops of quote -> order accepted: the generator's own lateness (a quote's intended time to its batch's
 # ts_init, stamped when it was sent), the batch to the strategy's decision, the decision to execution's
 # acceptance, the acceptance to its arrival at the harness.
@@ -85,11 +88,14 @@ class RunResult:
     rate: float
     symbols: int
     duration_s: float
-    # The generator woke at most this often (--tick-us): what came due meanwhile went out as one batch per shard.
+    # The generator woke at most this often (--tick-us) to make the quotes that came due.
     tick_us: float = 200.0
     published: int = 0
     # Messages the quotes went out in (batches, or one per quote with --single).
     messages: int = 0
+    # Quotes of batches the market-data stream refused or did not acknowledge in time (the loss says whether
+    # they were stored).
+    quotes_unacknowledged: int = 0
     publish_seconds: float = 0.0
     achieved_rate: float = 0.0
     stored: int = 0
@@ -247,7 +253,6 @@ async def run_load(
     run_id = f"load{time.time_ns() // 1_000_000}"
     names = [f"LD{i:05d}" for i in range(symbols)]
     subject_of = {s: subjects.quote(s, shards) for s in names}
-    shard_of = {s: subjects.shard_of(s, shards) for s in names}
     rng = random.Random(7)
     mids = dict.fromkeys(names, 10_000)  # in ticks of 0.0001
     total = int(rate * duration_s)
@@ -300,7 +305,12 @@ async def run_load(
         # delay a quote, and the pacing sleeps the thread for the exact time left (an event loop's timers wake
         # up to a millisecond late, which every latency from the intended time would count).
         nonlocal sent, batches
-        nc = await _connect(nats_url)
+        nc = await _connect(nats_url, acknowledged=True)
+        # As a feed publishes: each batch acknowledged by the market-data stream before the next goes out.
+        batcher = QuoteBatcher(
+            Publisher(nc, service="load", tracer=trace.get_tracer("rrr.load"), trace_roots=False), "load", shards,
+            batch_id_prefix=f"{run_id}:b", max_bytes=DEFAULT_MAX_MSG_BYTES,
+        )  # fmt: skip
         try:
             start_ns = clock["start_ns"] = time.time_ns()
             start = time.monotonic()
@@ -310,9 +320,6 @@ async def run_load(
                 wake = now + tick_s
                 due = min(int((now - start) * rate) + 1, total)
                 burst = due - sent
-                # Natural batching, as the market-data feed does it: the quotes that came due while the
-                # generator was asleep or busy go out together, one batch per shard.
-                by_shard: dict[int, list[QuoteRow]] = {}
                 for n in range(sent, due):
                     symbol = names[n % symbols]
                     mid = mids[symbol] = max(mids[symbol] + rng.choice((-1, 0, 1)), 100)
@@ -321,22 +328,11 @@ async def run_load(
                     if single:
                         await nc.publish(subject_of[symbol], encode(row.to_quote(intended)))
                     else:
-                        by_shard.setdefault(shard_of[symbol], []).append(row)
-                for shard, rows in by_shard.items():
-                    now_ns = time.time_ns()
-
-                    def _build(part: list[QuoteRow], now_ns: int = now_ns) -> QuoteBatch:
-                        nonlocal batches
-                        batches += 1
-                        return QuoteBatch(
-                            id=f"{run_id}:b{batches}", ts_event=part[0].ts_event, ts_init=now_ns, source="load",
-                            quotes=part,
-                        )  # fmt: skip
-
-                    # As the feeds do: split to fit the stream's largest message (a stall makes a large burst).
-                    for first in range(0, len(rows), QUOTE_BATCH_MAX):
-                        for batch, data in fitted(rows[first : first + QUOTE_BATCH_MAX], _build, DEFAULT_MAX_MSG_BYTES):
-                            await nc.publish(subjects.quote_batch(shard, "load"), data, headers={MSG_ID: batch.id})
+                        batcher.add(row)
+                # A few turns of this thread's loop: acknowledgements that came are read and handed on, and the
+                # batcher sends what waits once the last batch is acknowledged.
+                for _ in range(_TURNS):
+                    await asyncio.sleep(0)
                 sent = due
                 published_per_s[int(now - start)] += burst
                 bar.update(burst)
@@ -352,7 +348,10 @@ async def run_load(
                 delay = max(start + sent / rate, wake) - time.monotonic()
                 if delay > 0 and sent < total:
                     time.sleep(delay)  # noqa: ASYNC251
+            await batcher.close()
             result.publish_seconds = time.monotonic() - start
+            batches = batcher.counters.batches
+            result.quotes_unacknowledged = batcher.counters.dropped + batcher.counters.unconfirmed
         finally:
             await nc.close()
 
@@ -467,6 +466,8 @@ def print_table(result: RunResult) -> None:
     print(f"  published {result.published:,} at {result.achieved_rate:,.0f}/s in {result.messages:,} messages; "
           f"stored {result.stored:,}; "
           f"lost {result.lost:,}; drained in {result.drain_seconds:.1f} s")  # fmt: skip
+    if result.quotes_unacknowledged:
+        print(f"  {result.quotes_unacknowledged:,} quotes in batches the stream refused or did not acknowledge in time")
     print(f"  signals {result.signals:,}; orders sent {result.orders_sent:,}, "
           f"accepted seen {result.orders_accepted_seen:,}, "
           f"rejected seen {result.orders_rejected_seen:,}; "
@@ -536,13 +537,17 @@ def write_report(results: list[RunResult], out_dir: Path, label: str) -> list[Pa
 _RECONNECTS = 10
 
 
-async def _connect(url: str) -> Client:
+async def _connect(url: str, *, acknowledged: bool = False) -> Client:
+    """A connection to ``url``; ``acknowledged``: with the inbox its user may read, for JetStream's answers."""
+
     async def _quiet(exc: Exception) -> None:
         """Reconnect attempts are expected; if they run out, the run ends with one line saying why."""
 
+    user = url_user(url) if acknowledged else None
     return await nats.connect(
-        url.split(","), max_reconnect_attempts=_RECONNECTS, reconnect_time_wait=0.5, error_cb=_quiet
-    )
+        url.split(","), max_reconnect_attempts=_RECONNECTS, reconnect_time_wait=0.5, error_cb=_quiet,
+        inbox_prefix=inbox_prefix(user) if user else DEFAULT_INBOX_PREFIX,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,8 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         "--tick-us",
         type=float,
         default=200,
-        help="the generator wakes at most this often; what came due meanwhile goes out as one batch per shard, "
-        "as market-data's natural batching sends it [200; 1000 batches as the harness did before it paced itself]",
+        help="the generator wakes at most this often to make the quotes that came due; they go out as the feeds "
+        "send them, a batch per shard once the last is acknowledged [200]",
     )
     args = parser.parse_args(argv)
     for flag, value, low in (
