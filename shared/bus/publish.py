@@ -141,11 +141,6 @@ class Publisher(Connection):
         await self.nc.publish(subject, encode(message), headers=self._headers(message.id))
         self.traffic.sent(subject)
 
-    async def publish_encoded(self, subject: str, message_id: str, data: bytes) -> None:
-        """``publish`` of a message encoded already (to know its size first)."""
-        await self.nc.publish(subject, data, headers=self._headers(message_id))
-        self.traffic.sent(subject)
-
     def prepare_encoded(self, subject: str, message_id: str, data: bytes) -> Outgoing:
         """``prepare`` of a message encoded already."""
         return Outgoing(subject, data, self._headers(message_id))
