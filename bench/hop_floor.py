@@ -1,6 +1,6 @@
 """The floor of quote -> order accepted on this machine: the system's hops with no work in them.
 
-    python bench/hop_floor.py [--rate 1000] [--seconds 10] [--repeats 3] [--core]
+    python bench/hop_floor.py [--rate 1000] [--seconds 10] [--repeats 3] [--core] [--direct | --bare]
 
 One nats-server (JetStream, file storage) from the embedded binary on 127.0.0.1, in a temporary directory,
 and three Python processes (uvloop, nats-py) laid out as `just up none` and `just load` lay out the quote
@@ -19,6 +19,15 @@ Each relay stamps when it took the message and when it published; reported per h
 microseconds, median of ``--repeats`` runs, and the whole path from sent to arrived. This is the least any
 design with a stored hop between the processes pays here, before a strategy or a risk check runs. ``--core``
 runs the same processes on core NATS subjects without streams: the difference is what storing costs.
+
+``--direct`` uses nats-py as directly as it goes: each relay handles a message in the subscription's callback,
+publishes it on without waiting for JetStream's acknowledgement and writes it to the socket at once (the
+client's own flusher task would take another turn of the loop), so a message passes each process in one
+callback. ``--bare`` runs the same path with no client library in any process: the generator writes ``PUB`` lines on a
+blocking socket, and the relays and the listener are uvloop protocols that speak the NATS text protocol
+themselves (the relays read push consumers of the streams without acknowledgements, created for them, and
+publish each message on as it arrives). What is left is the kernel's, the event loop's and nats-server's: the
+least these hops cost on this machine with any Python client.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing
+import socket
 import statistics
 import struct
 import sys
@@ -34,11 +45,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
+from urllib.parse import unquote, urlsplit
 
 import nats
 import nats.errors
 import uvloop
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from rrr.deploy.nats_server import NatsServer
 
@@ -110,7 +123,161 @@ async def _relay_async(
         await nc.close()
 
 
-async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, list[int]]:
+def _direct_relay(
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int, core: bool
+) -> None:
+    uvloop.run(_direct_relay_async(url, source, target, index, ready, stop_after, core))
+
+
+async def _direct_relay_async(
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int, core: bool
+) -> None:
+    nc = await nats.connect(url)
+    done = asyncio.get_running_loop().create_future()
+    handled = 0
+
+    async def _on(msg: nats.aio.msg.Msg) -> None:
+        nonlocal handled
+        taken = time.time_ns()
+        stamps = list(_STAMP.unpack_from(msg.data))
+        stamps[index] = taken
+        stamps[index + 1] = time.time_ns()
+        await nc.publish(f"floor.{target}", _STAMP.pack(*stamps) + _PAD)
+        await nc._flush_pending(force_flush=True)  # written now, not at the flusher task's next turn
+        handled += 1
+        if handled >= stop_after and not done.done():
+            done.set_result(None)
+
+    limits = {"pending_msgs_limit": 0, "pending_bytes_limit": 0}
+    if core:
+        await nc.subscribe(f"floor.{source}", cb=_on, **limits)
+    else:
+        await nc.jetstream().subscribe(
+            f"floor.{source}", cb=_on, stream=source.upper(), ordered_consumer=True, idle_heartbeat=2.0,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW), **limits,
+        )  # fmt: skip
+    ready.set()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, 30 + stop_after / 100)
+    finally:
+        await nc.close()
+
+
+def _connect_line(url: str) -> bytes:
+    parts = urlsplit(url)
+    connect: dict[str, object] = {"verbose": False, "pedantic": False, "lang": "bare", "version": "0", "protocol": 1}
+    if parts.username:
+        connect.update(user=unquote(parts.username), **{"pass": unquote(parts.password or "")})
+    return f"CONNECT {json.dumps(connect)}\r\n".encode()
+
+
+class _BareReader(asyncio.Protocol):
+    """A NATS subscriber without a client library: each ``MSG`` payload is handed to ``on_payload`` as it is
+    parsed, and what that returns (``PUB`` lines, or nothing) is written at the end of the read."""
+
+    def __init__(self, on_payload: Callable[[bytes], bytes | None]) -> None:
+        self.on_payload = on_payload
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        out: list[bytes] = []
+        while (end := self.buffer.find(b"\r\n")) >= 0:
+            line = bytes(self.buffer[:end])
+            if line.startswith(b"MSG "):
+                size = int(line.rsplit(b" ", 1)[1])
+                if len(self.buffer) < end + size + 4:
+                    break  # the payload is still on its way
+                reply = self.on_payload(bytes(self.buffer[end + 2 : end + 2 + size]))
+                del self.buffer[: end + size + 4]
+                if reply:
+                    out.append(reply)
+                continue
+            del self.buffer[: end + 2]
+            if line == b"PING":
+                out.append(b"PONG\r\n")
+            elif line == b"PONG" and not self.ready.done():
+                self.ready.set_result(None)  # the answer to the PING after SUB: the server holds the subscription
+            elif line.startswith(b"-ERR") and not self.ready.done():
+                self.ready.set_exception(RuntimeError(line.decode(errors="replace")))
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+
+async def _bare_subscribe(url: str, subject: str, on_payload: Callable[[bytes], bytes | None]) -> asyncio.Transport:
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(
+        lambda: _BareReader(on_payload), parts.hostname, parts.port or 4222
+    )
+    transport.write(_connect_line(url) + f"SUB {subject} 1\r\nPING\r\n".encode())
+    await asyncio.wait_for(protocol.ready, 10)
+    return cast(asyncio.Transport, transport)
+
+
+def _bare_relay(
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int, core: bool
+) -> None:
+    uvloop.run(_bare_relay_async(url, source, target, index, ready, stop_after, core))
+
+
+async def _bare_relay_async(
+    url: str, source: str, target: str, index: int, ready: multiprocessing.Event, stop_after: int, core: bool
+) -> None:
+    done = asyncio.get_running_loop().create_future()
+    handled = 0
+    head = f"PUB floor.{target} {_STAMP.size + len(_PAD)}\r\n".encode()
+
+    def _on(payload: bytes) -> bytes:
+        nonlocal handled
+        taken = time.time_ns()
+        stamps = list(_STAMP.unpack_from(payload))
+        stamps[index] = taken
+        stamps[index + 1] = time.time_ns()
+        handled += 1
+        if handled >= stop_after and not done.done():
+            done.set_result(None)
+        return head + _STAMP.pack(*stamps) + _PAD + b"\r\n"
+
+    # Stored hops: the push consumer made for this relay delivers on floor.deliver.<source>.
+    transport = await _bare_subscribe(url, f"floor.{source}" if core else f"floor.deliver.{source}", _on)
+    ready.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done, 30 + stop_after / 100)
+    transport.close()
+
+
+def _bare_publish(url: str, subject: str, rate: float, total: int, payload: Callable[[], bytes]) -> None:
+    """``paced_publish`` without a client library: ``PUB`` lines written on a blocking socket."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(_connect_line(url))
+        start = time.monotonic()
+        for n in range(total):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            data = payload()
+            sock.sendall(f"PUB {subject} {len(data)}\r\n".encode() + data + b"\r\n")
+        sock.sendall(b"PING\r\n")
+        sock.settimeout(10)
+        seen = b""
+        while b"PONG" not in seen:  # everything written was read by the server
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            seen = seen[-8:] + chunk
+
+
+async def _run(url: str, rate: float, seconds: float, core: bool, mode: str = "") -> dict[str, list[int]]:
+    bare = mode == "bare"
     nc = await nats.connect(url)
     js = nc.jetstream()
     for stage in STAGES:
@@ -121,9 +288,10 @@ async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, l
     total = int(rate * seconds)
     context = multiprocessing.get_context("spawn")
     readies = [context.Event(), context.Event()]
+    relay_main = {"bare": _bare_relay, "direct": _direct_relay}.get(mode, _relay)
     relays = [
-        context.Process(target=_relay, args=(url, "md", "cmd", 1, readies[0], total, core), daemon=True),
-        context.Process(target=_relay, args=(url, "cmd", "evt", 3, readies[1], total, core), daemon=True),
+        context.Process(target=relay_main, args=(url, "md", "cmd", 1, readies[0], total, core), daemon=True),
+        context.Process(target=relay_main, args=(url, "cmd", "evt", 3, readies[1], total, core), daemon=True),
     ]
     for relay in relays:
         relay.start()
@@ -131,19 +299,34 @@ async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, l
         while not ready.wait(0.05):  # a process starting up: waited on with a deadline below
             if not all(relay.is_alive() for relay in relays):
                 raise RuntimeError("a relay process ended before it was ready")
+    if bare and not core:
+        for stage in STAGES[:2]:
+            await js.add_consumer(stage.upper(), config=ConsumerConfig(
+                deliver_subject=f"floor.deliver.{stage}", ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.NEW,
+            ))  # fmt: skip
     arrived: list[tuple[tuple[int, ...], int]] = []
     done = asyncio.Event()
 
-    async def _on(msg: nats.aio.msg.Msg) -> None:
-        arrived.append((_STAMP.unpack_from(msg.data), time.time_ns()))
+    def _arrived(data: bytes) -> None:
+        arrived.append((_STAMP.unpack_from(data), time.time_ns()))
         if len(arrived) == total:
             done.set()
 
-    await nc.subscribe("floor.evt", cb=_on)
-    await nc.flush()
-    await asyncio.to_thread(uvloop.run, paced_publish(url, "floor.md", rate, total, _stamped))
+    async def _on(msg: nats.aio.msg.Msg) -> None:
+        _arrived(msg.data)
+
+    if bare:
+        listener = await _bare_subscribe(url, "floor.evt", _arrived)
+        await asyncio.to_thread(_bare_publish, url, "floor.md", rate, total, _stamped)
+    else:
+        await nc.subscribe("floor.evt", cb=_on)
+        await nc.flush()
+        await asyncio.to_thread(uvloop.run, paced_publish(url, "floor.md", rate, total, _stamped))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 30)
+    if bare:
+        listener.close()
     await nc.close()
     for relay in relays:
         relay.join(10)
@@ -193,17 +376,28 @@ def main() -> int:
     parser.add_argument(
         "--core", action="store_true", help="the same path on core NATS, no streams: what the stored hops add"
     )
+    client = parser.add_mutually_exclusive_group()
+    client.add_argument(
+        "--direct", action="store_true", help="nats-py as directly as it goes: callbacks, no waiting, written at once"
+    )
+    client.add_argument(
+        "--bare", action="store_true", help="no client library in any process: the NATS protocol spoken directly"
+    )
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.repeats < 1:
         parser.error("--rate and --seconds must be positive, --repeats at least 1")
+    mode = "bare" if args.bare else "direct" if args.direct else ""
     with tempfile.TemporaryDirectory(prefix="rrr-hop-floor-") as tmp:
         server = NatsServer(data_dir=Path(tmp) / "nats")
         server.start()
         try:
-            runs = [uvloop.run(_run(server.url, args.rate, args.seconds, args.core)) for _ in range(args.repeats)]
+            runs = [uvloop.run(_run(server.url, args.rate, args.seconds, args.core, mode)) for _ in range(args.repeats)]
         finally:
             server.stop()
-    how = "core NATS, no streams" if args.core else "stored hops"
+    how = ("core NATS, no streams" if args.core else "stored hops") + {
+        "bare": ", no client library",
+        "direct": ", nats-py callbacks written at once",
+    }.get(mode, "")
     print(f"hops with no work ({how}), {args.rate:,.0f} messages/s for {args.seconds:g} s, "
           f"median of {args.repeats} runs (us)")  # fmt: skip
     for name in _HOPS:
