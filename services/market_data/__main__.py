@@ -57,7 +57,8 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
     # Read the whole file before publishing anything: a bad row (without --skip-bad-rows) or a file beyond the
     # limits stops the replay with nothing sent, so fixing the file and replaying it again cannot leave half of
     # an old version behind. What is published is what this read checked (rrr.market_data.checked.CheckedFile).
-    with tqdm(unit=" rows", desc=f"checking {path.name}", disable=not progress, file=sys.stderr) as bar:
+    # Drawn on a terminal only (tqdm's disable=None): a pipe or a log gets the outcome, not a bar's redraws.
+    with tqdm(unit=" rows", desc=f"checking {path.name}", disable=None if progress else True, file=sys.stderr) as bar:
         checked = check_file(path, skip_bad_rows=skip_bad_rows, limits=limits, on_progress=bar.update)
     total = checked.quotes
 
@@ -94,7 +95,9 @@ def _replay(config: MarketDataConfig, path: Path, skip_bad_rows: bool, progress:
                     f"this system runs with --shards {recorded}, not {config.shards}: the quotes would go to shards "
                     f"nobody consumes. Replay with --shards {recorded}"
                 )
-            with tqdm(total=total, unit="quote", desc=path.name, disable=not progress, file=sys.stderr) as bar:
+            with tqdm(
+                total=total, unit="quote", desc=path.name, disable=None if progress else True, file=sys.stderr
+            ) as bar:
                 return await replay_file(
                     bus,
                     path,
@@ -250,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(
             "--skip-bad-rows", action="store_true", help="skip and count unreadable rows instead of stopping"
         )
-        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal anyway)"
+        )
     # A replay run by hand talks to the system `just up` runs here; the service itself is given its settings.
     named = any(arg == "--nats-url" or arg.startswith("--nats-url=") for arg in argv)
     environ = with_local_system("rrr-market-data replay") if replaying and not named else None

@@ -4,12 +4,16 @@ no state that only `just reset` repairs."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -233,6 +237,47 @@ def test_just_adds_no_epilogue_of_its_own_to_an_error_a_command_already_explaine
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("installing")]
     assert len(lines) == 1, done.stderr
     assert "Recipe" not in done.stderr
+
+
+def _replay_with_a_bad_row(tmp_path: Path, stderr: int) -> subprocess.Popen[bytes]:
+    """``rrr-market-data replay`` of a file whose third row does not read: it stops in its check, before NATS."""
+    quotes = tmp_path / "quotes.csv"
+    quotes.write_text(
+        "ts,symbol,bid,ask\n2020-01-01T17:00:00.065Z,EURUSD,1.1212,1.1217\n2020-01-01T17:00:01Z,EURUSD,1.1213,x\n"
+    )
+    url = f"nats://127.0.0.1:{free_port()}"  # never reached: the check fails first
+    return subprocess.Popen(
+        [*service_command("market_data"), "replay", str(quotes), "--nats-url", url],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def test_the_replays_progress_is_drawn_on_a_terminal_and_left_out_of_a_pipe(tmp_path: Path) -> None:
+    # Piped (a log, a script, CI): the error alone, no bar's redraws.
+    piped = _replay_with_a_bad_row(tmp_path, subprocess.PIPE)
+    _, err = piped.communicate(timeout=120)
+    assert piped.returncode != 0
+    assert "checking quotes.csv" not in err.decode(), err.decode()
+    assert "quotes.csv:3: ask 'x' is not a decimal number" in err.decode(), err.decode()
+    # On a terminal: the check's progress, then the same error.
+    controller, terminal = pty.openpty()
+    # A terminal of 100 columns: one without a size gets a bar of none.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = _replay_with_a_bad_row(tmp_path, terminal)
+    os.close(terminal)
+    drawn = bytearray()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal's other end closed with the process
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert proc.wait(timeout=30) != 0
+    assert "checking quotes.csv" in drawn.decode(errors="replace"), drawn
 
 
 def test_just_replay_takes_the_file_path_from_where_the_user_stands(stack: Stack, tmp_path: Path) -> None:
