@@ -16,14 +16,16 @@ path, each doing nothing but pass the message on:
   on a core subscription and records when they arrived.
 
 Each relay stamps when it took the message and when it published; reported per hop, p50 / p90 / p99 in
-microseconds, median of ``--repeats`` runs, and the whole path from sent to arrived. This is the least any
-design with a stored hop between the processes pays here, before a strategy or a risk check runs. ``--core``
+microseconds, median of ``--repeats`` runs, and the whole path from sent to arrived: the least a design with a
+stored hop between the processes pays here through nats-py, before a strategy or a risk check runs. ``--core``
 runs the same processes on core NATS subjects without streams: the difference is what storing costs.
 
 ``--direct`` uses nats-py as directly as it goes: each relay handles a message in the subscription's callback,
 publishes it on without waiting for JetStream's acknowledgement and writes it to the socket at once (the
 client's own flusher task would take another turn of the loop), so a message passes each process in one
-callback. ``--bare`` runs the same path with no client library in any process: the generator writes ``PUB`` lines on a
+callback.
+
+``--bare`` runs the same path with no client library in any process: the generator writes ``PUB`` lines on a
 blocking socket, and the relays and the listener are uvloop protocols that speak the NATS text protocol
 themselves (the relays read push consumers of the streams without acknowledgements, created for them, and
 publish each message on as it arrives). What is left is the kernel's, the event loop's and nats-server's: the
