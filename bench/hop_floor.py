@@ -29,7 +29,7 @@ callback.
 blocking socket, and the relays and the listener are uvloop protocols that speak the NATS text protocol
 themselves (the relays read push consumers of the streams without acknowledgements, created for them, and
 publish each message on as it arrives). What is left is the kernel's, the event loop's and nats-server's: the
-least these hops cost on this machine with any Python client.
+least these hops cost on this machine between Python processes.
 """
 
 from __future__ import annotations
