@@ -40,8 +40,6 @@ import contextlib
 import json
 import multiprocessing
 import socket
-import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -53,22 +51,21 @@ from urllib.parse import unquote, urlsplit
 import nats
 import nats.errors
 import uvloop
+from hop_stamps import (  # bench/, beside this file
+    SIZE,
+    Arrived,
+    arrived,
+    hops_of,
+    passed_on,
+    print_report,
+    stamped,
+    start_relays,
+)
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from rrr.deploy.nats_server import NatsServer
 
 STAGES = ("md", "cmd", "evt")
-# Times stamped along the way, ns: sent, strategy took, strategy published, execution took, execution published.
-_STAMP = struct.Struct("<5q")
-_PAD = b"q" * (200 - _STAMP.size)
-_HOPS = (
-    "sent -> strategy took it",
-    "strategy: took -> published",
-    "strategy published -> execution took it",
-    "execution: took -> published",
-    "execution published -> listener",
-    "sent -> listener (the path)",
-)
 
 
 def _relay(
@@ -110,11 +107,7 @@ async def _relay_async(
                 sub._pending_queue.task_done()
             publishing = []
             for msg in batch:
-                taken = time.time_ns()
-                stamps = list(_STAMP.unpack_from(msg.data))
-                stamps[index] = taken
-                stamps[index + 1] = time.time_ns()
-                data = _STAMP.pack(*stamps) + _PAD
+                data = passed_on(msg.data, index)
                 if core:
                     await nc.publish(f"floor.{target}", data)
                 else:
@@ -140,11 +133,7 @@ async def _direct_relay_async(
 
     async def _on(msg: nats.aio.msg.Msg) -> None:
         nonlocal handled
-        taken = time.time_ns()
-        stamps = list(_STAMP.unpack_from(msg.data))
-        stamps[index] = taken
-        stamps[index + 1] = time.time_ns()
-        await nc.publish(f"floor.{target}", _STAMP.pack(*stamps) + _PAD)
+        await nc.publish(f"floor.{target}", passed_on(msg.data, index))
         await nc._flush_pending(force_flush=True)  # written now, not at the flusher task's next turn
         handled += 1
         if handled >= stop_after and not done.done():
@@ -234,18 +223,14 @@ async def _bare_relay_async(
 ) -> None:
     done = asyncio.get_running_loop().create_future()
     handled = 0
-    head = f"PUB floor.{target} {_STAMP.size + len(_PAD)}\r\n".encode()
+    head = f"PUB floor.{target} {SIZE}\r\n".encode()
 
     def _on(payload: bytes) -> bytes:
         nonlocal handled
-        taken = time.time_ns()
-        stamps = list(_STAMP.unpack_from(payload))
-        stamps[index] = taken
-        stamps[index + 1] = time.time_ns()
         handled += 1
         if handled >= stop_after and not done.done():
             done.set_result(None)
-        return head + _STAMP.pack(*stamps) + _PAD + b"\r\n"
+        return head + passed_on(payload, index) + b"\r\n"
 
     # Stored hops: the push consumer made for this relay delivers on floor.deliver.<source>.
     transport = await _bare_subscribe(url, f"floor.{source}" if core else f"floor.deliver.{source}", _on)
@@ -288,31 +273,19 @@ async def _run(url: str, rate: float, seconds: float, core: bool, mode: str = ""
         if not core:
             await js.add_stream(StreamConfig(name=stage.upper(), subjects=[f"floor.{stage}"], storage=StorageType.FILE))
     total = int(rate * seconds)
-    context = multiprocessing.get_context("spawn")
-    readies = [context.Event(), context.Event()]
-    relay_main = {"bare": _bare_relay, "direct": _direct_relay}.get(mode, _relay)
-    relays = [
-        context.Process(target=relay_main, args=(url, "md", "cmd", 1, readies[0], total, core), daemon=True),
-        context.Process(target=relay_main, args=(url, "cmd", "evt", 3, readies[1], total, core), daemon=True),
-    ]
-    for relay in relays:
-        relay.start()
-    for ready in readies:
-        while not ready.wait(0.05):  # a process starting up: waited on with a deadline below
-            if not all(relay.is_alive() for relay in relays):
-                raise RuntimeError("a relay process ended before it was ready")
+    relays = start_relays({"bare": _bare_relay, "direct": _direct_relay}.get(mode, _relay), url, total, core)
     if bare and not core:
         for stage in STAGES[:2]:
             await js.add_consumer(stage.upper(), config=ConsumerConfig(
                 deliver_subject=f"floor.deliver.{stage}", ack_policy=AckPolicy.NONE,
                 deliver_policy=DeliverPolicy.NEW,
             ))  # fmt: skip
-    arrived: list[tuple[tuple[int, ...], int]] = []
+    came: list[Arrived] = []
     done = asyncio.Event()
 
     def _arrived(data: bytes) -> None:
-        arrived.append((_STAMP.unpack_from(data), time.time_ns()))
-        if len(arrived) == total:
+        came.append(arrived(data))
+        if len(came) == total:
             done.set()
 
     async def _on(msg: nats.aio.msg.Msg) -> None:
@@ -320,11 +293,11 @@ async def _run(url: str, rate: float, seconds: float, core: bool, mode: str = ""
 
     if bare:
         listener = await _bare_subscribe(url, "floor.evt", _arrived)
-        await asyncio.to_thread(_bare_publish, url, "floor.md", rate, total, _stamped)
+        await asyncio.to_thread(_bare_publish, url, "floor.md", rate, total, stamped)
     else:
         await nc.subscribe("floor.evt", cb=_on)
         await nc.flush()
-        await asyncio.to_thread(uvloop.run, paced_publish(url, "floor.md", rate, total, _stamped))
+        await asyncio.to_thread(uvloop.run, paced_publish(url, "floor.md", rate, total, stamped))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 30)
     if bare:
@@ -332,12 +305,7 @@ async def _run(url: str, rate: float, seconds: float, core: bool, mode: str = ""
     await nc.close()
     for relay in relays:
         relay.join(10)
-    hops: dict[str, list[int]] = {name: [] for name in _HOPS}
-    for (sent, s_took, s_pub, e_took, e_pub), at in arrived:
-        for name, value in zip(_HOPS, (s_took - sent, s_pub - s_took, e_took - s_pub, e_pub - e_took, at - e_pub,
-                                       at - sent), strict=True):  # fmt: skip
-            hops[name].append(value // 1000)
-    return hops
+    return hops_of(came)
 
 
 async def paced_publish(url: str, subject: str, rate: float, total: int, payload: Callable[[], bytes]) -> None:
@@ -358,15 +326,6 @@ async def paced_publish(url: str, subject: str, rate: float, total: int, payload
             await nc.flush()
     finally:
         await nc.close()
-
-
-def _stamped() -> bytes:
-    return _STAMP.pack(time.time_ns(), 0, 0, 0, 0) + _PAD
-
-
-def _percentile(values: list[int], q: float) -> int:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else 0
 
 
 def main() -> int:
@@ -400,12 +359,7 @@ def main() -> int:
         "bare": ", no client library",
         "direct": ", nats-py callbacks written at once",
     }.get(mode, "")
-    print(f"hops with no work ({how}), {args.rate:,.0f} messages/s for {args.seconds:g} s, "
-          f"median of {args.repeats} runs (us)")  # fmt: skip
-    for name in _HOPS:
-        cells = [f"{statistics.median(_percentile(run[name], q) for run in runs):,.0f}" for q in (0.5, 0.9, 0.99)]
-        counts = min(len(run[name]) for run in runs)
-        print(f"  {name:<42} p50 {cells[0]:>6}  p90 {cells[1]:>6}  p99 {cells[2]:>6}   ({counts:,} messages)")
+    print_report(how, args.rate, args.seconds, runs)
     return 0
 
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing
 import socket
-import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -35,18 +32,16 @@ from typing import Any
 
 import nats.jetstream as jetstream  # nats-jetstream
 import uvloop
-from nats.client import connect  # nats-core (Python 3.13)
-
-_STAMP = struct.Struct("<5q")
-_PAD = b"q" * (200 - _STAMP.size)
-_HOPS = (
-    "sent -> strategy took it",
-    "strategy: took -> published",
-    "strategy published -> execution took it",
-    "execution: took -> published",
-    "execution published -> listener",
-    "sent -> listener (the path)",
+from hop_stamps import (  # bench/, beside this file
+    Arrived,
+    arrived,
+    hops_of,
+    passed_on,
+    print_report,
+    stamped,
+    start_relays,
 )
+from nats.client import connect  # nats-core (Python 3.13)
 
 
 def _relay(url: str, source: str, target: str, index: int, ready: Any, total: int, core: bool) -> None:
@@ -59,11 +54,7 @@ async def _relay_async(url: str, source: str, target: str, index: int, ready: An
     handled = 0
 
     async def _on(data: bytes) -> None:
-        taken = time.time_ns()
-        stamps = list(_STAMP.unpack_from(data))
-        stamps[index] = taken
-        stamps[index + 1] = time.time_ns()
-        await nc.publish(subject, _STAMP.pack(*stamps) + _PAD)
+        await nc.publish(subject, passed_on(data, index))
         await nc._force_flush()  # written now, not at the client's next coalesced write
 
     try:
@@ -95,7 +86,7 @@ def _generate(url: str, rate: float, total: int) -> None:
             delay = start + n / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # noqa: ASYNC251  (a thread of its own: exact pacing)
-            await nc.publish(b"floor.md", _STAMP.pack(time.time_ns(), 0, 0, 0, 0) + _PAD)
+            await nc.publish(b"floor.md", stamped())
             await nc.flush()
         await nc.close()
 
@@ -111,41 +102,20 @@ async def _run(url: str, rate: float, seconds: float, core: bool) -> dict[str, l
         if not core:
             await js.create_stream(name=stage.upper(), subjects=[f"floor.{stage}"], storage="file")
     total = int(rate * seconds)
-    context = multiprocessing.get_context("spawn")
-    readies = [context.Event(), context.Event()]
-    relays = [
-        context.Process(target=_relay, args=(url, "md", "cmd", 1, readies[0], total, core), daemon=True),
-        context.Process(target=_relay, args=(url, "cmd", "evt", 3, readies[1], total, core), daemon=True),
-    ]
-    for relay in relays:
-        relay.start()
-    for ready in readies:
-        if not ready.wait(30):
-            raise RuntimeError("a relay was not ready within 30 s")
+    relays = start_relays(_relay, url, total, core)
     sub = await nc.subscribe("floor.evt")
     await nc.flush()
     generator = threading.Thread(target=_generate, args=(url, rate, total))
     generator.start()
-    arrived: list[tuple[tuple[int, ...], int]] = []
+    came: list[Arrived] = []
     with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-        while len(arrived) < total:
-            msg = await sub.next(timeout=30)
-            arrived.append((_STAMP.unpack_from(msg.data), time.time_ns()))
+        while len(came) < total:
+            came.append(arrived((await sub.next(timeout=30)).data))
     generator.join()
     await nc.close()
     for relay in relays:
         relay.join(10)
-    hops: dict[str, list[int]] = {name: [] for name in _HOPS}
-    for (sent, s_took, s_pub, e_took, e_pub), at in arrived:
-        for name, value in zip(_HOPS, (s_took - sent, s_pub - s_took, e_took - s_pub, e_pub - e_took, at - e_pub,
-                                       at - sent), strict=True):  # fmt: skip
-            hops[name].append(value // 1000)
-    return hops
-
-
-def _percentile(values: list[int], q: float) -> int:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else 0
+    return hops_of(came)
 
 
 def _free_port() -> int:
@@ -184,13 +154,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(10)
-    how = "core NATS, no streams" if args.core else "stored hops"
-    print(f"hops with no work ({how}, nats-core 0.2.0 written at once), {args.rate:,.0f} messages/s for "
-          f"{args.seconds:g} s, median of {args.repeats} runs (us)")  # fmt: skip
-    for name in _HOPS:
-        cells = [f"{statistics.median(_percentile(run[name], q) for run in runs):,.0f}" for q in (0.5, 0.9, 0.99)]
-        counts = min(len(run[name]) for run in runs)
-        print(f"  {name:<42} p50 {cells[0]:>6}  p90 {cells[1]:>6}  p99 {cells[2]:>6}   ({counts:,} messages)")
+    how = ("core NATS, no streams" if args.core else "stored hops") + ", nats-core 0.2.0 written at once"
+    print_report(how, args.rate, args.seconds, runs)
     return 0
 
 
