@@ -155,7 +155,8 @@ async def _direct_relay_async(
         await nc.close()
 
 
-def _connect_line(url: str) -> bytes:
+def connect_line(url: str) -> bytes:
+    """The ``CONNECT`` line of a client without a library, with the URL's user and password if it has them."""
     parts = urlsplit(url)
     connect: dict[str, object] = {"verbose": False, "pedantic": False, "lang": "bare", "version": "0", "protocol": 1}
     if parts.username:
@@ -207,7 +208,7 @@ async def _bare_subscribe(url: str, subject: str, on_payload: Callable[[bytes], 
     transport, protocol = await loop.create_connection(
         lambda: _BareReader(on_payload), parts.hostname, parts.port or 4222
     )
-    transport.write(_connect_line(url) + f"SUB {subject} 1\r\nPING\r\n".encode())
+    transport.write(connect_line(url) + f"SUB {subject} 1\r\nPING\r\n".encode())
     await asyncio.wait_for(protocol.ready, 10)
     return cast(asyncio.Transport, transport)
 
@@ -245,7 +246,7 @@ def _bare_publish(url: str, subject: str, rate: float, total: int, payload: Call
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(_connect_line(url))
+        sock.sendall(connect_line(url))
         start = time.monotonic()
         for n in range(total):
             delay = start + n / rate - time.monotonic()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import statistics
 import sys
@@ -39,12 +38,12 @@ import time
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import nats
 import psutil
 import uvloop
-from hop_floor import paced_publish  # bench/, beside this file
+from hop_floor import connect_line, paced_publish  # bench/, beside this file
 from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from rrr.deploy.nats_server import NatsServer
@@ -98,10 +97,7 @@ async def _bare(url: str, count: int, out: Queue[object]) -> None:
     transport, protocol = await loop.create_connection(
         lambda: _Bare(count, first, last), parts.hostname, parts.port or 4222
     )
-    connect = {"verbose": False, "pedantic": False, "lang": "bare", "version": "0", "protocol": 1}
-    if parts.username:
-        connect.update(user=unquote(parts.username), **{"pass": unquote(parts.password or "")})
-    transport.write(f"CONNECT {json.dumps(connect)}\r\nSUB {SUBJECT} 1\r\nPING\r\n".encode())
+    transport.write(connect_line(url) + f"SUB {SUBJECT} 1\r\nPING\r\n".encode())
     await asyncio.wait_for(protocol.subscribed, 10)
     out.put("ready")
     started = await asyncio.wait_for(first, 60)
